@@ -1,0 +1,252 @@
+"""Peer policy engines for the benchmark, each loaded with buddy's escalation table.
+
+Every peer is exposed as ``decide(tool, confidence, approved) -> "MOCK" | "DRY_RUN" | "LIVE"``
+and must agree with :func:`reference` (plain-Python version of buddy's table):
+
+    LOW:    conf >= 0.70 -> LIVE;             >= 0.50 -> DRY_RUN; else MOCK
+    MEDIUM: conf >= 0.80 -> LIVE;             >= 0.65 -> DRY_RUN; else MOCK
+    HIGH:   conf >= 0.85 and approved -> LIVE; >= 0.80 -> DRY_RUN; else MOCK
+
+Both peers only answer allow/deny, so each callable asks for LIVE, then DRY_RUN, and
+falls back to MOCK -- one query per candidate mode, highest first, as a user would.
+
+Peers:
+  * ``make_casbin()`` -- pycasbin ``Enforcer`` (model + policy from strings, in memory).
+  * ``make_agt()``    -- Microsoft Agent Governance Toolkit
+    ``agent_os.policies.PolicyEvaluator`` (PyPI ``agent-os-kernel``).
+
+Run ``python bench/_peers.py`` for a self-check against :func:`reference` plus timings.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+
+Decide = Callable[[str, float, bool], str]
+
+MOCK, DRY_RUN, LIVE = "MOCK", "DRY_RUN", "LIVE"
+CANDIDATES = (LIVE, DRY_RUN)  # highest first; MOCK is the fallback
+
+# tool name -> risk
+CATALOGUE: dict[str, str] = {
+    "vision_inspect": "LOW",
+    "web_search": "LOW",
+    "form_fill": "MEDIUM",
+    "file_write": "MEDIUM",
+    "msgraph_send_email": "HIGH",
+    "payment_submit": "HIGH",
+}
+
+# risk -> mode -> (min_confidence, needs_approval); the single source for all peers.
+TABLE: dict[str, dict[str, tuple[float, bool]]] = {
+    "LOW": {LIVE: (0.70, False), DRY_RUN: (0.50, False)},
+    "MEDIUM": {LIVE: (0.80, False), DRY_RUN: (0.65, False)},
+    "HIGH": {LIVE: (0.85, True), DRY_RUN: (0.80, False)},
+}
+
+
+def reference(tool: str, confidence: float, approved: bool) -> str:
+    """buddy's escalation table in plain Python."""
+    risk = CATALOGUE[tool]
+    if risk == "LOW":
+        return LIVE if confidence >= 0.70 else DRY_RUN if confidence >= 0.50 else MOCK
+    if risk == "MEDIUM":
+        return LIVE if confidence >= 0.80 else DRY_RUN if confidence >= 0.65 else MOCK
+    if risk == "HIGH":
+        if confidence >= 0.85 and approved:
+            return LIVE
+        return DRY_RUN if confidence >= 0.80 else MOCK
+    raise KeyError(risk)
+
+
+# --------------------------------------------------------------------------- casbin
+
+CASBIN_MODEL = """\
+[request_definition]
+r = sub, obj, act
+
+[policy_definition]
+p = risk, act, min_conf, approval
+
+[role_definition]
+g = _, _
+
+[policy_effect]
+e = some(where (p.eft == allow))
+
+[matchers]
+m = g(r.obj, p.risk) && r.act == p.act && r.sub.confidence >= num(p.min_conf) \
+&& (p.approval == "any" || r.sub.approved)
+"""
+
+
+def casbin_policy_text() -> str:
+    """Policy rows (risk, mode, min_conf, approval) + g rows mapping tool -> risk."""
+    rows = [
+        f"p, {risk}, {mode}, {conf:.2f}, {'required' if appr else 'any'}"
+        for risk, modes in TABLE.items()
+        for mode, (conf, appr) in modes.items()
+    ]
+    rows += [f"g, {tool}, {risk}" for tool, risk in CATALOGUE.items()]
+    return "\n".join(rows) + "\n"
+
+
+class _Subject:
+    """ABAC subject: casbin's matcher reads r.sub.confidence / r.sub.approved."""
+
+    __slots__ = ("confidence", "approved")
+
+    def __init__(self, confidence: float, approved: bool) -> None:
+        self.confidence = confidence
+        self.approved = approved
+
+
+def make_casbin() -> Decide:
+    try:
+        import casbin
+        from casbin.persist.adapters.string_adapter import StringAdapter
+    except ImportError as exc:
+        raise ImportError(
+            "peer 'casbin' unavailable: PyPI package `casbin` is not installed "
+            "(pip install 'casbin>=1.43')"
+        ) from exc
+
+    model = casbin.Model()
+    model.load_model_from_text(CASBIN_MODEL)
+    # enable_log=False (the default) sets logging.getLogger("casbin*").disabled = True;
+    # passed explicitly so a future default change cannot put a log line in every enforce().
+    enforcer = casbin.Enforcer(model, StringAdapter(casbin_policy_text()), enable_log=False)
+    enforcer.add_function("num", float)  # policy cells are strings; compare as numbers
+    enforce = enforcer.enforce
+
+    def casbin_decide(tool: str, confidence: float, approved: bool) -> str:
+        sub = _Subject(confidence, approved)
+        for mode in CANDIDATES:
+            if enforce(sub, tool, mode):
+                return mode
+        return MOCK
+
+    return casbin_decide
+
+
+# --------------------------------------------------------------------------- AGT
+
+
+def agt_policy_documents() -> dict[tuple[str, str], list[dict]]:
+    """One PolicyDocument (as plain data) per (risk, mode) gate.
+
+    A PolicyRule holds ONE condition and the evaluator stops at the first match, so an
+    AND ("conf >= x and approved") is written as deny-rules for each negated clause with
+    ``defaults.action = allow``, the same shape agent_os.policies.bridge generates for
+    its own confidence_threshold rule.
+    """
+    docs: dict[tuple[str, str], list[dict]] = {}
+    for risk, modes in TABLE.items():
+        for mode, (conf, appr) in modes.items():
+            rules = [
+                {
+                    "name": f"{risk.lower()}_{mode.lower()}_confidence",
+                    "condition": {"field": "confidence", "operator": "lt", "value": conf},
+                    "action": "deny",
+                    "priority": 100,
+                    "message": f"{risk} tool needs confidence >= {conf} for {mode}",
+                }
+            ]
+            if appr:
+                rules.append(
+                    {
+                        "name": f"{risk.lower()}_{mode.lower()}_approval",
+                        "condition": {"field": "approved", "operator": "eq", "value": False},
+                        "action": "deny",
+                        "priority": 90,
+                        "message": f"{risk} tool needs human approval for {mode}",
+                    }
+                )
+            docs[(risk, mode)] = {
+                "version": "1.0",
+                "name": f"buddy-escalation-{risk}-{mode}",
+                "rules": rules,
+                "defaults": {"action": "allow"},
+            }
+    return docs
+
+
+def make_agt() -> Decide:
+    try:
+        # Importing agent_os runs agent_os/__init__.py: it needs PyYAML (undeclared by
+        # agent-os-kernel 3.7.0) and emits a PydanticDeprecatedSince20 warning from amb_core.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from agent_os.policies import PolicyDocument, PolicyEvaluator
+    except ImportError as exc:
+        raise ImportError(
+            "peer 'agt' unavailable: cannot import agent_os.policies.PolicyEvaluator "
+            f"(pip install 'agent-os-kernel>=3.7' pyyaml): {exc}"
+        ) from exc
+
+    evaluators = {
+        gate: PolicyEvaluator(policies=[PolicyDocument.model_validate(doc)])
+        for gate, doc in agt_policy_documents().items()
+    }
+    gates = {
+        tool: tuple((mode, evaluators[(risk, mode)].evaluate) for mode in CANDIDATES)
+        for tool, risk in CATALOGUE.items()
+    }
+
+    def agt_decide(tool: str, confidence: float, approved: bool) -> str:
+        ctx = {"tool_name": tool, "confidence": confidence, "approved": approved}
+        for mode, evaluate in gates[tool]:
+            if evaluate(ctx).allowed:
+                return mode
+        return MOCK
+
+    return agt_decide
+
+
+PEERS: dict[str, Callable[[], Decide]] = {"casbin": make_casbin, "agt": make_agt}
+
+
+# --------------------------------------------------------------------------- self-check
+
+GRID = (0.0, 0.49, 0.5, 0.64, 0.65, 0.69, 0.7, 0.79, 0.8, 0.84, 0.85, 0.9, 1.0)
+
+
+def _cases() -> list[tuple[str, float, bool]]:
+    return [(t, c, a) for t in CATALOGUE for c in GRID for a in (True, False)]
+
+
+def _time(decide: Decide, n: int = 20_000) -> tuple[float, float]:
+    from time import perf_counter_ns
+
+    cases = _cases()
+    for case in cases:  # warm-up
+        decide(*case)
+    samples = []
+    for i in range(n):
+        tool, conf, appr = cases[i % len(cases)]
+        t0 = perf_counter_ns()
+        decide(tool, conf, appr)
+        samples.append(perf_counter_ns() - t0)
+    samples.sort()
+    return samples[n // 2] / 1000, samples[min(n - 1, (n * 99) // 100)] / 1000
+
+
+def main() -> int:
+    cases = _cases()
+    peers: dict[str, Decide] = {"reference": reference}
+    for name, make in PEERS.items():
+        try:
+            peers[name] = make()
+        except ImportError as exc:
+            print(f"SKIP {name}: {exc}")
+    for name, decide in peers.items():
+        bad = [(c, decide(*c), reference(*c)) for c in cases if decide(*c) != reference(*c)]
+        assert not bad, f"{name} disagrees with reference: {bad[:5]}"
+        p50, p99 = _time(decide)
+        print(f"{name:10s} agrees on {len(cases)} cases   p50 {p50:8.2f} us   p99 {p99:8.2f} us")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

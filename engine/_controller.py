@@ -1,0 +1,268 @@
+"""Running tool calls: the escalation machine drives each call's context.
+
+Each call gets an execution context, a model of the declared escalation machine
+(built by :func:`buddy.machines.build`). The controller fires the decision
+triggers on it, asks for approval where the machine waits for one, runs the
+handler of the mode the machine reached, and on an error in LIVE rolls back the
+session's reversible actions in reverse order. Every transition, decision,
+approval, run and undo is an audit event.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from buddy.engine._approvals import Approval
+from buddy.engine._decision import APPROVAL_PATH, Decision
+from buddy.engine._modes import ExecutionMode
+from buddy.machines._factory import build
+from buddy.machines.escalation import (
+    DECIDE_PATH,
+    SPEC,
+    EscalationInputs,
+    ExecutionState,
+    valid_confidence,
+)
+
+if TYPE_CHECKING:
+    from buddy.engine._engine import Engine
+
+__all__ = ["ExecutionResult", "Handlers", "Session"]
+
+S = ExecutionState
+Handler = Callable[[dict[str, Any]], Any]
+Undo = Callable[[dict[str, Any], Any], Any]
+
+
+@attrs.frozen
+class Handlers:
+    """The callables of one tool, by mode. ``undo(args, result)`` reverses a LIVE run."""
+
+    mock: Handler | None = None
+    dry_run: Handler | None = None
+    live: Handler | None = None
+    undo: Undo | None = None
+
+
+def simulated_mock(tool: str) -> Handler:
+    """The default MOCK handler: runs nothing and says so."""
+    def mock(args: dict[str, Any]) -> dict[str, Any]:
+        return {"simulated": True, "tool": tool, "mode": "MOCK", "args": args}
+    return mock
+
+
+@attrs.frozen
+class ExecutionResult:
+    """What happened to one call."""
+
+    context: str
+    agent: str
+    tool: str
+    decision: Decision
+    mode: ExecutionMode | None     # the mode the handler ran in; None when nothing ran
+    state: ExecutionState          # the context's final state
+    ok: bool
+    result: Any = None
+    error: str | None = None
+    args: Mapping[str, Any] | None = None
+    rolled_back: tuple[str, ...] = ()
+
+
+class _Context:
+    """A transitions model: one call's place in the escalation machine."""
+
+    def __init__(self, ident: str) -> None:
+        self.id = ident
+        self.state = SPEC.initial.name
+
+
+@attrs.define
+class _Done:
+    context: str
+    tool: str
+    undo: Undo
+    args: dict[str, Any]
+    result: Any
+
+
+class Controller:
+    """Executes calls for one engine; shared by its sessions."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.machine = build(SPEC)
+        self.handlers: dict[str, Handlers] = {}
+        self._ids = itertools.count(1)
+
+    def register(self, tool: str, handlers: Handlers) -> None:
+        self.engine.registry.get(tool)  # unknown tools are an error here
+        self.handlers[tool] = handlers
+
+    # -- one call ------------------------------------------------------------
+    def run(self, session: Session, tool: str, args: Mapping[str, Any] | None,
+            confidence: float, approval: bool | None) -> ExecutionResult:
+        engine, agent = self.engine, session.agent
+        args = dict(args or {})
+        ctx = _Context(f"ctx-{next(self._ids)}")
+        refused = engine._precheck(agent, tool, confidence)
+        entry = engine.policy.tools.get(tool)
+        if refused is None and entry is None:
+            refused = engine.policy.evaluate(tool, confidence)[0]  # fails closed, says why
+        if refused is None and not valid_confidence(confidence):
+            refused = engine.policy.evaluate(tool, confidence)[0]
+        if refused is not None:
+            engine._record_decision(ctx.id, agent, tool, confidence, approval, None,
+                                    engine.locked, refused)
+            return ExecutionResult(ctx.id, agent, tool, refused[0], None, S.MOCK, False,
+                                   error=refused[0].reason, args=args)
+        assert entry is not None
+        contract = entry.contract
+        self.machine.add_model(ctx)
+        try:
+            inputs = EscalationInputs(entry.policy, confidence, approval, engine.locked,
+                                      contract.requires_approval)
+            common = {"agent": agent, "tool": tool, "risk": contract.risk.value,
+                      "requires_approval": contract.requires_approval, "confidence": confidence,
+                      "rules": engine.policy.table.digest}
+            self._fire(ctx, DECIDE_PATH, inputs, common)
+            via = None if approval is None else "caller"
+            if self._state(ctx) is S.AWAITING_APPROVAL and approval is None:
+                answer, via = engine._approve(agent, contract, confidence, args)
+                if answer is not None:
+                    inputs.approval = answer.approved
+                    if answer.args is not None:
+                        engine.audit.append("approval", "escalation", ctx.id, "edit_args", None,
+                                            None, {"agent": agent, "tool": tool,
+                                                   "original": engine.audit.masker.mask(args),
+                                                   "edited": engine.audit.masker.mask(
+                                                       dict(answer.args)),
+                                                   "reason": answer.reason})
+                        args = dict(answer.args)
+                    self._fire(ctx, APPROVAL_PATH, inputs, common)
+            outcome = entry.outcomes[(ctx.state, inputs.locked)]
+            decision = outcome[0]
+            engine._record_decision(ctx.id, agent, tool, confidence, inputs.approval, via,
+                                    inputs.locked, outcome)
+            if not decision.allowed:
+                self._fire(ctx, ("abort",), inputs, common)
+                return ExecutionResult(ctx.id, agent, tool, decision, None, self._state(ctx),
+                                       False, error=decision.reason, args=args)
+            return self._execute(session, ctx, tool, args, decision, inputs, common)
+        finally:
+            self.machine.remove_model(ctx)
+
+    def _execute(self, session: Session, ctx: _Context, tool: str, args: dict[str, Any],
+                 decision: Decision, inputs: EscalationInputs, common: dict[str, Any],
+                 ) -> ExecutionResult:
+        engine = self.engine
+        handlers = self.handlers.get(tool, Handlers())
+        mode = decision.mode
+        if mode is ExecutionMode.LIVE and handlers.live is None:
+            self._fire(ctx, ("downgrade",), inputs, common, why="no live handler registered")
+            mode = ExecutionMode.DRY_RUN
+        if mode is ExecutionMode.DRY_RUN and handlers.dry_run is None:
+            self._fire(ctx, ("downgrade",), inputs, common, why="no dry-run handler registered")
+            mode = ExecutionMode.MOCK
+        if mode is ExecutionMode.LIVE and engine.locked:
+            # The kill switch: a lock after the decision still stops the LIVE run.
+            inputs.locked = True
+            self._fire(ctx, ("lock",), inputs, common, why="system locked before the LIVE run")
+            mode = ExecutionMode.MOCK
+        handler = {ExecutionMode.MOCK: handlers.mock or simulated_mock(tool),
+                   ExecutionMode.DRY_RUN: handlers.dry_run,
+                   ExecutionMode.LIVE: handlers.live}[mode]
+        masker = engine.audit.masker
+        try:
+            result = handler(args)  # type: ignore[misc]
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            engine.audit.append("execution", "escalation", ctx.id, "run", ctx.state, None, {
+                **common, "mode": mode.value, "ok": False, "error": error,
+                "args": masker.mask(args)})
+            undone: tuple[str, ...] = ()
+            if mode is ExecutionMode.LIVE:
+                self._fire(ctx, ("error",), inputs, common, why=error)
+                undone = session._rollback(ctx.id)
+                self._fire(ctx, ("rollback_complete",), inputs, common)
+            else:
+                self._fire(ctx, ("abort",), inputs, common, why=error)
+            return ExecutionResult(ctx.id, session.agent, tool, decision, mode, self._state(ctx),
+                                   False, error=error, args=args, rolled_back=undone)
+        engine.audit.append("execution", "escalation", ctx.id, "run", ctx.state, None, {
+            **common, "mode": mode.value, "ok": True, "result": masker.mask(result),
+            "args": masker.mask(args)})
+        contract = engine.registry.get(tool)
+        if mode is ExecutionMode.LIVE and contract.reversible and handlers.undo is not None:
+            session._stack.append(_Done(ctx.id, tool, handlers.undo, args, result))
+        self._fire(ctx, ("all_actions_succeeded",), inputs, common)
+        return ExecutionResult(ctx.id, session.agent, tool, decision, mode, self._state(ctx),
+                               True, result=result, args=args)
+
+    # -- machine plumbing ----------------------------------------------------
+    @staticmethod
+    def _state(ctx: _Context) -> ExecutionState:
+        return S[ctx.state]
+
+    def _fire(self, ctx: _Context, triggers: tuple[str, ...], inputs: EscalationInputs,
+              common: dict[str, Any], why: str | None = None) -> None:
+        """Fire each trigger the machine has from the current state; record each move."""
+        table = self.engine.policy.machine
+        for trigger in triggers:
+            src = ctx.state
+            if trigger not in table[src]:
+                continue
+            if ctx.trigger(trigger, inputs=inputs):  # type: ignore[attr-defined]
+                data = {**common, "approval": inputs.approval, "locked": inputs.locked}
+                if why:
+                    data["why"] = why
+                self.engine.audit.append("transition", "escalation", ctx.id, trigger, src,
+                                         ctx.state, data)
+
+
+class Session:
+    """Calls of one agent that roll back together: on an error in LIVE, every
+    earlier reversible LIVE action of the session is undone, newest first.
+
+    Use as a context manager or call :meth:`execute` directly.
+    """
+
+    def __init__(self, controller: Controller, agent: str) -> None:
+        self._controller = controller
+        self.agent = agent
+        self._stack: list[_Done] = []
+
+    def execute(self, tool: str, args: Mapping[str, Any] | None = None, *, confidence: float,
+                approval: bool | None = None) -> ExecutionResult:
+        """Decide and run one call (see :meth:`buddy.engine.Engine.execute`)."""
+        return self._controller.run(self, tool, args, confidence, approval)
+
+    @property
+    def rollback_stack(self) -> list[str]:
+        """Tools whose LIVE actions would be undone, oldest first."""
+        return [d.tool for d in self._stack]
+
+    def _rollback(self, failed: str) -> tuple[str, ...]:
+        audit, undone = self._controller.engine.audit, []
+        while self._stack:
+            done = self._stack.pop()
+            try:
+                out = done.undo(done.args, done.result)
+                data = {"tool": done.tool, "ok": True, "result": audit.masker.mask(out)}
+            except Exception as exc:
+                data = {"tool": done.tool, "ok": False, "error": f"{type(exc).__name__}: {exc}"}
+            audit.append("rollback", "escalation", done.context, "undo", None, None,
+                         {**data, "because_of": failed})
+            undone.append(done.context)
+        return tuple(undone)
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.clear()
+
+

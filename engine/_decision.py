@@ -1,0 +1,188 @@
+"""Decisions: the escalation machine's verdict on one tool call.
+
+:class:`Policy` compiles the catalogue, the escalation table and the escalation
+machine's declaration once; :meth:`Policy.evaluate` walks the compiled machine
+table (the same rows the ``transitions`` machine is built from) with the call's
+inputs. Every outcome's :class:`Decision` is made at load, so a decision
+allocates nothing but its inputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+
+from buddy.engine._contracts import ToolContract, ToolContractRegistry
+from buddy.engine._modes import ExecutionMode, RiskLevel
+from buddy.machines import escalation
+from buddy.machines._factory import compile_table, walk
+from buddy.machines.escalation import (
+    DECIDE_PATH,
+    EscalationInputs,
+    ExecutionState,
+    valid_confidence,
+)
+from buddy.rules._escalation import EscalationTable, RiskPolicy
+
+__all__ = ["Decision", "Policy"]
+
+S = ExecutionState
+APPROVAL_PATH = ("confirm_approval", "approval_denied")
+
+# Rule ids of decisions no table row makes.
+RULE_LOCK = "system.lock"
+RULE_DENIED = "approval.denied"
+RULE_UNKNOWN_TOOL = "tool.unknown"
+RULE_BAD_CONFIDENCE = "input.confidence"
+RULE_PERMISSION = "permission.missing"
+RULE_UNKNOWN_AGENT = "agent.unknown"
+RULE_ERROR = "engine.error"
+
+
+@attrs.frozen
+class Decision:
+    """The mode a call may run in, whether it may run at all, and why.
+
+    ``rule`` is the id of the row (or built-in rule) that decided; ``state`` is
+    where the escalation machine ended.
+    """
+
+    mode: ExecutionMode
+    allowed: bool
+    rule: str
+    reason: str
+    state: ExecutionState
+
+    @classmethod
+    def refuse(cls, rule: str, reason: str) -> Decision:
+        """Fail closed: MOCK, not allowed."""
+        return cls(ExecutionMode.MOCK, False, rule, reason, S.MOCK)
+
+
+Outcome = tuple[Decision, str, str]  # the decision, its mode's and state's values
+
+
+def _outcomes(p: RiskPolicy) -> dict[tuple[str, bool], Outcome]:
+    """Every decision a call of risk ``p.risk`` can end in, keyed by (state name, locked)."""
+    risk, dry, live = p.risk.value, p.dry_run_row, p.live_row
+    out = {
+        S.MOCK: Decision(ExecutionMode.MOCK, True, dry.id,
+                         f"{risk} risk: DRY_RUN needs {dry.when}; not met, so MOCK only", S.MOCK),
+        S.DRY_RUN: Decision(ExecutionMode.DRY_RUN, True, live.id,
+                            f"{risk} risk: {dry.when} allows DRY_RUN; LIVE needs {live.when}",
+                            S.DRY_RUN),
+        S.AWAITING_APPROVAL: Decision(
+            ExecutionMode.DRY_RUN, True, live.id,
+            f"{risk} risk: {live.when} met but LIVE needs approval and none was given; DRY_RUN",
+            S.AWAITING_APPROVAL),
+        S.LIVE: Decision(ExecutionMode.LIVE, True, live.id,
+                         f"{risk} risk: {live.when} allows LIVE (approval given where required)",
+                         S.LIVE),
+    }
+    table = {(state, locked): d for state, d in out.items() for locked in (False, True)}
+    table[(S.LOCKED, True)] = Decision(ExecutionMode.MOCK, True, RULE_LOCK,
+                                       "system locked: MOCK only until unlocked", S.LOCKED)
+    table[(S.LOCKED, False)] = Decision(ExecutionMode.MOCK, False, RULE_DENIED,
+                                        f"{risk} risk: approval denied; the call is halted",
+                                        S.LOCKED)
+    return {(state.name, locked): (d, d.mode.value, d.state.value)
+            for (state, locked), d in table.items()}
+
+
+class _Tool:
+    """One tool's contract and its compiled policy, ready for the hot path."""
+
+    __slots__ = ("contract", "policy", "risk", "requires_approval", "outcomes")
+
+    def __init__(self, contract: ToolContract, policy: RiskPolicy,
+                 outcomes: dict[tuple[str, bool], Outcome]) -> None:
+        self.contract = contract
+        self.policy = policy
+        self.risk = contract.risk.value
+        self.requires_approval = contract.requires_approval
+        self.outcomes = outcomes
+
+
+Resolver = Callable[[str, ToolContract, float], "tuple[bool | None, str | None]"]
+
+
+class Policy:
+    """The compiled decision function of one catalogue and one escalation table."""
+
+    def __init__(self, registry: ToolContractRegistry, table: EscalationTable) -> None:
+        self.registry = registry
+        self.table = table
+        self.machine = compile_table(escalation.SPEC)
+        self.outcomes: dict[RiskLevel, dict[tuple[str, bool], Outcome]] = {
+            risk: _outcomes(p) for risk, p in table.policies.items()}
+        self.tools: dict[str, _Tool] = {
+            c.name: _Tool(c, table.policies[c.risk], self.outcomes[c.risk]) for c in registry}
+
+    def evaluate(self, tool: str, confidence: float, approval: bool | None = None,
+                 locked: bool = False, agent: str = "", resolver: Resolver | None = None,
+                 ) -> tuple[Outcome, bool | None, str | None]:
+        """Decide one call; returns ``((decision, mode, state), approval, approved_by)``.
+
+        ``resolver(agent, contract, confidence)`` is asked for an approval when
+        the call waits for one and ``approval`` is None. Fails closed on an
+        unknown tool, a confidence outside [0, 1] and any error inside.
+        """
+        entry = self.tools.get(tool)
+        if entry is None:
+            return _refusal(RULE_UNKNOWN_TOOL, f"unknown tool {tool!r}: fail closed"), \
+                approval, None
+        if not valid_confidence(confidence):
+            return _refusal(RULE_BAD_CONFIDENCE, f"confidence must be a number in [0, 1] "
+                            f"(got {confidence!r}): fail closed"), approval, None
+        via = None if approval is None else "caller"
+        try:
+            inputs = EscalationInputs(entry.policy, confidence, approval, locked,
+                                      entry.requires_approval)
+            state = walk(self.machine, "MOCK", DECIDE_PATH, inputs)
+            if state == "AWAITING_APPROVAL" and approval is None and resolver is not None:
+                approval, via = resolver(agent, entry.contract, confidence)
+                if approval is not None:
+                    inputs.approval = approval
+                    state = walk(self.machine, state, APPROVAL_PATH, inputs)
+            return entry.outcomes[(state, locked)], approval, via
+        except Exception as exc:  # fail closed, never LIVE by accident
+            return _refusal(RULE_ERROR, f"evaluation failed: {type(exc).__name__}: {exc}: "
+                            "fail closed"), approval, via
+
+    def reevaluate(self, risk: RiskLevel, requires_approval: bool, confidence: float,
+                   approval: bool | None, locked: bool) -> Decision:
+        """Decide again from recorded inputs alone (replay and what-if need no catalogue)."""
+        if not valid_confidence(confidence):
+            return Decision.refuse(RULE_BAD_CONFIDENCE, "confidence out of range")
+        inputs = EscalationInputs(self.table.policies[risk], confidence, approval, locked,
+                                  requires_approval)
+        state = walk(self.machine, "MOCK", DECIDE_PATH, inputs)
+        return self.outcomes[risk][(state, locked)][0]
+
+    def record(self, agent: str, tool: str, confidence: float, approval: bool | None,
+               approved_by: str | None, locked: bool, outcome: Outcome) -> dict[str, Any]:
+        """The audit ``data`` of one decision: every input it used, and its verdict."""
+        entry = self.tools.get(tool)
+        decision, mode, state = outcome
+        return {
+            "agent": agent,
+            "tool": tool,
+            "risk": entry.risk if entry else None,
+            "requires_approval": entry.requires_approval if entry else None,
+            "confidence": confidence,
+            "approval": approval,
+            "approved_by": approved_by,
+            "locked": locked,
+            "mode": mode,
+            "allowed": decision.allowed,
+            "state": state,
+            "rule": decision.rule,
+            "rules": self.table.digest,
+        }
+
+
+def _refusal(rule: str, reason: str) -> Outcome:
+    d = Decision.refuse(rule, reason)
+    return d, d.mode.value, d.state.value

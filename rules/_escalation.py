@@ -1,0 +1,148 @@
+"""The escalation table: which mode a tool call may reach, by the tool's risk."""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from buddy.engine._modes import ExecutionMode, RiskLevel
+from buddy.rules._table import Problems, When, compile_when, read_toml, row_line
+
+__all__ = ["EscalationRow", "EscalationTable", "RiskPolicy"]
+
+#: Metrics an escalation row may test, and the TOML types of their values.
+METRICS: Mapping[str, type | tuple[type, ...]] = {"confidence": float}
+_GETTERS: Mapping[str, Callable[[Any], Any]] = {"confidence": operator.attrgetter("confidence")}
+
+
+@attrs.frozen
+class EscalationRow:
+    """Grant ``mode`` to calls of ``risk`` tools when ``when`` holds."""
+
+    id: str
+    risk: RiskLevel
+    mode: ExecutionMode
+    when: When
+    requires_approval: bool = False
+
+    def describe(self) -> str:
+        gate = " and approval" if self.requires_approval else ""
+        return f"{self.mode.value} needs {self.when}{gate}"
+
+
+@attrs.frozen
+class RiskPolicy:
+    """The compiled rows of one risk level; guards read these, never the file."""
+
+    risk: RiskLevel
+    dry_run_row: EscalationRow
+    live_row: EscalationRow
+    dry_run: Callable[[Any], bool] = attrs.field(eq=False, repr=False)
+    live: Callable[[Any], bool] = attrs.field(eq=False, repr=False)
+
+
+@attrs.frozen
+class EscalationTable:
+    """Rows keyed by (risk, mode), compiled once into one :class:`RiskPolicy` per risk."""
+
+    rows: tuple[EscalationRow, ...]
+    source: str = "<memory>"
+    digest: str = ""
+    policies: Mapping[RiskLevel, RiskPolicy] = attrs.field(init=False, eq=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        by_key = {(r.risk, r.mode): r for r in self.rows}
+        policies = {}
+        for risk in RiskLevel:
+            dry, live = by_key[(risk, ExecutionMode.DRY_RUN)], by_key[(risk, ExecutionMode.LIVE)]
+            policies[risk] = RiskPolicy(risk, dry, live, compile_when(dry.when, _GETTERS),
+                                        compile_when(live.when, _GETTERS))
+        object.__setattr__(self, "policies", policies)
+
+    @classmethod
+    def default(cls) -> EscalationTable:
+        """The table shipped with buddy (``buddy/rules/escalation.toml``)."""
+        ref = resources.files("buddy.rules").joinpath("escalation.toml")
+        return cls.from_toml(text=ref.read_text(encoding="utf-8"),
+                             source="buddy/rules/escalation.toml")
+
+    @classmethod
+    def from_dir(cls, directory: Path | str) -> EscalationTable:
+        """Load ``escalation.toml`` from a rules directory."""
+        return cls.from_toml(Path(directory) / "escalation.toml")
+
+    @classmethod
+    def from_toml(cls, path: Path | str | None = None, *, text: str | None = None,
+                  source: str | None = None) -> EscalationTable:
+        """Load and validate; every problem is reported at once, naming file, line and field.
+
+        >>> EscalationTable.from_toml(text='[[row]]\\nid = "x"\\nrisk = "LOW"\\n'
+        ...     'when = { all = [ { metric = "confidence", op = "=>", value = 0.5 } ] }\\n'
+        ...     'then = { mode = "DRY_RUN" }\\n')
+        Traceback (most recent call last):
+        ...
+        buddy.engine.errors.RuleTableError: <text>:1: row[x].when.all[0].op: must be one of ge, gt, le, lt, eq, ne (got '=>') (and 1 more problem(s))
+        """
+        data, text, digest = read_toml(path, text)
+        source = source or (str(path) if path is not None else "<text>")
+        problems = Problems(source, text)
+        problems.unknown_keys(data, ("table", "version", "row"), "escalation", None)
+        raw_rows = data.get("row", [])
+        if not isinstance(raw_rows, list):
+            problems.add("row", "must be an array of [[row]] tables")
+            raw_rows = []
+        rows: list[EscalationRow] = []
+        seen_ids: set[str] = set()
+        seen_keys: dict[tuple[RiskLevel, ExecutionMode], str] = {}
+        for i, raw in enumerate(raw_rows):
+            line = row_line(text, "row", i)
+            row = _read_row(problems, raw, i, line)
+            if row is None:
+                continue
+            where = f"row[{row.id}]"
+            if row.id in seen_ids:
+                problems.add(f"{where}.id", "duplicate id", line)
+            seen_ids.add(row.id)
+            key = (row.risk, row.mode)
+            if key in seen_keys:
+                problems.add(where, f"a second row for risk {row.risk.value} mode "
+                             f"{row.mode.value} (first: {seen_keys[key]})", line)
+            seen_keys.setdefault(key, row.id)
+            rows.append(row)
+        for risk in RiskLevel:
+            for mode in (ExecutionMode.DRY_RUN, ExecutionMode.LIVE):
+                if (risk, mode) not in seen_keys and not problems.items:
+                    problems.add("row", f"no row for risk {risk.value} mode {mode.value}")
+        problems.raise_if_any()
+        return cls(tuple(rows), source=source, digest=digest)
+
+
+def _read_row(problems: Problems, raw: Any, index: int, line: int | None) -> EscalationRow | None:
+    where = f"row[{index}]"
+    if not isinstance(raw, Mapping):
+        problems.add(where, "must be a table", line)
+        return None
+    before = len(problems.items)
+    problems.unknown_keys(raw, ("id", "risk", "when", "then", "description"), where, line)
+    row_id = problems.field(raw, "id", str, where, line)
+    where = f"row[{row_id}]" if row_id else where
+    risk = problems.enum(raw, "risk", RiskLevel, where, line)
+    when = problems.when(raw.get("when", {}), METRICS, f"{where}.when", line)
+    then = problems.field(raw, "then", dict, where, line)
+    mode, approval = None, False
+    if then is not None:
+        problems.unknown_keys(then, ("mode", "requires_approval"), f"{where}.then", line)
+        mode = problems.enum(then, "mode", ExecutionMode, f"{where}.then", line)
+        approval = problems.field(then, "requires_approval", bool, f"{where}.then", line,
+                                  default=False)
+        if mode is ExecutionMode.MOCK:
+            problems.add(f"{where}.then.mode", "MOCK is the floor and needs no row "
+                         "(use DRY_RUN or LIVE)", line)
+    if len(problems.items) > before:
+        return None
+    return EscalationRow(row_id, risk, mode, when, bool(approval))
