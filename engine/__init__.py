@@ -10,7 +10,7 @@ Embed it with :class:`Engine`::
 from buddy.engine._approvals import Approval, ApprovalRequest, Grant, Verdict
 from buddy.engine._audit import AuditEvent, AuditLog, Masker, load_key
 from buddy.engine._contracts import ToolContract, ToolContractRegistry, ValidationResult
-from buddy.engine._controller import ExecutionResult, Session
+from buddy.engine._controller import ExecutionResult, PendingCall, Session
 from buddy.engine._decision import Decision
 from buddy.engine._engine import Engine
 from buddy.engine._modes import ExecutionMode, RiskLevel
@@ -28,6 +28,7 @@ __all__ = [
     "ExecutionResult",
     "Grant",
     "Masker",
+    "PendingCall",
     "RiskLevel",
     "Session",
     "ToolContract",

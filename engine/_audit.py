@@ -49,11 +49,6 @@ _HASH_TAIL = len(',"hash":"') + 64 + 2  # the bytes after the hashed body: ,"has
 
 
 
-def _encode(obj: Any) -> bytes:
-    """Compact JSON, keys in insertion order; unknown objects as their repr, NaN as null."""
-    return orjson.dumps(obj, default=repr, option=orjson.OPT_NON_STR_KEYS)
-
-
 @attrs.frozen
 class AuditEvent:
     """One line of the audit log, as read back."""
@@ -134,28 +129,22 @@ class _Chain:
 
     def __init__(self, key: bytes | None) -> None:
         self.keyed = key is not None
-        self._base = hmac.new(key, digestmod=hashlib.sha256) if key is not None else None
+        self.name = "hmac-sha256" if self.keyed else "sha256"
+        if key is None:
+            self.digest: Callable[[bytes], str] = _sha256_hex
+        else:
+            base = hmac.new(key, digestmod=hashlib.sha256)
 
-    @property
-    def name(self) -> str:
-        return "hmac-sha256" if self.keyed else "sha256"
+            def digest(body: bytes) -> str:
+                h = base.copy()
+                h.update(body)
+                return h.hexdigest()
 
-    def digest(self, body: bytes) -> str:
-        if self._base is None:
-            return hashlib.sha256(body).hexdigest()
-        h = self._base.copy()
-        h.update(body)
-        return h.hexdigest()
+            self.digest = digest
 
 
-def _serialize(record: tuple, prev: str, chain: _Chain) -> tuple[bytes, str]:
-    seq, ts, kind, machine, subject, event, src, dst, data = record
-    body = _encode({
-        "seq": seq, "ts": ts, "kind": kind, "machine": machine, "subject": subject,
-        "event": event, "src": src, "dst": dst, "data": data, "prev": prev,
-    })
-    digest = chain.digest(body)
-    return b'%s,"hash":"%s"}\n' % (body[:-1], digest.encode()), digest
+def _sha256_hex(body: bytes, _sha256: Callable[[bytes], Any] = hashlib.sha256) -> str:
+    return _sha256(body).hexdigest()
 
 
 # -- the log ------------------------------------------------------------------
@@ -169,10 +158,10 @@ class AuditLog:
     and flushes each event at once, and fsyncs on its ``sync`` policy.
 
     >>> log = AuditLog.memory(clock=lambda: 0.0)
-    >>> log.append("note", "system", "demo", "hello", None, None, {"n": 1})
-    1
+    >>> log.append("note", "system", "demo", "hello", None, None, {"n": 1})  # seq 1 is the header
+    2
     >>> verify_lines(log.lines()).last_seq
-    1
+    2
     """
 
     def __init__(self, *, clock: Callable[[], float], key: bytes | None = None,
@@ -182,6 +171,7 @@ class AuditLog:
             raise AuditError(f"sync must be one of always, batch, never (got {sync!r})")
         self._clock = clock
         self._chain = _Chain(key)
+        self._digest = self._chain.digest
         self.lock = threading.RLock()
         self.masker = masker or Masker()
         self.path = path
@@ -254,31 +244,36 @@ class AuditLog:
         the clock for the decision the event records.
         """
         with self.lock:
-            return self._append_locked((kind, machine, subject, event, src, dst, data), ts)
+            return self.append_locked(kind, machine, subject, event, src, dst, data, ts)
 
     def append_locked(self, kind: str, machine: str, subject: str, event: str,
                       src: str | None, dst: str | None, data: dict[str, Any],
                       ts: float | None = None) -> int:
-        """:meth:`append` for a caller that already holds :attr:`lock`."""
-        return self._append_locked((kind, machine, subject, event, src, dst, data), ts)
-
-    def _append_locked(self, partial: tuple, ts: float | None = None) -> int:
-        self._seq += 1
-        record = (self._seq, self._clock() if ts is None else ts, *partial)
-        line, self._prev = _serialize(record, self._prev, self._chain)
+        """:meth:`append` for a caller that already holds :attr:`lock` (the hot path)."""
+        self._seq = seq = self._seq + 1
+        body = orjson.dumps({
+            "seq": seq, "ts": self._clock() if ts is None else ts, "kind": kind,
+            "machine": machine, "subject": subject, "event": event, "src": src, "dst": dst,
+            "data": data, "prev": self._prev,
+        }, default=repr, option=orjson.OPT_NON_STR_KEYS)
+        self._prev = digest = self._digest(body)
+        line = b'%s,"hash":"%s"}\n' % (body[:-1], digest.encode())
         if self._file is None:
             self._lines.append(line)
-            return self._seq
+            return seq
         try:
             self._file.write(line)
             self._file.flush()
         except OSError as exc:
-            raise AuditError(f"{self.path}: cannot write audit event {self._seq}: "
+            raise AuditError(f"{self.path}: cannot write audit event {seq}: "
                              f"{exc.strerror}") from None
         self._since_sync += 1
         if self.sync == "always" or self._since_sync >= self.sync_every:
             self._sync()
-        return self._seq
+        return seq
+
+    def _append_locked(self, partial: tuple, ts: float | None = None) -> int:
+        return self.append_locked(*partial, ts=ts)
 
     def _sync(self) -> None:
         assert self._file is not None

@@ -31,7 +31,7 @@ from buddy.machines.escalation import (
 if TYPE_CHECKING:
     from buddy.engine._engine import Engine
 
-__all__ = ["ExecutionResult", "Handlers", "Session"]
+__all__ = ["ExecutionResult", "Handlers", "PendingCall", "Session"]
 
 S = ExecutionState
 Handler = Callable[[dict[str, Any]], Any]
@@ -103,22 +103,22 @@ class Controller:
         self.handlers[tool] = handlers
 
     # -- one call ------------------------------------------------------------
-    def run(self, session: Session, tool: str, args: Mapping[str, Any] | None,
-            confidence: float, approval: bool | None) -> ExecutionResult:
+    def prepare(self, session: Session, tool: str, args: Mapping[str, Any] | None,
+                confidence: float, approval: bool | None) -> PendingCall:
+        """Decide one call on a fresh context; the handler runs at :meth:`PendingCall.run`."""
         engine, agent = self.engine, session.agent
         args = dict(args or {})
         ctx = _Context(f"ctx-{next(self._ids)}")
         refused = engine._precheck(agent, tool, confidence)
         entry = engine.policy.tools.get(tool)
-        if refused is None and entry is None:
+        if refused is None and (entry is None or not valid_confidence(confidence)):
             refused = engine.policy.evaluate(tool, confidence)[0]  # fails closed, says why
-        if refused is None and not valid_confidence(confidence):
-            refused = engine.policy.evaluate(tool, confidence)[0]
         if refused is not None:
             engine._record_decision(ctx.id, agent, tool, confidence, approval, None,
                                     engine.locked, refused)
-            return ExecutionResult(ctx.id, agent, tool, refused[0], None, S.MOCK, False,
-                                   error=refused[0].reason, args=args)
+            return PendingCall(self, session, ctx, tool, args, refused[0], done=ExecutionResult(
+                ctx.id, agent, tool, refused[0], None, S.MOCK, False, error=refused[0].reason,
+                args=args))
         assert entry is not None
         contract = entry.contract
         self.machine.add_model(ctx)
@@ -130,30 +130,35 @@ class Controller:
                       "rules": engine.policy.table.digest}
             self._fire(ctx, DECIDE_PATH, inputs, common)
             via = None if approval is None else "caller"
+            approved_at = None
             if self._state(ctx) is S.AWAITING_APPROVAL and approval is None:
-                answer, via = engine._approve(agent, contract, confidence, args)
+                answer, via, approved_at = engine._approve(agent, contract, confidence, args)
                 if answer is not None:
                     inputs.approval = answer.approved
                     if answer.args is not None:
+                        masker = engine.audit.masker
                         engine.audit.append("approval", "escalation", ctx.id, "edit_args", None,
                                             None, {"agent": agent, "tool": tool,
-                                                   "original": engine.audit.masker.mask(args),
-                                                   "edited": engine.audit.masker.mask(
-                                                       dict(answer.args)),
+                                                   "original": masker.mask(args),
+                                                   "edited": masker.mask(dict(answer.args)),
                                                    "reason": answer.reason})
                         args = dict(answer.args)
-                    self._fire(ctx, APPROVAL_PATH, inputs, common)
-            outcome = entry.outcomes[(ctx.state, inputs.locked)]
-            decision = outcome[0]
-            engine._record_decision(ctx.id, agent, tool, confidence, inputs.approval, via,
-                                    inputs.locked, outcome)
-            if not decision.allowed:
-                self._fire(ctx, ("abort",), inputs, common)
-                return ExecutionResult(ctx.id, agent, tool, decision, None, self._state(ctx),
-                                       False, error=decision.reason, args=args)
-            return self._execute(session, ctx, tool, args, decision, inputs, common)
-        finally:
+                    self._fire(ctx, APPROVAL_PATH, inputs, common, why=answer.reason or None)
+            with engine._lock:
+                if engine.locked and not inputs.locked:  # locked while this call was deciding
+                    inputs.locked = True
+                    self._fire(ctx, ("lock",), inputs, common, why="system locked meanwhile")
+                outcome = entry.outcomes[(ctx.state, inputs.locked)]
+                engine._record_decision(ctx.id, agent, tool, confidence, inputs.approval, via,
+                                        inputs.locked, outcome, approved_at)
+        except BaseException:
             self.machine.remove_model(ctx)
+            raise
+        decision = outcome[0]
+        pending = PendingCall(self, session, ctx, tool, args, decision, inputs, common)
+        if not decision.allowed:
+            pending.cancel()
+        return pending
 
     def _execute(self, session: Session, ctx: _Context, tool: str, args: dict[str, Any],
                  decision: Decision, inputs: EscalationInputs, common: dict[str, Any],
@@ -223,6 +228,58 @@ class Controller:
                                          ctx.state, data)
 
 
+class PendingCall:
+    """A decided call whose handler has not run yet.
+
+    :meth:`run` runs it once; :meth:`cancel` aborts it. A system lock taken
+    between the decision and :meth:`run` still stops a LIVE run: the lock is
+    checked again at the moment the LIVE handler would start.
+    """
+
+    def __init__(self, controller: Controller, session: Session, ctx: _Context, tool: str,
+                 args: dict[str, Any], decision: Decision,
+                 inputs: EscalationInputs | None = None, common: dict[str, Any] | None = None,
+                 done: ExecutionResult | None = None) -> None:
+        self._controller = controller
+        self._session = session
+        self._ctx = ctx
+        self.tool = tool
+        self.args = args
+        self.decision = decision
+        self._inputs = inputs
+        self._common = common or {}
+        self._done = done
+
+    @property
+    def context(self) -> str:
+        return self._ctx.id
+
+    def run(self) -> ExecutionResult:
+        """Run the handler of the decided mode (once); later calls return the same result."""
+        if self._done is None:
+            assert self._inputs is not None
+            try:
+                self._done = self._controller._execute(
+                    self._session, self._ctx, self.tool, self.args, self.decision, self._inputs,
+                    self._common)
+            finally:
+                self._controller.machine.remove_model(self._ctx)
+        return self._done
+
+    def cancel(self, reason: str = "") -> ExecutionResult:
+        """Abort the call without running it."""
+        if self._done is None:
+            assert self._inputs is not None
+            controller, ctx = self._controller, self._ctx
+            controller._fire(ctx, ("abort",), self._inputs, self._common,
+                             why=reason or self.decision.reason)
+            controller.machine.remove_model(ctx)
+            self._done = ExecutionResult(ctx.id, self._session.agent, self.tool, self.decision,
+                                         None, S[ctx.state], False,
+                                         error=reason or self.decision.reason, args=self.args)
+        return self._done
+
+
 class Session:
     """Calls of one agent that roll back together: on an error in LIVE, every
     earlier reversible LIVE action of the session is undone, newest first.
@@ -238,7 +295,12 @@ class Session:
     def execute(self, tool: str, args: Mapping[str, Any] | None = None, *, confidence: float,
                 approval: bool | None = None) -> ExecutionResult:
         """Decide and run one call (see :meth:`buddy.engine.Engine.execute`)."""
-        return self._controller.run(self, tool, args, confidence, approval)
+        return self.prepare(tool, args, confidence=confidence, approval=approval).run()
+
+    def prepare(self, tool: str, args: Mapping[str, Any] | None = None, *, confidence: float,
+                approval: bool | None = None) -> PendingCall:
+        """Decide one call now; run it later with :meth:`PendingCall.run`."""
+        return self._controller.prepare(self, tool, args, confidence, approval)
 
     @property
     def rollback_stack(self) -> list[str]:

@@ -64,9 +64,10 @@ class Decision:
 Outcome = tuple[Decision, str, str]  # the decision, its mode's and state's values
 
 
-def _outcomes(p: RiskPolicy) -> dict[tuple[str, bool], Outcome]:
+def _outcomes(p: RiskPolicy, needs_approval: bool) -> dict[tuple[str, bool], Outcome]:
     """Every decision a call of risk ``p.risk`` can end in, keyed by (state name, locked)."""
     risk, dry, live = p.risk.value, p.dry_run_row, p.live_row
+    approved = " and approval was given" if needs_approval or live.requires_approval else ""
     out = {
         S.MOCK: Decision(ExecutionMode.MOCK, True, dry.id,
                          f"{risk} risk: DRY_RUN needs {dry.when}; not met, so MOCK only", S.MOCK),
@@ -78,8 +79,7 @@ def _outcomes(p: RiskPolicy) -> dict[tuple[str, bool], Outcome]:
             f"{risk} risk: {live.when} met but LIVE needs approval and none was given; DRY_RUN",
             S.AWAITING_APPROVAL),
         S.LIVE: Decision(ExecutionMode.LIVE, True, live.id,
-                         f"{risk} risk: {live.when} allows LIVE (approval given where required)",
-                         S.LIVE),
+                         f"{risk} risk: {live.when}{approved}, so LIVE", S.LIVE),
     }
     table = {(state, locked): d for state, d in out.items() for locked in (False, True)}
     table[(S.LOCKED, True)] = Decision(ExecutionMode.MOCK, True, RULE_LOCK,
@@ -115,10 +115,12 @@ class Policy:
         self.registry = registry
         self.table = table
         self.machine = compile_table(escalation.SPEC)
-        self.outcomes: dict[RiskLevel, dict[tuple[str, bool], Outcome]] = {
-            risk: _outcomes(p) for risk, p in table.policies.items()}
+        self.outcomes: dict[tuple[RiskLevel, bool], dict[tuple[str, bool], Outcome]] = {
+            (risk, needs): _outcomes(p, needs)
+            for risk, p in table.policies.items() for needs in (False, True)}
         self.tools: dict[str, _Tool] = {
-            c.name: _Tool(c, table.policies[c.risk], self.outcomes[c.risk]) for c in registry}
+            c.name: _Tool(c, table.policies[c.risk], self.outcomes[(c.risk, c.requires_approval)])
+            for c in registry}
 
     def evaluate(self, tool: str, confidence: float, approval: bool | None = None,
                  locked: bool = False, agent: str = "", resolver: Resolver | None = None,
@@ -133,7 +135,8 @@ class Policy:
         if entry is None:
             return _refusal(RULE_UNKNOWN_TOOL, f"unknown tool {tool!r}: fail closed"), \
                 approval, None
-        if not valid_confidence(confidence):
+        if not (type(confidence) is float and 0.0 <= confidence <= 1.0) and \
+                not valid_confidence(confidence):  # the first test is the fast path
             return _refusal(RULE_BAD_CONFIDENCE, f"confidence must be a number in [0, 1] "
                             f"(got {confidence!r}): fail closed"), approval, None
         via = None if approval is None else "caller"
@@ -159,14 +162,18 @@ class Policy:
         inputs = EscalationInputs(self.table.policies[risk], confidence, approval, locked,
                                   requires_approval)
         state = walk(self.machine, "MOCK", DECIDE_PATH, inputs)
-        return self.outcomes[risk][(state, locked)][0]
+        return self.outcomes[(risk, requires_approval)][(state, locked)][0]
 
     def record(self, agent: str, tool: str, confidence: float, approval: bool | None,
-               approved_by: str | None, locked: bool, outcome: Outcome) -> dict[str, Any]:
-        """The audit ``data`` of one decision: every input it used, and its verdict."""
+               approved_by: str | None, locked: bool, outcome: Outcome,
+               approved_at: float | None = None) -> dict[str, Any]:
+        """The audit ``data`` of one decision: every input it used, and its verdict.
+
+        ``approved_at`` is the clock reading at which a grant was checked.
+        """
         entry = self.tools.get(tool)
         decision, mode, state = outcome
-        return {
+        data = {
             "agent": agent,
             "tool": tool,
             "risk": entry.risk if entry else None,
@@ -181,6 +188,9 @@ class Policy:
             "rule": decision.rule,
             "rules": self.table.digest,
         }
+        if approved_at is not None:
+            data["approved_at"] = approved_at
+        return data
 
 
 def _refusal(rule: str, reason: str) -> Outcome:

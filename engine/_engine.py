@@ -18,7 +18,7 @@ from buddy.engine._approvals import (
 )
 from buddy.engine._audit import AuditLog
 from buddy.engine._contracts import ToolContract, ToolContractRegistry
-from buddy.engine._controller import Controller, ExecutionResult, Handlers, Session
+from buddy.engine._controller import Controller, ExecutionResult, Handlers, PendingCall, Session
 from buddy.engine._decision import (
     RULE_PERMISSION,
     RULE_UNKNOWN_AGENT,
@@ -78,6 +78,7 @@ class Engine:
         self._locked = False
         self._grants = GrantBook()
         self._grant_ids = itertools.count(1)
+        self._granted_at = 0.0
         self._controller = Controller(self)
 
     # -- construction --------------------------------------------------------
@@ -151,16 +152,23 @@ class Engine:
 
     def _record_decision(self, subject: str, agent: str, tool: str, confidence: float,
                          approval: bool | None, via: str | None, locked: bool,
-                         outcome: Outcome) -> int:
-        data = self.policy.record(agent, tool, confidence, approval, via, locked, outcome)
+                         outcome: Outcome, approved_at: float | None = None) -> int:
+        if approved_at is None and via is not None and via.startswith("grant:"):
+            approved_at = self._granted_at
+        data = self.policy.record(agent, tool, confidence, approval, via, locked, outcome,
+                                  approved_at)
         with self._lock:
             return self.audit.append_locked("decision", "escalation", subject, "decide", "MOCK",
                                             outcome[2], data)
 
     def _grant_resolver(self, agent: str, contract: ToolContract,
                         confidence: float) -> tuple[bool | None, str | None]:
-        grant = self._grants.consume(agent, contract.name, self.clock())
-        return (True, f"grant:{grant.id}") if grant is not None else (None, None)
+        now = self.clock()
+        grant = self._grants.consume(agent, contract.name, now)
+        if grant is None:
+            return None, None
+        self._granted_at = now  # read by _record_decision, under the same lock
+        return True, f"grant:{grant.id}"
 
     def _ask(self, agent: str, contract: ToolContract, confidence: float,
              args: Mapping[str, Any] | None) -> Approval | None:
@@ -175,14 +183,19 @@ class Engine:
             return Approval.deny(f"approver failed: {type(exc).__name__}: {exc}")
 
     def _approve(self, agent: str, contract: ToolContract, confidence: float,
-                 args: Mapping[str, Any]) -> tuple[Approval | None, str | None]:
-        """For the controller: a live grant, else the callback; ``(answer, approved_by)``."""
+                 args: Mapping[str, Any]) -> tuple[Approval | None, str | None, float | None]:
+        """For the controller: a live grant, else the callback.
+
+        Returns ``(answer, approved_by, approved_at)``; ``approved_at`` is the
+        clock reading at which a grant was checked.
+        """
         with self._lock:
-            grant = self._grants.consume(agent, contract.name, self.clock())
-        if grant is not None:
-            return Approval.approve(f"grant {grant.id}"), f"grant:{grant.id}"
+            _, via = self._grant_resolver(agent, contract, confidence)
+            at = self._granted_at
+        if via is not None:
+            return Approval.approve(f"{via} at {at}"), via, at
         answer = self._ask(agent, contract, confidence, args)
-        return answer, None if answer is None else "callback"
+        return answer, None if answer is None else "callback", None
 
     # -- running -------------------------------------------------------------
     def register_handler(self, tool: str, *, mock: Callable[..., Any] | None = None,
@@ -200,6 +213,11 @@ class Engine:
                 confidence: float, approval: bool | None = None) -> ExecutionResult:
         """Decide and run one call in a session of its own."""
         return self.session(agent).execute(tool, args, confidence=confidence, approval=approval)
+
+    def prepare(self, agent: str, tool: str, args: Mapping[str, Any] | None = None, *,
+                confidence: float, approval: bool | None = None) -> PendingCall:
+        """Decide one call now and run it later (``.run()``), in a session of its own."""
+        return self.session(agent).prepare(tool, args, confidence=confidence, approval=approval)
 
     # -- the system lock -----------------------------------------------------
     @property

@@ -105,7 +105,7 @@ TRANSITIONS = (
     Transition("confirm_approval", S.AWAITING_APPROVAL, S.LIVE,
                conditions=["live_threshold_met", "approved"]),
     Transition("approval_denied", S.AWAITING_APPROVAL, S.LOCKED, conditions=["denied"]),
-    Transition("all_actions_succeeded", _ACTIVE, S.COMPLETED),
+    Transition("all_actions_succeeded", (*_ACTIVE, S.LOCKED), S.COMPLETED),
     Transition("error", S.LIVE, S.ROLLBACK),
     Transition("rollback_complete", S.ROLLBACK, S.ABORTED),
     Transition("downgrade", S.LIVE, S.DRY_RUN),

@@ -86,7 +86,7 @@ class EscalationTable:
         ...     'then = { mode = "DRY_RUN" }\\n')
         Traceback (most recent call last):
         ...
-        buddy.engine.errors.RuleTableError: <text>:1: row[x].when.all[0].op: must be one of ge, gt, le, lt, eq, ne (got '=>') (and 1 more problem(s))
+        buddy.engine.errors.RuleTableError: <text>:1: row[x].when.all[0].op: must be one of ge, gt, le, lt, eq, ne (got '=>')
         """
         data, text, digest = read_toml(path, text)
         source = source or (str(path) if path is not None else "<text>")
