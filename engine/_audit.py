@@ -216,10 +216,14 @@ class AuditLog:
 
     def _open_file(self, path: Path) -> None:
         exists = path.exists() and path.stat().st_size > 0
+        anchor = read_anchor(path)
+        if not exists and anchor is not None and anchor["seq"] > 0:
+            raise AuditChainBroken(str(path), 0, f"log is empty but its anchor says "
+                                   f"{anchor['seq']}: events were cut from the end")
         if exists:
             scan = scan_log(path)
             report = verify_lines(scan.lines, key_chain=self._chain, source=str(path),
-                                  anchor=read_anchor(path))
+                                  anchor=anchor)
             if scan.torn is not None:
                 aside = path.with_name(f"{path.name}.torn-{scan.good_bytes}")
                 aside.write_bytes(scan.torn_bytes)

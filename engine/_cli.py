@@ -35,7 +35,8 @@ EXIT_USAGE, EXIT_FAILED, EXIT_LOOSENING = 2, 1, 3
 
 def _out() -> Console:
     # Not a terminal (a pipe, CI): wide enough that tables are not cut to 80 columns.
-    return Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+    return Console(highlight=False, soft_wrap=True,
+                   width=None if sys.stdout.isatty() else 160)
 
 
 class _Confidence(click.ParamType):
@@ -104,13 +105,16 @@ def decide(tool: str, confidence: float, agent: str, approval: bool | None, lock
            catalogue: Path | None, rules: Path | None, as_json: bool) -> None:
     """Decide the execution mode of one call of TOOL, and say why."""
     key = _key(key_file, key_env)
+    loaded = Engine.from_files(catalogue, rules)  # load (and fail) before touching the log
+    contract = loaded.registry.get(tool)
     audit = AuditLog.open(audit_path, clock=time.time, key=key) if audit_path else None
-    engine = Engine.from_files(catalogue, rules, audit=audit)
+    engine = Engine(loaded.registry, loaded.table, audit=audit)
     try:
-        contract = engine.registry.get(tool)
         if locked:
             engine.lock("--locked")
         decision = engine.decide(agent, tool, confidence, approval=approval)
+        if locked:
+            engine.unlock("--locked")
     finally:
         engine.audit.close()
     if as_json:
@@ -212,8 +216,9 @@ def _print_report(report: Any, *, show_states: bool) -> None:
                               f"{c.confidence:g}", c.before, c.after, c.rule_after)
             out.print(table)
     elif report.divergence is None:
-        out.print(f"replayed {report.replayed} events{upto}: {report.decisions} decisions "
-                  "and every transition reproduced")
+        out.print(f"replayed {report.replayed} events{upto}: {report.decisions} "
+                  f"decision{'' if report.decisions == 1 else 's'} and every transition "
+                  "reproduced")
     if show_states:
         table = Table(title=f"state at seq {report.last_seq}")
         for column in ("subject", "machine", "state"):
@@ -274,6 +279,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         return 130
+    except click.exceptions.NoArgsIsHelpError as exc:  # bare `buddy` or `buddy graph`
+        click.echo(exc.format_message(), err=True)
+        return EXIT_USAGE
     except click.ClickException as exc:
         click.echo(f"{type(exc).__name__}: {exc.format_message()}", err=True)
         return exc.exit_code or EXIT_USAGE

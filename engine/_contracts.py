@@ -31,8 +31,11 @@ __all__ = [
 ]
 
 
+_PUNCTUATION = str.maketrans("", "", "_-.")
+
+
 def _name(instance: Any, attribute: attrs.Attribute, value: str) -> None:
-    if not value or not value.replace("_", "").replace("-", "").replace(".", "").isalnum():
+    if not isinstance(value, str) or not value.translate(_PUNCTUATION).isalnum():
         raise ContractError(
             f"{attribute.name}: must be a non-empty identifier of letters, digits, '_', '-', '.' "
             f"(got {value!r})"
@@ -64,7 +67,8 @@ class ToolContract:
     max_concurrency: int = attrs.field(default=1, validator=_positive)
     rate_limit_per_minute: int | None = attrs.field(default=None, validator=_positive)
     timeout_s: float = attrs.field(default=30.0, validator=_positive)
-    requires_approval: bool = False
+    requires_approval: bool = attrs.field(default=False,
+                                          validator=attrs.validators.instance_of(bool))
     tags: frozenset[str] = attrs.field(default=frozenset(), converter=frozenset)
 
     def __attrs_post_init__(self) -> None:
@@ -125,7 +129,7 @@ class ToolContractRegistry:
     def from_toml(cls, path: Path | str | None = None, *, text: str | None = None,
                   source: str | None = None) -> ToolContractRegistry:
         """Load a catalogue of ``[[tool]]`` rows; every problem is reported at once."""
-        data, text, digest = read_toml(path, text)
+        data, text, digest = read_toml(path, text, source)
         source = source or (str(path) if path is not None else "<text>")
         problems = Problems(source, text)
         problems.unknown_keys(data, ("tool",), "catalogue", None)
@@ -134,11 +138,24 @@ class ToolContractRegistry:
             problems.add("tool", "the catalogue needs at least one [[tool]] row")
             problems.raise_if_any()
         contracts: list[ToolContract] = []
+        lines: dict[str, int | None] = {}
         for i, row in enumerate(rows):
             line = row_line(text, "tool", i)
             contract = _read_contract(problems, row, f"tool[{i}]", line)
-            if contract is not None:
-                contracts.append(contract)
+            if contract is None:
+                continue
+            if contract.name in lines:
+                problems.add(f"tool[{contract.name}].name",
+                             f"duplicate name (first at line {lines[contract.name]})", line)
+                continue
+            lines[contract.name] = line
+            contracts.append(contract)
+        named = {row.get("name") for row in rows if isinstance(row, Mapping)}
+        for contract in contracts:
+            missing = [d for d in contract.dependencies if d not in named]
+            if missing:
+                problems.add(f"tool[{contract.name}].dependencies",
+                             f"unknown tool(s): {', '.join(missing)}", lines[contract.name])
         problems.raise_if_any()
         try:
             return cls(contracts, source=source, digest=digest)
@@ -212,7 +229,8 @@ class ToolContractRegistry:
     def _check_dependencies(self, contract: ToolContract) -> None:
         missing = [d for d in contract.dependencies if d not in self._tools]
         if missing:
-            raise ContractError(f"{contract.name}: depends on unknown tool(s): {', '.join(missing)}")
+            raise ContractError(
+                f"{contract.name}: depends on unknown tool(s): {', '.join(missing)}")
 
     def _check_acyclic(self) -> None:
         graph = self.dependency_graph()
@@ -230,14 +248,15 @@ _CONTRACT_KEYS = {
 }
 
 
-def _read_contract(problems: Problems, row: Any, where: str, line: int | None) -> ToolContract | None:
+def _read_contract(problems: Problems, row: Any, where: str,
+                   line: int | None) -> ToolContract | None:
     if not isinstance(row, Mapping):
         problems.add(where, "must be a table", line)
         return None
     before = len(problems.items)
-    problems.unknown_keys(row, _CONTRACT_KEYS, where, line)
     name = problems.field(row, "name", str, where, line)
     label = f"tool[{name}]" if name else where
+    problems.unknown_keys(row, _CONTRACT_KEYS, label, line)
     risk = problems.enum(row, "risk", RiskLevel, label, line)
     reversible = problems.field(row, "reversible", bool, label, line)
     fields: dict[str, Any] = {}
@@ -256,5 +275,10 @@ def _read_contract(problems: Problems, row: Any, where: str, line: int | None) -
     try:
         return ToolContract(name=name, risk=risk, reversible=reversible, **fields)
     except ContractError as exc:
-        problems.add(label, str(exc).removeprefix(f"{name}: "), line)
+        message = str(exc)
+        if message.startswith(f"{name}: "):  # an invariant of the whole contract
+            problems.add(label, message.removeprefix(f"{name}: "), line)
+        else:  # one field's validator: "name.field: ..." or "field: ..."
+            field, _, rest = message.removeprefix(f"{name}.").partition(": ")
+            problems.add(f"{label}.{field}", rest, line)
         return None

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from buddy.engine._approvals import Approval
 from buddy.engine._decision import APPROVAL_PATH, Decision
 from buddy.engine._modes import ExecutionMode
 from buddy.machines._factory import build

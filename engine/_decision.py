@@ -118,6 +118,8 @@ class Policy:
         self.outcomes: dict[tuple[RiskLevel, bool], dict[tuple[str, bool], Outcome]] = {
             (risk, needs): _outcomes(p, needs)
             for risk, p in table.policies.items() for needs in (False, True)}
+        self._by_risk = {(risk.value, needs): (table.policies[risk], out)
+                         for (risk, needs), out in self.outcomes.items()}
         self.tools: dict[str, _Tool] = {
             c.name: _Tool(c, table.policies[c.risk], self.outcomes[(c.risk, c.requires_approval)])
             for c in registry}
@@ -154,15 +156,18 @@ class Policy:
             return _refusal(RULE_ERROR, f"evaluation failed: {type(exc).__name__}: {exc}: "
                             "fail closed"), approval, via
 
-    def reevaluate(self, risk: RiskLevel, requires_approval: bool, confidence: float,
-                   approval: bool | None, locked: bool) -> Decision:
-        """Decide again from recorded inputs alone (replay and what-if need no catalogue)."""
-        if not valid_confidence(confidence):
-            return Decision.refuse(RULE_BAD_CONFIDENCE, "confidence out of range")
-        inputs = EscalationInputs(self.table.policies[risk], confidence, approval, locked,
-                                  requires_approval)
-        state = walk(self.machine, "MOCK", DECIDE_PATH, inputs)
-        return self.outcomes[(risk, requires_approval)][(state, locked)][0]
+    def reevaluate(self, risk: str, requires_approval: bool, confidence: float,
+                   approval: bool | None, locked: bool) -> Outcome:
+        """Decide again from recorded inputs alone (replay and what-if need no catalogue).
+
+        ``risk`` is the recorded value (``"LOW"``, ...); an unknown one raises KeyError.
+        """
+        if not (type(confidence) is float and 0.0 <= confidence <= 1.0) and \
+                not valid_confidence(confidence):
+            return _refusal(RULE_BAD_CONFIDENCE, "confidence out of range")
+        policy, outcomes = self._by_risk[(risk, requires_approval)]
+        inputs = EscalationInputs(policy, confidence, approval, locked, requires_approval)
+        return outcomes[(walk(self.machine, "MOCK", DECIDE_PATH, inputs), locked)]
 
     def record(self, agent: str, tool: str, confidence: float, approval: bool | None,
                approved_by: str | None, locked: bool, outcome: Outcome,

@@ -26,6 +26,7 @@ import orjson
 
 from buddy.engine._approvals import Grant, GrantBook
 from buddy.engine._audit import AuditLog, read_anchor, scan_log, verify_lines
+from buddy.engine._contracts import ToolContractRegistry
 from buddy.engine._decision import (
     RULE_BAD_CONFIDENCE,
     RULE_ERROR,
@@ -34,7 +35,6 @@ from buddy.engine._decision import (
     RULE_UNKNOWN_TOOL,
     Policy,
 )
-from buddy.engine._contracts import ToolContractRegistry
 from buddy.engine._modes import ExecutionMode, RiskLevel
 from buddy.engine.errors import AuditFormatError
 from buddy.machines import MACHINES, EscalationInputs, TaskInputs
@@ -226,26 +226,25 @@ class _Replayer:
             else:
                 self.grants.use(gid)
         try:
-            got = self.policy.reevaluate(RiskLevel(data["risk"]), bool(data["requires_approval"]),
-                                         data["confidence"], data.get("approval"),
-                                         bool(data["locked"]))
+            got, mode, state = self.policy.reevaluate(
+                data["risk"], bool(data["requires_approval"]), data["confidence"],
+                data.get("approval"), bool(data["locked"]))
         except (KeyError, ValueError, TypeError) as exc:
             self.diverge(seq, subject, "inputs", "a decidable record", f"{exc!r}")
             return
-        got_mode = got.mode.value if got.allowed else "REFUSED"
+        got_mode = mode if got.allowed else "REFUSED"
         if self.what_if_of(data):
             if got_mode != recorded_mode:
                 self.changes.append(Change(seq, data["agent"], data["tool"], data["risk"],
                                            data["confidence"], recorded_mode, got_mode,
                                            data["rule"], got.rule))
             return
-        for field, expected, value in (("mode", recorded_mode, got_mode),
-                                       ("rule", data["rule"], got.rule),
-                                       ("state", data.get("state", got.state.value),
-                                        got.state.value)):
-            if expected != value:
-                self.diverge(seq, subject, field, expected, value)
-                return
+        if got_mode != recorded_mode:
+            self.diverge(seq, subject, "mode", recorded_mode, got_mode)
+        elif got.rule != data["rule"]:
+            self.diverge(seq, subject, "rule", data["rule"], got.rule)
+        elif state != data.get("state", state):
+            self.diverge(seq, subject, "state", data["state"], state)
 
 
 def replay(log: str | os.PathLike[str] | AuditLog | list[str], *, key: bytes | None = None,

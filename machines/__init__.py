@@ -17,7 +17,7 @@ from buddy.machines._factory import (
 from buddy.machines.escalation import EscalationInputs, ExecutionState
 from buddy.machines.task import TaskInputs, TaskState
 
-MACHINES: dict[str, MachineSpec] = {escalation.SPEC.name: escalation.SPEC, task.SPEC.name: task.SPEC}
+MACHINES: dict[str, MachineSpec] = {spec.name: spec for spec in (escalation.SPEC, task.SPEC)}
 
 __all__ = [
     "MACHINES",

@@ -97,13 +97,14 @@ _ACTIVE = (S.MOCK, S.DRY_RUN, S.AWAITING_APPROVAL, S.LIVE)
 
 TRANSITIONS = (
     Transition("lock", _ACTIVE, S.LOCKED, conditions=["system_locked"]),
-    Transition("approve_escalation", S.MOCK, S.DRY_RUN, conditions=["dry_run_threshold_met"]),
+    Transition("approve_escalation", S.MOCK, S.DRY_RUN, conditions=["dry_run_threshold_met"],
+               unless=["system_locked"]),
     Transition("request_live", S.DRY_RUN, S.LIVE, conditions=["live_threshold_met"],
-               unless=["approval_required"]),
+               unless=["approval_required", "system_locked"]),
     Transition("request_live", S.DRY_RUN, S.AWAITING_APPROVAL,
-               conditions=["live_threshold_met", "approval_required"]),
+               conditions=["live_threshold_met", "approval_required"], unless=["system_locked"]),
     Transition("confirm_approval", S.AWAITING_APPROVAL, S.LIVE,
-               conditions=["live_threshold_met", "approved"]),
+               conditions=["live_threshold_met", "approved"], unless=["system_locked"]),
     Transition("approval_denied", S.AWAITING_APPROVAL, S.LOCKED, conditions=["denied"]),
     Transition("all_actions_succeeded", (*_ACTIVE, S.LOCKED), S.COMPLETED),
     Transition("error", S.LIVE, S.ROLLBACK),
@@ -135,7 +136,8 @@ APPROVAL_GATES = ("approved",)
 
 def _check_live_gates(spec: MachineSpec) -> list[str]:
     """Every edge into LIVE needs the LIVE threshold and an approval gate (an
-    ``approved`` condition, or ``unless approval_required``)."""
+    ``approved`` condition, or ``unless approval_required``), and is closed
+    while the system is locked (``unless system_locked``)."""
     problems = []
     for t in spec.transitions:
         if t.dest is not S.LIVE:
@@ -144,6 +146,9 @@ def _check_live_gates(spec: MachineSpec) -> list[str]:
         if "live_threshold_met" not in t.conditions or not gated:
             problems.append(f"edge {t.trigger} -> LIVE lacks its gate (live_threshold_met and "
                             "approved / unless approval_required)")
+        if "system_locked" not in t.unless:
+            problems.append(f"edge {t.trigger} -> LIVE is open while the system is locked "
+                            "(needs unless system_locked)")
     return problems
 
 

@@ -86,16 +86,17 @@ class EscalationTable:
         ...     'then = { mode = "DRY_RUN" }\\n')
         Traceback (most recent call last):
         ...
-        buddy.engine.errors.RuleTableError: <text>:1: row[x].when.all[0].op: must be one of ge, gt, le, lt, eq, ne (got '=>')
+        buddy.engine.errors.RuleTableError: <text>:1: row[x].when.all[0].op: must be one of ...
         """
-        data, text, digest = read_toml(path, text)
+        data, text, digest = read_toml(path, text, source)
         source = source or (str(path) if path is not None else "<text>")
         problems = Problems(source, text)
         problems.unknown_keys(data, ("table", "version", "row"), "escalation", None)
         raw_rows = data.get("row", [])
+        unreadable = False  # a row we could not read may be the "missing" one
         if not isinstance(raw_rows, list):
             problems.add("row", "must be an array of [[row]] tables")
-            raw_rows = []
+            raw_rows, unreadable = [], True
         rows: list[EscalationRow] = []
         seen_ids: set[str] = set()
         seen_keys: dict[tuple[RiskLevel, ExecutionMode], str] = {}
@@ -103,6 +104,7 @@ class EscalationTable:
             line = row_line(text, "row", i)
             row = _read_row(problems, raw, i, line)
             if row is None:
+                unreadable = True
                 continue
             where = f"row[{row.id}]"
             if row.id in seen_ids:
@@ -116,7 +118,7 @@ class EscalationTable:
             rows.append(row)
         for risk in RiskLevel:
             for mode in (ExecutionMode.DRY_RUN, ExecutionMode.LIVE):
-                if (risk, mode) not in seen_keys and not problems.items:
+                if (risk, mode) not in seen_keys and not unreadable:
                     problems.add("row", f"no row for risk {risk.value} mode {mode.value}")
         problems.raise_if_any()
         return cls(tuple(rows), source=source, digest=digest)
@@ -128,10 +130,12 @@ def _read_row(problems: Problems, raw: Any, index: int, line: int | None) -> Esc
         problems.add(where, "must be a table", line)
         return None
     before = len(problems.items)
-    problems.unknown_keys(raw, ("id", "risk", "when", "then", "description"), where, line)
     row_id = problems.field(raw, "id", str, where, line)
     where = f"row[{row_id}]" if row_id else where
+    problems.unknown_keys(raw, ("id", "risk", "when", "then", "description"), where, line)
     risk = problems.enum(raw, "risk", RiskLevel, where, line)
+    if "when" not in raw:  # a forgotten `when` must not grant the mode unconditionally
+        problems.add(f"{where}.when", "is required", line)
     when = problems.when(raw.get("when", {}), METRICS, f"{where}.when", line)
     then = problems.field(raw, "then", dict, where, line)
     mode, approval = None, False

@@ -257,13 +257,14 @@ class Problems:
         return Condition(metric, op, value)
 
 
-def read_toml(path: Path | str | None, text: str | None = None) -> tuple[dict[str, Any], str, str]:
+def read_toml(path: Path | str | None, text: str | None = None,
+              source: str | None = None) -> tuple[dict[str, Any], str, str]:
     """Read a TOML file (or ``text``) into ``(data, text, digest)``.
 
     Raises :class:`RuleTableError` naming the file and line on a syntax error
     or a missing file.
     """
-    source = str(path) if path is not None else "<text>"
+    source = source or (str(path) if path is not None else "<text>")
     if text is None:
         try:
             text = Path(path).read_text(encoding="utf-8")  # type: ignore[arg-type]
@@ -286,7 +287,7 @@ def read_toml(path: Path | str | None, text: str | None = None) -> tuple[dict[st
 
 def row_line(text: str, header: str, index: int) -> int | None:
     """Line number (1-based) of the ``index``-th ``[[header]]`` in ``text``."""
-    pattern = re.compile(r"^\s*\[\[\s*" + re.escape(header) + r"\s*\]\]", re.MULTILINE)
+    pattern = re.compile(r"^[ \t]*\[\[\s*" + re.escape(header) + r"\s*\]\]", re.MULTILINE)
     for i, found in enumerate(pattern.finditer(text)):
         if i == index:
             return text.count("\n", 0, found.start()) + 1

@@ -117,10 +117,9 @@ class TestWhatIf:
 
     def test_tightening(self):
         engine = scenario()
-        table = table_with('id = "medium.live"\nrisk = "MEDIUM"\n'
-                           'when = { all = [ { metric = "confidence", op = "ge", value = 0.80 } ] }',
-                           'id = "medium.live"\nrisk = "MEDIUM"\n'
-                           'when = { all = [ { metric = "confidence", op = "ge", value = 0.95 } ] }')
+        when = 'when = { all = [ { metric = "confidence", op = "ge", value = %s } ] }'
+        table = table_with('id = "medium.live"\nrisk = "MEDIUM"\n' + when % "0.80",
+                           'id = "medium.live"\nrisk = "MEDIUM"\n' + when % "0.95")
         changes = replay(engine.audit, table=table).changes
         assert [(c.seq > 0, c.before, c.after, c.direction, c.rule_after) for c in changes] == \
             [(True, "LIVE", "DRY_RUN", "tightening", "medium.live")] * 3
