@@ -125,26 +125,29 @@ def load_key(*, file: str | os.PathLike[str] | None = None, env: str | None = No
 
 
 class _Chain:
-    """Computes each line's hash: SHA-256, or HMAC-SHA-256 with a key."""
+    """Computes each line's hash: SHA-256, or HMAC-SHA-256 with a key.
+
+    ``new(body)`` returns a hash object (``.hexdigest()``); unkeyed it is
+    ``hashlib.sha256`` itself, so the hot path makes no Python call for it.
+    """
 
     def __init__(self, key: bytes | None) -> None:
         self.keyed = key is not None
         self.name = "hmac-sha256" if self.keyed else "sha256"
         if key is None:
-            self.digest: Callable[[bytes], str] = _sha256_hex
+            self.new: Callable[[bytes], Any] = hashlib.sha256
         else:
             base = hmac.new(key, digestmod=hashlib.sha256)
 
-            def digest(body: bytes) -> str:
+            def new(body: bytes) -> Any:
                 h = base.copy()
                 h.update(body)
-                return h.hexdigest()
+                return h
 
-            self.digest = digest
+            self.new = new
 
-
-def _sha256_hex(body: bytes, _sha256: Callable[[bytes], Any] = hashlib.sha256) -> str:
-    return _sha256(body).hexdigest()
+    def digest(self, body: bytes) -> str:
+        return self.new(body).hexdigest()
 
 
 # -- the log ------------------------------------------------------------------
@@ -171,7 +174,7 @@ class AuditLog:
             raise AuditError(f"sync must be one of always, batch, never (got {sync!r})")
         self._clock = clock
         self._chain = _Chain(key)
-        self._digest = self._chain.digest
+        self._new_hash = self._chain.new
         self.lock = threading.RLock()
         self.masker = masker or Masker()
         self.path = path
@@ -260,7 +263,7 @@ class AuditLog:
             "machine": machine, "subject": subject, "event": event, "src": src, "dst": dst,
             "data": data, "prev": self._prev,
         }, default=repr, option=orjson.OPT_NON_STR_KEYS)
-        self._prev = digest = self._digest(body)
+        self._prev = digest = self._new_hash(body).hexdigest()
         line = b'%s,"hash":"%s"}\n' % (body[:-1], digest.encode())
         if self._file is None:
             self._lines.append(line)

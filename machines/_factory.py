@@ -197,8 +197,9 @@ def walk(table: CompiledTable, state: str, triggers: Iterable[str], inputs: Any,
     the state unchanged. Fired rows are appended to ``trace`` when given.
     Same semantics as :func:`fire`, inlined: this is the hot path of ``decide``.
     """
+    moves = table[state]
     for trigger in triggers:
-        options = table[state].get(trigger)
+        options = moves.get(trigger)
         if options is None:
             continue
         for dest, conds, unless, row in options:
@@ -211,6 +212,7 @@ def walk(table: CompiledTable, state: str, triggers: Iterable[str], inputs: Any,
                         break
                 else:
                     state = dest
+                    moves = table[state]
                     if trace is not None:
                         trace.append(row)
                     break
