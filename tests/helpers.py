@@ -41,3 +41,23 @@ def edit(lines: list[str], index: int, **changes: object) -> list[str]:
     out = list(lines)
     out[index] = json.dumps(event, separators=(",", ":"))
     return out
+
+
+class Probe:
+    """A model on a built transitions machine, put in any state to fire one trigger."""
+
+    def __init__(self, machine) -> None:
+        self.machine = machine
+        machine.add_model(self)
+
+    def step(self, state: str, trigger: str, inputs: object) -> tuple[str, bool]:
+        """Fire ``trigger`` from ``state``: (state reached, whether the trigger exists there)."""
+        from transitions import MachineError
+
+        self.state = state
+        try:
+            getattr(self, trigger)(inputs=inputs)
+        except MachineError:
+            assert self.state == state
+            return state, False
+        return self.state, True

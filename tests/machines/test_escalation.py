@@ -39,6 +39,7 @@ from buddy.machines.escalation import (
     ExecutionState,
     _check_live_gates,
 )
+from tests.helpers import Probe
 from tests.strategies import THRESHOLDS, Call, calls, reference_mode, requires_live_approval
 
 S = ExecutionState
@@ -114,19 +115,12 @@ class Model:
     pass
 
 
-PROBE = Model()
-MACHINE.add_model(PROBE)
+PROBE = Probe(MACHINE)
 
 
 def step(state: str, trigger: str, call: Call) -> tuple[str, bool]:
     """Fire ``trigger`` on a model in ``state``: (state reached, trigger exists there)."""
-    PROBE.state = state
-    try:
-        getattr(PROBE, trigger)(inputs=call.inputs())
-    except MachineError:
-        assert PROBE.state == state
-        return PROBE.state, False
-    return PROBE.state, True
+    return PROBE.step(state, trigger, call.inputs())
 
 
 def run(state: str, triggers: list[tuple[str, Call]]) -> str:

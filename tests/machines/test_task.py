@@ -7,10 +7,10 @@ from typing import NamedTuple
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from transitions import MachineError
 
 from buddy.machines._factory import build, compile_table, fire, walk
 from buddy.machines.task import SPEC, TRANSITIONS, TaskInputs, TaskState
+from tests.helpers import Probe
 
 MACHINE = build(SPEC)
 TABLE = compile_table(SPEC)
@@ -58,19 +58,12 @@ class Model:
     pass
 
 
-PROBE = Model()
-MACHINE.add_model(PROBE)
+PROBE = Probe(MACHINE)
 
 
 def step(state: str, trigger: str, call: TaskCall) -> tuple[str, bool]:
     """Fire ``trigger`` on a model in ``state``: (state reached, trigger exists there)."""
-    PROBE.state = state
-    try:
-        getattr(PROBE, trigger)(inputs=call.inputs())
-    except MachineError:
-        assert PROBE.state == state
-        return state, False
-    return PROBE.state, True
+    return PROBE.step(state, trigger, call.inputs())
 
 
 class TestDeclaration:
