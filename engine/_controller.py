@@ -11,6 +11,7 @@ approval, run and undo is an audit event.
 from __future__ import annotations
 
 import itertools
+import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +19,7 @@ import attrs
 
 from buddy.engine._decision import APPROVAL_PATH, Decision
 from buddy.engine._modes import ExecutionMode
+from buddy.engine.errors import InputError
 from buddy.machines._factory import build
 from buddy.machines.escalation import (
     DECIDE_PATH,
@@ -93,9 +95,29 @@ class Controller:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self.machine = build(SPEC)
+        # One machine, its models pooled: adding a model to a transitions machine
+        # costs ~100 us, so a finished context goes back to the pool, not away.
+        # Each context is driven by one call at a time, so the plain machine does.
+        self.machine = build(SPEC, locked=False)
         self.handlers: dict[str, Handlers] = {}
         self._ids = itertools.count(1)
+        self._free: list[_Context] = []
+        self._pool_lock = threading.Lock()
+
+    def _acquire(self) -> _Context:
+        with self._pool_lock:
+            ident = f"ctx-{next(self._ids)}"
+            if self._free:
+                ctx = self._free.pop()
+                ctx.id, ctx.state = ident, SPEC.initial.name
+                return ctx
+            ctx = _Context(ident)
+            self.machine.add_model(ctx)
+            return ctx
+
+    def release(self, ctx: _Context) -> None:
+        with self._pool_lock:
+            self._free.append(ctx)
 
     def register(self, tool: str, handlers: Handlers) -> None:
         self.engine.registry.get(tool)  # unknown tools are an error here
@@ -107,20 +129,20 @@ class Controller:
         """Decide one call on a fresh context; the handler runs at :meth:`PendingCall.run`."""
         engine, agent = self.engine, session.agent
         args = dict(args or {})
-        ctx = _Context(f"ctx-{next(self._ids)}")
-        refused = engine._precheck(agent, tool, confidence)
+        refused = engine._precheck(agent, tool)
         entry = engine.policy.tools.get(tool)
         if refused is None and (entry is None or not valid_confidence(confidence)):
             refused = engine.policy.evaluate(tool, confidence)[0]  # fails closed, says why
         if refused is not None:
-            engine._record_decision(ctx.id, agent, tool, confidence, approval, None,
+            ident = f"ctx-{next(self._ids)}"
+            engine._record_decision(ident, agent, tool, confidence, approval, None,
                                     engine.locked, refused)
-            return PendingCall(self, session, ctx, tool, args, refused[0], done=ExecutionResult(
-                ctx.id, agent, tool, refused[0], None, S.MOCK, False, error=refused[0].reason,
+            return PendingCall(self, session, None, tool, args, refused[0], done=ExecutionResult(
+                ident, agent, tool, refused[0], None, S.MOCK, False, error=refused[0].reason,
                 args=args))
         assert entry is not None
         contract = entry.contract
-        self.machine.add_model(ctx)
+        ctx = self._acquire()
         try:
             inputs = EscalationInputs(entry.policy, confidence, approval, engine.locked,
                                       contract.requires_approval)
@@ -151,7 +173,7 @@ class Controller:
                 engine._record_decision(ctx.id, agent, tool, confidence, inputs.approval, via,
                                         inputs.locked, outcome, approved_at)
         except BaseException:
-            self.machine.remove_model(ctx)
+            self.release(ctx)
             raise
         decision = outcome[0]
         pending = PendingCall(self, session, ctx, tool, args, decision, inputs, common)
@@ -235,13 +257,14 @@ class PendingCall:
     checked again at the moment the LIVE handler would start.
     """
 
-    def __init__(self, controller: Controller, session: Session, ctx: _Context, tool: str,
-                 args: dict[str, Any], decision: Decision,
+    def __init__(self, controller: Controller, session: Session, ctx: _Context | None,
+                 tool: str, args: dict[str, Any], decision: Decision,
                  inputs: EscalationInputs | None = None, common: dict[str, Any] | None = None,
                  done: ExecutionResult | None = None) -> None:
         self._controller = controller
         self._session = session
-        self._ctx = ctx
+        self._ctx = ctx  # pooled: given back once the call has run or been cancelled
+        self.context = ctx.id if ctx is not None else done.context  # type: ignore[union-attr]
         self.tool = tool
         self.args = args
         self.decision = decision
@@ -249,33 +272,38 @@ class PendingCall:
         self._common = common or {}
         self._done = done
 
-    @property
-    def context(self) -> str:
-        return self._ctx.id
+    def _take(self) -> _Context:
+        ctx, self._ctx = self._ctx, None
+        if ctx is None:
+            raise InputError(f"call {self.context} was interrupted and cannot run again")
+        return ctx
 
     def run(self) -> ExecutionResult:
         """Run the handler of the decided mode (once); later calls return the same result."""
         if self._done is None:
             assert self._inputs is not None
+            ctx = self._take()
             try:
                 self._done = self._controller._execute(
-                    self._session, self._ctx, self.tool, self.args, self.decision, self._inputs,
+                    self._session, ctx, self.tool, self.args, self.decision, self._inputs,
                     self._common)
             finally:
-                self._controller.machine.remove_model(self._ctx)
+                self._controller.release(ctx)
         return self._done
 
     def cancel(self, reason: str = "") -> ExecutionResult:
         """Abort the call without running it."""
         if self._done is None:
             assert self._inputs is not None
-            controller, ctx = self._controller, self._ctx
-            controller._fire(ctx, ("abort",), self._inputs, self._common,
-                             why=reason or self.decision.reason)
-            controller.machine.remove_model(ctx)
-            self._done = ExecutionResult(ctx.id, self._session.agent, self.tool, self.decision,
-                                         None, S[ctx.state], False,
-                                         error=reason or self.decision.reason, args=self.args)
+            controller, ctx = self._controller, self._take()
+            try:
+                controller._fire(ctx, ("abort",), self._inputs, self._common,
+                                 why=reason or self.decision.reason)
+                self._done = ExecutionResult(ctx.id, self._session.agent, self.tool,
+                                             self.decision, None, S[ctx.state], False,
+                                             error=reason or self.decision.reason, args=self.args)
+            finally:
+                controller.release(ctx)
         return self._done
 
 

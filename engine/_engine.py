@@ -112,7 +112,7 @@ class Engine:
         bad confidences and any failure inside evaluation fail closed (MOCK,
         not allowed).
         """
-        refused = self._precheck(agent, tool, confidence) if self.agents is not None else None
+        refused = self._precheck(agent, tool) if self.agents is not None else None
         with self._lock:
             locked = self._locked
             if refused is not None:
@@ -135,7 +135,7 @@ class Engine:
                                   None if answer is None else "callback", locked, outcome)
             return outcome[0]
 
-    def _precheck(self, agent: str, tool: str, confidence: float) -> Outcome | None:
+    def _precheck(self, agent: str, tool: str) -> Outcome | None:
         """Refusals made before the machine runs, when agents are declared: they only tighten."""
         if self.agents is None:
             return None

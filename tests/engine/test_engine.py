@@ -453,6 +453,28 @@ class TestConcurrency:
         rep = replay(path)
         assert rep.ok and rep.decisions == 8 * per_thread
 
+    def test_eight_threads_executing_reuse_contexts_safely(self, clock):
+        engine = Engine.default(clock=clock)
+        engine.register_handler("form_fill", live=lambda a: a["n"])
+        results, barrier = [], threading.Barrier(8)
+
+        def work(i):
+            barrier.wait()
+            for n in range(100):
+                results.append(engine.execute(f"agent-{i}", "form_fill", {"n": n},
+                                              confidence=0.9))
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len({r.context for r in results}) == 800
+        assert all(r.state is S.COMPLETED and r.mode is L for r in results)
+        report = replay(engine.audit)
+        assert report.ok and len(report.states) == 800
+        assert set(report.states.values()) == {("escalation", "COMPLETED")}
+
     def test_threads_racing_a_lock_never_record_live_after_it(self, clock):
         engine = Engine.default(clock=clock)
         stop = threading.Event()
