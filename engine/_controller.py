@@ -10,12 +10,14 @@ approval, run and undo is an audit event.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import attrs
+import orjson
 
 from buddy.engine._decision import APPROVAL_PATH, Decision
 from buddy.engine._modes import ExecutionMode
@@ -24,6 +26,7 @@ from buddy.machines._factory import build
 from buddy.machines.escalation import (
     DECIDE_PATH,
     SPEC,
+    STATE_MODE,
     EscalationInputs,
     ExecutionState,
     valid_confidence,
@@ -47,6 +50,13 @@ class Handlers:
     dry_run: Handler | None = None
     live: Handler | None = None
     undo: Undo | None = None
+
+
+def args_digest(args: Mapping[str, Any]) -> str:
+    """A digest of a call's arguments (keys sorted), to spot the same action twice
+    without writing the (possibly secret) arguments themselves."""
+    return hashlib.sha256(orjson.dumps(args, default=repr, option=orjson.OPT_SORT_KEYS
+                                       | orjson.OPT_NON_STR_KEYS)).hexdigest()[:32]
 
 
 def simulated_mock(tool: str) -> Handler:
@@ -125,7 +135,8 @@ class Controller:
 
     # -- one call ------------------------------------------------------------
     def prepare(self, session: Session, tool: str, args: Mapping[str, Any] | None,
-                confidence: float, approval: bool | None) -> PendingCall:
+                confidence: float, approval: bool | None, max_mode: ExecutionMode | None = None,
+                cap_reason: str = "") -> PendingCall:
         """Decide one call on a fresh context; the handler runs at :meth:`PendingCall.run`."""
         engine, agent = self.engine, session.agent
         args = dict(args or {})
@@ -176,23 +187,28 @@ class Controller:
             self.release(ctx)
             raise
         decision = outcome[0]
-        pending = PendingCall(self, session, ctx, tool, args, decision, inputs, common)
+        pending = PendingCall(self, session, ctx, tool, args, decision, inputs, common,
+                              max_mode=max_mode, cap_reason=cap_reason)
         if not decision.allowed:
             pending.cancel()
         return pending
 
     def _execute(self, session: Session, ctx: _Context, tool: str, args: dict[str, Any],
                  decision: Decision, inputs: EscalationInputs, common: dict[str, Any],
+                 max_mode: ExecutionMode | None = None, cap_reason: str = "",
                  ) -> ExecutionResult:
         engine = self.engine
         handlers = self.handlers.get(tool, Handlers())
         mode = decision.mode
+        if max_mode is not None and mode.rank > max_mode.rank:
+            mode = self._downgrade(ctx, inputs, common, max_mode, cap_reason or
+                                   f"capped at {max_mode.value}")
         if mode is ExecutionMode.LIVE and handlers.live is None:
-            self._fire(ctx, ("downgrade",), inputs, common, why="no live handler registered")
-            mode = ExecutionMode.DRY_RUN
+            mode = self._downgrade(ctx, inputs, common, ExecutionMode.DRY_RUN,
+                                   "no live handler registered")
         if mode is ExecutionMode.DRY_RUN and handlers.dry_run is None:
-            self._fire(ctx, ("downgrade",), inputs, common, why="no dry-run handler registered")
-            mode = ExecutionMode.MOCK
+            mode = self._downgrade(ctx, inputs, common, ExecutionMode.MOCK,
+                                   "no dry-run handler registered")
         if mode is ExecutionMode.LIVE and engine.locked:
             # The kill switch: a lock after the decision still stops the LIVE run.
             inputs.locked = True
@@ -201,6 +217,7 @@ class Controller:
         handler = {ExecutionMode.MOCK: handlers.mock or simulated_mock(tool),
                    ExecutionMode.DRY_RUN: handlers.dry_run,
                    ExecutionMode.LIVE: handlers.live}[mode]
+        common = {**common, "args_digest": args_digest(args)}
         masker = engine.audit.masker
         try:
             result = handler(args)  # type: ignore[misc]
@@ -229,6 +246,15 @@ class Controller:
                                True, result=result, args=args)
 
     # -- machine plumbing ----------------------------------------------------
+    def _downgrade(self, ctx: _Context, inputs: EscalationInputs, common: dict[str, Any],
+                   cap: ExecutionMode, why: str) -> ExecutionMode:
+        """Fire ``downgrade`` until the context's mode is at most ``cap``."""
+        for _ in range(len(STATE_MODE)):
+            if STATE_MODE[S[ctx.state]].rank <= cap.rank:
+                break
+            self._fire(ctx, ("downgrade",), inputs, common, why=why)
+        return STATE_MODE[S[ctx.state]]
+
     @staticmethod
     def _state(ctx: _Context) -> ExecutionState:
         return S[ctx.state]
@@ -260,8 +286,11 @@ class PendingCall:
     def __init__(self, controller: Controller, session: Session, ctx: _Context | None,
                  tool: str, args: dict[str, Any], decision: Decision,
                  inputs: EscalationInputs | None = None, common: dict[str, Any] | None = None,
-                 done: ExecutionResult | None = None) -> None:
+                 done: ExecutionResult | None = None, max_mode: ExecutionMode | None = None,
+                 cap_reason: str = "") -> None:
         self._controller = controller
+        self._max_mode = max_mode
+        self._cap_reason = cap_reason
         self._session = session
         self._ctx = ctx  # pooled: given back once the call has run or been cancelled
         self.context = ctx.id if ctx is not None else done.context  # type: ignore[union-attr]
@@ -286,7 +315,7 @@ class PendingCall:
             try:
                 self._done = self._controller._execute(
                     self._session, ctx, self.tool, self.args, self.decision, self._inputs,
-                    self._common)
+                    self._common, self._max_mode, self._cap_reason)
             finally:
                 self._controller.release(ctx)
         return self._done
@@ -320,14 +349,23 @@ class Session:
         self._stack: list[_Done] = []
 
     def execute(self, tool: str, args: Mapping[str, Any] | None = None, *, confidence: float,
-                approval: bool | None = None) -> ExecutionResult:
+                approval: bool | None = None, max_mode: ExecutionMode | None = None,
+                cap_reason: str = "") -> ExecutionResult:
         """Decide and run one call (see :meth:`buddy.engine.Engine.execute`)."""
-        return self.prepare(tool, args, confidence=confidence, approval=approval).run()
+        return self.prepare(tool, args, confidence=confidence, approval=approval,
+                            max_mode=max_mode, cap_reason=cap_reason).run()
 
     def prepare(self, tool: str, args: Mapping[str, Any] | None = None, *, confidence: float,
-                approval: bool | None = None) -> PendingCall:
-        """Decide one call now; run it later with :meth:`PendingCall.run`."""
-        return self._controller.prepare(self, tool, args, confidence, approval)
+                approval: bool | None = None, max_mode: ExecutionMode | None = None,
+                cap_reason: str = "") -> PendingCall:
+        """Decide one call now; run it later with :meth:`PendingCall.run`.
+
+        ``max_mode`` caps the mode it runs in (e.g. DRY_RUN for a dry-run-only
+        run, or a conflict resolved by DOWNGRADE): the decided mode is lowered by
+        the machine's ``downgrade`` trigger, recorded with ``cap_reason``.
+        """
+        return self._controller.prepare(self, tool, args, confidence, approval, max_mode,
+                                        cap_reason)
 
     @property
     def rollback_stack(self) -> list[str]:

@@ -27,6 +27,7 @@ from buddy.engine._decision import (
     Policy,
     _refusal,
 )
+from buddy.engine._modes import ExecutionMode
 from buddy.machines.escalation import ExecutionState
 from buddy.rules._escalation import EscalationTable
 
@@ -210,14 +211,20 @@ class Engine:
         return Session(self._controller, agent)
 
     def execute(self, agent: str, tool: str, args: Mapping[str, Any] | None = None, *,
-                confidence: float, approval: bool | None = None) -> ExecutionResult:
-        """Decide and run one call in a session of its own."""
-        return self.session(agent).execute(tool, args, confidence=confidence, approval=approval)
+                confidence: float, approval: bool | None = None,
+                max_mode: ExecutionMode | None = None, cap_reason: str = "",
+                ) -> ExecutionResult:
+        """Decide and run one call in a session of its own (``max_mode``: see
+        :meth:`Session.prepare`)."""
+        return self.session(agent).execute(tool, args, confidence=confidence, approval=approval,
+                                           max_mode=max_mode, cap_reason=cap_reason)
 
     def prepare(self, agent: str, tool: str, args: Mapping[str, Any] | None = None, *,
-                confidence: float, approval: bool | None = None) -> PendingCall:
+                confidence: float, approval: bool | None = None,
+                max_mode: ExecutionMode | None = None, cap_reason: str = "") -> PendingCall:
         """Decide one call now and run it later (``.run()``), in a session of its own."""
-        return self.session(agent).prepare(tool, args, confidence=confidence, approval=approval)
+        return self.session(agent).prepare(tool, args, confidence=confidence, approval=approval,
+                                           max_mode=max_mode, cap_reason=cap_reason)
 
     # -- the system lock -----------------------------------------------------
     @property
