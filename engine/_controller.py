@@ -81,6 +81,7 @@ class ExecutionResult:
     error: str | None = None
     args: Mapping[str, Any] | None = None
     rolled_back: tuple[str, ...] = ()
+    timed_out: bool = False        # the handler raised a TimeoutError
 
 
 class _Context:
@@ -136,9 +137,9 @@ class Controller:
     # -- one call ------------------------------------------------------------
     def prepare(self, session: Session, tool: str, args: Mapping[str, Any] | None,
                 confidence: float, approval: bool | None, max_mode: ExecutionMode | None = None,
-                cap_reason: str = "") -> PendingCall:
+                cap_reason: str = "", agent: str | None = None) -> PendingCall:
         """Decide one call on a fresh context; the handler runs at :meth:`PendingCall.run`."""
-        engine, agent = self.engine, session.agent
+        engine, agent = self.engine, agent or session.agent
         args = dict(args or {})
         refused = engine._precheck(agent, tool)
         entry = engine.policy.tools.get(tool)
@@ -148,7 +149,8 @@ class Controller:
             ident = f"ctx-{next(self._ids)}"
             engine._record_decision(ident, agent, tool, confidence, approval, None,
                                     engine.locked, refused)
-            return PendingCall(self, session, None, tool, args, refused[0], done=ExecutionResult(
+            return PendingCall(self, session, None, tool, args, refused[0], agent=agent,
+                               done=ExecutionResult(
                 ident, agent, tool, refused[0], None, S.MOCK, False, error=refused[0].reason,
                 args=args))
         assert entry is not None
@@ -188,12 +190,13 @@ class Controller:
             raise
         decision = outcome[0]
         pending = PendingCall(self, session, ctx, tool, args, decision, inputs, common,
-                              max_mode=max_mode, cap_reason=cap_reason)
+                              max_mode=max_mode, cap_reason=cap_reason, agent=agent)
         if not decision.allowed:
             pending.cancel()
         return pending
 
-    def _execute(self, session: Session, ctx: _Context, tool: str, args: dict[str, Any],
+    def _execute(self, session: Session, ctx: _Context, agent: str, tool: str,
+                 args: dict[str, Any],
                  decision: Decision, inputs: EscalationInputs, common: dict[str, Any],
                  max_mode: ExecutionMode | None = None, cap_reason: str = "",
                  ) -> ExecutionResult:
@@ -233,8 +236,9 @@ class Controller:
                 self._fire(ctx, ("rollback_complete",), inputs, common)
             else:
                 self._fire(ctx, ("abort",), inputs, common, why=error)
-            return ExecutionResult(ctx.id, session.agent, tool, decision, mode, self._state(ctx),
-                                   False, error=error, args=args, rolled_back=undone)
+            return ExecutionResult(ctx.id, agent, tool, decision, mode, self._state(ctx),
+                                   False, error=error, args=args, rolled_back=undone,
+                                   timed_out=isinstance(exc, TimeoutError))
         engine.audit.append("execution", "escalation", ctx.id, "run", ctx.state, None, {
             **common, "mode": mode.value, "ok": True, "result": masker.mask(result),
             "args": masker.mask(args)})
@@ -242,7 +246,7 @@ class Controller:
         if mode is ExecutionMode.LIVE and contract.reversible and handlers.undo is not None:
             session._stack.append(_Done(ctx.id, tool, handlers.undo, args, result))
         self._fire(ctx, ("all_actions_succeeded",), inputs, common)
-        return ExecutionResult(ctx.id, session.agent, tool, decision, mode, self._state(ctx),
+        return ExecutionResult(ctx.id, agent, tool, decision, mode, self._state(ctx),
                                True, result=result, args=args)
 
     # -- machine plumbing ----------------------------------------------------
@@ -287,8 +291,9 @@ class PendingCall:
                  tool: str, args: dict[str, Any], decision: Decision,
                  inputs: EscalationInputs | None = None, common: dict[str, Any] | None = None,
                  done: ExecutionResult | None = None, max_mode: ExecutionMode | None = None,
-                 cap_reason: str = "") -> None:
+                 cap_reason: str = "", agent: str | None = None) -> None:
         self._controller = controller
+        self.agent = agent or session.agent
         self._max_mode = max_mode
         self._cap_reason = cap_reason
         self._session = session
@@ -314,8 +319,8 @@ class PendingCall:
             ctx = self._take()
             try:
                 self._done = self._controller._execute(
-                    self._session, ctx, self.tool, self.args, self.decision, self._inputs,
-                    self._common, self._max_mode, self._cap_reason)
+                    self._session, ctx, self.agent, self.tool, self.args, self.decision,
+                    self._inputs, self._common, self._max_mode, self._cap_reason)
             finally:
                 self._controller.release(ctx)
         return self._done
@@ -328,7 +333,7 @@ class PendingCall:
             try:
                 controller._fire(ctx, ("abort",), self._inputs, self._common,
                                  why=reason or self.decision.reason)
-                self._done = ExecutionResult(ctx.id, self._session.agent, self.tool,
+                self._done = ExecutionResult(ctx.id, self.agent, self.tool,
                                              self.decision, None, S[ctx.state], False,
                                              error=reason or self.decision.reason, args=self.args)
             finally:
@@ -350,22 +355,24 @@ class Session:
 
     def execute(self, tool: str, args: Mapping[str, Any] | None = None, *, confidence: float,
                 approval: bool | None = None, max_mode: ExecutionMode | None = None,
-                cap_reason: str = "") -> ExecutionResult:
+                cap_reason: str = "", agent: str | None = None) -> ExecutionResult:
         """Decide and run one call (see :meth:`buddy.engine.Engine.execute`)."""
         return self.prepare(tool, args, confidence=confidence, approval=approval,
-                            max_mode=max_mode, cap_reason=cap_reason).run()
+                            max_mode=max_mode, cap_reason=cap_reason, agent=agent).run()
 
     def prepare(self, tool: str, args: Mapping[str, Any] | None = None, *, confidence: float,
                 approval: bool | None = None, max_mode: ExecutionMode | None = None,
-                cap_reason: str = "") -> PendingCall:
+                cap_reason: str = "", agent: str | None = None) -> PendingCall:
         """Decide one call now; run it later with :meth:`PendingCall.run`.
 
         ``max_mode`` caps the mode it runs in (e.g. DRY_RUN for a dry-run-only
         run, or a conflict resolved by DOWNGRADE): the decided mode is lowered by
-        the machine's ``downgrade`` trigger, recorded with ``cap_reason``.
+        the machine's ``downgrade`` trigger, recorded with ``cap_reason``. ``agent``
+        makes the call for another agent than the session's (a plan whose steps
+        several agents share rolls back as one).
         """
         return self._controller.prepare(self, tool, args, confidence, approval, max_mode,
-                                        cap_reason)
+                                        cap_reason, agent)
 
     @property
     def rollback_stack(self) -> list[str]:

@@ -9,6 +9,7 @@
     │   ├── UnknownToolError (KeyError)   no contract of that name
     │   └── DependencyCycleError          tool dependencies form a cycle
     ├── InputError (ValueError)           a value given by a caller is out of range
+    ├── PlanError (ValueError)            a plans file cannot be read
     ├── AuditError                        the audit log cannot be written or read
     │   ├── AuditFormatError (ValueError) a line is not a valid event
     │   └── AuditChainBroken              the hash chain or its anchor does not verify
@@ -29,6 +30,7 @@ __all__ = [
     "DefinitionError",
     "DependencyCycleError",
     "InputError",
+    "PlanError",
     "ReplayDivergence",
     "RuleTableError",
     "UnknownToolError",
@@ -84,6 +86,10 @@ class DependencyCycleError(ContractError):
 
 class InputError(BuddyError, ValueError):
     """A value given by a caller is out of range (a confidence of 1.5, say)."""
+
+
+class PlanError(BuddyError, ValueError):
+    """A plans file cannot be read at all (single bad plans are reported, not raised)."""
 
 
 class AuditError(BuddyError):
