@@ -3,6 +3,16 @@
 See :mod:`buddy.graphs._export`; the names below are the whole API.
 """
 
+from buddy.graphs._dependencies import (
+    all_dependencies,
+    check_acyclic,
+    dependency_graph,
+    dependency_picture,
+    execution_order,
+    find_cycle,
+    missing_dependencies,
+    waves,
+)
 from buddy.graphs._export import (
     RENDERERS,
     Renderer,
@@ -18,6 +28,14 @@ from buddy.graphs._export import (
 __all__ = [
     "RENDERERS",
     "Renderer",
+    "all_dependencies",
+    "check_acyclic",
+    "dependency_graph",
+    "dependency_picture",
+    "execution_order",
+    "find_cycle",
+    "missing_dependencies",
+    "waves",
     "machine_graph",
     "machine_to_dot",
     "machine_to_mermaid",
