@@ -142,7 +142,7 @@ def load_plans(path: str | os.PathLike[str], registry: ToolContractRegistry | No
         raise PlanError(f"{p}: no such file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise PlanError(f"{p}: cannot read: {exc}") from None
-    raw: list[tuple[str, Any]] = []
+    raw: list[tuple[str, str, Any]] = []  # (where, index, the plan as read)
     errors: list[str] = []
     try:
         data = orjson.loads(text)  # one JSON document: a list of plans, or {"plans": [...]}
@@ -153,21 +153,21 @@ def load_plans(path: str | os.PathLike[str], registry: ToolContractRegistry | No
         items = [items] if isinstance(items, dict) else items
         if not isinstance(items, list):
             raise PlanError(f"{p}: must hold plans: a list, {{\"plans\": [...]}} or JSON Lines")
-        raw = [(f"{p}: plan[{i}]", item) for i, item in enumerate(items)]
+        raw = [(f"{p}: ", str(i), item) for i, item in enumerate(items)]
     else:  # JSON Lines: one plan per line
         for n, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue
             try:
-                raw.append((f"{p}:{n}: plan", orjson.loads(line)))
+                raw.append((f"{p}:{n}: ", str(len(raw)), orjson.loads(line)))
             except orjson.JSONDecodeError as exc:
                 errors.append(f"{p}:{n}: invalid JSON: {exc}")
     plans: list[ToolExecutionPlan] = []
     seen: set[str] = set()
-    for where, item in raw:
-        plan, error = _read_plan(where, item, registry)
+    for where, index, item in raw:
+        plan, error = _read_plan(where, index, item, registry)
         if plan is not None and plan.plan_id in seen:
-            plan, error = None, f"{where}[{plan.plan_id}].plan_id: duplicate plan id"
+            plan, error = None, f"{where}plan[{plan.plan_id}].plan_id: duplicate plan id"
         if error is not None:
             errors.append(error)
         else:
@@ -177,14 +177,15 @@ def load_plans(path: str | os.PathLike[str], registry: ToolContractRegistry | No
     return PlanLoad(tuple(plans), tuple(errors))
 
 
-def _read_plan(where: str, item: Any, registry: ToolContractRegistry | None,
+def _read_plan(where: str, index: str, item: Any, registry: ToolContractRegistry | None,
                ) -> tuple[ToolExecutionPlan | None, str | None]:
     if not isinstance(item, dict):
-        return None, f"{where}: must be an object (got {type(item).__name__})"
+        return None, f"{where}plan[{index}]: must be an object (got {type(item).__name__})"
     plan_id = item.get("plan_id")
     if not isinstance(plan_id, str) or not plan_id:
-        return None, f"{where}.plan_id: must be a non-empty string (got {plan_id!r})"
-    at = f"{where}[{plan_id}]"
+        return None, (f"{where}plan[{index}].plan_id: must be a non-empty string "
+                      f"(got {plan_id!r})")
+    at = f"{where}plan[{plan_id}]"
     extra = sorted(set(item) - _PLAN_KEYS)
     if extra:
         return None, f"{at}.{extra[0]}: unknown key"
