@@ -23,7 +23,9 @@ if TYPE_CHECKING:
     from buddy.engine._controller import ExecutionResult, PendingCall, Session
     from buddy.engine._decision import Decision
     from buddy.engine._engine import Engine
+    from buddy.engine._feedback import FeedbackLoop, LearningSignal, SignalTable, SignalType
     from buddy.engine._modes import ExecutionMode, RiskLevel
+    from buddy.engine._monitor import Anomaly, AnomalyTable, HealthStatus, HealthTable, Monitor
     from buddy.engine._replay import Change, Divergence, ReplayReport, replay
     from buddy.engine.errors import BuddyError
 
@@ -37,11 +39,17 @@ _WHERE = {
     "Decision": "_decision",
     "Engine": "_engine",
     "ExecutionMode": "_modes", "RiskLevel": "_modes",
+    "Monitor": "_monitor", "HealthStatus": "_monitor", "HealthTable": "_monitor",
+    "AnomalyTable": "_monitor", "Anomaly": "_monitor",
+    "FeedbackLoop": "_feedback", "SignalTable": "_feedback", "SignalType": "_feedback",
+    "LearningSignal": "_feedback",
     "Change": "_replay", "Divergence": "_replay", "ReplayReport": "_replay", "replay": "_replay",
     "BuddyError": "errors",
 }
 
 __all__ = [
+    "Anomaly",
+    "AnomalyTable",
     "Approval",
     "ApprovalRequest",
     "AuditEvent",
@@ -53,12 +61,19 @@ __all__ = [
     "Engine",
     "ExecutionMode",
     "ExecutionResult",
+    "FeedbackLoop",
     "Grant",
+    "HealthStatus",
+    "HealthTable",
+    "LearningSignal",
     "Masker",
+    "Monitor",
     "PendingCall",
     "ReplayReport",
     "RiskLevel",
     "Session",
+    "SignalTable",
+    "SignalType",
     "ToolContract",
     "ToolContractRegistry",
     "ValidationResult",
