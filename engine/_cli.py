@@ -233,6 +233,75 @@ def _print_report(report: Any, *, show_states: bool) -> None:
         click.echo(f"ReplayDivergence: {report.divergence}", err=True)
 
 
+@cli.command("run")
+@click.option("--plans", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Plans to run (JSON list or JSON Lines); default: the simulated scenario.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("buddy-out"), show_default=True, help="Where to write the outputs.")
+@click.option("--seed", type=int, default=24, show_default=True,
+              help="Seed of the simulated tools and the scenario.")
+@click.option("--dry-run-only", is_flag=True, help="Cap every call at DRY_RUN.")
+@click.option("--max-live", type=click.IntRange(min=0), default=None,
+              help="Cap calls at DRY_RUN once this many ran LIVE.")
+@click.option("--live-floor", type=_Confidence(), default=None,
+              help="Cap calls below this confidence at DRY_RUN (on top of the table).")
+@click.option("--plans-per-cycle", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Plans that run at the same time in one orchestration cycle.")
+@click.option("--start", type=float, default=None,
+              help="Start of the simulated clock, in epoch seconds (default: now).")
+@_key_file_option
+@_key_env_option
+@_catalogue_option
+@_rules_option
+def run_command(plans: Path | None, out_dir: Path, seed: int, dry_run_only: bool,
+                max_live: int | None, live_floor: float | None, plans_per_cycle: int,
+                start: float | None, key_file: Path | None, key_env: str | None,
+                catalogue: Path | None, rules: Path | None) -> None:
+    """Run plans through the orchestration cycle and write every output.
+
+    With no --plans, runs the default scenario: seeded sample plans over several
+    agents whose tools are SIMULATED (deterministic stand-ins that touch nothing).
+    Exits 1 when a plan was rejected (the others still run).
+    """
+    from rich.progress import Progress
+
+    from buddy.engine._harness import RunConfig
+    from buddy.engine._harness import run as run_plans
+
+    config = RunConfig(output_dir=out_dir, plans=plans, seed=seed, dry_run_only=dry_run_only,
+                       max_live_escalations=max_live, confidence_threshold_for_live=live_floor,
+                       plans_per_cycle=plans_per_cycle, catalogue=catalogue, rules_dir=rules,
+                       audit_key=_key(key_file, key_env), start=start)
+    err = Console(stderr=True, highlight=False)
+    with Progress(console=err, transient=True) as bar:
+        task = bar.add_task("orchestration cycles", total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        summary = run_plans(config, progress=progress)
+    for line in summary.rejected:
+        click.echo(f"PlanRejected: {line}", err=True)
+    out = _out()
+    what = "default scenario, SIMULATED tools" if plans is None else f"{plans}, SIMULATED tools"
+    table = Table(title=f"buddy run ({what}, seed {seed})")
+    table.add_column("")
+    table.add_column("")
+    modes = summary.executions_by_mode
+    table.add_row("plans", f"{summary.plans} run, {len(summary.rejected)} rejected")
+    table.add_row("executions", ", ".join(f"{m} {n}" for m, n in modes.items()))
+    table.add_row("conflicts", f"{summary.conflicts} detected, {summary.resolved} resolved")
+    table.add_row("rollbacks", str(summary.rollbacks))
+    table.add_row("health", f"{summary.health_score} ({summary.health})")
+    table.add_row("anomalies", str(summary.anomalies))
+    table.add_row("learning signals", str(summary.signals))
+    table.add_row("report", str(summary.report))
+    table.add_row("audit trail", f"{summary.audit_log} (buddy replay {summary.audit_log})")
+    out.print(table)
+    if summary.rejected:
+        sys.exit(EXIT_FAILED)
+
+
 @cli.group()
 def graph() -> None:
     """Draw a declared machine or the tool dependency graph."""

@@ -194,7 +194,7 @@ class Engine:
             _, via = self._grant_resolver(agent, contract, confidence)
             at = self._granted_at
         if via is not None:
-            return Approval.approve(f"{via} at {at}"), via, at
+            return Approval.approve(via), via, at
         answer = self._ask(agent, contract, confidence, args)
         return answer, None if answer is None else "callback", None
 
