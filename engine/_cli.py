@@ -19,7 +19,7 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
-from buddy.engine._audit import AuditLog, load_key
+from buddy.engine._audit import AuditLog, load_key, write_atomic
 from buddy.engine._contracts import ToolContractRegistry
 from buddy.engine._convert import converter
 from buddy.engine._engine import Engine
@@ -307,35 +307,59 @@ def graph() -> None:
     """Draw a declared machine or the tool dependency graph."""
 
 
-_FORMATS = ("mermaid", "dot")
+_FORMATS = ("mermaid", "dot", "png", "svg")
+_format_option = click.option(
+    "--format", "fmt", type=click.Choice(_FORMATS), default="mermaid", show_default=True,
+    help="Output format: text (mermaid, dot) or a picture (png, svg; needs --output).")
+_output_option = click.option(
+    "--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    help="Write to this file instead of standard output (required for png and svg).")
+
+
+def _draw(obj: Any, fmt: str, output: Path | None) -> None:
+    from buddy.graphs import render, to_png
+
+    if fmt in ("png", "svg"):
+        if output is None:
+            raise click.UsageError(f"--format {fmt} needs --output FILE")
+        if output.suffix.lower() != f".{fmt}":
+            raise click.UsageError(f"--output must end in .{fmt} for --format {fmt}")
+        to_png(obj, output)
+        click.echo(f"wrote {output}")
+        return
+    text = render(obj, fmt)
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        write_atomic(output, text)
+        click.echo(f"wrote {output}")
 
 
 @graph.command("machine")
 @click.argument("name")
-@click.option("--format", "fmt", type=click.Choice(_FORMATS), default="mermaid",
-              show_default=True, help="Output format.")
-def graph_machine(name: str, fmt: str) -> None:
-    """Print the declared machine NAME (escalation, task)."""
-    from buddy.graphs import render
+@_format_option
+@_output_option
+def graph_machine(name: str, fmt: str, output: Path | None) -> None:
+    """Draw the declared machine NAME (escalation, task)."""
     from buddy.machines import MACHINES
 
     spec = MACHINES.get(name)
     if spec is None:
         raise InputError(f"unknown machine {name!r} (known: {', '.join(sorted(MACHINES))})")
-    click.echo(render(spec, fmt), nl=False)
+    _draw(spec, fmt, output)
 
 
 @graph.command("tools")
-@click.option("--format", "fmt", type=click.Choice(_FORMATS), default="mermaid",
-              show_default=True, help="Output format.")
+@_format_option
+@_output_option
 @_catalogue_option
-def graph_tools(fmt: str, catalogue: Path | None) -> None:
-    """Print the tool dependency graph (an edge runs from a dependency to its user)."""
-    from buddy.graphs import render
+def graph_tools(fmt: str, output: Path | None, catalogue: Path | None) -> None:
+    """Draw the tool dependency graph (an edge runs from a dependency to its user)."""
+    from buddy.graphs import dependency_graph
 
     registry = ToolContractRegistry.from_toml(catalogue) if catalogue else \
         ToolContractRegistry.default()
-    click.echo(render(registry.dependency_graph(), fmt), nl=False)
+    _draw(dependency_graph(registry), fmt, output)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

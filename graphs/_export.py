@@ -482,20 +482,40 @@ def _matplotlib_figure(graph_or_spec: nx.DiGraph | MachineSpec) -> Any:
         raise InputError(_MATPLOTLIB_MISSING) from exc
 
     drawing = _drawing(graph_or_spec)
-    layers = [d for _, d in drawing.nodes(data="layer")]
-    width = max(6.0, 3.2 * (max(layers, default=0) + 1))
-    height = max(4.0, 1.3 * max(Counter(layers).values(), default=1) + 1.5)
-    figure = Figure(figsize=(width, height), dpi=100)
+    columns: dict[int, list[Hashable]] = {}
+    for node, layer in drawing.nodes(data="layer"):
+        columns.setdefault(layer, []).append(node)
+    # One barycentre pass, right to left: a node sits near the nodes it points
+    # to in the next column, so edges stay short; nodes with no edge go last.
+    for layer in sorted(columns)[:-1][::-1]:
+        after = {n: i for i, n in enumerate(columns[layer + 1])} if layer + 1 in columns else {}
+
+        def weight(node: Hashable, after: dict[Hashable, int] = after) -> float:
+            near = [after[s] for s in drawing.successors(node) if s in after]
+            return sum(near) / len(near) if near else (-1 if drawing.degree(node) else 1e9)
+
+        columns[layer].sort(key=weight)
+    # Positions in inches: columns as wide as their longest label (~0.09 inch a
+    # character) plus a gap, each column centred; rows 0.9 inch apart, more
+    # when edges carry labels (a machine's triggers and guards).
+    labelled = any(d["labels"] for _, _, d in drawing.edges(data=True))
+    row, gap = (1.8, 3.2) if labelled else (0.9, 1.6)
+    pos: dict[Hashable, tuple[float, float]] = {}
+    x = 0.0
+    for layer in sorted(columns):
+        nodes = columns[layer]
+        width = 0.09 * max(len(drawing.nodes[n]["label"]) for n in nodes) + 0.4
+        for i, node in enumerate(nodes):
+            pos[node] = (x + width / 2, -row * (i - (len(nodes) - 1) / 2))
+        x += width + gap
+    rows = max((len(n) for n in columns.values()), default=1)
+    figure = Figure(figsize=(max(6.0, x - gap + 0.6), max(3.0, row * rows + 0.6)), dpi=100)
     ax = figure.add_subplot()
     ax.set_axis_off()
     if len(drawing) == 0:
         return figure
-    columns: dict[int, list[Hashable]] = {}
-    for node, layer in drawing.nodes(data="layer"):
-        columns.setdefault(layer, []).insert(0, node)  # the first node on top
-    # A dict of lists, not the attribute name: networkx would group the nodes
-    # in sets, and set order changes from run to run.
-    pos = nx.multipartite_layout(drawing, subset_key=columns)
+    ax.set_xlim(-0.3, x - gap + 0.3)
+    ax.set_ylim(-row * rows / 2 - 0.3, row * rows / 2 + 0.3)
     arc = "arc3,rad=0.12"
     nx.draw_networkx_edges(drawing, pos, ax=ax, node_size=2500, arrowsize=14,
                            connectionstyle=arc, edge_color="#555555")
