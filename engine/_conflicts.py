@@ -75,9 +75,8 @@ import operator
 import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import attrs
 import networkx as nx
@@ -88,7 +87,15 @@ from buddy.engine._controller import args_digest
 from buddy.engine._modes import ExecutionMode, RiskLevel
 from buddy.engine._plans import PlannedCall
 from buddy.engine.errors import AuditFormatError, InputError, RuleTableError
-from buddy.rules._table import Op, Problems, When, compile_when, read_toml, row_line
+from buddy.rules._table import (
+    Op,
+    Problems,
+    ShippedTable,
+    When,
+    compile_when,
+    read_toml,
+    row_line,
+)
 
 __all__ = [
     "Conflict",
@@ -201,7 +208,7 @@ def _uncovered(rows: Sequence[ConflictRow]) -> dict[ConflictType, tuple[RiskLeve
 
 
 @attrs.frozen
-class ConflictTable:
+class ConflictTable(ShippedTable):
     """Rows tried in order, the first matching one wins; compiled once into a
     lookup by (conflict type, risk, reversible), the whole finite domain.
 
@@ -214,6 +221,8 @@ class ConflictTable:
     ...
     buddy.engine.errors.RuleTableError: c.toml:1: row[x].then.strategy: must be one of DELAY, ...
     """
+
+    FILE: ClassVar[str] = "conflicts.toml"
 
     rows: tuple[ConflictRow, ...]
     source: str = "<memory>"
@@ -239,18 +248,6 @@ class ConflictTable:
         return self._choice[(ctype, risk, reversible)]
 
     # -- loading -------------------------------------------------------------
-    @classmethod
-    def default(cls) -> ConflictTable:
-        """The table shipped with buddy (``buddy/rules/conflicts.toml``)."""
-        ref = resources.files("buddy.rules").joinpath("conflicts.toml")
-        return cls.from_toml(text=ref.read_text(encoding="utf-8"),
-                             source="buddy/rules/conflicts.toml")
-
-    @classmethod
-    def from_dir(cls, directory: Path | str) -> ConflictTable:
-        """Load ``conflicts.toml`` from a rules directory."""
-        return cls.from_toml(Path(directory) / "conflicts.toml")
-
     @classmethod
     def from_toml(cls, path: Path | str | None = None, *, text: str | None = None,
                   source: str | None = None) -> ConflictTable:

@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Callable, Mapping
-from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import attrs
 
 from buddy.engine._modes import ExecutionMode, RiskLevel
-from buddy.rules._table import Problems, When, compile_when, read_toml, row_line
+from buddy.rules._table import (
+    Problems,
+    ShippedTable,
+    When,
+    compile_when,
+    read_toml,
+    row_line,
+)
 
 __all__ = ["EscalationRow", "EscalationTable", "RiskPolicy"]
 
@@ -47,8 +53,10 @@ class RiskPolicy:
 
 
 @attrs.frozen
-class EscalationTable:
+class EscalationTable(ShippedTable):
     """Rows keyed by (risk, mode), compiled once into one :class:`RiskPolicy` per risk."""
+
+    FILE: ClassVar[str] = "escalation.toml"
 
     rows: tuple[EscalationRow, ...]
     source: str = "<memory>"
@@ -63,18 +71,6 @@ class EscalationTable:
             policies[risk] = RiskPolicy(risk, dry, live, compile_when(dry.when, _GETTERS),
                                         compile_when(live.when, _GETTERS))
         object.__setattr__(self, "policies", policies)
-
-    @classmethod
-    def default(cls) -> EscalationTable:
-        """The table shipped with buddy (``buddy/rules/escalation.toml``)."""
-        ref = resources.files("buddy.rules").joinpath("escalation.toml")
-        return cls.from_toml(text=ref.read_text(encoding="utf-8"),
-                             source="buddy/rules/escalation.toml")
-
-    @classmethod
-    def from_dir(cls, directory: Path | str) -> EscalationTable:
-        """Load ``escalation.toml`` from a rules directory."""
-        return cls.from_toml(Path(directory) / "escalation.toml")
 
     @classmethod
     def from_toml(cls, path: Path | str | None = None, *, text: str | None = None,

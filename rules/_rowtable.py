@@ -27,14 +27,13 @@ import operator
 import re
 import string
 from collections.abc import Callable, Mapping
-from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, ClassVar, TypeVar
 
 import attrs
 
-from buddy.rules._table import Op, Problems, When, compile_when, read_toml, row_line
+from buddy.rules._table import Op, Problems, ShippedTable, When, compile_when, read_toml, row_line
 
 __all__ = [
     "Field",
@@ -493,7 +492,7 @@ def _row_lines(lines: list[str], start: int | None) -> dict[str, int]:
 
 # -- table files -------------------------------------------------------------------
 
-class TableFile:
+class TableFile(ShippedTable):
     """Loading for a table class kept in one file of ``buddy/rules/``.
 
     A subclass sets ``FILE`` and ``SCHEMA`` and builds itself from a loaded
@@ -501,24 +500,11 @@ class TableFile:
     """
 
     __slots__ = ()
-    FILE: ClassVar[str]
     SCHEMA: ClassVar[Schema]
 
     @classmethod
     def from_table(cls: type[TF], table: RuleTable) -> TF:
         raise NotImplementedError
-
-    @classmethod
-    def default(cls: type[TF]) -> TF:
-        """The table shipped with buddy (``buddy/rules/<FILE>``)."""
-        ref = resources.files("buddy.rules").joinpath(cls.FILE)
-        return cls.from_toml(text=ref.read_text(encoding="utf-8"),  # type: ignore[attr-defined]
-                             source=f"buddy/rules/{cls.FILE}")
-
-    @classmethod
-    def from_dir(cls: type[TF], directory: Path | str) -> TF:
-        """Load ``FILE`` from a rules directory (a user's copy overriding the default)."""
-        return cls.from_toml(Path(directory) / cls.FILE)  # type: ignore[attr-defined]
 
     @classmethod
     def from_toml(cls: type[TF], path: Path | str | None = None, *, text: str | None = None,

@@ -18,8 +18,9 @@ import operator
 import re
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
+from importlib import resources
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import attrs
 
@@ -27,6 +28,7 @@ from buddy.engine.errors import RuleTableError
 
 __all__ = [
     "Condition",
+    "ShippedTable",
     "Op",
     "Problems",
     "When",
@@ -36,6 +38,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+ST = TypeVar("ST", bound="ShippedTable")
 
 
 class Op(enum.Enum):
@@ -255,6 +258,26 @@ class Problems:
         if value is None:
             return None
         return Condition(metric, op, value)
+
+
+class ShippedTable:
+    """``default()`` and ``from_dir()`` for a table class kept in one file of
+    ``buddy/rules/``; the subclass sets ``FILE`` and defines ``from_toml``."""
+
+    __slots__ = ()
+    FILE: ClassVar[str]
+
+    @classmethod
+    def default(cls: type[ST]) -> ST:
+        """The table shipped with buddy (``buddy/rules/<FILE>``)."""
+        ref = resources.files("buddy.rules").joinpath(cls.FILE)
+        return cls.from_toml(text=ref.read_text(encoding="utf-8"),  # type: ignore[attr-defined]
+                             source=f"buddy/rules/{cls.FILE}")
+
+    @classmethod
+    def from_dir(cls: type[ST], directory: Path | str) -> ST:
+        """Load ``FILE`` from a rules directory (a user's copy overriding the default)."""
+        return cls.from_toml(Path(directory) / cls.FILE)  # type: ignore[attr-defined]
 
 
 def read_toml(path: Path | str | None, text: str | None = None,

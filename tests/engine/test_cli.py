@@ -256,8 +256,13 @@ class TestBadInput:
          "'HIGH'."),
         (("replay", "x.jsonl", "--until", "-1"),
          "BadParameter: Invalid value for '--until': -1 is not in the range x>=0."),
+        (("graph", "machine", "escalation", "--format", "jpeg"),
+         "BadParameter: Invalid value for '--format': 'jpeg' is not one of 'mermaid', 'dot', "
+         "'png', 'svg'."),
         (("graph", "machine", "escalation", "--format", "png"),
-         "BadParameter: Invalid value for '--format': 'png' is not one of 'mermaid', 'dot'."),
+         "UsageError: --format png needs --output FILE"),
+        (("graph", "tools", "--format", "svg", "--output", "x.png"),
+         "UsageError: --output must end in .svg for --format svg"),
         (("replay", "x.jsonl", "--key-file", "k", "--key-env", "K"),
          "UsageError: give --key-file or --key-env, not both"),
     ])
@@ -516,6 +521,14 @@ class TestGraph:
         assert re.search(r"^\s*AWAITING_APPROVAL --> LIVE\b", out, re.MULTILINE)
         assert not re.search(r"^\s*MOCK --> LIVE\b", out, re.MULTILINE)
 
+    @pytest.mark.parametrize("fmt", ["png", "svg"])
+    def test_pictures(self, capsys, fmt) -> None:
+        assert ok(capsys, "graph", "tools", "--format", fmt, "--output", f"t.{fmt}") == \
+            f"wrote t.{fmt}\n"
+        head = Path(f"t.{fmt}").read_bytes()[:8]
+        assert head == b"\x89PNG\r\n\x1a\n" if fmt == "png" else b"<svg" in \
+            Path(f"t.{fmt}").read_bytes()[:400]
+
     def test_escalation_dot(self, capsys) -> None:
         out = ok(capsys, "graph", "machine", "escalation", "--format", "dot")
         assert out.startswith("digraph")
@@ -529,8 +542,9 @@ class TestGraph:
         assert out.startswith(head)
 
     @pytest.mark.parametrize(("fmt", "node", "edge"), [
-        ("mermaid", r'(\w+)\["(\w+)"\]', r"^\s*(\w+) --> (\w+)"),
-        ("dot", r'"?(\w+)"? \[label="(\w+)"\]', r'^\s*"?(\w+)"?\s*->\s*"?(\w+)"?'),
+        ("mermaid", r'(\w+)\["(\w+) \((?:LOW|MEDIUM|HIGH)[^"]*"\]', r"^\s*(\w+) --> (\w+)"),
+        ("dot", r'"?(\w+)"? \[label="(\w+) \((?:LOW|MEDIUM|HIGH)[^"]*"\]',
+         r'^\s*"?(\w+)"?\s*->\s*"?(\w+)"?'),
     ])
     def test_tools(self, capsys, fmt, node, edge) -> None:
         out = ok(capsys, "graph", "tools", "--format", fmt)
