@@ -295,11 +295,11 @@ def _report(summary: dict[str, Any], registry: ToolContractRegistry,
             results: Sequence[OrchestrationResult], outcomes: Sequence[Any],
             conflicts: dict[str, Any], health: dict[str, Any], signals: Sequence[dict[str, Any]],
             rejected: Sequence[str]) -> str:
-    from buddy.graphs import machine_to_mermaid, to_mermaid
+    from buddy.graphs import dependency_graph, machine_to_mermaid, to_mermaid
     from buddy.machines import escalation
 
     used = sorted({o.tool for o in outcomes})
-    graph = registry.dependency_graph()
+    graph = dependency_graph(registry)
     keep = set(used) | {d for t in used for d in registry.get(t).dependencies}
     sub = graph.subgraph(sorted(keep)).copy()
     out = [f"# buddy run {summary['pipeline_id']}", "",
