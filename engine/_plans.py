@@ -142,8 +142,8 @@ def load_plans(path: str | os.PathLike[str], registry: ToolContractRegistry | No
         raise PlanError(f"{p}: no such file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise PlanError(f"{p}: cannot read: {exc}") from None
-    raw: list[tuple[str, str, Any]] = []  # (where, index, the plan as read)
-    errors: list[str] = []
+    raw: list[tuple[int, str, str, Any]] = []  # (order, where, index, the plan as read)
+    errors: list[tuple[int, str]] = []
     try:
         data = orjson.loads(text)  # one JSON document: a list of plans, or {"plans": [...]}
     except orjson.JSONDecodeError:
@@ -153,28 +153,28 @@ def load_plans(path: str | os.PathLike[str], registry: ToolContractRegistry | No
         items = [items] if isinstance(items, dict) else items
         if not isinstance(items, list):
             raise PlanError(f"{p}: must hold plans: a list, {{\"plans\": [...]}} or JSON Lines")
-        raw = [(f"{p}: ", str(i), item) for i, item in enumerate(items)]
+        raw = [(i, f"{p}: ", str(i), item) for i, item in enumerate(items)]
     else:  # JSON Lines: one plan per line
         for n, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue
             try:
-                raw.append((f"{p}:{n}: ", str(len(raw)), orjson.loads(line)))
+                raw.append((n, f"{p}:{n}: ", str(len(raw)), orjson.loads(line)))
             except orjson.JSONDecodeError as exc:
-                errors.append(f"{p}:{n}: invalid JSON: {exc}")
+                errors.append((n, f"{p}:{n}: invalid JSON: {exc}"))
     plans: list[ToolExecutionPlan] = []
     seen: set[str] = set()
-    for where, index, item in raw:
+    for order, where, index, item in raw:
         plan, error = _read_plan(where, index, item, registry)
         if plan is not None and plan.plan_id in seen:
             plan, error = None, f"{where}plan[{plan.plan_id}].plan_id: duplicate plan id"
         if error is not None:
-            errors.append(error)
+            errors.append((order, error))
         else:
             assert plan is not None
             seen.add(plan.plan_id)
             plans.append(plan)
-    return PlanLoad(tuple(plans), tuple(errors))
+    return PlanLoad(tuple(plans), tuple(e for _, e in sorted(errors)))
 
 
 def _read_plan(where: str, index: str, item: Any, registry: ToolContractRegistry | None,
