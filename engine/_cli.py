@@ -252,7 +252,9 @@ def _print_report(report: Any, *, show_states: bool) -> None:
 @_key_file_option
 @_key_env_option
 @_catalogue_option
-@_rules_option
+@click.option("--rules", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Rules directory: any of escalation.toml, conflicts.toml, anomalies.toml, "
+                   "health.toml, signals.toml (the shipped table stands in for each missing).")
 def run_command(plans: Path | None, out_dir: Path, seed: int, dry_run_only: bool,
                 max_live: int | None, live_floor: float | None, plans_per_cycle: int,
                 start: float | None, key_file: Path | None, key_env: str | None,
@@ -273,7 +275,7 @@ def run_command(plans: Path | None, out_dir: Path, seed: int, dry_run_only: bool
                        plans_per_cycle=plans_per_cycle, catalogue=catalogue, rules_dir=rules,
                        audit_key=_key(key_file, key_env), start=start)
     err = Console(stderr=True, highlight=False)
-    with Progress(console=err, transient=True) as bar:
+    with Progress(console=err, transient=True, disable=not err.is_terminal) as bar:
         task = bar.add_task("orchestration cycles", total=None)
 
         def progress(done: int, total: int) -> None:

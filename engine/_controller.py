@@ -165,7 +165,9 @@ class Controller:
             self._fire(ctx, DECIDE_PATH, inputs, common)
             via = None if approval is None else "caller"
             approved_at = None
-            if self._state(ctx) is S.AWAITING_APPROVAL and approval is None:
+            # Nobody is asked to approve a LIVE run that a cap rules out anyway.
+            live_possible = max_mode is None or max_mode is ExecutionMode.LIVE
+            if self._state(ctx) is S.AWAITING_APPROVAL and approval is None and live_possible:
                 answer, via, approved_at = engine._approve(agent, contract, confidence, args)
                 if answer is not None:
                     inputs.approval = answer.approved

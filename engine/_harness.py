@@ -80,6 +80,11 @@ class RunConfig:
 
             raise InputError("approval_required_for_high_risk cannot be turned off: HIGH risk "
                              "tools require approval by contract")
+        if not self.enable_rollback_on_failure:
+            from buddy.engine.errors import InputError
+
+            raise InputError("enable_rollback_on_failure cannot be turned off: a LIVE failure "
+                             "always rolls back its plan's reversible actions")
         if self.plans_per_cycle < 1:
             from buddy.engine.errors import InputError
 
@@ -172,7 +177,7 @@ def run(config: RunConfig, *, progress: Callable[[int, int], None] | None = None
     monitor = Monitor(anomalies=anomalies, health=health, clock=clock)
     feedback = FeedbackLoop(signals=signals)
     orchestrator = ToolOrchestrator(
-        engine, resolver, monitor=monitor, feedback=feedback, clock=clock,
+        engine, resolver, monitor=monitor, feedback=feedback, clock=clock.elapsed,
         limits=OrchestrationLimits(config.dry_run_only, config.max_live_escalations,
                                    config.confidence_threshold_for_live))
     log = _Lines(out / "tool_execution_log.jsonl")
@@ -181,8 +186,10 @@ def run(config: RunConfig, *, progress: Callable[[int, int], None] | None = None
         batches = [plans[i:i + config.plans_per_cycle]
                    for i in range(0, len(plans), config.plans_per_cycle)]
         for n, batch in enumerate(batches, 1):
-            for result in orchestrator.run_cycle(batch):
+            for plan, result in zip(batch, orchestrator.run_cycle(batch), strict=True):
                 log.write({"plan_index": len(results), "plan_id": result.plan_id,
+                           "upstream_plan_id": plan.upstream_plan_id,
+                           "validation_id": plan.validation_id,
                            "result": result.to_json()})
                 results.append(result)
             if progress is not None:

@@ -117,18 +117,28 @@ class ToolOrchestrator:
         sessions = {plan.plan_id: self.engine.session(plan.calls[0].agent) for plan in valid}
         outcomes: dict[str, ExecutionOutcome] = {}
         failed_tools: dict[str, set[str]] = {plan.plan_id: set() for plan in valid}
+        for call in calls:
+            if call.id in resolved.aborted:  # never runs: what depends on it must not either
+                failed_tools[call.plan_id].add(call.tool)
+        by_context: dict[str, str] = {}  # execution context -> call id
         for call in sorted(resolved.calls, key=lambda c: (c.slot, _order(valid, c))):
-            outcome = self._run(call, sessions[call.plan_id], resolved,
-                                tuple(involved.get(call.id, ())), applied.get(call.id),
-                                failed_tools[call.plan_id])
+            outcome, context, undone = self._run(
+                call, sessions[call.plan_id], resolved, tuple(involved.get(call.id, ())),
+                applied.get(call.id), failed_tools[call.plan_id])
             outcomes[call.id] = outcome
+            if context is not None:
+                by_context[context] = call.id
+            for ctx in undone:  # a LIVE failure undid these earlier calls of the plan
+                undone_id = by_context[ctx]
+                outcomes[undone_id] = attrs.evolve(outcomes[undone_id], rolled_back=True)
             if not outcome.ok:
                 failed_tools[call.plan_id].add(call.tool)
         for call_id in sorted(resolved.aborted):
             call = next(c for c in calls if c.id == call_id)
             res = applied.get(call_id)
             outcomes[call_id] = self._outcome(
-                call, None, None, False, error=f"aborted: {res.reason if res else 'conflict'}",
+                call, None, None, False,
+                error=f"aborted: {res.reason.removeprefix('aborted: ') if res else 'conflict'}",
                 conflicts=tuple(involved.get(call_id, ())),
                 resolution=res.strategy.value if res else "ABORT")
         # 6. aggregate, 7. emit
@@ -165,35 +175,43 @@ class ToolOrchestrator:
 
     def _run(self, call: PlannedCall, session: Session, resolved: Any,
              conflicts: tuple[str, ...], resolution: Any, failed: set[str],
-             ) -> ExecutionOutcome:
+             ) -> tuple[ExecutionOutcome, str | None, tuple[str, ...]]:
+        """Run one call: its outcome, its execution context, the contexts it undid."""
         contract = self.engine.registry.get(call.tool)
         blocked = [d for d in contract.dependencies if d in failed]
         strategy = resolution.strategy.value if resolution is not None else None
         if blocked:
             return self._outcome(call, None, None, False, conflicts=conflicts,
                                  resolution=strategy,
-                                 error=f"not run: dependency {', '.join(blocked)} failed")
+                                 error=f"not run: dependency {', '.join(blocked)} failed"), \
+                None, ()
         max_mode, why = self._cap(call, resolution)
         start = self.clock()
         result = session.execute(call.tool, call.args, confidence=call.confidence,
                                  approval=call.approval, max_mode=max_mode, cap_reason=why,
                                  agent=call.agent)  # a REASSIGN may have changed the agent
+        if result.mode is not None:
+            self.resolver.record_execution(call, ok=result.ok, mode=result.mode,
+                                           ident=result.context)
         if result.timed_out:
             self.resolver.record_timeout(call)
             conflicts = (*conflicts, "TIMEOUT")
         if result.mode is ExecutionMode.LIVE:
             self.live_runs += 1
-        approval = _approval_of(self.engine, result)
-        return self._outcome(call, result.decision.mode.value if result.decision.allowed else None,
-                             result.mode.value if result.mode else None, result.ok,
-                             duration_ms=(self.clock() - start) * 1000, error=result.error,
-                             rolled_back=bool(result.rolled_back), approval=approval,
-                             conflicts=conflicts, resolution=strategy, result=result)
+        # A call capped below LIVE was never put to an approver: no approval to speak of.
+        capped = max_mode is not None and max_mode is not ExecutionMode.LIVE
+        approval = None if capped else _approval_of(self.engine, result)
+        outcome = self._outcome(
+            call, result.decision.mode.value if result.decision.allowed else None,
+            result.mode.value if result.mode else None, result.ok,
+            duration_ms=(self.clock() - start) * 1000, error=result.error, approval=approval,
+            conflicts=conflicts, resolution=strategy)
+        return outcome, result.context, result.rolled_back
 
     def _outcome(self, call: PlannedCall, decided: str | None, mode: str | None, ok: bool, *,
                  duration_ms: float = 0.0, error: str | None = None, rolled_back: bool = False,
                  approval: str | None = None, conflicts: tuple[str, ...] = (),
-                 resolution: str | None = None, result: Any = None) -> ExecutionOutcome:
+                 resolution: str | None = None) -> ExecutionOutcome:
         contract = self.engine.registry.get(call.tool)
         return ExecutionOutcome(
             call_id=call.id, plan_id=call.plan_id, agent=call.agent, tool=call.tool,

@@ -84,7 +84,8 @@ class ExecutionOutcome:
     handler ran in (None when nothing ran). ``approval`` is ``"granted"``,
     ``"denied"``, ``"pending"`` (waited, none given) or None (not needed).
     ``conflicts`` lists the conflict types the call was part of; ``resolution``
-    the strategy applied to it, if any.
+    the strategy applied to it, if any. ``rolled_back`` says the call's work was
+    undone because a later LIVE call of its plan failed.
     """
 
     call_id: str

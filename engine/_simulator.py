@@ -27,15 +27,20 @@ class SimulatedClock:
     """A clock that moves only when told to (by simulated latencies)."""
 
     def __init__(self, start: float) -> None:
-        self._now = float(start)
+        self._start = float(start)
+        self._elapsed = 0.0
         self._lock = threading.Lock()
 
     def __call__(self) -> float:
-        return self._now
+        return self._start + self._elapsed
+
+    def elapsed(self) -> float:
+        """Seconds since the start: differences of it do not depend on the start."""
+        return self._elapsed
 
     def advance(self, seconds: float) -> None:
         with self._lock:
-            self._now += seconds
+            self._elapsed += seconds
 
 
 class SimulatedFailure(RuntimeError):
