@@ -117,7 +117,9 @@ class TestPhase24:
         downgraded = {r["subject"] for r in records
                       if r["kind"] == "transition" and r["event"] == "downgrade"
                       and r["src"] == "LIVE"}
-        assert len(reached_live) == 59 and reached_live == downgraded
+        # (the four HIGH risk calls wait for an approval nobody is asked for, and the
+        # scoped grant is not spent on a call that cannot run LIVE)
+        assert len(reached_live) == 55 and reached_live == downgraded
         assert {t["mode"] for t in dry_run.tool_results().values()} == {"DRY_RUN", None}
 
     def test_approval_gate_callback_integration(self, default_run):
