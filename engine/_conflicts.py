@@ -93,8 +93,7 @@ from buddy.rules._table import (
     ShippedTable,
     When,
     compile_when,
-    read_toml,
-    row_line,
+    read_rows,
 )
 
 __all__ = [
@@ -256,33 +255,14 @@ class ConflictTable(ShippedTable):
 
         Raises :class:`~buddy.engine.errors.RuleTableError`.
         """
-        data, text, digest = read_toml(path, text, source)
-        source = source or (str(path) if path is not None else "<text>")
-        problems = Problems(source, text)
-        problems.unknown_keys(data, ("table", "version", "row"), "conflicts", None)
-        raw_rows = data.get("row", [])
-        unreadable = False  # a row we could not read may be the "missing" one
-        if not isinstance(raw_rows, list):
-            problems.add("row", "must be an array of [[row]] tables")
-            raw_rows, unreadable = [], True
-        rows: list[ConflictRow] = []
-        seen: dict[str, int | None] = {}
-        for i, raw in enumerate(raw_rows):
-            line = row_line(text, "row", i)
-            row = _read_row(problems, raw, i, line)
-            if row is None:
-                unreadable = True
-                continue
-            if row.id in seen:
-                problems.add(f"row[{row.id}].id", f"duplicate id (first at line {seen[row.id]})",
-                             line)
-            seen.setdefault(row.id, line)
-            rows.append(row)
-        if not unreadable:
+        read, problems, complete, digest = read_rows(path, text, source, "conflicts",
+                                                     _read_row)
+        rows = [row for row, _ in read]
+        if complete:
             for ctype, kind in _uncovered(rows).items():
                 problems.add("row", _uncovered_message(ctype, *kind))
         problems.raise_if_any()
-        return cls(tuple(rows), source=source, digest=digest)
+        return cls(tuple(rows), source=problems.source, digest=digest)
 
 
 def _uncovered_message(ctype: ConflictType, risk: RiskLevel, reversible: bool) -> str:

@@ -15,8 +15,7 @@ from buddy.rules._table import (
     ShippedTable,
     When,
     compile_when,
-    read_toml,
-    row_line,
+    read_rows,
 )
 
 __all__ = ["EscalationRow", "EscalationTable", "RiskPolicy"]
@@ -84,40 +83,23 @@ class EscalationTable(ShippedTable):
         ...
         buddy.engine.errors.RuleTableError: <text>:1: row[x].when.all[0].op: must be one of ...
         """
-        data, text, digest = read_toml(path, text, source)
-        source = source or (str(path) if path is not None else "<text>")
-        problems = Problems(source, text)
-        problems.unknown_keys(data, ("table", "version", "row"), "escalation", None)
-        raw_rows = data.get("row", [])
-        unreadable = False  # a row we could not read may be the "missing" one
-        if not isinstance(raw_rows, list):
-            problems.add("row", "must be an array of [[row]] tables")
-            raw_rows, unreadable = [], True
+        read, problems, complete, digest = read_rows(path, text, source, "escalation",
+                                                     _read_row)
         rows: list[EscalationRow] = []
-        seen_ids: set[str] = set()
         seen_keys: dict[tuple[RiskLevel, ExecutionMode], str] = {}
-        for i, raw in enumerate(raw_rows):
-            line = row_line(text, "row", i)
-            row = _read_row(problems, raw, i, line)
-            if row is None:
-                unreadable = True
-                continue
-            where = f"row[{row.id}]"
-            if row.id in seen_ids:
-                problems.add(f"{where}.id", "duplicate id", line)
-            seen_ids.add(row.id)
+        for row, line in read:
             key = (row.risk, row.mode)
             if key in seen_keys:
-                problems.add(where, f"a second row for risk {row.risk.value} mode "
+                problems.add(f"row[{row.id}]", f"a second row for risk {row.risk.value} mode "
                              f"{row.mode.value} (first: {seen_keys[key]})", line)
             seen_keys.setdefault(key, row.id)
             rows.append(row)
         for risk in RiskLevel:
             for mode in (ExecutionMode.DRY_RUN, ExecutionMode.LIVE):
-                if (risk, mode) not in seen_keys and not unreadable:
+                if (risk, mode) not in seen_keys and complete:
                     problems.add("row", f"no row for risk {risk.value} mode {mode.value}")
         problems.raise_if_any()
-        return cls(tuple(rows), source=source, digest=digest)
+        return cls(tuple(rows), source=problems.source, digest=digest)
 
 
 def _read_row(problems: Problems, raw: Any, index: int, line: int | None) -> EscalationRow | None:

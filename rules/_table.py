@@ -20,7 +20,7 @@ import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 import attrs
 
@@ -34,6 +34,7 @@ __all__ = [
     "When",
     "compile_when",
     "read_toml",
+    "read_rows",
     "row_line",
 ]
 
@@ -306,6 +307,48 @@ def read_toml(path: Path | str | None, text: str | None = None,
         raise RuleTableError(f"{source}: invalid TOML: {msg}") from None
     digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
     return data, text, digest
+
+
+class _HasId(Protocol):
+    id: str
+
+
+R = TypeVar("R", bound=_HasId)
+
+
+def read_rows(path: Path | str | None, text: str | None, source: str | None, table: str,
+              read_row: Callable[[Problems, Any, int, int | None], R | None],
+              ) -> tuple[list[tuple[R, int | None]], Problems, bool, str]:
+    """The common part of loading a ``[[row]]`` table: read the file, check the
+    top-level keys, read each row with ``read_row`` and flag duplicate ids.
+
+    Returns ``(rows with their line, problems, complete, digest)``; ``complete``
+    is False when some row could not be read (so checks over the whole table,
+    like coverage, would only add noise). The caller adds its own checks and
+    calls ``problems.raise_if_any()``.
+    """
+    data, text, digest = read_toml(path, text, source)
+    problems = Problems(source or (str(path) if path is not None else "<text>"), text)
+    problems.unknown_keys(data, ("table", "version", "row"), table, None)
+    raw_rows = data.get("row", [])
+    complete = True
+    if not isinstance(raw_rows, list):
+        problems.add("row", "must be an array of [[row]] tables")
+        raw_rows, complete = [], False
+    rows: list[tuple[R, int | None]] = []
+    seen: dict[str, int | None] = {}
+    for i, raw in enumerate(raw_rows):
+        line = row_line(text, "row", i)
+        row = read_row(problems, raw, i, line)
+        if row is None:
+            complete = False
+            continue
+        if row.id in seen:
+            problems.add(f"row[{row.id}].id", f"duplicate id (first at line {seen[row.id]})",
+                         line)
+        seen.setdefault(row.id, line)
+        rows.append((row, line))
+    return rows, problems, complete, digest
 
 
 def row_line(text: str, header: str, index: int) -> int | None:

@@ -164,7 +164,7 @@ class TestFromTomlProblems:
          "esc.toml:34: row[high.live].then.mode: must be one of MOCK, DRY_RUN, LIVE "
          "(got 'REAL')"),
         ('id = "low.live"', 'id = "low.dry_run"',
-         "esc.toml:10: row[low.dry_run].id: duplicate id"),
+         "esc.toml:10: row[low.dry_run].id: duplicate id (first at line 4)"),
         ('risk = "HIGH"\nwhen = { all = [ { metric = "confidence", op = "ge", value = 0.80',
          'risk = "EXTREME"\nwhen = { all = [ { metric = "confidence", op = "ge", value = 0.80',
          "esc.toml:28: row[high.dry_run].risk: must be one of LOW, MEDIUM, HIGH "
