@@ -259,14 +259,6 @@ class SignalTable(TableFile):
     buckets: tuple[float, ...] = DEFAULT_BUCKETS
     table: RuleTable | None = attrs.field(default=None, eq=False, repr=False)
 
-    @property
-    def source(self) -> str:
-        return self.table.source if self.table is not None else "<memory>"
-
-    @property
-    def digest(self) -> str:
-        return self.table.digest if self.table is not None else ""
-
     @classmethod
     def from_table(cls, table: RuleTable) -> SignalTable:
         rules = tuple(

@@ -166,14 +166,6 @@ class HealthTable(TableFile):
     _holds: tuple[tuple[HealthStatus, Callable[[Mapping[str, Any]], bool]], ...] = attrs.field(
         eq=False, repr=False)
 
-    @property
-    def source(self) -> str:
-        return self.table.source
-
-    @property
-    def digest(self) -> str:
-        return self.table.digest
-
     @classmethod
     def from_table(cls, table: RuleTable) -> HealthTable:
         holds = tuple((HealthStatus(row.then["tier"]), h) for row, h in table.compiled)
@@ -288,14 +280,6 @@ class AnomalyTable(TableFile):
 
     rules: tuple[AnomalyRule, ...]
     table: RuleTable = attrs.field(eq=False, repr=False)
-
-    @property
-    def source(self) -> str:
-        return self.table.source
-
-    @property
-    def digest(self) -> str:
-        return self.table.digest
 
     @classmethod
     def from_table(cls, table: RuleTable) -> AnomalyTable:

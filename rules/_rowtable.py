@@ -501,6 +501,15 @@ class TableFile(ShippedTable):
 
     __slots__ = ()
     SCHEMA: ClassVar[Schema]
+    table: RuleTable | None  # the loaded table (None for one built in code)
+
+    @property
+    def source(self) -> str:
+        return self.table.source if self.table is not None else "<memory>"
+
+    @property
+    def digest(self) -> str:
+        return self.table.digest if self.table is not None else ""
 
     @classmethod
     def from_table(cls: type[TF], table: RuleTable) -> TF:
