@@ -41,6 +41,7 @@ from buddy.engine._orchestrator import OrchestrationLimits, OrchestrationResult,
 from buddy.engine._plans import load_plans
 from buddy.engine._scenario import AGENTS, GRANTS, approver, default_plans
 from buddy.engine._simulator import SimulatedClock, SimulatedTools
+from buddy.engine.errors import InputError
 from buddy.rules._escalation import EscalationTable
 
 __all__ = ["OUTPUT_FILES", "RunConfig", "RunSummary", "run"]
@@ -54,8 +55,10 @@ OUTPUT_FILES = ("tool_execution_log.jsonl", "orchestration_summary.json",
 class RunConfig:
     """Settings of a run (Phase 24's ``Phase24ExecutionConfig``, and what a user adds).
 
-    ``approval_required_for_high_risk`` cannot be turned off: HIGH risk tools
-    require approval by contract. ``rules_dir`` may hold any of
+    ``approval_required_for_high_risk`` and ``enable_rollback_on_failure``
+    cannot be turned off (HIGH risk tools require approval by contract; a LIVE
+    failure always rolls back its plan's reversible actions): they are kept for
+    the Phase 24 shape, and refuse False. ``rules_dir`` may hold any of
     ``escalation.toml``, ``conflicts.toml``, ``anomalies.toml``, ``health.toml``,
     ``signals.toml``; the shipped table stands in for each one missing.
     """
@@ -76,18 +79,12 @@ class RunConfig:
 
     def __attrs_post_init__(self) -> None:
         if not self.approval_required_for_high_risk:
-            from buddy.engine.errors import InputError
-
             raise InputError("approval_required_for_high_risk cannot be turned off: HIGH risk "
                              "tools require approval by contract")
         if not self.enable_rollback_on_failure:
-            from buddy.engine.errors import InputError
-
             raise InputError("enable_rollback_on_failure cannot be turned off: a LIVE failure "
                              "always rolls back its plan's reversible actions")
         if self.plans_per_cycle < 1:
-            from buddy.engine.errors import InputError
-
             raise InputError(f"plans_per_cycle must be >= 1 (got {self.plans_per_cycle})")
 
 
