@@ -270,14 +270,9 @@ def _uncovered_message(ctype: ConflictType, risk: RiskLevel, reversible: bool) -
             f"{str(reversible).lower()}): add a row for it, or a last row with when = {{}}")
 
 
-def _read_row(problems: Problems, raw: Any, index: int, line: int | None) -> ConflictRow | None:
-    where = f"row[{index}]"
-    if not isinstance(raw, Mapping):
-        problems.add(where, "must be a table", line)
-        return None
+def _read_row(problems: Problems, raw: Mapping[str, Any], row_id: str, where: str,
+              line: int | None) -> ConflictRow | None:
     before = len(problems.items)
-    row_id = problems.field(raw, "id", str, where, line)
-    where = f"row[{row_id}]" if row_id else where
     problems.unknown_keys(raw, ("id", "description", "when", "then"), where, line)
     description = problems.field(raw, "description", str, where, line, default="")
     if "when" not in raw:  # `when = {}` matches everything; a forgotten one must not

@@ -102,14 +102,9 @@ class EscalationTable(ShippedTable):
         return cls(tuple(rows), source=problems.source, digest=digest)
 
 
-def _read_row(problems: Problems, raw: Any, index: int, line: int | None) -> EscalationRow | None:
-    where = f"row[{index}]"
-    if not isinstance(raw, Mapping):
-        problems.add(where, "must be a table", line)
-        return None
+def _read_row(problems: Problems, raw: Mapping[str, Any], row_id: str, where: str,
+              line: int | None) -> EscalationRow | None:
     before = len(problems.items)
-    row_id = problems.field(raw, "id", str, where, line)
-    where = f"row[{row_id}]" if row_id else where
     problems.unknown_keys(raw, ("id", "risk", "when", "then", "description"), where, line)
     risk = problems.enum(raw, "risk", RiskLevel, where, line)
     if "when" not in raw:  # a forgotten `when` must not grant the mode unconditionally

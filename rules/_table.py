@@ -317,10 +317,11 @@ R = TypeVar("R", bound=_HasId)
 
 
 def read_rows(path: Path | str | None, text: str | None, source: str | None, table: str,
-              read_row: Callable[[Problems, Any, int, int | None], R | None],
+              read_row: Callable[[Problems, Mapping[str, Any], str, str, int | None], R | None],
               ) -> tuple[list[tuple[R, int | None]], Problems, bool, str]:
     """The common part of loading a ``[[row]]`` table: read the file, check the
-    top-level keys, read each row with ``read_row`` and flag duplicate ids.
+    top-level keys, read each row's ``id`` and the rest with
+    ``read_row(problems, raw, row_id, where, line)``, and flag duplicate ids.
 
     Returns ``(rows with their line, problems, complete, digest)``; ``complete``
     is False when some row could not be read (so checks over the whole table,
@@ -339,7 +340,16 @@ def read_rows(path: Path | str | None, text: str | None, source: str | None, tab
     seen: dict[str, int | None] = {}
     for i, raw in enumerate(raw_rows):
         line = row_line(text, "row", i)
-        row = read_row(problems, raw, i, line)
+        row = None
+        if not isinstance(raw, Mapping):
+            problems.add(f"row[{i}]", "must be a table", line)
+        else:
+            before = len(problems.items)
+            row_id = problems.field(raw, "id", str, f"row[{i}]", line)
+            row = read_row(problems, raw, row_id or "", f"row[{row_id}]" if row_id else
+                           f"row[{i}]", line)
+            if len(problems.items) > before:
+                row = None
         if row is None:
             complete = False
             continue
