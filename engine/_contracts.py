@@ -9,6 +9,7 @@ Invariants (checked on every contract and every registration):
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from importlib import resources
@@ -42,10 +43,17 @@ def _name(instance: Any, attribute: attrs.Attribute, value: str) -> None:
         )
 
 
-def _positive(instance: Any, attribute: attrs.Attribute, value: float | int | None) -> None:
-    if value is not None and not value > 0:
-        raise ContractError(f"{getattr(instance, 'name', '?')}.{attribute.name}: must be > 0 "
-                            f"(got {value!r})")
+def _positive_int(instance: Any, attribute: attrs.Attribute, value: int | None) -> None:
+    if value is not None and (type(value) is not int or value < 1):
+        raise ContractError(f"{getattr(instance, 'name', '?')}.{attribute.name}: must be a "
+                            f"whole number > 0 (got {value!r})")
+
+
+def _finite_positive(instance: Any, attribute: attrs.Attribute, value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or \
+            not 0 < value < math.inf:
+        raise ContractError(f"{getattr(instance, 'name', '?')}.{attribute.name}: must be a "
+                            f"finite number > 0 (got {value!r})")
 
 
 @attrs.frozen
@@ -64,9 +72,9 @@ class ToolContract:
     description: str = ""
     permissions: frozenset[str] = attrs.field(default=frozenset(), converter=frozenset)
     dependencies: tuple[str, ...] = attrs.field(default=(), converter=tuple)
-    max_concurrency: int = attrs.field(default=1, validator=_positive)
-    rate_limit_per_minute: int | None = attrs.field(default=None, validator=_positive)
-    timeout_s: float = attrs.field(default=30.0, validator=_positive)
+    max_concurrency: int = attrs.field(default=1, validator=_positive_int)
+    rate_limit_per_minute: int | None = attrs.field(default=None, validator=_positive_int)
+    timeout_s: float = attrs.field(default=30.0, validator=_finite_positive)
     requires_approval: bool = attrs.field(default=False,
                                           validator=attrs.validators.instance_of(bool))
     tags: frozenset[str] = attrs.field(default=frozenset(), converter=frozenset)

@@ -160,12 +160,21 @@ class TestToolContractInvariants:
     def test_positive_fields(self, field, value):
         with pytest.raises(ContractError) as info:
             low("t", **{field: value})
-        assert str(info.value) == f"t.{field}: must be > 0 (got {value!r})"
+        kind = "a finite number" if field == "timeout_s" else "a whole number"
+        assert str(info.value) == f"t.{field}: must be {kind} > 0 (got {value!r})"
 
-    def test_nan_timeout_is_not_positive(self):
+    @pytest.mark.parametrize("value", [math.nan, math.inf, True, "30"])
+    def test_timeout_must_be_finite(self, value):
         with pytest.raises(ContractError) as info:
-            low("t", timeout_s=math.nan)
-        assert str(info.value) == "t.timeout_s: must be > 0 (got nan)"
+            low("t", timeout_s=value)
+        assert str(info.value) == f"t.timeout_s: must be a finite number > 0 (got {value!r})"
+
+    @pytest.mark.parametrize("field", ["max_concurrency", "rate_limit_per_minute"])
+    @pytest.mark.parametrize("value", [1.5, 2.0, True])
+    def test_counts_must_be_whole_numbers(self, field, value):
+        with pytest.raises(ContractError) as info:
+            low("t", **{field: value})
+        assert str(info.value) == f"t.{field}: must be a whole number > 0 (got {value!r})"
 
     def test_smallest_positive_values_are_accepted(self):
         c = low("t", max_concurrency=1, rate_limit_per_minute=1, timeout_s=5e-324)
@@ -502,7 +511,8 @@ class TestFromToml:
     def test_non_positive_field(self, tmp_path):
         path, problems = load_problems(tmp_path, with_row(
             'name = "bad"\nrisk = "LOW"\nreversible = true\nmax_concurrency = 0\n'))
-        assert problems == [f"{path}:13: tool[bad].max_concurrency: must be > 0 (got 0)"]
+        assert problems == [
+            f"{path}:13: tool[bad].max_concurrency: must be a whole number > 0 (got 0)"]
 
     def test_bad_name(self, tmp_path):
         path, problems = load_problems(tmp_path, with_row(
