@@ -2,7 +2,9 @@
 
 Measures ``engine.decide`` (p50 / p99 latency per call and decisions per
 second) with the in-memory audit log and with the file audit log (flushed per
-event, fsynced every 256), and, in the same run on the same seeded workload,
+event, fsynced every 256), on seeded calls with 3-decimal confidences, and once
+with every confidence new (no walk remembered); and, in the same run on the
+same seeded workload,
 pycasbin's ``Enforcer`` and the ``PolicyEvaluator`` of Microsoft's Agent
 Governance Toolkit (``agent-os-kernel``) deciding the same escalation table
 (``bench/_peers.py``). Every peer's answers are checked against buddy's first.
@@ -81,6 +83,12 @@ def main() -> int:
     time_calls(buddy_call(memory), warm)
     results["buddy (memory audit)"] = time_calls(buddy_call(Engine.default(clock=time.time)),
                                                  cases)
+    # The engine remembers where each (tool, confidence, approval, lock) walk
+    # ended; agents repeat confidences, as the 3-decimal workload does. Measure
+    # the worst case too: every confidence new, so every decision walks.
+    fresh = [(t, random.Random(args.seed + i).random(), a) for i, (t, _, a) in enumerate(cases)]
+    results["buddy (memory, all new)"] = time_calls(
+        buddy_call(Engine.default(clock=time.time)), fresh)
     with tempfile.TemporaryDirectory() as tmp:
         audit = AuditLog.open(Path(tmp) / "audit.jsonl", clock=time.time)
         results["buddy (file audit)"] = time_calls(
@@ -106,13 +114,13 @@ def main() -> int:
 
     print(f"{args.calls} decisions, seed {args.seed}, tools {', '.join(TOOLS)}; "
           f"every peer agreed with buddy on the first {len(expected)}")
-    print(f"{'engine':<22}{'p50 us':>10}{'p99 us':>10}{'mean us':>10}{'decisions/s':>14}")
+    print(f"{'engine':<26}{'p50 us':>10}{'p99 us':>10}{'mean us':>10}{'decisions/s':>14}")
     for label, (ns, wall) in results.items():
         mean = sum(ns) / len(ns) / 1000
-        print(f"{label:<22}{pct(ns, .5):>10.2f}{pct(ns, .99):>10.2f}{mean:>10.2f}"
+        print(f"{label:<26}{pct(ns, .5):>10.2f}{pct(ns, .99):>10.2f}{mean:>10.2f}"
               f"{len(ns) / wall:>14,.0f}")
     for label, why in skipped.items():
-        print(f"{label:<22} not measured: {why}")
+        print(f"{label:<26} not measured: {why}")
     x = pct(results["buddy (memory audit)"][0], .5)
     y = pct(results["buddy (memory audit)"][0], .99)
     parts = [f"decide p50 {x:.2f} us, p99 {y:.2f} us"]

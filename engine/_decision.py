@@ -105,6 +105,9 @@ class _Tool:
         self.outcomes = outcomes
 
 
+#: Entries of the walk memo before it starts over (bounded memory).
+WALK_MEMO_SIZE = 65_536
+
 Resolver = Callable[[str, ToolContract, float], "tuple[bool | None, str | None]"]
 
 
@@ -120,6 +123,9 @@ class Policy:
             for risk, p in table.policies.items() for needs in (False, True)}
         self._by_risk = {(risk.value, needs): (table.policies[risk], out)
                          for (risk, needs), out in self.outcomes.items()}
+        # Where the walk from MOCK ends, by (tool, confidence, approval, locked).
+        # Agents repeat confidences (0.85, 0.9, ...), so most walks are looked up.
+        self._walked: dict[tuple[_Tool, float, bool | None, bool], str] = {}
         self.tools: dict[str, _Tool] = {
             c.name: _Tool(c, table.policies[c.risk], self.outcomes[(c.risk, c.requires_approval)])
             for c in registry}
@@ -143,14 +149,19 @@ class Policy:
                             f"(got {confidence!r}): fail closed"), approval, None
         via = None if approval is None else "caller"
         try:
-            inputs = EscalationInputs(entry.policy, confidence, approval, locked,
-                                      entry.requires_approval)
-            state = walk(self.machine, "MOCK", DECIDE_PATH, inputs)
+            key = (entry, confidence, approval, locked)
+            state = self._walked.get(key)
+            if state is None:  # the walk is a pure function of the key: remember it
+                state = walk(self.machine, "MOCK", DECIDE_PATH, EscalationInputs(
+                    entry.policy, confidence, approval, locked, entry.requires_approval))
+                if len(self._walked) >= WALK_MEMO_SIZE:
+                    self._walked.clear()
+                self._walked[key] = state
             if state == "AWAITING_APPROVAL" and approval is None and resolver is not None:
                 approval, via = resolver(agent, entry.contract, confidence)
                 if approval is not None:
-                    inputs.approval = approval
-                    state = walk(self.machine, state, APPROVAL_PATH, inputs)
+                    state = walk(self.machine, state, APPROVAL_PATH, EscalationInputs(
+                        entry.policy, confidence, approval, locked, entry.requires_approval))
             return entry.outcomes[(state, locked)], approval, via
         except Exception as exc:  # fail closed, never LIVE by accident
             return _refusal(RULE_ERROR, f"evaluation failed: {type(exc).__name__}: {exc}: "

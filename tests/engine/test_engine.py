@@ -500,6 +500,30 @@ class TestConcurrency:
         assert replay(engine.audit).ok
 
 
+@given(calls=st.lists(st.tuples(st.sampled_from(list(RiskLevel)),
+                                st.sampled_from([0.0, 0.5, 0.65, 0.7, 0.8, 0.85, 1.0, 0.123]),
+                                st.sampled_from([True, False, None]), st.booleans()),
+                      min_size=1, max_size=60))
+def test_remembered_walks_match_the_reference(calls):
+    """One engine, repeated inputs: decisions looked up from the walk memo stay right."""
+    engine = Engine.default(clock=lambda: 0.0)
+    for risk, confidence, approval, locked in calls:
+        if locked != engine.locked:
+            engine.lock() if locked else engine.unlock()
+        d = engine.decide("a", TOOL[risk], confidence, approval=approval)
+        assert (d.mode, d.allowed) == reference(risk, confidence, approval, locked)
+
+
+def test_walk_memo_is_bounded(monkeypatch):
+    import buddy.engine._decision as decision
+
+    monkeypatch.setattr(decision, "WALK_MEMO_SIZE", 10)
+    engine = Engine.default(clock=lambda: 0.0)
+    for i in range(25):
+        assert engine.decide("a", "form_fill", i / 100).mode is M
+    assert 0 < len(engine.policy._walked) <= 10
+
+
 @given(risk=st.sampled_from(list(RiskLevel)),
        confidence=st.one_of(st.sampled_from([0.0, 0.5, 0.65, 0.7, 0.8, 0.85, 1.0]),
                             st.floats(0, 1)),
