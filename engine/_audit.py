@@ -214,8 +214,8 @@ class AuditLog:
                    masker=masker)
 
     def _header(self) -> None:
-        self._append_locked(("open", "audit", "log", "open", None, None,
-                             {"format": FORMAT, "chain": self._chain.name}))
+        self.append_locked("open", "audit", "log", "open", None, None,
+                           {"format": FORMAT, "chain": self._chain.name})
 
     def _open_file(self, path: Path) -> None:
         exists = path.exists() and path.stat().st_size > 0
@@ -238,8 +238,8 @@ class AuditLog:
         if not exists:
             self._header()
         elif self.recovered_torn is not None:
-            self._append_locked(("recover", "audit", "log", "torn_tail_moved", None, None,
-                                 {"moved_to": Path(self.recovered_torn).name}))
+            self.append_locked("recover", "audit", "log", "torn_tail_moved", None, None,
+                               {"moved_to": Path(self.recovered_torn).name})
         self._write_anchor()
 
     # -- writing -------------------------------------------------------------
@@ -278,9 +278,6 @@ class AuditLog:
         if self.sync == "always" or self._since_sync >= self.sync_every:
             self._sync()
         return seq
-
-    def _append_locked(self, partial: tuple, ts: float | None = None) -> int:
-        return self.append_locked(*partial, ts=ts)
 
     def _sync(self) -> None:
         assert self._file is not None

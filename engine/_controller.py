@@ -147,8 +147,9 @@ class Controller:
             refused = engine.policy.evaluate(tool, confidence)[0]  # fails closed, says why
         if refused is not None:
             ident = f"ctx-{next(self._ids)}"
-            engine._record_decision(ident, agent, tool, confidence, approval, None,
-                                    engine.locked, refused)
+            with engine._lock:
+                engine._record_decision(ident, agent, tool, confidence, approval, None,
+                                        engine.locked, refused)
             return PendingCall(self, session, None, tool, args, refused[0], agent=agent,
                                done=ExecutionResult(
                 ident, agent, tool, refused[0], None, S.MOCK, False, error=refused[0].reason,

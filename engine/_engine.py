@@ -154,13 +154,13 @@ class Engine:
     def _record_decision(self, subject: str, agent: str, tool: str, confidence: float,
                          approval: bool | None, via: str | None, locked: bool,
                          outcome: Outcome, approved_at: float | None = None) -> int:
+        """Append one decision event; the caller holds the engine's lock."""
         if approved_at is None and via is not None and via.startswith("grant:"):
             approved_at = self._granted_at
         data = self.policy.record(agent, tool, confidence, approval, via, locked, outcome,
                                   approved_at)
-        with self._lock:
-            return self.audit.append_locked("decision", "escalation", subject, "decide", "MOCK",
-                                            outcome[2], data)
+        return self.audit.append_locked("decision", "escalation", subject, "decide", "MOCK",
+                                        outcome[2], data)
 
     def _grant_resolver(self, agent: str, contract: ToolContract,
                         confidence: float) -> tuple[bool | None, str | None]:
