@@ -19,9 +19,9 @@ import argparse
 import random
 import time
 
-from buddy.engine._conflicts import ConflictResolver
-from buddy.engine._contracts import ToolContractRegistry
-from buddy.engine._plans import PlannedCall
+from buddy.engine.orchestration._conflicts import ConflictResolver
+from buddy.engine.orchestration._plans import PlannedCall
+from buddy.rules.tables._catalogue import ToolContractRegistry
 
 STEPS = 10           # calls per plan; a step's slot is its place in the plan
 AGENTS = 200

@@ -17,12 +17,12 @@ import time
 import attrs
 
 from buddy.engine import AuditLog, Engine, ToolContractRegistry
-from buddy.engine._conflicts import ConflictResolver
-from buddy.engine._feedback import FeedbackLoop
-from buddy.engine._monitor import Monitor
-from buddy.engine._orchestrator import ToolOrchestrator
-from buddy.engine._scenario import AGENTS, default_plans
-from buddy.engine._simulator import SimulatedClock, SimulatedTools
+from buddy.engine.orchestration._conflicts import ConflictResolver
+from buddy.engine.orchestration._feedback import FeedbackLoop
+from buddy.engine.orchestration._monitor import Monitor
+from buddy.engine.orchestration._orchestrator import ToolOrchestrator
+from buddy.engine.orchestration._scenario import AGENTS, default_plans
+from buddy.engine.orchestration._simulator import SimulatedClock, SimulatedTools
 from buddy.rules import EscalationTable
 
 

@@ -37,9 +37,14 @@ from pathlib import Path
 
 import networkx as nx
 
-from buddy.engine._contracts import ToolContract, ToolContractRegistry
-from buddy.engine.errors import ContractError, DependencyCycleError, InputError, UnknownToolError
 from buddy.graphs._export import _check_graph, to_png
+from buddy.rules.base.errors import (
+    ContractError,
+    DependencyCycleError,
+    InputError,
+    UnknownToolError,
+)
+from buddy.rules.tables._catalogue import ToolContract, ToolContractRegistry
 
 __all__ = [
     "all_dependencies",
@@ -181,7 +186,7 @@ def find_cycle(graph: nx.DiGraph) -> list[Hashable] | None:
 
 
 def check_acyclic(graph: nx.DiGraph) -> None:
-    """Raise :class:`~buddy.engine.errors.DependencyCycleError` if ``graph`` has a cycle.
+    """Raise :class:`~buddy.rules.base.errors.DependencyCycleError` if ``graph`` has a cycle.
 
     Parameters
     ----------
@@ -200,7 +205,7 @@ def check_acyclic(graph: nx.DiGraph) -> None:
     >>> check_acyclic(nx.DiGraph([("a", "b"), ("b", "a")]))
     Traceback (most recent call last):
     ...
-    buddy.engine.errors.DependencyCycleError: tool dependencies form a cycle: a -> b -> a
+    buddy.rules.base.errors.DependencyCycleError: tool dependencies form a cycle: a -> b -> a
     """
     _check_graph(graph)
     try:
@@ -286,7 +291,7 @@ def execution_order(graph: nx.DiGraph, plan: Sequence[str]) -> list[str]:
     >>> execution_order(nx.DiGraph([("a", "b"), ("b", "a")]), ["a", "b"])
     Traceback (most recent call last):
     ...
-    buddy.engine.errors.DependencyCycleError: tool dependencies form a cycle: a -> b -> a
+    buddy.rules.base.errors.DependencyCycleError: tool dependencies form a cycle: a -> b -> a
     """
     plan, positions = _plan_graph(graph, plan)
     try:
@@ -366,7 +371,7 @@ def missing_dependencies(graph: nx.DiGraph, tool: str, done: Iterable[str]) -> l
     >>> missing_dependencies(g, "nope", [])
     Traceback (most recent call last):
     ...
-    buddy.engine.errors.UnknownToolError: unknown tool 'nope'
+    buddy.rules.base.errors.UnknownToolError: unknown tool 'nope'
     """
     _check_graph(graph)
     if tool not in graph:

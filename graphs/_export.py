@@ -20,23 +20,22 @@ safe ids (``n0``, ``n1`` ...; state names for machines); labels are escaped.
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import os
 import re
 import shutil
 import subprocess
-import tempfile
 from collections import Counter
 from collections.abc import Callable, Hashable, Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import attrs
 import networkx as nx
 
-from buddy.engine.errors import BuddyError, InputError
 from buddy.machines._factory import MachineSpec, spec_graph
+from buddy.rules.base._files import write_atomic
+from buddy.rules.base.errors import BuddyError, InputError
 
 __all__ = [
     "RENDERERS",
@@ -377,7 +376,7 @@ def render(graph_or_spec: nx.DiGraph | MachineSpec, fmt: str) -> str:
     >>> render(nx.DiGraph(), "png")
     Traceback (most recent call last):
     ...
-    buddy.engine.errors.InputError: format must be one of dot, mermaid (got 'png')
+    buddy.rules.base.errors.InputError: format must be one of dot, mermaid (got 'png')
     """
     renderer = RENDERERS.get(fmt)
     if renderer is None:
@@ -427,7 +426,7 @@ def to_png(graph_or_spec: nx.DiGraph | MachineSpec, path: str | os.PathLike[str]
     >>> to_png(nx.DiGraph([("a", "b")]), "graph.jpg")
     Traceback (most recent call last):
     ...
-    buddy.engine.errors.InputError: image path must end in .png or .svg (got 'graph.jpg')
+    buddy.rules.base.errors.InputError: image path must end in .png or .svg (got 'graph.jpg')
     """
     target = Path(path)
     fmt = _IMAGE_FORMATS.get(target.suffix.lower())
@@ -440,10 +439,10 @@ def to_png(graph_or_spec: nx.DiGraph | MachineSpec, path: str | os.PathLike[str]
     dot = shutil.which("dot")
     if dot is not None:
         image = _run_dot(dot, render(graph_or_spec, "dot"), fmt)
-        _write_atomic(target, lambda f: f.write(image))
+        write_atomic(target, image)
     else:
         figure = _matplotlib_figure(graph_or_spec)
-        _write_atomic(target, lambda f: figure.savefig(f, format=fmt))
+        write_atomic(target, lambda f: figure.savefig(f, format=fmt))
     return target
 
 
@@ -458,20 +457,6 @@ def _run_dot(dot: str, text: str, fmt: str) -> bytes:
     except subprocess.TimeoutExpired as exc:
         raise BuddyError(f"{dot} -T{fmt} did not finish in 60 s") from exc
     return done.stdout
-
-
-def _write_atomic(target: Path, write: Callable[[IO[bytes]], object]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def _matplotlib_figure(graph_or_spec: nx.DiGraph | MachineSpec) -> Any:

@@ -19,7 +19,7 @@ import networkx as nx
 from transitions import Machine
 from transitions.extensions import LockedMachine
 
-from buddy.engine.errors import DefinitionError
+from buddy.rules.base.errors import DefinitionError
 
 __all__ = [
     "CompiledTable",
@@ -40,6 +40,18 @@ def _states(value: Any) -> tuple[enum.Enum, ...]:
     return tuple(value) if isinstance(value, list | tuple | frozenset | set) else (value,)
 
 
+def _names(value: Iterable[str]) -> tuple[str, ...]:
+    return tuple(value)
+
+
+def _finals(value: Iterable[enum.Enum]) -> frozenset[enum.Enum]:
+    return frozenset(value)
+
+
+def _rows(value: Iterable[Transition]) -> tuple[Transition, ...]:
+    return tuple(value)
+
+
 @attrs.frozen
 class Transition:
     """One row: ``trigger`` moves ``source`` to ``dest`` when every guard in
@@ -48,8 +60,8 @@ class Transition:
     trigger: str
     source: tuple[enum.Enum, ...] = attrs.field(converter=_states)
     dest: enum.Enum
-    conditions: tuple[str, ...] = attrs.field(default=(), converter=tuple)
-    unless: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    conditions: tuple[str, ...] = attrs.field(default=(), converter=_names)
+    unless: tuple[str, ...] = attrs.field(default=(), converter=_names)
 
 
 @attrs.frozen
@@ -59,8 +71,8 @@ class MachineSpec:
     name: str
     states: type[enum.Enum]
     initial: enum.Enum
-    finals: frozenset[enum.Enum] = attrs.field(converter=frozenset)
-    transitions: tuple[Transition, ...] = attrs.field(converter=tuple)
+    finals: frozenset[enum.Enum] = attrs.field(converter=_finals)
+    transitions: tuple[Transition, ...] = attrs.field(converter=_rows)
     guards: Mapping[str, Guard] = attrs.field(eq=False, repr=False)
     description: str = ""
     extra_check: Callable[[MachineSpec], list[str]] | None = attrs.field(
@@ -116,7 +128,7 @@ def spec_graph(spec: MachineSpec) -> nx.MultiDiGraph:
 
     Edge data: ``trigger``, ``conditions``, ``unless``.
     """
-    graph = nx.MultiDiGraph(name=spec.name, initial=spec.initial, finals=spec.finals)
+    graph: nx.MultiDiGraph[enum.Enum] = nx.MultiDiGraph(name=spec.name, initial=spec.initial, finals=spec.finals)
     graph.add_nodes_from(spec.states)
     for t in spec.transitions:
         for s in t.source:

@@ -14,11 +14,10 @@ where only MOCK runs.
 from __future__ import annotations
 
 import enum
-import math
 
-from buddy.engine._modes import ExecutionMode
 from buddy.machines._factory import MachineSpec, Transition
-from buddy.rules._escalation import RiskPolicy
+from buddy.rules.base._values import ExecutionMode
+from buddy.rules.tables._escalation import RiskPolicy
 
 __all__ = [
     "DECIDE_PATH",
@@ -162,9 +161,3 @@ SPEC = MachineSpec(
     description="MOCK -> DRY_RUN -> LIVE escalation of one tool call, with approval and rollback",
     extra_check=_check_live_gates,
 )
-
-
-def valid_confidence(value: float) -> bool:
-    """Whether ``value`` is a confidence the machine may see: a number in [0, 1]."""
-    return isinstance(value, int | float) and not isinstance(value, bool) and \
-        not math.isnan(value) and 0.0 <= value <= 1.0

@@ -1,38 +1,80 @@
-"""Declarative rule tables (TOML) and their loaders.
+"""Rule tables: the TOML files a person edits, their vocabulary, schemas and loaders.
 
-The shipped tables live beside this file: ``escalation.toml`` (thresholds per
-risk), ``conflicts.toml`` (conflict resolution strategies), ``anomalies.toml``,
-``health.toml`` and ``signals.toml`` (the monitor and the feedback loop), and
-``tools.toml`` (the standard tool catalogue).
+Shipped beside this file: ``escalation.toml`` (thresholds per risk),
+``tools.toml`` (the tool catalogue), ``conflicts.toml`` (conflict resolution
+strategies), ``anomalies.toml`` and ``health.toml`` (the monitor),
+``signals.toml`` (the feedback loop). :mod:`buddy.rules.base` below them holds
+the values, errors and helpers every layer uses; :mod:`buddy.rules.tables` the
+tables' code.
 """
 
-from buddy.rules._escalation import EscalationRow, EscalationTable, RiskPolicy
-from buddy.rules._rowtable import (
+from buddy.rules.base import ExecutionMode, RiskLevel
+from buddy.rules.tables import (
+    Anomaly,
+    AnomalyRule,
+    AnomalyTable,
+    Condition,
+    ConfidenceRule,
+    ConflictRow,
+    ConflictTable,
+    ConflictType,
+    EscalationRow,
+    EscalationTable,
     Field,
+    HealthStatus,
+    HealthTable,
+    Op,
+    ResolutionStrategy,
+    RiskPolicy,
     RuleRow,
     RuleTable,
     Schema,
     Scope,
+    SignalRule,
+    SignalTable,
+    SignalType,
     TableFile,
     Template,
+    ToolContract,
+    ToolContractRegistry,
+    ValidationResult,
+    When,
     compile_template,
+    compile_when,
     load_table,
 )
-from buddy.rules._table import Condition, Op, When, compile_when
 
 __all__ = [
+    "Anomaly",
+    "AnomalyRule",
+    "AnomalyTable",
     "Condition",
+    "ConfidenceRule",
+    "ConflictRow",
+    "ConflictTable",
+    "ConflictType",
     "EscalationRow",
     "EscalationTable",
+    "ExecutionMode",
     "Field",
+    "HealthStatus",
+    "HealthTable",
     "Op",
+    "ResolutionStrategy",
+    "RiskLevel",
     "RiskPolicy",
     "RuleRow",
     "RuleTable",
     "Schema",
     "Scope",
+    "SignalRule",
+    "SignalTable",
+    "SignalType",
     "TableFile",
     "Template",
+    "ToolContract",
+    "ToolContractRegistry",
+    "ValidationResult",
     "When",
     "compile_template",
     "compile_when",

@@ -12,9 +12,9 @@ from typing import NamedTuple
 
 from hypothesis import strategies as st
 
-from buddy.engine._modes import ExecutionMode, RiskLevel
 from buddy.machines.escalation import EscalationInputs
 from buddy.rules import EscalationTable
+from buddy.rules.base._values import ExecutionMode, RiskLevel
 
 __all__ = [
     "EDGE_CONFIDENCES",

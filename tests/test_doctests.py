@@ -1,4 +1,4 @@
-"""Every example in buddy's docstrings runs (doctests), module by module."""
+"""Every example in buddy's docstrings runs (doctests), module by module, in every subpackage."""
 
 import doctest
 import importlib
@@ -15,7 +15,7 @@ import buddy.rules
 def _modules():
     for package in (buddy.engine, buddy.machines, buddy.rules, buddy.graphs):
         yield package.__name__
-        for info in pkgutil.iter_modules(package.__path__, package.__name__ + "."):
+        for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
             yield info.name
 
 

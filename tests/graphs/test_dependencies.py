@@ -19,12 +19,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from buddy.engine import RiskLevel, ToolContract, ToolContractRegistry
-from buddy.engine.errors import (
-    ContractError,
-    DependencyCycleError,
-    InputError,
-    UnknownToolError,
-)
 from buddy.graphs import to_dot, to_mermaid
 from buddy.graphs._dependencies import (
     all_dependencies,
@@ -35,6 +29,12 @@ from buddy.graphs._dependencies import (
     find_cycle,
     missing_dependencies,
     waves,
+)
+from buddy.rules.base.errors import (
+    ContractError,
+    DependencyCycleError,
+    InputError,
+    UnknownToolError,
 )
 
 REGISTRY = ToolContractRegistry.default()

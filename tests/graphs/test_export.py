@@ -22,7 +22,6 @@ import pytest
 import buddy.graphs
 import buddy.graphs._export
 from buddy.engine import RiskLevel, ToolContract, ToolContractRegistry
-from buddy.engine.errors import BuddyError, InputError
 from buddy.graphs import (
     RENDERERS,
     machine_graph,
@@ -34,6 +33,7 @@ from buddy.graphs import (
     to_png,
 )
 from buddy.machines import MACHINES, ExecutionState, MachineSpec, TaskState, Transition
+from buddy.rules.base.errors import BuddyError, InputError
 
 ESCALATION = MACHINES["escalation"]
 TASK = MACHINES["task"]

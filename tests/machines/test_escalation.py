@@ -19,8 +19,6 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 from transitions import MachineError
 
-from buddy.engine._modes import ExecutionMode, RiskLevel
-from buddy.engine.errors import DefinitionError
 from buddy.machines._factory import (
     MachineSpec,
     Transition,
@@ -39,6 +37,8 @@ from buddy.machines.escalation import (
     ExecutionState,
     _check_live_gates,
 )
+from buddy.rules.base._values import ExecutionMode, RiskLevel
+from buddy.rules.base.errors import DefinitionError
 from tests.helpers import Probe
 from tests.strategies import THRESHOLDS, Call, calls, reference_mode, requires_live_approval
 

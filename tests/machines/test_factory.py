@@ -10,7 +10,6 @@ import pytest
 from transitions import MachineError
 from transitions.extensions import LockedMachine
 
-from buddy.engine.errors import BuddyError, DefinitionError
 from buddy.machines._factory import (
     MachineSpec,
     Transition,
@@ -20,6 +19,7 @@ from buddy.machines._factory import (
     spec_graph,
     walk,
 )
+from buddy.rules.base.errors import BuddyError, DefinitionError
 
 
 class Toy(enum.Enum):

@@ -1,4 +1,4 @@
-"""Tests for buddy.rules._escalation: the escalation table and its compiled policies."""
+"""Tests for buddy.rules.tables._escalation: the escalation table and its compiled policies."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from buddy.engine._modes import ExecutionMode, RiskLevel
-from buddy.engine.errors import RuleTableError
-from buddy.rules._escalation import EscalationRow, EscalationTable
-from buddy.rules._table import Condition, Op, When
+from buddy.rules.base._values import ExecutionMode, RiskLevel
+from buddy.rules.base.errors import RuleTableError
+from buddy.rules.tables._escalation import EscalationRow, EscalationTable
+from buddy.rules.tables._table import Condition, Op, When
 
 LOW, MEDIUM, HIGH = RiskLevel.LOW, RiskLevel.MEDIUM, RiskLevel.HIGH
 DRY_RUN, LIVE = ExecutionMode.DRY_RUN, ExecutionMode.LIVE

@@ -1,4 +1,4 @@
-"""Tests for buddy.rules._rowtable: tables of rows loaded against a schema."""
+"""Tests for buddy.rules.tables._rowtable: tables of rows loaded against a schema."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from buddy.engine.errors import RuleTableError
-from buddy.rules._rowtable import (
+from buddy.rules.base.errors import RuleTableError
+from buddy.rules.tables._rowtable import (
     Field,
     RuleRow,
     RuleTable,
@@ -22,7 +22,7 @@ from buddy.rules._rowtable import (
     compile_template,
     load_table,
 )
-from buddy.rules._table import Condition, Op, When
+from buddy.rules.tables._table import Condition, Op, When
 
 SCHEMA = Schema(
     table="demo",
@@ -367,6 +367,6 @@ class TestTableFile:
 
 class TestImports:
     def test_importable_first(self):
-        done = subprocess.run([sys.executable, "-c", "import buddy.rules._rowtable"],
+        done = subprocess.run([sys.executable, "-c", "import buddy.rules.tables._rowtable"],
                               capture_output=True, text=True, check=False)
         assert done.returncode == 0, done.stderr.strip().splitlines()[-1:]

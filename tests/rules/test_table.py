@@ -1,4 +1,4 @@
-"""Tests for buddy.rules._table: the one rule-table format shared by every table."""
+"""Tests for buddy.rules.tables._table: the one rule-table format shared by every table."""
 
 from __future__ import annotations
 
@@ -11,8 +11,16 @@ from types import SimpleNamespace
 
 import pytest
 
-from buddy.engine.errors import BuddyError, RuleTableError
-from buddy.rules._table import Condition, Op, Problems, When, compile_when, read_toml, row_line
+from buddy.rules.base.errors import BuddyError, RuleTableError
+from buddy.rules.tables._table import (
+    Condition,
+    Op,
+    Problems,
+    When,
+    compile_when,
+    read_toml,
+    row_line,
+)
 
 GETTERS = {
     "a": lambda x: x.a,
@@ -365,8 +373,8 @@ class TestRowLine:
 
 
 class TestImports:
-    @pytest.mark.parametrize("module", ["buddy.rules._table", "buddy.rules",
-                                        "buddy.rules._escalation"])
+    @pytest.mark.parametrize("module", ["buddy.rules.tables._table", "buddy.rules",
+                                        "buddy.rules.tables._escalation"])
     def test_importable_first(self, module):
         # Each module must import in a fresh interpreter, whatever was imported before.
         done = subprocess.run([sys.executable, "-c", f"import {module}"],

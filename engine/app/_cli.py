@@ -1,0 +1,398 @@
+"""The ``buddy`` command line: a thin layer over the public API.
+
+Every failure a user can cause ends in one line, ``ErrorName: message``, and a
+non-zero exit status (2 for usage errors, 1 for everything else). Tracebacks
+are for bugs only.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+import orjson
+from rich.console import Console
+from rich.table import Table
+
+from buddy.engine.app._harness import RunConfig
+from buddy.engine.app._harness import run as run_plans
+from buddy.engine.core._audit import AuditLog, load_key
+from buddy.engine.core._engine import Engine
+from buddy.engine.core._replay import replay as run_replay
+from buddy.graphs import dependency_graph, render, to_png
+from buddy.machines import MACHINES
+from buddy.rules.base._convert import converter
+from buddy.rules.base._files import write_atomic
+from buddy.rules.base._values import RiskLevel
+from buddy.rules.base.errors import BuddyError, InputError, UnknownToolError
+from buddy.rules.tables._catalogue import ToolContractRegistry
+from buddy.rules.tables._escalation import EscalationTable
+
+__all__ = ["cli", "main"]
+
+EXIT_USAGE, EXIT_FAILED, EXIT_LOOSENING = 2, 1, 3
+
+
+def _out() -> Console:
+    # Not a terminal (a pipe, CI): wide enough that tables are not cut to 80 columns.
+    return Console(highlight=False, soft_wrap=True,
+                   width=None if sys.stdout.isatty() else 160)
+
+
+class _Confidence(click.ParamType):
+    name = "CONFIDENCE"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> float:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"must be a number in [0, 1] (got {value!r})", param, ctx)
+        if math.isnan(number) or not 0.0 <= number <= 1.0:
+            self.fail(f"must be a number in [0, 1] (got {value!r})", param, ctx)
+        return number
+
+
+_catalogue_option = click.option(
+    "--catalogue", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    help="Tool catalogue TOML (default: buddy's standard catalogue).")
+_rules_option = click.option(
+    "--rules", type=click.Path(file_okay=False, path_type=Path), default=None,
+    help="Rules directory holding escalation.toml (default: buddy's shipped rules).")
+_key_file_option = click.option(
+    "--key-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    help="File holding the audit log's HMAC key.")
+_key_env_option = click.option(
+    "--key-env", metavar="VAR", default=None,
+    help="Environment variable holding the audit log's HMAC key.")
+_json_option = click.option("--json", "as_json", is_flag=True,
+                            help="Print JSON instead of a table.")
+
+
+def _key(key_file: Path | None, key_env: str | None) -> bytes | None:
+    if key_file is not None and key_env is not None:
+        raise click.UsageError("give --key-file or --key-env, not both")
+    return load_key(file=key_file, env=key_env)
+
+
+def _print_json(obj: Any) -> None:
+    click.echo(orjson.dumps(obj, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode())
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="buddy", prog_name="buddy")
+def cli() -> None:
+    """buddy: decide, run and audit AI agents' tool calls (MOCK, DRY_RUN or LIVE)."""
+
+
+@cli.command()
+@click.argument("tool")
+@click.option("--confidence", "-c", type=_Confidence(), required=True,
+              help="The agent's confidence in the call, a number in [0, 1].")
+@click.option("--agent", "-a", default="cli", show_default=True, help="The calling agent.")
+@click.option("--approve/--deny", "approval", default=None,
+              help="A one-shot approval answer for this call (default: none given).")
+@click.option("--locked", is_flag=True, help="Decide as if the system were locked.")
+@click.option("--audit", "audit_path", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="Append the decision to this audit log (JSON Lines).")
+@_key_file_option
+@_key_env_option
+@_catalogue_option
+@_rules_option
+@_json_option
+def decide(tool: str, confidence: float, agent: str, approval: bool | None, locked: bool,
+           audit_path: Path | None, key_file: Path | None, key_env: str | None,
+           catalogue: Path | None, rules: Path | None, as_json: bool) -> None:
+    """Decide the execution mode of one call of TOOL, and say why."""
+    key = _key(key_file, key_env)
+    loaded = Engine.from_files(catalogue, rules)  # load (and fail) before touching the log
+    contract = loaded.registry.get(tool)
+    audit = AuditLog.open(audit_path, clock=time.time, key=key) if audit_path else None
+    engine = Engine(loaded.registry, loaded.table, audit=audit)
+    try:
+        if locked:
+            engine.lock("--locked")
+        decision = engine.decide(agent, tool, confidence, approval=approval)
+        if locked:
+            engine.unlock("--locked")
+    finally:
+        engine.audit.close()
+    if as_json:
+        _print_json({"tool": tool, "agent": agent, "confidence": confidence,
+                     **converter.unstructure(decision)})
+        return
+    out = _out()
+    out.print(f"[bold]{tool}[/] ({contract.risk.value} risk, "
+              f"{'reversible' if contract.reversible else 'irreversible'}) for agent "
+              f"{agent} at confidence {confidence}")
+    table = Table.grid(padding=(0, 2))
+    table.add_row("mode", f"[bold]{decision.mode.value}[/]")
+    table.add_row("allowed", "yes" if decision.allowed else "[red]no[/]")
+    table.add_row("rule", decision.rule)
+    table.add_row("reason", decision.reason)
+    table.add_row("state", decision.state.value)
+    if audit_path:
+        table.add_row("audit", f"{audit_path} (seq {engine.audit.last_seq})")
+    out.print(table)
+
+
+@cli.command()
+@click.option("--risk", type=click.Choice([r.value for r in RiskLevel]), default=None,
+              help="Only tools of this risk level.")
+@_catalogue_option
+@_json_option
+def tools(risk: str | None, catalogue: Path | None, as_json: bool) -> None:
+    """List the tool catalogue."""
+    registry = ToolContractRegistry.from_toml(catalogue) if catalogue else \
+        ToolContractRegistry.default()
+    contracts = registry.list_by_risk(RiskLevel(risk)) if risk else list(registry)
+    if as_json:
+        _print_json([converter.unstructure(c) for c in contracts])
+        return
+    table = Table(title=f"{len(contracts)} tools ({registry.source})")
+    for column in ("tool", "risk", "reversible", "approval", "permissions", "depends on",
+                   "max conc.", "timeout s"):
+        table.add_column(column)
+    for c in contracts:
+        table.add_row(c.name, c.risk.value, "yes" if c.reversible else "no",
+                      "required" if c.requires_approval else "-",
+                      ", ".join(sorted(c.permissions)) or "-",
+                      ", ".join(c.dependencies) or "-", str(c.max_concurrency),
+                      f"{c.timeout_s:g}")
+    _out().print(table)
+
+
+@cli.command()
+@click.argument("log", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--until", type=click.IntRange(min=0), default=None,
+              help="Stop at this sequence number and show every subject's state there.")
+@click.option("--states", is_flag=True, help="Show every subject's final state.")
+@click.option("--fail-on-loosening", is_flag=True,
+              help=f"Exit {EXIT_LOOSENING} when a what-if finds a loosening decision.")
+@click.option("--no-anchor", is_flag=True, help="Do not check the head anchor file.")
+@_key_file_option
+@_key_env_option
+@_rules_option
+@_json_option
+def replay(log: Path, until: int | None, states: bool, fail_on_loosening: bool,
+           no_anchor: bool, key_file: Path | None, key_env: str | None, rules: Path | None,
+           as_json: bool) -> None:
+    """Verify an audit LOG, replay it, time-travel (--until) or what-if (--rules).
+
+    Exits 1 on a broken chain or a divergence.
+    """
+    key = _key(key_file, key_env)
+    table = EscalationTable.from_dir(rules) if rules else None
+    report = run_replay(log, key=key, until=until, table=table, check_anchor=not no_anchor)
+    if as_json:
+        _print_json(converter.unstructure(report) | {"ok": report.ok})
+    else:
+        _print_report(report, show_states=states or until is not None)
+    if report.divergence is not None:
+        sys.exit(EXIT_FAILED)
+    if fail_on_loosening and any(c.direction == "loosening" for c in report.changes):
+        sys.exit(EXIT_LOOSENING)
+
+
+def _print_report(report: Any, *, show_states: bool) -> None:
+    out = _out()
+    out.print(f"{report.source}: chain verified ({report.chain}), {report.events} events, "
+              f"last seq {report.last_seq}")
+    if report.torn_tail:
+        out.print(f"[yellow]warning[/]: {report.torn_tail}; verified up to the last whole event")
+    upto = f" up to seq {report.until}" if report.until is not None else ""
+    if report.what_if:
+        out.print(f"what-if{upto}: {report.decisions} decisions made with rules "
+                  f"{', '.join(report.rules_recorded)} re-decided with {report.rules_replayed}: "
+                  f"{len(report.changes)} would change")
+        if report.changes:
+            table = Table()
+            for column in ("seq", "change", "agent", "tool", "risk", "confidence", "before",
+                           "after", "rule now"):
+                table.add_column(column)
+            for c in report.changes:
+                colour = "red" if c.direction == "loosening" else "green"
+                table.add_row(str(c.seq), f"[{colour}]{c.direction}[/]", c.agent, c.tool, c.risk,
+                              f"{c.confidence:g}", c.before, c.after, c.rule_after)
+            out.print(table)
+    elif report.divergence is None:
+        out.print(f"replayed {report.replayed} events{upto}: {report.decisions} "
+                  f"decision{'' if report.decisions == 1 else 's'} and every transition "
+                  "reproduced")
+    if show_states:
+        table = Table(title=f"state at seq {report.last_seq}")
+        for column in ("subject", "machine", "state"):
+            table.add_column(column)
+        table.add_row("system", "lock", "LOCKED" if report.locked else "UNLOCKED")
+        for grant in report.grants:
+            table.add_row(grant, "approval", "ACTIVE")
+        for subject, (machine, state) in report.states.items():
+            table.add_row(subject, machine, state)
+        out.print(table)
+    if report.divergence is not None:
+        click.echo(f"ReplayDivergence: {report.divergence}", err=True)
+
+
+@cli.command("run")
+@click.option("--plans", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Plans to run (JSON list or JSON Lines); default: the simulated scenario.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("buddy-out"), show_default=True, help="Where to write the outputs.")
+@click.option("--seed", type=int, default=24, show_default=True,
+              help="Seed of the simulated tools and the scenario.")
+@click.option("--dry-run-only", is_flag=True, help="Cap every call at DRY_RUN.")
+@click.option("--max-live", type=click.IntRange(min=0), default=None,
+              help="Cap calls at DRY_RUN once this many ran LIVE.")
+@click.option("--live-floor", type=_Confidence(), default=None,
+              help="Cap calls below this confidence at DRY_RUN (on top of the table).")
+@click.option("--plans-per-cycle", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Plans that run at the same time in one orchestration cycle.")
+@click.option("--start", type=float, default=None,
+              help="Start of the simulated clock, in epoch seconds (default: now).")
+@_key_file_option
+@_key_env_option
+@_catalogue_option
+@click.option("--rules", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Rules directory: any of escalation.toml, conflicts.toml, anomalies.toml, "
+                   "health.toml, signals.toml (the shipped table stands in for each missing).")
+def run_command(plans: Path | None, out_dir: Path, seed: int, dry_run_only: bool,
+                max_live: int | None, live_floor: float | None, plans_per_cycle: int,
+                start: float | None, key_file: Path | None, key_env: str | None,
+                catalogue: Path | None, rules: Path | None) -> None:
+    """Run plans through the orchestration cycle and write every output.
+
+    With no --plans, runs the default scenario: seeded sample plans over several
+    agents whose tools are SIMULATED (deterministic stand-ins that touch nothing).
+    Exits 1 when a plan was rejected (the others still run).
+    """
+    from rich.progress import Progress
+
+
+    config = RunConfig(output_dir=out_dir, plans=plans, seed=seed, dry_run_only=dry_run_only,
+                       max_live_escalations=max_live, confidence_threshold_for_live=live_floor,
+                       plans_per_cycle=plans_per_cycle, catalogue=catalogue, rules_dir=rules,
+                       audit_key=_key(key_file, key_env), start=start)
+    err = Console(stderr=True, highlight=False)
+    with Progress(console=err, transient=True, disable=not err.is_terminal) as bar:
+        task = bar.add_task("orchestration cycles", total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        summary = run_plans(config, progress=progress)
+    for line in summary.rejected:
+        click.echo(f"PlanRejected: {line}", err=True)
+    out = _out()
+    what = "default scenario, SIMULATED tools" if plans is None else f"{plans}, SIMULATED tools"
+    table = Table(title=f"buddy run ({what}, seed {seed})")
+    table.add_column("")
+    table.add_column("")
+    modes = summary.executions_by_mode
+    table.add_row("plans", f"{summary.plans} run, {len(summary.rejected)} rejected")
+    table.add_row("executions", ", ".join(f"{m} {n}" for m, n in modes.items()))
+    table.add_row("conflicts", f"{summary.conflicts} detected, {summary.resolved} resolved")
+    table.add_row("rollbacks", str(summary.rollbacks))
+    table.add_row("health", f"{summary.health_score} ({summary.health})")
+    table.add_row("anomalies", str(summary.anomalies))
+    table.add_row("learning signals", str(summary.signals))
+    table.add_row("report", str(summary.report))
+    table.add_row("audit trail", f"{summary.audit_log} (buddy replay {summary.audit_log})")
+    out.print(table)
+    if summary.rejected:
+        sys.exit(EXIT_FAILED)
+
+
+@cli.group()
+def graph() -> None:
+    """Draw a declared machine or the tool dependency graph."""
+
+
+_FORMATS = ("mermaid", "dot", "png", "svg")
+_format_option = click.option(
+    "--format", "fmt", type=click.Choice(_FORMATS), default="mermaid", show_default=True,
+    help="Output format: text (mermaid, dot) or a picture (png, svg; needs --output).")
+_output_option = click.option(
+    "--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    help="Write to this file instead of standard output (required for png and svg).")
+
+
+def _draw(obj: Any, fmt: str, output: Path | None) -> None:
+
+    if fmt in ("png", "svg"):
+        if output is None:
+            raise click.UsageError(f"--format {fmt} needs --output FILE")
+        if output.suffix.lower() != f".{fmt}":
+            raise click.UsageError(f"--output must end in .{fmt} for --format {fmt}")
+        to_png(obj, output)
+        click.echo(f"wrote {output}")
+        return
+    text = render(obj, fmt)
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        write_atomic(output, text)
+        click.echo(f"wrote {output}")
+
+
+@graph.command("machine")
+@click.argument("name")
+@_format_option
+@_output_option
+def graph_machine(name: str, fmt: str, output: Path | None) -> None:
+    """Draw the declared machine NAME (escalation, task)."""
+
+    spec = MACHINES.get(name)
+    if spec is None:
+        raise InputError(f"unknown machine {name!r} (known: {', '.join(sorted(MACHINES))})")
+    _draw(spec, fmt, output)
+
+
+@graph.command("tools")
+@_format_option
+@_output_option
+@_catalogue_option
+def graph_tools(fmt: str, output: Path | None, catalogue: Path | None) -> None:
+    """Draw the tool dependency graph (an edge runs from a dependency to its user)."""
+
+    registry = ToolContractRegistry.from_toml(catalogue) if catalogue else \
+        ToolContractRegistry.default()
+    _draw(dependency_graph(registry), fmt, output)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; return the exit status (the ``buddy`` entry point)."""
+    try:
+        cli.main(args=list(argv) if argv is not None else None, prog_name="buddy",
+                 standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        return 130
+    except click.exceptions.NoArgsIsHelpError as exc:  # bare `buddy` or `buddy graph`
+        click.echo(exc.format_message(), err=True)
+        return EXIT_USAGE
+    except click.ClickException as exc:
+        click.echo(f"{type(exc).__name__}: {exc.format_message()}", err=True)
+        return exc.exit_code or EXIT_USAGE
+    except UnknownToolError as exc:
+        click.echo(f"UnknownToolError: {exc} (see `buddy tools`)", err=True)
+        return EXIT_USAGE
+    except BuddyError as exc:
+        click.echo(f"{type(exc).__name__}: {exc}", err=True)
+        return EXIT_FAILED
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else EXIT_FAILED
+    except (OSError, ValueError) as exc:  # a file we were told to use cannot be read/written
+        click.echo(f"{type(exc).__name__}: {exc}", err=True)
+        return EXIT_FAILED
+    return 0
+
+
+def entry() -> None:
+    sys.exit(main())

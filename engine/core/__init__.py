@@ -1,0 +1,31 @@
+"""The decision core: decide, approve, run, roll back, audit and replay one call at a time.
+
+It imports the machines, the rule tables and the base layer, never the
+orchestration or the app above it.
+"""
+
+from buddy.engine.core._approvals import Approval, ApprovalRequest, Grant, Verdict
+from buddy.engine.core._audit import AuditEvent, AuditLog, load_key
+from buddy.engine.core._controller import ExecutionResult, PendingCall, Session
+from buddy.engine.core._decision import Decision
+from buddy.engine.core._engine import Engine
+from buddy.engine.core._replay import Change, Divergence, ReplayReport, replay
+
+__all__ = [
+    "Approval",
+    "ApprovalRequest",
+    "AuditEvent",
+    "AuditLog",
+    "Change",
+    "Decision",
+    "Divergence",
+    "Engine",
+    "ExecutionResult",
+    "Grant",
+    "PendingCall",
+    "ReplayReport",
+    "Session",
+    "Verdict",
+    "load_key",
+    "replay",
+]

@@ -1,0 +1,156 @@
+"""Approvals: one-shot answers from a callback, and scoped grants.
+
+A callback answers an :class:`ApprovalRequest` with an :class:`Approval`:
+approve, deny, or approve with edited arguments (the edited arguments are
+what runs; the audit trail records both). A :class:`Grant` approves one
+(agent, tool) pair for a period on the engine's clock, or for a number of
+calls, until it runs out or is revoked.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import attrs
+
+from buddy.rules.base._values import RiskLevel
+from buddy.rules.base.errors import InputError
+
+__all__ = ["Approval", "ApprovalCallback", "ApprovalRequest", "Grant", "GrantBook", "Verdict"]
+
+
+class Verdict(enum.Enum):
+    APPROVE = "approve"
+    DENY = "deny"
+
+
+@attrs.frozen
+class ApprovalRequest:
+    """What an approver is asked about."""
+
+    agent: str
+    tool: str
+    risk: RiskLevel
+    confidence: float
+    args: Mapping[str, Any] | None
+    reason: str
+
+
+@attrs.frozen
+class Approval:
+    """An approver's answer. ``args`` set means: approve, but run these arguments."""
+
+    verdict: Verdict
+    args: Mapping[str, Any] | None = None
+    reason: str = ""
+
+    @classmethod
+    def approve(cls, reason: str = "") -> Approval:
+        return cls(Verdict.APPROVE, None, reason)
+
+    @classmethod
+    def deny(cls, reason: str = "") -> Approval:
+        return cls(Verdict.DENY, None, reason)
+
+    @classmethod
+    def edit(cls, args: Mapping[str, Any], reason: str = "") -> Approval:
+        return cls(Verdict.APPROVE, dict(args), reason)
+
+    @property
+    def approved(self) -> bool:
+        return self.verdict is Verdict.APPROVE
+
+
+ApprovalCallback = Callable[[ApprovalRequest], "Approval | bool"]
+
+
+def as_approval(answer: Approval | bool | None) -> Approval | None:
+    """Accept a plain bool from simple callbacks (``approval_gate_callback -> bool``)."""
+    if answer is None or isinstance(answer, Approval):
+        return answer
+    if isinstance(answer, bool):
+        return Approval.approve() if answer else Approval.deny()
+    raise InputError(f"an approval callback must return Approval or bool (got {answer!r})")
+
+
+@attrs.frozen
+class Grant:
+    """A scoped approval of ``tool`` for ``agent``: until ``expires_at`` on the
+    engine's clock, and/or for ``calls`` calls."""
+
+    id: str
+    agent: str
+    tool: str
+    granted_at: float
+    expires_at: float | None = None
+    calls: int | None = None
+    reason: str = ""
+
+    def __attrs_post_init__(self) -> None:
+        if self.expires_at is None and self.calls is None:
+            raise InputError(f"grant {self.id}: needs a period (seconds) or a number of calls")
+        if self.calls is not None and self.calls < 1:
+            raise InputError(f"grant {self.id}: calls must be >= 1 (got {self.calls})")
+        if self.expires_at is not None and not self.expires_at > self.granted_at:
+            raise InputError(f"grant {self.id}: seconds must be > 0")
+
+
+class GrantBook:
+    """Live grants and what is left of them. Not thread-safe: callers lock."""
+
+    def __init__(self) -> None:
+        self._by_pair: dict[tuple[str, str], list[Grant]] = {}
+        self._by_id: dict[str, Grant] = {}
+        self._left: dict[str, int | None] = {}
+
+    def add(self, grant: Grant) -> None:
+        if grant.id in self._by_id:
+            raise InputError(f"grant {grant.id} already exists")
+        self._by_id[grant.id] = grant
+        self._left[grant.id] = grant.calls
+        self._by_pair.setdefault((grant.agent, grant.tool), []).append(grant)
+
+    def revoke(self, grant_id: str) -> Grant:
+        grant = self._by_id.pop(grant_id, None)
+        if grant is None:
+            raise InputError(f"no active grant {grant_id!r}")
+        self._left.pop(grant_id, None)
+        self._by_pair[(grant.agent, grant.tool)].remove(grant)
+        return grant
+
+    def get(self, grant_id: str) -> Grant | None:
+        return self._by_id.get(grant_id)
+
+    def active(self, now: float) -> list[Grant]:
+        return [g for g in self._by_id.values() if self._usable(g, now)]
+
+    def _usable(self, grant: Grant, now: float) -> bool:
+        left = self._left.get(grant.id)
+        return (grant.expires_at is None or now < grant.expires_at) and \
+            (grant.calls is None or (left is not None and left > 0))
+
+    def check(self, grant_id: str, now: float) -> str | None:
+        """Why ``grant_id`` cannot approve a call at ``now``, or None if it can."""
+        grant = self._by_id.get(grant_id)
+        if grant is None:
+            return "no such grant (never granted, or revoked)"
+        if grant.expires_at is not None and now >= grant.expires_at:
+            return f"expired at {grant.expires_at}"
+        if grant.calls is not None and not self._left.get(grant_id):
+            return "no calls left"
+        return None
+
+    def consume(self, agent: str, tool: str, now: float) -> Grant | None:
+        """Use one call of the first usable grant for (agent, tool), if any."""
+        for grant in self._by_pair.get((agent, tool), ()):
+            if self._usable(grant, now):
+                self.use(grant.id)
+                return grant
+        return None
+
+    def use(self, grant_id: str) -> None:
+        left = self._left.get(grant_id)
+        if left is not None:
+            self._left[grant_id] = left - 1

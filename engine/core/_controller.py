@@ -1,0 +1,397 @@
+"""Running tool calls: the escalation machine drives each call's context.
+
+Each call gets an execution context, a model of the declared escalation machine
+(built by :func:`buddy.machines.build`). The controller fires the decision
+triggers on it, asks for approval where the machine waits for one, runs the
+handler of the mode the machine reached, and on an error in LIVE rolls back the
+session's reversible actions in reverse order. Every transition, decision,
+approval, run and undo is an audit event.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from buddy.engine.core._decision import APPROVAL_PATH, Decision
+from buddy.machines._factory import build
+from buddy.machines.escalation import (
+    DECIDE_PATH,
+    SPEC,
+    STATE_MODE,
+    EscalationInputs,
+    ExecutionState,
+)
+from buddy.rules.base._canonical import args_digest
+from buddy.rules.base._values import ExecutionMode, valid_confidence
+from buddy.rules.base.errors import InputError
+
+if TYPE_CHECKING:
+    from buddy.engine.core._engine import Engine
+
+__all__ = ["ExecutionResult", "Handlers", "PendingCall", "Session"]
+
+S = ExecutionState
+_STATES = {s.name: s for s in ExecutionState}
+Handler = Callable[[dict[str, Any]], Any]
+Undo = Callable[[dict[str, Any], Any], Any]
+
+
+@attrs.frozen
+class Handlers:
+    """The callables of one tool, by mode. ``undo(args, result)`` reverses a LIVE run."""
+
+    mock: Handler | None = None
+    dry_run: Handler | None = None
+    live: Handler | None = None
+    undo: Undo | None = None
+
+
+def simulated_mock(tool: str) -> Handler:
+    """The default MOCK handler: runs nothing and says so."""
+    def mock(args: dict[str, Any]) -> dict[str, Any]:
+        return {"simulated": True, "tool": tool, "mode": "MOCK", "args": args}
+    return mock
+
+
+@attrs.frozen
+class ExecutionResult:
+    """What happened to one call."""
+
+    context: str
+    agent: str
+    tool: str
+    decision: Decision
+    mode: ExecutionMode | None     # the mode the handler ran in; None when nothing ran
+    state: ExecutionState          # the context's final state
+    ok: bool
+    result: Any = None
+    error: str | None = None
+    args: Mapping[str, Any] | None = None
+    rolled_back: tuple[str, ...] = ()
+    timed_out: bool = False        # the handler raised a TimeoutError
+
+
+class _Context:
+    """A transitions model: one call's place in the escalation machine."""
+
+    def __init__(self, ident: str) -> None:
+        self.id = ident
+        self.state = SPEC.initial.name
+
+
+@attrs.define
+class _Done:
+    context: str
+    tool: str
+    undo: Undo
+    args: dict[str, Any]
+    result: Any
+
+
+class Controller:
+    """Executes calls for one engine; shared by its sessions."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        # One machine, its models pooled: adding a model to a transitions machine
+        # costs ~100 us, so a finished context goes back to the pool, not away.
+        # Each context is driven by one call at a time, so the plain machine does.
+        self.machine = build(SPEC, locked=False)
+        self.handlers: dict[str, Handlers] = {}
+        self._ids = itertools.count(1)
+        self._free: list[_Context] = []
+        self._pool_lock = threading.Lock()
+
+    def _acquire(self) -> _Context:
+        with self._pool_lock:
+            ident = f"ctx-{next(self._ids)}"
+            if self._free:
+                ctx = self._free.pop()
+                ctx.id, ctx.state = ident, SPEC.initial.name
+                return ctx
+            ctx = _Context(ident)
+            self.machine.add_model(ctx)
+            return ctx
+
+    def release(self, ctx: _Context) -> None:
+        with self._pool_lock:
+            self._free.append(ctx)
+
+    def register(self, tool: str, handlers: Handlers) -> None:
+        self.engine.registry.get(tool)  # unknown tools are an error here
+        self.handlers[tool] = handlers
+
+    # -- one call ------------------------------------------------------------
+    def prepare(self, session: Session, tool: str, args: Mapping[str, Any] | None,
+                confidence: float, approval: bool | None, max_mode: ExecutionMode | None = None,
+                cap_reason: str = "", agent: str | None = None) -> PendingCall:
+        """Decide one call on a fresh context; the handler runs at :meth:`PendingCall.run`."""
+        engine, agent = self.engine, agent or session.agent
+        args = dict(args or {})
+        refused = engine._precheck(agent, tool)
+        entry = engine.policy.tools.get(tool)
+        if refused is None and (entry is None or not valid_confidence(confidence)):
+            refused = engine.policy.evaluate(tool, confidence)[0]  # fails closed, says why
+        if refused is not None:
+            ident = f"ctx-{next(self._ids)}"
+            with engine._lock:
+                engine._record_decision(ident, agent, tool, confidence, approval, None,
+                                        engine.locked, refused)
+            return PendingCall(self, session, None, tool, args, refused[0], agent=agent,
+                               done=ExecutionResult(
+                ident, agent, tool, refused[0], None, S.MOCK, False, error=refused[0].reason,
+                args=args))
+        assert entry is not None
+        contract = entry.contract
+        ctx = self._acquire()
+        try:
+            inputs = EscalationInputs(entry.policy, confidence, approval, engine.locked,
+                                      contract.requires_approval)
+            common = {"agent": agent, "tool": tool, "risk": contract.risk.value,
+                      "requires_approval": contract.requires_approval, "confidence": confidence,
+                      "rules": engine.policy.table.digest}
+            self._fire(ctx, DECIDE_PATH, inputs, common)
+            via = None if approval is None else "caller"
+            approved_at = None
+            # Nobody is asked to approve a LIVE run that a cap rules out anyway.
+            live_possible = max_mode is None or max_mode is ExecutionMode.LIVE
+            if self._state(ctx) is S.AWAITING_APPROVAL and approval is None and live_possible:
+                answer, via, approved_at = engine._approve(agent, contract, confidence, args)
+                if answer is not None:
+                    inputs.approval = answer.approved
+                    if answer.args is not None:
+                        masker = engine.audit.masker
+                        engine.audit.append("approval", "escalation", ctx.id, "edit_args", None,
+                                            None, {"agent": agent, "tool": tool,
+                                                   "original": masker.mask(args),
+                                                   "edited": masker.mask(dict(answer.args)),
+                                                   "reason": answer.reason})
+                        args = dict(answer.args)
+                    self._fire(ctx, APPROVAL_PATH, inputs, common, why=answer.reason or None)
+            with engine._lock:
+                if engine.locked and not inputs.locked:  # locked while this call was deciding
+                    inputs.locked = True
+                    self._fire(ctx, ("lock",), inputs, common, why="system locked meanwhile")
+                outcome = entry.outcomes[(ctx.state, inputs.locked)]
+                engine._record_decision(ctx.id, agent, tool, confidence, inputs.approval, via,
+                                        inputs.locked, outcome, approved_at)
+        except BaseException:
+            self.release(ctx)
+            raise
+        decision = outcome[0]
+        pending = PendingCall(self, session, ctx, tool, args, decision, inputs, common,
+                              max_mode=max_mode, cap_reason=cap_reason, agent=agent)
+        if not decision.allowed:
+            pending.cancel()
+        return pending
+
+    def _execute(self, session: Session, ctx: _Context, agent: str, tool: str,
+                 args: dict[str, Any],
+                 decision: Decision, inputs: EscalationInputs, common: dict[str, Any],
+                 max_mode: ExecutionMode | None = None, cap_reason: str = "",
+                 ) -> ExecutionResult:
+        engine = self.engine
+        handlers = self.handlers.get(tool, Handlers())
+        mode = decision.mode
+        if max_mode is not None and mode.rank > max_mode.rank:
+            mode = self._downgrade(ctx, inputs, common, max_mode, cap_reason or
+                                   f"capped at {max_mode.value}")
+        if mode is ExecutionMode.LIVE and handlers.live is None:
+            mode = self._downgrade(ctx, inputs, common, ExecutionMode.DRY_RUN,
+                                   "no live handler registered")
+        if mode is ExecutionMode.DRY_RUN and handlers.dry_run is None:
+            mode = self._downgrade(ctx, inputs, common, ExecutionMode.MOCK,
+                                   "no dry-run handler registered")
+        if mode is ExecutionMode.LIVE and engine.locked:
+            # The kill switch: a lock after the decision still stops the LIVE run.
+            inputs.locked = True
+            self._fire(ctx, ("lock",), inputs, common, why="system locked before the LIVE run")
+            mode = ExecutionMode.MOCK
+        handler = {ExecutionMode.MOCK: handlers.mock or simulated_mock(tool),
+                   ExecutionMode.DRY_RUN: handlers.dry_run,
+                   ExecutionMode.LIVE: handlers.live}[mode]
+        common = {**common, "args_digest": args_digest(args)}
+        masker = engine.audit.masker
+        try:
+            result = handler(args)  # type: ignore[misc]
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            engine.audit.append("execution", "escalation", ctx.id, "run", ctx.state, None, {
+                **common, "mode": mode.value, "ok": False, "error": error,
+                "args": masker.mask(args)})
+            undone: tuple[str, ...] = ()
+            if mode is ExecutionMode.LIVE:
+                self._fire(ctx, ("error",), inputs, common, why=error)
+                undone = session._rollback(ctx.id)
+                self._fire(ctx, ("rollback_complete",), inputs, common)
+            else:
+                self._fire(ctx, ("abort",), inputs, common, why=error)
+            return ExecutionResult(ctx.id, agent, tool, decision, mode, self._state(ctx),
+                                   False, error=error, args=args, rolled_back=undone,
+                                   timed_out=isinstance(exc, TimeoutError))
+        engine.audit.append("execution", "escalation", ctx.id, "run", ctx.state, None, {
+            **common, "mode": mode.value, "ok": True, "result": masker.mask(result),
+            "args": masker.mask(args)})
+        contract = engine.registry.get(tool)
+        if mode is ExecutionMode.LIVE and contract.reversible and handlers.undo is not None:
+            session._stack.append(_Done(ctx.id, tool, handlers.undo, args, result))
+        self._fire(ctx, ("all_actions_succeeded",), inputs, common)
+        return ExecutionResult(ctx.id, agent, tool, decision, mode, self._state(ctx),
+                               True, result=result, args=args)
+
+    # -- machine plumbing ----------------------------------------------------
+    def _downgrade(self, ctx: _Context, inputs: EscalationInputs, common: dict[str, Any],
+                   cap: ExecutionMode, why: str) -> ExecutionMode:
+        """Fire ``downgrade`` until the context's mode is at most ``cap``."""
+        for _ in range(len(STATE_MODE)):
+            if STATE_MODE[_STATES[ctx.state]].rank <= cap.rank:
+                break
+            self._fire(ctx, ("downgrade",), inputs, common, why=why)
+        return STATE_MODE[_STATES[ctx.state]]
+
+    @staticmethod
+    def _state(ctx: _Context) -> ExecutionState:
+        return _STATES[ctx.state]
+
+    def _fire(self, ctx: _Context, triggers: tuple[str, ...], inputs: EscalationInputs,
+              common: dict[str, Any], why: str | None = None) -> None:
+        """Fire each trigger the machine has from the current state; record each move."""
+        table = self.engine.policy.machine
+        for trigger in triggers:
+            src = ctx.state
+            if trigger not in table[src]:
+                continue
+            if ctx.trigger(trigger, inputs=inputs):  # type: ignore[attr-defined]
+                data = {**common, "approval": inputs.approval, "locked": inputs.locked}
+                if why:
+                    data["why"] = why
+                self.engine.audit.append("transition", "escalation", ctx.id, trigger, src,
+                                         ctx.state, data)
+
+
+class PendingCall:
+    """A decided call whose handler has not run yet.
+
+    :meth:`run` runs it once; :meth:`cancel` aborts it. A system lock taken
+    between the decision and :meth:`run` still stops a LIVE run: the lock is
+    checked again at the moment the LIVE handler would start.
+    """
+
+    def __init__(self, controller: Controller, session: Session, ctx: _Context | None,
+                 tool: str, args: dict[str, Any], decision: Decision,
+                 inputs: EscalationInputs | None = None, common: dict[str, Any] | None = None,
+                 done: ExecutionResult | None = None, max_mode: ExecutionMode | None = None,
+                 cap_reason: str = "", agent: str | None = None) -> None:
+        self._controller = controller
+        self.agent = agent or session.agent
+        self._max_mode = max_mode
+        self._cap_reason = cap_reason
+        self._session = session
+        self._ctx = ctx  # pooled: given back once the call has run or been cancelled
+        self.context = ctx.id if ctx is not None else done.context  # type: ignore[union-attr]
+        self.tool = tool
+        self.args = args
+        self.decision = decision
+        self._inputs = inputs
+        self._common = common or {}
+        self._done = done
+
+    def _take(self) -> _Context:
+        ctx, self._ctx = self._ctx, None
+        if ctx is None:
+            raise InputError(f"call {self.context} was interrupted and cannot run again")
+        return ctx
+
+    def run(self) -> ExecutionResult:
+        """Run the handler of the decided mode (once); later calls return the same result."""
+        if self._done is None:
+            assert self._inputs is not None
+            ctx = self._take()
+            try:
+                self._done = self._controller._execute(
+                    self._session, ctx, self.agent, self.tool, self.args, self.decision,
+                    self._inputs, self._common, self._max_mode, self._cap_reason)
+            finally:
+                self._controller.release(ctx)
+        return self._done
+
+    def cancel(self, reason: str = "") -> ExecutionResult:
+        """Abort the call without running it."""
+        if self._done is None:
+            assert self._inputs is not None
+            controller, ctx = self._controller, self._take()
+            try:
+                controller._fire(ctx, ("abort",), self._inputs, self._common,
+                                 why=reason or self.decision.reason)
+                self._done = ExecutionResult(ctx.id, self.agent, self.tool,
+                                             self.decision, None, _STATES[ctx.state], False,
+                                             error=reason or self.decision.reason, args=self.args)
+            finally:
+                controller.release(ctx)
+        return self._done
+
+
+class Session:
+    """Calls of one agent that roll back together: on an error in LIVE, every
+    earlier reversible LIVE action of the session is undone, newest first.
+
+    Use as a context manager or call :meth:`execute` directly.
+    """
+
+    def __init__(self, controller: Controller, agent: str) -> None:
+        self._controller = controller
+        self.agent = agent
+        self._stack: list[_Done] = []
+
+    def execute(self, tool: str, args: Mapping[str, Any] | None = None, *, confidence: float,
+                approval: bool | None = None, max_mode: ExecutionMode | None = None,
+                cap_reason: str = "", agent: str | None = None) -> ExecutionResult:
+        """Decide and run one call (see :meth:`buddy.engine.Engine.execute`)."""
+        return self.prepare(tool, args, confidence=confidence, approval=approval,
+                            max_mode=max_mode, cap_reason=cap_reason, agent=agent).run()
+
+    def prepare(self, tool: str, args: Mapping[str, Any] | None = None, *, confidence: float,
+                approval: bool | None = None, max_mode: ExecutionMode | None = None,
+                cap_reason: str = "", agent: str | None = None) -> PendingCall:
+        """Decide one call now; run it later with :meth:`PendingCall.run`.
+
+        ``max_mode`` caps the mode it runs in (e.g. DRY_RUN for a dry-run-only
+        run, or a conflict resolved by DOWNGRADE): the decided mode is lowered by
+        the machine's ``downgrade`` trigger, recorded with ``cap_reason``. ``agent``
+        makes the call for another agent than the session's (a plan whose steps
+        several agents share rolls back as one).
+        """
+        return self._controller.prepare(self, tool, args, confidence, approval, max_mode,
+                                        cap_reason, agent)
+
+    @property
+    def rollback_stack(self) -> list[str]:
+        """Tools whose LIVE actions would be undone, oldest first."""
+        return [d.tool for d in self._stack]
+
+    def _rollback(self, failed: str) -> tuple[str, ...]:
+        audit, undone = self._controller.engine.audit, []
+        while self._stack:
+            done = self._stack.pop()
+            try:
+                out = done.undo(done.args, done.result)
+                data = {"tool": done.tool, "ok": True, "result": audit.masker.mask(out)}
+            except Exception as exc:
+                data = {"tool": done.tool, "ok": False, "error": f"{type(exc).__name__}: {exc}"}
+            audit.append("rollback", "escalation", done.context, "undo", None, None,
+                         {**data, "because_of": failed})
+            undone.append(done.context)
+        return tuple(undone)
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.clear()
+
+

@@ -1,0 +1,213 @@
+"""Decisions: the escalation machine's verdict on one tool call.
+
+:class:`Policy` compiles the catalogue, the escalation table and the escalation
+machine's declaration once; :meth:`Policy.evaluate` walks the compiled machine
+table (the same rows the ``transitions`` machine is built from) with the call's
+inputs. Every outcome's :class:`Decision` is made at load, so a decision
+allocates nothing but its inputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+
+from buddy.machines import escalation
+from buddy.machines._factory import compile_table, walk
+from buddy.machines.escalation import (
+    DECIDE_PATH,
+    EscalationInputs,
+    ExecutionState,
+)
+from buddy.rules.base._values import ExecutionMode, RiskLevel, valid_confidence
+from buddy.rules.tables._catalogue import ToolContract, ToolContractRegistry
+from buddy.rules.tables._escalation import EscalationTable, RiskPolicy
+
+__all__ = ["Decision", "Policy"]
+
+S = ExecutionState
+APPROVAL_PATH = ("confirm_approval", "approval_denied")
+
+# Rule ids of decisions no table row makes.
+RULE_LOCK = "system.lock"
+RULE_DENIED = "approval.denied"
+RULE_UNKNOWN_TOOL = "tool.unknown"
+RULE_BAD_CONFIDENCE = "input.confidence"
+RULE_PERMISSION = "permission.missing"
+RULE_UNKNOWN_AGENT = "agent.unknown"
+RULE_ERROR = "engine.error"
+
+
+@attrs.frozen
+class Decision:
+    """The mode a call may run in, whether it may run at all, and why.
+
+    ``rule`` is the id of the row (or built-in rule) that decided; ``state`` is
+    where the escalation machine ended.
+    """
+
+    mode: ExecutionMode
+    allowed: bool
+    rule: str
+    reason: str
+    state: ExecutionState
+
+    @classmethod
+    def refuse(cls, rule: str, reason: str) -> Decision:
+        """Fail closed: MOCK, not allowed."""
+        return cls(ExecutionMode.MOCK, False, rule, reason, S.MOCK)
+
+
+Outcome = tuple[Decision, str, str]  # the decision, its mode's and state's values
+
+
+def _outcomes(p: RiskPolicy, needs_approval: bool) -> dict[tuple[str, bool], Outcome]:
+    """Every decision a call of risk ``p.risk`` can end in, keyed by (state name, locked)."""
+    risk, dry, live = p.risk.value, p.dry_run_row, p.live_row
+    approved = " and approval was given" if needs_approval or live.requires_approval else ""
+    out = {
+        S.MOCK: Decision(ExecutionMode.MOCK, True, dry.id,
+                         f"{risk} risk: DRY_RUN needs {dry.when}; not met, so MOCK only", S.MOCK),
+        S.DRY_RUN: Decision(ExecutionMode.DRY_RUN, True, live.id,
+                            f"{risk} risk: {dry.when} allows DRY_RUN; LIVE needs {live.when}",
+                            S.DRY_RUN),
+        S.AWAITING_APPROVAL: Decision(
+            ExecutionMode.DRY_RUN, True, live.id,
+            f"{risk} risk: {live.when} met but LIVE needs approval and none was given; DRY_RUN",
+            S.AWAITING_APPROVAL),
+        S.LIVE: Decision(ExecutionMode.LIVE, True, live.id,
+                         f"{risk} risk: {live.when}{approved}, so LIVE", S.LIVE),
+    }
+    table = {(state, locked): d for state, d in out.items() for locked in (False, True)}
+    table[(S.LOCKED, True)] = Decision(ExecutionMode.MOCK, True, RULE_LOCK,
+                                       "system locked: MOCK only until unlocked", S.LOCKED)
+    table[(S.LOCKED, False)] = Decision(ExecutionMode.MOCK, False, RULE_DENIED,
+                                        f"{risk} risk: approval denied; the call is halted",
+                                        S.LOCKED)
+    return {(state.name, locked): (d, d.mode.value, d.state.value)
+            for (state, locked), d in table.items()}
+
+
+class _Tool:
+    """One tool's contract and its compiled policy, ready for the hot path."""
+
+    __slots__ = ("contract", "policy", "risk", "requires_approval", "outcomes")
+
+    def __init__(self, contract: ToolContract, policy: RiskPolicy,
+                 outcomes: dict[tuple[str, bool], Outcome]) -> None:
+        self.contract = contract
+        self.policy = policy
+        self.risk = contract.risk.value
+        self.requires_approval = contract.requires_approval
+        self.outcomes = outcomes
+
+
+#: Entries of the walk memo before it starts over (bounded memory).
+WALK_MEMO_SIZE = 65_536
+
+Resolver = Callable[[str, ToolContract, float], "tuple[bool | None, str | None]"]
+
+
+class Policy:
+    """The compiled decision function of one catalogue and one escalation table."""
+
+    def __init__(self, registry: ToolContractRegistry, table: EscalationTable) -> None:
+        self.registry = registry
+        self.table = table
+        self.machine = compile_table(escalation.SPEC)
+        self.outcomes: dict[tuple[RiskLevel, bool], dict[tuple[str, bool], Outcome]] = {
+            (risk, needs): _outcomes(p, needs)
+            for risk, p in table.policies.items() for needs in (False, True)}
+        self._by_risk = {(risk.value, needs): (table.policies[risk], out)
+                         for (risk, needs), out in self.outcomes.items()}
+        # Where the walk from MOCK ends, by (tool, confidence, approval, locked).
+        # Agents repeat confidences (0.85, 0.9, ...), so most walks are looked up.
+        self._walked: dict[tuple[_Tool, float, bool | None, bool], str] = {}
+        self.tools: dict[str, _Tool] = {
+            c.name: _Tool(c, table.policies[c.risk], self.outcomes[(c.risk, c.requires_approval)])
+            for c in registry}
+
+    def evaluate(self, tool: str, confidence: float, approval: bool | None = None,
+                 locked: bool = False, agent: str = "", resolver: Resolver | None = None,
+                 ) -> tuple[Outcome, bool | None, str | None]:
+        """Decide one call; returns ``((decision, mode, state), approval, approved_by)``.
+
+        ``resolver(agent, contract, confidence)`` is asked for an approval when
+        the call waits for one and ``approval`` is None. Fails closed on an
+        unknown tool, a confidence outside [0, 1] and any error inside.
+        """
+        entry = self.tools.get(tool)
+        if entry is None:
+            return _refusal(RULE_UNKNOWN_TOOL, f"unknown tool {tool!r}: fail closed"), \
+                approval, None
+        if not (type(confidence) is float and 0.0 <= confidence <= 1.0) and \
+                not valid_confidence(confidence):  # the first test is the fast path
+            return _refusal(RULE_BAD_CONFIDENCE, f"confidence must be a number in [0, 1] "
+                            f"(got {confidence!r}): fail closed"), approval, None
+        via = None if approval is None else "caller"
+        try:
+            key = (entry, confidence, approval, locked)
+            state = self._walked.get(key)
+            if state is None:  # the walk is a pure function of the key: remember it
+                state = walk(self.machine, "MOCK", DECIDE_PATH, EscalationInputs(
+                    entry.policy, confidence, approval, locked, entry.requires_approval))
+                if len(self._walked) >= WALK_MEMO_SIZE:
+                    self._walked.clear()
+                self._walked[key] = state
+            if state == "AWAITING_APPROVAL" and approval is None and resolver is not None:
+                approval, via = resolver(agent, entry.contract, confidence)
+                if approval is not None:
+                    state = walk(self.machine, state, APPROVAL_PATH, EscalationInputs(
+                        entry.policy, confidence, approval, locked, entry.requires_approval))
+            return entry.outcomes[(state, locked)], approval, via
+        except Exception as exc:  # fail closed, never LIVE by accident
+            return _refusal(RULE_ERROR, f"evaluation failed: {type(exc).__name__}: {exc}: "
+                            "fail closed"), approval, via
+
+    def reevaluate(self, risk: str, requires_approval: bool, confidence: float,
+                   approval: bool | None, locked: bool) -> Outcome:
+        """Decide again from recorded inputs alone (replay and what-if need no catalogue).
+
+        ``risk`` is the recorded value (``"LOW"``, ...); an unknown one raises KeyError.
+        """
+        if not (type(confidence) is float and 0.0 <= confidence <= 1.0) and \
+                not valid_confidence(confidence):
+            return _refusal(RULE_BAD_CONFIDENCE, "confidence out of range")
+        policy, outcomes = self._by_risk[(risk, requires_approval)]
+        inputs = EscalationInputs(policy, confidence, approval, locked, requires_approval)
+        return outcomes[(walk(self.machine, "MOCK", DECIDE_PATH, inputs), locked)]
+
+    def record(self, agent: str, tool: str, confidence: float, approval: bool | None,
+               approved_by: str | None, locked: bool, outcome: Outcome,
+               approved_at: float | None = None) -> dict[str, Any]:
+        """The audit ``data`` of one decision: every input it used, and its verdict.
+
+        ``approved_at`` is the clock reading at which a grant was checked.
+        """
+        entry = self.tools.get(tool)
+        decision, mode, state = outcome
+        data = {
+            "agent": agent,
+            "tool": tool,
+            "risk": entry.risk if entry else None,
+            "requires_approval": entry.requires_approval if entry else None,
+            "confidence": confidence,
+            "approval": approval,
+            "approved_by": approved_by,
+            "locked": locked,
+            "mode": mode,
+            "allowed": decision.allowed,
+            "state": state,
+            "rule": decision.rule,
+            "rules": self.table.digest,
+        }
+        if approved_at is not None:
+            data["approved_at"] = approved_at
+        return data
+
+
+def _refusal(rule: str, reason: str) -> Outcome:
+    d = Decision.refuse(rule, reason)
+    return d, d.mode.value, d.state.value

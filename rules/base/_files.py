@@ -1,0 +1,53 @@
+"""Files written whole or not at all, and JSON Lines split the way JSON means them."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO
+
+__all__ = ["split_lines", "write_atomic"]
+
+
+def write_atomic(path: str | os.PathLike[str], data: str | bytes | Callable[[IO[bytes]], object],
+                 ) -> Path:
+    """Write ``data`` to ``path`` via a temp file in the same directory, fsync, rename.
+
+    ``data`` is text (UTF-8), bytes, or a function writing to a binary file.
+    A reader sees the old file or the new one, never half of one; the temp
+    file is removed if anything fails.
+    """
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            if callable(data):
+                data(fh)
+            else:
+                fh.write(data.encode("utf-8") if isinstance(data, str) else data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return target
+
+
+def split_lines(data: bytes) -> tuple[list[bytes], bytes]:
+    """Split JSON Lines on ``\\n`` bytes only: ``(whole lines, the tail after the last \\n)``.
+
+    Not ``str.splitlines``: that also splits on U+2028, U+2029, U+0085 and
+    other separators, which JSON strings may hold raw.
+
+    >>> split_lines(b'{"a":"x\\xe2\\x80\\xa8y"}\\n{"b":1}\\n{"c"')
+    ([b'{"a":"x\\xe2\\x80\\xa8y"}', b'{"b":1}'], b'{"c"')
+    """
+    end = data.rfind(b"\n") + 1
+    lines = data[:end].split(b"\n")
+    lines.pop()  # the empty piece after the last newline
+    return lines, data[end:]

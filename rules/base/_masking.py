@@ -1,0 +1,129 @@
+"""Secrets kept out of logs and messages: :class:`Masker` and :func:`shown`."""
+
+from __future__ import annotations
+
+import re
+import reprlib
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+__all__ = ["DEFAULT_SECRET_PATTERN", "Masker", "shown"]
+
+DEFAULT_SECRET_PATTERN = (
+    r"pass(word|wd|phrase)?|secret|token|api[_-]?key|auth(orization)?|credential|"
+    r"private[_-]?key|cookie|session[_-]?id|signature"
+)
+
+_CONTAINERS = (Mapping, list, tuple)
+
+
+class Masker:
+    """Replaces the values of secret-looking keys with ``"***"``, at any depth.
+
+    Walks without recursion, so arguments nested thousands deep are masked
+    like any others; a container holding itself is written ``"<cycle>"``.
+
+    >>> Masker().mask({"to": "a@b.c", "api_key": "sk-1", "nested": [{"Password": "x"}]})
+    {'to': 'a@b.c', 'api_key': '***', 'nested': [{'Password': '***'}]}
+    """
+
+    MASK = "***"
+
+    def __init__(self, pattern: str = DEFAULT_SECRET_PATTERN,
+                 extra_keys: Iterable[str] = ()) -> None:
+        extra = "|".join(re.escape(k) for k in extra_keys)
+        self._re = re.compile(f"{pattern}|{extra}" if extra else pattern, re.IGNORECASE)
+
+    def is_secret(self, key: object) -> bool:
+        return isinstance(key, str) and self._re.search(key) is not None
+
+    def mask(self, value: Any) -> Any:
+        """A copy of ``value`` (mappings as dicts, sequences as lists) with secrets masked."""
+        if not isinstance(value, _CONTAINERS):
+            return value
+        root: list[Any] = [None]
+        open_ids: set[int] = set()        # containers on the current path (cycle check)
+        # Work items: (source, destination, key in destination), or (None, None, id) to
+        # close a container once its children are done.
+        stack: list[tuple[Any, Any, Any]] = [(value, root, 0)]
+        while stack:
+            src, dest, key = stack.pop()
+            if src is None and dest is None:
+                open_ids.discard(key)
+                continue
+            if id(src) in open_ids:
+                dest[key] = "<cycle>"
+                continue
+            open_ids.add(id(src))
+            stack.append((None, None, id(src)))
+            if isinstance(src, Mapping):
+                out: Any = {}
+                for k, v in src.items():
+                    if self.is_secret(k):
+                        out[k] = self.MASK
+                    elif isinstance(v, _CONTAINERS):
+                        out[k] = None
+                        stack.append((v, out, k))
+                    else:
+                        out[k] = v
+            else:
+                out = list(src)
+                for i, v in enumerate(out):
+                    if isinstance(v, _CONTAINERS):
+                        stack.append((v, out, i))
+            dest[key] = out
+        return root[0]
+
+
+class _Shown(reprlib.Repr):
+    """A short ``repr`` that masks secret keys and never fails on odd values."""
+
+    def __init__(self, masker: Masker) -> None:
+        super().__init__()
+        self.masker = masker
+        self.maxlevel = 3
+        self.maxstring = 60
+        self.maxother = 60
+        self.maxlong = 40
+        self.maxdict = self.maxlist = self.maxtuple = self.maxset = 6
+
+    def repr_dict(self, x: dict[Any, Any], level: int) -> str:
+        if not x:
+            return "{}"
+        if level <= 0:
+            return "{...}"
+        items = []
+        for i, (k, v) in enumerate(x.items()):
+            if i >= self.maxdict:
+                items.append("...")
+                break
+            shown_v = "'***'" if self.masker.is_secret(k) else self.repr1(v, level - 1)
+            items.append(f"{self.repr1(k, level - 1)}: {shown_v}")
+        return "{" + ", ".join(items) + "}"
+
+    def repr_int(self, x: int, level: int) -> str:
+        if x.bit_length() > 128:  # decimal text of huge ints is slow, and capped by Python
+            return f"<int of {x.bit_length()} bits>"
+        return super().repr_int(x, level)
+
+    def repr_instance(self, x: Any, level: int) -> str:
+        try:
+            return super().repr_instance(x, level)
+        except Exception:
+            return f"<{type(x).__name__}>"
+
+
+_SHOWN = _Shown(Masker())
+
+
+def shown(value: Any) -> str:
+    """``value`` as an error message may echo it: short, secrets masked.
+
+    >>> shown([{"password": "hunter2", "user": "ada"}])
+    "[{'password': '***', 'user': 'ada'}]"
+    >>> shown(2 ** 400)
+    '<int of 401 bits>'
+    >>> len(shown("x" * 1000))
+    60
+    """
+    return _SHOWN.repr(value)

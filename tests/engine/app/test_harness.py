@@ -1,0 +1,484 @@
+"""Tests for buddy.engine.app._harness and ``buddy run``: the whole pipeline and its outputs.
+
+The default scenario is seeded and its clock simulated, so with ``start=`` fixed
+its outputs are exact; most tests read one run of it (``default_run``, made
+once per module). Comparisons "except timestamps" mask, by regex (``MASKS``):
+ISO-8601 timestamps, the ``ts`` of audit events, the ``hash``/``prev`` chain
+digests (of the log and its anchor), the ``pipeline_id`` (made of the start
+time), and the ``granted_at``/``expires_at``/``approved_at`` clock readings.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from buddy.engine.app._cli import main
+from buddy.engine.app._harness import OUTPUT_FILES, RunConfig, RunSummary, run
+from buddy.rules.base.errors import InputError
+
+T0 = 1_705_329_025.0  # 2024-01-15T14:30:25Z
+ALL_FILES = sorted([*OUTPUT_FILES, "report.md", "audit.jsonl", "audit.jsonl.anchor"])
+CONFLICT_TYPES = ["RESOURCE", "ORDERING", "RATE_LIMIT", "DUPLICATE_ACTION", "PERMISSION",
+                  "TIMEOUT"]
+STRATEGIES = ["DELAY", "REASSIGN", "DOWNGRADE", "ABORT"]
+METRICS = ["tool_success_rate", "execution_latency_ms", "rollback_frequency", "conflict_rate",
+           "live_execution_ratio", "confidence_drift", "approval_rate", "system_health_score"]
+#: The phase each signal type feeds (Phase 24: 16 = reward modelling, 19 = meta-learning).
+SIGNAL_PHASES = {"TOOL_RELIABILITY": 16, "APPROVAL_MISMATCH": 16, "TOOL_PERFORMANCE": 19,
+                 "EXECUTION_MODE_ANALYSIS": 19, "CONFLICT_PATTERN": 19}
+SHIPPED = resources.files("buddy.rules")
+
+MASKS = [
+    (re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z"), "<iso>"),
+    (re.compile(r"phase24_\d{8}_\d{6}"), "phase24_<start>"),
+    (re.compile(r'"(ts|granted_at|expires_at|approved_at)": ?(?:-?[\d.]+(?:[eE][+-]?\d+)?|null)'),
+     r'"\1":<time>'),
+    (re.compile(r'"(hash|prev)": ?"[0-9a-f]{64}"'), r'"\1":<digest>'),
+]
+
+
+def masked(text: str) -> str:
+    for pattern, replacement in MASKS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+class Run:
+    """One finished run: its summary and its output directory."""
+
+    def __init__(self, summary: RunSummary, out: Path) -> None:
+        self.summary = summary
+        self.out = out
+
+    def json(self, name: str) -> Any:
+        return json.loads((self.out / name).read_text())
+
+    def lines(self, name: str) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in (self.out / name).read_text().splitlines()]
+
+    def text(self, name: str) -> str:
+        return (self.out / name).read_text()
+
+    def tool_results(self) -> dict[str, dict[str, Any]]:
+        return {t["call_id"]: t for line in self.lines("tool_execution_log.jsonl")
+                for t in line["result"]["tool_results"]}
+
+
+def do_run(out: Path, **settings: Any) -> Run:
+    settings.setdefault("start", T0)
+    return Run(run(RunConfig(output_dir=out, **settings)), out)
+
+
+@pytest.fixture(scope="module")
+def default_run(tmp_path_factory: pytest.TempPathFactory) -> Run:
+    return do_run(tmp_path_factory.mktemp("default") / "out")
+
+
+@pytest.fixture(scope="module")
+def dry_run(tmp_path_factory: pytest.TempPathFactory) -> Run:
+    return do_run(tmp_path_factory.mktemp("dry") / "out", dry_run_only=True)
+
+
+def rules_dir(tmp_path: Path, name: str, old: str, new: str) -> Path:
+    """A rules directory holding the shipped ``name`` with ``old`` replaced by ``new``."""
+    text = SHIPPED.joinpath(name).read_text("utf-8")
+    assert text.count(old) == 1, old
+    directory = tmp_path / "rules"
+    directory.mkdir()
+    (directory / name).write_text(text.replace(old, new))
+    return directory
+
+
+# -- the source's tests (Phase 24, integration) -----------------------------------------
+
+class TestPhase24:
+    def test_full_pipeline_dry_run(self, dry_run):
+        summary = dry_run.json("orchestration_summary.json")
+        # the external email, denied in a normal run, is never put to the approver here
+        # (no LIVE to approve), so it runs in DRY_RUN; only the duplicate never runs
+        assert summary["executions_by_mode"] == {"MOCK": 0, "DRY_RUN": 66, "LIVE": 0,
+                                                 "NOT_RUN": 1}
+        assert (summary["plans_processed"], summary["total_rollbacks"]) == (24, 0)
+        assert dry_run.summary.executions_by_mode["LIVE"] == 0
+        records = dry_run.lines("audit.jsonl")
+        runs = Counter(r["data"]["mode"] for r in records if r["kind"] == "execution")
+        assert runs == {"DRY_RUN": 66}
+        assert not [r for r in records if r["kind"] == "rollback"]
+        # Each context the policy took to LIVE was downgraded before anything ran.
+        reached_live = {r["subject"] for r in records
+                        if r["kind"] == "transition" and r["dst"] == "LIVE"}
+        downgraded = {r["subject"] for r in records
+                      if r["kind"] == "transition" and r["event"] == "downgrade"
+                      and r["src"] == "LIVE"}
+        # (the four HIGH risk calls wait for an approval nobody is asked for, and the
+        # scoped grant is not spent on a call that cannot run LIVE)
+        assert len(reached_live) == 55 and reached_live == downgraded
+        assert {t["mode"] for t in dry_run.tool_results().values()} == {"DRY_RUN", None}
+
+    def test_approval_gate_callback_integration(self, default_run):
+        records = default_run.lines("audit.jsonl")
+        sends = {r["subject"] for r in records if r["kind"] == "decision"
+                 and r["data"]["tool"] == "msgraph_send_email"}
+        story = {ctx: [(r["kind"], r["event"]) for r in records if r["subject"] == ctx]
+                 for ctx in sorted(sends, key=lambda c: int(c.split("-")[1]))}
+        granted = [("transition", "approve_escalation"), ("transition", "request_live"),
+                   ("transition", "confirm_approval"), ("decision", "decide"),
+                   ("execution", "run"), ("transition", "all_actions_succeeded")]
+        denied = [("transition", "approve_escalation"), ("transition", "request_live"),
+                  ("transition", "approval_denied"), ("decision", "decide"),
+                  ("transition", "abort")]
+        assert list(story.values()) == [granted, denied, granted]
+        # Internal recipients were approved and sent LIVE; the external one was not sent.
+        sent = [(r["data"]["args"]["to"], r["data"]["mode"]) for r in records
+                if r["kind"] == "execution" and r["data"]["tool"] == "msgraph_send_email"]
+        assert sent == [("team@example.com", "LIVE"), ("ops@example.com", "LIVE")]
+        [refusal] = [r for r in records if r["event"] == "approval_denied"]
+        assert (refusal["src"], refusal["dst"], refusal["data"]["why"]) == (
+            "AWAITING_APPROVAL", "LOCKED", "external recipient ceo@partner.org")
+        results = default_run.tool_results()
+        assert [(results[c]["approval"], results[c]["mode"]) for c in (
+            "mail-team/s3", "mail-partner/s3", "mail-ops/s3")] == [
+            ("granted", "LIVE"), ("denied", None), ("granted", "LIVE")]
+
+    def test_phase_integration_points(self, default_run):
+        # The Phase 21 plan and Phase 22 validation each plan came from travel with it.
+        lines = default_run.lines("tool_execution_log.jsonl")
+        assert [(line["plan_id"], line.get("upstream_plan_id"), line.get("validation_id"))
+                for line in lines[:5]] == [
+            ("ui-signup", "phase21-batch-1", "phase22-ui-signup"),
+            ("ui-rollback", "phase21-batch-1", "phase22-ui-rollback"),
+            ("crm-sync-a", "phase21-batch-1", "phase22-crm-sync-a"),
+            ("crm-sync-b", "phase21-batch-1", "phase22-crm-sync-b"),
+            ("mail-team", "phase21-batch-2", "phase22-mail-team")]
+        signals = default_run.lines("learning_signals.jsonl")
+        assert {s["target_phase"] for s in signals} == {16, 19}
+        assert all(s["target_phase"] == SIGNAL_PHASES[s["signal_type"]] for s in signals)
+        assert list(default_run.json("system_health.json")["metrics"]) == METRICS
+
+
+# -- the files written --------------------------------------------------------------------
+
+class TestOutputs:
+    def test_exactly_the_expected_files(self, default_run):
+        assert sorted(p.name for p in default_run.out.iterdir()) == ALL_FILES
+        assert default_run.summary.report == default_run.out / "report.md"
+        assert default_run.summary.audit_log == default_run.out / "audit.jsonl"
+
+    def test_orchestration_summary(self, default_run):
+        summary = default_run.json("orchestration_summary.json")
+        # 15.9 s of simulated latency (the last microsecond digits are float rounding).
+        assert summary["end_time"].startswith("2024-01-15T14:30:40.9131")
+        assert summary == {
+            "pipeline_id": "phase24_20240115_143025",
+            "start_time": "2024-01-15T14:30:25Z",
+            "end_time": summary["end_time"],
+            "plans_processed": 24, "plans_successful": 19, "plans_failed": 5,
+            "plans_rejected": 0, "total_tools_executed": 65, "total_conflicts": 9,
+            "total_rollbacks": 4,
+            "executions_by_mode": {"MOCK": 0, "DRY_RUN": 7, "LIVE": 58, "NOT_RUN": 2},
+            "seed": 24, "simulated": True, "scenario": "default (simulated)",
+            "rules": summary["rules"], "audit_log": "audit.jsonl"}
+        assert set(summary["rules"]) == {"escalation", "catalogue"}
+
+    def test_tool_conflicts(self, default_run):
+        doc = default_run.json("tool_conflicts.json")
+        assert set(doc) == {"total_conflicts", "by_type", "by_resolution_strategy", "resolved",
+                            "conflicts", "resolutions"}
+        assert list(doc["by_type"]) == CONFLICT_TYPES
+        assert list(doc["by_resolution_strategy"]) == STRATEGIES
+        assert (doc["total_conflicts"], doc["resolved"]) == (9, 9)
+        assert len(doc["conflicts"]) == len(doc["resolutions"]) == 9
+        assert set(doc["conflicts"][0]) == {"id", "type", "calls", "tool", "resource", "detail"}
+        assert set(doc["resolutions"][0]) == {"conflict", "call", "type", "strategy", "rule",
+                                              "reason", "delay_s", "slot", "new_agent",
+                                              "max_mode"}
+
+    def test_system_health(self, default_run):
+        doc = default_run.json("system_health.json")
+        assert set(doc) == {"health_assessment", "health_score", "anomalies", "metrics",
+                            "timestamp"}
+        assert (doc["health_assessment"], doc["health_score"], doc["anomalies"]) == (
+            "GOOD", 85.99, [])
+        assert doc["metrics"]["system_health_score"] == doc["health_score"]
+        assert doc["timestamp"] == "2024-01-15T14:30:40Z"
+
+    def test_learning_signal_line(self, default_run):
+        signals = default_run.lines("learning_signals.jsonl")
+        assert len(signals) == default_run.summary.signals == 3
+        assert set(signals[0]) == {"signal_type", "tool_name", "insight", "recommended_action",
+                                   "confidence", "target_phase", "scope", "scope_key", "rule",
+                                   "evidence"}
+        assert [(s["signal_type"], s["tool_name"]) for s in signals] == [
+            ("APPROVAL_MISMATCH", "*"), ("CONFLICT_PATTERN", "*"),
+            ("TOOL_RELIABILITY", "ghl_search")]
+        assert all(0.0 <= s["confidence"] <= 1.0 for s in signals)
+
+    def test_tool_execution_log_line(self, default_run):
+        lines = default_run.lines("tool_execution_log.jsonl")
+        assert [line["plan_index"] for line in lines] == list(range(24))
+        assert {"plan_index", "plan_id", "result"} <= set(lines[0])
+        assert set(lines[0]["result"]) == {"successful_executions", "failed_executions",
+                                           "tool_results", "conflicts_detected",
+                                           "conflicts_resolved", "rollbacks_executed"}
+        assert lines[0]["result"]["tool_results"][0] == {
+            "call_id": "ui-signup/s1", "agent": "agent-ui", "tool": "vision_inspect",
+            "risk": "LOW", "confidence": 0.938, "decided_mode": "LIVE", "mode": "LIVE",
+            "ok": True, "error": None, "approval": None, "rolled_back": False, "conflicts": [],
+            "resolution": None, "duration_ms": 558.95}
+
+    def test_rollback_events(self, default_run):
+        lines = default_run.lines("rollback_events.jsonl")
+        *undos, total = lines
+        assert set(undos[0]) == {"event", "context", "tool", "ok", "because_of", "timestamp"}
+        assert [(u["event"], u["tool"], u["ok"]) for u in undos] == [
+            ("undo", "form_fill", True), ("undo", "vision_inspect", True),
+            ("undo", "ghl_search", True), ("undo", "ghl_search", True)]
+        assert set(total) == {"event", "total_rollbacks", "timestamp"}
+        assert (total["event"], total["total_rollbacks"]) == ("summary", 4)
+
+    def test_state_transition_line(self, default_run):
+        lines = default_run.lines("execution_state_transitions.jsonl")
+        assert set(lines[0]) == {"seq", "machine", "context", "agent", "tool", "trigger",
+                                 "from_state", "to_state", "timestamp", "reason"}
+        assert (lines[0]["from_state"], lines[0]["to_state"], lines[0]["timestamp"],
+                lines[0]["reason"]) == ("MOCK", "DRY_RUN", "2024-01-15T14:30:25Z",
+                                        "confidence met the DRY_RUN threshold")
+        assert len(lines) == 199
+        assert [line["seq"] for line in lines] == sorted(line["seq"] for line in lines)
+
+    def test_no_temporary_files_left(self, default_run):
+        assert not [p for p in default_run.out.iterdir() if p.name.endswith(".tmp")]
+
+
+# -- what the default scenario exercises ------------------------------------------------
+
+class TestDefaultScenario:
+    def test_every_conflict_type_and_strategy(self, default_run):
+        doc = default_run.json("tool_conflicts.json")
+        assert doc["by_type"] == {"RESOURCE": 1, "ORDERING": 1, "RATE_LIMIT": 4,
+                                  "DUPLICATE_ACTION": 1, "PERMISSION": 1, "TIMEOUT": 1}
+        assert doc["by_resolution_strategy"] == {"DELAY": 6, "REASSIGN": 1, "DOWNGRADE": 1,
+                                                 "ABORT": 1}
+
+    def test_each_strategy_changed_what_ran(self, default_run):
+        results = default_run.tool_results()
+        assert [(c, results[c]["resolution"], results[c]["agent"], results[c]["mode"])
+                for c in ("crm-sync-b/s2", "intern-add/s2", "ops-export/s2",
+                          "crm-create-2/s2")] == [
+            ("crm-sync-b/s2", "DELAY", "agent-crm-2", "LIVE"),
+            ("intern-add/s2", "REASSIGN", "agent-crm-2", "LIVE"),
+            ("ops-export/s2", "DOWNGRADE", "agent-ops", "DRY_RUN"),
+            ("crm-create-2/s2", "ABORT", "agent-crm-2", None)]
+
+    def test_rollback_and_approvals(self, default_run):
+        results = default_run.tool_results()
+        failed = results["ui-rollback/s3"]
+        assert (failed["mode"], failed["ok"], failed["rolled_back"]) == ("LIVE", False, False)
+        # the failure undid the plan's earlier reversible LIVE calls, newest first
+        assert (results["ui-rollback/s1"]["rolled_back"],
+                results["ui-rollback/s2"]["rolled_back"]) == (True, True)
+        assert default_run.summary.rollbacks == 4
+        assert sum(t["rolled_back"] for t in results.values()) == 4
+        # granted: two internal emails and the scoped grant; denied: the external email.
+        # The file export capped at DRY_RUN (TIMEOUT) is never put to the approver.
+        approvals = Counter(t["approval"] for t in results.values() if t["approval"])
+        assert approvals == {"granted": 3, "denied": 1}
+        transitions = Counter(line["trigger"] for line in
+                              default_run.lines("execution_state_transitions.jsonl"))
+        assert (transitions["confirm_approval"], transitions["approval_denied"]) == (3, 1)
+
+    def test_run_summary(self, default_run):
+        s = default_run.summary
+        assert (s.plans, s.rejected, s.not_run, s.conflicts, s.resolved, s.rollbacks) == (
+            24, (), 2, 9, 9, 4)
+        assert (s.health_score, s.health, s.anomalies, s.signals, s.simulated) == (
+            85.99, "GOOD", 0, 3, True)
+
+
+# -- determinism ----------------------------------------------------------------------
+
+class TestDeterminism:
+    def test_fixed_start_is_byte_identical(self, default_run, tmp_path):
+        again = do_run(tmp_path / "again")
+        for name in ALL_FILES:
+            assert again.text(name) == default_run.text(name), name
+
+    def test_same_seed_identical_except_timestamps(self, default_run, tmp_path):
+        # Another start stands for running it again later; a start far from T0 moves
+        # where float rounding falls, as two real runs may.
+        later = do_run(tmp_path / "later", start=1_000_000_000.3)
+        assert later.text("orchestration_summary.json") != \
+            default_run.text("orchestration_summary.json")
+        for name in ALL_FILES:
+            assert masked(later.text(name)) == masked(default_run.text(name)), name
+
+    def test_masks_hide_only_timestamps(self, default_run):
+        text = masked(default_run.text("audit.jsonl"))
+        assert '"ts":<time>' in text and '"hash":<digest>' in text
+        assert '"granted_at":<time>' in text and '"approved_at":<time>' in text
+        assert "2024-" not in masked(default_run.text("report.md"))
+        assert '"plans_processed": 24' in masked(default_run.text("orchestration_summary.json"))
+
+    def test_another_seed_changes_the_run(self, default_run, tmp_path):
+        other = do_run(tmp_path / "other", seed=25)
+        assert masked(other.text("tool_execution_log.jsonl")) != \
+            masked(default_run.text("tool_execution_log.jsonl"))
+        assert other.json("orchestration_summary.json")["seed"] == 25
+
+
+# -- the audit trail and the report -------------------------------------------------------
+
+class TestAuditAndReport:
+    def test_replay_verifies(self, default_run, capsys):
+        assert main(["replay", str(default_run.out / "audit.jsonl")]) == 0
+        out, err = capsys.readouterr()
+        assert err == ""
+        assert "chain verified" in out and "every transition reproduced" in out
+
+    def test_report_has_two_mermaid_diagrams(self, default_run):
+        report = default_run.text("report.md")
+        blocks = re.findall(r"```mermaid\n(.*?)```", report, re.S)
+        assert len(blocks) == 2
+        graph, machine = blocks
+        assert graph.startswith("flowchart") and "button_click" in graph and "-->" in graph
+        assert machine.startswith("stateDiagram-v2") and "AWAITING_APPROVAL" in machine
+        assert "SIMULATED" in report
+
+    def test_report_has_a_decision_row_per_outcome(self, default_run):
+        report = default_run.text("report.md")
+        section = report.split("## Decisions\n", 1)[1].split("\n## ", 1)[0]
+        rows = [line for line in section.splitlines() if line.startswith("| ")][1:]
+        assert [r.split(" | ")[0][2:] for r in rows] == list(default_run.tool_results())
+        assert "| crm-create-2/s2 | agent-crm-2 | ghl_create_contact |" in report
+
+
+# -- user rule tables ---------------------------------------------------------------------
+
+class TestUserRules:
+    def test_conflicts_table_turns_resource_into_abort(self, default_run, tmp_path):
+        rules = rules_dir(tmp_path, "conflicts.toml",
+                          'then = { strategy = "DELAY", delay_s = 5.0, max_delay_s = 15.0 }\n\n'
+                          '[[row]]\nid = "ordering.delay"',
+                          'then = { strategy = "ABORT" }\n\n[[row]]\nid = "ordering.delay"')
+        changed = do_run(tmp_path / "out", rules_dir=rules)
+        assert changed.json("tool_conflicts.json")["by_resolution_strategy"] == {
+            "DELAY": 5, "REASSIGN": 1, "DOWNGRADE": 1, "ABORT": 2}
+        dropped = changed.tool_results()["crm-sync-b/s2"]
+        assert (dropped["resolution"], dropped["mode"]) == ("ABORT", None)
+        assert default_run.tool_results()["crm-sync-b/s2"]["mode"] == "LIVE"
+
+    def test_stricter_anomaly_threshold(self, tmp_path):
+        rules = rules_dir(tmp_path, "anomalies.toml",
+                          '{ metric = "conflict_rate", op = "gt", value = 50.0 }',
+                          '{ metric = "conflict_rate", op = "gt", value = 10.0 }')
+        changed = do_run(tmp_path / "out", rules_dir=rules)
+        [anomaly] = changed.json("system_health.json")["anomalies"]
+        assert (anomaly["type"], anomaly["severity"], anomaly["value"], anomaly["threshold"]) \
+            == ("high_conflict", 8, 20.9, 10.0)
+        assert changed.summary.anomalies == 1
+        assert "| high_conflict | 8 |" in changed.text("report.md")
+
+    def test_malformed_table_is_one_error_line(self, tmp_path, capsys):
+        rules = rules_dir(tmp_path, "conflicts.toml", 'strategy = "ABORT"', 'strategy = "WAIT"')
+        code = main(["run", "--rules", str(rules), "--out", str(tmp_path / "out")])
+        out, err = capsys.readouterr()
+        assert code == 1
+        [line] = [line for line in err.splitlines() if line.strip()]  # no progress bar debris
+        assert line == (f"RuleTableError: {rules / 'conflicts.toml'}:49: "
+                        "row[duplicate.abort].then.strategy: must be one of DELAY, REASSIGN, "
+                        "DOWNGRADE, ABORT (got 'WAIT')")
+        assert not (tmp_path / "out").exists()
+
+
+# -- settings -----------------------------------------------------------------------------
+
+class TestRunConfig:
+    def test_defaults(self):
+        config = RunConfig()
+        assert (config.output_dir, config.plans, config.seed, config.dry_run_only,
+                config.max_live_escalations, config.approval_required_for_high_risk,
+                config.confidence_threshold_for_live, config.enable_rollback_on_failure,
+                config.plans_per_cycle) == (Path("buddy-out"), None, 24, False, None, True,
+                                            None, True, 4)
+
+    def test_approval_for_high_risk_cannot_be_turned_off(self):
+        with pytest.raises(InputError, match="^approval_required_for_high_risk cannot be "
+                           "turned off: HIGH risk tools require approval by contract$"):
+            RunConfig(approval_required_for_high_risk=False)
+
+    def test_plans_per_cycle_must_be_positive(self):
+        with pytest.raises(InputError, match=r"^plans_per_cycle must be >= 1 \(got 0\)$"):
+            RunConfig(plans_per_cycle=0)
+
+    def test_rollback_on_failure_off_is_honoured_or_refused(self, tmp_path):
+        # A setting the run silently ignores is worse than either answer.
+        try:
+            off = do_run(tmp_path / "out", enable_rollback_on_failure=False)
+        except InputError:
+            return
+        assert off.summary.rollbacks == 0
+
+    def test_live_caps(self, tmp_path):
+        capped = do_run(tmp_path / "out", max_live_escalations=10,
+                        confidence_threshold_for_live=0.9)
+        modes = capped.json("orchestration_summary.json")["executions_by_mode"]
+        assert modes["LIVE"] == 10
+        assert all(t["confidence"] >= 0.9 for t in capped.tool_results().values()
+                   if t["mode"] == "LIVE")
+
+
+# -- the command line ---------------------------------------------------------------------
+
+BAD_PLANS = "\n".join(json.dumps(p) for p in [
+    {"plan_id": "good-1", "phase21_plan_id": "p21-7", "phase22_validation_id": "v22-7",
+     "steps": [{"id": "look", "agent": "a", "tool": "vision_inspect", "confidence": 0.9}]},
+    {"plan_id": "bad", "steps": [{"id": "x", "agent": "a", "tool": "memory_search",
+                                  "confidence": 1.5}]},
+    {"plan_id": "good-2", "steps": [{"id": "q", "agent": "b", "tool": "memory_search",
+                                     "confidence": 0.8, "args": {"q": "x"}}]}]) + "\n"
+
+
+class TestCli:
+    def test_a_bad_plan_is_rejected_and_the_others_run(self, tmp_path, capsys):
+        plans = tmp_path / "plans.jsonl"
+        plans.write_text(BAD_PLANS)
+        out_dir = tmp_path / "out"
+        code = main(["run", "--plans", str(plans), "--out", str(out_dir), "--start", str(T0)])
+        out, err = capsys.readouterr()
+        assert code == 1
+        assert [line for line in err.splitlines() if line.strip()] == [
+            f"PlanRejected: {plans}:2: plan[bad].steps[0].confidence: must be a number in "
+            "[0, 1] (got 1.5)"]
+        assert sorted(p.name for p in out_dir.iterdir()) == ALL_FILES
+        done = Run(None, out_dir)  # type: ignore[arg-type]
+        assert [line["plan_id"] for line in done.lines("tool_execution_log.jsonl")] == [
+            "good-1", "good-2"]
+        summary = done.json("orchestration_summary.json")
+        assert (summary["plans_processed"], summary["plans_rejected"]) == (2, 1)
+        assert "## Rejected plans" in done.text("report.md")
+        assert "1 rejected" in out
+
+    def test_run_help(self, capsys):
+        assert main(["run", "--help"]) == 0
+        out = capsys.readouterr().out
+        for option in ("--plans", "--out", "--seed", "--dry-run-only", "--max-live",
+                       "--live-floor", "--plans-per-cycle", "--start", "--rules",
+                       "--catalogue", "SIMULATED"):
+            assert option in out, option
+
+    def test_summary_table(self, tmp_path, capsys):
+        out_dir = tmp_path / "o"
+        assert main(["run", "--out", str(out_dir), "--start", str(T0)]) == 0
+        out, err = capsys.readouterr()
+        assert "PlanRejected" not in err and "Traceback" not in err
+        assert "default scenario, SIMULATED tools, seed 24" in out
+        assert str(out_dir / "report.md") in out
+        assert "24 run, 0 rejected" in out and "MOCK 0, DRY_RUN 7, LIVE 58, NOT_RUN 2" in out
+        assert (out_dir / "report.md").exists()
