@@ -128,7 +128,8 @@ def spec_graph(spec: MachineSpec) -> nx.MultiDiGraph:
 
     Edge data: ``trigger``, ``conditions``, ``unless``.
     """
-    graph: nx.MultiDiGraph[enum.Enum] = nx.MultiDiGraph(name=spec.name, initial=spec.initial, finals=spec.finals)
+    graph: nx.MultiDiGraph[enum.Enum] = nx.MultiDiGraph(
+        name=spec.name, initial=spec.initial, finals=spec.finals)
     graph.add_nodes_from(spec.states)
     for t in spec.transitions:
         for s in t.source:
