@@ -46,6 +46,8 @@ __all__ = [
 FORMAT = "buddy-audit/1"
 GENESIS = "0" * 64
 FIELDS = ("seq", "ts", "kind", "machine", "subject", "event", "src", "dst", "data", "prev", "hash")
+#: An event's subject, or a function making it from the event's sequence number.
+Subject = str | Callable[[int], str]
 _HASH_TAIL = len(',"hash":"') + 64 + 2  # the bytes after the hashed body: ,"hash":"<64>"}
 
 
@@ -211,21 +213,26 @@ class AuditLog:
         self._write_anchor()
 
     # -- writing -------------------------------------------------------------
-    def append(self, kind: str, machine: str, subject: str, event: str, src: str | None,
+    def append(self, kind: str, machine: str, subject: Subject, event: str, src: str | None,
                dst: str | None, data: dict[str, Any], ts: float | None = None) -> int:
         """Append one event and return its sequence number.
 
         ``ts`` defaults to the log's clock; pass it when the caller already read
-        the clock for the decision the event records.
+        the clock for the decision the event records. ``subject`` may be a
+        function of the event's sequence number (``lambda seq: f"grant-{seq}"``):
+        an id made so is unique in the log by construction, whichever process
+        writes it.
         """
         with self.lock:
             return self.append_locked(kind, machine, subject, event, src, dst, data, ts)
 
-    def append_locked(self, kind: str, machine: str, subject: str, event: str,
+    def append_locked(self, kind: str, machine: str, subject: Subject, event: str,
                       src: str | None, dst: str | None, data: dict[str, Any],
                       ts: float | None = None) -> int:
         """:meth:`append` for a caller that already holds :attr:`lock` (the hot path)."""
         self._seq = seq = self._seq + 1
+        if not isinstance(subject, str):
+            subject = subject(seq)
         body = orjson.dumps({
             "seq": seq, "ts": self._clock() if ts is None else ts, "kind": kind,
             "machine": machine, "subject": subject, "event": event, "src": src, "dst": dst,
