@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import attrs
 import pytest
 
 from buddy.engine import AuditLog, Engine, load_key
@@ -127,10 +128,10 @@ class TestFileLog:
         for _ in range(4):
             log.append("note", "m", "s", "e", None, None, {})
         # header (seq 1) and seqs 2, 3 make the first batch of 3: anchored at 3
-        assert read_anchor(path)["seq"] == 3
+        assert read_anchor(path).seq == 3
         log.close()
         anchor = read_anchor(path)
-        assert anchor["seq"] == 5 and anchor["hash"] == path.read_text().splitlines()[-1][-66:-2]
+        assert anchor.seq == 5 and anchor.hash == path.read_text().splitlines()[-1][-66:-2]
 
     def test_truncated_tail_is_caught_by_the_anchor(self, tmp_path):
         path = tmp_path / "a.jsonl"
@@ -147,7 +148,7 @@ class TestFileLog:
         path = tmp_path / "a.jsonl"
         with AuditLog.open(path, clock=ManualClock()) as log:
             log.append("note", "m", "s", "e", None, None, {})
-        anchor = read_anchor(path)
+        anchor = attrs.asdict(read_anchor(path))
         anchor["hash"] = "f" * 64
         anchor_path(path).write_text(json.dumps(anchor))
         with pytest.raises(AuditChainBroken, match="anchor's hash"):
@@ -236,3 +237,4 @@ class TestMasker:
         value = {"a": [{"secret": 1}, {"b": 2}], "c": ({"token": 3},)}
         assert Masker().mask(value) == {"a": [{"secret": "***"}, {"b": 2}],
                                         "c": [{"token": "***"}]}
+
