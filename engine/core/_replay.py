@@ -26,14 +26,7 @@ import orjson
 
 from buddy.engine.core._approvals import Grant, GrantBook
 from buddy.engine.core._audit import AuditLog, read_anchor, scan_log, verify_lines
-from buddy.engine.core._decision import (
-    RULE_BAD_CONFIDENCE,
-    RULE_ERROR,
-    RULE_PERMISSION,
-    RULE_UNKNOWN_AGENT,
-    RULE_UNKNOWN_TOOL,
-    Policy,
-)
+from buddy.engine.core._decision import REFUSAL_RULES, Policy
 from buddy.machines import MACHINES, EscalationInputs, TaskInputs
 from buddy.machines._factory import CompiledTable, compile_table, fire
 from buddy.rules.base._values import ExecutionMode, RiskLevel
@@ -43,8 +36,6 @@ from buddy.rules.tables._escalation import EscalationTable
 
 __all__ = ["Change", "Divergence", "ReplayReport", "replay"]
 
-_PRECHECK_RULES = {RULE_UNKNOWN_TOOL, RULE_BAD_CONFIDENCE, RULE_UNKNOWN_AGENT, RULE_PERMISSION,
-                   RULE_ERROR}
 
 
 @attrs.frozen
@@ -210,7 +201,7 @@ class _Replayer:
         if digest is not None:
             self.digests.setdefault(digest, None)
         recorded_mode = data["mode"] if data["allowed"] else "REFUSED"
-        if data["rule"] in _PRECHECK_RULES:
+        if data["rule"] in REFUSAL_RULES:
             if data["allowed"] or data["mode"] != "MOCK":
                 self.diverge(seq, subject, "allowed", data["allowed"], False)
             return
