@@ -29,7 +29,7 @@ from buddy.machines import MACHINES
 from buddy.rules.base._convert import converter
 from buddy.rules.base._files import write_atomic
 from buddy.rules.base._values import RiskLevel
-from buddy.rules.base.errors import BuddyError, InputError, UnknownToolError
+from buddy.rules.base.errors import BuddyError, InputError, RuleTableError, UnknownToolError
 from buddy.rules.tables._catalogue import ToolContractRegistry
 from buddy.rules.tables._escalation import EscalationTable
 
@@ -383,13 +383,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UnknownToolError as exc:
         click.echo(f"UnknownToolError: {exc} (see `buddy tools`)", err=True)
         return EXIT_USAGE
+    except RuleTableError as exc:  # every problem found, one line each
+        for problem in exc.problems:
+            click.echo(f"RuleTableError: {problem}", err=True)
+        return EXIT_FAILED
     except BuddyError as exc:
         click.echo(f"{type(exc).__name__}: {exc}", err=True)
         return EXIT_FAILED
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else EXIT_FAILED
-    except (OSError, ValueError) as exc:  # a file we were told to use cannot be read/written
-        click.echo(f"{type(exc).__name__}: {exc}", err=True)
+    except OSError as exc:
+        if exc.filename is None:  # not about a file we were told to use: a bug, so a traceback
+            raise
+        click.echo(f"{type(exc).__name__}: {exc.filename}: {exc.strerror or exc}", err=True)
         return EXIT_FAILED
     return 0
 

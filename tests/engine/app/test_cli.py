@@ -300,6 +300,27 @@ class TestBadInput:
         audited(capsys, "a.jsonl", ("form_fill", "-c", "0.7"))
         assert fails(capsys, "replay", "a.jsonl", "--rules", "rules") == expected
 
+    def test_every_problem_of_a_table_is_printed(self, capsys) -> None:
+        Path("rules").mkdir()
+        text = SHIPPED_RULES.replace('op = "ge"', 'op = "=>"', 2)
+        Path("rules/escalation.toml").write_text(text, encoding="utf-8")
+        code, out, err = run(capsys, "decide", "form_fill", "-c", "0.5", "--rules", "rules")
+        lines = err.splitlines()
+        assert (code, out, len(lines)) == (1, "", 2)
+        assert [line.split(": ")[2] for line in lines] == [
+            "row[low.dry_run].when.all[0].op", "row[low.live].when.all[0].op"]
+        assert all(line.startswith("RuleTableError: rules/escalation.toml:") for line in lines)
+
+    def test_a_bug_is_a_traceback_not_a_message(self, monkeypatch) -> None:
+        import buddy.engine.app._cli as cli_module
+
+        def broken(*args, **kwargs):
+            raise ValueError("a bug, not bad input")
+
+        monkeypatch.setattr(cli_module.Engine, "from_files", broken)
+        with pytest.raises(ValueError, match="a bug, not bad input"):
+            main(["decide", "form_fill", "-c", "0.5"])
+
     @pytest.mark.parametrize(("argv", "line"), [
         (("tools", "--catalogue", "missing.toml"), "RuleTableError: missing.toml: no such file"),
         (("decide", "form_fill", "-c", "0.5", "--catalogue", "missing.toml"),
@@ -315,7 +336,7 @@ class TestBadInput:
           "BUDDY_TEST_KEY"),
          "AuditError: environment variable BUDDY_TEST_KEY (audit key) is not set or empty"),
         (("decide", "form_fill", "-c", "0.5", "--audit", "nodir/a.jsonl"),
-         "FileNotFoundError: [Errno 2] No such file or directory: 'nodir/a.jsonl'"),
+         "FileNotFoundError: nodir/a.jsonl: No such file or directory"),
         (("graph", "machine", "nope"),
          "InputError: unknown machine 'nope' (known: escalation, task)"),
     ])
