@@ -134,12 +134,13 @@ class Gate:
         refused = self.policy.refusal(agent, tool, confidence, approval)
         if refused is not None or self.agents is None:
             return refused
-        held = self.agents.get(agent)  # type: ignore[arg-type]  # a str: checked above
+        name, tool = str(agent), str(tool)  # both checked to be names above
+        held = self.agents.get(name)
         if held is None:
-            return _refusal(RULE_UNKNOWN_AGENT, f"unknown agent {agent!r}: fail closed")
-        missing = self.policy.tools[tool].contract.permissions - held  # type: ignore[index]
+            return _refusal(RULE_UNKNOWN_AGENT, f"unknown agent {name!r}: fail closed")
+        missing = self.policy.tools[tool].contract.permissions - held
         if missing:
-            return _refusal(RULE_PERMISSION, f"agent {agent!r} lacks permission(s) "
+            return _refusal(RULE_PERMISSION, f"agent {name!r} lacks permission(s) "
                             f"{', '.join(sorted(missing))} for {tool}")
         return None
 
