@@ -7,7 +7,6 @@ are for bugs only.
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 from collections.abc import Sequence
@@ -28,7 +27,7 @@ from buddy.graphs import dependency_graph, render, to_png
 from buddy.machines import MACHINES
 from buddy.rules.base._convert import converter
 from buddy.rules.base._files import write_atomic
-from buddy.rules.base._values import RiskLevel
+from buddy.rules.base._values import RiskLevel, valid_confidence
 from buddy.rules.base.errors import BuddyError, InputError, RuleTableError, UnknownToolError
 from buddy.rules.tables._catalogue import ToolContractRegistry
 from buddy.rules.tables._escalation import EscalationTable
@@ -53,7 +52,7 @@ class _Confidence(click.ParamType):
             number = float(value)
         except (TypeError, ValueError):
             self.fail(f"must be a number in [0, 1] (got {value!r})", param, ctx)
-        if math.isnan(number) or not 0.0 <= number <= 1.0:
+        if not valid_confidence(number):
             self.fail(f"must be a number in [0, 1] (got {value!r})", param, ctx)
         return number
 
