@@ -118,6 +118,11 @@ def _id(ctx: _Context) -> str:
     return ctx.id
 
 
+def _name(value: object) -> str:
+    """A refused call's agent or tool as a result may carry it: itself, or shown."""
+    return value if type(value) is str else shown(value)
+
+
 def _bad_args(args: object) -> Outcome | None:
     """The refusal of arguments that are not a mapping with string keys, or None."""
     if args is None or isinstance(args, Mapping) and all(type(k) is str for k in args):
@@ -169,11 +174,11 @@ class Controller:
             with gate.lock:
                 seq = gate.record(lambda seq: f"ctx-{seq}", agent, tool, confidence, approval,
                                   None, gate.locked, refused)
-            ident = f"ctx-{seq}"
-            return PendingCall(self, session, None, str(tool), call_args, refused[0],
-                               agent=str(agent), done=ExecutionResult(
-                ident, str(agent), str(tool), refused[0], None, S.MOCK, False,
-                error=refused[0].reason, args=call_args))
+            ident, agent, tool = f"ctx-{seq}", _name(agent), _name(tool)
+            return PendingCall(self, session, None, tool, call_args, refused[0], agent=agent,
+                               done=ExecutionResult(ident, agent, tool, refused[0], None, S.MOCK,
+                                                    False, error=refused[0].reason,
+                                                    args=call_args))
         call_args = dict(args or {})
         entry = gate.policy.tools[tool]
         contract = entry.contract
