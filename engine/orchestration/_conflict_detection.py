@@ -6,8 +6,8 @@ RESOURCE
     Two calls by different agents on the same ``resource`` in the same slot.
     The first call of the (slot, resource) bucket keeps it; each later call by
     another agent conflicts with it. A resource held by a running call
-    (:attr:`ExecutionState.active <buddy.engine.orchestration._execution_state.ExecutionState>`)
-    is held in every slot until released: calls by other agents conflict with it.
+    (``ExecutionLedger.active``) is held in every slot until released: calls
+    by other agents conflict with it.
 ORDERING
     A call whose tool's dependencies (``contract.dependencies``) have neither
     run in an earlier slot of the same plan nor succeeded for that plan in the
@@ -20,7 +20,7 @@ DUPLICATE_ACTION
     The same irreversible tool with the same arguments (the same
     :func:`~buddy.rules.base.args_digest`) twice in the batch, whatever the
     agents or slots, or a call repeating one that already ran successfully in
-    a counted mode (see ``ExecutionState.duplicate_modes``).
+    a counted mode (see ``ExecutionLedger.duplicate_modes``).
 PERMISSION
     The agent lacks a permission of the tool, per the ``agents`` map. An agent
     missing from the map holds nothing and is always in conflict (the engine
@@ -55,7 +55,7 @@ from typing import Any
 import networkx as nx
 
 from buddy.engine.orchestration._conflict_records import Conflict, ConflictReport
-from buddy.engine.orchestration._execution_state import ExecutionState
+from buddy.engine.orchestration._execution_ledger import ExecutionLedger
 from buddy.engine.orchestration._plans import PlannedCall
 from buddy.engine.orchestration._tool_facts import ToolFacts, ToolIndex
 from buddy.rules.base._canonical import args_digest
@@ -80,17 +80,17 @@ _Early = tuple[int, PlannedCall, list[str], list[int | None]]  # depth, call, de
 
 
 class Detector:
-    """Finds the conflicts of a batch against the tools, the agents and the state.
+    """Finds the conflicts of a batch against the tools, the agents and the ledger.
 
     ``agents``: agent name -> the permissions it holds; None for no PERMISSION
     check. What an agent lacks for a tool is remembered across batches.
     """
 
     def __init__(self, tools: ToolIndex, agents: Mapping[str, frozenset[str]] | None,
-                 state: ExecutionState) -> None:
+                 ledger: ExecutionLedger) -> None:
         self.tools = tools
         self.agents = agents
-        self.state = state
+        self.ledger = ledger
         self._lacking: dict[str, dict[str, frozenset[str] | None]] = {}
 
     def detect(self, calls: Sequence[PlannedCall], first: int) -> ConflictReport:
@@ -125,9 +125,9 @@ class Detector:
         actions: dict[tuple[str, str], tuple[str, bool]] = {}
         holders: dict[tuple[int, str], tuple[str, str, bool]] = {}
         counts: dict[tuple[int, str], list[Any]] = {}
-        state = self.state
-        done_actions, done_steps = state.done_actions, state.done_steps
-        active, running = state.active, state.running
+        ledger = self.ledger
+        done_actions, done_steps = ledger.done_actions, ledger.done_steps
+        active, running = ledger.active, ledger.running
         check_permissions = self.agents is not None
         lacking = self._lacking
         external: dict[str, str] = {}

@@ -5,7 +5,7 @@
 - the records it hands out (:mod:`._conflict_records`: ``Conflict``,
   ``ConflictReport``, ``Resolution``, ``ResolutionReport``, ``ExecutedCall``,
   ``Holder``);
-- what is running and what has run (:mod:`._execution_state`), which
+- what is running and what has run (:mod:`._execution_ledger`), which
   detection reads between batches and an audit trail can restore;
 - detection of the six conflict types (:mod:`._conflict_detection`, which
   defines them), over the catalogue read once (:mod:`._tool_facts`);
@@ -39,7 +39,7 @@ from buddy.engine.orchestration._conflict_records import (
     ResolutionReport,
 )
 from buddy.engine.orchestration._conflict_resolution import resolve_conflicts
-from buddy.engine.orchestration._execution_state import ExecutionState
+from buddy.engine.orchestration._execution_ledger import ExecutionLedger
 from buddy.engine.orchestration._plans import PlannedCall
 from buddy.engine.orchestration._tool_facts import ToolIndex
 from buddy.rules.base._canonical import args_digest
@@ -105,12 +105,12 @@ class ConflictResolver:
         self.table = table if table is not None else ConflictTable.default()
         self.agents = None if agents is None else {a: frozenset(p) for a, p in agents.items()}
         self.audit = audit
-        self.state = ExecutionState(duplicate_modes)
+        self.ledger = ExecutionLedger(duplicate_modes)
         #: every conflict detected and every resolution made, in order.
         self.conflicts: list[Conflict] = []
         self.resolutions: list[Resolution] = []
         self._tools = ToolIndex(registry)
-        self._detector = Detector(self._tools, self.agents, self.state)
+        self._detector = Detector(self._tools, self.agents, self.ledger)
         self._holders: dict[str, list[str]] = {}
         self._next = 1
         self._by_type: Counter[ConflictType] = Counter()
@@ -120,22 +120,22 @@ class ConflictResolver:
     @property
     def duplicate_modes(self) -> frozenset[ExecutionMode]:
         """The modes in which a successful run makes a repeat a DUPLICATE_ACTION."""
-        return self.state.duplicate_modes
+        return self.ledger.duplicate_modes
 
     @property
     def active(self) -> dict[str, Holder]:
         """Resource -> who holds it now (see :meth:`acquire`)."""
-        return self.state.active
+        return self.ledger.active
 
     @property
     def execution_history(self) -> list[ExecutedCall]:
         """Every execution recorded or loaded, in order."""
-        return self.state.history
+        return self.ledger.history
 
     @property
     def rate_limit_state(self) -> dict[str, int]:
         """Tool -> how many of its calls are running now."""
-        return self.state.rate_limit_state
+        return self.ledger.rate_limit_state
 
     def acquire(self, call: PlannedCall) -> None:
         """Mark ``call`` as running: it holds its resource and one of its tool's slots.
@@ -143,26 +143,26 @@ class ConflictResolver:
         Raises :class:`~buddy.rules.base.errors.InputError` when another agent holds
         the resource (resolve the conflict first).
         """
-        self.state.acquire(call)
+        self.ledger.acquire(call)
 
     def release(self, call: PlannedCall) -> None:
         """``call`` has finished: give back what :meth:`acquire` took (no-op if nothing)."""
-        self.state.release(call)
+        self.ledger.release(call)
 
     def record_execution(self, call: PlannedCall, *, ok: bool,
                          mode: ExecutionMode | None = None, ident: str | None = None) -> None:
         """Add a run of ``call`` to the execution history."""
-        self.state.record(ExecutedCall(ident or call.id, call.tool, call.agent,
+        self.ledger.record(ExecutedCall(ident or call.id, call.tool, call.agent,
                                        args_digest(call.args), ok, mode, call.plan_id))
 
     def load_history(self, source: AuditLog | Iterable[Mapping[str, Any]] | str
                      | os.PathLike[str]) -> int:
         """Read the ``execution`` events of an audit trail into the history.
 
-        See :meth:`ExecutionState.load_history
-        <buddy.engine.orchestration._execution_state.ExecutionState.load_history>`.
+        See :meth:`ExecutionLedger.load_history
+        <buddy.engine.orchestration._execution_ledger.ExecutionLedger.load_history>`.
         """
-        return self.state.load_history(source)
+        return self.ledger.load_history(source)
 
     # -- detection -------------------------------------------------------------
     def detect(self, calls: Iterable[PlannedCall]) -> ConflictReport:
@@ -205,7 +205,7 @@ class ConflictResolver:
         """
         with _gc_paused():
             resolved = resolve_conflicts(report, calls, self.table, self._tools,
-                                         self.agents_for, self.state.done_steps)
+                                         self.agents_for, self.ledger.done_steps)
         made = resolved.resolutions
         self.resolutions.extend(made)
         self._by_strategy.update(r.strategy for r in made)

@@ -1,12 +1,12 @@
 """What is running and what has run: the state conflict detection reads between batches.
 
-:class:`ExecutionState` keeps
+:class:`ExecutionLedger` keeps
 
-- the **resources held** by running calls (:meth:`~ExecutionState.acquire`,
-  :meth:`~ExecutionState.release`): a held resource conflicts in every slot;
+- the **resources held** by running calls (:meth:`~ExecutionLedger.acquire`,
+  :meth:`~ExecutionLedger.release`): a held resource conflicts in every slot;
 - the **calls running** per tool, which count first against its concurrency limit;
-- the **execution history** (:meth:`~ExecutionState.record`, also read from an
-  audit trail by :meth:`~ExecutionState.load_history`, so it survives a
+- the **execution history** (:meth:`~ExecutionLedger.record`, also read from an
+  audit trail by :meth:`~ExecutionLedger.load_history`, so it survives a
   restart), and two indexes of it: the irreversible actions already done (for
   DUPLICATE_ACTION) and the (plan, tool) steps already succeeded (for ORDERING).
 """
@@ -23,12 +23,12 @@ from buddy.engine.orchestration._plans import PlannedCall
 from buddy.rules.base._values import ExecutionMode
 from buddy.rules.base.errors import AuditFormatError, InputError
 
-__all__ = ["ExecutionState"]
+__all__ = ["ExecutionLedger"]
 
 _MODES = {m.value: m for m in ExecutionMode}
 
 
-class ExecutionState:
+class ExecutionLedger:
     """Resources held, calls running and the execution history.
 
     ``duplicate_modes``: the modes in which a successful run makes a repeat of
