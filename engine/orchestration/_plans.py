@@ -17,6 +17,7 @@ from typing import Any
 import attrs
 import orjson
 
+from buddy.rules.base._values import ExecutionMode
 from buddy.rules.base.errors import PlanError
 from buddy.rules.tables._catalogue import ToolContractRegistry
 
@@ -75,14 +76,19 @@ class ToolExecutionPlan:
         return {c.id: c.confidence for c in self.calls}
 
 
+_optional_mode = attrs.validators.optional(attrs.validators.instance_of(ExecutionMode))
+
+
 @attrs.frozen
 class ExecutionOutcome:
     """What one planned call came to; the monitor and the feedback loop read these.
 
     ``decided`` is the mode the policy decided (None when the call never reached
-    a decision, e.g. aborted by conflict resolution); ``mode`` the mode its
-    handler ran in (None when nothing ran). ``approval`` is ``"granted"``,
-    ``"denied"``, ``"pending"`` (waited, none given) or None (not needed).
+    a decision, e.g. aborted by conflict resolution, or was refused); ``mode``
+    the mode its handler ran in (None when nothing ran). Both are
+    :class:`~buddy.rules.base.ExecutionMode` values, never their names.
+    ``approval`` is ``"granted"``, ``"denied"``, ``"pending"`` (waited, none
+    given) or None (not needed).
     ``conflicts`` lists the conflict types the call was part of; ``resolution``
     the strategy applied to it, if any. ``rolled_back`` says the call's work was
     undone because a later LIVE call of its plan failed.
@@ -94,8 +100,8 @@ class ExecutionOutcome:
     tool: str
     risk: str
     confidence: float
-    decided: str | None
-    mode: str | None
+    decided: ExecutionMode | None = attrs.field(validator=_optional_mode)
+    mode: ExecutionMode | None = attrs.field(validator=_optional_mode)
     ok: bool
     duration_ms: float = 0.0
     error: str | None = None
