@@ -79,7 +79,10 @@ class ToolExecutionPlan:
         return {c.id: c.confidence for c in self.calls}
 
 
-_optional_mode = attrs.validators.optional(attrs.validators.instance_of(ExecutionMode))
+def _optional_mode(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None and not isinstance(value, ExecutionMode):
+        raise TypeError(f"{attribute.name}: must be an ExecutionMode or None "
+                        f"(got {shown(value)})")
 
 
 @attrs.frozen

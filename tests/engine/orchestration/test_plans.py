@@ -6,10 +6,18 @@ import json
 import re
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from buddy.engine import ToolContractRegistry
-from buddy.engine.orchestration._plans import MAX_ARGS_DEPTH, load_plans, plan_to_json
+from buddy.engine.orchestration._plans import (
+    MAX_ARGS_DEPTH,
+    ExecutionOutcome,
+    load_plans,
+    plan_to_json,
+)
 from buddy.engine.orchestration._scenario import default_plans
+from buddy.rules.base._values import ExecutionMode
 from buddy.rules.base.errors import PlanError
 
 REG = ToolContractRegistry.default()
@@ -287,3 +295,43 @@ class TestFileFormats:
         again = write(tmp_path, "again.jsonl", json.dumps(plan_to_json(plan)))
         assert load_plans(again, REG).plans == (plan,)
         assert plan_to_json(plan)["execution_order"] == ["z", "x/y"]
+
+
+#: JSON values; every secret sits under a secret-looking key.
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-10, 10)
+    | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3)
+    | st.dictionaries(st.sampled_from(["password", "token", "x", "id"]), inner, max_size=3)
+    .map(lambda d: {k: SECRET if k in ("password", "token") else v for k, v in d.items()}),
+    max_leaves=12)
+
+
+class TestAnyValue:
+    @given(field=st.sampled_from(["id", "agent", "tool", "confidence", "args", "resource",
+                                  "estimated_s", "approval", "plan_id", "execution_order",
+                                  "upstream_plan_id", "steps"]),
+           value=json_values)
+    def test_never_crashes_never_leaks_one_line_each(self, tmp_path_factory, field, value):
+        plan = {"plan_id": "p2", "steps": [step()]}
+        if field in ("plan_id", "execution_order", "upstream_plan_id", "steps"):
+            plan[field] = value
+        else:
+            plan["steps"] = [step(**{field: value})]
+        path = jsonl(tmp_path_factory.mktemp("any"), plan)
+        loaded = load_plans(path, REG)
+        assert loaded.plans[0] == load_plans(jsonl(path.parent), REG).plans[0]
+        assert len(loaded.plans) + len(loaded.errors) == 2
+        for error in loaded.errors:
+            assert error.startswith(f"{path}:2: plan[")
+            assert "\n" not in error and SECRET not in error
+
+
+class TestExecutionOutcome:
+    def test_modes_are_execution_modes_not_names(self):
+        with pytest.raises(TypeError, match=r"^mode: must be an ExecutionMode or None "
+                           r"\(got 'LIVE'\)$"):
+            ExecutionOutcome("c", "p", "a", "form_fill", "LOW", 0.9, None, "LIVE", ok=True)
+        done = ExecutionOutcome("c", "p", "a", "form_fill", "LOW", 0.9, ExecutionMode.LIVE,
+                                None, ok=False)
+        assert (done.decided, done.mode) == (ExecutionMode.LIVE, None)
