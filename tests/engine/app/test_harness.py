@@ -623,3 +623,24 @@ class TestConflictPatternSignal:
         assert signal["evidence"] == {"occurrences": 4, "calls": 67, "share": 0.0597,
                                       "resolved": 4, "tools": 3}
         assert signal["confidence"] == 0.4
+
+
+class TestDeepCatalogue:
+    def test_a_dependency_chain_1500_deep_runs(self, tmp_path, capsys):
+        # Defect 11: conflict detection computed tool depths by recursion.
+        n = 1_500
+        catalogue = tmp_path / "tools.toml"
+        catalogue.write_text("\n".join(
+            f'[[tool]]\nname = "t{i}"\nrisk = "LOW"\nreversible = true\n'
+            + (f'dependencies = ["t{i - 1}"]\n' if i else "") for i in range(n)))
+        plans = tmp_path / "plans.jsonl"
+        plans.write_text(plan_line("p1", tool=f"t{n - 1}") + "\n")
+        out_dir = tmp_path / "out"
+        assert main(["run", "--catalogue", str(catalogue), "--plans", str(plans), "--out",
+                     str(out_dir), "--start", str(T0)]) == 0
+        assert "Traceback" not in capsys.readouterr().err
+        [conflict] = json.loads((out_dir / "tool_conflicts.json").read_text())["conflicts"]
+        assert (conflict["type"], conflict["detail"]) == (
+            "ORDERING", f"p1/s (t{n - 1}, slot 0 of plan p1) runs before its dependencies: "
+            f"t{n - 2} (not planned)")
+        assert sorted(p.name for p in out_dir.iterdir()) == ALL_FILES
