@@ -22,6 +22,7 @@ from buddy.engine.orchestration._orchestrator import (
     ToolOrchestrator,
 )
 from buddy.engine.orchestration._plans import (
+    MAX_ARGS_DEPTH,
     ExecutionOutcome,
     PlanLoad,
     PlannedCall,
@@ -32,6 +33,7 @@ from buddy.engine.orchestration._plans import (
 from buddy.engine.orchestration._simulator import SimulatedClock, SimulatedTools
 
 __all__ = [
+    "MAX_ARGS_DEPTH",
     "Conflict",
     "ConflictReport",
     "ConflictResolver",

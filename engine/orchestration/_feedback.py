@@ -1,7 +1,8 @@
 """The feedback loop: learning signals for phases 16 and 19, from execution outcomes.
 
 The loop counts :class:`~buddy.engine.orchestration._plans.ExecutionOutcome` values
-(:meth:`FeedbackLoop.record`) and evaluates the rows of ``rules/signals.toml``
+(:meth:`FeedbackLoop.record`) and conflicts with their resolutions
+(:meth:`FeedbackLoop.record_conflicts`), and evaluates the rows of ``rules/signals.toml``
 (:class:`SignalTable`) on the metrics of each item of the row's scope:
 
 ``tool``
