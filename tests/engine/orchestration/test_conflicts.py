@@ -9,13 +9,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from buddy.engine import AuditLog, Engine, ExecutionMode
-from buddy.engine.orchestration._conflicts import (
+from buddy.engine.orchestration._conflict_records import (
     Conflict,
-    ConflictResolver,
     ExecutedCall,
     Holder,
     Resolution,
 )
+from buddy.engine.orchestration._conflicts import ConflictResolver
 from buddy.engine.orchestration._plans import PlannedCall
 from buddy.rules.base._canonical import args_digest
 from buddy.rules.base._values import RiskLevel
@@ -275,6 +275,25 @@ class TestOrdering:
         out = r.resolve(report, calls)
         assert [(c.id, c.slot) for c in out.calls] == [("c0", 2), ("b0", 1), ("a0", 0)]
         assert r.detect(out.calls).conflicts == ()
+
+
+    def test_a_chain_1500_deep_is_detected_and_resolved_without_recursion(self):
+        # Defect 11: depths were computed by recursion, one frame per link.
+        n = 1_500
+        deep = ToolContractRegistry([
+            ToolContract(name=f"t{i}", risk=RiskLevel.LOW, reversible=True,
+                         dependencies=[f"t{i - 1}"] if i else []) for i in range(n)])
+        r = ConflictResolver(deep)
+        calls = [call("last", f"t{n - 1}"), call("first", "t0", slot=1)]
+        report = r.detect(calls)
+        assert report.conflicts == (Conflict(
+            "conflict-1", T.ORDERING, ("last",), f"t{n - 1}", None,
+            f"last (t{n - 1}, slot 0 of plan p1) runs before its dependencies: "
+            f"t{n - 2} (not planned)"),)
+        (done,) = r.resolve(report, calls).resolutions
+        assert (done.strategy, done.reason) == (
+            R.ABORT, f"plan p1 never runs t{n - 2}, so waiting cannot help; fallback aborted: "
+            f"{report.conflicts[0].detail}")
 
 
 class TestRateLimit:

@@ -11,10 +11,12 @@ from hypothesis import strategies as st
 
 from buddy.engine.orchestration._monitor import Monitor, iso
 from buddy.engine.orchestration._plans import ExecutionOutcome
+from buddy.rules.base._values import ExecutionMode
 from buddy.rules.base.errors import RuleTableError
 from buddy.rules.tables._monitoring import METRICS, Anomaly, AnomalyTable, HealthStatus, HealthTable
 from tests.helpers import ManualClock
 
+M, D, L = ExecutionMode.MOCK, ExecutionMode.DRY_RUN, ExecutionMode.LIVE
 EXCELLENT, GOOD, FAIR, POOR = (HealthStatus.EXCELLENT, HealthStatus.GOOD, HealthStatus.FAIR,
                                HealthStatus.POOR)
 T0 = 1_705_329_025.0  # 2024-01-15T14:30:25Z
@@ -24,7 +26,7 @@ HEALTH_TEXT = resources.files("buddy.rules").joinpath("health.toml").read_text()
 _n = iter(range(1_000_000))
 
 
-def outcome(tool: str = "form_fill", ok: bool = True, mode: str | None = "MOCK",
+def outcome(tool: str = "form_fill", ok: bool = True, mode: ExecutionMode | None = M,
             confidence: float = 0.75, duration_ms: float = 100.0, **kw) -> ExecutionOutcome:
     n = next(_n)
     return ExecutionOutcome(f"c{n}", "p1", "agent-1", tool, "LOW", confidence, mode, mode,
@@ -49,12 +51,12 @@ def hand_computed() -> list[ExecutionOutcome]:
     c = 0.875
     return [
         outcome(ok=True, confidence=c, approval="granted"),
-        outcome(ok=True, confidence=c, approval="granted", mode="LIVE"),
+        outcome(ok=True, confidence=c, approval="granted", mode=L),
         outcome(ok=True, confidence=c, approval="denied"),
         outcome(ok=True, confidence=c, approval="pending"),
         outcome(ok=True, confidence=c, conflicts=("RESOURCE",), resolution="DELAY"),
         outcome(ok=True, confidence=c, conflicts=("RATE_LIMIT",), resolution="DELAY"),
-        outcome(ok=False, confidence=c, rolled_back=True, mode="LIVE", duration_ms=200.0),
+        outcome(ok=False, confidence=c, rolled_back=True, mode=L, duration_ms=200.0),
         outcome(ok=False, confidence=c, rolled_back=True, duration_ms=0.0),
     ]
 
@@ -192,10 +194,10 @@ class TestMetrics:
         assert monitor.metrics()["approval_rate"] == 100.0 / 3
 
     def test_latency_and_live_ratio(self):
-        monitor = monitor_of([outcome(mode="LIVE", duration_ms=30.0),
-                              outcome(mode="DRY_RUN", duration_ms=60.0),
-                              outcome(mode="MOCK", duration_ms=90.0),
-                              outcome(mode="LIVE", duration_ms=20.0)])
+        monitor = monitor_of([outcome(mode=L, duration_ms=30.0),
+                              outcome(mode=D, duration_ms=60.0),
+                              outcome(mode=M, duration_ms=90.0),
+                              outcome(mode=L, duration_ms=20.0)])
         assert monitor.metrics()["execution_latency_ms"] == 50.0
         assert monitor.metrics()["live_execution_ratio"] == 50.0
 
@@ -238,7 +240,7 @@ class TestMetrics:
             "recommended_action": "Investigate t's failures and keep it in MOCK until fixed"}
 
     @given(st.lists(st.tuples(st.sampled_from(["a", "b"]), st.booleans(),
-                              st.sampled_from(["MOCK", "DRY_RUN", "LIVE", None]),
+                              st.sampled_from([M, D, L, None]),
                               st.floats(0.0, 1.0), st.booleans(),
                               st.sampled_from([None, "granted", "denied", "pending"]),
                               st.booleans()), max_size=30),
@@ -389,7 +391,7 @@ class TestAnomalyTable:
                 'when = { any = [ { metric = "execution_latency_ms", op = "gt", value = 500.0 },'
                 ' { metric = "live_execution_ratio", op = "ge", value = 50.0 } ] }\n'
                 'then = { severity = 3, message = "{tool}: {execution_latency_ms:.0f} ms" }\n')
-        monitor = monitor_of([outcome("a", duration_ms=900.0), outcome("b", mode="LIVE")],
+        monitor = monitor_of([outcome("a", duration_ms=900.0), outcome("b", mode=L)],
                              anomalies=AnomalyTable.from_toml(text=text))
         assert [(a.tool, a.message, a.recommended_action)
                 for a in monitor.detect_anomalies()] == [("a", "a: 900 ms", ""),
