@@ -1,8 +1,7 @@
-"""Tests for buddy.rules.tables._table: the one rule-table format shared by every table."""
+"""Tests for buddy.rules.tables._conditions: conditions, their vocabulary check and compilation."""
 
 from __future__ import annotations
 
-import hashlib
 import math
 import subprocess
 import sys
@@ -10,17 +9,11 @@ from collections.abc import Mapping
 from types import SimpleNamespace
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from buddy.rules.base.errors import BuddyError, RuleTableError
-from buddy.rules.tables._table import (
-    Condition,
-    Op,
-    Problems,
-    When,
-    compile_when,
-    read_toml,
-    row_line,
-)
+from buddy.rules.base._values import RiskLevel
+from buddy.rules.tables._conditions import Condition, Op, When, check_when, compile_when
 
 GETTERS = {
     "a": lambda x: x.a,
@@ -169,212 +162,103 @@ class TestConditionAndWhenText:
         assert (str(When(all=(cond("a", Op.LE, 1),), any=(cond("b", Op.EQ, 1),)))
                 == "a <= 1 and (b == 1)")
 
+    def test_always(self):
+        assert When().always is True
+        assert When(any=(cond("a", Op.GE, 1),)).always is False
+
     def test_thresholds(self):
         when = When(all=(cond("a", Op.GE, 1), cond("b", Op.LT, 2)), any=(cond("a", Op.LE, 9),))
         assert when.thresholds("a") == [cond("a", Op.GE, 1), cond("a", Op.LE, 9)]
         assert when.thresholds("c") == []
 
 
-class TestProblems:
-    def test_add_with_and_without_line(self):
-        p = Problems("r.toml")
-        p.add("row[x].when", "bad", 7)
-        p.add("row", "missing")
-        assert p.items == ["r.toml:7: row[x].when: bad", "r.toml: row: missing"]
+METRICS = {"rate": float, "count": int, "mode": str, "live": bool, "risk": RiskLevel}
+TYPED = {float: float, int: int, str: str, bool: bool, RiskLevel: str}
 
-    def test_no_problems_no_error(self):
-        Problems("r.toml").raise_if_any()
 
-    def test_raise_all_at_once(self):
-        p = Problems("r.toml")
-        p.add("a", "one", 1)
-        p.add("b", "two", 2)
-        p.add("c", "three", 3)
-        with pytest.raises(RuleTableError) as info:
-            p.raise_if_any()
-        assert info.value.problems == ["r.toml:1: a: one", "r.toml:2: b: two", "r.toml:3: c: three"]
-        assert str(info.value) == "r.toml:1: a: one (and 2 more problem(s))"
+def checked(*conditions: Condition, group: str = "all", nonempty: bool = False):
+    when, problems = check_when(When(**{group: conditions}), METRICS, at=("when",),
+                                nonempty=nonempty)
+    return when, [str(p) for p in problems]
 
-    def test_one_problem_is_one_line(self):
-        p = Problems("r.toml")
-        p.add("a", "one", 1)
-        with pytest.raises(RuleTableError) as info:
-            p.raise_if_any()
-        assert str(info.value) == "r.toml:1: a: one"
-        assert isinstance(info.value, ValueError) and isinstance(info.value, BuddyError)
 
-    def test_field(self):
-        p = Problems("f")
-        assert p.field({"k": 3}, "k", int, "w", 1) == 3
-        assert p.field({"k": 3}, "k", float, "w", 1) == 3.0
-        assert type(p.field({"k": 3}, "k", float, "w", 1)) is float
-        assert p.field({}, "k", int, "w", 1, default=9) == 9
-        assert p.field({"k": "s"}, "k", (int, str), "w", 1) == "s"
-        assert p.items == []
+class TestCheckWhen:
+    def test_values_typed_as_their_metric(self):
+        when, problems = checked(cond("rate", Op.GE, 1), cond("count", Op.LT, 3),
+                                 cond("mode", Op.EQ, "LIVE"), cond("live", Op.NE, False),
+                                 cond("risk", Op.EQ, "HIGH"))
+        assert problems == []
+        assert when == When(all=(cond("rate", Op.GE, 1.0), cond("count", Op.LT, 3),
+                                 cond("mode", Op.EQ, "LIVE"), cond("live", Op.NE, False),
+                                 cond("risk", Op.EQ, "HIGH")))
+        assert type(when.all[0].value) is float
+        assert type(when.all[1].value) is int
 
-    @pytest.mark.parametrize(("data", "kind", "message"), [
-        ({}, int, "f:4: w.k: is required"),
-        ({"k": "3"}, int, "f:4: w.k: must be int (got '3')"),
-        ({"k": True}, int, "f:4: w.k: must be int (got True)"),
-        ({"k": False}, float, "f:4: w.k: must be float (got False)"),
-        ({"k": 1.5}, int, "f:4: w.k: must be int (got 1.5)"),
-        ({"k": [1]}, (int, str), "f:4: w.k: must be int or str (got [1])"),
-        ({"k": math.nan}, float, "f:4: w.k: must be a finite number (got nan)"),
-        ({"k": -math.inf}, float, "f:4: w.k: must be a finite number (got -inf)"),
+    def test_empty_when(self):
+        assert checked() == (When(), [])
+        assert checked(nonempty=True) == (None, ["when: must hold at least one condition"])
+
+    @pytest.mark.parametrize(("condition", "problem"), [
+        (cond("rat", Op.GE, 1.0), "when.all[0].metric: must be one of count, live, mode, rate, "
+                                  "risk (got 'rat')"),
+        (cond("rate", Op.GE, "high"), "when.all[0].value: must be a number (got 'high')"),
+        (cond("rate", Op.GE, True), "when.all[0].value: must be a number (got True)"),
+        (cond("rate", Op.GE, math.nan), "when.all[0].value: must be a finite number (got nan)"),
+        (cond("rate", Op.GE, -math.inf),
+         "when.all[0].value: must be a finite number (got -inf)"),
+        (cond("rate", Op.GE, 10 ** 400),
+         "when.all[0].value: must be a finite number (got <int of 1329 bits>, too large)"),
+        (cond("count", Op.GE, 10 ** 400),
+         "when.all[0].value: must be a whole number (got <int of 1329 bits>, too large)"),
+        (cond("count", Op.GE, 2.5), "when.all[0].value: must be a whole number (got 2.5)"),
+        (cond("count", Op.GE, False), "when.all[0].value: must be a whole number (got False)"),
+        (cond("mode", Op.EQ, 1), "when.all[0].value: must be a string (got 1)"),
+        (cond("live", Op.EQ, 1), "when.all[0].value: must be true or false (got 1)"),
+        (cond("risk", Op.EQ, "HUGE"),
+         "when.all[0].value: must be one of LOW, MEDIUM, HIGH (got 'HUGE')"),
+        (cond("mode", Op.GT, "a"), "when.all[0].op: mode is not a number: must be eq or ne "
+                                   "(got 'gt')"),
+        (cond("live", Op.LE, True), "when.all[0].op: live is not a number: must be eq or ne "
+                                    "(got 'le')"),
+        (cond("risk", Op.GE, "LOW"), "when.all[0].op: risk is not a number: must be eq or ne "
+                                     "(got 'ge')"),
     ])
-    def test_field_problems(self, data, kind, message):
-        p = Problems("f")
-        assert p.field(data, "k", kind, "w", 4) is None
-        assert p.items == [message]
+    def test_one_problem(self, condition, problem):
+        assert checked(condition) == (None, [problem])
 
-    def test_enum(self):
-        p = Problems("f")
-        assert p.enum({"op": "ge"}, "op", Op, "w", 2) is Op.GE
-        assert p.enum({"op": "=>"}, "op", Op, "w", 2) is None
-        assert p.enum({"op": 1}, "op", Op, "w", 2) is None
-        assert p.items == ["f:2: w.op: must be one of ge, gt, le, lt, eq, ne (got '=>')",
-                           "f:2: w.op: must be str (got 1)"]
+    def test_every_problem_of_both_groups(self):
+        when, problems = check_when(
+            When(all=(cond("rate", Op.GE, 0.5), cond("mode", Op.LT, 3)),
+                 any=(cond("nope", Op.EQ, 1), cond("count", Op.GE, 1))),
+            METRICS, at=("row", 2, "when"))
+        assert when is None
+        assert [str(p) for p in problems] == [
+            "row[2].when.all[1].value: must be a string (got 3)",
+            "row[2].when.all[1].op: mode is not a number: must be eq or ne (got 'lt')",
+            "row[2].when.any[0].metric: must be one of count, live, mode, rate, risk "
+            "(got 'nope')",
+        ]
 
-    def test_unknown_keys_sorted(self):
-        p = Problems("f")
-        p.unknown_keys({"z": 1, "id": 2, "b": 3}, ("id",), "row[x]", 5)
-        assert p.items == ["f:5: row[x].b: unknown key", "f:5: row[x].z: unknown key"]
+    def test_long_values_are_cut(self):
+        _, problems = checked(cond("x" * 500, Op.GE, 1))
+        assert problems == ["when.all[0].metric: must be one of count, live, mode, rate, risk "
+                            f"(got '{'x' * 27}...{'x' * 28}')"]
 
-    def test_when(self):
-        p = Problems("f")
-        when = p.when({"all": [{"metric": "m", "op": "ge", "value": 1}],
-                       "any": [{"metric": "m", "op": "lt", "value": 0.5}]},
-                      {"m": float}, "row[x].when", 3)
-        assert when == When(all=(cond("m", Op.GE, 1.0),), any=(cond("m", Op.LT, 0.5),))
-        assert p.when({}, {"m": float}, "w", 3) == When()
-        assert p.items == []
-
-    @pytest.mark.parametrize(("data", "message"), [
-        ("x", "f:3: w: must be a table with 'all' and/or 'any' (got 'x')"),
-        ({"none": []}, "f:3: w.none: unknown key"),
-        ({"all": {}}, "f:3: w.all: must be a list of conditions (got {})"),
-        ({"any": [3]}, "f:3: w.any[0]: must be {metric, op, value} (got 3)"),
-        ({"all": [{"metric": "m", "op": "ge", "value": 1, "unit": "%"}]},
-         "f:3: w.all[0].unit: unknown key"),
-        ({"all": [{"metric": "q", "op": "ge", "value": 1}]},
-         "f:3: w.all[0].metric: must be one of m, n (got 'q')"),
-        ({"all": [{"metric": "m", "op": ">=", "value": 1}]},
-         "f:3: w.all[0].op: must be one of ge, gt, le, lt, eq, ne (got '>=')"),
-        ({"all": [{"metric": "m", "op": "ge", "value": "1"}]},
-         "f:3: w.all[0].value: must be float (got '1')"),
-        ({"all": [{"metric": "m", "op": "ge"}]}, "f:3: w.all[0].value: is required"),
-        ({"all": [{"op": "ge", "value": 1}]}, "f:3: w.all[0].metric: is required"),
-    ])
-    def test_when_problems(self, data, message):
-        p = Problems("f")
-        p.when(data, {"m": float, "n": float}, "w", 3)
-        assert p.items == [message]
-
-
-class TestReadToml:
-    def test_text(self):
-        data, text, digest = read_toml(None, 'a = 1\n[[row]]\nid = "x"\n')
-        assert data == {"a": 1, "row": [{"id": "x"}]}
-        assert text == 'a = 1\n[[row]]\nid = "x"\n'
-        assert digest == hashlib.sha256(text.encode()).hexdigest()[:16]
-
-    def test_file(self, tmp_path):
-        path = tmp_path / "t.toml"
-        path.write_text("a = 1\n", encoding="utf-8")
-        assert read_toml(path) == ({"a": 1}, "a = 1\n",
-                                   hashlib.sha256(b"a = 1\n").hexdigest()[:16])
-        assert read_toml(str(path))[0] == {"a": 1}
-
-    @pytest.mark.parametrize(("text", "message"), [
-        ("a = 1\nb = \n", "t.toml:2: invalid TOML: Invalid value"),
-        ("a = 1\n\n\na = 2\n", "t.toml:4: invalid TOML: Cannot overwrite a value"),
-        ("[x]\n[x]\n", "t.toml:2: invalid TOML: Cannot declare ('x',) twice"),
-        ("[[row]\n", "t.toml:1: invalid TOML: Expected ']]' at the end of an array declaration"),
-    ])
-    def test_syntax_error_names_the_line(self, tmp_path, text, message):
-        path = tmp_path / "t.toml"
-        path.write_text(text, encoding="utf-8")
-        with pytest.raises(RuleTableError) as info:
-            read_toml(path)
-        assert info.value.problems == [f"{tmp_path}/{message}"]
-
-    def test_syntax_error_in_text(self):
-        with pytest.raises(RuleTableError) as info:
-            read_toml(None, "x = \n")
-        assert str(info.value) == "<text>:1: invalid TOML: Invalid value"
-
-    def test_syntax_error_at_end_of_document(self):
-        with pytest.raises(RuleTableError) as info:
-            read_toml(None, 'a = "unterminated')
-        assert str(info.value) == "<text>: invalid TOML: Unterminated string (at end of document)"
-
-    def test_missing_file(self, tmp_path):
-        with pytest.raises(RuleTableError) as info:
-            read_toml(tmp_path / "gone.toml")
-        assert info.value.problems == [f"{tmp_path}/gone.toml: no such file"]
-
-    def test_not_utf8(self, tmp_path):
-        path = tmp_path / "bin.toml"
-        path.write_bytes(b"\xff = 1\n")
-        with pytest.raises(RuleTableError) as info:
-            read_toml(path)
-        assert str(info.value) == (f"{path}: cannot read: 'utf-8' codec can't decode byte 0xff "
-                                   "in position 0: invalid start byte")
-
-    def test_directory(self, tmp_path):
-        with pytest.raises(RuleTableError) as info:
-            read_toml(tmp_path)
-        assert str(info.value) == (
-            f"{tmp_path}: cannot read: [Errno 21] Is a directory: '{tmp_path}'")
-
-
-class TestRowLine:
-    TEXT = (
-        "# header comment\n"    # 1
-        "table = 'x'\n"         # 2
-        "\n"                    # 3
-        "[[row]]\n"             # 4
-        "id = 'a'\n"            # 5
-        "\n"                    # 6
-        "\n"                    # 7
-        "  [[ row ]]\n"         # 8
-        "id = 'b'\n"            # 9
-        "# [[row]]\n"           # 10
-        "[[rows]]\n"            # 11
-        "[[row.sub]]\n"         # 12
-        "[row]\n"               # 13
-        "[[row]]\n"             # 14
-    )
-
-    def test_each_row(self):
-        assert [row_line(self.TEXT, "row", i) for i in range(3)] == [4, 8, 14]
-
-    def test_past_the_end(self):
-        assert row_line(self.TEXT, "row", 3) is None
-        assert row_line("", "row", 0) is None
-
-    def test_first_line(self):
-        assert row_line("[[tool]]\nname = 'a'\n", "tool", 0) == 1
-
-    def test_blank_line_before_the_header(self):
-        assert row_line("a = 1\n\n[[row]]\n", "row", 0) == 3
-        assert row_line("\n\n\n[[row]]\n", "row", 0) == 4
-
-    def test_other_header(self):
-        assert row_line(self.TEXT, "rows", 0) == 11
-        assert row_line(self.TEXT, "tool", 0) is None
-
-    def test_header_is_not_a_pattern(self):
-        assert row_line("[[r.w]]\n[[row]]\n", "r.w", 0) == 1
-        assert row_line("[[row]]\n", "r.w", 0) is None
-
-    def test_crlf(self):
-        assert row_line("a = 1\r\n[[row]]\r\n\r\n[[row]]\r\n", "row", 1) == 4
+    @given(st.one_of(st.booleans(), st.integers(), st.floats(), st.text(max_size=5)),
+           st.sampled_from(sorted(METRICS)), st.sampled_from(list(Op)))
+    def test_any_scalar_is_typed_or_refused(self, value, metric, op):
+        when, problems = checked(cond(metric, op, value))
+        assert (when is None) == bool(problems)
+        if when is not None:  # typed exactly as the metric (an enum metric keeps the name)
+            typed = when.all[0].value
+            assert type(typed) is TYPED[METRICS[metric]]
+            assert typed == value
 
 
 class TestImports:
-    @pytest.mark.parametrize("module", ["buddy.rules.tables._table", "buddy.rules",
-                                        "buddy.rules.tables._escalation"])
+    @pytest.mark.parametrize("module", ["buddy.rules.tables._conditions", "buddy.rules",
+                                        "buddy.rules.tables._escalation",
+                                        "buddy.rules.tables._loader"])
     def test_importable_first(self, module):
         # Each module must import in a fresh interpreter, whatever was imported before.
         done = subprocess.run([sys.executable, "-c", f"import {module}"],
