@@ -106,9 +106,26 @@ def check_when(when: When, metrics: Mapping[str, type], *, at: Path = (),
     Each condition must name a metric of ``metrics``, its value must be of that
     metric's type (an ``int`` becomes a float for a float metric; an enum
     metric takes one of the enum's values), and a metric that is not a number
-    takes only ``eq`` and ``ne``. ``nonempty`` refuses a ``when`` without
-    conditions. Problems are placed under ``at``.
+    takes only ``eq`` and ``ne``.
 
+    Parameters
+    ----------
+    when : When
+        Conditions as read, their values any TOML scalar.
+    metrics : mapping of str to type
+        The vocabulary: each metric a row may test, and the type of its values.
+    at : tuple, optional
+        Where ``when`` is, prefixed to each problem's path (``("when",)``).
+    nonempty : bool, optional
+        Refuse a ``when`` without conditions.
+
+    Returns
+    -------
+    tuple
+        ``(typed when, [])``, or ``(None, every problem)``.
+
+    Examples
+    --------
     >>> metrics = {"rate": float, "mode": str}
     >>> check_when(When(all=(Condition("rate", Op.GT, 1),)), metrics)[0]
     When(all=(Condition(metric='rate', op=<Op.GT: 'gt'>, value=1.0),), any=())

@@ -125,10 +125,29 @@ def read_toml(path: Path | str | None = None, *, text: str | None = None,
               source: str | None = None) -> TomlText:
     """Read and parse a TOML file (or ``text``).
 
-    ``source`` names it in messages (by default the path, or ``<text>``).
-    Raises :class:`RuleTableError` naming the file, and the line where known,
-    on a missing or unreadable file or a syntax error.
+    Parameters
+    ----------
+    path : Path or str, optional
+        The file, read as UTF-8 (unless ``text`` is given).
+    text : str, optional
+        The TOML text itself.
+    source : str, optional
+        How messages name it: by default the path, or ``<text>``.
 
+    Returns
+    -------
+    TomlText
+        The source, text, parsed data and digest (first 16 hex digits of the
+        SHA-256 of the text).
+
+    Raises
+    ------
+    RuleTableError
+        Naming the file, and the line where known, for a missing or unreadable
+        file, a syntax error or an integer of more digits than Python converts.
+
+    Examples
+    --------
     >>> read_toml(text='a = 1\\nb = \\n', source="t.toml")
     Traceback (most recent call last):
     ...
@@ -167,9 +186,27 @@ def load(spec: TableSpec[F, R, C], path: Path | str | None = None, *, text: str 
          source: str | None = None) -> Loaded[F, C]:
     """Read, check and compile a table per ``spec``; every problem is reported at once.
 
-    Raises :class:`~buddy.rules.base.errors.RuleTableError` whose ``problems``
-    are lines ``source:line: row[id].field: message``.
+    Parameters
+    ----------
+    spec : TableSpec
+        The kind of table: its name, row and top-level classes, compile and check.
+    path, text, source
+        As for :func:`read_toml`.
 
+    Returns
+    -------
+    Loaded
+        The file's top-level keys (a ``spec.file``), the compiled rows in file
+        order, the source and the digest.
+
+    Raises
+    ------
+    RuleTableError
+        Whose ``problems`` are every problem found, each a line
+        ``source:line: row[id].field: message``.
+
+    Examples
+    --------
     >>> @attrs.frozen
     ... class Row:
     ...     id: str

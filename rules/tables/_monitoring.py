@@ -27,6 +27,7 @@ from buddy.rules.tables._template import Template, check_template
 __all__ = [
     "ANOMALY_METRICS",
     "ANOMALY_SCOPES",
+    "HEALTH_METRICS",
     "METRICS",
     "WEIGHTS",
     "Anomaly",
