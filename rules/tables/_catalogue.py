@@ -75,6 +75,11 @@ def _finite_positive(instance: Any, attribute: attrs.Attribute[Any], value: floa
                       owner=_owner(instance), kind=ContractError)
 
 
+def _listed(names: Iterable[str]) -> str:
+    """Tool names for a message: as written when they can be names, else shown quoted."""
+    return ", ".join(n if is_tool_name(n) else shown(n) for n in names)
+
+
 def _owner(instance: Any) -> str:
     name = getattr(instance, "name", None)
     return name if is_tool_name(name) else "?"
@@ -180,7 +185,7 @@ class ToolContractRegistry(ShippedTable):
     def register(self, contract: ToolContract) -> None:
         """Add a contract; its name must be new and its dependencies registered."""
         if contract.name in self._tools:
-            raise ContractError(f"tool {contract.name!r} is already registered")
+            raise ContractError(f"tool {shown(contract.name)} is already registered")
         self._check_dependencies(contract)
         self._tools[contract.name] = contract
 
@@ -221,7 +226,7 @@ class ToolContractRegistry(ShippedTable):
         """Whether an agent holding ``permissions`` may request ``tool``."""
         contract = self._tools.get(tool)
         if contract is None:
-            return ValidationResult(False, tool, reason=f"unknown tool {tool!r}")
+            return ValidationResult(False, tool, reason=f"unknown tool {shown(tool)}")
         missing = contract.permissions - frozenset(permissions)
         if missing:
             return ValidationResult(False, tool, frozenset(missing),
@@ -241,7 +246,7 @@ class ToolContractRegistry(ShippedTable):
         missing = [d for d in contract.dependencies if d not in self._tools]
         if missing:
             raise ContractError(
-                f"{contract.name}: depends on unknown tool(s): {', '.join(missing)}")
+                f"{contract.name}: depends on unknown tool(s): {_listed(missing)}")
 
     def _check_acyclic(self) -> None:
         graph = self.dependency_graph()
@@ -265,8 +270,7 @@ def _check(file: NoKeys, contracts: Sequence[ToolContract]) -> Iterable[Problem]
         missing = [d for d in contract.dependencies if d not in index]
         if missing:
             holes = True
-            yield Problem(("tool", i, "dependencies"), "unknown tool(s): " + ", ".join(
-                d if is_tool_name(d) else shown(d) for d in missing))
+            yield Problem(("tool", i, "dependencies"), f"unknown tool(s): {_listed(missing)}")
     if holes:  # a graph with holes has no cycle worth naming
         return
     graph: nx.DiGraph[str] = nx.DiGraph()

@@ -252,7 +252,7 @@ class TestCheckWhen:
         if when is not None:  # typed exactly as the metric (an enum metric keeps the name)
             typed = when.all[0].value
             assert type(typed) is TYPED[METRICS[metric]]
-            assert typed == value
+            assert typed == (float(value) if METRICS[metric] is float else value)
 
 
 class TestImports:
