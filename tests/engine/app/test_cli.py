@@ -72,13 +72,6 @@ def line_of(text: str, needle: str, nth: int = 0) -> int:
     return hits[nth]
 
 
-def row_header_line(text: str, needle: str, header: str) -> int:
-    """Line of the ``[[header]]`` that opens the row holding ``needle``."""
-    lines = text.splitlines()
-    at = line_of(text, needle)
-    return max(n for n in range(1, at + 1) if lines[n - 1].strip() == f"[[{header}]]")
-
-
 def decide_json(capsys: pytest.CaptureFixture[str], *argv: object) -> dict:
     return json.loads(ok(capsys, "decide", *argv, "--json"))
 
@@ -284,16 +277,16 @@ class TestBadInput:
                                                     'max_concurrency = "four"\n') + \
             SHIPPED_TOOLS[end:]
         Path("tools.toml").write_text(text, encoding="utf-8")
-        line = row_header_line(text, 'name = "screenshot_capture"', "tool")
+        line = line_of(text, 'max_concurrency = "four"')
         assert fails(capsys, "tools", "--catalogue", "tools.toml") == \
             f"RuleTableError: tools.toml:{line}: tool[screenshot_capture].max_concurrency: " \
-            "must be int (got 'four')"
+            "must be a whole number (got 'four')"
 
     def test_malformed_escalation_table(self, capsys) -> None:
         Path("rules").mkdir()
         text = SHIPPED_RULES.replace('op = "ge"', 'op = "=>"', 1)
         Path("rules/escalation.toml").write_text(text, encoding="utf-8")
-        line = row_header_line(text, '"=>"', "row")
+        line = line_of(text, '"=>"')
         expected = f"RuleTableError: rules/escalation.toml:{line}: row[low.dry_run].when.all[0]" \
             ".op: must be one of ge, gt, le, lt, eq, ne (got '=>')"
         assert fails(capsys, "decide", "form_fill", "-c", "0.5", "--rules", "rules") == expected

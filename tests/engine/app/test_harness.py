@@ -391,7 +391,7 @@ class TestUserRules:
         out, err = capsys.readouterr()
         assert code == 1
         [line] = [line for line in err.splitlines() if line.strip()]  # no progress bar debris
-        assert line == (f"RuleTableError: {rules / 'conflicts.toml'}:49: "
+        assert line == (f"RuleTableError: {rules / 'conflicts.toml'}:53: "
                         "row[duplicate.abort].then.strategy: must be one of DELAY, REASSIGN, "
                         "DOWNGRADE, ABORT (got 'WAIT')")
         assert not (tmp_path / "out").exists()

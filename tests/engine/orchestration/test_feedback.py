@@ -434,7 +434,8 @@ class TestSignalTable:
          "[0, 1] (got 8.0)"),
         ('confidence = { method = "metric", metric = "success_rate" }',
          'confidence = "high"',
-         "s.toml:39: row[tool_reliability.high].then.confidence: must be dict (got 'high')"),
+         "s.toml:39: row[tool_reliability.high].then.confidence: must be a table "
+         "(got 'high')"),
         ("then = { target_phase = 16, insight = \"Tool achieved",
          "then = { target_phase = 17, insight = \"Tool achieved",
          "s.toml:39: row[tool_reliability.high].then.target_phase: must be one of 16, 19 "
