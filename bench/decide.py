@@ -27,12 +27,24 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import attrs  # noqa: E402
 from _peers import PEERS  # noqa: E402
 
-from buddy.engine import AuditLog, Engine  # noqa: E402
+from buddy.engine import AuditLog, Engine, ToolContractRegistry  # noqa: E402
+from buddy.rules import EscalationTable  # noqa: E402
 
 # One tool per risk level, present in buddy's catalogue and the peers' policy.
 TOOLS = ("vision_inspect", "form_fill", "msgraph_send_email")
+
+
+def unthrottled(**kwargs: object) -> Engine:
+    """The shipped engine with the tools' rate limits lifted: tens of thousands of
+    decisions a second on three tools would spend them in the first second, and the
+    peers encode the escalation table only. (Rate limits are enforced and tested in
+    tests/engine/core; a throttled decision costs one token-bucket update more.)"""
+    registry = ToolContractRegistry(
+        attrs.evolve(c, rate_limit_per_minute=None) for c in ToolContractRegistry.default())
+    return Engine(registry, EscalationTable.default(), **kwargs)  # type: ignore[arg-type]
 
 
 def workload(n: int, seed: int) -> list[tuple[str, float, bool]]:
@@ -77,22 +89,22 @@ def main() -> int:
     warm = cases[: min(2_000, len(cases))]
 
     results: dict[str, tuple[list[int], float]] = {}
-    memory = Engine.default(clock=time.time)
-    reference = buddy_call(Engine.default(clock=time.time))
+    memory = unthrottled(clock=time.time)
+    reference = buddy_call(unthrottled(clock=time.time))
     expected = [reference(*c) for c in cases[:5_000]]
     time_calls(buddy_call(memory), warm)
-    results["buddy (memory audit)"] = time_calls(buddy_call(Engine.default(clock=time.time)),
+    results["buddy (memory audit)"] = time_calls(buddy_call(unthrottled(clock=time.time)),
                                                  cases)
     # The engine remembers where each (tool, confidence, approval, lock) walk
     # ended; agents repeat confidences, as the 3-decimal workload does. Measure
     # the worst case too: every confidence new, so every decision walks.
     fresh = [(t, random.Random(args.seed + i).random(), a) for i, (t, _, a) in enumerate(cases)]
     results["buddy (memory, all new)"] = time_calls(
-        buddy_call(Engine.default(clock=time.time)), fresh)
+        buddy_call(unthrottled(clock=time.time)), fresh)
     with tempfile.TemporaryDirectory() as tmp:
         audit = AuditLog.open(Path(tmp) / "audit.jsonl", clock=time.time)
         results["buddy (file audit)"] = time_calls(
-            buddy_call(Engine.default(clock=time.time, audit=audit)), cases)
+            buddy_call(unthrottled(clock=time.time, audit=audit)), cases)
         audit.close()
 
     skipped = {}

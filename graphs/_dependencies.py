@@ -100,7 +100,7 @@ def dependency_graph(registry_or_contracts: ToolContractRegistry | Iterable[Tool
     'button_click (MEDIUM, irreversible)'
     """
     contracts = list(registry_or_contracts)
-    graph = nx.DiGraph()
+    graph: nx.DiGraph[str] = nx.DiGraph()
     for contract in contracts:
         if not isinstance(contract, ToolContract):
             raise InputError(f"dependency_graph needs ToolContract items "
@@ -128,7 +128,7 @@ def _restricted(graph: nx.DiGraph, keep: Iterable[Hashable]) -> nx.DiGraph:
     """
     keep = set(keep)
     nodes = [n for n in graph if n in keep]
-    sub = nx.DiGraph()
+    sub: nx.DiGraph[Hashable] = nx.DiGraph()
     sub.add_nodes_from(nodes)
     sub.add_edges_from((u, v) for u in nodes for v in graph.succ[u] if v in keep)
     return sub
@@ -211,7 +211,7 @@ def check_acyclic(graph: nx.DiGraph) -> None:
     try:
         deque(nx.topological_sort(graph), maxlen=0)
     except nx.NetworkXUnfeasible as exc:
-        raise DependencyCycleError(find_cycle(graph)) from exc
+        raise DependencyCycleError([str(n) for n in find_cycle(graph) or ()]) from exc
 
 
 # -- plans ------------------------------------------------------------------
@@ -238,7 +238,7 @@ def _plan_graph(graph: nx.DiGraph, plan: Sequence[str]) -> tuple[list[str], nx.D
         if tool not in graph:
             raise UnknownToolError(tool)
     pred = graph.pred
-    positions = nx.DiGraph()
+    positions: nx.DiGraph[int] = nx.DiGraph()
     positions.add_nodes_from(range(len(plan)))
     positions.add_edges_from((first[dep], j) for j, tool in enumerate(plan)
                              for dep in pred[tool] if dep in first)
@@ -247,7 +247,7 @@ def _plan_graph(graph: nx.DiGraph, plan: Sequence[str]) -> tuple[list[str], nx.D
 
 def _plan_cycle(graph: nx.DiGraph, plan: list[str]) -> DependencyCycleError:
     """The error naming a cycle among the plan's tools, as :func:`find_cycle` does."""
-    return DependencyCycleError(find_cycle(_restricted(graph, plan)))
+    return DependencyCycleError([str(n) for n in find_cycle(_restricted(graph, plan)) or ()])
 
 
 def execution_order(graph: nx.DiGraph, plan: Sequence[str]) -> list[str]:

@@ -468,7 +468,8 @@ def _matplotlib_figure(graph_or_spec: nx.DiGraph | MachineSpec) -> Any:
 
     drawing = _drawing(graph_or_spec)
     columns: dict[int, list[Hashable]] = {}
-    for node, layer in drawing.nodes(data="layer"):
+    layers: dict[Hashable, int] = dict(drawing.nodes(data="layer"))
+    for node, layer in layers.items():
         columns.setdefault(layer, []).append(node)
     # One barycentre pass, right to left: a node sits near the nodes it points
     # to in the next column, so edges stay short; nodes with no edge go last.
@@ -527,7 +528,7 @@ def _drawing(graph_or_spec: nx.DiGraph | MachineSpec) -> nx.DiGraph:
     last; a graph's by topological generation of its strongly connected
     components); edge attribute ``labels``, the labels of merged parallel edges.
     """
-    drawing = nx.DiGraph()
+    drawing: nx.DiGraph[Hashable] = nx.DiGraph()
     if isinstance(graph_or_spec, MachineSpec):
         graph = machine_graph(graph_or_spec)
         for state, data in graph.nodes(data=True):

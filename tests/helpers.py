@@ -5,6 +5,20 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+from typing import Any
+
+import attrs
+
+from buddy.engine import Engine, ToolContractRegistry
+from buddy.rules import EscalationTable
+
+
+def unthrottled(**kwargs: Any) -> Engine:
+    """The shipped engine with its tools' rate limits lifted: for tests that call one
+    tool thousands of times on a clock that does not move."""
+    registry = ToolContractRegistry(
+        attrs.evolve(c, rate_limit_per_minute=None) for c in ToolContractRegistry.default())
+    return Engine(registry, EscalationTable.default(), **kwargs)
 
 
 class ManualClock:

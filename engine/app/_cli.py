@@ -7,7 +7,6 @@ are for bugs only.
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 from collections.abc import Sequence
@@ -28,8 +27,8 @@ from buddy.graphs import dependency_graph, render, to_png
 from buddy.machines import MACHINES
 from buddy.rules.base._convert import converter
 from buddy.rules.base._files import write_atomic
-from buddy.rules.base._values import RiskLevel
-from buddy.rules.base.errors import BuddyError, InputError, UnknownToolError
+from buddy.rules.base._values import RiskLevel, valid_confidence
+from buddy.rules.base.errors import BuddyError, InputError, RuleTableError, UnknownToolError
 from buddy.rules.tables._catalogue import ToolContractRegistry
 from buddy.rules.tables._escalation import EscalationTable
 
@@ -53,7 +52,7 @@ class _Confidence(click.ParamType):
             number = float(value)
         except (TypeError, ValueError):
             self.fail(f"must be a number in [0, 1] (got {value!r})", param, ctx)
-        if math.isnan(number) or not 0.0 <= number <= 1.0:
+        if not valid_confidence(number):
             self.fail(f"must be a number in [0, 1] (got {value!r})", param, ctx)
         return number
 
@@ -383,13 +382,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UnknownToolError as exc:
         click.echo(f"UnknownToolError: {exc} (see `buddy tools`)", err=True)
         return EXIT_USAGE
+    except RuleTableError as exc:  # every problem found, one line each
+        for problem in exc.problems:
+            click.echo(f"RuleTableError: {problem}", err=True)
+        return EXIT_FAILED
     except BuddyError as exc:
         click.echo(f"{type(exc).__name__}: {exc}", err=True)
         return EXIT_FAILED
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else EXIT_FAILED
-    except (OSError, ValueError) as exc:  # a file we were told to use cannot be read/written
-        click.echo(f"{type(exc).__name__}: {exc}", err=True)
+    except OSError as exc:
+        if exc.filename is None:  # not about a file we were told to use: a bug, so a traceback
+            raise
+        click.echo(f"{type(exc).__name__}: {exc.filename}: {exc.strerror or exc}", err=True)
         return EXIT_FAILED
     return 0
 

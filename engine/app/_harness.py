@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -40,13 +41,14 @@ from buddy.engine.orchestration._orchestrator import (
     OrchestrationResult,
     ToolOrchestrator,
 )
-from buddy.engine.orchestration._plans import load_plans
+from buddy.engine.orchestration._plans import ExecutionOutcome, load_plans
 from buddy.engine.orchestration._scenario import AGENTS, GRANTS, approver, default_plans
 from buddy.engine.orchestration._simulator import SimulatedClock, SimulatedTools
 from buddy.graphs import dependency_graph, machine_to_mermaid, to_mermaid
 from buddy.machines import MACHINES
 from buddy.rules.base._convert import converter
 from buddy.rules.base._files import write_atomic
+from buddy.rules.base._values import ExecutionMode
 from buddy.rules.base.errors import InputError
 from buddy.rules.tables._catalogue import ToolContractRegistry
 from buddy.rules.tables._conflicts import ConflictTable
@@ -220,7 +222,8 @@ def run(config: RunConfig, *, progress: Callable[[int, int], None] | None = None
     system_health = monitor.system_health()
     write_atomic(out / "system_health.json", _dumps(system_health))
     outcomes = orchestrator.outcomes
-    by_mode = Counter(o.mode or "NOT_RUN" for o in outcomes)
+    runs = Counter(o.mode for o in outcomes)  # None: not run
+    by_mode = {m.value: runs[m] for m in sorted(ExecutionMode, key=lambda m: m.rank)}
     summary = {
         "pipeline_id": "phase24_" + dt.datetime.fromtimestamp(start, dt.UTC)
         .strftime("%Y%m%d_%H%M%S"),
@@ -233,8 +236,7 @@ def run(config: RunConfig, *, progress: Callable[[int, int], None] | None = None
         "total_tools_executed": sum(o.mode is not None for o in outcomes),
         "total_conflicts": conflicts["total_conflicts"],
         "total_rollbacks": rollbacks,
-        "executions_by_mode": {m: by_mode.get(m, 0) for m in ("MOCK", "DRY_RUN", "LIVE",
-                                                               "NOT_RUN")},
+        "executions_by_mode": {**by_mode, "NOT_RUN": runs[None]},
         "seed": config.seed,
         "simulated": True,
         "scenario": "default (simulated)" if simulated else str(config.plans),
@@ -248,7 +250,7 @@ def run(config: RunConfig, *, progress: Callable[[int, int], None] | None = None
     return RunSummary(
         out_dir=out, plans=len(results), rejected=rejected,
         executions_by_mode=summary["executions_by_mode"],
-        not_run=by_mode.get("NOT_RUN", 0), conflicts=conflicts["total_conflicts"],
+        not_run=runs[None], conflicts=conflicts["total_conflicts"],
         resolved=conflicts.get("resolved", 0), rollbacks=rollbacks,
         health_score=system_health["health_score"], health=system_health["health_assessment"],
         anomalies=len(system_health["anomalies"]), signals=len(signals_out),
@@ -306,7 +308,7 @@ def _write_rollbacks(path: Path, records: Iterable[dict[str, Any]], end: float) 
 
 
 def _report(summary: dict[str, Any], registry: ToolContractRegistry,
-            results: Sequence[OrchestrationResult], outcomes: Sequence[Any],
+            results: Sequence[OrchestrationResult], outcomes: Sequence[ExecutionOutcome],
             conflicts: dict[str, Any], health: dict[str, Any], signals: Sequence[dict[str, Any]],
             rejected: Sequence[str]) -> str:
 
@@ -332,7 +334,7 @@ def _report(summary: dict[str, Any], registry: ToolContractRegistry,
            f"| audit trail | `{summary['audit_log']}` (`buddy replay {summary['audit_log']}`) |",
            ""]
     if rejected:
-        out += ["## Rejected plans", ""] + [f"- `{line}`" for line in rejected] + [""]
+        out += ["## Rejected plans", ""] + [f"- {_code(line)}" for line in rejected] + [""]
     out += ["## Tool dependencies", "", "An edge runs from a dependency to the tool that "
             "needs it (tools this run used, and their dependencies).", "", "```mermaid",
             to_mermaid(sub).rstrip(), "```", "",
@@ -343,8 +345,10 @@ def _report(summary: dict[str, Any], registry: ToolContractRegistry,
             "| conflicts | resolution | note |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for o in outcomes:
-        out.append(f"| {o.call_id} | {o.agent} | {o.tool} | {o.risk} | {o.confidence} | "
-                   f"{o.decided or '-'} | {o.mode or '-'} | {'yes' if o.ok else 'no'} | "
+        decided = o.decided.value if o.decided else "-"
+        ran = o.mode.value if o.mode else "-"
+        out.append(f"| {_cell(o.call_id)} | {_cell(o.agent)} | {o.tool} | {o.risk} | "
+                   f"{o.confidence} | {decided} | {ran} | {'yes' if o.ok else 'no'} | "
                    f"{o.approval or '-'} | {', '.join(o.conflicts) or '-'} | "
                    f"{o.resolution or '-'} | {_cell(o.error or '')} |")
     out += ["", "## Conflicts", "", "| type | count |", "|---|---|"]
@@ -378,3 +382,11 @@ def _report(summary: dict[str, Any], registry: ToolContractRegistry,
 
 def _cell(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _code(text: str) -> str:
+    """``text`` as one Markdown code span, whatever backticks it holds."""
+    text = text.replace("\n", " ")
+    fence = "`" * (1 + max(map(len, re.findall("`+", text)), default=0))
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"

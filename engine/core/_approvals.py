@@ -10,15 +10,26 @@ calls, until it runs out or is revoked.
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
 
+from buddy.rules.base._masking import shown
 from buddy.rules.base._values import RiskLevel
 from buddy.rules.base.errors import InputError
 
-__all__ = ["Approval", "ApprovalCallback", "ApprovalRequest", "Grant", "GrantBook", "Verdict"]
+__all__ = [
+    "Approval",
+    "ApprovalCallback",
+    "ApprovalRequest",
+    "Grant",
+    "GrantBook",
+    "Verdict",
+    "as_approval",
+    "grant_bounds",
+]
 
 
 class Verdict(enum.Enum):
@@ -38,12 +49,19 @@ class ApprovalRequest:
     reason: str
 
 
+def _edit_args(instance: Any, attribute: Any, value: Any) -> None:
+    if value is not None and not (isinstance(value, Mapping)
+                                  and all(isinstance(k, str) for k in value)):
+        raise InputError(f"an approval's edited arguments must be a mapping with string keys "
+                         f"(got {shown(value)})")
+
+
 @attrs.frozen
 class Approval:
     """An approver's answer. ``args`` set means: approve, but run these arguments."""
 
-    verdict: Verdict
-    args: Mapping[str, Any] | None = None
+    verdict: Verdict = attrs.field(validator=attrs.validators.instance_of(Verdict))
+    args: Mapping[str, Any] | None = attrs.field(default=None, validator=_edit_args)
     reason: str = ""
 
     @classmethod
@@ -56,7 +74,14 @@ class Approval:
 
     @classmethod
     def edit(cls, args: Mapping[str, Any], reason: str = "") -> Approval:
-        return cls(Verdict.APPROVE, dict(args), reason)
+        """Approve, running ``args`` instead of the arguments asked for.
+
+        >>> Approval.edit(["not", "a", "mapping"])
+        Traceback (most recent call last):
+        ...
+        buddy.rules.base.errors.InputError: an approval's edited arguments must be a mapping ...
+        """
+        return cls(Verdict.APPROVE, args, reason)
 
     @property
     def approved(self) -> bool:
@@ -66,19 +91,31 @@ class Approval:
 ApprovalCallback = Callable[[ApprovalRequest], "Approval | bool"]
 
 
-def as_approval(answer: Approval | bool | None) -> Approval | None:
-    """Accept a plain bool from simple callbacks (``approval_gate_callback -> bool``)."""
-    if answer is None or isinstance(answer, Approval):
+def as_approval(answer: Any) -> Approval | None:
+    """Accept a plain bool from simple callbacks (``approval_gate_callback -> bool``).
+
+    An :class:`Approval` built around the validators (``attrs.evolve`` skips
+    none, but a subclass or ``object.__setattr__`` could) is checked again:
+    edited arguments must be a mapping, or the answer is refused.
+    """
+    if answer is None:
+        return None
+    if isinstance(answer, Approval):
+        _edit_args(answer, None, answer.args)
+        if not isinstance(answer.verdict, Verdict):
+            raise InputError(f"an approval's verdict must be a Verdict "
+                             f"(got {shown(answer.verdict)})")
         return answer
     if isinstance(answer, bool):
         return Approval.approve() if answer else Approval.deny()
-    raise InputError(f"an approval callback must return Approval or bool (got {answer!r})")
+    raise InputError(f"an approval callback must return Approval or bool (got {shown(answer)})")
 
 
 @attrs.frozen
 class Grant:
     """A scoped approval of ``tool`` for ``agent``: until ``expires_at`` on the
-    engine's clock, and/or for ``calls`` calls."""
+    engine's clock, and/or for ``calls`` calls. Build one with :func:`grant_bounds`
+    checked values (the engine does)."""
 
     id: str
     agent: str
@@ -88,13 +125,40 @@ class Grant:
     calls: int | None = None
     reason: str = ""
 
-    def __attrs_post_init__(self) -> None:
-        if self.expires_at is None and self.calls is None:
-            raise InputError(f"grant {self.id}: needs a period (seconds) or a number of calls")
-        if self.calls is not None and self.calls < 1:
-            raise InputError(f"grant {self.id}: calls must be >= 1 (got {self.calls})")
-        if self.expires_at is not None and not self.expires_at > self.granted_at:
-            raise InputError(f"grant {self.id}: seconds must be > 0")
+
+def grant_bounds(now: float, seconds: Any, calls: Any) -> tuple[float | None, int | None]:
+    """``(expires_at, calls)`` of a grant made at ``now``, or :class:`InputError` saying why not.
+
+    ``seconds`` must be a finite number > 0 (no bool, NaN or infinity: an
+    endless grant is not a grant) and ``now + seconds`` finite; ``calls`` a
+    whole number >= 1 (1.5 calls is not a number of calls). At least one is
+    needed.
+
+    >>> grant_bounds(100.0, 60, None)
+    (160.0, None)
+    >>> grant_bounds(100.0, float("inf"), None)
+    Traceback (most recent call last):
+    ...
+    buddy.rules.base.errors.InputError: grant: seconds must be a finite number > 0 (got inf)
+    >>> grant_bounds(100.0, None, 1.5)
+    Traceback (most recent call last):
+    ...
+    buddy.rules.base.errors.InputError: grant: calls must be a whole number >= 1 (got 1.5)
+    """
+    if seconds is None and calls is None:
+        raise InputError("grant: needs a period (seconds) or a number of calls")
+    expires_at = None
+    if seconds is not None:
+        ok = isinstance(seconds, int | float) and not isinstance(seconds, bool)
+        try:
+            expires_at = now + float(seconds) if ok else None
+        except OverflowError:
+            expires_at = None
+        if expires_at is None or not (math.isfinite(expires_at) and seconds > 0):
+            raise InputError(f"grant: seconds must be a finite number > 0 (got {shown(seconds)})")
+    if calls is not None and (type(calls) is not int or calls < 1):
+        raise InputError(f"grant: calls must be a whole number >= 1 (got {shown(calls)})")
+    return expires_at, calls
 
 
 class GrantBook:

@@ -10,14 +10,19 @@ approval, run and undo is an audit event.
 
 from __future__ import annotations
 
-import itertools
 import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from buddy.engine.core._decision import APPROVAL_PATH, Decision
+from buddy.engine.core._decision import (
+    APPROVAL_PATH,
+    RULE_BAD_ARGS,
+    Decision,
+    Outcome,
+    _refusal,
+)
 from buddy.machines._factory import build
 from buddy.machines.escalation import (
     DECIDE_PATH,
@@ -27,11 +32,12 @@ from buddy.machines.escalation import (
     ExecutionState,
 )
 from buddy.rules.base._canonical import args_digest
-from buddy.rules.base._values import ExecutionMode, valid_confidence
+from buddy.rules.base._masking import shown
+from buddy.rules.base._values import ExecutionMode
 from buddy.rules.base.errors import InputError
 
 if TYPE_CHECKING:
-    from buddy.engine.core._engine import Engine
+    from buddy.engine.core._gate import Gate
 
 __all__ = ["ExecutionResult", "Handlers", "PendingCall", "Session"]
 
@@ -77,11 +83,24 @@ class ExecutionResult:
 
 
 class _Context:
-    """A transitions model: one call's place in the escalation machine."""
+    """A transitions model: one call's place in the escalation machine.
 
-    def __init__(self, ident: str) -> None:
-        self.id = ident
+    Its id is ``ctx-<seq>``, the sequence number of its first audit event, so
+    ids never repeat in a log whichever process writes it; it is None until
+    that event is written (:meth:`subject`).
+    """
+
+    def __init__(self) -> None:
+        self.id: str | None = None
         self.state = SPEC.initial.name
+
+    def subject(self) -> str | Callable[[int], str]:
+        """The audit subject of this context's next event."""
+        return self.id if self.id is not None else self._name
+
+    def _name(self, seq: int) -> str:
+        self.id = f"ctx-{seq}"
+        return self.id
 
 
 @attrs.define
@@ -93,28 +112,45 @@ class _Done:
     result: Any
 
 
-class Controller:
-    """Executes calls for one engine; shared by its sessions."""
+def _id(ctx: _Context) -> str:
+    """The id of a context that has written its first event (every decided one has)."""
+    assert ctx.id is not None
+    return ctx.id
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+
+def _name(value: object) -> str:
+    """A refused call's agent or tool as a result may carry it: itself, or shown."""
+    return value if type(value) is str else shown(value)
+
+
+def _bad_args(args: object) -> Outcome | None:
+    """The refusal of arguments that are not a mapping with string keys, or None."""
+    if args is None or isinstance(args, Mapping) and all(type(k) is str for k in args):
+        return None
+    return _refusal(RULE_BAD_ARGS, f"args must be a mapping with string keys "
+                    f"(got {shown(args)}): fail closed")
+
+
+class Controller:
+    """Executes calls through one :class:`~buddy.engine.core._gate.Gate`; shared by sessions."""
+
+    def __init__(self, gate: Gate) -> None:
+        self.gate = gate
         # One machine, its models pooled: adding a model to a transitions machine
         # costs ~100 us, so a finished context goes back to the pool, not away.
         # Each context is driven by one call at a time, so the plain machine does.
         self.machine = build(SPEC, locked=False)
         self.handlers: dict[str, Handlers] = {}
-        self._ids = itertools.count(1)
         self._free: list[_Context] = []
         self._pool_lock = threading.Lock()
 
     def _acquire(self) -> _Context:
         with self._pool_lock:
-            ident = f"ctx-{next(self._ids)}"
             if self._free:
                 ctx = self._free.pop()
-                ctx.id, ctx.state = ident, SPEC.initial.name
+                ctx.id, ctx.state = None, SPEC.initial.name
                 return ctx
-            ctx = _Context(ident)
+            ctx = _Context()
             self.machine.add_model(ctx)
             return ctx
 
@@ -123,7 +159,6 @@ class Controller:
             self._free.append(ctx)
 
     def register(self, tool: str, handlers: Handlers) -> None:
-        self.engine.registry.get(tool)  # unknown tools are an error here
         self.handlers[tool] = handlers
 
     # -- one call ------------------------------------------------------------
@@ -131,60 +166,59 @@ class Controller:
                 confidence: float, approval: bool | None, max_mode: ExecutionMode | None = None,
                 cap_reason: str = "", agent: str | None = None) -> PendingCall:
         """Decide one call on a fresh context; the handler runs at :meth:`PendingCall.run`."""
-        engine, agent = self.engine, agent or session.agent
-        args = dict(args or {})
-        refused = engine._precheck(agent, tool)
-        entry = engine.policy.tools.get(tool)
-        if refused is None and (entry is None or not valid_confidence(confidence)):
-            refused = engine.policy.evaluate(tool, confidence)[0]  # fails closed, says why
+        gate = self.gate
+        agent = session.agent if agent is None else agent
+        refused = gate.refusal(agent, tool, confidence, approval) or _bad_args(args)
         if refused is not None:
-            ident = f"ctx-{next(self._ids)}"
-            with engine._lock:
-                engine._record_decision(ident, agent, tool, confidence, approval, None,
-                                        engine.locked, refused)
-            return PendingCall(self, session, None, tool, args, refused[0], agent=agent,
-                               done=ExecutionResult(
-                ident, agent, tool, refused[0], None, S.MOCK, False, error=refused[0].reason,
-                args=args))
-        assert entry is not None
+            call_args = dict(args) if isinstance(args, Mapping) else {}
+            with gate.lock:
+                seq = gate.record(lambda seq: f"ctx-{seq}", agent, tool, confidence, approval,
+                                  None, gate.locked, refused)
+            ident, agent, tool = f"ctx-{seq}", _name(agent), _name(tool)
+            return PendingCall(self, session, None, tool, call_args, refused[0], agent=agent,
+                               done=ExecutionResult(ident, agent, tool, refused[0], None, S.MOCK,
+                                                    False, error=refused[0].reason,
+                                                    args=call_args))
+        call_args = dict(args or {})
+        entry = gate.policy.tools[tool]
         contract = entry.contract
         ctx = self._acquire()
         try:
-            inputs = EscalationInputs(entry.policy, confidence, approval, engine.locked,
+            inputs = EscalationInputs(entry.policy, confidence, approval, gate.locked,
                                       contract.requires_approval)
             common = {"agent": agent, "tool": tool, "risk": contract.risk.value,
                       "requires_approval": contract.requires_approval, "confidence": confidence,
-                      "rules": engine.policy.table.digest}
+                      "rules": gate.policy.table.digest}
             self._fire(ctx, DECIDE_PATH, inputs, common)
             via = None if approval is None else "caller"
             approved_at = None
             # Nobody is asked to approve a LIVE run that a cap rules out anyway.
             live_possible = max_mode is None or max_mode is ExecutionMode.LIVE
             if self._state(ctx) is S.AWAITING_APPROVAL and approval is None and live_possible:
-                answer, via, approved_at = engine._approve(agent, contract, confidence, args)
+                answer, via, approved_at = gate.approve(agent, contract, confidence, call_args)
                 if answer is not None:
                     inputs.approval = answer.approved
                     if answer.args is not None:
-                        masker = engine.audit.masker
-                        engine.audit.append("approval", "escalation", ctx.id, "edit_args", None,
-                                            None, {"agent": agent, "tool": tool,
-                                                   "original": masker.mask(args),
-                                                   "edited": masker.mask(dict(answer.args)),
-                                                   "reason": answer.reason})
-                        args = dict(answer.args)
+                        masker = gate.audit.masker
+                        gate.audit.append("approval", "escalation", ctx.subject(), "edit_args",
+                                          None, None, {"agent": agent, "tool": tool,
+                                                       "original": masker.mask(call_args),
+                                                       "edited": masker.mask(dict(answer.args)),
+                                                       "reason": answer.reason})
+                        call_args = dict(answer.args)
                     self._fire(ctx, APPROVAL_PATH, inputs, common, why=answer.reason or None)
-            with engine._lock:
-                if engine.locked and not inputs.locked:  # locked while this call was deciding
+            with gate.lock:
+                if gate.locked and not inputs.locked:  # locked while this call was deciding
                     inputs.locked = True
                     self._fire(ctx, ("lock",), inputs, common, why="system locked meanwhile")
-                outcome = entry.outcomes[(ctx.state, inputs.locked)]
-                engine._record_decision(ctx.id, agent, tool, confidence, inputs.approval, via,
-                                        inputs.locked, outcome, approved_at)
+                outcome = gate.throttle(tool, entry.outcomes[(ctx.state, inputs.locked)])
+                gate.record(ctx.subject(), agent, tool, confidence, inputs.approval, via,
+                            inputs.locked, outcome, approved_at)
         except BaseException:
             self.release(ctx)
             raise
         decision = outcome[0]
-        pending = PendingCall(self, session, ctx, tool, args, decision, inputs, common,
+        pending = PendingCall(self, session, ctx, tool, call_args, decision, inputs, common,
                               max_mode=max_mode, cap_reason=cap_reason, agent=agent)
         if not decision.allowed:
             pending.cancel()
@@ -195,7 +229,7 @@ class Controller:
                  decision: Decision, inputs: EscalationInputs, common: dict[str, Any],
                  max_mode: ExecutionMode | None = None, cap_reason: str = "",
                  ) -> ExecutionResult:
-        engine = self.engine
+        gate = self.gate
         handlers = self.handlers.get(tool, Handlers())
         mode = decision.mode
         if max_mode is not None and mode.rank > max_mode.rank:
@@ -207,7 +241,7 @@ class Controller:
         if mode is ExecutionMode.DRY_RUN and handlers.dry_run is None:
             mode = self._downgrade(ctx, inputs, common, ExecutionMode.MOCK,
                                    "no dry-run handler registered")
-        if mode is ExecutionMode.LIVE and engine.locked:
+        if mode is ExecutionMode.LIVE and gate.locked:
             # The kill switch: a lock after the decision still stops the LIVE run.
             inputs.locked = True
             self._fire(ctx, ("lock",), inputs, common, why="system locked before the LIVE run")
@@ -216,32 +250,32 @@ class Controller:
                    ExecutionMode.DRY_RUN: handlers.dry_run,
                    ExecutionMode.LIVE: handlers.live}[mode]
         common = {**common, "args_digest": args_digest(args)}
-        masker = engine.audit.masker
+        masker = gate.audit.masker
         try:
             result = handler(args)  # type: ignore[misc]
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
-            engine.audit.append("execution", "escalation", ctx.id, "run", ctx.state, None, {
+            gate.audit.append("execution", "escalation", ctx.subject(), "run", ctx.state, None, {
                 **common, "mode": mode.value, "ok": False, "error": error,
                 "args": masker.mask(args)})
             undone: tuple[str, ...] = ()
             if mode is ExecutionMode.LIVE:
                 self._fire(ctx, ("error",), inputs, common, why=error)
-                undone = session._rollback(ctx.id)
+                undone = session._rollback(_id(ctx))
                 self._fire(ctx, ("rollback_complete",), inputs, common)
             else:
                 self._fire(ctx, ("abort",), inputs, common, why=error)
-            return ExecutionResult(ctx.id, agent, tool, decision, mode, self._state(ctx),
+            return ExecutionResult(_id(ctx), agent, tool, decision, mode, self._state(ctx),
                                    False, error=error, args=args, rolled_back=undone,
                                    timed_out=isinstance(exc, TimeoutError))
-        engine.audit.append("execution", "escalation", ctx.id, "run", ctx.state, None, {
+        gate.audit.append("execution", "escalation", ctx.subject(), "run", ctx.state, None, {
             **common, "mode": mode.value, "ok": True, "result": masker.mask(result),
             "args": masker.mask(args)})
-        contract = engine.registry.get(tool)
+        contract = gate.policy.tools[tool].contract
         if mode is ExecutionMode.LIVE and contract.reversible and handlers.undo is not None:
-            session._stack.append(_Done(ctx.id, tool, handlers.undo, args, result))
+            session._stack.append(_Done(_id(ctx), tool, handlers.undo, args, result))
         self._fire(ctx, ("all_actions_succeeded",), inputs, common)
-        return ExecutionResult(ctx.id, agent, tool, decision, mode, self._state(ctx),
+        return ExecutionResult(_id(ctx), agent, tool, decision, mode, self._state(ctx),
                                True, result=result, args=args)
 
     # -- machine plumbing ----------------------------------------------------
@@ -261,7 +295,7 @@ class Controller:
     def _fire(self, ctx: _Context, triggers: tuple[str, ...], inputs: EscalationInputs,
               common: dict[str, Any], why: str | None = None) -> None:
         """Fire each trigger the machine has from the current state; record each move."""
-        table = self.engine.policy.machine
+        table = self.gate.policy.machine
         for trigger in triggers:
             src = ctx.state
             if trigger not in table[src]:
@@ -270,8 +304,8 @@ class Controller:
                 data = {**common, "approval": inputs.approval, "locked": inputs.locked}
                 if why:
                     data["why"] = why
-                self.engine.audit.append("transition", "escalation", ctx.id, trigger, src,
-                                         ctx.state, data)
+                self.gate.audit.append("transition", "escalation", ctx.subject(), trigger, src,
+                                       ctx.state, data)
 
 
 class PendingCall:
@@ -293,7 +327,7 @@ class PendingCall:
         self._cap_reason = cap_reason
         self._session = session
         self._ctx = ctx  # pooled: given back once the call has run or been cancelled
-        self.context = ctx.id if ctx is not None else done.context  # type: ignore[union-attr]
+        self.context = _id(ctx) if ctx is not None else done.context  # type: ignore[union-attr]
         self.tool = tool
         self.args = args
         self.decision = decision
@@ -328,7 +362,7 @@ class PendingCall:
             try:
                 controller._fire(ctx, ("abort",), self._inputs, self._common,
                                  why=reason or self.decision.reason)
-                self._done = ExecutionResult(ctx.id, self.agent, self.tool,
+                self._done = ExecutionResult(_id(ctx), self.agent, self.tool,
                                              self.decision, None, _STATES[ctx.state], False,
                                              error=reason or self.decision.reason, args=self.args)
             finally:
@@ -375,7 +409,7 @@ class Session:
         return [d.tool for d in self._stack]
 
     def _rollback(self, failed: str) -> tuple[str, ...]:
-        audit, undone = self._controller.engine.audit, []
+        audit, undone = self._controller.gate.audit, []
         while self._stack:
             done = self._stack.pop()
             try:

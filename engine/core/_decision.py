@@ -21,11 +21,12 @@ from buddy.machines.escalation import (
     EscalationInputs,
     ExecutionState,
 )
+from buddy.rules.base._masking import shown
 from buddy.rules.base._values import ExecutionMode, RiskLevel, valid_confidence
 from buddy.rules.tables._catalogue import ToolContract, ToolContractRegistry
 from buddy.rules.tables._escalation import EscalationTable, RiskPolicy
 
-__all__ = ["Decision", "Policy"]
+__all__ = ["REFUSAL_RULES", "Decision", "Policy"]
 
 S = ExecutionState
 APPROVAL_PATH = ("confirm_approval", "approval_denied")
@@ -35,9 +36,18 @@ RULE_LOCK = "system.lock"
 RULE_DENIED = "approval.denied"
 RULE_UNKNOWN_TOOL = "tool.unknown"
 RULE_BAD_CONFIDENCE = "input.confidence"
+RULE_BAD_APPROVAL = "input.approval"
+RULE_BAD_AGENT = "input.agent"
+RULE_BAD_ARGS = "input.args"
+RULE_RATE_LIMIT = "rate.limit"
 RULE_PERMISSION = "permission.missing"
 RULE_UNKNOWN_AGENT = "agent.unknown"
 RULE_ERROR = "engine.error"
+#: Refusals no table row makes: replay checks that each refused (MOCK, not
+#: allowed) and does not re-decide it. They only ever tighten.
+REFUSAL_RULES = frozenset({
+    RULE_UNKNOWN_TOOL, RULE_BAD_CONFIDENCE, RULE_BAD_APPROVAL, RULE_BAD_AGENT, RULE_BAD_ARGS,
+    RULE_UNKNOWN_AGENT, RULE_PERMISSION, RULE_RATE_LIMIT, RULE_ERROR})
 
 
 @attrs.frozen
@@ -107,7 +117,12 @@ class _Tool:
 #: Entries of the walk memo before it starts over (bounded memory).
 WALK_MEMO_SIZE = 65_536
 
-Resolver = Callable[[str, ToolContract, float], "tuple[bool | None, str | None]"]
+#: ``resolver(agent, contract, confidence) -> (approval, approved_by, approved_at)``: a
+#: standing approval (a grant) for a call that waits for one, and when it was checked.
+Resolver = Callable[[str, ToolContract, float], "tuple[bool | None, str | None, float | None]"]
+#: What :meth:`Policy.evaluate` returns: the outcome, the approval it used, who gave it
+#: (``caller``, ``grant:<id>``, ...) and the clock reading a grant was checked at.
+Evaluation = tuple[Outcome, "bool | None", "str | None", "float | None"]
 
 
 class Policy:
@@ -131,22 +146,21 @@ class Policy:
 
     def evaluate(self, tool: str, confidence: float, approval: bool | None = None,
                  locked: bool = False, agent: str = "", resolver: Resolver | None = None,
-                 ) -> tuple[Outcome, bool | None, str | None]:
-        """Decide one call; returns ``((decision, mode, state), approval, approved_by)``.
+                 ) -> Evaluation:
+        """Decide one call; returns ``(outcome, approval, approved_by, approved_at)``.
 
         ``resolver(agent, contract, confidence)`` is asked for an approval when
         the call waits for one and ``approval`` is None. Fails closed on an
-        unknown tool, a confidence outside [0, 1] and any error inside.
+        agent that is not a non-empty string, an unknown tool, a confidence
+        outside [0, 1], an approval other than True, False or None, and any
+        error inside.
         """
-        entry = self.tools.get(tool)
-        if entry is None:
-            return _refusal(RULE_UNKNOWN_TOOL, f"unknown tool {tool!r}: fail closed"), \
-                approval, None
-        if not (type(confidence) is float and 0.0 <= confidence <= 1.0) and \
-                not valid_confidence(confidence):  # the first test is the fast path
-            return _refusal(RULE_BAD_CONFIDENCE, f"confidence must be a number in [0, 1] "
-                            f"(got {confidence!r}): fail closed"), approval, None
+        refused = self.refusal(agent, tool, confidence, approval)
+        if refused is not None:
+            return refused, None, None, None
+        entry = self.tools[tool]
         via = None if approval is None else "caller"
+        at = None
         try:
             key = (entry, confidence, approval, locked)
             state = self._walked.get(key)
@@ -157,14 +171,36 @@ class Policy:
                     self._walked.clear()
                 self._walked[key] = state
             if state == "AWAITING_APPROVAL" and approval is None and resolver is not None:
-                approval, via = resolver(agent, entry.contract, confidence)
+                approval, via, at = resolver(agent, entry.contract, confidence)
                 if approval is not None:
                     state = walk(self.machine, state, APPROVAL_PATH, EscalationInputs(
                         entry.policy, confidence, approval, locked, entry.requires_approval))
-            return entry.outcomes[(state, locked)], approval, via
+            return entry.outcomes[(state, locked)], approval, via, at
         except Exception as exc:  # fail closed, never LIVE by accident
             return _refusal(RULE_ERROR, f"evaluation failed: {type(exc).__name__}: {exc}: "
-                            "fail closed"), approval, via
+                            "fail closed"), approval, via, at
+
+    def refusal(self, agent: object, tool: object, confidence: object,
+                approval: object) -> Outcome | None:
+        """The refusal of a call whose inputs no rule can decide, or None when they can be.
+
+        Only exact values pass: an agent that is a non-empty ``str``, a tool of
+        the catalogue, a confidence in [0, 1] (no bool, no NaN), an approval
+        that is ``True``, ``False`` or ``None`` (``1`` is not ``True`` here:
+        the decision must not depend on how a caller spelled it).
+        """
+        if type(agent) is not str or not agent:
+            return _refusal(RULE_BAD_AGENT, f"agent must be a non-empty string "
+                            f"(got {shown(agent)}): fail closed")
+        if type(tool) is not str or tool not in self.tools:
+            return _refusal(RULE_UNKNOWN_TOOL, f"unknown tool {shown(tool)}: fail closed")
+        if not valid_confidence(confidence):
+            return _refusal(RULE_BAD_CONFIDENCE, f"confidence must be a number in [0, 1] "
+                            f"(got {shown(confidence)}): fail closed")
+        if approval is not None and approval is not True and approval is not False:
+            return _refusal(RULE_BAD_APPROVAL, f"approval must be true, false or none "
+                            f"(got {shown(approval)}): fail closed")
+        return None
 
     def reevaluate(self, risk: str, requires_approval: bool, confidence: float,
                    approval: bool | None, locked: bool) -> Outcome:
@@ -172,29 +208,31 @@ class Policy:
 
         ``risk`` is the recorded value (``"LOW"``, ...); an unknown one raises KeyError.
         """
-        if not (type(confidence) is float and 0.0 <= confidence <= 1.0) and \
-                not valid_confidence(confidence):
+        if not valid_confidence(confidence):
             return _refusal(RULE_BAD_CONFIDENCE, "confidence out of range")
         policy, outcomes = self._by_risk[(risk, requires_approval)]
         inputs = EscalationInputs(policy, confidence, approval, locked, requires_approval)
         return outcomes[(walk(self.machine, "MOCK", DECIDE_PATH, inputs), locked)]
 
-    def record(self, agent: str, tool: str, confidence: float, approval: bool | None,
+    def record(self, agent: object, tool: object, confidence: object, approval: object,
                approved_by: str | None, locked: bool, outcome: Outcome,
                approved_at: float | None = None) -> dict[str, Any]:
         """The audit ``data`` of one decision: every input it used, and its verdict.
 
         ``approved_at`` is the clock reading at which a grant was checked.
+        Inputs that were refused for their type are recorded as :func:`shown`
+        text, so every record is JSON and says what was given.
         """
-        entry = self.tools.get(tool)
+        entry = self.tools.get(tool) if type(tool) is str else None
         decision, mode, state = outcome
         data = {
-            "agent": agent,
-            "tool": tool,
+            "agent": agent if type(agent) is str else shown(agent),
+            "tool": tool if type(tool) is str else shown(tool),
             "risk": entry.risk if entry else None,
             "requires_approval": entry.requires_approval if entry else None,
-            "confidence": confidence,
-            "approval": approval,
+            "confidence": confidence if valid_confidence(confidence) else shown(confidence),
+            "approval": approval if approval is None or type(approval) is bool
+            else shown(approval),
             "approved_by": approved_by,
             "locked": locked,
             "mode": mode,

@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-import itertools
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from buddy.engine.core._approvals import (
-    Approval,
-    ApprovalCallback,
-    ApprovalRequest,
-    Grant,
-    GrantBook,
-    as_approval,
-)
+from buddy.engine.core._approvals import ApprovalCallback, Grant
 from buddy.engine.core._audit import AuditLog
 from buddy.engine.core._controller import (
     Controller,
@@ -24,23 +16,13 @@ from buddy.engine.core._controller import (
     PendingCall,
     Session,
 )
-from buddy.engine.core._decision import (
-    RULE_PERMISSION,
-    RULE_UNKNOWN_AGENT,
-    Decision,
-    Outcome,
-    Policy,
-    _refusal,
-)
-from buddy.machines.escalation import ExecutionState
+from buddy.engine.core._decision import Decision, Policy
+from buddy.engine.core._gate import Gate
 from buddy.rules.base._values import ExecutionMode
-from buddy.rules.tables._catalogue import ToolContract, ToolContractRegistry
+from buddy.rules.tables._catalogue import ToolContractRegistry
 from buddy.rules.tables._escalation import EscalationTable
 
 __all__ = ["Engine"]
-
-S = ExecutionState
-
 
 class Engine:
     """A policy engine for AI agents' tool calls.
@@ -79,14 +61,8 @@ class Engine:
         self.policy = Policy(registry, table)
         self.clock = clock
         self.audit = audit if audit is not None else AuditLog.memory(clock=clock)
-        self.approver = approver
-        self.agents = None if agents is None else {a: frozenset(p) for a, p in agents.items()}
-        self._lock = self.audit.lock  # one lock orders decisions, locks, grants and events
-        self._locked = False
-        self._grants = GrantBook()
-        self._grant_ids = itertools.count(1)
-        self._granted_at = 0.0
-        self._controller = Controller(self)
+        self._gate = Gate(self.policy, self.audit, clock, approver=approver, agents=agents)
+        self._controller = Controller(self._gate)
 
     # -- construction --------------------------------------------------------
     @classmethod
@@ -108,101 +84,34 @@ class Engine:
     def table(self) -> EscalationTable:
         return self.policy.table
 
+    @property
+    def approver(self) -> ApprovalCallback | None:
+        """Called with an :class:`ApprovalRequest` when a call waits for approval."""
+        return self._gate.approver
+
+    @approver.setter
+    def approver(self, approver: ApprovalCallback | None) -> None:
+        self._gate.approver = approver
+
+    @property
+    def agents(self) -> Mapping[str, frozenset[str]] | None:
+        """The declared agents and the permissions each holds (None: not enforced)."""
+        return self._gate.agents
+
     # -- deciding ------------------------------------------------------------
     def decide(self, agent: str, tool: str, confidence: float, *,
                approval: bool | None = None) -> Decision:
         """Decide the mode of one call and record it; never raises for bad input.
 
-        ``approval`` is a one-shot answer for this call; when it is None and the
-        call waits for approval, a scoped grant is used if one is live, else the
-        approver callback is asked (outside the engine's lock). Unknown tools,
-        bad confidences and any failure inside evaluation fail closed (MOCK,
-        not allowed).
+        ``approval`` is a one-shot answer for this call (True, False or None;
+        anything else is refused); when it is None and the call waits for
+        approval, a scoped grant is used if one is live, else the approver
+        callback is asked (outside the engine's lock). A tool's rate limit
+        refuses DRY_RUN and LIVE calls over it. Bad inputs (an agent that is
+        not a non-empty string, unknown tools, confidences outside [0, 1] or
+        NaN) and any failure inside evaluation fail closed (MOCK, not allowed).
         """
-        refused = self._precheck(agent, tool) if self.agents is not None else None
-        with self._lock:
-            locked = self._locked
-            if refused is not None:
-                self._record_decision(agent, agent, tool, confidence, approval, None, locked,
-                                      refused)
-                return refused[0]
-            outcome, approved, via = self.policy.evaluate(
-                tool, confidence, approval, locked, agent, self._grant_resolver)
-            if approved is not None or self.approver is None or \
-                    outcome[0].state is not S.AWAITING_APPROVAL:
-                self._record_decision(agent, agent, tool, confidence, approved, via, locked,
-                                      outcome)
-                return outcome[0]
-        answer = self._ask(agent, self.registry.get(tool), confidence, None)
-        with self._lock:
-            locked = self._locked
-            outcome, approved, _ = self.policy.evaluate(
-                tool, confidence, None if answer is None else answer.approved, locked, agent)
-            self._record_decision(agent, agent, tool, confidence, approved,
-                                  None if answer is None else "callback", locked, outcome)
-            return outcome[0]
-
-    def _precheck(self, agent: str, tool: str) -> Outcome | None:
-        """Refusals made before the machine runs, when agents are declared: they only tighten."""
-        if self.agents is None:
-            return None
-        held = self.agents.get(agent)
-        if held is None:
-            return _refusal(RULE_UNKNOWN_AGENT, f"unknown agent {agent!r}: fail closed")
-        entry = self.policy.tools.get(tool)
-        if entry is not None:
-            missing = entry.contract.permissions - held
-            if missing:
-                return _refusal(RULE_PERMISSION, f"agent {agent!r} lacks permission(s) "
-                                f"{', '.join(sorted(missing))} for {tool}")
-        return None
-
-    def _record_decision(self, subject: str, agent: str, tool: str, confidence: float,
-                         approval: bool | None, via: str | None, locked: bool,
-                         outcome: Outcome, approved_at: float | None = None) -> int:
-        """Append one decision event; the caller holds the engine's lock."""
-        if approved_at is None and via is not None and via.startswith("grant:"):
-            approved_at = self._granted_at
-        data = self.policy.record(agent, tool, confidence, approval, via, locked, outcome,
-                                  approved_at)
-        return self.audit.append_locked("decision", "escalation", subject, "decide", "MOCK",
-                                        outcome[2], data)
-
-    def _grant_resolver(self, agent: str, contract: ToolContract,
-                        confidence: float) -> tuple[bool | None, str | None]:
-        now = self.clock()
-        grant = self._grants.consume(agent, contract.name, now)
-        if grant is None:
-            return None, None
-        self._granted_at = now  # read by _record_decision, under the same lock
-        return True, f"grant:{grant.id}"
-
-    def _ask(self, agent: str, contract: ToolContract, confidence: float,
-             args: Mapping[str, Any] | None) -> Approval | None:
-        if self.approver is None:
-            return None
-        request = ApprovalRequest(agent, contract.name, contract.risk, confidence, args,
-                                  f"{contract.risk.value} risk tool {contract.name} waits for "
-                                  "approval to run LIVE")
-        try:
-            return as_approval(self.approver(request))
-        except Exception as exc:  # an approver that fails has not approved
-            return Approval.deny(f"approver failed: {type(exc).__name__}: {exc}")
-
-    def _approve(self, agent: str, contract: ToolContract, confidence: float,
-                 args: Mapping[str, Any]) -> tuple[Approval | None, str | None, float | None]:
-        """For the controller: a live grant, else the callback.
-
-        Returns ``(answer, approved_by, approved_at)``; ``approved_at`` is the
-        clock reading at which a grant was checked.
-        """
-        with self._lock:
-            _, via = self._grant_resolver(agent, contract, confidence)
-            at = self._granted_at
-        if via is not None:
-            return Approval.approve(via), via, at
-        answer = self._ask(agent, contract, confidence, args)
-        return answer, None if answer is None else "callback", None
+        return self._gate.decide(agent, tool, confidence, approval)
 
     # -- running -------------------------------------------------------------
     def register_handler(self, tool: str, *, mock: Callable[..., Any] | None = None,
@@ -210,6 +119,7 @@ class Engine:
                          live: Callable[..., Any] | None = None,
                          undo: Callable[..., Any] | None = None) -> None:
         """Give ``tool`` its callables. A tool without ``live`` never runs LIVE."""
+        self.registry.get(tool)  # unknown tools are an error here
         self._controller.register(tool, Handlers(mock, dry_run, live, undo))
 
     def session(self, agent: str) -> Session:
@@ -235,46 +145,34 @@ class Engine:
     # -- the system lock -----------------------------------------------------
     @property
     def locked(self) -> bool:
-        return self._locked
+        return self._gate.locked
 
     def lock(self, reason: str = "") -> None:
         """Force MOCK-only everywhere, including calls already decided but not yet run."""
-        with self._lock:
-            if not self._locked:
-                self._locked = True
-                self.audit.append("lock", "system", "system", "lock", "UNLOCKED", "LOCKED",
-                                  {"reason": reason})
+        self._gate.set_lock(True, reason)
 
     def unlock(self, reason: str = "") -> None:
-        with self._lock:
-            if self._locked:
-                self._locked = False
-                self.audit.append("unlock", "system", "system", "unlock", "LOCKED",
-                                  "UNLOCKED", {"reason": reason})
+        self._gate.set_lock(False, reason)
 
     # -- scoped grants -------------------------------------------------------
     def grant(self, agent: str, tool: str, *, seconds: float | None = None,
               calls: int | None = None, reason: str = "") -> Grant:
         """Approve ``tool`` for ``agent`` for ``seconds`` on the engine's clock
-        and/or ``calls`` calls. Recorded in the audit trail."""
-        self.registry.get(tool)
-        with self._lock:
-            now = self.clock()
-            grant = Grant(f"grant-{next(self._grant_ids)}", agent, tool, now,
-                          None if seconds is None else now + seconds, calls, reason)
-            self._grants.add(grant)
-            self.audit.append("grant", "approval", grant.id, "grant", None, "ACTIVE", {
-                "agent": agent, "tool": tool, "granted_at": now,
-                "expires_at": grant.expires_at, "calls": calls, "reason": reason}, ts=now)
-            return grant
+        and/or ``calls`` calls. Recorded in the audit trail; its id is
+        ``grant-<seq>``, the sequence number of its event, so ids never repeat
+        in a log, whichever process wrote them.
+
+        Raises :class:`InputError` for ``seconds`` that is not a finite number
+        > 0 or ``calls`` that is not a whole number >= 1, and
+        :class:`UnknownToolError` for a tool not in the catalogue.
+        """
+        return self._gate.grant(agent, tool, seconds, calls, reason)
 
     def revoke(self, grant_id: str, reason: str = "") -> None:
-        with self._lock:
-            self._grants.revoke(grant_id)
-            self.audit.append("revoke", "approval", grant_id, "revoke", "ACTIVE", "REVOKED",
-                              {"reason": reason})
+        self._gate.revoke(grant_id, reason)
 
     def grants(self) -> list[Grant]:
         """Grants that can still approve a call now."""
-        with self._lock:
-            return self._grants.active(self.clock())
+        gate = self._gate
+        with gate.lock:
+            return gate.grants.active(self.clock())

@@ -37,14 +37,7 @@ from buddy.engine.core._audit import (
     read_anchor,
     scan_log,
 )
-from buddy.engine.core._decision import (
-    RULE_BAD_CONFIDENCE,
-    RULE_ERROR,
-    RULE_PERMISSION,
-    RULE_UNKNOWN_AGENT,
-    RULE_UNKNOWN_TOOL,
-    Policy,
-)
+from buddy.engine.core._decision import REFUSAL_RULES, Policy
 from buddy.machines import MACHINES, EscalationInputs, TaskInputs
 from buddy.machines._factory import CompiledTable, compile_table, fire
 from buddy.rules.base._values import ExecutionMode, RiskLevel
@@ -54,8 +47,6 @@ from buddy.rules.tables._escalation import EscalationTable
 
 __all__ = ["Change", "Divergence", "ReplayReport", "replay"]
 
-_PRECHECK_RULES = {RULE_UNKNOWN_TOOL, RULE_BAD_CONFIDENCE, RULE_UNKNOWN_AGENT, RULE_PERMISSION,
-                   RULE_ERROR}
 
 
 @attrs.frozen
@@ -219,7 +210,7 @@ class _Replayer:
         self.digests.setdefault(digest, None)
         mode, allowed = data.mode, data.allowed
         recorded_mode = mode if allowed else "REFUSED"
-        if data.rule in _PRECHECK_RULES:
+        if data.rule in REFUSAL_RULES:
             if allowed or mode != "MOCK":
                 self.diverge(seq, subject, "allowed", allowed, False)
             return

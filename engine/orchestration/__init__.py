@@ -5,15 +5,15 @@ Built on the decision core: every call is decided and run by
 tools (:class:`SimulatedTools`) and the default scenario live here too.
 """
 
-from buddy.engine.orchestration._conflicts import (
+from buddy.engine.orchestration._conflict_records import (
     Conflict,
     ConflictReport,
-    ConflictResolver,
     ExecutedCall,
     Holder,
     Resolution,
     ResolutionReport,
 )
+from buddy.engine.orchestration._conflicts import ConflictResolver
 from buddy.engine.orchestration._feedback import FeedbackLoop, LearningSignal
 from buddy.engine.orchestration._monitor import MetricSnapshot, Monitor
 from buddy.engine.orchestration._orchestrator import (
@@ -22,6 +22,7 @@ from buddy.engine.orchestration._orchestrator import (
     ToolOrchestrator,
 )
 from buddy.engine.orchestration._plans import (
+    MAX_ARGS_DEPTH,
     ExecutionOutcome,
     PlanLoad,
     PlannedCall,
@@ -32,6 +33,7 @@ from buddy.engine.orchestration._plans import (
 from buddy.engine.orchestration._simulator import SimulatedClock, SimulatedTools
 
 __all__ = [
+    "MAX_ARGS_DEPTH",
     "Conflict",
     "ConflictReport",
     "ConflictResolver",

@@ -1,7 +1,8 @@
 """The feedback loop: learning signals for phases 16 and 19, from execution outcomes.
 
 The loop counts :class:`~buddy.engine.orchestration._plans.ExecutionOutcome` values
-(:meth:`FeedbackLoop.record`) and evaluates the rows of ``rules/signals.toml``
+(:meth:`FeedbackLoop.record`) and conflicts with their resolutions
+(:meth:`FeedbackLoop.record_conflicts`), and evaluates the rows of ``rules/signals.toml``
 (:class:`SignalTable`) on the metrics of each item of the row's scope:
 
 ``tool``
@@ -18,11 +19,13 @@ The loop counts :class:`~buddy.engine.orchestration._plans.ExecutionOutcome` val
     ``slowest_ms`` and ``latency_ratio`` (slowest / fastest, durations under
     1 ms counted as 1 ms). Template names: ``tool_name``, ``other_modes``.
 ``conflict_type``
-    one item per conflict type seen: ``occurrences`` (calls that took part in
-    a conflict of that type), ``calls`` (every call recorded), ``share``
-    (occurrences / calls), ``resolved`` (those with a resolution), ``tools``
-    (distinct tools involved). Template names: ``conflict_type``,
-    ``top_resolution`` (the most used, ``none`` if none), ``tool_list``.
+    one item per conflict type recorded (:meth:`FeedbackLoop.record_conflicts`):
+    ``occurrences`` (distinct conflicts of that type, by id: the count
+    ``tool_conflicts.json`` gives under ``by_type``), ``calls`` (every outcome
+    recorded), ``share`` (occurrences / calls), ``resolved`` (those conflicts
+    that got a resolution), ``tools`` (distinct tools of the calls they
+    changed). Template names: ``conflict_type``, ``top_resolution`` (the
+    strategy used most on them, ties by name; ``none`` if none), ``tool_list``.
 ``confidence_bucket``
     one item per bucket of predicted confidence (edges from the table) holding
     executions: ``executions``, ``successful``, ``predicted`` (mean confidence),
@@ -31,8 +34,9 @@ The loop counts :class:`~buddy.engine.orchestration._plans.ExecutionOutcome` val
     ``bucket_low``, ``bucket_high``.
 
 Only calls that executed (``outcome.mode`` not None) count in the ``tool``,
-``mode`` and ``confidence_bucket`` scopes; a call aborted by conflict
-resolution counts for its conflicts. A matching row gives one
+``mode`` and ``confidence_bucket`` scopes; every outcome counts in ``calls``.
+Modes are :class:`~buddy.rules.base.ExecutionMode` values, ordered by their
+``rank``; metrics and template names hold their names. A matching row gives one
 :class:`LearningSignal`; its confidence is computed as the row says
 (``fixed``, ``metric`` or ``sample``, optionally capped). Signals come out
 sorted by signal type, scope and scope key, so the same outcomes give the same
@@ -42,21 +46,21 @@ sorted by signal type, scope and scope key, so the same outcomes give the same
 from __future__ import annotations
 
 import bisect
+import operator
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import attrs
 
+from buddy.engine.orchestration._conflict_records import Conflict, Resolution
 from buddy.engine.orchestration._monitor import NS_PER_MS, UNIT
 from buddy.engine.orchestration._plans import ExecutionOutcome
+from buddy.rules.base._values import ExecutionMode
+from buddy.rules.tables._conflicts import ConflictType, ResolutionStrategy
 from buddy.rules.tables._signals import SCOPES, SignalTable, SignalType
 
 __all__ = ["FeedbackLoop", "LearningSignal"]
-
-
-#: Modes in order of risk; modes outside this list sort after it by name.
-_MODE_ORDER = ("MOCK", "DRY_RUN", "LIVE")
 
 
 # -- signals ----------------------------------------------------------------------------
@@ -96,24 +100,22 @@ class _ToolTally:
     def __init__(self) -> None:
         self.runs = self.ok = 0
         self.duration_ms = self.confidence = 0  # integer sums (see _monitor.UNIT)
-        self.modes: dict[str, list[int]] = {}  # mode -> [runs, ok, duration in ns]
+        self.modes: dict[ExecutionMode, list[int]] = {}  # mode -> [runs, ok, duration in ns]
 
 
 class _ConflictTally:
-    __slots__ = ("occurrences", "resolutions", "tools")
+    __slots__ = ("ids", "strategies", "tools")
 
     def __init__(self) -> None:
-        self.occurrences = 0
-        self.resolutions: Counter[str] = Counter()
+        self.ids: set[str] = set()
+        self.strategies: dict[str, ResolutionStrategy] = {}  # conflict id -> its resolution
         self.tools: set[str] = set()
 
 
+_BY_RANK = operator.attrgetter("rank")  # modes, safest first
+
 # One evaluated scope item: (sort key, scope key, tool name, metrics, template values).
 _Item = tuple[Any, str, str, dict[str, Any], dict[str, Any]]
-
-
-def _mode_rank(mode: str) -> tuple[int, str]:
-    return (_MODE_ORDER.index(mode), "") if mode in _MODE_ORDER else (len(_MODE_ORDER), mode)
 
 
 def _evidence(metrics: Mapping[str, Any]) -> dict[str, Any]:
@@ -131,10 +133,11 @@ class FeedbackLoop:
     Examples
     --------
     >>> from buddy.engine.orchestration._plans import ExecutionOutcome
+    >>> mock = ExecutionMode.MOCK
     >>> loop = FeedbackLoop()
     >>> for i in range(10):
     ...     loop.record(ExecutionOutcome(f"c{i}", "p1", "a1", "vision_inspect", "LOW", 0.95,
-    ...                                  "MOCK", "MOCK", ok=True, duration_ms=100.0))
+    ...                                  mock, mock, ok=True, duration_ms=100.0))
     >>> [(s["signal_type"], s["tool_name"], s["confidence"]) for s in loop.export_signals()]
     [('TOOL_RELIABILITY', 'vision_inspect', 1.0)]
     """
@@ -145,7 +148,7 @@ class FeedbackLoop:
         self._labels = self.signal_table.bucket_labels()
         self._calls = 0
         self._tools: dict[str, _ToolTally] = {}
-        self._conflicts: dict[str, _ConflictTally] = {}
+        self._conflicts: dict[ConflictType, _ConflictTally] = {}
         self._buckets = [[0, 0, 0] for _ in self._labels]  # [runs, ok, confidence units]
         self._scopes: dict[str, Callable[[], list[_Item]]] = {
             "tool": self._tool_items, "mode": self._mode_items,
@@ -157,14 +160,6 @@ class FeedbackLoop:
     def record(self, outcome: ExecutionOutcome) -> None:
         """Count one outcome."""
         self._calls += 1
-        for ctype in outcome.conflicts:
-            tally = self._conflicts.get(ctype)
-            if tally is None:
-                tally = self._conflicts[ctype] = _ConflictTally()
-            tally.occurrences += 1
-            tally.tools.add(outcome.tool)
-            if outcome.resolution is not None:
-                tally.resolutions[outcome.resolution] += 1
         if outcome.mode is None:
             return
         ok = bool(outcome.ok)
@@ -188,6 +183,21 @@ class FeedbackLoop:
         bucket[1] += ok
         bucket[2] += confidence
 
+    def record_conflicts(self, conflicts: Iterable[Conflict],
+                         resolutions: Iterable[Resolution] = ()) -> None:
+        """Count conflicts, each once however often it is given (by id), and their
+        resolutions (a resolution of a conflict not counted is ignored)."""
+        for conflict in conflicts:
+            tally = self._conflicts.get(conflict.type)
+            if tally is None:
+                tally = self._conflicts[conflict.type] = _ConflictTally()
+            tally.ids.add(conflict.id)
+            tally.tools.add(conflict.tool)
+        for resolution in resolutions:
+            tally = self._conflicts.get(resolution.type)
+            if tally is not None and resolution.conflict in tally.ids:
+                tally.strategies[resolution.conflict] = resolution.strategy
+
     def bucket_of(self, confidence: float) -> int:
         """Index of the bucket holding ``confidence`` (the last bucket includes 1.0)."""
         index = bisect.bisect_right(self._edges, confidence) - 1
@@ -200,10 +210,11 @@ class FeedbackLoop:
         for name in sorted(self._tools):
             t = self._tools[name]
             by_mode = {}
-            for mode in sorted(t.modes, key=_mode_rank):
+            for mode in sorted(t.modes, key=_BY_RANK):
                 runs, ok, duration = t.modes[mode]
-                by_mode[mode] = {"count": runs, "success_count": ok, "success_rate": ok / runs,
-                                 "avg_execution_time": duration / (runs * NS_PER_MS)}
+                by_mode[mode.value] = {"count": runs, "success_count": ok,
+                                       "success_rate": ok / runs,
+                                       "avg_execution_time": duration / (runs * NS_PER_MS)}
             out[name] = {"total_executions": t.runs, "successful": t.ok,
                          "failed": t.runs - t.ok, "success_rate": t.ok / t.runs,
                          "avg_execution_time": t.duration_ms / (t.runs * NS_PER_MS),
@@ -241,38 +252,40 @@ class FeedbackLoop:
         items = []
         for name in sorted(self._tools):
             t = self._tools[name]
-            modes = []  # (mode, order, runs, rate, avg ms)
-            for i, mode in enumerate(sorted(t.modes, key=_mode_rank)):
+            modes = []  # (mode, runs, rate, avg ms), safest first
+            for mode in sorted(t.modes, key=_BY_RANK):
                 runs, ok, duration = t.modes[mode]
-                modes.append((mode, i, runs, ok / runs, duration / (runs * NS_PER_MS)))
-            best = max(modes, key=lambda m: (m[3], -m[1]))
-            worst = min(modes, key=lambda m: (m[3], -m[1]))
-            fastest = min(modes, key=lambda m: (m[4], m[1]))
-            slowest = max(modes, key=lambda m: (m[4], -m[1]))
+                modes.append((mode, runs, ok / runs, duration / (runs * NS_PER_MS)))
+            best = max(modes, key=lambda m: (m[2], -m[0].rank))
+            worst = min(modes, key=lambda m: (m[2], -m[0].rank))
+            fastest = min(modes, key=lambda m: (m[3], m[0].rank))
+            slowest = max(modes, key=lambda m: (m[3], -m[0].rank))
             metrics = {"executions": t.runs, "modes_seen": len(modes),
-                       "best_mode": best[0], "best_rate": best[3], "best_executions": best[2],
-                       "worst_mode": worst[0], "worst_rate": worst[3],
-                       "worst_executions": worst[2], "rate_gap": best[3] - worst[3],
-                       "fastest_mode": fastest[0], "fastest_ms": fastest[4],
-                       "slowest_mode": slowest[0], "slowest_ms": slowest[4],
-                       "latency_ratio": slowest[4] / max(fastest[4], 1.0)}
-            others = ", ".join(m[0] for m in modes if m[0] != best[0])
+                       "best_mode": best[0].value, "best_rate": best[2],
+                       "best_executions": best[1], "worst_mode": worst[0].value,
+                       "worst_rate": worst[2], "worst_executions": worst[1],
+                       "rate_gap": best[2] - worst[2], "fastest_mode": fastest[0].value,
+                       "fastest_ms": fastest[3], "slowest_mode": slowest[0].value,
+                       "slowest_ms": slowest[3],
+                       "latency_ratio": slowest[3] / max(fastest[3], 1.0)}
+            others = ", ".join(m[0].value for m in modes if m[0] is not best[0])
             items.append((name, name, name, metrics,
                           {**metrics, "tool_name": name, "other_modes": others}))
         return items
 
     def _conflict_type_items(self) -> list[_Item]:
         items = []
-        for ctype in sorted(self._conflicts):
+        for ctype in sorted(self._conflicts, key=lambda t: t.value):
             c = self._conflicts[ctype]
-            top = min(c.resolutions.items(), key=lambda kv: (-kv[1], kv[0]))[0] \
-                if c.resolutions else "none"
-            metrics = {"occurrences": c.occurrences, "calls": self._calls,
-                       "share": c.occurrences / self._calls,
-                       "resolved": sum(c.resolutions.values()), "tools": len(c.tools)}
-            names = {**metrics, "conflict_type": ctype, "top_resolution": top,
+            used = Counter(s.value for s in c.strategies.values())
+            top = min(used.items(), key=lambda kv: (-kv[1], kv[0]))[0] if used else "none"
+            occurrences = len(c.ids)
+            metrics = {"occurrences": occurrences, "calls": self._calls,
+                       "share": occurrences / self._calls if self._calls else 0.0,
+                       "resolved": len(c.strategies), "tools": len(c.tools)}
+            names = {**metrics, "conflict_type": ctype.value, "top_resolution": top,
                      "tool_list": ", ".join(sorted(c.tools))}
-            items.append((ctype, ctype, "*", metrics, names))
+            items.append((ctype.value, ctype.value, "*", metrics, names))
         return items
 
     def _confidence_bucket_items(self) -> list[_Item]:

@@ -46,6 +46,7 @@ from typing import Any
 import attrs
 
 from buddy.engine.orchestration._plans import ExecutionOutcome
+from buddy.rules.base._values import ExecutionMode
 from buddy.rules.tables._monitoring import (
     ANOMALY_METRICS,
     METRICS,
@@ -100,7 +101,7 @@ class Tally:
         self.ok += bool(outcome.ok)
         self.duration_ms += round(outcome.duration_ms * NS_PER_MS)
         self.rolled_back += bool(outcome.rolled_back)
-        self.live += outcome.mode == "LIVE"
+        self.live += outcome.mode is ExecutionMode.LIVE
         self.confidence += round(outcome.confidence * UNIT)
 
     def metrics(self, health: HealthTable) -> dict[str, Any]:
@@ -147,9 +148,10 @@ class Monitor:
     Examples
     --------
     >>> from buddy.engine.orchestration._plans import ExecutionOutcome
+    >>> mock = ExecutionMode.MOCK
     >>> monitor = Monitor(clock=lambda: 0.0)
     >>> monitor.record(ExecutionOutcome("c1", "p1", "a1", "form_fill", "LOW", 0.9,
-    ...                                 "MOCK", "MOCK", ok=True, duration_ms=40.0))
+    ...                                 mock, mock, ok=True, duration_ms=40.0))
     >>> monitor.metrics()["tool_success_rate"], monitor.health_status().value
     (100.0, 'EXCELLENT')
     >>> monitor.system_health()["timestamp"]

@@ -10,7 +10,8 @@ the seven steps of the source:
 5. execute, slot by slot, through the engine (one session per plan, so a LIVE
    failure rolls back that plan's reversible work);
 6. aggregate an :class:`OrchestrationResult` per plan;
-7. emit every outcome to the monitor and the feedback loop.
+7. emit every outcome to the monitor and the feedback loop, and the cycle's
+   conflicts and resolutions to the feedback loop.
 
 Modes are never chosen here: the engine's escalation machine decides each call,
 and caps (dry-run-only, a DOWNGRADE resolution, the LIVE budget) go through its
@@ -30,6 +31,7 @@ from buddy.engine.orchestration._conflicts import ConflictResolver
 from buddy.engine.orchestration._feedback import FeedbackLoop
 from buddy.engine.orchestration._monitor import Monitor
 from buddy.engine.orchestration._plans import ExecutionOutcome, PlannedCall, ToolExecutionPlan
+from buddy.machines import ExecutionState as EscalationState
 from buddy.rules.base._values import ExecutionMode
 
 __all__ = ["OrchestrationLimits", "OrchestrationResult", "ToolOrchestrator"]
@@ -106,6 +108,7 @@ class ToolOrchestrator:
                 valid.append(plan)
         calls = [c for plan in valid for c in plan.calls]
         # 2-4. register, detect and resolve conflicts
+        noted = len(self.resolver.conflicts)
         report = self.resolver.detect(calls)
         resolved = self.resolver.resolve(report, calls)
         involved: dict[str, list[str]] = {}
@@ -150,6 +153,8 @@ class ToolOrchestrator:
                 self.monitor.record(outcome)
             if self.feedback is not None:
                 self.feedback.record(outcome)
+        if self.feedback is not None:  # this cycle's conflicts: detected and seen at run time
+            self.feedback.record_conflicts(self.resolver.conflicts[noted:], resolved.resolutions)
         if self.monitor is not None:
             self.monitor.snapshot()
         return [results[plan.plan_id] for plan in plans]
@@ -202,13 +207,14 @@ class ToolOrchestrator:
         capped = max_mode is not None and max_mode is not ExecutionMode.LIVE
         approval = None if capped else _approval_of(self.engine, result)
         outcome = self._outcome(
-            call, result.decision.mode.value if result.decision.allowed else None,
-            result.mode.value if result.mode else None, result.ok,
+            call, result.decision.mode if result.decision.allowed else None, result.mode,
+            result.ok,
             duration_ms=(self.clock() - start) * 1000, error=result.error, approval=approval,
             conflicts=conflicts, resolution=strategy)
         return outcome, result.context, result.rolled_back
 
-    def _outcome(self, call: PlannedCall, decided: str | None, mode: str | None, ok: bool, *,
+    def _outcome(self, call: PlannedCall, decided: ExecutionMode | None,
+                 mode: ExecutionMode | None, ok: bool, *,
                  duration_ms: float = 0.0, error: str | None = None, rolled_back: bool = False,
                  approval: str | None = None, conflicts: tuple[str, ...] = (),
                  resolution: str | None = None) -> ExecutionOutcome:
@@ -227,8 +233,8 @@ class ToolOrchestrator:
         resolved_ids = {r.conflict for r in resolved.resolutions}
         tool_results = tuple({
             "call_id": o.call_id, "agent": o.agent, "tool": o.tool, "risk": o.risk,
-            "confidence": o.confidence, "decided_mode": o.decided, "mode": o.mode, "ok": o.ok,
-            "error": o.error, "approval": o.approval, "rolled_back": o.rolled_back,
+            "confidence": o.confidence, "decided_mode": _name(o.decided), "mode": _name(o.mode),
+            "ok": o.ok, "error": o.error, "approval": o.approval, "rolled_back": o.rolled_back,
             "conflicts": list(o.conflicts), "resolution": o.resolution,
             "duration_ms": o.duration_ms} for o in mine)
         return OrchestrationResult(
@@ -248,6 +254,11 @@ def _order(plans: Iterable[ToolExecutionPlan], call: PlannedCall) -> int:
     return -1
 
 
+def _name(mode: ExecutionMode | None) -> str | None:
+    """A mode as the JSON outputs write it."""
+    return mode.value if mode is not None else None
+
+
 def _rejected(plan: ToolExecutionPlan, why: str) -> OrchestrationResult:
     return OrchestrationResult(plan.plan_id, 0, len(plan.calls), tuple(
         {"call_id": c.id, "agent": c.agent, "tool": c.tool, "ok": False, "error": why}
@@ -256,10 +267,9 @@ def _rejected(plan: ToolExecutionPlan, why: str) -> OrchestrationResult:
 
 def _approval_of(engine: Engine, result: Any) -> str | None:
     """granted / denied / pending / None, from where the call's machine went."""
-    state = result.decision.state.value
     if result.decision.rule == "approval.denied":
         return "denied"
-    if state == "AWAITING_APPROVAL":
+    if result.decision.state is EscalationState.AWAITING_APPROVAL:
         return "pending"
     contract = engine.registry.get(result.tool)
     if result.decision.mode is ExecutionMode.LIVE and contract.requires_approval:

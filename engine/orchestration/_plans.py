@@ -10,6 +10,7 @@ feedback loop all speak; each run of one becomes an :class:`ExecutionOutcome`.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -17,11 +18,14 @@ from typing import Any
 import attrs
 import orjson
 
+from buddy.rules.base._files import split_lines
+from buddy.rules.base._masking import shown
+from buddy.rules.base._values import ExecutionMode, valid_confidence
 from buddy.rules.base.errors import PlanError
 from buddy.rules.tables._catalogue import ToolContractRegistry
 
-__all__ = ["ExecutionOutcome", "PlanLoad", "PlannedCall", "ToolExecutionPlan", "load_plans",
-           "plan_to_json"]
+__all__ = ["MAX_ARGS_DEPTH", "ExecutionOutcome", "PlanLoad", "PlannedCall", "ToolExecutionPlan",
+           "load_plans", "plan_to_json"]
 
 
 @attrs.frozen
@@ -75,14 +79,22 @@ class ToolExecutionPlan:
         return {c.id: c.confidence for c in self.calls}
 
 
+def _optional_mode(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None and not isinstance(value, ExecutionMode):
+        raise TypeError(f"{attribute.name}: must be an ExecutionMode or None "
+                        f"(got {shown(value)})")
+
+
 @attrs.frozen
 class ExecutionOutcome:
     """What one planned call came to; the monitor and the feedback loop read these.
 
     ``decided`` is the mode the policy decided (None when the call never reached
-    a decision, e.g. aborted by conflict resolution); ``mode`` the mode its
-    handler ran in (None when nothing ran). ``approval`` is ``"granted"``,
-    ``"denied"``, ``"pending"`` (waited, none given) or None (not needed).
+    a decision, e.g. aborted by conflict resolution, or was refused); ``mode``
+    the mode its handler ran in (None when nothing ran). Both are
+    :class:`~buddy.rules.base.ExecutionMode` values, never their names.
+    ``approval`` is ``"granted"``, ``"denied"``, ``"pending"`` (waited, none
+    given) or None (not needed).
     ``conflicts`` lists the conflict types the call was part of; ``resolution``
     the strategy applied to it, if any. ``rolled_back`` says the call's work was
     undone because a later LIVE call of its plan failed.
@@ -94,8 +106,8 @@ class ExecutionOutcome:
     tool: str
     risk: str
     confidence: float
-    decided: str | None
-    mode: str | None
+    decided: ExecutionMode | None = attrs.field(validator=_optional_mode)
+    mode: ExecutionMode | None = attrs.field(validator=_optional_mode)
     ok: bool
     duration_ms: float = 0.0
     error: str | None = None
@@ -111,6 +123,13 @@ class ExecutionOutcome:
 _STEP_KEYS = {"id", "agent", "tool", "confidence", "args", "resource", "estimated_s", "approval"}
 _PLAN_KEYS = {"plan_id", "steps", "execution_order", "upstream_plan_id", "validation_id",
               "phase21_plan_id", "phase22_validation_id"}
+
+#: How deep a step's ``args`` may nest (objects and lists, the args object itself
+#: counting 1). Deeper arguments are refused at load: every output and the audit
+#: trail hold them as JSON, which its writer caps at 254 levels for a whole line.
+MAX_ARGS_DEPTH = 100
+
+_PLAIN = re.compile(r"[A-Za-z0-9_.:@/-]{1,60}")
 
 
 @attrs.frozen
@@ -132,31 +151,40 @@ def load_plans(path: str | os.PathLike[str], registry: ToolContractRegistry | No
           "approval": null}], "execution_order": ["s1"]}
 
     ``execution_order`` (step ids) defaults to the order of ``steps``; a step's
-    slot is its position in it. A plan with a problem is rejected with one line
-    naming the file, line (JSON Lines), plan and field; the others load.
-    Raises :class:`PlanError` only when the file itself cannot be read.
+    slot is its position in it. ``args`` may nest :data:`MAX_ARGS_DEPTH` levels.
+    A plan with a problem is rejected with one line naming the file, line (JSON
+    Lines), plan and field; the others load. Values are echoed masked and
+    shortened (:func:`~buddy.rules.base.shown`), ``args`` only by their kind.
+
+    The file is one JSON document when it parses as one (but for a single plan
+    on one line), or when it opens a list (its first character ``[``) or its
+    first line is a lone ``{``; else it is JSON Lines, split on ``\\n`` only (JSON
+    strings may hold U+2028 and the like raw).
+
+    Raises :class:`PlanError` when the file cannot be read, is not UTF-8, or is a
+    JSON document that does not parse (the error names its line and column) or
+    holds no plans.
     """
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        data = p.read_bytes()
+        data.decode("utf-8")
     except FileNotFoundError:
         raise PlanError(f"{p}: no such file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise PlanError(f"{p}: cannot read: {exc}") from None
     raw: list[tuple[int, str, str, Any]] = []  # (order, where, index, the plan as read)
     errors: list[tuple[int, str]] = []
-    try:
-        data = orjson.loads(text)  # one JSON document: a list of plans, or {"plans": [...]}
-    except orjson.JSONDecodeError:
-        data = None
-    if data is not None:
-        items = data.get("plans", data) if isinstance(data, dict) else data
+    document = _document(p, data)
+    if document is not _LINES:
+        items = document.get("plans", document) if isinstance(document, dict) else document
         items = [items] if isinstance(items, dict) else items
         if not isinstance(items, list):
             raise PlanError(f"{p}: must hold plans: a list, {{\"plans\": [...]}} or JSON Lines")
         raw = [(i, f"{p}: ", str(i), item) for i, item in enumerate(items)]
     else:  # JSON Lines: one plan per line
-        for n, line in enumerate(text.splitlines(), 1):
+        lines, tail = split_lines(data)
+        for n, line in enumerate([*lines, tail], 1):
             if not line.strip():
                 continue
             try:
@@ -168,7 +196,7 @@ def load_plans(path: str | os.PathLike[str], registry: ToolContractRegistry | No
     for order, where, index, item in raw:
         plan, error = _read_plan(where, index, item, registry)
         if plan is not None and plan.plan_id in seen:
-            error = f"{where}plan[{plan.plan_id}].plan_id: duplicate plan id"
+            error = f"{where}plan[{_name(plan.plan_id)}].plan_id: duplicate plan id"
         if error is not None:
             errors.append((order, error))
         else:
@@ -178,18 +206,38 @@ def load_plans(path: str | os.PathLike[str], registry: ToolContractRegistry | No
     return PlanLoad(tuple(plans), tuple(e for _, e in sorted(errors)))
 
 
+_LINES: Any = object()  # what :func:`_document` says of a JSON Lines file
+
+
+def _document(p: Path, data: bytes) -> Any:
+    """The file's one JSON document, or :data:`_LINES` when it is JSON Lines (a single
+    plan on one line counts as JSON Lines, so its errors name line 1)."""
+    try:
+        document = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        start = data.lstrip()
+        if start[:1] == b"[" or start.split(b"\n", 1)[0].strip() == b"{":
+            raise PlanError(f"{p}: invalid JSON: {exc}") from None
+        return _LINES
+    one_plan = isinstance(document, dict) and "plans" not in document
+    return _LINES if one_plan and b"\n" not in data.strip() else document
+
+
 def _read_plan(where: str, index: str, item: Any, registry: ToolContractRegistry | None,
                ) -> tuple[ToolExecutionPlan | None, str | None]:
     if not isinstance(item, dict):
-        return None, f"{where}plan[{index}]: must be an object (got {type(item).__name__})"
+        return None, f"{where}plan[{index}]: must be an object (got {_kind(item)})"
     plan_id = item.get("plan_id")
     if not isinstance(plan_id, str) or not plan_id:
         return None, (f"{where}plan[{index}].plan_id: must be a non-empty string "
-                      f"(got {plan_id!r})")
-    at = f"{where}plan[{plan_id}]"
+                      f"(got {shown(plan_id)})")
+    at = f"{where}plan[{_name(plan_id)}]"
     extra = sorted(set(item) - _PLAN_KEYS)
     if extra:
-        return None, f"{at}.{extra[0]}: unknown key"
+        return None, f"{_field(at, extra[0])}: unknown key"
+    for key in ("upstream_plan_id", "validation_id", "phase21_plan_id", "phase22_validation_id"):
+        if not isinstance(item.get(key), str | None):
+            return None, f"{at}.{key}: must be a string or null (got {shown(item[key])})"
     steps = item.get("steps")
     if not isinstance(steps, list) or not steps:
         return None, f"{at}.steps: must be a non-empty list of steps"
@@ -199,12 +247,13 @@ def _read_plan(where: str, index: str, item: Any, registry: ToolContractRegistry
         if error:
             return None, error
         if step["id"] in parsed:
-            return None, f"{at}.steps[{i}].id: duplicate step id {step['id']!r}"
+            return None, f"{at}.steps[{i}].id: duplicate step id {shown(step['id'])}"
         parsed[step["id"]] = step
     order = item.get("execution_order", list(parsed))
-    if not isinstance(order, list) or sorted(map(str, order)) != sorted(parsed):
+    if not isinstance(order, list) or not all(isinstance(sid, str) for sid in order) \
+            or sorted(order) != sorted(parsed):
         return None, (f"{at}.execution_order: must list every step id once "
-                      f"(steps: {', '.join(parsed)}; got {order!r})")
+                      f"(steps: {', '.join(map(_name, parsed))}; got {shown(order)})")
     calls = tuple(
         PlannedCall(id=f"{plan_id}/{sid}", plan_id=plan_id, agent=parsed[sid]["agent"],
                     tool=parsed[sid]["tool"], confidence=float(parsed[sid]["confidence"]),
@@ -221,39 +270,81 @@ def _read_plan(where: str, index: str, item: Any, registry: ToolContractRegistry
 
 def _check_step(at: str, step: Any, registry: ToolContractRegistry | None) -> str | None:
     if not isinstance(step, dict):
-        return f"{at}: must be an object"
+        return f"{at}: must be an object (got {_kind(step)})"
     extra = sorted(set(step) - _STEP_KEYS)
     if extra:
-        return f"{at}.{extra[0]}: unknown key"
+        return f"{_field(at, extra[0])}: unknown key"
     for key in ("id", "agent", "tool"):
         if not isinstance(step.get(key), str) or not step[key]:
-            return f"{at}.{key}: must be a non-empty string (got {step.get(key)!r})"
+            return f"{at}.{key}: must be a non-empty string (got {shown(step.get(key))})"
     c = step.get("confidence")
-    if not isinstance(c, int | float) or isinstance(c, bool) or not 0.0 <= c <= 1.0:
-        return f"{at}.confidence: must be a number in [0, 1] (got {c!r})"
+    if not valid_confidence(c):
+        return f"{at}.confidence: must be a number in [0, 1] (got {shown(c)})"
     if registry is not None and step["tool"] not in registry:
-        return f"{at}.tool: unknown tool {step['tool']!r}"
-    if "args" in step and not isinstance(step["args"], dict | type(None)):
-        return f"{at}.args: must be an object (got {step['args']!r})"
-    if step.get("resource") is not None and not isinstance(step["resource"], str):
-        return f"{at}.resource: must be a string (got {step['resource']!r})"
+        return f"{at}.tool: unknown tool {shown(step['tool'])}"
+    args = step.get("args")
+    if not isinstance(args, dict | None):
+        return f"{at}.args: must be an object (got {_kind(args)})"
+    depth = _depth(args)
+    if depth > MAX_ARGS_DEPTH:
+        return f"{at}.args: must nest at most {MAX_ARGS_DEPTH} levels (got {depth})"
+    if not isinstance(step.get("resource"), str | None):
+        return f"{at}.resource: must be a string (got {shown(step['resource'])})"
     est = step.get("estimated_s")
     if est is not None and (not isinstance(est, int | float) or isinstance(est, bool)
                             or not est >= 0):
-        return f"{at}.estimated_s: must be a number >= 0 (got {est!r})"
-    if step.get("approval") is not None and not isinstance(step["approval"], bool):
-        return f"{at}.approval: must be true, false or null (got {step['approval']!r})"
+        return f"{at}.estimated_s: must be a number >= 0 (got {shown(est)})"
+    if not isinstance(step.get("approval"), bool | None):
+        return f"{at}.approval: must be true, false or null (got {shown(step['approval'])})"
     return None
 
 
+def _kind(value: Any) -> str:
+    """What a JSON value is, without a word of what it holds."""
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if value is None:
+        return "null"
+    kinds: dict[type, str] = {dict: "an object", list: "a list", str: "a string"}
+    return kinds.get(type(value), type(value).__name__)
+
+
+def _depth(value: Any) -> int:
+    """How many levels of objects and lists ``value`` nests (a scalar: 0); no recursion."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            item = item.values()
+        elif not isinstance(item, list):
+            continue
+        deepest = max(deepest, level)
+        stack.extend((child, level + 1) for child in item if isinstance(child, dict | list))
+    return deepest
+
+
+def _name(ident: str) -> str:
+    """A plan or step id as a message names it: as is when plain, else quoted and escaped."""
+    return ident if _PLAIN.fullmatch(ident) else shown(ident)
+
+
+def _field(at: str, key: str) -> str:
+    return f"{at}.{key}" if _PLAIN.fullmatch(key) else f"{at}[{shown(key)}]"
+
+
 def plan_to_json(plan: ToolExecutionPlan) -> dict[str, Any]:
-    """The plan in the file format :func:`load_plans` reads."""
+    """The plan in the file format :func:`load_plans` reads (step ids: the call ids
+    without their ``<plan_id>/`` prefix)."""
+    prefix = f"{plan.plan_id}/"
     return {
         "plan_id": plan.plan_id,
         "upstream_plan_id": plan.upstream_plan_id,
         "validation_id": plan.validation_id,
-        "steps": [{"id": c.id.split("/", 1)[1], "agent": c.agent, "tool": c.tool,
+        "steps": [{"id": c.id.removeprefix(prefix), "agent": c.agent, "tool": c.tool,
                    "confidence": c.confidence, "args": dict(c.args), "resource": c.resource,
                    "estimated_s": c.estimated_s, "approval": c.approval} for c in plan.calls],
-        "execution_order": [c.split("/", 1)[1] for c in plan.execution_order],
+        "execution_order": [c.removeprefix(prefix) for c in plan.execution_order],
     }

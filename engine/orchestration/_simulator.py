@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from buddy.rules.base._canonical import args_digest
+from buddy.rules.base._values import ExecutionMode
 from buddy.rules.tables._catalogue import ToolContractRegistry
 
 __all__ = ["SimulatedClock", "SimulatedFailure", "SimulatedTimeout", "SimulatedTools"]
@@ -62,7 +63,7 @@ DEFAULT_FAILURE_RATE = 0.0
 BASE_LATENCY_MS: Mapping[str, float] = {"vision_inspect": 400.0, "screenshot_capture": 120.0,
                                         "msgraph_send_email": 650.0, "database_write": 90.0}
 DEFAULT_LATENCY_MS = 200.0
-_MODE_FACTOR = {"MOCK": 0.1, "DRY_RUN": 0.5, "LIVE": 1.0}
+_MODE_FACTOR = {ExecutionMode.MOCK: 0.1, ExecutionMode.DRY_RUN: 0.5, ExecutionMode.LIVE: 1.0}
 
 
 class SimulatedTools:
@@ -74,7 +75,7 @@ class SimulatedTools:
         self.seed = seed
         self.clock = clock
         self.failure_rates = dict(failure_rates)
-        self._seen: Counter[tuple[str, str, str]] = Counter()
+        self._seen: Counter[tuple[str, ExecutionMode, str]] = Counter()
         self._lock = threading.Lock()
         self.undone: list[tuple[str, Any]] = []
 
@@ -82,19 +83,20 @@ class SimulatedTools:
         for contract in self.registry:
             name = contract.name
             engine.register_handler(
-                name, mock=self._handler(name, "MOCK"), dry_run=self._handler(name, "DRY_RUN"),
-                live=self._handler(name, "LIVE"),
+                name, mock=self._handler(name, ExecutionMode.MOCK),
+                dry_run=self._handler(name, ExecutionMode.DRY_RUN),
+                live=self._handler(name, ExecutionMode.LIVE),
                 undo=self._undo(name) if contract.reversible else None)
 
-    def _rng(self, tool: str, mode: str, args: Mapping[str, Any]) -> random.Random:
+    def _rng(self, tool: str, mode: ExecutionMode, args: Mapping[str, Any]) -> random.Random:
         digest = args_digest(args)
         with self._lock:
             self._seen[(tool, mode, digest)] += 1
             n = self._seen[(tool, mode, digest)]
-        key = f"{self.seed}:{tool}:{mode}:{digest}:{n}".encode()
+        key = f"{self.seed}:{tool}:{mode.value}:{digest}:{n}".encode()
         return random.Random(int.from_bytes(hashlib.sha256(key).digest()[:8], "big"))
 
-    def _handler(self, tool: str, mode: str) -> Callable[[dict[str, Any]], Any]:
+    def _handler(self, tool: str, mode: ExecutionMode) -> Callable[[dict[str, Any]], Any]:
         timeout_s = self.registry.get(tool).timeout_s
 
         def run(args: dict[str, Any]) -> dict[str, Any]:
@@ -102,15 +104,15 @@ class SimulatedTools:
             latency = BASE_LATENCY_MS.get(tool, DEFAULT_LATENCY_MS) * _MODE_FACTOR[mode] * \
                 rng.uniform(0.5, 1.5)
             steer = args.get("simulate")
-            if steer == "timeout" and mode != "MOCK":
+            if steer == "timeout" and mode is not ExecutionMode.MOCK:
                 self.clock.advance(timeout_s)
                 raise SimulatedTimeout(f"simulated {tool} ran past its {timeout_s:g} s timeout")
             self.clock.advance(latency / 1000)
-            if mode != "MOCK" and (steer == "error" and mode == "LIVE" or
-                                   rng.random() < self.failure_rates.get(tool,
-                                                                         DEFAULT_FAILURE_RATE)):
-                raise SimulatedFailure(f"simulated {tool} failure in {mode}")
-            return {"simulated": True, "tool": tool, "mode": mode,
+            if mode is not ExecutionMode.MOCK and (
+                    steer == "error" and mode is ExecutionMode.LIVE
+                    or rng.random() < self.failure_rates.get(tool, DEFAULT_FAILURE_RATE)):
+                raise SimulatedFailure(f"simulated {tool} failure in {mode.value}")
+            return {"simulated": True, "tool": tool, "mode": mode.value,
                     "latency_ms": round(latency, 3)}
 
         return run

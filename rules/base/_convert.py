@@ -3,8 +3,11 @@
 Unstructuring: enums by value, frozensets as sorted lists, tuples as lists.
 Structuring is strict, for data a user wrote (rule tables, plans, audit
 events): no coercion (``"5"`` is not 5, ``1`` is not True, ``1.5`` is not a
-whole number), no NaN or infinity, integers too large for a float refused,
-sequences only from lists, records only from tables, extra keys refused. With
+whole number), no NaN or infinity, integers too large for a float refused
+(whole numbers too: a 400-digit count is a typo, and would overflow the first
+float it meets), sequences only from lists, records only from tables, extra
+keys refused. A :data:`Scalar` is any TOML scalar (a rule condition's
+threshold, typed later against its metric). With
 ``detailed_validation`` every problem of a value is collected, and
 :func:`problems_of` flattens them into :class:`Problem` values, each a path
 and one line of message (``when.all[0].op: must be one of ge, gt, ... (got '=>')``).
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import enum
 import math
+import sys
 import typing
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
@@ -31,9 +35,15 @@ from cattrs.gen import make_dict_structure_fn
 
 from buddy.rules.base._masking import shown
 
-__all__ = ["Problem", "converter", "make_converter", "problems_of", "structure_checked"]
+__all__ = ["Problem", "Scalar", "converter", "make_converter", "problems_of", "structure_checked"]
 
 T = TypeVar("T")
+
+#: Any TOML scalar: what a rule condition compares a metric with, before the
+#: metric's own type is known.
+Scalar = bool | int | float | str
+#: The largest magnitude a float holds; whole numbers beyond it are refused.
+_FLOAT_MAX = sys.float_info.max
 
 
 @attrs.frozen
@@ -72,6 +82,8 @@ def _bool(value: Any, _: Any) -> bool:
 def _int(value: Any, _: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"must be a whole number (got {shown(value)})")
+    if not -_FLOAT_MAX <= value <= _FLOAT_MAX:
+        raise ValueError(f"must be a whole number (got {shown(value)}, too large)")
     return value
 
 
@@ -85,6 +97,12 @@ def _float(value: Any, _: Any) -> float:
     if not math.isfinite(number):
         raise ValueError(f"must be a finite number (got {shown(value)})")
     return number
+
+
+def _scalar(value: Any, _: Any) -> Scalar:
+    if not isinstance(value, bool | int | float | str):
+        raise TypeError(f"must be a number, true, false or a string (got {shown(value)})")
+    return value
 
 
 def _enum(value: Any, cl: type[enum.Enum]) -> enum.Enum:
@@ -153,6 +171,7 @@ def make_converter() -> cattrs.Converter:
     conv.register_structure_hook(bool, _bool)
     conv.register_structure_hook(int, _int)
     conv.register_structure_hook(float, _float)
+    conv.register_structure_hook_func(lambda t: t == Scalar, _scalar)
     conv.register_structure_hook_func(
         lambda t: isinstance(t, type) and issubclass(t, enum.Enum), _enum)
     conv.register_structure_hook_factory(_is_collection, _collection_hook(conv))
@@ -170,7 +189,8 @@ def problems_of(exc: BaseException, path: tuple[str | int, ...] = ()) -> list[Pr
 
     Nested ``ExceptionGroup`` values are walked; a missing key reads
     ``is required``, an extra one ``unknown key``; an exception carrying a
-    ``field`` attribute (a validator's) adds that field to the path.
+    ``field`` attribute (a validator's) adds that field to the path (a dotted
+    path: ``"when.all.0.op"``, whose numbers are list indexes).
     """
     if isinstance(exc, ForbiddenExtraKeysError):
         return [Problem((*path, key), "unknown key") for key in sorted(exc.extra_fields)]
@@ -190,7 +210,7 @@ def problems_of(exc: BaseException, path: tuple[str | int, ...] = ()) -> list[Pr
         return found
     field = getattr(exc, "field", None)
     if isinstance(field, str) and field:
-        path = (*path, *field.split("."))
+        path = (*path, *(int(p) if p.isdigit() else p for p in field.split(".")))
     message = str(getattr(exc, "message", None) or exc) or type(exc).__name__
     return [Problem(path, message)]
 

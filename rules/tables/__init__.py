@@ -1,17 +1,29 @@
-"""The rule-table layer: each table's vocabulary, schema and loader, and the loading machinery.
+"""The rule-table layer: each table's vocabulary, row types and checks, and the one loader.
 
+Every table file (``escalation.toml``, ``tools.toml``, ``conflicts.toml``,
+``anomalies.toml``, ``health.toml``, ``signals.toml``) is read by
+:func:`load` against its :class:`TableSpec`, built on the one cattrs
+converter; problems read ``file:line: row[id].field: message``, all at once.
 The TOML files themselves ship one folder up, in ``buddy/rules/``. This layer
 imports :mod:`buddy.rules.base` and nothing else of buddy's.
 """
 
 from buddy.rules.tables._catalogue import ToolContract, ToolContractRegistry, ValidationResult
+from buddy.rules.tables._conditions import Condition, Op, When, check_when, compile_when
 from buddy.rules.tables._conflicts import (
     ConflictRow,
     ConflictTable,
+    ConflictThen,
     ConflictType,
     ResolutionStrategy,
 )
-from buddy.rules.tables._escalation import EscalationRow, EscalationTable, RiskPolicy
+from buddy.rules.tables._escalation import (
+    EscalationRow,
+    EscalationTable,
+    EscalationThen,
+    RiskPolicy,
+)
+from buddy.rules.tables._loader import Loaded, ShippedTable, TableSpec, load, read_toml
 from buddy.rules.tables._monitoring import (
     Anomaly,
     AnomalyRule,
@@ -19,19 +31,14 @@ from buddy.rules.tables._monitoring import (
     HealthStatus,
     HealthTable,
 )
-from buddy.rules.tables._rowtable import (
-    Field,
-    RuleRow,
-    RuleTable,
-    Schema,
-    Scope,
-    TableFile,
-    Template,
-    compile_template,
-    load_table,
+from buddy.rules.tables._signals import (
+    ConfidenceRule,
+    SignalRule,
+    SignalTable,
+    SignalType,
+    Vocabulary,
 )
-from buddy.rules.tables._signals import ConfidenceRule, SignalRule, SignalTable, SignalType
-from buddy.rules.tables._table import Condition, Op, When, compile_when
+from buddy.rules.tables._template import Template, compile_template
 
 __all__ = [
     "Anomaly",
@@ -41,29 +48,31 @@ __all__ = [
     "ConfidenceRule",
     "ConflictRow",
     "ConflictTable",
+    "ConflictThen",
     "ConflictType",
     "EscalationRow",
     "EscalationTable",
-    "Field",
+    "EscalationThen",
     "HealthStatus",
     "HealthTable",
+    "Loaded",
     "Op",
     "ResolutionStrategy",
     "RiskPolicy",
-    "RuleRow",
-    "RuleTable",
-    "Schema",
-    "Scope",
+    "ShippedTable",
     "SignalRule",
     "SignalTable",
     "SignalType",
-    "TableFile",
+    "TableSpec",
     "Template",
     "ToolContract",
     "ToolContractRegistry",
     "ValidationResult",
+    "Vocabulary",
     "When",
+    "check_when",
     "compile_template",
     "compile_when",
-    "load_table",
+    "load",
+    "read_toml",
 ]

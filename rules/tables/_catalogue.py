@@ -1,62 +1,88 @@
 """Tool contracts: what a tool is allowed to be, and the registry that holds them.
 
-Invariants (checked on every contract and every registration):
+Invariants (checked on every contract and every registration, in code as in
+``rules/tools.toml``):
 
 - a HIGH risk tool requires approval;
 - an irreversible tool is never LOW risk;
 - names are unique, dependencies name registered tools, and never form a cycle.
+
+The catalogue file is a table of ``[[tool]]`` rows, each a :class:`ToolContract`
+read by the one rule-table loader (:mod:`buddy.rules.tables._loader`); its
+problems read ``tools.toml:12: tool[form_fill].timeout_s: must be a finite
+number > 0 (got 0.0)``.
 """
 
 from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
-from importlib import resources
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, TypeGuard
 
 import attrs
 import networkx as nx
 
+from buddy.rules.base._convert import Problem
+from buddy.rules.base._masking import shown
 from buddy.rules.base._values import RiskLevel
 from buddy.rules.base.errors import (
     ContractError,
     DependencyCycleError,
-    RuleTableError,
     UnknownToolError,
 )
-from buddy.rules.tables._table import Problems, read_toml, row_line
+from buddy.rules.tables._checks import invalid
+from buddy.rules.tables._loader import NoKeys, ShippedTable, TableSpec, load
 
 __all__ = [
     "ToolContract",
     "ToolContractRegistry",
     "ValidationResult",
+    "is_tool_name",
 ]
 
 
 _PUNCTUATION = str.maketrans("", "", "_-.")
 
 
-def _name(instance: Any, attribute: attrs.Attribute, value: str) -> None:
-    if not isinstance(value, str) or not value.translate(_PUNCTUATION).isalnum():
-        raise ContractError(
-            f"{attribute.name}: must be a non-empty identifier of letters, digits, '_', '-', '.' "
-            f"(got {value!r})"
-        )
+def is_tool_name(value: object) -> TypeGuard[str]:
+    """Whether ``value`` can name a tool: letters, digits, ``_``, ``-`` and ``.``, at least
+    one letter or digit.
+
+    >>> is_tool_name("msgraph_send_email"), is_tool_name("a b"), is_tool_name("...")
+    (True, False, False)
+    """
+    return isinstance(value, str) and value.translate(_PUNCTUATION).isalnum()
 
 
-def _positive_int(instance: Any, attribute: attrs.Attribute, value: int | None) -> None:
+def _name(instance: Any, attribute: attrs.Attribute[Any], value: str) -> None:
+    if not is_tool_name(value):
+        raise invalid(attribute.name, "must be a non-empty identifier of letters, digits, "
+                      f"'_', '-', '.' (got {shown(value)})", kind=ContractError)
+
+
+def _positive_int(instance: Any, attribute: attrs.Attribute[Any], value: int | None) -> None:
     if value is not None and (type(value) is not int or value < 1):
-        raise ContractError(f"{getattr(instance, 'name', '?')}.{attribute.name}: must be a "
-                            f"whole number > 0 (got {value!r})")
+        raise invalid(attribute.name, f"must be a whole number > 0 (got {shown(value)})",
+                      owner=_owner(instance), kind=ContractError)
 
 
-def _finite_positive(instance: Any, attribute: attrs.Attribute, value: float) -> None:
+def _finite_positive(instance: Any, attribute: attrs.Attribute[Any], value: float) -> None:
     if isinstance(value, bool) or not isinstance(value, int | float) or \
             not 0 < value < math.inf:
-        raise ContractError(f"{getattr(instance, 'name', '?')}.{attribute.name}: must be a "
-                            f"finite number > 0 (got {value!r})")
+        raise invalid(attribute.name, f"must be a finite number > 0 (got {shown(value)})",
+                      owner=_owner(instance), kind=ContractError)
+
+
+def _listed(names: Iterable[str]) -> str:
+    """Tool names for a message: as written when they can be names, else shown quoted."""
+    return ", ".join(n if is_tool_name(n) else shown(n) for n in names)
+
+
+def _owner(instance: Any) -> str:
+    name = getattr(instance, "name", None)
+    return name if is_tool_name(name) else "?"
 
 
 @attrs.frozen
@@ -84,13 +110,19 @@ class ToolContract:
 
     def __attrs_post_init__(self) -> None:
         if self.risk is RiskLevel.HIGH and not self.requires_approval:
-            raise ContractError(f"{self.name}: a HIGH risk tool must require approval")
+            raise self._broken("a HIGH risk tool must require approval")
         if not self.reversible and self.risk is RiskLevel.LOW:
-            raise ContractError(f"{self.name}: an irreversible tool cannot be LOW risk")
+            raise self._broken("an irreversible tool cannot be LOW risk")
         if self.name in self.dependencies:
-            raise ContractError(f"{self.name}: a tool cannot depend on itself")
+            raise self._broken("a tool cannot depend on itself", "dependencies")
         if len(set(self.dependencies)) != len(self.dependencies):
-            raise ContractError(f"{self.name}: dependencies are listed twice")
+            raise self._broken("dependencies are listed twice", "dependencies")
+
+    def _broken(self, message: str, field: str | None = None) -> Exception:
+        """An invariant's error: ``name: message``, placed on ``field`` (or the whole contract)."""
+        error = invalid(None, message, owner=self.name, kind=ContractError)
+        error.field = field  # type: ignore[attr-defined]
+        return error
 
 
 @attrs.frozen
@@ -103,7 +135,7 @@ class ValidationResult:
     reason: str = ""
 
 
-class ToolContractRegistry:
+class ToolContractRegistry(ShippedTable):
     """The catalogue of tool contracts an engine enforces.
 
     >>> reg = ToolContractRegistry.default()
@@ -112,6 +144,8 @@ class ToolContractRegistry:
     >>> reg.validate_request("msgraph_send_email", {"mail.send"}).missing_permissions
     frozenset({'mail.read'})
     """
+
+    FILE: ClassVar[str] = "tools.toml"
 
     def __init__(self, contracts: Iterable[ToolContract] = (), *, source: str = "<memory>",
                  digest: str = "") -> None:
@@ -131,55 +165,27 @@ class ToolContractRegistry:
 
     # -- loading -------------------------------------------------------------
     @classmethod
-    def default(cls) -> ToolContractRegistry:
-        """The standard catalogue shipped with buddy (``buddy/rules/tools.toml``)."""
-        ref = resources.files("buddy.rules").joinpath("tools.toml")
-        return cls.from_toml(text=ref.read_text(encoding="utf-8"), source="buddy/rules/tools.toml")
-
-    @classmethod
     def from_toml(cls, path: Path | str | None = None, *, text: str | None = None,
                   source: str | None = None) -> ToolContractRegistry:
-        """Load a catalogue of ``[[tool]]`` rows; every problem is reported at once."""
-        data, text, digest = read_toml(path, text, source)
-        source = source or (str(path) if path is not None else "<text>")
-        problems = Problems(source, text)
-        problems.unknown_keys(data, ("tool",), "catalogue", None)
-        rows = data.get("tool", [])
-        if not isinstance(rows, list) or not rows:
-            problems.add("tool", "the catalogue needs at least one [[tool]] row")
-            problems.raise_if_any()
-        contracts: list[ToolContract] = []
-        lines: dict[str, int | None] = {}
-        for i, row in enumerate(rows):
-            line = row_line(text, "tool", i)
-            contract = _read_contract(problems, row, f"tool[{i}]", line)
-            if contract is None:
-                continue
-            if contract.name in lines:
-                problems.add(f"tool[{contract.name}].name",
-                             f"duplicate name (first at line {lines[contract.name]})", line)
-                continue
-            lines[contract.name] = line
-            contracts.append(contract)
-        named = {row.get("name") for row in rows if isinstance(row, Mapping)}
-        for contract in contracts:
-            missing = [d for d in contract.dependencies if d not in named]
-            if missing:
-                problems.add(f"tool[{contract.name}].dependencies",
-                             f"unknown tool(s): {', '.join(missing)}", lines[contract.name])
-        problems.raise_if_any()
-        try:
-            return cls(contracts, source=source, digest=digest)
-        except ContractError as exc:
+        """Load a catalogue of ``[[tool]]`` rows; every problem is reported at once.
 
-            raise RuleTableError(f"{source}: {exc}" if not str(exc).startswith(source)
-                                 else str(exc)) from None
+        Raises :class:`~buddy.rules.base.errors.RuleTableError` whose ``problems``
+        are lines ``file:line: tool[name].field: message``.
+
+        >>> ToolContractRegistry.from_toml(text='[[tool]]\\nname = "wipe"\\nrisk = "LOW"\\n'
+        ...                                'reversible = false\\n', source="t.toml")
+        Traceback (most recent call last):
+        ...
+        buddy.rules.base.errors.RuleTableError: t.toml:1: tool[wipe]: an irreversible tool ...
+        """
+        loaded = load(SPEC, path, text=text, source=source)
+        return cls(loaded.rows, source=loaded.source, digest=loaded.digest)
 
     # -- calls ---------------------------------------------------------------
     def register(self, contract: ToolContract) -> None:
         """Add a contract; its name must be new and its dependencies registered."""
         if contract.name in self._tools:
-            raise ContractError(f"tool {contract.name!r} is already registered")
+            raise ContractError(f"tool {shown(contract.name)} is already registered")
         self._check_dependencies(contract)
         self._tools[contract.name] = contract
 
@@ -220,7 +226,7 @@ class ToolContractRegistry:
         """Whether an agent holding ``permissions`` may request ``tool``."""
         contract = self._tools.get(tool)
         if contract is None:
-            return ValidationResult(False, tool, reason=f"unknown tool {tool!r}")
+            return ValidationResult(False, tool, reason=f"unknown tool {shown(tool)}")
         missing = contract.permissions - frozenset(permissions)
         if missing:
             return ValidationResult(False, tool, frozenset(missing),
@@ -240,7 +246,7 @@ class ToolContractRegistry:
         missing = [d for d in contract.dependencies if d not in self._tools]
         if missing:
             raise ContractError(
-                f"{contract.name}: depends on unknown tool(s): {', '.join(missing)}")
+                f"{contract.name}: depends on unknown tool(s): {_listed(missing)}")
 
     def _check_acyclic(self) -> None:
         graph = self.dependency_graph()
@@ -250,44 +256,32 @@ class ToolContractRegistry:
         raise DependencyCycleError([u for u, _ in cycle] + [cycle[0][0]])
 
 
-_CONTRACT_KEYS = {
-    "name": str, "description": str, "risk": str, "reversible": bool, "permissions": list,
-    "dependencies": list, "max_concurrency": int, "rate_limit_per_minute": int,
-    "timeout_s": float, "requires_approval": bool, "tags": list,
-}
+def _compile(contract: ToolContract) -> tuple[ToolContract, list[Problem]]:
+    return contract, []
 
 
-def _read_contract(problems: Problems, row: Any, where: str,
-                   line: int | None) -> ToolContract | None:
-    if not isinstance(row, Mapping):
-        problems.add(where, "must be a table", line)
-        return None
-    before = len(problems.items)
-    name = problems.field(row, "name", str, where, line)
-    label = f"tool[{name}]" if name else where
-    problems.unknown_keys(row, _CONTRACT_KEYS, label, line)
-    risk = problems.enum(row, "risk", RiskLevel, label, line)
-    reversible = problems.field(row, "reversible", bool, label, line)
-    fields: dict[str, Any] = {}
-    for key in ("description", "max_concurrency", "rate_limit_per_minute", "timeout_s",
-                "requires_approval"):
-        if key in row:
-            fields[key] = problems.field(row, key, _CONTRACT_KEYS[key], label, line)
-    for key in ("permissions", "dependencies", "tags"):
-        if key in row:
-            items = problems.field(row, key, list, label, line)
-            if items is not None and not all(isinstance(x, str) for x in items):
-                problems.add(f"{label}.{key}", f"must be a list of strings (got {items!r})", line)
-            fields[key] = items or ()
-    if len(problems.items) > before:
-        return None
-    try:
-        return ToolContract(name=name, risk=risk, reversible=reversible, **fields)
-    except ContractError as exc:
-        message = str(exc)
-        if message.startswith(f"{name}: "):  # an invariant of the whole contract
-            problems.add(label, message.removeprefix(f"{name}: "), line)
-        else:  # one field's validator: "name.field: ..." or "field: ..."
-            field, _, rest = message.removeprefix(f"{name}.").partition(": ")
-            problems.add(f"{label}.{field}", rest, line)
-        return None
+def _check(file: NoKeys, contracts: Sequence[ToolContract]) -> Iterable[Problem]:
+    """At least one tool; dependencies name tools of the catalogue and form no cycle."""
+    if not contracts:
+        yield Problem((), "needs at least one [[tool]] row")
+    index = {c.name: i for i, c in enumerate(contracts)}
+    holes = False
+    for i, contract in enumerate(contracts):
+        missing = [d for d in contract.dependencies if d not in index]
+        if missing:
+            holes = True
+            yield Problem(("tool", i, "dependencies"), f"unknown tool(s): {_listed(missing)}")
+    if holes:  # a graph with holes has no cycle worth naming
+        return
+    graph: nx.DiGraph[str] = nx.DiGraph()
+    graph.add_nodes_from(index)
+    graph.add_edges_from((d, c.name) for c in contracts for d in c.dependencies)
+    if not nx.is_directed_acyclic_graph(graph):  # linear; nx.find_cycle alone is not, here
+        cycle = [u for u, _ in nx.find_cycle(graph)]
+        yield Problem(("tool", index[cycle[0]], "dependencies"),
+                      "form a cycle: " + " -> ".join([*cycle, cycle[0]]))
+
+
+SPEC: TableSpec[NoKeys, ToolContract, ToolContract] = TableSpec(
+    "catalogue", ToolContract, compile=_compile, check=_check, rows="tool", key="name",
+    named=is_tool_name)

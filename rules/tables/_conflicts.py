@@ -11,22 +11,29 @@ from __future__ import annotations
 
 import enum
 import operator
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 import attrs
 
+from buddy.rules.base._convert import Problem
+from buddy.rules.base._masking import shown
 from buddy.rules.base._values import ExecutionMode, RiskLevel
-from buddy.rules.base.errors import RuleTableError
-from buddy.rules.tables._table import Op, Problems, ShippedTable, When, compile_when, read_rows
+from buddy.rules.base.errors import BuddyError, RuleTableError
+from buddy.rules.tables._checks import invalid, raise_all, row_id
+from buddy.rules.tables._conditions import When, check_when, compile_when
+from buddy.rules.tables._loader import NoKeys, ShippedTable, TableSpec, load
 
 __all__ = [
+    "METRICS",
     "ConflictRow",
     "ConflictTable",
+    "ConflictThen",
     "ConflictType",
     "ResolutionStrategy",
 ]
+
 
 class ConflictType(enum.Enum):
     """What two (or one) planned calls get wrong."""
@@ -51,13 +58,9 @@ class ResolutionStrategy(enum.Enum):
 T = ConflictType
 R = ResolutionStrategy
 
-
-
-# -- the table ----------------------------------------------------------------
-
-#: Metrics a conflict row may test, and the TOML types of their values.
-METRICS: Mapping[str, type | tuple[type, ...]] = {"type": str, "risk": str, "reversible": bool}
-_CATEGORIES: Mapping[str, type[enum.Enum]] = {"type": ConflictType, "risk": RiskLevel}
+#: Metrics a conflict row may test, and the types of their values (the two
+#: enums take their values' names, ``"RESOURCE"``, ``"HIGH"``).
+METRICS: Mapping[str, type] = {"type": ConflictType, "risk": RiskLevel, "reversible": bool}
 # A row is matched against (type, risk, reversible) of the conflict and its tool.
 _GETTERS: Mapping[str, Callable[[Any], Any]] = {
     "type": operator.itemgetter(0), "risk": operator.itemgetter(1),
@@ -66,33 +69,103 @@ _GETTERS: Mapping[str, Callable[[Any], Any]] = {
 _TOOL_KINDS = tuple((risk, rev) for risk in RiskLevel for rev in (True, False)
                     if rev or risk is not RiskLevel.LOW)
 _FALLBACKS = (R.ABORT, R.DOWNGRADE)
+#: The keys of ``then`` each strategy takes besides ``strategy``.
 _THEN_KEYS: Mapping[ResolutionStrategy, tuple[str, ...]] = {
-    R.DELAY: ("strategy", "delay_s", "max_delay_s", "fallback", "max_mode"),
-    R.REASSIGN: ("strategy", "fallback", "max_mode"),
-    R.DOWNGRADE: ("strategy", "max_mode"),
-    R.ABORT: ("strategy",),
+    R.DELAY: ("delay_s", "max_delay_s", "fallback", "max_mode"),
+    R.REASSIGN: ("fallback", "max_mode"),
+    R.DOWNGRADE: ("max_mode",),
+    R.ABORT: (),
 }
-_ALL_THEN_KEYS = {k for keys in _THEN_KEYS.values() for k in keys}
+
+
+def _default_fallback(then: ConflictThen) -> ResolutionStrategy | None:
+    return R.ABORT if then.strategy in (R.DELAY, R.REASSIGN) else None
+
+
+@attrs.frozen
+class ConflictThen:
+    """A strategy and its parameters.
+
+    ``delay_s`` / ``max_delay_s``: DELAY waits ``delay_s`` per slot moved, at
+    most ``max_delay_s``. ``fallback``: what DELAY or REASSIGN does when it
+    cannot (ABORT, the default, or DOWNGRADE). ``max_mode``: the cap of
+    DOWNGRADE (also as a fallback). A key the strategy does not use is refused.
+
+    >>> ConflictThen(R.ABORT, delay_s=1.0)
+    Traceback (most recent call last):
+    ...
+    buddy.rules.base.errors.RuleTableError: delay_s: is not used by strategy ABORT (it takes: ...)
+    """
+
+    strategy: ResolutionStrategy
+    delay_s: float | None = None
+    max_delay_s: float | None = None
+    fallback: ResolutionStrategy | None = attrs.field(
+        default=attrs.Factory(_default_fallback, takes_self=True))
+    max_mode: ExecutionMode | None = None
+
+    def __attrs_post_init__(self) -> None:
+        raise_all(list(self._errors()))
+
+    def _errors(self) -> Iterable[BuddyError]:
+        strategy, allowed = self.strategy, _THEN_KEYS[self.strategy]
+        unused = [k for k in ("delay_s", "fallback", "max_delay_s", "max_mode")
+                  if getattr(self, k) is not None and k not in allowed]
+        for key in unused:
+            yield invalid(key, f"is not used by strategy {strategy.value} "
+                          f"(it takes: {', '.join(allowed) or 'nothing more'})")
+        if strategy is R.DELAY:
+            delay, cap = self.delay_s, self.max_delay_s
+            for key, value in (("delay_s", delay), ("max_delay_s", cap)):
+                if value is None:
+                    yield invalid(key, "is required")
+            if delay is not None and not delay > 0:
+                yield invalid("delay_s", f"must be > 0 (got {shown(delay)})")
+            elif delay is not None and cap is not None and cap < delay:
+                yield invalid("max_delay_s",
+                              f"must be >= delay_s {delay} (got {shown(cap)})")
+        if strategy in (R.DELAY, R.REASSIGN) and self.fallback not in _FALLBACKS:
+            got = shown(getattr(self.fallback, "value", self.fallback))
+            yield invalid("fallback", f"must be ABORT or DOWNGRADE (got {got})")
+        if strategy is R.DOWNGRADE or self.fallback is R.DOWNGRADE:
+            if self.max_mode is None:
+                yield invalid("max_mode", "is required")
+            elif self.max_mode is ExecutionMode.LIVE:
+                yield invalid("max_mode",
+                              "must be MOCK or DRY_RUN (LIVE caps nothing)")
+        elif self.max_mode is not None and "max_mode" not in unused:
+            yield invalid("max_mode",
+                          "is only used with DOWNGRADE (as strategy or fallback)")
 
 
 @attrs.frozen
 class ConflictRow:
-    """Resolve the conflicts ``when`` matches with ``strategy``.
+    """Resolve the conflicts ``when`` matches as ``then`` says."""
 
-    ``delay_s`` / ``max_delay_s``: DELAY waits ``delay_s`` per slot moved, at
-    most ``max_delay_s``. ``fallback``: what DELAY or REASSIGN does when it
-    cannot (ABORT or DOWNGRADE). ``max_mode``: the cap of DOWNGRADE (also as a
-    fallback).
-    """
-
-    id: str
+    id: str = attrs.field(validator=row_id)
     when: When
-    strategy: ResolutionStrategy
-    delay_s: float | None = None
-    max_delay_s: float | None = None
-    fallback: ResolutionStrategy | None = None
-    max_mode: ExecutionMode | None = None
+    then: ConflictThen
     description: str = ""
+
+    @property
+    def strategy(self) -> ResolutionStrategy:
+        return self.then.strategy
+
+    @property
+    def delay_s(self) -> float | None:
+        return self.then.delay_s
+
+    @property
+    def max_delay_s(self) -> float | None:
+        return self.then.max_delay_s
+
+    @property
+    def fallback(self) -> ResolutionStrategy | None:
+        return self.then.fallback
+
+    @property
+    def max_mode(self) -> ExecutionMode | None:
+        return self.then.max_mode
 
     def describe(self) -> str:
         """One line: ``RESOURCE -> DELAY 5.0 s per slot, at most 15.0 s (else ABORT)``."""
@@ -118,6 +191,27 @@ def _uncovered(rows: Sequence[ConflictRow]) -> dict[ConflictType, tuple[RiskLeve
     return missing
 
 
+def _uncovered_message(ctype: ConflictType, risk: RiskLevel, reversible: bool) -> str:
+    return (f"no row matches conflict type {ctype.value} (e.g. risk {risk.value}, reversible "
+            f"{str(reversible).lower()}): add a row for it, or a last row with when = {{}}")
+
+
+def _compile(row: ConflictRow) -> tuple[ConflictRow | None, list[Problem]]:
+    when, problems = check_when(row.when, METRICS, at=("when",))
+    return (attrs.evolve(row, when=when) if when is not None else None), problems
+
+
+def _check(file: NoKeys, rows: Sequence[ConflictRow]) -> Iterable[Problem]:
+    """Every conflict type is matched by some row, for every kind of tool."""
+    for ctype, kind in _uncovered(rows).items():
+        yield Problem((), _uncovered_message(ctype, *kind))
+
+
+SPEC: TableSpec[NoKeys, ConflictRow, ConflictRow] = TableSpec(
+    "conflicts", ConflictRow, compile=_compile, check=_check,
+    required={"when": "is required (when = {} matches every conflict)"})
+
+
 @attrs.frozen
 class ConflictTable(ShippedTable):
     """Rows tried in order, the first matching one wins; compiled once into a
@@ -130,7 +224,7 @@ class ConflictTable(ShippedTable):
     ...                         'then = { strategy = "WAIT" }\\n', source="c.toml")
     Traceback (most recent call last):
     ...
-    buddy.rules.base.errors.RuleTableError: c.toml:1: row[x].then.strategy: must be one of ...
+    buddy.rules.base.errors.RuleTableError: c.toml:4: row[x].then.strategy: must be one of ...
     """
 
     FILE: ClassVar[str] = "conflicts.toml"
@@ -144,7 +238,7 @@ class ConflictTable(ShippedTable):
     def __attrs_post_init__(self) -> None:
         missing = _uncovered(self.rows)
         if missing:
-            raise RuleTableError([f"{self.source}: row: {_uncovered_message(t, *k)}"
+            raise RuleTableError([f"{self.source}: {SPEC.name}: {_uncovered_message(t, *k)}"
                                   for t, k in missing.items()])
         predicates = [(compile_when(row.when, _GETTERS), row) for row in self.rows]
         choice = {}
@@ -158,7 +252,6 @@ class ConflictTable(ShippedTable):
         """The first row matching a conflict of ``ctype`` on a tool of that kind."""
         return self._choice[(ctype, risk, reversible)]
 
-    # -- loading -------------------------------------------------------------
     @classmethod
     def from_toml(cls, path: Path | str | None = None, *, text: str | None = None,
                   source: str | None = None) -> ConflictTable:
@@ -167,87 +260,5 @@ class ConflictTable(ShippedTable):
 
         Raises :class:`~buddy.rules.base.errors.RuleTableError`.
         """
-        read, problems, complete, digest = read_rows(path, text, source, "conflicts",
-                                                     _read_row)
-        rows = [row for row, _ in read]
-        if complete:
-            for ctype, kind in _uncovered(rows).items():
-                problems.add("row", _uncovered_message(ctype, *kind))
-        problems.raise_if_any()
-        return cls(tuple(rows), source=problems.source, digest=digest)
-
-
-def _uncovered_message(ctype: ConflictType, risk: RiskLevel, reversible: bool) -> str:
-    return (f"no row matches conflict type {ctype.value} (e.g. risk {risk.value}, reversible "
-            f"{str(reversible).lower()}): add a row for it, or a last row with when = {{}}")
-
-
-def _read_row(problems: Problems, raw: Mapping[str, Any], row_id: str, where: str,
-              line: int | None) -> ConflictRow | None:
-    before = len(problems.items)
-    problems.unknown_keys(raw, ("id", "description", "when", "then"), where, line)
-    description = problems.field(raw, "description", str, where, line, default="")
-    if "when" not in raw:  # `when = {}` matches everything; a forgotten one must not
-        problems.add(f"{where}.when", "is required (when = {} matches every conflict)", line)
-    raw_when = raw.get("when", {})
-    checked = len(problems.items)
-    when = problems.when(raw_when, METRICS, f"{where}.when", line)
-    if when is not None and len(problems.items) == checked:
-        for group in ("all", "any"):
-            for i, cond in enumerate(getattr(when, group)):
-                at = f"{where}.when.{group}[{i}]"
-                if cond.op not in (Op.EQ, Op.NE):
-                    problems.add(f"{at}.op", f"must be eq or ne for metric {cond.metric} "
-                                 f"(got {cond.op.value!r})", line)
-                kind = _CATEGORIES.get(cond.metric)
-                if kind is not None and cond.value not in {m.value for m in kind}:
-                    allowed = ", ".join(m.value for m in kind)
-                    problems.add(f"{at}.value", f"must be one of {allowed} for metric "
-                                 f"{cond.metric} (got {cond.value!r})", line)
-    then = problems.field(raw, "then", dict, where, line)
-    fields: dict[str, Any] = {}
-    if then is not None:
-        at = f"{where}.then"
-        strategy = problems.enum(then, "strategy", ResolutionStrategy, at, line)
-        for key in sorted(set(then) - _ALL_THEN_KEYS):
-            problems.add(f"{at}.{key}", "unknown key", line)
-        if strategy is not None:
-            fields = _read_then(problems, then, strategy, at, line)
-    if len(problems.items) > before or when is None:
-        return None
-    return ConflictRow(row_id, when, description=description, **fields)
-
-
-def _read_then(problems: Problems, then: Mapping[str, Any], strategy: ResolutionStrategy,
-               at: str, line: int | None) -> dict[str, Any]:
-    allowed = _THEN_KEYS[strategy]
-    for key in sorted(set(then) & _ALL_THEN_KEYS - set(allowed)):
-        problems.add(f"{at}.{key}", f"is not used by strategy {strategy.value} "
-                     f"(it takes: {', '.join(allowed[1:]) or 'nothing more'})", line)
-    fields: dict[str, Any] = {"strategy": strategy}
-    if strategy is R.DELAY:
-        delay = problems.field(then, "delay_s", float, at, line)
-        cap = problems.field(then, "max_delay_s", float, at, line)
-        if delay is not None and not delay > 0:
-            problems.add(f"{at}.delay_s", f"must be > 0 (got {delay!r})", line)
-        elif delay is not None and cap is not None and cap < delay:
-            problems.add(f"{at}.max_delay_s", f"must be >= delay_s {delay} (got {cap!r})", line)
-        fields.update(delay_s=delay, max_delay_s=cap)
-    if strategy in (R.DELAY, R.REASSIGN):
-        fallback = R.ABORT
-        if "fallback" in then:
-            fallback = problems.enum(then, "fallback", ResolutionStrategy, at, line)
-            if fallback is not None and fallback not in _FALLBACKS:
-                problems.add(f"{at}.fallback", f"must be ABORT or DOWNGRADE "
-                             f"(got {fallback.value!r})", line)
-        fields["fallback"] = fallback
-    needs_mode = strategy is R.DOWNGRADE or fields.get("fallback") is R.DOWNGRADE
-    if needs_mode:
-        mode = problems.enum(then, "max_mode", ExecutionMode, at, line)
-        if mode is ExecutionMode.LIVE:
-            problems.add(f"{at}.max_mode", "must be MOCK or DRY_RUN (LIVE caps nothing)", line)
-        fields["max_mode"] = mode
-    elif "max_mode" in then and strategy is not R.ABORT:
-        problems.add(f"{at}.max_mode", "is only used with DOWNGRADE (as strategy or fallback)",
-                     line)
-    return fields
+        loaded = load(SPEC, path, text=text, source=source)
+        return cls(loaded.rows, source=loaded.source, digest=loaded.digest)

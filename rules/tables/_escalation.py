@@ -1,39 +1,67 @@
-"""The escalation table: which mode a tool call may reach, by the tool's risk."""
+"""The escalation table: which mode a tool call may reach, by the tool's risk.
+
+``rules/escalation.toml`` holds one row per (risk, mode): DRY_RUN or LIVE is
+granted to calls of tools of that risk when the row's ``when`` holds on the
+call's ``confidence``. The table compiles once into one :class:`RiskPolicy`
+per risk, which the escalation machine's guards read.
+"""
 
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 import attrs
 
+from buddy.rules.base._convert import Problem
 from buddy.rules.base._values import ExecutionMode, RiskLevel
-from buddy.rules.tables._table import (
-    Problems,
-    ShippedTable,
-    When,
-    compile_when,
-    read_rows,
-)
+from buddy.rules.tables._checks import invalid, row_id
+from buddy.rules.tables._conditions import When, check_when, compile_when
+from buddy.rules.tables._loader import NoKeys, ShippedTable, TableSpec, load
 
-__all__ = ["EscalationRow", "EscalationTable", "RiskPolicy"]
+__all__ = ["METRICS", "EscalationRow", "EscalationTable", "EscalationThen", "RiskPolicy"]
 
-#: Metrics an escalation row may test, and the TOML types of their values.
-METRICS: Mapping[str, type | tuple[type, ...]] = {"confidence": float}
+#: Metrics an escalation row may test, and the types of their values.
+METRICS: Mapping[str, type] = {"confidence": float}
 _GETTERS: Mapping[str, Callable[[Any], Any]] = {"confidence": operator.attrgetter("confidence")}
+_MODES = (ExecutionMode.DRY_RUN, ExecutionMode.LIVE)
+
+
+def _not_mock(instance: Any, attribute: attrs.Attribute[Any], value: ExecutionMode) -> None:
+    if value is ExecutionMode.MOCK:
+        raise invalid(attribute.name, "MOCK is the floor and needs no row (use DRY_RUN or LIVE)")
+
+
+@attrs.frozen
+class EscalationThen:
+    """What a row grants: ``mode`` (DRY_RUN or LIVE), perhaps only with an approval."""
+
+    mode: ExecutionMode = attrs.field(validator=_not_mock)
+    requires_approval: bool = False
 
 
 @attrs.frozen
 class EscalationRow:
-    """Grant ``mode`` to calls of ``risk`` tools when ``when`` holds."""
+    """Grant ``then.mode`` to calls of ``risk`` tools when ``when`` holds.
 
-    id: str
+    ``when`` has no default: a forgotten one must not grant the mode unconditionally.
+    """
+
+    id: str = attrs.field(validator=row_id)
     risk: RiskLevel
-    mode: ExecutionMode
     when: When
-    requires_approval: bool = False
+    then: EscalationThen
+    description: str = ""
+
+    @property
+    def mode(self) -> ExecutionMode:
+        return self.then.mode
+
+    @property
+    def requires_approval(self) -> bool:
+        return self.then.requires_approval
 
     def describe(self) -> str:
         gate = " and approval" if self.requires_approval else ""
@@ -51,9 +79,38 @@ class RiskPolicy:
     live: Callable[[Any], bool] = attrs.field(eq=False, repr=False)
 
 
+def _compile(row: EscalationRow) -> tuple[EscalationRow | None, list[Problem]]:
+    when, problems = check_when(row.when, METRICS, at=("when",))
+    return (attrs.evolve(row, when=when) if when is not None else None), problems
+
+
+def _check(file: NoKeys, rows: Sequence[EscalationRow]) -> Iterable[Problem]:
+    """One row per (risk, mode), no more, no less."""
+    first: dict[tuple[RiskLevel, ExecutionMode], str] = {}
+    for i, row in enumerate(rows):
+        key = (row.risk, row.mode)
+        if key in first:
+            yield Problem(("row", i), f"a second row for risk {row.risk.value} mode "
+                          f"{row.mode.value} (first: {first[key]})")
+        first.setdefault(key, row.id)
+    for risk in RiskLevel:
+        for mode in _MODES:
+            if (risk, mode) not in first:
+                yield Problem((), f"no row for risk {risk.value} mode {mode.value}")
+
+
+SPEC: TableSpec[NoKeys, EscalationRow, EscalationRow] = TableSpec(
+    "escalation", EscalationRow, compile=_compile, check=_check)
+
+
 @attrs.frozen
 class EscalationTable(ShippedTable):
-    """Rows keyed by (risk, mode), compiled once into one :class:`RiskPolicy` per risk."""
+    """Rows keyed by (risk, mode), compiled once into one :class:`RiskPolicy` per risk.
+
+    >>> table = EscalationTable.default()
+    >>> table.policies[RiskLevel.HIGH].live_row.describe()
+    'LIVE needs confidence >= 0.85 and approval'
+    """
 
     FILE: ClassVar[str] = "escalation.toml"
 
@@ -76,50 +133,14 @@ class EscalationTable(ShippedTable):
                   source: str | None = None) -> EscalationTable:
         """Load and validate; every problem is reported at once, naming file, line and field.
 
+        Raises :class:`~buddy.rules.base.errors.RuleTableError`.
+
         >>> EscalationTable.from_toml(text='[[row]]\\nid = "x"\\nrisk = "LOW"\\n'
         ...     'when = { all = [ { metric = "confidence", op = "=>", value = 0.5 } ] }\\n'
         ...     'then = { mode = "DRY_RUN" }\\n')
         Traceback (most recent call last):
         ...
-        buddy.rules.base.errors.RuleTableError: <text>:1: row[x].when.all[0].op: must be one of ...
+        buddy.rules.base.errors.RuleTableError: <text>:4: row[x].when.all[0].op: must be one of ...
         """
-        read, problems, complete, digest = read_rows(path, text, source, "escalation",
-                                                     _read_row)
-        rows: list[EscalationRow] = []
-        seen_keys: dict[tuple[RiskLevel, ExecutionMode], str] = {}
-        for row, line in read:
-            key = (row.risk, row.mode)
-            if key in seen_keys:
-                problems.add(f"row[{row.id}]", f"a second row for risk {row.risk.value} mode "
-                             f"{row.mode.value} (first: {seen_keys[key]})", line)
-            seen_keys.setdefault(key, row.id)
-            rows.append(row)
-        for risk in RiskLevel:
-            for mode in (ExecutionMode.DRY_RUN, ExecutionMode.LIVE):
-                if (risk, mode) not in seen_keys and complete:
-                    problems.add("row", f"no row for risk {risk.value} mode {mode.value}")
-        problems.raise_if_any()
-        return cls(tuple(rows), source=problems.source, digest=digest)
-
-
-def _read_row(problems: Problems, raw: Mapping[str, Any], row_id: str, where: str,
-              line: int | None) -> EscalationRow | None:
-    before = len(problems.items)
-    problems.unknown_keys(raw, ("id", "risk", "when", "then", "description"), where, line)
-    risk = problems.enum(raw, "risk", RiskLevel, where, line)
-    if "when" not in raw:  # a forgotten `when` must not grant the mode unconditionally
-        problems.add(f"{where}.when", "is required", line)
-    when = problems.when(raw.get("when", {}), METRICS, f"{where}.when", line)
-    then = problems.field(raw, "then", dict, where, line)
-    mode, approval = None, False
-    if then is not None:
-        problems.unknown_keys(then, ("mode", "requires_approval"), f"{where}.then", line)
-        mode = problems.enum(then, "mode", ExecutionMode, f"{where}.then", line)
-        approval = problems.field(then, "requires_approval", bool, f"{where}.then", line,
-                                  default=False)
-        if mode is ExecutionMode.MOCK:
-            problems.add(f"{where}.then.mode", "MOCK is the floor and needs no row "
-                         "(use DRY_RUN or LIVE)", line)
-    if len(problems.items) > before:
-        return None
-    return EscalationRow(row_id, risk, mode, when, bool(approval))
+        loaded = load(SPEC, path, text=text, source=source)
+        return cls(loaded.rows, source=loaded.source, digest=loaded.digest)

@@ -11,31 +11,36 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Callable, Mapping
+import operator
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, ClassVar
 
 import attrs
 
-from buddy.rules.tables._rowtable import (
-    Field,
-    RuleTable,
-    Schema,
-    Scope,
-    TableFile,
-    Template,
-    compile_template,
-)
-from buddy.rules.tables._table import Condition, Problems, When
+from buddy.rules.base._convert import Problem
+from buddy.rules.tables._checks import at_least, between, in_unit_interval, invalid, one_of, row_id
+from buddy.rules.tables._conditions import Condition, When, check_when, compile_when
+from buddy.rules.tables._loader import NoKeys, ShippedTable, TableSpec, load
+from buddy.rules.tables._template import Template, check_template
 
 __all__ = [
     "ANOMALY_METRICS",
+    "ANOMALY_SCOPES",
+    "HEALTH_METRICS",
     "METRICS",
     "WEIGHTS",
     "Anomaly",
+    "AnomalyRow",
     "AnomalyRule",
     "AnomalyTable",
+    "AnomalyThen",
+    "HealthFile",
+    "HealthRow",
     "HealthStatus",
     "HealthTable",
+    "HealthThen",
+    "Weights",
     "round_metric",
 ]
 
@@ -47,6 +52,8 @@ _DIGITS = {"confidence_drift": 4}
 #: The health terms, each in [0, 1], in the order they are summed.
 WEIGHTS = ("success_rate", "rollback", "conflict", "confidence_drift", "approval_rate")
 _WEIGHT_SUM_TOLERANCE = 1e-9
+#: What a health tier row may test.
+HEALTH_METRICS: Mapping[str, type] = {"health_score": float}
 
 
 class HealthStatus(enum.Enum):
@@ -60,50 +67,76 @@ class HealthStatus(enum.Enum):
 
 # -- health table ------------------------------------------------------------------
 
-def _read_weights(problems: Problems, value: Any, where: str, line: int | None,
-                  metrics: Mapping[str, Any]) -> dict[str, float] | None:
-    before = len(problems.items)
-    for key in sorted(set(value) - set(WEIGHTS)):
-        problems.add(f"{where}.{key}", f"unknown key (terms: {', '.join(WEIGHTS)})", line)
-    weights: dict[str, float] = {}
-    for key in WEIGHTS:
-        weight = problems.field(value, key, float, where, line)
-        if weight is not None and not 0.0 <= weight <= 1.0:
-            problems.add(f"{where}.{key}", f"must be in [0, 1] (got {weight!r})", line)
-        elif weight is not None:
-            weights[key] = weight
-    if len(problems.items) > before:
-        return None
-    total = math.fsum(weights.values())
-    if abs(total - 1.0) > _WEIGHT_SUM_TOLERANCE:
-        problems.add(where, f"must sum to 1 (got {total:.6g})", line)
-        return None
-    return weights
+@attrs.frozen
+class Weights:
+    """The weight of each health term, each in [0, 1], together summing to 1."""
 
+    success_rate: float = attrs.field(validator=in_unit_interval())
+    rollback: float = attrs.field(validator=in_unit_interval())
+    conflict: float = attrs.field(validator=in_unit_interval())
+    confidence_drift: float = attrs.field(validator=in_unit_interval())
+    approval_rate: float = attrs.field(validator=in_unit_interval())
 
-def _check_tiers(problems: Problems, table: RuleTable, lines: Mapping[str, int | None]) -> None:
-    if not table.rows:
-        problems.add("health.row", "needs at least one tier row", lines.get("row"))
-        return
-    seen: dict[str, str] = {}
-    for i, row in enumerate(table.rows):
-        always = not (row.when.all or row.when.any)
-        if always and i < len(table.rows) - 1:
-            problems.add(f"row[{row.id}].when", "always holds, so the rows after it are "
-                         "never reached (put it last)", row.line)
-        tier = row.then["tier"]
-        if tier in seen:
-            problems.add(f"row[{row.id}].then.tier", f"{tier} is already the tier of "
-                         f"row[{seen[tier]}]", row.line)
-        seen.setdefault(tier, row.id)
-    last = table.rows[-1]
-    if last.when.all or last.when.any:
-        problems.add(f"row[{last.id}].when", "the last tier must always hold (`when = {}`) "
-                     "so that every score gets a tier", last.line)
+    def __attrs_post_init__(self) -> None:
+        total = math.fsum(attrs.astuple(self))
+        if abs(total - 1.0) > _WEIGHT_SUM_TOLERANCE:
+            raise invalid(None, f"must sum to 1 (got {total:.6g})")
 
 
 @attrs.frozen
-class HealthTable(TableFile):
+class HealthFile:
+    """The top level of ``health.toml`` besides its tier rows."""
+
+    weights: Weights
+
+
+@attrs.frozen
+class HealthThen:
+    tier: HealthStatus
+
+
+@attrs.frozen
+class HealthRow:
+    """A tier: ``then.tier`` for the scores ``when`` holds on, unless an earlier row's holds."""
+
+    id: str = attrs.field(validator=row_id)
+    when: When
+    then: HealthThen
+    description: str = ""
+
+
+def _compile_tier(row: HealthRow) -> tuple[HealthRow | None, list[Problem]]:
+    when, problems = check_when(row.when, HEALTH_METRICS, at=("when",))
+    return (attrs.evolve(row, when=when) if when is not None else None), problems
+
+
+def _check_tiers(file: HealthFile, rows: Sequence[HealthRow]) -> Iterable[Problem]:
+    """Rows exist, each tier once, the row that always holds last and only last."""
+    if not rows:
+        yield Problem((), "needs at least one tier row")
+        return
+    seen: dict[HealthStatus, str] = {}
+    for i, row in enumerate(rows):
+        if row.when.always and i < len(rows) - 1:
+            yield Problem(("row", i, "when"), "always holds, so the rows after it are never "
+                          "reached (put it last)")
+        tier = row.then.tier
+        if tier in seen:
+            yield Problem(("row", i, "then", "tier"), f"{tier.value} is already the tier of "
+                          f"row[{seen[tier]}]")
+        seen.setdefault(tier, row.id)
+    if not rows[-1].when.always:
+        yield Problem(("row", len(rows) - 1, "when"), "the last tier must always hold "
+                      "(`when = {}`) so that every score gets a tier")
+
+
+HEALTH: TableSpec[HealthFile, HealthRow, HealthRow] = TableSpec(
+    "health", HealthRow, compile=_compile_tier, file=HealthFile, check=_check_tiers,
+    required={"when": "is required (use `when = {}` for a row that always holds)"})
+
+
+@attrs.frozen
+class HealthTable(ShippedTable):
     """Health weights and tiers (``rules/health.toml``), compiled at load.
 
     >>> table = HealthTable.default()
@@ -112,25 +145,30 @@ class HealthTable(TableFile):
     """
 
     FILE: ClassVar[str] = "health.toml"
-    SCHEMA: ClassVar[Schema] = Schema(
-        table="health",
-        metrics={"health_score": float},
-        then={"tier": Field(str, choices=tuple(s.value for s in HealthStatus))},
-        top={"weights": Field(dict, reader=_read_weights)},
-        check=_check_tiers,
-    )
 
     weights: Mapping[str, float]
     tiers: tuple[tuple[HealthStatus, When], ...]
-    table: RuleTable = attrs.field(eq=False, repr=False)
+    source: str = "<memory>"
+    digest: str = ""
     _holds: tuple[tuple[HealthStatus, Callable[[Mapping[str, Any]], bool]], ...] = attrs.field(
-        eq=False, repr=False)
+        init=False, eq=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        getters = {m: operator.itemgetter(m) for m in HEALTH_METRICS}
+        object.__setattr__(self, "_holds", tuple((status, compile_when(when, getters))
+                                                 for status, when in self.tiers))
 
     @classmethod
-    def from_table(cls, table: RuleTable) -> HealthTable:
-        holds = tuple((HealthStatus(row.then["tier"]), h) for row, h in table.compiled)
-        tiers = tuple((HealthStatus(row.then["tier"]), row.when) for row in table.rows)
-        return cls(weights=dict(table.top["weights"]), tiers=tiers, table=table, holds=holds)
+    def from_toml(cls, path: Path | str | None = None, *, text: str | None = None,
+                  source: str | None = None) -> HealthTable:
+        """Load and validate; every problem is reported at once, naming file, line and field.
+
+        Raises :class:`~buddy.rules.base.errors.RuleTableError`.
+        """
+        loaded = load(HEALTH, path, text=text, source=source)
+        return cls(weights=attrs.asdict(loaded.file.weights),
+                   tiers=tuple((row.then.tier, row.when) for row in loaded.rows),
+                   source=loaded.source, digest=loaded.digest)
 
     @staticmethod
     def terms(metrics: Mapping[str, float]) -> dict[str, float]:
@@ -164,6 +202,9 @@ class HealthTable(TableFile):
 #: What an anomaly row may test, in either scope.
 ANOMALY_METRICS: Mapping[str, type] = {**{m: float for m in METRICS},
                                        "executions": int, "calls": int}
+#: Where an anomaly row is evaluated: once on every call, or once per tool.
+ANOMALY_SCOPES = ("system", "tool")
+_ANOMALY_GETTERS = {m: operator.itemgetter(m) for m in ANOMALY_METRICS}
 
 
 @attrs.frozen
@@ -185,6 +226,27 @@ class Anomaly:
                 "tool": self.tool, "metric": self.metric,
                 "value": round_metric(self.metric, self.value), "threshold": self.threshold,
                 "message": self.message, "recommended_action": self.recommended_action}
+
+
+@attrs.frozen
+class AnomalyThen:
+    """What an anomaly row reports: a severity (1-10) and message templates."""
+
+    severity: int = attrs.field(validator=between(1, 10))
+    message: str
+    recommended_action: str = ""
+
+
+@attrs.frozen
+class AnomalyRow:
+    """An anomaly row as written: evaluated per ``scope`` once ``min_executions`` are in."""
+
+    id: str = attrs.field(validator=row_id)
+    scope: str = attrs.field(validator=one_of(*ANOMALY_SCOPES))
+    min_executions: int = attrs.field(validator=at_least(0))
+    when: When
+    then: AnomalyThen
+    description: str = ""
 
 
 @attrs.frozen
@@ -211,12 +273,30 @@ class AnomalyRule:
         values = {**metrics, "tool": tool} if tool is not None else metrics
         cond = self.condition
         return Anomaly(self.id, self.severity, self.scope, tool, cond.metric,
-                       metrics[cond.metric], cond.value, self.message.render(values),
+                       metrics[cond.metric], float(cond.value), self.message.render(values),
                        self.recommended_action.render(values))
 
 
+def _compile_anomaly(row: AnomalyRow) -> tuple[AnomalyRule | None, list[Problem]]:
+    names = {**ANOMALY_METRICS, "tool": str} if row.scope == "tool" else ANOMALY_METRICS
+    when, problems = check_when(row.when, ANOMALY_METRICS, at=("when",), nonempty=True)
+    message, found = check_template(row.then.message, names, at=("then", "message"))
+    problems += found
+    action, found = check_template(row.then.recommended_action, names,
+                                   at=("then", "recommended_action"))
+    problems += found
+    if when is None or message is None or action is None:
+        return None, problems
+    return AnomalyRule(row.id, row.scope, row.min_executions, row.then.severity, message,
+                       action, when, compile_when(when, _ANOMALY_GETTERS)), []
+
+
+ANOMALIES: TableSpec[NoKeys, AnomalyRow, AnomalyRule] = TableSpec(
+    "anomalies", AnomalyRow, compile=_compile_anomaly)
+
+
 @attrs.frozen
-class AnomalyTable(TableFile):
+class AnomalyTable(ShippedTable):
     """The anomaly rows (``rules/anomalies.toml``), compiled at load.
 
     >>> [(r.id, r.scope, r.severity) for r in AnomalyTable.default().rules][:2]
@@ -224,31 +304,20 @@ class AnomalyTable(TableFile):
     """
 
     FILE: ClassVar[str] = "anomalies.toml"
-    SCHEMA: ClassVar[Schema] = Schema(
-        table="anomalies",
-        metrics=ANOMALY_METRICS,
-        then={"severity": Field(int, minimum=1, maximum=10),
-              "message": Field(str, template=True),
-              "recommended_action": Field(str, required=False,
-                                          default=compile_template("", {}), template=True)},
-        extras={"scope": Field(str, choices=("system", "tool")),
-                "min_executions": Field(int, minimum=0)},
-        scope="scope",
-        scopes={"system": Scope(), "tool": Scope(names={"tool": str})},
-        nonempty_when=True,
-    )
 
     rules: tuple[AnomalyRule, ...]
-    table: RuleTable = attrs.field(eq=False, repr=False)
+    source: str = "<memory>"
+    digest: str = ""
 
     @classmethod
-    def from_table(cls, table: RuleTable) -> AnomalyTable:
-        rules = tuple(
-            AnomalyRule(row.id, row.extras["scope"], row.extras["min_executions"],
-                        row.then["severity"], row.then["message"],
-                        row.then["recommended_action"], row.when, holds)
-            for row, holds in table.compiled)
-        return cls(rules=rules, table=table)
+    def from_toml(cls, path: Path | str | None = None, *, text: str | None = None,
+                  source: str | None = None) -> AnomalyTable:
+        """Load and validate; every problem is reported at once, naming file, line and field.
+
+        Raises :class:`~buddy.rules.base.errors.RuleTableError`.
+        """
+        loaded = load(ANOMALIES, path, text=text, source=source)
+        return cls(loaded.rows, source=loaded.source, digest=loaded.digest)
 
 
 def round_metric(metric: str, value: Any) -> Any:

@@ -470,18 +470,18 @@ class TestFromToml:
         with pytest.raises(RuleTableError) as info:
             ToolContractRegistry.from_toml(text="# nothing\n")
         assert info.value.problems == [
-            "<text>: tool: the catalogue needs at least one [[tool]] row"]
+            "<text>: catalogue: needs at least one [[tool]] row"]
 
     def test_unknown_top_level_key(self):
         with pytest.raises(RuleTableError) as info:
             ToolContractRegistry.from_toml(text='tools = 1\n' + CATALOGUE)
-        assert info.value.problems == ["<text>: catalogue.tools: unknown key"]
+        assert info.value.problems == ["<text>:1: catalogue.tools: unknown key"]
 
     def test_bad_risk(self, tmp_path):
         path, problems = load_problems(tmp_path, with_row(
             'name = "bad"\nrisk = "EXTREME"\nreversible = true\n'))
         assert problems == [
-            f"{path}:13: tool[bad].risk: must be one of LOW, MEDIUM, HIGH (got 'EXTREME')"]
+            f"{path}:15: tool[bad].risk: must be one of LOW, MEDIUM, HIGH (got 'EXTREME')"]
 
     def test_high_without_approval(self, tmp_path):
         path, problems = load_problems(tmp_path, with_row(
@@ -496,37 +496,38 @@ class TestFromToml:
     def test_unknown_key(self, tmp_path):
         path, problems = load_problems(tmp_path, with_row(
             'name = "bad"\nrisk = "LOW"\nreversible = true\ncolour = "red"\n'))
-        assert problems == [f"{path}:13: tool[bad].colour: unknown key"]
+        assert problems == [f"{path}:17: tool[bad].colour: unknown key"]
 
     def test_unknown_dependency(self, tmp_path):
         path, problems = load_problems(tmp_path, with_row(
             'name = "bad"\nrisk = "LOW"\nreversible = true\ndependencies = ["ghost"]\n'))
-        assert problems == [f"{path}:13: tool[bad].dependencies: unknown tool(s): ghost"]
+        assert problems == [f"{path}:17: tool[bad].dependencies: unknown tool(s): ghost"]
 
     def test_duplicate_name(self, tmp_path):
         path, problems = load_problems(tmp_path, with_row(
             'name = "reader"\nrisk = "LOW"\nreversible = true\n'))
-        assert problems == [f"{path}:13: tool[reader].name: duplicate name (first at line 2)"]
+        assert problems == [f"{path}:14: tool[reader].name: duplicate name (first at line 2)"]
 
     def test_non_positive_field(self, tmp_path):
         path, problems = load_problems(tmp_path, with_row(
             'name = "bad"\nrisk = "LOW"\nreversible = true\nmax_concurrency = 0\n'))
         assert problems == [
-            f"{path}:13: tool[bad].max_concurrency: must be a whole number > 0 (got 0)"]
+            f"{path}:17: tool[bad].max_concurrency: must be a whole number > 0 (got 0)"]
 
     def test_bad_name(self, tmp_path):
         path, problems = load_problems(tmp_path, with_row(
             'name = "bad name"\nrisk = "LOW"\nreversible = true\n'))
-        assert problems == [f"{path}:13: tool[bad name].name: {NAME_RULE} (got 'bad name')"]
+        # an unreadable name does not name the row: its index does
+        assert problems == [f"{path}:14: tool[2].name: {NAME_RULE} (got 'bad name')"]
 
     def test_wrong_types(self, tmp_path):
         path, problems = load_problems(tmp_path, with_row(
             'name = "bad"\nrisk = "LOW"\nreversible = "yes"\nmax_concurrency = true\n'
             'permissions = ["a", 1]\n'))
         assert problems == [
-            f"{path}:13: tool[bad].reversible: must be bool (got 'yes')",
-            f"{path}:13: tool[bad].max_concurrency: must be int (got True)",
-            f"{path}:13: tool[bad].permissions: must be a list of strings (got ['a', 1])",
+            f"{path}:16: tool[bad].reversible: must be true or false (got 'yes')",
+            f"{path}:18: tool[bad].permissions[1]: must be a string (got 1)",
+            f"{path}:17: tool[bad].max_concurrency: must be a whole number (got True)",
         ]
 
     def test_missing_fields(self, tmp_path):
@@ -542,8 +543,8 @@ class TestFromToml:
                 + '\n[[tool]]\nname = "bad"\nrisk = "HIGH"\nreversible = false\nextra = 1\n')
         path, problems = load_problems(tmp_path, text)
         assert problems == [
-            f"{path}:2: tool[reader].risk: must be one of LOW, MEDIUM, HIGH (got 'low')",
-            f"{path}:13: tool[bad].extra: unknown key",
+            f"{path}:4: tool[reader].risk: must be one of LOW, MEDIUM, HIGH (got 'low')",
+            f"{path}:17: tool[bad].extra: unknown key",
         ]
 
     def test_cycle_names_file_and_cycle(self):
@@ -551,7 +552,8 @@ class TestFromToml:
                 '[[tool]]\nname = "b"\nrisk = "LOW"\nreversible = true\ndependencies = ["a"]\n')
         with pytest.raises(RuleTableError) as info:
             ToolContractRegistry.from_toml(text=text, source="cyc.toml")
-        assert info.value.problems == ["cyc.toml: tool dependencies form a cycle: a -> b -> a"]
+        assert info.value.problems == [
+            "cyc.toml:5: tool[a].dependencies: form a cycle: a -> b -> a"]
 
     def test_shipped_file_round_trips_through_from_toml(self, default):
         from importlib import resources
@@ -647,3 +649,41 @@ class TestConverter:
         (exc,) = info.value.exceptions
         assert isinstance(exc, ContractError)
         assert str(exc) == "database_write: a HIGH risk tool must require approval"
+
+
+class TestFromTomlDependencies:
+    def test_every_unknown_dependency_then_no_cycle_check(self):
+        text = ('[[tool]]\nname = "a"\nrisk = "LOW"\nreversible = true\n'
+                'dependencies = ["b", "ghost"]\n'
+                '[[tool]]\nname = "b"\nrisk = "LOW"\nreversible = true\n'
+                'dependencies = ["a", "bad name", "spook"]\n')
+        with pytest.raises(RuleTableError) as info:
+            ToolContractRegistry.from_toml(text=text, source="d.toml")
+        assert info.value.problems == [
+            "d.toml:5: tool[a].dependencies: unknown tool(s): ghost",
+            "d.toml:10: tool[b].dependencies: unknown tool(s): 'bad name', spook"]
+
+    def test_three_cycle_on_the_first_tool_of_the_cycle(self):
+        # in the order of DependencyCycleError: each tool, then the one that needs it
+        text = "".join(f'[[tool]]\nname = "{n}"\nrisk = "LOW"\nreversible = true\n'
+                       f'dependencies = ["{d}"]\n' for n, d in [("x", "y"), ("y", "z"),
+                                                               ("z", "x")])
+        with pytest.raises(RuleTableError) as info:
+            ToolContractRegistry.from_toml(text=text, source="d.toml")
+        assert info.value.problems == [
+            "d.toml:5: tool[x].dependencies: form a cycle: x -> z -> y -> x"]
+
+    def test_self_dependency_is_placed_on_dependencies(self):
+        text = '[[tool]]\nname = "x"\nrisk = "LOW"\nreversible = true\ndependencies = ["x"]\n'
+        with pytest.raises(RuleTableError) as info:
+            ToolContractRegistry.from_toml(text=text, source="d.toml")
+        assert info.value.problems == [
+            "d.toml:5: tool[x].dependencies: a tool cannot depend on itself"]
+
+    def test_table_and_version_may_be_stated(self):
+        reg = ToolContractRegistry.from_toml(text='table = "catalogue"\nversion = 1\n' + CATALOGUE)
+        assert reg.names() == ["reader", "writer"]
+        with pytest.raises(RuleTableError) as info:
+            ToolContractRegistry.from_toml(text='table = "tools"\n' + CATALOGUE, source="t.toml")
+        assert info.value.problems == ["t.toml:1: catalogue.table: must be 'catalogue' "
+                                       "(got 'tools')"]

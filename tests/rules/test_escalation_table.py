@@ -11,8 +11,8 @@ import pytest
 
 from buddy.rules.base._values import ExecutionMode, RiskLevel
 from buddy.rules.base.errors import RuleTableError
-from buddy.rules.tables._escalation import EscalationRow, EscalationTable
-from buddy.rules.tables._table import Condition, Op, When
+from buddy.rules.tables._conditions import Condition, Op, When
+from buddy.rules.tables._escalation import EscalationRow, EscalationTable, EscalationThen
 
 LOW, MEDIUM, HIGH = RiskLevel.LOW, RiskLevel.MEDIUM, RiskLevel.HIGH
 DRY_RUN, LIVE = ExecutionMode.DRY_RUN, ExecutionMode.LIVE
@@ -138,51 +138,52 @@ class TestPolicies:
 class TestFromTomlProblems:
     @pytest.mark.parametrize(("old", "new", "message"), [
         ('op = "ge", value = 0.50', 'op = "=>", value = 0.50',
-         f"esc.toml:4: row[low.dry_run].when.all[0].op: must be one of {OPS} (got '=>')"),
+         f"esc.toml:7: row[low.dry_run].when.all[0].op: must be one of {OPS} (got '=>')"),
         ('op = "ge", value = 0.70', 'op = ">=", value = 0.70',
-         f"esc.toml:10: row[low.live].when.all[0].op: must be one of {OPS} (got '>=')"),
+         f"esc.toml:13: row[low.live].when.all[0].op: must be one of {OPS} (got '>=')"),
         ('metric = "confidence", op = "ge", value = 0.65',
          'metric = "conf", op = "ge", value = 0.65',
-         "esc.toml:16: row[medium.dry_run].when.all[0].metric: must be one of confidence "
+         "esc.toml:19: row[medium.dry_run].when.all[0].metric: must be one of confidence "
          "(got 'conf')"),
         ('value = 0.50', 'value = "high"',
-         "esc.toml:4: row[low.dry_run].when.all[0].value: must be float (got 'high')"),
+         "esc.toml:7: row[low.dry_run].when.all[0].value: must be a number (got 'high')"),
         ('value = 0.50', 'value = true',
-         "esc.toml:4: row[low.dry_run].when.all[0].value: must be float (got True)"),
+         "esc.toml:7: row[low.dry_run].when.all[0].value: must be a number (got True)"),
         ('value = 0.85', 'value = nan',
-         "esc.toml:34: row[high.live].when.all[0].value: must be a finite number (got nan)"),
+         "esc.toml:37: row[high.live].when.all[0].value: must be a finite number (got nan)"),
         ('value = 0.85', 'value = inf',
-         "esc.toml:34: row[high.live].when.all[0].value: must be a finite number (got inf)"),
+         "esc.toml:37: row[high.live].when.all[0].value: must be a finite number (got inf)"),
         ('value = 0.85', 'value = -inf',
-         "esc.toml:34: row[high.live].when.all[0].value: must be a finite number (got -inf)"),
+         "esc.toml:37: row[high.live].when.all[0].value: must be a finite number (got -inf)"),
         ('value = 0.65 } ] }\nthen = { mode = "DRY_RUN" }',
          'value = 0.65 } ] }\nthen = { mode = "MOCK" }',
-         "esc.toml:16: row[medium.dry_run].then.mode: MOCK is the floor and needs no row "
+         "esc.toml:20: row[medium.dry_run].then.mode: MOCK is the floor and needs no row "
          "(use DRY_RUN or LIVE)"),
         ('then = { mode = "LIVE", requires_approval = true }',
          'then = { mode = "REAL", requires_approval = true }',
-         "esc.toml:34: row[high.live].then.mode: must be one of MOCK, DRY_RUN, LIVE "
+         "esc.toml:38: row[high.live].then.mode: must be one of MOCK, DRY_RUN, LIVE "
          "(got 'REAL')"),
         ('id = "low.live"', 'id = "low.dry_run"',
-         "esc.toml:10: row[low.dry_run].id: duplicate id (first at line 4)"),
+         "esc.toml:11: row[low.dry_run].id: duplicate id (first at line 4)"),
         ('risk = "HIGH"\nwhen = { all = [ { metric = "confidence", op = "ge", value = 0.80',
          'risk = "EXTREME"\nwhen = { all = [ { metric = "confidence", op = "ge", value = 0.80',
-         "esc.toml:28: row[high.dry_run].risk: must be one of LOW, MEDIUM, HIGH "
+         "esc.toml:30: row[high.dry_run].risk: must be one of LOW, MEDIUM, HIGH "
          "(got 'EXTREME')"),
         ('id = "medium.live"\n', '',
          "esc.toml:22: row[3].id: is required"),
         ('requires_approval = true', 'requires_approval = "yes"',
-         "esc.toml:34: row[high.live].then.requires_approval: must be bool (got 'yes')"),
+         "esc.toml:38: row[high.live].then.requires_approval: must be true or false "
+         "(got 'yes')"),
         ('requires_approval = true', 'approval = true',
-         "esc.toml:34: row[high.live].then.approval: unknown key"),
+         "esc.toml:38: row[high.live].then.approval: unknown key"),
         ('id = "high.live"', 'id = "high.live"\ncolour = "red"',
-         "esc.toml:34: row[high.live].colour: unknown key"),
+         "esc.toml:36: row[high.live].colour: unknown key"),
         ('value = 0.50 } ] }', 'value = 0.50, unit = "%" } ] }',
-         "esc.toml:4: row[low.dry_run].when.all[0].unit: unknown key"),
+         "esc.toml:7: row[low.dry_run].when.all[0].unit: unknown key"),
         ('value = 0.50 } ] }', 'value = 0.50 } ], none = [] }',
-         "esc.toml:4: row[low.dry_run].when.none: unknown key"),
+         "esc.toml:7: row[low.dry_run].when.none: unknown key"),
         ('version = 1', 'version = 1\nextra = 1',
-         "esc.toml: escalation.extra: unknown key"),
+         "esc.toml:3: escalation.extra: unknown key"),
         ('when = { all = [ { metric = "confidence", op = "ge", value = 0.70 } ] }\n', '',
          "esc.toml:10: row[low.live].when: is required"),
     ])
@@ -196,18 +197,19 @@ class TestFromTomlProblems:
 
     def test_missing_row(self):
         text = TABLE[:TABLE.index('[[row]]\nid = "high.live"')]
-        assert problems_of(text) == ["esc.toml: row: no row for risk HIGH mode LIVE"]
+        assert problems_of(text) == ["esc.toml: escalation: no row for risk HIGH mode LIVE"]
 
     def test_every_missing_row(self):
         assert problems_of('table = "escalation"\n') == [
-            f"esc.toml: row: no row for risk {risk} mode {mode}"
+            f"esc.toml: escalation: no row for risk {risk} mode {mode}"
             for risk in ("LOW", "MEDIUM", "HIGH") for mode in ("DRY_RUN", "LIVE")]
 
     def test_row_must_be_an_array_of_tables(self):
-        assert problems_of("row = 1\n") == ["esc.toml: row: must be an array of [[row]] tables"]
+        assert problems_of("row = 1\n") == [
+            "esc.toml:1: escalation.row: must be an array of [[row]] tables (got 1)"]
 
     def test_row_must_be_a_table(self):
-        assert problems_of("row = [1]\n") == ["esc.toml: row[0]: must be a table"]
+        assert problems_of("row = [1]\n") == ["esc.toml:1: row[0]: must be a table (got 1)"]
 
     def test_syntax_error(self):
         assert problems_of(edit('version = 1', 'version = ')) == [
@@ -217,7 +219,7 @@ class TestFromTomlProblems:
         with pytest.raises(RuleTableError) as info:
             EscalationTable.from_toml(text=edit('value = 0.50', 'value = "x"'), source="esc.toml")
         assert str(info.value) == (
-            "esc.toml:4: row[low.dry_run].when.all[0].value: must be float (got 'x')")
+            "esc.toml:7: row[low.dry_run].when.all[0].value: must be a number (got 'x')")
         assert "\n" not in str(info.value)
 
 
@@ -233,15 +235,15 @@ class TestAllProblemsAtOnce:
         with pytest.raises(RuleTableError) as info:
             EscalationTable.from_toml(text=text, source="esc.toml")
         assert info.value.problems == [
-            "esc.toml: escalation.extra: unknown key",
-            f"esc.toml:5: row[low.dry_run].when.all[0].op: must be one of {OPS} (got '=>')",
-            "esc.toml:17: row[medium.dry_run].when.all[0].metric: must be one of confidence "
+            "esc.toml:3: escalation.extra: unknown key",
+            f"esc.toml:8: row[low.dry_run].when.all[0].op: must be one of {OPS} (got '=>')",
+            "esc.toml:20: row[medium.dry_run].when.all[0].metric: must be one of confidence "
             "(got 'conf')",
-            "esc.toml:29: row[high.dry_run].then.mode: MOCK is the floor and needs no row "
+            "esc.toml:33: row[high.dry_run].then.mode: MOCK is the floor and needs no row "
             "(use DRY_RUN or LIVE)",
-            "esc.toml:35: row[high.live].when.all[0].value: must be a finite number (got nan)",
+            "esc.toml:38: row[high.live].when.all[0].value: must be a finite number (got nan)",
         ]
-        assert str(info.value) == ("esc.toml: escalation.extra: unknown key "
+        assert str(info.value) == ("esc.toml:3: escalation.extra: unknown key "
                                    "(and 4 more problem(s))")
 
     def test_duplicate_key_and_missing_row_together(self):
@@ -250,7 +252,7 @@ class TestAllProblemsAtOnce:
         assert problems_of(text) == [
             "esc.toml:34: row[high.live]: a second row for risk MEDIUM mode LIVE "
             "(first: medium.live)",
-            "esc.toml: row: no row for risk HIGH mode LIVE",
+            "esc.toml: escalation: no row for risk HIGH mode LIVE",
         ]
 
 
@@ -264,7 +266,7 @@ class TestFromDir:
         assert table.digest != default.digest
         low = table.policies[LOW]
         assert low.live_row == EscalationRow(
-            "low.live", LOW, LIVE, When(all=(Condition("confidence", Op.GE, 0.9),)))
+            "low.live", LOW, When(all=(Condition("confidence", Op.GE, 0.9),)), EscalationThen(LIVE))
         assert (low.live(at(0.7)), low.live(at(below(0.9))), low.live(at(0.9))) == (
             False, False, True)
         assert default.policies[LOW].live(at(0.7)) is True
@@ -290,4 +292,23 @@ class TestFromDir:
         with pytest.raises(RuleTableError) as info:
             EscalationTable.from_dir(tmp_path)
         assert info.value.problems == [
-            f"{path}:4: row[low.dry_run].when.all[0].op: must be one of {OPS} (got 'gte')"]
+            f"{path}:7: row[low.dry_run].when.all[0].op: must be one of {OPS} (got 'gte')"]
+
+
+class TestEchoedValues:
+    """Messages echo what the file holds short, one line, and with secrets masked."""
+
+    def test_secret_in_a_threshold_is_masked(self):
+        assert problems_of(edit("value = 0.50", 'value = { api_key = "sk-live-1" }')) == [
+            "esc.toml:7: row[low.dry_run].when.all[0].value: must be a number, true, false or a "
+            "string (got {'api_key': '***'})"]
+
+    def test_a_long_id_is_cut_and_the_row_named_by_index(self):
+        assert problems_of(edit('id = "low.live"', 'id = "' + "L" * 300 + '"')) == [
+            "esc.toml:11: row[1].id: must be 1-64 letters, digits or _ . : - "
+            f"(got '{'L' * 27}...{'L' * 28}')"]
+
+    def test_duplicate_rows_of_an_inline_array(self):
+        rows = ", ".join(['{ id = "a", risk = "LOW", when = {}, then = { mode = "DRY_RUN" } }'] * 2)
+        assert problems_of(f"row = [{rows}]\n") == [
+            "esc.toml:1: row[a].id: duplicate id (first at line 1)"]

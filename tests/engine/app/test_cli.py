@@ -72,13 +72,6 @@ def line_of(text: str, needle: str, nth: int = 0) -> int:
     return hits[nth]
 
 
-def row_header_line(text: str, needle: str, header: str) -> int:
-    """Line of the ``[[header]]`` that opens the row holding ``needle``."""
-    lines = text.splitlines()
-    at = line_of(text, needle)
-    return max(n for n in range(1, at + 1) if lines[n - 1].strip() == f"[[{header}]]")
-
-
 def decide_json(capsys: pytest.CaptureFixture[str], *argv: object) -> dict:
     return json.loads(ok(capsys, "decide", *argv, "--json"))
 
@@ -284,21 +277,42 @@ class TestBadInput:
                                                     'max_concurrency = "four"\n') + \
             SHIPPED_TOOLS[end:]
         Path("tools.toml").write_text(text, encoding="utf-8")
-        line = row_header_line(text, 'name = "screenshot_capture"', "tool")
+        line = line_of(text, 'max_concurrency = "four"')
         assert fails(capsys, "tools", "--catalogue", "tools.toml") == \
             f"RuleTableError: tools.toml:{line}: tool[screenshot_capture].max_concurrency: " \
-            "must be int (got 'four')"
+            "must be a whole number (got 'four')"
 
     def test_malformed_escalation_table(self, capsys) -> None:
         Path("rules").mkdir()
         text = SHIPPED_RULES.replace('op = "ge"', 'op = "=>"', 1)
         Path("rules/escalation.toml").write_text(text, encoding="utf-8")
-        line = row_header_line(text, '"=>"', "row")
+        line = line_of(text, '"=>"')
         expected = f"RuleTableError: rules/escalation.toml:{line}: row[low.dry_run].when.all[0]" \
             ".op: must be one of ge, gt, le, lt, eq, ne (got '=>')"
         assert fails(capsys, "decide", "form_fill", "-c", "0.5", "--rules", "rules") == expected
         audited(capsys, "a.jsonl", ("form_fill", "-c", "0.7"))
         assert fails(capsys, "replay", "a.jsonl", "--rules", "rules") == expected
+
+    def test_every_problem_of_a_table_is_printed(self, capsys) -> None:
+        Path("rules").mkdir()
+        text = SHIPPED_RULES.replace('op = "ge"', 'op = "=>"', 2)
+        Path("rules/escalation.toml").write_text(text, encoding="utf-8")
+        code, out, err = run(capsys, "decide", "form_fill", "-c", "0.5", "--rules", "rules")
+        lines = err.splitlines()
+        assert (code, out, len(lines)) == (1, "", 2)
+        assert [line.split(": ")[2] for line in lines] == [
+            "row[low.dry_run].when.all[0].op", "row[low.live].when.all[0].op"]
+        assert all(line.startswith("RuleTableError: rules/escalation.toml:") for line in lines)
+
+    def test_a_bug_is_a_traceback_not_a_message(self, monkeypatch) -> None:
+        import buddy.engine.app._cli as cli_module
+
+        def broken(*args, **kwargs):
+            raise ValueError("a bug, not bad input")
+
+        monkeypatch.setattr(cli_module.Engine, "from_files", broken)
+        with pytest.raises(ValueError, match="a bug, not bad input"):
+            main(["decide", "form_fill", "-c", "0.5"])
 
     @pytest.mark.parametrize(("argv", "line"), [
         (("tools", "--catalogue", "missing.toml"), "RuleTableError: missing.toml: no such file"),
@@ -315,7 +329,7 @@ class TestBadInput:
           "BUDDY_TEST_KEY"),
          "AuditError: environment variable BUDDY_TEST_KEY (audit key) is not set or empty"),
         (("decide", "form_fill", "-c", "0.5", "--audit", "nodir/a.jsonl"),
-         "FileNotFoundError: [Errno 2] No such file or directory: 'nodir/a.jsonl'"),
+         "FileNotFoundError: nodir/a.jsonl: No such file or directory"),
         (("graph", "machine", "nope"),
          "InputError: unknown machine 'nope' (known: escalation, task)"),
     ])

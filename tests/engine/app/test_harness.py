@@ -391,7 +391,7 @@ class TestUserRules:
         out, err = capsys.readouterr()
         assert code == 1
         [line] = [line for line in err.splitlines() if line.strip()]  # no progress bar debris
-        assert line == (f"RuleTableError: {rules / 'conflicts.toml'}:49: "
+        assert line == (f"RuleTableError: {rules / 'conflicts.toml'}:53: "
                         "row[duplicate.abort].then.strategy: must be one of DELAY, REASSIGN, "
                         "DOWNGRADE, ABORT (got 'WAIT')")
         assert not (tmp_path / "out").exists()
@@ -482,3 +482,165 @@ class TestCli:
         assert str(out_dir / "report.md") in out
         assert "24 run, 0 rejected" in out and "MOCK 0, DRY_RUN 7, LIVE 58, NOT_RUN 2" in out
         assert (out_dir / "report.md").exists()
+
+
+# -- plans files that once crashed the run, leaked secrets or split lines -----------------
+
+SECRET = "hunter2-sk-live-0123"
+
+
+def plan_line(plan_id: str, args: str = "{}", **step: Any) -> str:
+    """One plan of one step as a JSON line; ``args`` is JSON text (kept as written)."""
+    fields = {"id": "s", "agent": "agent-a", "tool": "memory_search", "confidence": 0.9,
+              **step, "args": None}
+    return json.dumps({"plan_id": plan_id, "steps": [fields]},
+                      ensure_ascii=False).replace("null}]}", f"{args}}}]}}")
+
+
+def nested(depth: int) -> str:
+    """JSON text of arguments ``depth`` levels deep (objects and lists alternating)."""
+    opening = "".join('{"x": ' if level % 2 == 0 else "[" for level in range(depth))
+    closing = "".join("}" if level % 2 == 0 else "]" for level in reversed(range(depth)))
+    return opening + '"leaf"' + closing
+
+
+def run_plans(tmp_path: Path, lines: list[str], capsys: pytest.CaptureFixture[str],
+              ) -> tuple[int, list[str], Path, Path]:
+    """``buddy run --plans`` on ``lines``: exit code, stderr lines, plans file, output dir."""
+    plans = tmp_path / "plans.jsonl"
+    plans.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out_dir = tmp_path / "out"
+    code = main(["run", "--plans", str(plans), "--out", str(out_dir), "--start", str(T0)])
+    err = capsys.readouterr().err
+    return code, [line for line in err.splitlines() if line.strip()], plans, out_dir
+
+
+def json_lines(path: Path) -> list[Any]:
+    """A JSON Lines output, split on \\n only (its strings may hold U+2028 raw)."""
+    return [json.loads(line) for line in path.read_bytes().decode().split("\n") if line]
+
+
+class TestPlansFile:
+    def test_bad_execution_order_ids_are_rejected_not_a_traceback(self, tmp_path, capsys):
+        # Defect 8: a KeyError traceback.
+        bad = json.loads(plan_line("bad", id="1"))
+        code, err, plans, out_dir = run_plans(
+            tmp_path, [plan_line("good"), json.dumps({**bad, "execution_order": [1]})], capsys)
+        assert code == 1
+        assert err == [f"PlanRejected: {plans}:2: plan[bad].execution_order: must list every "
+                       "step id once (steps: 1; got [1])"]
+        assert sorted(p.name for p in out_dir.iterdir()) == ALL_FILES
+
+    def test_secrets_in_rejected_plans_are_never_echoed(self, tmp_path, capsys):
+        # Defect 9: the values were printed raw on stderr and in report.md.
+        code, err, plans, out_dir = run_plans(tmp_path, [
+            plan_line("good"),
+            plan_line("args", f'[{{"password": "{SECRET}"}}]'),
+            plan_line("conf", confidence={"token": SECRET}),
+            plan_line("res", resource={"api_key": SECRET}),
+            plan_line("appr", approval={"password": SECRET}),
+            json.dumps({**json.loads(plan_line("order")), "execution_order": [
+                {"secret": SECRET}]})], capsys)
+        assert code == 1
+        at = f"PlanRejected: {plans}"
+        assert err == [
+            f"{at}:2: plan[args].steps[0].args: must be an object (got a list)",
+            f"{at}:3: plan[conf].steps[0].confidence: must be a number in [0, 1] "
+            "(got {'token': '***'})",
+            f"{at}:4: plan[res].steps[0].resource: must be a string "
+            "(got {'api_key': '***'})",
+            f"{at}:5: plan[appr].steps[0].approval: must be true, false or null "
+            "(got {'password': '***'})",
+            f"{at}:6: plan[order].execution_order: must list every step id once (steps: s; "
+            "got [{'secret': '***'}])"]
+        report = (out_dir / "report.md").read_text()
+        assert f"- `{plans}:2: plan[args].steps[0].args: must be an object (got a list)`" \
+            in report
+        for name in ALL_FILES:
+            assert SECRET not in (out_dir / name).read_text(), name
+
+    def test_args_too_deep_are_rejected_and_the_run_finishes(self, tmp_path, capsys):
+        # Defect 10: a RecursionError traceback (the args digest, then the audit writer).
+        code, err, plans, out_dir = run_plans(tmp_path, [
+            plan_line("limit", nested(100)), plan_line("deep", nested(300)),
+            plan_line("deeper", nested(1_000))], capsys)
+        assert code == 1
+        assert err == [
+            f"PlanRejected: {plans}:2: plan[deep].steps[0].args: must nest at most 100 levels "
+            "(got 300)",
+            f"PlanRejected: {plans}:3: plan[deeper].steps[0].args: must nest at most 100 "
+            "levels (got 1000)"]
+        assert sorted(p.name for p in out_dir.iterdir()) == ALL_FILES
+        [line] = json_lines(out_dir / "tool_execution_log.jsonl")
+        assert (line["plan_id"], line["result"]["successful_executions"]) == ("limit", 1)
+        [run_event] = [r for r in json_lines(out_dir / "audit.jsonl")
+                       if r["kind"] == "execution"]
+        assert run_event["data"]["args"] == json.loads(nested(100))
+        assert main(["replay", str(out_dir / "audit.jsonl")]) == 0
+
+    def test_a_document_too_deep_for_the_parser_is_one_error_line(self, tmp_path, capsys):
+        plans = tmp_path / "plans.json"
+        plans.write_text("[\n" + plan_line("p", nested(1_100)) + "\n]\n")
+        out_dir = tmp_path / "out"
+        assert main(["run", "--plans", str(plans), "--out", str(out_dir)]) == 1
+        [line] = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+        assert re.fullmatch(rf"PlanError: {re.escape(str(plans))}: invalid JSON: depth limit "
+                            r"exceeded: line 2 column \d+ \(char \d+\)", line)
+        assert not out_dir.exists()
+
+    @pytest.mark.parametrize("separator", ["\u2028", "\u2029", "\u0085"])
+    def test_line_separators_in_ids_and_args_run_through(self, tmp_path, capsys, separator):
+        # Defect 2: str.splitlines() split the plans (and the audit trail) inside a string.
+        # (The audit trail's reader is fixed in engine/core/_audit.py.)
+        agent = f"agent{separator}a"
+        code, err, _, out_dir = run_plans(tmp_path, [
+            plan_line(f"p{separator}1", json.dumps({"note": f"x{separator}y"}), agent=agent),
+            plan_line("p2", json.dumps({"q": separator}), agent=agent,
+                      tool="form_fill", resource=f"ui{separator}form")], capsys)
+        assert (code, err) == (0, [])
+        assert sorted(p.name for p in out_dir.iterdir()) == ALL_FILES
+        lines = json_lines(out_dir / "tool_execution_log.jsonl")
+        assert [line["plan_id"] for line in lines] == [f"p{separator}1", "p2"]
+        assert {t["agent"] for line in lines for t in line["result"]["tool_results"]} == {agent}
+        runs = [r["data"] for r in json_lines(out_dir / "audit.jsonl")
+                if r["kind"] == "execution"]
+        assert [d["args"] for d in runs] == [{"note": f"x{separator}y"}, {"q": separator}]
+        assert len(json_lines(out_dir / "execution_state_transitions.jsonl")) == 6
+        assert f"| p{separator}1/s | {agent} |" in (out_dir / "report.md").read_text()
+        assert main(["replay", str(out_dir / "audit.jsonl")]) == 0
+
+
+class TestConflictPatternSignal:
+    def test_occurrences_are_the_conflicts_of_tool_conflicts_json(self, default_run):
+        # It counted calls: "RATE_LIMIT (8 occurrences)" where tool_conflicts.json had 4.
+        by_type = default_run.json("tool_conflicts.json")["by_type"]
+        [signal] = [s for s in default_run.lines("learning_signals.jsonl")
+                    if s["signal_type"] == "CONFLICT_PATTERN"]
+        assert (signal["scope_key"], by_type["RATE_LIMIT"]) == ("RATE_LIMIT", 4)
+        assert signal["insight"] == ("Recurring conflict pattern: RATE_LIMIT (4 occurrences; "
+                                     "tools: button_click, msgraph_create_draft, "
+                                     "msgraph_send_email)")
+        assert signal["evidence"] == {"occurrences": 4, "calls": 67, "share": 0.0597,
+                                      "resolved": 4, "tools": 3}
+        assert signal["confidence"] == 0.4
+
+
+class TestDeepCatalogue:
+    def test_a_dependency_chain_1500_deep_runs(self, tmp_path, capsys):
+        # Defect 11: conflict detection computed tool depths by recursion.
+        n = 1_500
+        catalogue = tmp_path / "tools.toml"
+        catalogue.write_text("\n".join(
+            f'[[tool]]\nname = "t{i}"\nrisk = "LOW"\nreversible = true\n'
+            + (f'dependencies = ["t{i - 1}"]\n' if i else "") for i in range(n)))
+        plans = tmp_path / "plans.jsonl"
+        plans.write_text(plan_line("p1", tool=f"t{n - 1}") + "\n")
+        out_dir = tmp_path / "out"
+        assert main(["run", "--catalogue", str(catalogue), "--plans", str(plans), "--out",
+                     str(out_dir), "--start", str(T0)]) == 0
+        assert "Traceback" not in capsys.readouterr().err
+        [conflict] = json.loads((out_dir / "tool_conflicts.json").read_text())["conflicts"]
+        assert (conflict["type"], conflict["detail"]) == (
+            "ORDERING", f"p1/s (t{n - 1}, slot 0 of plan p1) runs before its dependencies: "
+            f"t{n - 2} (not planned)")
+        assert sorted(p.name for p in out_dir.iterdir()) == ALL_FILES

@@ -20,7 +20,7 @@ from buddy.engine.core._audit import verify_lines
 from buddy.engine.core._replay import replay
 from buddy.machines import ExecutionState
 from buddy.rules.base.errors import InputError, UnknownToolError
-from tests.helpers import ManualClock
+from tests.helpers import ManualClock, unthrottled
 
 M, D, L = ExecutionMode.MOCK, ExecutionMode.DRY_RUN, ExecutionMode.LIVE
 S = ExecutionState
@@ -66,7 +66,7 @@ def kinds(engine):
 class TestExecutionController:
     def test_execution_context_creation(self, engine):
         pending = engine.prepare("a", "form_fill", {"x": 1}, confidence=0.7)
-        assert pending.context == "ctx-1"
+        assert pending.context == "ctx-2"  # ctx-<seq of its first event>; seq 1 is the header
         assert pending.decision.state is S.DRY_RUN
         assert pending.run().state is S.COMPLETED
 
@@ -136,7 +136,7 @@ class TestExecutionController:
         assert failed.error == "ZeroDivisionError: division by zero"
         assert failed.rolled_back == tuple(r.context for r in reversed(results))
         rollbacks = [r for r in engine.audit.records() if r["kind"] == "rollback"]
-        assert [r["subject"] for r in rollbacks] == ["ctx-3", "ctx-2", "ctx-1"]
+        assert [r["subject"] for r in rollbacks] == ["ctx-12", "ctx-7", "ctx-2"]
         moves = [(r["event"], r["dst"]) for r in engine.audit.records()
                  if r["kind"] == "transition" and r["subject"] == failed.context]
         assert moves[-2:] == [("error", "ROLLBACK"), ("rollback_complete", "ABORTED")]
@@ -432,7 +432,7 @@ class TestConcurrency:
     def test_eight_threads_leave_a_whole_valid_chain(self, tmp_path, clock):
         path = tmp_path / "audit.jsonl"
         audit = AuditLog.open(path, clock=clock, sync="batch", sync_every=64)
-        engine = Engine.default(clock=clock, audit=audit)
+        engine = unthrottled(clock=clock, audit=audit)
         per_thread, barrier = 500, threading.Barrier(8)
 
         def work(i):
@@ -454,7 +454,7 @@ class TestConcurrency:
         assert rep.ok and rep.decisions == 8 * per_thread
 
     def test_eight_threads_executing_reuse_contexts_safely(self, clock):
-        engine = Engine.default(clock=clock)
+        engine = unthrottled(clock=clock)
         engine.register_handler("form_fill", live=lambda a: a["n"])
         results, barrier = [], threading.Barrier(8)
 
@@ -476,7 +476,7 @@ class TestConcurrency:
         assert set(report.states.values()) == {("escalation", "COMPLETED")}
 
     def test_threads_racing_a_lock_never_record_live_after_it(self, clock):
-        engine = Engine.default(clock=clock)
+        engine = unthrottled(clock=clock)
         stop = threading.Event()
 
         def work():

@@ -29,10 +29,10 @@ def scenario(clock: ManualClock | None = None, audit: AuditLog | None = None) ->
     engine.decide("a", "form_fill", 0.7)                            # DRY_RUN
     engine.decide("a", "form_fill", 0.85)                           # LIVE
     with engine.session("a") as s:
-        s.execute("form_fill", {"f": 1}, confidence=0.9)            # ctx-1 COMPLETED
-        s.execute("button_click", {}, confidence=0.9)               # ctx-2 ABORTED, rollback
-    engine.execute("b", "msgraph_send_email", {}, confidence=0.9)   # ctx-3 approved, COMPLETED
-    engine.execute("b", "file_operation", {}, confidence=0.9)       # ctx-4 denied, ABORTED
+        s.execute("form_fill", {"f": 1}, confidence=0.9)            # ctx-5 COMPLETED
+        s.execute("button_click", {}, confidence=0.9)               # ctx-10 ABORTED, rollback
+    engine.execute("b", "msgraph_send_email", {}, confidence=0.9)   # ctx-17 approved, COMPLETED
+    engine.execute("b", "file_operation", {}, confidence=0.9)       # ctx-23 denied, ABORTED
     grant = engine.grant("c", "database_write", seconds=30)
     engine.decide("c", "database_write", 0.9)                       # LIVE by grant
     clock.advance(31)
@@ -49,10 +49,10 @@ class TestReplay:
         report = replay(engine.audit)
         assert report.ok and not report.what_if
         assert report.decisions == 10
-        assert report.states == {"ctx-1": ("escalation", "COMPLETED"),
-                                 "ctx-2": ("escalation", "ABORTED"),
-                                 "ctx-3": ("escalation", "COMPLETED"),
-                                 "ctx-4": ("escalation", "ABORTED")}
+        assert report.states == {"ctx-5": ("escalation", "COMPLETED"),
+                                 "ctx-10": ("escalation", "ABORTED"),
+                                 "ctx-17": ("escalation", "COMPLETED"),
+                                 "ctx-23": ("escalation", "ABORTED")}
         assert report.locked is True
         assert report.events == report.replayed == engine.audit.last_seq
 
@@ -78,10 +78,10 @@ class TestTimeTravel:
         records = list(engine.audit.records())
         first_run = next(r["seq"] for r in records if r["event"] == "request_live")
         report = replay(engine.audit, until=first_run)
-        assert report.states == {"ctx-1": ("escalation", "LIVE")}
+        assert report.states == {"ctx-5": ("escalation", "LIVE")}
         assert report.last_seq == first_run and report.replayed == first_run
         grant_seq = next(r["seq"] for r in records if r["kind"] == "grant")
-        assert replay(engine.audit, until=grant_seq).grants == ("grant-1",)
+        assert replay(engine.audit, until=grant_seq).grants == (f"grant-{grant_seq}",)
         lock_seq = next(r["seq"] for r in records if r["kind"] == "lock")
         assert replay(engine.audit, until=lock_seq - 1).locked is False
         assert replay(engine.audit, until=lock_seq).locked is True
@@ -154,7 +154,8 @@ class TestDivergence:
         lines = scenario().audit.lines()
         index = max(i for i, line in enumerate(lines)
                     if '"tool":"database_write"' in line and '"kind":"decision"' in line)
-        forged = rechain(edit(lines, index, approval=True, approved_by="grant:grant-1",
+        grant = next(json.loads(line)["subject"] for line in lines if '"kind":"grant"' in line)
+        forged = rechain(edit(lines, index, approval=True, approved_by=f"grant:{grant}",
                               approved_at=1031.0, mode="LIVE", state="LIVE"))
         d = replay(forged).divergence
         assert d.field == "approved_by" and "expired" in d.got
@@ -291,7 +292,7 @@ class TestMalformedEvents:
         d = replay(rechain([json.dumps({**json.loads(line), "seq": n}, separators=(",", ":"))
                             for n, line in enumerate(out, 1)])).divergence
         assert (d.seq, d.subject, d.field, d.got) == \
-            (index + 2, "grant-1", "grant", "already granted")
+            (index + 2, json.loads(lines[index])["subject"], "grant", "already granted")
 
     def test_a_huge_confidence_diverges(self, lines):
         # JSON holds any integer; a recorded confidence is whatever the caller gave.

@@ -30,7 +30,7 @@ TELLING = ["LIVE", "MOCK", "DRY_RUN", "AWAITING_APPROVAL", "COMPLETED", "LOCKED"
            0.5, 0.85, 1e308, -1e308, True, False, None, {}, []]
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.text(max_size=6) | st.sampled_from(TELLING)
+    st.none() | st.booleans() | st.integers() | st.text(max_size=6) | st.deferred(lambda: telling())
     | st.floats(allow_nan=False, allow_infinity=False),
     lambda kids: st.lists(kids, max_size=3)
     | st.dictionaries(st.text(max_size=4) | st.sampled_from(["agent", "tool", "calls"]), kids,
@@ -50,6 +50,12 @@ def base_lines() -> tuple[str, ...]:
     engine.grant("a", "msgraph_send_email", calls=2)
     engine.execute("a", "msgraph_send_email", {}, confidence=0.9)
     return tuple(engine.audit.lines())
+
+
+def telling() -> st.SearchStrategy[object]:
+    """TELLING, and the ids of the base log (grants and contexts are named by their seq)."""
+    ids = sorted({json.loads(line)["subject"] for line in base_lines()})
+    return st.sampled_from([*TELLING, *ids, *(f"grant:{i}" for i in ids)])
 
 
 @st.composite

@@ -9,13 +9,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from buddy.engine import AuditLog, Engine, ExecutionMode
-from buddy.engine.orchestration._conflicts import (
+from buddy.engine.orchestration._conflict_records import (
     Conflict,
-    ConflictResolver,
     ExecutedCall,
     Holder,
     Resolution,
 )
+from buddy.engine.orchestration._conflicts import ConflictResolver
 from buddy.engine.orchestration._plans import PlannedCall
 from buddy.rules.base._canonical import args_digest
 from buddy.rules.base._values import RiskLevel
@@ -275,6 +275,25 @@ class TestOrdering:
         out = r.resolve(report, calls)
         assert [(c.id, c.slot) for c in out.calls] == [("c0", 2), ("b0", 1), ("a0", 0)]
         assert r.detect(out.calls).conflicts == ()
+
+
+    def test_a_chain_1500_deep_is_detected_and_resolved_without_recursion(self):
+        # Defect 11: depths were computed by recursion, one frame per link.
+        n = 1_500
+        deep = ToolContractRegistry([
+            ToolContract(name=f"t{i}", risk=RiskLevel.LOW, reversible=True,
+                         dependencies=[f"t{i - 1}"] if i else []) for i in range(n)])
+        r = ConflictResolver(deep)
+        calls = [call("last", f"t{n - 1}"), call("first", "t0", slot=1)]
+        report = r.detect(calls)
+        assert report.conflicts == (Conflict(
+            "conflict-1", T.ORDERING, ("last",), f"t{n - 1}", None,
+            f"last (t{n - 1}, slot 0 of plan p1) runs before its dependencies: "
+            f"t{n - 2} (not planned)"),)
+        (done,) = r.resolve(report, calls).resolutions
+        assert (done.strategy, done.reason) == (
+            R.ABORT, f"plan p1 never runs t{n - 2}, so waiting cannot help; fallback aborted: "
+            f"{report.conflicts[0].detail}")
 
 
 class TestRateLimit:
@@ -775,45 +794,46 @@ class TestTable:
 
     @pytest.mark.parametrize(("text", "problem"), [
         ('[[row]]\nid = "x"\nwhen = {}\nthen = { strategy = "WAIT" }\n',
-         "conflicts.toml:1: row[x].then.strategy: must be one of DELAY, REASSIGN, DOWNGRADE, "
+         "conflicts.toml:4: row[x].then.strategy: must be one of DELAY, REASSIGN, DOWNGRADE, "
          "ABORT (got 'WAIT')"),
         ('[[row]]\nid = "x"\nwhen = { all = [ { metric = "agent", op = "eq", value = "a" } ] }\n'
          'then = { strategy = "ABORT" }\n',
-         "conflicts.toml:1: row[x].when.all[0].metric: must be one of reversible, risk, type "
+         "conflicts.toml:3: row[x].when.all[0].metric: must be one of reversible, risk, type "
          "(got 'agent')"),
         ('[[row]]\nid = "x"\nwhen = { all = [ { metric = "type", op = "ne", '
          'value = "RESOURCE" } ] }\nthen = { strategy = "ABORT" }\n',
-         "conflicts.toml: row: no row matches conflict type RESOURCE (e.g. risk LOW, reversible "
-         "true): add a row for it, or a last row with when = {}"),
+         "conflicts.toml: conflicts: no row matches conflict type RESOURCE (e.g. risk LOW, "
+         "reversible true): add a row for it, or a last row with when = {}"),
         ('table = "conflicts"\n\n[[row]]\nid = "x"\nwhen = { all = [ { metric = "type", '
          'op = "gt", value = "TIMEOUT" } ] }\nthen = { strategy = "ABORT" }\n',
-         "conflicts.toml:3: row[x].when.all[0].op: must be eq or ne for metric type (got 'gt')"),
+         "conflicts.toml:5: row[x].when.all[0].op: type is not a number: must be eq or ne "
+         "(got 'gt')"),
         ('[[row]]\nid = "x"\nwhen = { any = [ { metric = "risk", op = "eq", value = "HUGE" } ] }\n'
          'then = { strategy = "ABORT" }\n',
-         "conflicts.toml:1: row[x].when.any[0].value: must be one of LOW, MEDIUM, HIGH for "
-         "metric risk (got 'HUGE')"),
+         "conflicts.toml:3: row[x].when.any[0].value: must be one of LOW, MEDIUM, HIGH "
+         "(got 'HUGE')"),
         ('[[row]]\nid = "x"\nwhen = {}\nthen = { strategy = "DELAY", delay_s = 10.0, '
          'max_delay_s = 5.0 }\n',
-         "conflicts.toml:1: row[x].then.max_delay_s: must be >= delay_s 10.0 (got 5.0)"),
+         "conflicts.toml:4: row[x].then.max_delay_s: must be >= delay_s 10.0 (got 5.0)"),
         ('[[row]]\nid = "x"\nwhen = {}\nthen = { strategy = "DELAY", max_delay_s = 5.0 }\n',
-         "conflicts.toml:1: row[x].then.delay_s: is required"),
+         "conflicts.toml:4: row[x].then.delay_s: is required"),
         ('[[row]]\nid = "x"\nwhen = {}\nthen = { strategy = "ABORT", delay_s = 1.0 }\n',
-         "conflicts.toml:1: row[x].then.delay_s: is not used by strategy ABORT (it takes: "
+         "conflicts.toml:4: row[x].then.delay_s: is not used by strategy ABORT (it takes: "
          "nothing more)"),
         ('[[row]]\nid = "x"\nwhen = {}\nthen = { strategy = "DOWNGRADE", max_mode = "LIVE" }\n',
-         "conflicts.toml:1: row[x].then.max_mode: must be MOCK or DRY_RUN (LIVE caps nothing)"),
+         "conflicts.toml:4: row[x].then.max_mode: must be MOCK or DRY_RUN (LIVE caps nothing)"),
         ('[[row]]\nid = "x"\nwhen = {}\nthen = { strategy = "REASSIGN", fallback = "DELAY" }\n',
-         "conflicts.toml:1: row[x].then.fallback: must be ABORT or DOWNGRADE (got 'DELAY')"),
+         "conflicts.toml:4: row[x].then.fallback: must be ABORT or DOWNGRADE (got 'DELAY')"),
         ('[[row]]\nid = "x"\nwhen = {}\nthen = { strategy = "REASSIGN", '
          'fallback = "DOWNGRADE" }\n',
-         "conflicts.toml:1: row[x].then.max_mode: is required"),
+         "conflicts.toml:4: row[x].then.max_mode: is required"),
         ('[[row]]\nid = "x"\nthen = { strategy = "ABORT" }\n',
          "conflicts.toml:1: row[x].when: is required (when = {} matches every conflict)"),
         ('[[row]]\nid = "x"\nwhen = {}\nthen = { strategy = "ABORT" }\nelse = 1\n',
-         "conflicts.toml:1: row[x].else: unknown key"),
+         "conflicts.toml:5: row[x].else: unknown key"),
         ('[[row]]\nid = "x"\nwhen = {}\nthen = { strategy = "ABORT" }\n'
          '[[row]]\nid = "x"\nwhen = {}\nthen = { strategy = "ABORT" }\n',
-         "conflicts.toml:5: row[x].id: duplicate id (first at line 1)"),
+         "conflicts.toml:6: row[x].id: duplicate id (first at line 1)"),
         ('[[row]]\nid = "x"\nwhen = {}\nthen = { strategy = "ABORT" \n',
          "conflicts.toml:4: invalid TOML: Unclosed inline table"),
     ])
@@ -827,9 +847,9 @@ class TestTable:
         with pytest.raises(RuleTableError) as info:
             ConflictTable.from_toml(text=text, source="conflicts.toml")
         assert info.value.problems == [
-            "conflicts.toml:1: row[a].when.all[0].metric: must be one of reversible, risk, type "
+            "conflicts.toml:3: row[a].when.all[0].metric: must be one of reversible, risk, type "
             "(got 'colour')",
-            "conflicts.toml:6: row[b].then.strategy: must be one of DELAY, REASSIGN, DOWNGRADE, "
+            "conflicts.toml:9: row[b].then.strategy: must be one of DELAY, REASSIGN, DOWNGRADE, "
             "ABORT (got 'HOPE')",
         ]
         assert str(info.value) == info.value.problems[0] + " (and 1 more problem(s))"
@@ -849,8 +869,8 @@ class TestTable:
 
     def test_direct_construction_checks_coverage(self):
         rows = ConflictTable.default().rows[:5]
-        with pytest.raises(RuleTableError, match="^<memory>: row: no row matches conflict "
-                           "type TIMEOUT"):
+        with pytest.raises(RuleTableError, match="^<memory>: conflicts: no row matches "
+                           "conflict type TIMEOUT"):
             ConflictTable(rows)
 
 

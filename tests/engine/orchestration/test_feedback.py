@@ -9,11 +9,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from buddy.engine.orchestration._conflict_records import Conflict, Resolution
 from buddy.engine.orchestration._feedback import FeedbackLoop, LearningSignal
 from buddy.engine.orchestration._plans import ExecutionOutcome
+from buddy.rules.base._values import ExecutionMode
 from buddy.rules.base.errors import RuleTableError
+from buddy.rules.tables._conflicts import ConflictType, ResolutionStrategy
 from buddy.rules.tables._signals import DEFAULT_BUCKETS, ConfidenceRule, SignalTable, SignalType
 
+M, D, L = ExecutionMode.MOCK, ExecutionMode.DRY_RUN, ExecutionMode.LIVE
+T, R = ConflictType, ResolutionStrategy
 SIGNALS_TEXT = resources.files("buddy.rules").joinpath("signals.toml").read_text()
 EXPORT_KEYS = ["signal_type", "tool_name", "insight", "recommended_action", "confidence",
                "target_phase", "scope", "scope_key", "rule", "evidence"]
@@ -21,17 +26,27 @@ EXPORT_KEYS = ["signal_type", "tool_name", "insight", "recommended_action", "con
 _n = iter(range(1_000_000))
 
 
-def outcome(tool: str = "vision_inspect", ok: bool = True, mode: str | None = "MOCK",
+def outcome(tool: str = "vision_inspect", ok: bool = True, mode: ExecutionMode | None = M,
             confidence: float = 0.95, duration_ms: float = 100.0, **kw) -> ExecutionOutcome:
     n = next(_n)
     return ExecutionOutcome(f"c{n}", "p1", "agent-1", tool, "LOW", confidence, mode, mode,
                             ok=ok, duration_ms=duration_ms, **kw)
 
 
-def loop_of(outcomes, signals: SignalTable | None = None) -> FeedbackLoop:
+def conflict(n: int | str, ctype: ConflictType, tool: str, *calls: str) -> Conflict:
+    return Conflict(f"conflict-{n}", ctype, calls or (f"call-{n}",), tool, None, "detail")
+
+
+def resolution(of: Conflict, strategy: ResolutionStrategy) -> Resolution:
+    return Resolution(of.id, of.call, of.type, strategy, "rule", "reason")
+
+
+def loop_of(outcomes, signals: SignalTable | None = None, *, conflicts=(),
+            resolutions=()) -> FeedbackLoop:
     loop = FeedbackLoop(signals)
     for o in outcomes:
         loop.record(o)
+    loop.record_conflicts(conflicts, resolutions)
     return loop
 
 
@@ -53,10 +68,11 @@ class TestFeedbackLoop:
 
     def test_outcome_recording(self):
         loop = loop_of([outcome(duration_ms=500.0),
-                        outcome(ok=False, mode="DRY_RUN", duration_ms=100.0),
-                        outcome(mode="LIVE", duration_ms=300.0),
+                        outcome(ok=False, mode=D, duration_ms=100.0),
+                        outcome(mode=L, duration_ms=300.0),
                         outcome(ok=False, mode=None, conflicts=("PERMISSION",),
                                 resolution="ABORT")])
+        assert loop.scope_items("conflict_type") == []  # conflicts are recorded on their own
         assert loop.tool_metrics() == {"vision_inspect": {
             "total_executions": 3, "successful": 2, "failed": 1, "success_rate": 2 / 3,
             "avg_execution_time": 300.0,
@@ -100,8 +116,8 @@ class TestFeedbackLoop:
         assert signal.target_phase == 16
 
     def test_execution_mode_analysis(self):
-        outcomes = ([outcome("button_click", mode="MOCK", duration_ms=10.0) for _ in range(5)]
-                    + [outcome("button_click", mode="LIVE", ok=i < 3, duration_ms=50.0)
+        outcomes = ([outcome("button_click", mode=M, duration_ms=10.0) for _ in range(5)]
+                    + [outcome("button_click", mode=L, ok=i < 3, duration_ms=50.0)
                        for i in range(5)])
         loop = loop_of(outcomes)
         (signal,) = loop.analyze_execution_modes()  # LIVE is only 50 ms: no latency signal
@@ -121,15 +137,15 @@ class TestFeedbackLoop:
         assert loop.signals_for_phase(19) == [signal.to_dict()]
 
     def test_mode_latency(self):
-        outcomes = ([outcome("crm", mode="DRY_RUN", duration_ms=40.0) for _ in range(3)]
-                    + [outcome("crm", mode="LIVE", duration_ms=400.0) for _ in range(3)])
+        outcomes = ([outcome("crm", mode=D, duration_ms=40.0) for _ in range(3)]
+                    + [outcome("crm", mode=L, duration_ms=400.0) for _ in range(3)])
         (signal,) = loop_of(outcomes).analyze_execution_modes()
         assert (signal.signal_type, signal.rule, signal.confidence) == (
             SignalType.TOOL_PERFORMANCE, "tool_performance.mode_latency", 0.3)
         assert signal.insight == "crm runs 10.0x slower in LIVE (400 ms) than in DRY_RUN (40 ms)"
 
     def test_equal_modes_give_no_mode_signal(self):
-        outcomes = [outcome("t", mode=m) for m in ("MOCK", "DRY_RUN") for _ in range(5)]
+        outcomes = [outcome("t", mode=m) for m in (M, D) for _ in range(5)]
         assert loop_of(outcomes).analyze_execution_modes() == []
 
     def test_slow_tool(self):
@@ -139,14 +155,18 @@ class TestFeedbackLoop:
             "tool_performance.slow", "export averages 2500 ms over 5 executions", 0.25)
 
     def test_conflict_pattern_detection(self):
-        outcomes = [outcome("ghl_create_contact", conflicts=("RESOURCE",), resolution="DELAY"),
-                    outcome("mployer_add_contact", conflicts=("RESOURCE",), resolution="DELAY"),
-                    outcome("ghl_create_contact", conflicts=("RESOURCE", "ORDERING"),
-                            resolution="DELAY"),
-                    outcome("ghl_create_contact", mode=None, ok=False,
-                            conflicts=("RESOURCE", "ORDERING"), resolution="ABORT"),
-                    outcome("button_click")]
-        loop = loop_of(outcomes)
+        outcomes = [outcome("ghl_create_contact"), outcome("mployer_add_contact"),
+                    outcome("ghl_create_contact"),
+                    outcome("ghl_create_contact", mode=None, ok=False), outcome("button_click")]
+        found = [conflict(1, T.RESOURCE, "ghl_create_contact"),
+                 conflict(2, T.RESOURCE, "mployer_add_contact"),
+                 conflict(3, T.RESOURCE, "ghl_create_contact"),
+                 conflict(4, T.ORDERING, "ghl_create_contact"),
+                 conflict(5, T.RESOURCE, "ghl_create_contact"),
+                 conflict(6, T.ORDERING, "ghl_create_contact")]
+        loop = loop_of(outcomes, conflicts=found, resolutions=[
+            resolution(found[0], R.DELAY), resolution(found[1], R.DELAY),
+            resolution(found[2], R.DELAY), resolution(found[4], R.ABORT)])
         assert loop.detect_conflict_patterns() == [LearningSignal(
             SignalType.CONFLICT_PATTERN, "*",
             "Recurring conflict pattern: RESOURCE (4 occurrences; tools: ghl_create_contact, "
@@ -158,12 +178,46 @@ class TestFeedbackLoop:
             "occurrences": 4, "calls": 5, "share": 0.8, "resolved": 4, "tools": 2}
 
     def test_conflict_pattern_threshold(self):
-        two = [outcome(conflicts=("TIMEOUT",)) for _ in range(2)]
-        assert loop_of(two).detect_conflict_patterns() == []
-        (signal,) = loop_of(two + [outcome(conflicts=("TIMEOUT",))]).detect_conflict_patterns()
+        calls = [outcome() for _ in range(3)]
+        two = [conflict(n, T.TIMEOUT, "vision_inspect") for n in (1, 2)]
+        assert loop_of(calls, conflicts=two).detect_conflict_patterns() == []
+        three = [*two, conflict(3, T.TIMEOUT, "vision_inspect")]
+        (signal,) = loop_of(calls, conflicts=three).detect_conflict_patterns()
         assert signal.insight == ("Recurring conflict pattern: TIMEOUT (3 occurrences; tools: "
                                   "vision_inspect)")
         assert signal.recommended_action.endswith("(mostly resolved by none)")
+
+    def test_a_conflict_counts_once_however_many_calls_and_records(self):
+        pair = conflict(1, T.RATE_LIMIT, "form_fill", "a", "b")
+        loop = loop_of([outcome(), outcome()], conflicts=[pair, pair])
+        loop.record_conflicts([pair], [resolution(pair, R.DELAY), resolution(pair, R.DELAY)])
+        loop.record_conflicts([], [resolution(conflict(9, T.RATE_LIMIT, "x"), R.ABORT),
+                                   resolution(conflict(8, T.TIMEOUT, "x"), R.ABORT)])
+        [(order, key, tool, metrics, names)] = loop.scope_items("conflict_type")
+        assert (order, key, tool) == ("RATE_LIMIT", "RATE_LIMIT", "*")
+        assert metrics == {"occurrences": 1, "calls": 2, "share": 0.5, "resolved": 1,
+                           "tools": 1}
+        assert (names["top_resolution"], names["tool_list"]) == ("DELAY", "form_fill")
+
+    def test_top_resolution_ties_go_by_name(self):
+        found = [conflict(n, T.RESOURCE, "t") for n in range(4)]
+        loop = loop_of([outcome()], conflicts=found, resolutions=[
+            resolution(found[0], R.DELAY), resolution(found[1], R.ABORT),
+            resolution(found[2], R.DELAY), resolution(found[3], R.ABORT)])
+        [(*_, metrics, names)] = loop.scope_items("conflict_type")
+        assert (metrics["resolved"], names["top_resolution"]) == (4, "ABORT")
+
+    @given(st.lists(st.tuples(st.integers(0, 9), st.integers(0, 2)), max_size=40))
+    def test_occurrences_are_the_distinct_conflicts_of_each_type(self, drawn):
+        # A conflict id keeps its type; given any number of times, it counts once.
+        found = [conflict(n, list(ConflictType)[n % 6], f"tool-{k}") for n, k in drawn]
+        loop = loop_of([outcome()], conflicts=found)
+        counted = {key: metrics["occurrences"]
+                   for _, key, _, metrics, _ in loop.scope_items("conflict_type")}
+        expected: dict[str, set[str]] = {}
+        for c in found:
+            expected.setdefault(c.type.value, set()).add(c.id)
+        assert counted == {t: len(ids) for t, ids in expected.items()}
 
     def test_confidence_calibration_analysis(self):
         # The source's pattern, five times over: success when confidence > 0.5.
@@ -203,7 +257,9 @@ class TestFeedbackLoop:
                     + [outcome("b", ok=False, confidence=0.9) for _ in range(10)]
                     + [outcome("c", conflicts=("RATE_LIMIT",), resolution="DELAY",
                                confidence=0.6) for _ in range(3)])
-        exported = loop_of(outcomes).export_signals()
+        found = [conflict(n, T.RATE_LIMIT, "c") for n in range(3)]
+        resolved = [resolution(c, R.DELAY) for c in found]
+        exported = loop_of(outcomes, conflicts=found, resolutions=resolved).export_signals()
         assert [(s["signal_type"], s["scope_key"], s["rule"]) for s in exported] == [
             ("APPROVAL_MISMATCH", "0.85-1", "approval_mismatch.overconfident"),
             ("CONFLICT_PATTERN", "RATE_LIMIT", "conflict_pattern.recurring"),
@@ -217,20 +273,26 @@ class TestFeedbackLoop:
         # One JSONL line each, identical on a second export.
         lines = [orjson.dumps(s) for s in exported]
         assert [orjson.loads(line) for line in lines] == exported
-        assert loop_of(outcomes).export_signals() == exported
+        assert loop_of(outcomes, conflicts=found, resolutions=resolved).export_signals() == \
+            exported
 
     @given(st.lists(st.tuples(st.sampled_from(["a", "b", "c"]), st.booleans(),
-                              st.sampled_from(["MOCK", "DRY_RUN", "LIVE", None]),
+                              st.sampled_from([M, D, L, None]),
                               st.sampled_from([0.1, 0.55, 0.75, 0.9, 1.0]),
-                              st.sampled_from([(), ("RESOURCE",), ("ORDERING", "TIMEOUT")]),
+                              st.sampled_from([(), (T.RESOURCE,), (T.ORDERING, T.TIMEOUT)]),
                               st.sampled_from([5.0, 150.0, 2500.0])), max_size=60),
            st.randoms(use_true_random=False))
     def test_export_does_not_depend_on_order(self, rows, rnd):
-        outcomes = [outcome(tool, ok=ok, mode=mode, confidence=c, conflicts=cf,
-                            duration_ms=ms) for tool, ok, mode, c, cf, ms in rows]
-        shuffled = list(outcomes)
-        rnd.shuffle(shuffled)
-        a, b = loop_of(outcomes), loop_of(shuffled)
+        outcomes = [outcome(tool, ok=ok, mode=mode, confidence=c, duration_ms=ms)
+                    for tool, ok, mode, c, _, ms in rows]
+        found = [conflict(f"{i}.{j}", ctype, row[0])
+                 for i, row in enumerate(rows) for j, ctype in enumerate(row[4])]
+        resolved = [resolution(c, R.DELAY if c.type is T.RESOURCE else R.ABORT)
+                    for c in found[::2]]
+        a = loop_of(outcomes, conflicts=found, resolutions=resolved)
+        for items in (outcomes, found, resolved):
+            rnd.shuffle(items)
+        b = loop_of(outcomes, conflicts=found, resolutions=resolved)
         assert a.export_signals() == b.export_signals()
         keys = [(s["signal_type"], s["scope"]) for s in a.export_signals()]
         assert keys == sorted(keys)
@@ -238,9 +300,9 @@ class TestFeedbackLoop:
 
 class TestScopeItems:
     def test_mode_ties_go_to_the_safer_mode_for_best(self):
-        loop = loop_of([outcome("t", mode="LIVE", duration_ms=20.0),
-                        outcome("t", mode="MOCK", duration_ms=20.0),
-                        outcome("t", mode="DRY_RUN", ok=False, duration_ms=0.5)])
+        loop = loop_of([outcome("t", mode=L, duration_ms=20.0),
+                        outcome("t", mode=M, duration_ms=20.0),
+                        outcome("t", mode=D, ok=False, duration_ms=0.5)])
         ((order, key, tool, metrics, names),) = loop.scope_items("mode")
         assert (order, key, tool) == ("t", "t", "t")
         assert metrics == {
@@ -252,7 +314,7 @@ class TestScopeItems:
         assert names["other_modes"] == "DRY_RUN, LIVE"
 
     def test_mode_ties_go_to_the_riskier_mode_for_worst(self):
-        loop = loop_of([outcome("t", mode=m, ok=False) for m in ("LIVE", "MOCK")])
+        loop = loop_of([outcome("t", mode=m, ok=False) for m in (L, M)])
         metrics = loop.scope_items("mode")[0][3]
         assert (metrics["best_mode"], metrics["worst_mode"]) == ("MOCK", "LIVE")
 
@@ -268,7 +330,8 @@ class TestScopeItems:
             "calibration_gap": -0.25, "tool_name": "t"})]
 
     def test_unexecuted_calls_are_not_tool_items(self):
-        loop = loop_of([outcome("t", mode=None, ok=False, conflicts=("PERMISSION",))])
+        loop = loop_of([outcome("t", mode=None, ok=False, conflicts=("PERMISSION",))],
+                       conflicts=[conflict(1, T.PERMISSION, "t")])
         assert loop.scope_items("tool") == []
         assert loop.scope_items("confidence_bucket") == []
         assert [item[1] for item in loop.scope_items("conflict_type")] == ["PERMISSION"]
@@ -330,8 +393,8 @@ class TestSignalTable:
                 'recommended_action = "keep {best_mode}", '
                 'confidence = { method = "fixed", value = 0.5, cap = 0.4 } }\n')
         table = SignalTable.from_toml(text=text)
-        loop = loop_of([outcome("x", mode="LIVE"), outcome("x", mode="MOCK", ok=False),
-                        outcome("x", mode="DRY_RUN", ok=False)], table)
+        loop = loop_of([outcome("x", mode=L), outcome("x", mode=M, ok=False),
+                        outcome("x", mode=D, ok=False)], table)
         assert [(s.insight, s.recommended_action, s.confidence) for s in loop.analyze()] == [
             ("x: MOCK, DRY_RUN lag", "keep LIVE", 0.4)]
         assert [b["bucket"] for b in loop.calibration()] == ["0.9-1"]
@@ -371,7 +434,8 @@ class TestSignalTable:
          "[0, 1] (got 8.0)"),
         ('confidence = { method = "metric", metric = "success_rate" }',
          'confidence = "high"',
-         "s.toml:39: row[tool_reliability.high].then.confidence: must be dict (got 'high')"),
+         "s.toml:39: row[tool_reliability.high].then.confidence: must be a table "
+         "(got 'high')"),
         ("then = { target_phase = 16, insight = \"Tool achieved",
          "then = { target_phase = 17, insight = \"Tool achieved",
          "s.toml:39: row[tool_reliability.high].then.target_phase: must be one of 16, 19 "

@@ -11,10 +11,12 @@ from hypothesis import strategies as st
 
 from buddy.engine.orchestration._monitor import Monitor, iso
 from buddy.engine.orchestration._plans import ExecutionOutcome
+from buddy.rules.base._values import ExecutionMode
 from buddy.rules.base.errors import RuleTableError
 from buddy.rules.tables._monitoring import METRICS, Anomaly, AnomalyTable, HealthStatus, HealthTable
 from tests.helpers import ManualClock
 
+M, D, L = ExecutionMode.MOCK, ExecutionMode.DRY_RUN, ExecutionMode.LIVE
 EXCELLENT, GOOD, FAIR, POOR = (HealthStatus.EXCELLENT, HealthStatus.GOOD, HealthStatus.FAIR,
                                HealthStatus.POOR)
 T0 = 1_705_329_025.0  # 2024-01-15T14:30:25Z
@@ -24,7 +26,7 @@ HEALTH_TEXT = resources.files("buddy.rules").joinpath("health.toml").read_text()
 _n = iter(range(1_000_000))
 
 
-def outcome(tool: str = "form_fill", ok: bool = True, mode: str | None = "MOCK",
+def outcome(tool: str = "form_fill", ok: bool = True, mode: ExecutionMode | None = M,
             confidence: float = 0.75, duration_ms: float = 100.0, **kw) -> ExecutionOutcome:
     n = next(_n)
     return ExecutionOutcome(f"c{n}", "p1", "agent-1", tool, "LOW", confidence, mode, mode,
@@ -49,12 +51,12 @@ def hand_computed() -> list[ExecutionOutcome]:
     c = 0.875
     return [
         outcome(ok=True, confidence=c, approval="granted"),
-        outcome(ok=True, confidence=c, approval="granted", mode="LIVE"),
+        outcome(ok=True, confidence=c, approval="granted", mode=L),
         outcome(ok=True, confidence=c, approval="denied"),
         outcome(ok=True, confidence=c, approval="pending"),
         outcome(ok=True, confidence=c, conflicts=("RESOURCE",), resolution="DELAY"),
         outcome(ok=True, confidence=c, conflicts=("RATE_LIMIT",), resolution="DELAY"),
-        outcome(ok=False, confidence=c, rolled_back=True, mode="LIVE", duration_ms=200.0),
+        outcome(ok=False, confidence=c, rolled_back=True, mode=L, duration_ms=200.0),
         outcome(ok=False, confidence=c, rolled_back=True, duration_ms=0.0),
     ]
 
@@ -192,10 +194,10 @@ class TestMetrics:
         assert monitor.metrics()["approval_rate"] == 100.0 / 3
 
     def test_latency_and_live_ratio(self):
-        monitor = monitor_of([outcome(mode="LIVE", duration_ms=30.0),
-                              outcome(mode="DRY_RUN", duration_ms=60.0),
-                              outcome(mode="MOCK", duration_ms=90.0),
-                              outcome(mode="LIVE", duration_ms=20.0)])
+        monitor = monitor_of([outcome(mode=L, duration_ms=30.0),
+                              outcome(mode=D, duration_ms=60.0),
+                              outcome(mode=M, duration_ms=90.0),
+                              outcome(mode=L, duration_ms=20.0)])
         assert monitor.metrics()["execution_latency_ms"] == 50.0
         assert monitor.metrics()["live_execution_ratio"] == 50.0
 
@@ -238,7 +240,7 @@ class TestMetrics:
             "recommended_action": "Investigate t's failures and keep it in MOCK until fixed"}
 
     @given(st.lists(st.tuples(st.sampled_from(["a", "b"]), st.booleans(),
-                              st.sampled_from(["MOCK", "DRY_RUN", "LIVE", None]),
+                              st.sampled_from([M, D, L, None]),
                               st.floats(0.0, 1.0), st.booleans(),
                               st.sampled_from([None, "granted", "denied", "pending"]),
                               st.booleans()), max_size=30),
@@ -299,20 +301,19 @@ class TestHealthTable:
         ("success_rate = 0.30\n", "",
          "h.toml:15: health.weights.success_rate: is required"),
         ("success_rate = 0.30", "success_rate = 0.30\nlatency = 0.0",
-         "h.toml:15: health.weights.latency: unknown key (terms: success_rate, rollback, "
-         "conflict, confidence_drift, approval_rate)"),
+         "h.toml:17: health.weights.latency: unknown key"),
         ("rollback = 0.15", "rollback = 1.15",
-         "h.toml:15: health.weights.rollback: must be in [0, 1] (got 1.15)"),
+         "h.toml:17: health.weights.rollback: must be in [0, 1] (got 1.15)"),
         ('rollback = 0.15', 'rollback = "high"',
-         "h.toml:15: health.weights.rollback: must be float (got 'high')"),
+         "h.toml:17: health.weights.rollback: must be a number (got 'high')"),
         ('tier = "GOOD"', 'tier = "OK"',
          "h.toml:35: row[good].then.tier: must be one of EXCELLENT, GOOD, FAIR, POOR "
          "(got 'OK')"),
         ('tier = "GOOD"', 'tier = "EXCELLENT"',
-         "h.toml:32: row[good].then.tier: EXCELLENT is already the tier of row[excellent]"),
+         "h.toml:35: row[good].then.tier: EXCELLENT is already the tier of row[excellent]"),
         ('id = "poor"\nwhen = {}',
          'id = "poor"\nwhen = { all = [ { metric = "health_score", op = "ge", value = 0.0 } ] }',
-         "h.toml:42: row[poor].when: the last tier must always hold (`when = {}`) so that "
+         "h.toml:44: row[poor].when: the last tier must always hold (`when = {}`) so that "
          "every score gets a tier"),
         ('metric = "health_score", op = "ge", value = 60.0',
          'metric = "success_rate", op = "ge", value = 60.0',
@@ -337,7 +338,7 @@ class TestHealthTable:
             "when = {}")
         with pytest.raises(RuleTableError) as info:
             HealthTable.from_toml(text=text, source="h.toml")
-        assert info.value.problems == ["h.toml:27: row[excellent].when: always holds, so the "
+        assert info.value.problems == ["h.toml:29: row[excellent].when: always holds, so the "
                                        "rows after it are never reached (put it last)"]
 
 
@@ -389,7 +390,7 @@ class TestAnomalyTable:
                 'when = { any = [ { metric = "execution_latency_ms", op = "gt", value = 500.0 },'
                 ' { metric = "live_execution_ratio", op = "ge", value = 50.0 } ] }\n'
                 'then = { severity = 3, message = "{tool}: {execution_latency_ms:.0f} ms" }\n')
-        monitor = monitor_of([outcome("a", duration_ms=900.0), outcome("b", mode="LIVE")],
+        monitor = monitor_of([outcome("a", duration_ms=900.0), outcome("b", mode=L)],
                              anomalies=AnomalyTable.from_toml(text=text))
         assert [(a.tool, a.message, a.recommended_action)
                 for a in monitor.detect_anomalies()] == [("a", "a: 900 ms", ""),
@@ -402,7 +403,8 @@ class TestAnomalyTable:
         ("severity = 7", "severity = 11",
          "a.toml:30: row[unsafe_escalation].then.severity: must be <= 10 (got 11)"),
         ("severity = 7", 'severity = "high"',
-         "a.toml:30: row[unsafe_escalation].then.severity: must be int (got 'high')"),
+         "a.toml:30: row[unsafe_escalation].then.severity: must be a whole number "
+         "(got 'high')"),
         ('"confidence_drift", op = "gt", value = 0.4', '"confidence_drift", op = ">", value = 0.4',
          "a.toml:29: row[unsafe_escalation].when.all[0].op: must be one of ge, gt, le, lt, eq, "
          "ne (got '>')"),
@@ -413,7 +415,7 @@ class TestAnomalyTable:
          "(got 'drift')"),
         ('"tool_success_rate", op = "lt", value = 50.0', '"tool_success_rate", op = "lt", '
          'value = "50%"',
-         "a.toml:36: row[repeated_failures].when.all[0].value: must be float (got '50%')"),
+         "a.toml:36: row[repeated_failures].when.all[0].value: must be a number (got '50%')"),
         ('id = "high_rollback"\nscope = "system"\nmin_executions = 5\n',
          'id = "high_rollback"\nscope = "system"\n',
          "a.toml:39: row[high_rollback].min_executions: is required"),

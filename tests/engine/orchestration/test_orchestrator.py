@@ -22,6 +22,7 @@ from buddy.engine.orchestration._orchestrator import (
     ToolOrchestrator,
 )
 from buddy.engine.orchestration._plans import PlannedCall, ToolExecutionPlan
+from buddy.rules.base._values import ExecutionMode
 from buddy.rules.tables._catalogue import ToolContractRegistry
 from buddy.rules.tables._conflicts import ConflictTable
 from buddy.rules.tables._escalation import EscalationTable
@@ -582,8 +583,34 @@ class TestEmit:
     def test_without_monitor_or_feedback_outcomes_are_kept(self):
         rig = Rig(observed=False)
         rig.cycle(plan("p1", ("a", "memory_search", 0.9)))
-        assert [(o.call_id, o.mode, o.ok) for o in rig.orchestrator.outcomes] == [
-            ("p1/s1", "LIVE", True)]
+        assert [(o.call_id, o.decided, o.mode, o.ok) for o in rig.orchestrator.outcomes] == [
+            ("p1/s1", ExecutionMode.LIVE, ExecutionMode.LIVE, True)]
+
+    def test_the_feedback_loop_counts_each_conflict_once(self):
+        # Each pairwise conflict involves two calls; the loop counted both (2 per conflict).
+        rig = Rig()
+
+        def slow(args: dict[str, Any]) -> None:
+            raise TimeoutError("took too long")
+
+        rig.engine.register_handler("memory_search", mock=slow, dry_run=slow, live=slow)
+        rig.cycle(*[plan(f"d{i}", ("a", "msgraph_create_draft", 0.9)) for i in range(3)],
+                  plan("u1", ("a", "ghl_update_contact", 0.9, {"args": {"call": "same"}})),
+                  plan("u2", ("b", "ghl_update_contact", 0.9, {"args": {"call": "same"}})),
+                  plan("m1", ("a", "memory_search", 0.9)))
+        rig.cycle(*[plan(f"e{i}", ("a", "msgraph_create_draft", 0.9),
+                         ("a", "msgraph_create_draft", 0.9)) for i in range(3)])
+        by_type = {t: n for t, n in rig.resolver.summary()["by_type"].items() if n}
+        assert by_type == {"RATE_LIMIT": 3, "DUPLICATE_ACTION": 1, "TIMEOUT": 1}
+        items = {key: (metrics, names["top_resolution"])
+                 for _, key, _, metrics, names in rig.feedback.scope_items("conflict_type")}
+        assert items == {
+            "DUPLICATE_ACTION": ({"occurrences": 1, "calls": 12, "share": 1 / 12,
+                                  "resolved": 1, "tools": 1}, "ABORT"),
+            "RATE_LIMIT": ({"occurrences": 3, "calls": 12, "share": 0.25, "resolved": 3,
+                            "tools": 1}, "DELAY"),
+            "TIMEOUT": ({"occurrences": 1, "calls": 12, "share": 1 / 12, "resolved": 0,
+                         "tools": 1}, "none")}
 
     def test_outcome_carries_the_approval(self):
         answers = {"team@example.com": True, "ceo@partner.org": False}

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from buddy.engine import ToolContractRegistry
-from buddy.engine.orchestration._plans import load_plans, plan_to_json
+from buddy.engine.orchestration._plans import (
+    MAX_ARGS_DEPTH,
+    ExecutionOutcome,
+    load_plans,
+    plan_to_json,
+)
 from buddy.engine.orchestration._scenario import default_plans
+from buddy.rules.base._values import ExecutionMode
 from buddy.rules.base.errors import PlanError
 
 REG = ToolContractRegistry.default()
@@ -104,3 +113,225 @@ class TestLoadPlans:
     def test_scenario_is_seeded(self):
         assert default_plans(1) == default_plans(1)
         assert default_plans(1) != default_plans(2)
+
+
+def jsonl(tmp_path, *plans, raw: bool = False):
+    """A JSON Lines file: GOOD on line 1, then ``plans``, one per line."""
+    dump = (lambda p: json.dumps(p, ensure_ascii=False)) if raw else json.dumps
+    return write(tmp_path, "p.jsonl", "\n".join(dump(p) for p in (GOOD, *plans)) + "\n")
+
+
+def step(**change):
+    return {"id": "s", "agent": "a", "tool": "form_fill", "confidence": 0.9, **change}
+
+
+def nested(depth: int) -> str:
+    """JSON text of arguments ``depth`` levels deep (objects and lists alternating)."""
+    opening = "".join('{"x": ' if level % 2 == 0 else "[" for level in range(depth))
+    closing = "".join("}" if level % 2 == 0 else "]" for level in reversed(range(depth)))
+    return opening + '"leaf"' + closing
+
+
+def with_args(plan_id: str, args: str) -> str:
+    """One plan line whose only step has the arguments ``args`` (JSON text)."""
+    return json.dumps({"plan_id": plan_id, "steps": [step(args=None)]}).replace("null", args)
+
+
+class TestExecutionOrderIds:
+    # Defect 8: an id that is no string, but whose str() names a step, crashed the loader.
+    @pytest.mark.parametrize("sid, order, got", [
+        ("1", [1], "[1]"), ("None", [None], "[None]"), ("{}", [{}], "[{}]"),
+        ("[1]", [[1]], "[[1]]"), ("s", ["s", "s"], "['s', 's']"), ("s", "s", "'s'"),
+    ])
+    def test_refused_with_one_line(self, tmp_path, sid, order, got):
+        path = jsonl(tmp_path, {"plan_id": "p2", "steps": [step(id=sid)],
+                                "execution_order": order})
+        loaded = load_plans(path, REG)
+        assert [p.plan_id for p in loaded.plans] == ["p1"]
+        steps = sid if sid.isalnum() else f"'{sid}'"
+        assert loaded.errors == (f"{path}:2: plan[p2].execution_order: must list every step "
+                                 f"id once (steps: {steps}; got {got})",)
+
+
+SECRET = "hunter2-sk-live-0123"
+
+
+class TestEchoedValues:
+    # Defect 9: rejected values were echoed raw, secrets and all.
+    @pytest.mark.parametrize("change, field, got", [
+        ({"args": [{"password": SECRET}]}, "args", "must be an object (got a list)"),
+        ({"args": f"password={SECRET}"}, "args", "must be an object (got a string)"),
+        ({"args": 3}, "args", "must be an object (got a number)"),
+        ({"args": True}, "args", "must be an object (got a boolean)"),
+        ({"confidence": {"token": SECRET}}, "confidence",
+         "must be a number in [0, 1] (got {'token': '***'})"),
+        ({"resource": {"api_key": SECRET}}, "resource",
+         "must be a string (got {'api_key': '***'})"),
+        ({"approval": [{"password": SECRET}]}, "approval",
+         "must be true, false or null (got [{'password': '***'}])"),
+        ({"estimated_s": {"secret": SECRET}}, "estimated_s",
+         "must be a number >= 0 (got {'secret': '***'})"),
+        ({"agent": {"authorization": SECRET}}, "agent",
+         "must be a non-empty string (got {'authorization': '***'})"),
+    ])
+    def test_step_values_are_masked(self, tmp_path, change, field, got):
+        path = jsonl(tmp_path, {"plan_id": "p2", "steps": [step(**change)]})
+        (error,) = load_plans(path, REG).errors
+        assert error == f"{path}:2: plan[p2].steps[0].{field}: {got}"
+
+    @pytest.mark.parametrize("change, field, got", [
+        ({"plan_id": {"password": SECRET}}, "plan[1].plan_id",
+         "must be a non-empty string (got {'password': '***'})"),
+        ({"execution_order": [{"password": SECRET}]}, "plan[p2].execution_order",
+         "must list every step id once (steps: s; got [{'password': '***'}])"),
+        ({"upstream_plan_id": {"token": SECRET}}, "plan[p2].upstream_plan_id",
+         "must be a string or null (got {'token': '***'})"),
+        ({"phase22_validation_id": [SECRET]}, "plan[p2].phase22_validation_id",
+         "must be a string or null (got ['hunter2-sk-live-0123'])"),
+    ])
+    def test_plan_values_are_masked(self, tmp_path, change, field, got):
+        path = jsonl(tmp_path, {"plan_id": "p2", "steps": [step()], **change})
+        (error,) = load_plans(path, REG).errors
+        assert error == f"{path}:2: {field}: {got}"
+
+    def test_long_and_odd_values_are_short_and_on_one_line(self, tmp_path):
+        path = jsonl(tmp_path, {"plan_id": "p\n2", "steps": [step(tool="x" * 500)]},
+                     {"plan_id": "p3", "steps": [step()], "a\nkey": 1})
+        assert load_plans(path, REG).errors == (
+            f"{path}:2: plan['p\\n2'].steps[0].tool: unknown tool "
+            f"'{'x' * 27}...{'x' * 28}'",
+            f"{path}:3: plan[p3]['a\\nkey']: unknown key")
+
+    def test_plan_and_step_kinds(self, tmp_path):
+        path = jsonl(tmp_path, ["a", "list"], {"plan_id": "p3", "steps": [[step()]]})
+        assert load_plans(path, REG).errors == (
+            f"{path}:2: plan[1]: must be an object (got a list)",
+            f"{path}:3: plan[p3].steps[0]: must be an object (got a list)")
+
+
+class TestDeepArgs:
+    # Defect 10: deep args crashed `buddy run` (the digest, then the audit writer).
+    def test_the_limit_is_accepted(self, tmp_path):
+        assert MAX_ARGS_DEPTH == 100
+        path = write(tmp_path, "p.jsonl", f"{json.dumps(GOOD)}\n{with_args('p2', nested(100))}")
+        loaded = load_plans(path, REG)
+        assert loaded.errors == ()
+        assert loaded.plans[1].calls[0].args == json.loads(nested(100))
+
+    @pytest.mark.parametrize("depth", [101, 300, 1_000])
+    def test_deeper_is_refused(self, tmp_path, depth):
+        path = write(tmp_path, "p.jsonl", f"{json.dumps(GOOD)}\n{with_args('p2', nested(depth))}")
+        loaded = load_plans(path, REG)
+        assert [p.plan_id for p in loaded.plans] == ["p1"]
+        assert loaded.errors == (
+            f"{path}:2: plan[p2].steps[0].args: must nest at most 100 levels (got {depth})",)
+
+    def test_a_line_too_deep_for_the_parser_is_one_rejected_line(self, tmp_path):
+        path = write(tmp_path, "p.jsonl", f"{with_args('p0', nested(2_000))}\n{json.dumps(GOOD)}")
+        loaded = load_plans(path, REG)
+        assert [p.plan_id for p in loaded.plans] == ["p1"]
+        assert loaded.errors == (f"{path}:1: invalid JSON: depth limit exceeded: line 1 "
+                                 "column 3680 (char 3679)",)
+
+    @pytest.mark.parametrize("text", [
+        "[" * 2_000 + "]" * 2_000,
+        "[\n" + json.dumps(GOOD) + ",\n" + "[" * 2_000 + "]" * 2_000 + "\n]",
+    ])
+    def test_a_document_too_deep_for_the_parser_is_a_file_error(self, tmp_path, text):
+        path = write(tmp_path, "p.json", text)
+        with pytest.raises(PlanError, match=rf"^{re.escape(str(path))}: invalid JSON: depth "
+                           r"limit exceeded: line \d column \d+ \(char \d+\)$"):
+            load_plans(path, REG)
+
+
+class TestFileFormats:
+    @pytest.mark.parametrize("separator", ["\u2028", "\u2029", "\u0085"])
+    def test_json_lines_split_on_newline_only(self, tmp_path, separator):
+        # Defect 2: str.splitlines() also split on these, inside a JSON string.
+        agent = f"agent{separator}ui"
+        path = jsonl(tmp_path, {"plan_id": f"p{separator}2", "steps": [
+            step(agent=agent, args={"note": f"a{separator}b"})]}, raw=True)
+        assert separator in path.read_text() and path.read_text().count("\n") == 2
+        loaded = load_plans(path, REG)
+        assert loaded.errors == ()
+        (call,) = loaded.plans[1].calls
+        assert (call.plan_id, call.agent, call.args) == (
+            f"p{separator}2", agent, {"note": f"a{separator}b"})
+
+    def test_crlf_and_a_last_line_without_newline(self, tmp_path):
+        plans = [{**GOOD, "plan_id": f"p{i}"} for i in range(3)]
+        path = write(tmp_path, "p.jsonl", "\r\n".join(json.dumps(p) for p in plans))
+        loaded = load_plans(path, REG)
+        assert (loaded.errors, [p.plan_id for p in loaded.plans]) == ((), ["p0", "p1", "p2"])
+
+    def test_one_plan_on_one_line_is_line_1(self, tmp_path):
+        path = write(tmp_path, "p.jsonl", json.dumps({**GOOD, "steps": [step(confidence=2)]}))
+        assert load_plans(path, REG).errors == (
+            f"{path}:1: plan[p1].steps[0].confidence: must be a number in [0, 1] (got 2)",)
+
+    @pytest.mark.parametrize("text, where", [
+        ('[\n{"plan_id": "p1",\n "steps": [}]\n]', "line 3 column 12 (char 31)"),
+        ('{\n  "plans": [\n    {"plan_id": \n]}', "line 4 column 1 (char 32)"),
+    ])
+    def test_a_broken_document_is_a_file_error(self, tmp_path, text, where):
+        path = write(tmp_path, "p.json", text)
+        with pytest.raises(PlanError) as info:
+            load_plans(path, REG)
+        assert str(info.value).startswith(f"{path}: invalid JSON: ")
+        assert str(info.value).endswith(where)
+
+    def test_not_utf8(self, tmp_path):
+        path = tmp_path / "p.jsonl"
+        path.write_bytes(b'{"plan_id": "\xff"}\n')
+        with pytest.raises(PlanError, match="^.*p.jsonl: cannot read: 'utf-8' codec can't "
+                           "decode byte 0xff"):
+            load_plans(path, REG)
+
+    def test_round_trip_of_odd_ids(self, tmp_path):
+        odd = {"plan_id": "team/a\u2028b", "steps": [step(id="x/y"), step(id="z")],
+               "execution_order": ["z", "x/y"]}
+        path = jsonl(tmp_path, odd, raw=True)
+        (_, plan) = load_plans(path, REG).plans
+        again = write(tmp_path, "again.jsonl", json.dumps(plan_to_json(plan)))
+        assert load_plans(again, REG).plans == (plan,)
+        assert plan_to_json(plan)["execution_order"] == ["z", "x/y"]
+
+
+#: JSON values; every secret sits under a secret-looking key.
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-10, 10)
+    | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3)
+    | st.dictionaries(st.sampled_from(["password", "token", "x", "id"]), inner, max_size=3)
+    .map(lambda d: {k: SECRET if k in ("password", "token") else v for k, v in d.items()}),
+    max_leaves=12)
+
+
+class TestAnyValue:
+    @given(field=st.sampled_from(["id", "agent", "tool", "confidence", "args", "resource",
+                                  "estimated_s", "approval", "plan_id", "execution_order",
+                                  "upstream_plan_id", "steps"]),
+           value=json_values)
+    def test_never_crashes_never_leaks_one_line_each(self, tmp_path_factory, field, value):
+        plan = {"plan_id": "p2", "steps": [step()]}
+        if field in ("plan_id", "execution_order", "upstream_plan_id", "steps"):
+            plan[field] = value
+        else:
+            plan["steps"] = [step(**{field: value})]
+        path = jsonl(tmp_path_factory.mktemp("any"), plan)
+        loaded = load_plans(path, REG)
+        assert loaded.plans[0] == load_plans(jsonl(path.parent), REG).plans[0]
+        assert len(loaded.plans) + len(loaded.errors) == 2
+        for error in loaded.errors:
+            assert error.startswith(f"{path}:2: plan[")
+            assert "\n" not in error and SECRET not in error
+
+
+class TestExecutionOutcome:
+    def test_modes_are_execution_modes_not_names(self):
+        with pytest.raises(TypeError, match=r"^mode: must be an ExecutionMode or None "
+                           r"\(got 'LIVE'\)$"):
+            ExecutionOutcome("c", "p", "a", "form_fill", "LOW", 0.9, None, "LIVE", ok=True)
+        done = ExecutionOutcome("c", "p", "a", "form_fill", "LOW", 0.9, ExecutionMode.LIVE,
+                                None, ok=False)
+        assert (done.decided, done.mode) == (ExecutionMode.LIVE, None)

@@ -1,0 +1,239 @@
+"""The gate: everything that says whether a call may run now, behind one lock.
+
+:class:`Gate` holds the compiled :class:`~buddy.engine.core._decision.Policy`,
+the system lock, scoped grants, each tool's rate limit and the approver, and
+records every decision it makes in the audit trail. The engine decides through
+it, and the controller that runs calls is given the gate, never the engine:
+whatever decides a mode is here or in the machine, in one place.
+
+Rate limits: a tool's ``rate_limit_per_minute`` is a token bucket on the gate's
+clock (capacity the limit, refilled at limit/60 per second). A call decided
+DRY_RUN or LIVE takes a token; MOCK touches no tool and takes none. With no
+token left the call is refused (``rate.limit``), which only ever tightens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from buddy.engine.core._approvals import (
+    Approval,
+    ApprovalCallback,
+    ApprovalRequest,
+    Grant,
+    GrantBook,
+    as_approval,
+    grant_bounds,
+)
+from buddy.engine.core._audit import AuditLog
+from buddy.engine.core._decision import (
+    RULE_PERMISSION,
+    RULE_RATE_LIMIT,
+    RULE_UNKNOWN_AGENT,
+    Decision,
+    Outcome,
+    Policy,
+    _refusal,
+)
+from buddy.machines.escalation import ExecutionState
+from buddy.rules.base._masking import shown
+from buddy.rules.base._values import ExecutionMode
+from buddy.rules.base.errors import InputError
+from buddy.rules.tables._catalogue import ToolContract
+
+__all__ = ["Gate", "TokenBucket"]
+
+S = ExecutionState
+_USES_THE_TOOL = (ExecutionMode.DRY_RUN, ExecutionMode.LIVE)
+
+
+class TokenBucket:
+    """``capacity`` tokens, refilled continuously at ``capacity / 60`` per second.
+
+    >>> bucket = TokenBucket(2)
+    >>> bucket.take(0.0), bucket.take(0.0), bucket.take(0.0), bucket.take(30.0)
+    (True, True, False, True)
+    """
+
+    __slots__ = ("capacity", "rate", "tokens", "at")
+
+    def __init__(self, per_minute: int) -> None:
+        self.capacity = float(per_minute)
+        self.rate = per_minute / 60.0
+        self.tokens = self.capacity
+        self.at: float | None = None
+
+    def take(self, now: float) -> bool:
+        """Use one token at ``now`` if there is one. A clock that went back refills nothing."""
+        if self.at is not None and now > self.at:
+            self.tokens = min(self.capacity, self.tokens + (now - self.at) * self.rate)
+        if self.at is None or now > self.at:
+            self.at = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+
+class Gate:
+    """The decision authority of one engine (see the module docstring).
+
+    Thread-safe: one lock (the audit log's) orders decisions, the system lock,
+    grants and their events. The approver is called outside it.
+    """
+
+    def __init__(self, policy: Policy, audit: AuditLog, clock: Callable[[], float], *,
+                 approver: ApprovalCallback | None = None,
+                 agents: Mapping[str, Iterable[str]] | None = None) -> None:
+        self.policy = policy
+        self.audit = audit
+        self.clock = clock
+        self.approver = approver
+        self.agents = None if agents is None else {a: frozenset(p) for a, p in agents.items()}
+        self.lock = audit.lock
+        self.locked = False
+        self.grants = GrantBook()
+        self.buckets = {c.name: TokenBucket(c.rate_limit_per_minute) for c in policy.registry
+                        if c.rate_limit_per_minute is not None}
+
+    # -- deciding ------------------------------------------------------------
+    def decide(self, agent: str, tool: str, confidence: float,
+               approval: bool | None) -> Decision:
+        """Decide one call and record it (see :meth:`buddy.engine.Engine.decide`)."""
+        policy = self.policy
+        subject = agent if type(agent) is str else shown(agent)  # decide's events: by agent
+        refused = self.refusal(agent, tool, confidence, approval) \
+            if self.agents is not None else None
+        with self.lock:
+            locked = self.locked
+            if refused is not None:
+                self.record(subject, agent, tool, confidence, approval, None, locked, refused)
+                return refused[0]
+            outcome, approved, via, at = policy.evaluate(tool, confidence, approval, locked,
+                                                         agent, self._grant)
+            if approved is not None or self.approver is None or \
+                    outcome[0].state is not S.AWAITING_APPROVAL:
+                outcome = self.throttle(tool, outcome)
+                self.record(subject, agent, tool, confidence, approved, via, locked, outcome, at)
+                return outcome[0]
+        answer = self.ask(agent, policy.tools[tool].contract, confidence, None)
+        with self.lock:
+            locked = self.locked
+            outcome, approved, _, _ = policy.evaluate(
+                tool, confidence, None if answer is None else answer.approved, locked, agent)
+            outcome = self.throttle(tool, outcome)
+            self.record(subject, agent, tool, confidence, approved,
+                        None if answer is None else "callback", locked, outcome)
+            return outcome[0]
+
+    def refusal(self, agent: object, tool: object, confidence: object,
+                approval: object) -> Outcome | None:
+        """Refusals made before the machine runs: bad inputs, and, when agents are
+        declared, unknown agents and missing permissions. They only tighten."""
+        refused = self.policy.refusal(agent, tool, confidence, approval)
+        if refused is not None or self.agents is None:
+            return refused
+        name, tool = str(agent), str(tool)  # both checked to be names above
+        held = self.agents.get(name)
+        if held is None:
+            return _refusal(RULE_UNKNOWN_AGENT, f"unknown agent {name!r}: fail closed")
+        missing = self.policy.tools[tool].contract.permissions - held
+        if missing:
+            return _refusal(RULE_PERMISSION, f"agent {name!r} lacks permission(s) "
+                            f"{', '.join(sorted(missing))} for {tool}")
+        return None
+
+    def throttle(self, tool: str, outcome: Outcome) -> Outcome:
+        """``outcome``, or a refusal when it would use the tool and its rate limit is spent.
+
+        The caller holds :attr:`lock`.
+        """
+        decision = outcome[0]
+        if not decision.allowed or decision.mode not in _USES_THE_TOOL:
+            return outcome  # a refusal's tool may be anything; an allowed one is known
+        bucket = self.buckets.get(tool)
+        if bucket is None or bucket.take(self.clock()):
+            return outcome
+        return _refusal(RULE_RATE_LIMIT, f"{tool} allows {bucket.capacity:g} calls per minute "
+                        "and none is left: fail closed")
+
+    def record(self, subject: str | Callable[[int], str], agent: object, tool: object,
+               confidence: object, approval: object, via: str | None, locked: bool,
+               outcome: Outcome, approved_at: float | None = None) -> int:
+        """Append one decision event; the caller holds :attr:`lock`."""
+        data = self.policy.record(agent, tool, confidence, approval, via, locked, outcome,
+                                  approved_at)
+        return self.audit.append_locked("decision", "escalation", subject, "decide", "MOCK",
+                                        outcome[2], data)
+
+    # -- approvals -----------------------------------------------------------
+    def _grant(self, agent: str, contract: ToolContract,
+               confidence: float) -> tuple[bool | None, str | None, float | None]:
+        """A live grant for the call, used up by one; the caller holds :attr:`lock`."""
+        now = self.clock()
+        grant = self.grants.consume(agent, contract.name, now)
+        if grant is None:
+            return None, None, None
+        return True, f"grant:{grant.id}", now
+
+    def ask(self, agent: str, contract: ToolContract, confidence: float,
+            args: Mapping[str, Any] | None) -> Approval | None:
+        """The approver's answer (outside the lock); a failing approver has not approved."""
+        if self.approver is None:
+            return None
+        request = ApprovalRequest(agent, contract.name, contract.risk, confidence, args,
+                                  f"{contract.risk.value} risk tool {contract.name} waits for "
+                                  "approval to run LIVE")
+        try:
+            return as_approval(self.approver(request))
+        except Exception as exc:  # an approver that fails, or answers nonsense, denies
+            return Approval.deny(f"approver failed: {type(exc).__name__}: {exc}")
+
+    def approve(self, agent: str, contract: ToolContract, confidence: float,
+                args: Mapping[str, Any]) -> tuple[Approval | None, str | None, float | None]:
+        """For a call waiting for approval: a live grant, else the approver.
+
+        Returns ``(answer, approved_by, approved_at)``; ``approved_at`` is the
+        clock reading at which a grant was checked.
+        """
+        with self.lock:
+            approved, via, at = self._grant(agent, contract, confidence)
+        if via is not None:
+            return Approval.approve(via), via, at
+        answer = self.ask(agent, contract, confidence, args)
+        return answer, None if answer is None else "callback", None
+
+    # -- the system lock and grants -----------------------------------------
+    def set_lock(self, locked: bool, reason: str) -> None:
+        with self.lock:
+            if self.locked is not locked:
+                self.locked = locked
+                src, dst = ("UNLOCKED", "LOCKED") if locked else ("LOCKED", "UNLOCKED")
+                kind = "lock" if locked else "unlock"
+                self.audit.append(kind, "system", "system", kind, src, dst, {"reason": reason})
+
+    def grant(self, agent: str, tool: str, seconds: Any, calls: Any, reason: str) -> Grant:
+        if type(agent) is not str or not agent:
+            raise InputError(f"grant: agent must be a non-empty string (got {agent!r})")
+        if type(tool) is not str or tool not in self.policy.tools:
+            self.policy.registry.get(tool)  # UnknownToolError, naming the tool
+        if not isinstance(reason, str):
+            raise InputError(f"grant: reason must be a string (got {type(reason).__name__})")
+        with self.lock:
+            now = self.clock()
+            expires_at, calls = grant_bounds(now, seconds, calls)
+            seq = self.audit.append("grant", "approval", lambda seq: f"grant-{seq}", "grant",
+                                    None, "ACTIVE", {
+                                        "agent": agent, "tool": tool, "granted_at": now,
+                                        "expires_at": expires_at, "calls": calls,
+                                        "reason": reason}, ts=now)
+            grant = Grant(f"grant-{seq}", agent, tool, now, expires_at, calls, reason)
+            self.grants.add(grant)
+            return grant
+
+    def revoke(self, grant_id: str, reason: str) -> None:
+        with self.lock:
+            self.grants.revoke(grant_id)
+            self.audit.append("revoke", "approval", grant_id, "revoke", "ACTIVE", "REVOKED",
+                              {"reason": reason})
