@@ -1,10 +1,13 @@
-"""Benchmark: audit events replayed per second.
+"""Benchmark: audit events replayed per second, and appended per second.
 
 Builds a seeded log of decisions and executions (simulated handlers), writes it
-to a file, then times ``replay`` (chain verification, anchor check, machine
-rebuild and re-decision of every decision) and plain chain verification.
+to a file, then times ``replay`` (chain verification, anchor check, every event
+held to the declared records, machine rebuild and re-decision of every
+decision) and plain chain verification. Then times ``AuditLog.append`` of a
+decision-sized event to a file log by one writer (each append takes the file's
+``flock``, checks the tail, writes one line; ``sync="batch"``).
 
-    python bench/replay.py [--decisions N] [--seed S]
+    python bench/replay.py [--decisions N] [--appends N] [--seed S]
 """
 
 from __future__ import annotations
@@ -42,27 +45,48 @@ def build(path: Path, decisions: int, seed: int) -> int:
         return audit.last_seq
 
 
+#: A decision's data, as the engine records it.
+DATA = {"agent": "agent-1", "tool": "form_fill", "risk": "MEDIUM", "requires_approval": False,
+        "confidence": 0.712, "approval": None, "approved_by": None, "locked": False,
+        "mode": "DRY_RUN", "allowed": True, "state": "DRY_RUN", "rule": "medium.dry_run",
+        "rules": "6a0010f83ddad4ec"}
+
+
+def appends(path: Path, n: int) -> float:
+    """Seconds per append of a decision-sized event to a file log, one writer."""
+    with AuditLog.open(path, clock=time.time, sync="batch") as audit:
+        append = audit.append
+        t0 = time.perf_counter()
+        for _ in range(n):
+            append("decision", "escalation", "agent-1", "decide", "MOCK", "DRY_RUN", DATA)
+        return (time.perf_counter() - t0) / n
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--decisions", type=int, default=200_000)
+    parser.add_argument("--appends", type=int, default=100_000)
     parser.add_argument("--seed", type=int, default=24)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "audit.jsonl"
         events = build(path, args.decisions, args.seed)
         t0 = time.perf_counter()
-        lines = scan_log(path).lines
-        verify_lines(lines)
+        verify_lines(scan_log(path).raw)
         verify = time.perf_counter() - t0
         t0 = time.perf_counter()
         report = replay(path)
         full = time.perf_counter() - t0
+        append = appends(Path(tmp) / "appends.jsonl", args.appends)
     assert report.ok and report.events == events, report
     print(f"{events:,} events ({report.decisions:,} decisions), seed {args.seed}")
     print(f"verify chain: {verify:.2f} s = {events / verify:,.0f} events/s")
     print(f"replay:       {full:.2f} s = {events / full:,.0f} events/s "
-          "(verify + rebuild machines + re-decide)")
-    print(f"replay {events / full:,.0f} events/s; verify {events / verify:,.0f} events/s")
+          "(verify + check every event + rebuild machines + re-decide)")
+    print(f"append:       {append * 1e6:.2f} us per event = {1 / append:,.0f} events/s "
+          "(file log, one writer, flock per append)")
+    print(f"replay {events / full:,.0f} events/s; verify {events / verify:,.0f} events/s; "
+          f"append {1 / append:,.0f} events/s")
     return 0
 
 

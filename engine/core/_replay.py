@@ -3,6 +3,9 @@
 :func:`replay` answers "what happened, and why?":
 
 - it verifies the hash chain (and the head anchor, and the HMAC with a key);
+- it holds every event it replays to the declared records of the audit format
+  (:func:`~buddy.engine.core._audit.check_event`), so a malformed event, even
+  one in a well-chained log, is refused in one line, never a traceback;
 - it rebuilds each subject's machine from its transitions, checking that every
   recorded move is one the declared machine makes from that state with the
   recorded inputs;
@@ -22,15 +25,23 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-import orjson
 
 from buddy.engine.core._approvals import Grant, GrantBook
-from buddy.engine.core._audit import AuditLog, read_anchor, scan_log, verify_lines
+from buddy.engine.core._audit import (
+    Anchor,
+    AuditLog,
+    _Chain,
+    _missing_anchor,
+    _verify,
+    decode_event,
+    read_anchor,
+    scan_log,
+)
 from buddy.engine.core._decision import REFUSAL_RULES, Policy
 from buddy.machines import MACHINES, EscalationInputs, TaskInputs
 from buddy.machines._factory import CompiledTable, compile_table, fire
 from buddy.rules.base._values import ExecutionMode, RiskLevel
-from buddy.rules.base.errors import AuditFormatError
+from buddy.rules.base.errors import AuditChainBroken
 from buddy.rules.tables._catalogue import ToolContractRegistry
 from buddy.rules.tables._escalation import EscalationTable
 
@@ -106,25 +117,26 @@ class ReplayReport:
         return any(d != self.rules_replayed for d in self.rules_recorded)
 
 
-def _escalation_inputs(data: Mapping[str, Any], table: EscalationTable) -> EscalationInputs:
-    return EscalationInputs(table.policies[RiskLevel(data["risk"])], data["confidence"],
-                            data.get("approval"), bool(data.get("locked")),
-                            bool(data.get("requires_approval")))
+def _escalation_inputs(data: Any, table: EscalationTable) -> EscalationInputs:
+    return EscalationInputs(table.policies[RiskLevel(data.risk)], data.confidence,
+                            data.approval, data.locked, data.requires_approval)
 
 
-def _task_inputs(data: Mapping[str, Any], table: EscalationTable) -> TaskInputs:
-    return TaskInputs(data.get("attempts", 0), data.get("max_retries", 0),
-                      data.get("gate_allows", True))
+def _task_inputs(data: Any, table: EscalationTable) -> TaskInputs:
+    return TaskInputs(data.attempts, data.max_retries, data.gate_allows)
 
 
-#: How each machine's guard inputs are rebuilt from a transition event's data.
-INPUTS: dict[str, Callable[[Mapping[str, Any], EscalationTable], Any]] = {
+#: How each machine's guard inputs are rebuilt from a transition's data (a record of
+#: :data:`~buddy.engine.core._audit.STEP_RECORDS`, decoded).
+INPUTS: dict[str, Callable[[Any, EscalationTable], Any]] = {
     "escalation": _escalation_inputs,
     "task": _task_inputs,
 }
 
 
 class _Replayer:
+    """Replays events that :func:`decode_event` read: every field has its declared type."""
+
     def __init__(self, table: EscalationTable, source: str) -> None:
         self.table = table
         self.policy = Policy(ToolContractRegistry([]), table)
@@ -143,102 +155,101 @@ class _Replayer:
         if self.divergence is None:
             self.divergence = Divergence(seq, subject, field, expected, got)
 
-    def event(self, n: int, e: dict[str, Any]) -> None:
-        kind, seq, subject, data = e["kind"], e["seq"], e["subject"], e["data"]
-        self.last_ts = e["ts"]
-        if kind == "transition":
-            self.transition(seq, e, data)
-        elif kind == "decision":
+    def event(self, e: Any, data: Any) -> None:
+        """Replay one event: ``e`` its envelope, ``data`` its kind's data record (or None)."""
+        kind, seq, subject = e.kind, e.seq, e.subject
+        self.last_ts = e.ts
+        if kind == "decision":
             self.decision(seq, subject, data)
+        elif kind == "transition":
+            self.transition(seq, e, data)
         elif kind == "lock":
             self.locked = True
         elif kind == "unlock":
             self.locked = False
         elif kind == "grant":
-            self.grants.add(Grant(subject, data["agent"], data["tool"], data["granted_at"],
-                                  data["expires_at"], data["calls"], data.get("reason", "")))
+            if self.grants.get(subject) is not None:
+                self.diverge(seq, subject, "grant", "a new grant id", "already granted")
+            else:
+                self.grants.add(Grant(subject, data.agent, data.tool, data.granted_at,
+                                      data.expires_at, data.calls, data.reason))
         elif kind == "revoke":
             if self.grants.get(subject) is None:
                 self.diverge(seq, subject, "revoke", "an active grant", "no such grant")
             else:
                 self.grants.revoke(subject)
 
-    def transition(self, seq: int, e: dict[str, Any], data: dict[str, Any]) -> None:
-        machine, subject, trigger = e["machine"], e["subject"], e["event"]
+    def transition(self, seq: int, e: Any, data: Any) -> None:
+        machine, subject, trigger, dst = e.machine, e.subject, e.event, e.dst
         table = self.tables.get(machine)
         if table is None:
             self.diverge(seq, subject, "machine", machine, "no such declared machine")
             return
         spec = MACHINES[machine]
         current = self.states.get(subject, (machine, spec.initial.name))[1]
-        if e["src"] != current:
-            self.diverge(seq, subject, "src", e["src"], current)
+        if e.src != current:
+            self.diverge(seq, subject, "src", e.src, current)
             return
         options = table.get(current, {}).get(trigger)
-        if not options or e["dst"] not in {o[0] for o in options}:
-            self.diverge(seq, subject, "dst", e["dst"], f"no {trigger} from {current} "
-                         f"to {e['dst']} in machine {machine}")
+        if not options or dst not in {o[0] for o in options}:
+            self.diverge(seq, subject, "dst", dst, f"no {trigger} from {current} "
+                         f"to {dst} in machine {machine}")
             return
-        if not self.what_if_of(data):
-            try:
-                inputs = INPUTS[machine](data, self.table)
-            except (KeyError, ValueError, TypeError):
-                inputs = None
-            if inputs is not None:
-                got = fire(table, current, trigger, inputs)
-                if got is None or got[0] != e["dst"]:
-                    self.diverge(seq, subject, "dst", e["dst"],
-                                 None if got is None else got[0])
-        self.states[subject] = (machine, e["dst"])
+        if not self.what_if_of(data.rules):
+            got = fire(table, current, trigger, INPUTS[machine](data, self.table))
+            if got is None or got[0] != dst:
+                self.diverge(seq, subject, "dst", dst, None if got is None else got[0])
+        self.states[subject] = (machine, dst)
 
-    def what_if_of(self, data: Mapping[str, Any]) -> bool:
-        digest = data.get("rules")
+    def what_if_of(self, digest: str | None) -> bool:
         return digest is not None and digest != self.table.digest
 
-    def decision(self, seq: int, subject: str, data: dict[str, Any]) -> None:
+    def decision(self, seq: int, subject: str, data: Any) -> None:
         self.decisions += 1
-        digest = data.get("rules")
-        if digest is not None:
-            self.digests.setdefault(digest, None)
-        recorded_mode = data["mode"] if data["allowed"] else "REFUSED"
-        if data["rule"] in REFUSAL_RULES:
-            if data["allowed"] or data["mode"] != "MOCK":
-                self.diverge(seq, subject, "allowed", data["allowed"], False)
+        digest = data.rules
+        self.digests.setdefault(digest, None)
+        mode, allowed = data.mode, data.allowed
+        recorded_mode = mode if allowed else "REFUSED"
+        if data.rule in REFUSAL_RULES:
+            if allowed or mode != "MOCK":
+                self.diverge(seq, subject, "allowed", allowed, False)
             return
-        if self.locked and not data["locked"]:
-            self.diverge(seq, subject, "locked", data["locked"], True)
-        via = data.get("approved_by") or ""
-        if via.startswith("grant:"):
+        locked = data.locked
+        if self.locked and not locked:
+            self.diverge(seq, subject, "locked", locked, True)
+        via = data.approved_by
+        if via is not None and via.startswith("grant:"):
             gid = via[len("grant:"):]
-            at = data.get("approved_at", self.last_ts)
-            why = self.grants.check(gid, at)
+            at = data.approved_at
+            why = self.grants.check(gid, self.last_ts if at is None else at)
             if why is not None:
                 self.diverge(seq, subject, "approved_by", via, f"grant {gid} unusable: {why}")
             else:
                 self.grants.use(gid)
         try:
-            got, mode, state = self.policy.reevaluate(
-                data["risk"], bool(data["requires_approval"]), data["confidence"],
-                data.get("approval"), bool(data["locked"]))
-        except (KeyError, ValueError, TypeError) as exc:
+            got, got_mode, state = self.policy.reevaluate(
+                data.risk, bool(data.requires_approval), data.confidence, data.approval, locked)
+        except (KeyError, ValueError, TypeError, ArithmeticError) as exc:
             self.diverge(seq, subject, "inputs", "a decidable record", f"{exc!r}")
             return
-        got_mode = mode if got.allowed else "REFUSED"
-        if self.what_if_of(data):
+        if not got.allowed:
+            got_mode = "REFUSED"
+        if self.what_if_of(digest):
             if got_mode != recorded_mode:
-                self.changes.append(Change(seq, data["agent"], data["tool"], data["risk"],
-                                           data["confidence"], recorded_mode, got_mode,
-                                           data["rule"], got.rule))
+                self.changes.append(Change(seq, data.agent, data.tool, data.risk,
+                                           data.confidence, recorded_mode, got_mode,
+                                           data.rule, got.rule))
             return
         if got_mode != recorded_mode:
             self.diverge(seq, subject, "mode", recorded_mode, got_mode)
-        elif got.rule != data["rule"]:
-            self.diverge(seq, subject, "rule", data["rule"], got.rule)
-        elif state != data.get("state", state):
-            self.diverge(seq, subject, "state", data["state"], state)
+        elif got.rule != data.rule:
+            self.diverge(seq, subject, "rule", data.rule, got.rule)
+        elif state != data.state:
+            self.diverge(seq, subject, "state", data.state, state)
 
 
-def replay(log: str | os.PathLike[str] | AuditLog | list[str], *, key: bytes | None = None,
+def replay(log: str | os.PathLike[str] | AuditLog | list[str] | list[bytes], *,
+           key: bytes | None = None,
            until: int | None = None, table: EscalationTable | None = None,
            check_anchor: bool = True) -> ReplayReport:
     """Verify and replay an audit log.
@@ -254,13 +265,18 @@ def replay(log: str | os.PathLike[str] | AuditLog | list[str], *, key: bytes | N
     table:
         The escalation table to re-decide with (default: buddy's shipped one).
         Decisions made with another table are compared as a what-if.
+    check_anchor:
+        Verify a file log against its head anchor (the default; a missing
+        anchor is then an error). False verifies the chain alone, which cannot
+        tell a log cut short at its end.
 
     Raises
     ------
     AuditChainBroken
-        When the chain, the HMAC or the anchor does not verify.
+        When the chain, the HMAC or the anchor does not verify, or the anchor
+        is missing.
     AuditFormatError
-        When a line is not a valid event.
+        When a line is not a valid event (naming file:line, seq and field).
 
     Examples
     --------
@@ -271,29 +287,34 @@ def replay(log: str | os.PathLike[str] | AuditLog | list[str], *, key: bytes | N
     True
     """
     torn = None
-    anchor = None
+    anchor: Anchor | None = None
+    path = log.path if isinstance(log, AuditLog) else \
+        None if isinstance(log, list) else Path(log)
+    if path is not None and check_anchor:
+        # Read before the lines: a writer appends its line before it moves the anchor.
+        anchor = read_anchor(path)
     if isinstance(log, AuditLog):
-        lines, source = log.lines(), str(log.path or "<memory>")
+        lines, source = log.raw_lines(), str(log.path or "<memory>")
     elif isinstance(log, list):
-        lines, source = log, "<lines>"
+        lines = [line.encode("utf-8") if isinstance(line, str) else line for line in log]
+        source = "<lines>"
     else:
-        path = Path(log)
+        assert path is not None
         scan = scan_log(path)
-        lines, torn, source = scan.lines, scan.torn, str(path)
-        anchor = read_anchor(path) if check_anchor else None
-    chain = verify_lines(lines, key=key, source=source, anchor=anchor)
+        lines, torn, source = scan.raw, scan.torn, str(path)
+    if path is not None and check_anchor and anchor is None:
+        raise AuditChainBroken(str(path), None, _missing_anchor(
+            path, "replay with check_anchor=False (buddy replay --no-anchor) to verify the "
+            "chain without it"))
+    chain = _verify(lines, _Chain(key), source, anchor=anchor)
     table = table or EscalationTable.default()
     r = _Replayer(table, source)
     replayed = 0
+    step = r.event
     for n, line in enumerate(lines, 1):
-        try:
-            event = orjson.loads(line)
-            seq = event["seq"]
-            if until is not None and seq > until:
-                break
-            r.event(n, event)
-        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
-            raise AuditFormatError(f"{source}:{n}", f"not a valid audit event: {exc}") from None
+        if until is not None and n > until:  # the chain holds seq n on line n
+            break
+        step(*decode_event(line, source, n))
         replayed += 1
     return ReplayReport(
         source=source, events=chain.count, replayed=replayed,

@@ -1,15 +1,20 @@
-"""The audit log: hash chain, HMAC, anchor, torn tails, masking, keys."""
+"""The audit log: hash chain, HMAC, anchor, torn tails, masking, keys, what JSON cannot hold."""
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 
+import attrs
 import pytest
 
 from buddy.engine import AuditLog, Engine, load_key
+from buddy.engine.core import _audit
 from buddy.engine.core._audit import GENESIS, anchor_path, read_anchor, scan_log, verify_lines
+from buddy.engine.core._replay import replay
 from buddy.rules.base._masking import Masker
-from buddy.rules.base.errors import AuditChainBroken, AuditError
+from buddy.rules.base.errors import AuditChainBroken, AuditError, AuditFormatError
 from tests.helpers import ManualClock, edit, rechain
 
 KEY = b"correct horse battery staple"
@@ -127,10 +132,10 @@ class TestFileLog:
         for _ in range(4):
             log.append("note", "m", "s", "e", None, None, {})
         # header (seq 1) and seqs 2, 3 make the first batch of 3: anchored at 3
-        assert read_anchor(path)["seq"] == 3
+        assert read_anchor(path).seq == 3
         log.close()
         anchor = read_anchor(path)
-        assert anchor["seq"] == 5 and anchor["hash"] == path.read_text().splitlines()[-1][-66:-2]
+        assert anchor.seq == 5 and anchor.hash == path.read_text().splitlines()[-1][-66:-2]
 
     def test_truncated_tail_is_caught_by_the_anchor(self, tmp_path):
         path = tmp_path / "a.jsonl"
@@ -147,7 +152,7 @@ class TestFileLog:
         path = tmp_path / "a.jsonl"
         with AuditLog.open(path, clock=ManualClock()) as log:
             log.append("note", "m", "s", "e", None, None, {})
-        anchor = read_anchor(path)
+        anchor = attrs.asdict(read_anchor(path))
         anchor["hash"] = "f" * 64
         anchor_path(path).write_text(json.dumps(anchor))
         with pytest.raises(AuditChainBroken, match="anchor's hash"):
@@ -236,3 +241,305 @@ class TestMasker:
         value = {"a": [{"secret": 1}, {"b": 2}], "c": ({"token": 3},)}
         assert Masker().mask(value) == {"a": [{"secret": "***"}, {"b": 2}],
                                         "c": [{"token": "***"}]}
+
+
+def nested(depth: int) -> object:
+    value: object = 0
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def verified(path) -> int:
+    """The last seq of a file log that verifies against its anchor."""
+    return verify_lines(scan_log(path).lines, source=str(path), anchor=read_anchor(path)).last_seq
+
+
+class TestUnencodableValues:
+    """Issue 7, defect 1: a value JSON cannot hold never breaks the log, never loses the event."""
+
+    @pytest.mark.parametrize(("value", "recorded"), [
+        (2 ** 70, {"$unencodable": "int", "repr": "1180591620717411303424"}),
+        (-(2 ** 64), {"$unencodable": "int", "repr": "-18446744073709551616"}),
+        ({(1, 2): "x"}, {"$unencodable": "dict", "repr": "{(1, 2): 'x'}"}),
+        (nested(300), {"$unencodable": "list", "repr": "[[[[...]]]]"}),
+        ("a\ud800b", {"$unencodable": "str", "repr": "'a\\ud800b'"}),
+    ], ids=["int-70-bits", "int-below-64-bits", "tuple-key", "nested-300", "lone-surrogate"])
+    def test_recorded_as_unencodable_and_the_log_goes_on(self, tmp_path, value, recorded):
+        path = tmp_path / "a.jsonl"
+        with AuditLog.open(path, clock=ManualClock()) as log:
+            assert log.append("execution", "escalation", "ctx-1", "run", "LIVE", None,
+                              {"ok": True, "result": value, "tool": "t"}) == 2
+            assert log.append("note", "m", "s", "after", None, None, {}) == 3
+        records = [json.loads(line) for line in scan_log(path).lines]
+        assert records[1]["data"] == {"ok": True, "result": recorded, "tool": "t"}
+        assert [r["seq"] for r in records] == [1, 2, 3]
+        assert verified(path) == 3
+        with AuditLog.open(path, clock=ManualClock()) as log:  # the file log reopens
+            assert log.append("note", "m", "s", "reopened", None, None, {}) == 4
+        assert verified(path) == 4
+
+    def test_secrets_stay_masked_in_the_fallback(self):
+        log = AuditLog.memory(clock=ManualClock())
+        log.append("note", "m", "s", "e", None, None, {
+            "password": 2 ** 70, "args": {"token": "sk-live-1", "n": 2 ** 70}})
+        assert list(log.records())[-1]["data"] == {
+            "password": "***",
+            "args": {"$unencodable": "dict",
+                     "repr": "{'token': '***', 'n': 1180591620717411303424}"},
+        }
+
+    def test_keys_json_cannot_hold(self):
+        log = AuditLog.memory(clock=ManualClock())
+        log.append("note", "m", "s", "e", None, None, {(1, 2): "x", "k\udc80": 1, "(1, 2)": 2})
+        assert list(log.records())[-1]["data"] == {"(1, 2)": "x", "k\\udc80": 1, "(1, 2)'": 2}
+        verify_lines(log.lines())
+
+    def test_subject_json_cannot_hold_is_escaped(self):
+        log = AuditLog.memory(clock=ManualClock())
+        log.append("note", "m", "agent-\ud800", "e", None, None, {})
+        assert list(log.records())[-1]["subject"] == "agent-\\ud800"
+
+    def test_a_live_result_json_cannot_hold(self, tmp_path):
+        path = tmp_path / "audit.jsonl"
+        with AuditLog.open(path, clock=ManualClock()) as audit:
+            engine = Engine.default(clock=ManualClock(), audit=audit)
+            engine.register_handler("form_fill", live=lambda args: 2 ** 70)
+            result = engine.execute("a", "form_fill", {"f": 1}, confidence=0.9)
+            assert (result.ok, result.result) == (True, 2 ** 70)
+            engine.decide("a", "form_fill", 0.9)
+        runs = [r for r in AuditLog.read_records(path) if r["kind"] == "execution"]
+        assert runs[0]["data"]["result"] == \
+            {"$unencodable": "int", "repr": "1180591620717411303424"}
+        report = replay(path)
+        assert report.ok and report.decisions == 2 and report.events == verified(path)
+
+
+class TestFailedAppend:
+    """Issue 7, defect 1: any exception inside append leaves the log exactly as it was."""
+
+    @staticmethod
+    def opened(tmp_path):
+        path = tmp_path / "a.jsonl"
+        log = AuditLog.open(path, clock=ManualClock())
+        log.append("note", "m", "s", "e", None, None, {})
+        return path, log
+
+    def test_a_subject_function_that_raises(self, tmp_path):
+        path, log = self.opened(tmp_path)
+        before = path.read_bytes()
+
+        def subject(seq: int) -> str:
+            raise RuntimeError("no id")
+
+        with pytest.raises(RuntimeError, match="no id"):
+            log.append("grant", "approval", subject, "grant", None, "ACTIVE", {})
+        assert path.read_bytes() == before
+        assert log.append("grant", "approval", lambda seq: f"grant-{seq}", "grant", None,
+                          "ACTIVE", {}) == 3
+        log.close()
+        assert json.loads(scan_log(path).lines[2])["subject"] == "grant-3"
+        assert verified(path) == 3
+
+    def test_a_clock_that_raises(self, tmp_path):
+        path, log = self.opened(tmp_path)
+        before = path.read_bytes()
+        log._clock = lambda: 1 / 0
+        with pytest.raises(ZeroDivisionError):
+            log.append("note", "m", "s", "e", None, None, {})
+        assert path.read_bytes() == before
+        log._clock = ManualClock()
+        assert log.append("note", "m", "s", "e", None, None, {}) == 3
+        log.close()
+        assert verified(path) == 3
+
+    @pytest.mark.parametrize(("args", "message"), [
+        ({"subject": 7}, "audit event: subject must be a string (got 7)"),
+        ({"kind": None}, "audit event: kind must be a string (got None)"),
+        ({"src": 1}, "audit event: src must be a string or None (got 1)"),
+        ({"data": ["x"]}, "audit event: data must be a dict (got ['x'])"),
+        ({"ts": float("nan")}, "audit event: ts must be a finite number (got nan)"),
+        ({"ts": "now"}, "audit event: ts must be a finite number (got 'now')"),
+        ({"ts": True}, "audit event: ts must be a finite number (got True)"),
+    ])
+    def test_an_envelope_replay_would_refuse(self, tmp_path, args, message):
+        path, log = self.opened(tmp_path)
+        before = path.read_bytes()
+        event = {"kind": "note", "machine": "m", "subject": "s", "event": "e", "src": None,
+                 "dst": None, "data": {}, "ts": None, **args}
+        with pytest.raises(AuditError) as err:
+            log.append(**event)
+        assert str(err.value) == message
+        assert path.read_bytes() == before
+        assert log.append("note", "m", "s", "e", None, None, {}, ts=5) == 3  # an int ts is fine
+        log.close()
+        assert verified(path) == 3
+
+    def test_a_short_write_is_finished(self, tmp_path, monkeypatch):
+        path, log = self.opened(tmp_path)
+        monkeypatch.setattr(_audit, "_write", lambda fd, data: os.write(fd, data[:10]))
+        assert log.append("note", "m", "s", "e", None, None, {"n": 1}) == 3
+        monkeypatch.undo()
+        log.close()
+        assert verified(path) == 3
+
+    def test_a_failed_write_is_cut_back(self, tmp_path, monkeypatch):
+        path, log = self.opened(tmp_path)
+        before = path.read_bytes()
+
+        def half_then_full(fd: int, data: bytes) -> int:
+            os.write(fd, data[: len(data) // 2])
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        monkeypatch.setattr(_audit, "_write", half_then_full)
+        with pytest.raises(AuditError) as err:
+            log.append("note", "m", "s", "e", None, None, {"n": 1})
+        monkeypatch.undo()
+        assert str(err.value) == f"{path}: cannot write audit event 3: No space left on device"
+        assert path.read_bytes() == before
+        assert log.append("note", "m", "s", "e", None, None, {"n": 1}) == 3
+        log.close()
+        assert verified(path) == 3
+
+    def test_append_after_close(self, tmp_path):
+        path, log = self.opened(tmp_path)
+        log.close()
+        log.close()  # twice is fine
+        with pytest.raises(AuditError, match="the audit log is closed"):
+            log.append("note", "m", "s", "e", None, None, {})
+
+
+class TestLineSeparators:
+    """Issue 7, defect 2: U+2028, U+2029 and U+0085 inside strings are not line ends."""
+
+    def test_a_file_log_holding_them_verifies_and_replays(self, tmp_path):
+        path = tmp_path / "audit.jsonl"
+        with AuditLog.open(path, clock=ManualClock()) as audit:
+            engine = Engine.default(clock=ManualClock(), audit=audit)
+            engine.register_handler("form_fill", live=lambda args: "ok\u2029")
+            engine.decide("agent\u2028one", "form_fill", 0.9)
+            engine.execute("agent\x85two", "form_fill", {"text": "a\u2028b\u2029c\x85d"},
+                           confidence=0.9)
+        lines = scan_log(path).lines
+        assert len(lines) == verified(path) == path.read_bytes().count(b"\n")
+        assert json.loads(lines[1])["subject"] == "agent\u2028one"
+        assert replay(path).ok
+        with AuditLog.open(path, clock=ManualClock()) as audit:
+            assert audit.append("note", "m", "s\u2028", "e", None, None, {}) == len(lines) + 1
+        assert [r["seq"] for r in AuditLog.read_records(path)] == list(range(1, len(lines) + 2))
+
+
+class TestAnchorProof:
+    """Issue 7, section 2: an anchor that cannot be forged, and no silent missing anchor."""
+
+    @staticmethod
+    def written(tmp_path, key=None, n=6):
+        path = tmp_path / "a.jsonl"
+        with AuditLog.open(path, clock=ManualClock(), key=key) as log:
+            for i in range(n - 1):
+                log.append("note", "m", "s", "e", None, None, {"i": i})
+        return path
+
+    @staticmethod
+    def cut(path, n):
+        lines = path.read_bytes().splitlines(keepends=True)
+        path.write_bytes(b"".join(lines[:-n]))
+        return json.loads(lines[-n - 1])
+
+    def test_cut_lines_and_a_deleted_anchor_are_refused(self, tmp_path):
+        path = self.written(tmp_path)
+        self.cut(path, 2)
+        anchor_path(path).unlink()
+        with pytest.raises(AuditChainBroken) as err:
+            replay(path)
+        assert str(err.value) == (
+            f"{path}: chain broken: no anchor a.jsonl.anchor beside the log: events cut from "
+            "its end would go unnoticed; replay with check_anchor=False (buddy replay "
+            "--no-anchor) to verify the chain without it")
+        with pytest.raises(AuditChainBroken) as err:
+            AuditLog.open(path, clock=ManualClock())
+        assert str(err.value) == (
+            f"{path}: chain broken: no anchor a.jsonl.anchor beside the log: events cut from "
+            "its end would go unnoticed; open it with allow_missing_anchor=True to go on")
+        assert not anchor_path(path).exists()
+
+    def test_a_missing_anchor_taken_explicitly(self, tmp_path):
+        path = self.written(tmp_path)
+        anchor_path(path).unlink()
+        assert replay(path, check_anchor=False).events == 6
+        with AuditLog.open(path, clock=ManualClock(), allow_missing_anchor=True) as log:
+            assert log.last_seq == 7
+        last = json.loads(scan_log(path).lines[-1])
+        assert (last["kind"], last["event"], last["data"]) == \
+            ("recover", "anchor_missing", {"anchor": "a.jsonl.anchor"})
+        assert read_anchor(path).seq == 7 and replay(path).events == 7
+
+    def test_a_new_log_is_anchored_before_its_header(self, tmp_path, monkeypatch):
+        # The anchor at seq 0 comes first: a crash right after the header leaves a log
+        # that still opens (its anchor is behind it, not missing).
+        path = tmp_path / "a.jsonl"
+        seen = []
+        real = AuditLog._header
+
+        def header(self):
+            seen.append(read_anchor(path))
+            real(self)
+
+        monkeypatch.setattr(AuditLog, "_header", header)
+        AuditLog.open(path, clock=ManualClock(), key=KEY).close()
+        assert (seen[0].seq, seen[0].hash) == (0, GENESIS) and seen[0].mac is not None
+        assert read_anchor(path).seq == 1
+
+    def test_a_keyed_anchor_carries_a_mac(self, tmp_path):
+        import hashlib
+        import hmac
+
+        path = self.written(tmp_path, key=KEY)
+        anchor = json.loads(anchor_path(path).read_text())
+        assert list(anchor) == ["format", "chain", "seq", "hash", "mac"]
+        message = f"buddy-anchor\nbuddy-audit/1\nhmac-sha256\n6\n{anchor['hash']}".encode()
+        assert anchor["mac"] == hmac.new(KEY, message, hashlib.sha256).hexdigest()
+        assert replay(path, key=KEY).events == 6
+        (tmp_path / "plain").mkdir()
+        plain = self.written(tmp_path / "plain")
+        assert list(json.loads(anchor_path(plain).read_text())) == ["format", "chain", "seq",
+                                                                     "hash"]
+
+    def test_cut_lines_and_an_anchor_rewritten_without_the_key(self, tmp_path):
+        path = self.written(tmp_path, key=KEY)
+        last = self.cut(path, 2)
+        forged = {"format": "buddy-audit/1", "chain": "hmac-sha256", "seq": last["seq"],
+                  "hash": last["hash"]}
+        anchor_path(path).write_text(json.dumps(forged))
+        with pytest.raises(AuditChainBroken) as err:
+            replay(path, key=KEY)
+        assert str(err.value) == f"{path}: chain broken at seq 4: the anchor has no MAC: it " \
+            "was not written with the key"
+        anchor_path(path).write_text(json.dumps({**forged, "mac": "0" * 64}))
+        with pytest.raises(AuditChainBroken) as err:
+            AuditLog.open(path, clock=ManualClock(), key=KEY)
+        assert str(err.value) == f"{path}: chain broken at seq 4: the anchor's MAC does not " \
+            "verify (anchor rewritten without the key)"
+        assert replay(path, key=KEY, check_anchor=False).events == 4
+
+    def test_an_anchor_of_another_chain(self, tmp_path):
+        path = self.written(tmp_path)
+        anchor = json.loads(anchor_path(path).read_text())
+        anchor_path(path).write_text(json.dumps({**anchor, "chain": "hmac-sha256"}))
+        with pytest.raises(AuditChainBroken, match="the anchor is of a buddy-audit/1 "
+                           "hmac-sha256 log, the log is buddy-audit/1 sha256"):
+            replay(path)
+
+    @pytest.mark.parametrize(("anchor", "message"), [
+        ('{"format": "buddy-audit/1", "chain": "sha256", "seq": "6", "hash": "x"}',
+         "seq: must be a whole number (got '6')"),
+        ('{"format": "buddy-audit/1", "chain": "sha256", "seq": 6, "hash": "x", "by": 1}',
+         "by: unknown key"),
+        ('[6]', "must be a table (got [6])"),
+    ])
+    def test_a_malformed_anchor(self, tmp_path, anchor, message):
+        path = self.written(tmp_path)
+        anchor_path(path).write_text(anchor)
+        with pytest.raises(AuditFormatError) as err:
+            replay(path)
+        assert str(err.value) == f"{anchor_path(path)}: not a valid anchor: {message}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -179,3 +180,156 @@ class TestDivergence:
         lines[2] = json.dumps(event)
         with pytest.raises(AuditFormatError, match="<lines>:3: not a valid audit event"):
             replay(rechain(lines))
+
+
+def rechain_raw(bodies: list[str]) -> list[str]:
+    """Chain event bodies as written (duplicate keys and all): each body lacks prev and hash."""
+    out, prev = [], "0" * 64
+    for body in bodies:
+        text = f'{body[:-1]},"prev":"{prev}"}}'
+        prev = hashlib.sha256(text.encode()).hexdigest()
+        out.append(f'{text[:-1]},"hash":"{prev}"}}')
+    return out
+
+
+def bodies(lines: list[str]) -> list[str]:
+    return [line[: line.rindex(',"prev":"')] + "}" for line in lines]
+
+
+def at(lines: list[str], kind: str, **where: object) -> int:
+    """The index of the first line of ``kind`` whose fields include ``where``."""
+    return next(i for i, line in enumerate(lines) if json.loads(line)["kind"] == kind
+                and all(json.loads(line).get(k) == v for k, v in where.items()))
+
+
+def forged(lines: list[str], index: int, change) -> list[str]:
+    event = json.loads(lines[index])
+    change(event)
+    out = list(lines)
+    out[index] = json.dumps(event, separators=(",", ":"))
+    return rechain(out)
+
+
+def refusal(lines: list[str]) -> str:
+    with pytest.raises(AuditFormatError) as err:
+        replay(lines)
+    return str(err.value)
+
+
+class TestMalformedEvents:
+    """Issue 7, defect 13: a well-chained log whose fields have the wrong types is refused
+    in one line naming file:line, seq and field; replay never crashes on it."""
+
+    @pytest.fixture
+    def lines(self) -> list[str]:
+        return scenario().audit.lines()
+
+    @pytest.mark.parametrize(("kind", "change", "message"), [
+        ("decision", lambda e: e.update(data="LIVE"), "'data': must be a table (got 'LIVE')"),
+        ("decision", lambda e: e.update(data=True), "'data': must be a table (got True)"),
+        ("decision", lambda e: e["data"].update(approved_by={"by": "me"}),
+         "'data.approved_by': must be a string (got {'by': 'me'})"),
+        ("decision", lambda e: e["data"].update(mode="FAST"),
+         "'data.mode': must be one of MOCK, DRY_RUN, LIVE (got 'FAST')"),
+        ("decision", lambda e: e["data"].update(locked="no"),
+         "'data.locked': must be true or false (got 'no')"),
+        ("decision", lambda e: e["data"].pop("rule"), "'data.rule': is required"),
+        ("decision", lambda e: e["data"].update(colour="red"), "'data.colour': unknown key"),
+        ("decision", lambda e: e.update(ts="1000.0"), "'ts': must be a number (got '1000.0')"),
+        ("decision", lambda e: e.update(subject=None), "'subject': must be a string (got None)"),
+        ("grant", lambda e: e["data"].update(expires_at=None, calls=None),
+         "'data.expires_at': expires_at and calls cannot both be null"),
+        ("grant", lambda e: e["data"].update(calls=1.5),
+         "'data.calls': must be a whole number (got 1.5)"),
+        ("grant", lambda e: e["data"].update(calls=0),
+         "'data.calls': must be a whole number >= 1 or null (got 0)"),
+        ("grant", lambda e: e["data"].update(expires_at=1.0),
+         "'data.expires_at': must be later than granted_at 1000.0 (got 1.0)"),
+        ("transition", lambda e: e.update(src=5), "'src': must be a string (got 5)"),
+        ("transition", lambda e: e["data"].update(confidence="high"),
+         "'data.confidence': must be a number (got 'high')"),
+        ("transition", lambda e: e["data"].update(risk="EXTREME"),
+         "'data.risk': must be one of LOW, MEDIUM, HIGH (got 'EXTREME')"),
+        ("execution", lambda e: e.update(data=[1]), "'data': must be a table (got [1])"),
+        ("lock", lambda e: e.update(dst=["LOCKED"]), "'dst': must be a string (got ['LOCKED'])"),
+    ])
+    def test_refused_in_one_line(self, lines, kind, change, message):
+        index = at(lines, kind)
+        assert refusal(forged(lines, index, change)) == \
+            f"<lines>:{index + 1}: not a valid audit event: {message} (seq {index + 1})"
+
+    def test_a_seq_of_the_wrong_type_behind_the_chained_one(self, lines):
+        # The chain reads the seq at the start of a line; JSON keeps a later duplicate.
+        raw = bodies(lines)
+        raw[3] = raw[3].replace('"ts":', '"seq":"4","ts":', 1)
+        assert refusal(rechain_raw(raw)) == \
+            "<lines>:4: not a valid audit event: 'seq': must be a whole number (got '4') (seq 4)"
+        raw[3] = bodies(lines)[3].replace('"ts":', '"seq":99,"ts":', 1)
+        assert refusal(rechain_raw(raw)) == \
+            "<lines>:4: not a valid audit event: 'seq': must be 4, its place in the chain " \
+            "(got 99) (seq 4)"
+
+    def test_not_json_and_not_an_object(self, lines):
+        raw = bodies(lines)
+        raw[2] = raw[2].replace('"kind":', '"kind":oops,"x":', 1)
+        assert refusal(rechain_raw(raw)).startswith(
+            "<lines>:3: not a valid audit event: unexpected character")
+
+    def test_a_file_names_its_line(self, tmp_path, lines):
+        path = tmp_path / "audit.jsonl"
+        index = at(lines, "decision")
+        path.write_text("\n".join(forged(lines, index, lambda e: e.update(data="x"))) + "\n",
+                        encoding="utf-8")
+        with pytest.raises(AuditFormatError) as err:
+            replay(path, check_anchor=False)
+        assert str(err.value) == f"{path}:{index + 1}: not a valid audit event: 'data': must " \
+            f"be a table (got 'x') (seq {index + 1})"
+
+    def test_a_grant_id_given_twice_diverges(self, lines):
+        index = at(lines, "grant")
+        out = list(lines)
+        out.insert(index + 1, lines[index])
+        d = replay(rechain([json.dumps({**json.loads(line), "seq": n}, separators=(",", ":"))
+                            for n, line in enumerate(out, 1)])).divergence
+        assert (d.seq, d.subject, d.field, d.got) == \
+            (index + 2, json.loads(lines[index])["subject"], "grant", "already granted")
+
+    def test_a_huge_confidence_diverges(self, lines):
+        # JSON holds any integer; a recorded confidence is whatever the caller gave.
+        index = at(lines, "decision")
+        d = replay(forged(lines, index, lambda e: e["data"].update(confidence=10 ** 400))
+                   ).divergence
+        assert (d.seq, d.field, d.got) == \
+            (index + 1, "inputs", "OverflowError('int too large to convert to float')")
+
+    def test_events_after_until_are_not_read(self, lines):
+        index = at(lines, "lock")
+        bad = forged(lines, index, lambda e: e.update(data="x"))
+        assert replay(bad, until=index).replayed == index
+        with pytest.raises(AuditFormatError):
+            replay(bad, until=index + 1)
+
+
+class TestMissingAnchor:
+    """Issue 7, section 2: a file log is verified against its anchor, or explicitly not."""
+
+    def test_replay_refuses_a_log_without_its_anchor(self, tmp_path):
+        path = tmp_path / "audit.jsonl"
+        with AuditLog.open(path, clock=ManualClock()) as audit:
+            scenario(audit=audit)
+        anchor = path.with_name("audit.jsonl.anchor")
+        anchor.unlink()
+        with pytest.raises(AuditChainBroken, match="no anchor audit.jsonl.anchor beside the log"):
+            replay(path)
+        assert replay(path, check_anchor=False).ok
+
+    def test_an_open_file_log_is_checked_against_its_anchor(self, tmp_path):
+        path = tmp_path / "audit.jsonl"
+        audit = AuditLog.open(path, clock=ManualClock())
+        scenario(audit=audit)
+        assert replay(audit).ok
+        path.with_name("audit.jsonl.anchor").unlink()
+        with pytest.raises(AuditChainBroken, match="no anchor"):
+            replay(audit)
+        assert replay(audit, check_anchor=False).ok
+        audit.close()
