@@ -99,19 +99,23 @@ def cli() -> None:
 @click.option("--locked", is_flag=True, help="Decide as if the system were locked.")
 @click.option("--audit", "audit_path", type=click.Path(dir_okay=False, path_type=Path),
               default=None, help="Append the decision to this audit log (JSON Lines).")
+@click.option("--allow-missing-anchor", is_flag=True,
+              help="Append to an audit log whose .anchor file is missing (recorded in the log).")
 @_key_file_option
 @_key_env_option
 @_catalogue_option
 @_rules_option
 @_json_option
 def decide(tool: str, confidence: float, agent: str, approval: bool | None, locked: bool,
-           audit_path: Path | None, key_file: Path | None, key_env: str | None,
+           audit_path: Path | None, allow_missing_anchor: bool, key_file: Path | None,
+           key_env: str | None,
            catalogue: Path | None, rules: Path | None, as_json: bool) -> None:
     """Decide the execution mode of one call of TOOL, and say why."""
     key = _key(key_file, key_env)
     loaded = Engine.from_files(catalogue, rules)  # load (and fail) before touching the log
     contract = loaded.registry.get(tool)
-    audit = AuditLog.open(audit_path, clock=time.time, key=key) if audit_path else None
+    audit = AuditLog.open(audit_path, clock=time.time, key=key,
+                          allow_missing_anchor=allow_missing_anchor) if audit_path else None
     engine = Engine(loaded.registry, loaded.table, audit=audit)
     try:
         if locked:

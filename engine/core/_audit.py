@@ -500,7 +500,8 @@ class AuditLog:
             else:
                 if anchor is None and not allow_missing_anchor:
                     raise AuditChainBroken(str(path), None, _missing_anchor(
-                        path, "open it with allow_missing_anchor=True to go on"))
+                        path, "open it with allow_missing_anchor=True (buddy decide "
+                        "--allow-missing-anchor) to go on"))
                 scan = _split(_read(fd, 0, size), path)
                 report = _verify(scan.raw, self._chain, str(path), anchor=anchor)
                 self._seq, self._prev, self._end = report.last_seq, report.last_hash, \

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import enum
-import math
 from typing import Any
 
 __all__ = ["ExecutionMode", "RiskLevel", "valid_confidence"]
@@ -41,8 +40,11 @@ def valid_confidence(value: Any) -> bool:
     (True, True, False)
     >>> valid_confidence(float("nan")), valid_confidence(1.5), valid_confidence("0.9")
     (False, False, False)
+    >>> valid_confidence(10 ** 400)
+    False
     """
     if type(value) is float:  # the hot path: one type test, two comparisons
         return 0.0 <= value <= 1.0
-    return isinstance(value, int | float) and not isinstance(value, bool) and \
-        not math.isnan(value) and 0 <= value <= 1
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return 0 <= value <= 1  # an int of any size, or a float subclass (NaN compares False)

@@ -293,6 +293,21 @@ class TestBadInput:
         audited(capsys, "a.jsonl", ("form_fill", "-c", "0.7"))
         assert fails(capsys, "replay", "a.jsonl", "--rules", "rules") == expected
 
+    def test_a_log_without_its_anchor_is_refused_unless_asked(self, capsys) -> None:
+        audited(capsys, "a.jsonl", ("form_fill", "-c", "0.7"))
+        Path("a.jsonl.anchor").unlink()
+        before = Path("a.jsonl").read_bytes()
+        assert fails(capsys, "decide", "form_fill", "-c", "0.7", "--audit", "a.jsonl") == (
+            "AuditChainBroken: a.jsonl: chain broken: no anchor a.jsonl.anchor beside the log: "
+            "events cut from its end would go unnoticed; open it with allow_missing_anchor=True "
+            "(buddy decide --allow-missing-anchor) to go on")
+        assert Path("a.jsonl").read_bytes() == before
+        ok(capsys, "decide", "form_fill", "-c", "0.7", "--audit", "a.jsonl",
+           "--allow-missing-anchor", "--json")
+        kinds = [json.loads(line)["kind"] for line in Path("a.jsonl").read_text().splitlines()]
+        assert kinds == ["open", "decision", "recover", "decision"]
+        assert "replayed 4 events" in ok(capsys, "replay", "a.jsonl")
+
     def test_every_problem_of_a_table_is_printed(self, capsys) -> None:
         Path("rules").mkdir()
         text = SHIPPED_RULES.replace('op = "ge"', 'op = "=>"', 2)
@@ -409,7 +424,8 @@ class TestReplay:
 
     @pytest.mark.parametrize(("bad", "reason"), [
         ('{"seq":3,oops,"prev":"%s"}', "not a valid audit event: unexpected character"),
-        ('{"seq":3,"kind":"decision","prev":"%s"}', "not a valid audit event: 'subject'"),
+        ('{"seq":3,"kind":"decision","prev":"%s"}',
+         "not a valid audit event: 'ts': is required (seq 3)"),
     ])
     def test_rechained_line_that_is_no_event(self, capsys, bad, reason) -> None:
         # A forger without a key can re-chain anything: the chain verifies, the

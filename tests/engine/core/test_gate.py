@@ -97,6 +97,17 @@ class TestInputs:
         assert replay(engine.audit).ok
 
 
+class TestHugeNumbers:
+    @pytest.mark.parametrize("confidence", [10 ** 400, -(10 ** 400), 2 ** 64])
+    def test_an_integer_too_large_for_a_float_is_a_refused_confidence(self, confidence):
+        engine = Engine.default(clock=ManualClock())
+        d = engine.decide("a", "form_fill", confidence)
+        assert (d.mode, d.allowed, d.rule) == (M, False, "input.confidence")
+        result = engine.execute("a", "form_fill", {}, confidence=confidence)
+        assert (result.ok, result.decision.rule) == (False, "input.confidence")
+        assert replay(engine.audit).ok
+
+
 class TestGrants:
     """Defect 4: an endless grant and a fractional number of calls were accepted."""
 
