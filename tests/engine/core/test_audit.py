@@ -460,7 +460,8 @@ class TestAnchorProof:
             AuditLog.open(path, clock=ManualClock())
         assert str(err.value) == (
             f"{path}: chain broken: no anchor a.jsonl.anchor beside the log: events cut from "
-            "its end would go unnoticed; open it with allow_missing_anchor=True to go on")
+            "its end would go unnoticed; open it with allow_missing_anchor=True (buddy decide "
+            "--allow-missing-anchor) to go on")
         assert not anchor_path(path).exists()
 
     def test_a_missing_anchor_taken_explicitly(self, tmp_path):

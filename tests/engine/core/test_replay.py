@@ -295,12 +295,11 @@ class TestMalformedEvents:
             (index + 2, json.loads(lines[index])["subject"], "grant", "already granted")
 
     def test_a_huge_confidence_diverges(self, lines):
-        # JSON holds any integer; a recorded confidence is whatever the caller gave.
+        # JSON holds any integer; re-decided, a confidence of 10**400 is refused.
         index = at(lines, "decision")
         d = replay(forged(lines, index, lambda e: e["data"].update(confidence=10 ** 400))
                    ).divergence
-        assert (d.seq, d.field, d.got) == \
-            (index + 1, "inputs", "OverflowError('int too large to convert to float')")
+        assert (d.seq, d.field, d.got) == (index + 1, "mode", "REFUSED")
 
     def test_events_after_until_are_not_read(self, lines):
         index = at(lines, "lock")
