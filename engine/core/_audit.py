@@ -539,13 +539,22 @@ class AuditLog:
         then unchanged), :class:`AuditChainBroken` when lines another writer
         added do not verify.
         """
+        if type(kind) is not str or type(machine) is not str or type(event) is not str or \
+                src is not None and type(src) is not str or \
+                dst is not None and type(dst) is not str:
+            _check_envelope(kind, machine, "", event, src, dst, {}, 0.0)  # says which, raises
         with self.lock:
             return self.append_locked(kind, machine, subject, event, src, dst, data, ts)
 
     def append_locked(self, kind: str, machine: str, subject: Subject, event: str,
                       src: str | None, dst: str | None, data: dict[str, Any],
                       ts: float | None = None) -> int:
-        """:meth:`append` for a caller that already holds :attr:`lock` (the hot path)."""
+        """:meth:`append` for a caller that already holds :attr:`lock` (the hot path).
+
+        The caller passes ``kind``, ``machine``, ``event``, ``src`` and ``dst``
+        as strings (buddy's own code passes literals; :meth:`append` checks
+        them); ``subject``, ``data`` and the clock's ``ts`` are checked here.
+        """
         fd = self._fd
         if fd is None:
             if self.path is not None:
@@ -571,10 +580,7 @@ class AuditLog:
         if ts is None:
             ts = self._clock()
         if type(ts) is not float or ts - ts != 0.0 or type(data) is not dict or \
-                type(subject) is not str or type(kind) is not str or \
-                type(machine) is not str or type(event) is not str or \
-                src is not None and type(src) is not str or \
-                dst is not None and type(dst) is not str:
+                type(subject) is not str:
             ts, data = _check_envelope(kind, machine, subject, event, src, dst, data, ts)
         try:
             body = _DUMPS({

@@ -155,10 +155,14 @@ class Policy:
         outside [0, 1], an approval other than True, False or None, and any
         error inside.
         """
-        refused = self.refusal(agent, tool, confidence, approval)
-        if refused is not None:
+        entry = self.tools.get(tool) if type(tool) is str else None
+        if entry is None or type(agent) is not str or not agent or not (
+                type(confidence) is float and 0.0 <= confidence <= 1.0
+                or valid_confidence(confidence)) or (
+                approval is not None and approval is not True and approval is not False):
+            refused = self.refusal(agent, tool, confidence, approval)  # the same checks, named
+            assert refused is not None
             return refused, None, None, None
-        entry = self.tools[tool]
         via = None if approval is None else "caller"
         at = None
         try:
@@ -223,16 +227,17 @@ class Policy:
         Inputs that were refused for their type are recorded as :func:`shown`
         text, so every record is JSON and says what was given.
         """
-        entry = self.tools.get(tool) if type(tool) is str else None
         decision, mode, state = outcome
+        if not decision.allowed:  # a refusal's inputs may be anything: record them as given
+            agent, tool, confidence, approval = _as_given(agent, tool, confidence, approval)
+        entry = self.tools.get(tool)  # type: ignore[arg-type]  # a str, given or shown
         data = {
-            "agent": agent if type(agent) is str else shown(agent),
-            "tool": tool if type(tool) is str else shown(tool),
+            "agent": agent,
+            "tool": tool,
             "risk": entry.risk if entry else None,
             "requires_approval": entry.requires_approval if entry else None,
-            "confidence": confidence if valid_confidence(confidence) else shown(confidence),
-            "approval": approval if approval is None or type(approval) is bool
-            else shown(approval),
+            "confidence": confidence,
+            "approval": approval,
             "approved_by": approved_by,
             "locked": locked,
             "mode": mode,
@@ -244,6 +249,16 @@ class Policy:
         if approved_at is not None:
             data["approved_at"] = approved_at
         return data
+
+
+def _as_given(agent: object, tool: object, confidence: object,
+              approval: object) -> tuple[str, str, object, object]:
+    """A refused call's inputs as its record holds them: valid ones as they are, the
+    rest as :func:`shown` text (a record is always JSON, and says what was given)."""
+    return (agent if type(agent) is str else shown(agent),
+            tool if type(tool) is str else shown(tool),
+            confidence if valid_confidence(confidence) else shown(confidence),
+            approval if approval is None or type(approval) is bool else shown(approval))
 
 
 def _refusal(rule: str, reason: str) -> Outcome:

@@ -114,8 +114,11 @@ class Gate:
                                                          agent, self._grant)
             if approved is not None or self.approver is None or \
                     outcome[0].state is not S.AWAITING_APPROVAL:
-                outcome = self.throttle(tool, outcome)
-                self.record(subject, agent, tool, confidence, approved, via, locked, outcome, at)
+                if self.buckets:
+                    outcome = self.throttle(tool, outcome)
+                self.audit.append_locked(  # self.record, inlined: this is the hot path
+                    "decision", "escalation", subject, "decide", "MOCK", outcome[2],
+                    policy.record(agent, tool, confidence, approved, via, locked, outcome, at))
                 return outcome[0]
         answer = self.ask(agent, policy.tools[tool].contract, confidence, None)
         with self.lock:
