@@ -230,7 +230,7 @@ class Policy:
         decision, mode, state = outcome
         if not decision.allowed:  # a refusal's inputs may be anything: record them as given
             agent, tool, confidence, approval = _as_given(agent, tool, confidence, approval)
-        entry = self.tools.get(tool)  # type: ignore[arg-type]  # a str, given or shown
+        entry = self.tools.get(tool) if type(tool) is str else None
         data = {
             "agent": agent,
             "tool": tool,
