@@ -147,6 +147,7 @@ class DecisionData:
     rule: str
     rules: str                        # the digest of the escalation table that decided
     approved_at: float | None = None  # the clock reading at which a grant was checked
+    reason: str | None = None         # a refusal's reason (it names what was given)
 
 
 @attrs.frozen

@@ -228,7 +228,8 @@ class Policy:
         text, so every record is JSON and says what was given.
         """
         decision, mode, state = outcome
-        if not decision.allowed:  # a refusal's inputs may be anything: record them as given
+        refused = not decision.allowed and decision.rule in REFUSAL_RULES
+        if refused:  # a refusal's inputs may be anything: record them as given
             agent, tool, confidence, approval = _as_given(agent, tool, confidence, approval)
         entry = self.tools.get(tool) if type(tool) is str else None
         data = {
@@ -248,17 +249,20 @@ class Policy:
         }
         if approved_at is not None:
             data["approved_at"] = approved_at
+        if refused:
+            data["reason"] = decision.reason
         return data
 
 
 def _as_given(agent: object, tool: object, confidence: object,
               approval: object) -> tuple[str, str, object, object]:
     """A refused call's inputs as its record holds them: valid ones as they are, the
-    rest as :func:`shown` text (a record is always JSON, and says what was given)."""
+    rest as :func:`shown` text (a record is always JSON), an approval that is not
+    True, False or None as None; the record's ``reason`` names what was given."""
     return (agent if type(agent) is str else shown(agent),
             tool if type(tool) is str else shown(tool),
             confidence if valid_confidence(confidence) else shown(confidence),
-            approval if approval is None or type(approval) is bool else shown(approval))
+            approval if approval is None or type(approval) is bool else None)  # see reason
 
 
 def _refusal(rule: str, reason: str) -> Outcome:
