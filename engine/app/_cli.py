@@ -27,7 +27,7 @@ from buddy.graphs import dependency_graph, render, to_png
 from buddy.machines import MACHINES
 from buddy.rules.base._convert import converter
 from buddy.rules.base._files import write_atomic
-from buddy.rules.base._values import RiskLevel, valid_confidence
+from buddy.rules.base._values import ExecutionMode, RiskLevel, valid_confidence
 from buddy.rules.base.errors import BuddyError, InputError, RuleTableError, UnknownToolError
 from buddy.rules.tables._catalogue import ToolContractRegistry
 from buddy.rules.tables._escalation import EscalationTable
@@ -202,6 +202,10 @@ def replay(log: Path, until: int | None, states: bool, fail_on_loosening: bool,
         sys.exit(EXIT_LOOSENING)
 
 
+def _mode_name(mode: ExecutionMode | None) -> str:
+    return "REFUSED" if mode is None else mode.value
+
+
 def _print_report(report: Any, *, show_states: bool) -> None:
     out = _out()
     out.print(f"{report.source}: chain verified ({report.chain}), {report.events} events, "
@@ -221,7 +225,8 @@ def _print_report(report: Any, *, show_states: bool) -> None:
             for c in report.changes:
                 colour = "red" if c.direction == "loosening" else "green"
                 table.add_row(str(c.seq), f"[{colour}]{c.direction}[/]", c.agent, c.tool, c.risk,
-                              f"{c.confidence:g}", c.before, c.after, c.rule_after)
+                              f"{c.confidence:g}", _mode_name(c.before), _mode_name(c.after),
+                              c.rule_after)
             out.print(table)
     elif report.divergence is None:
         out.print(f"replayed {report.replayed} events{upto}: {report.decisions} "

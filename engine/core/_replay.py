@@ -73,18 +73,24 @@ class Change:
     tool: str
     risk: str
     confidence: float
-    before: str          # recorded mode, or "REFUSED"
-    after: str
+    before: ExecutionMode | None    # the recorded mode; None: refused
+    after: ExecutionMode | None     # the mode the other table gives; None: refused
     rule_before: str
     rule_after: str
 
     @property
     def direction(self) -> str:
+        """``loosening`` when the other table lets the call run higher, else ``tightening``."""
         return "loosening" if _rank(self.after) > _rank(self.before) else "tightening"
 
 
-def _rank(mode: str) -> int:
-    return -1 if mode == "REFUSED" else ExecutionMode(mode).rank
+def _rank(mode: ExecutionMode | None) -> int:
+    return -1 if mode is None else mode.rank
+
+
+def _mode(recorded: str) -> ExecutionMode | None:
+    """A mode as a record names it (``REFUSED``: None), typed."""
+    return None if recorded == "REFUSED" else ExecutionMode(recorded)
 
 
 @attrs.frozen
@@ -237,8 +243,8 @@ class _Replayer:
         if self.what_if_of(digest):
             if got_mode != recorded_mode:
                 self.changes.append(Change(seq, data.agent, data.tool, data.risk,
-                                           data.confidence, recorded_mode, got_mode,
-                                           data.rule, got.rule))
+                                           data.confidence, _mode(recorded_mode),
+                                           _mode(got_mode), data.rule, got.rule))
             return
         if got_mode != recorded_mode:
             self.diverge(seq, subject, "mode", recorded_mode, got_mode)

@@ -8,13 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from buddy.engine import Approval, AuditLog, Engine
+from buddy.engine import Approval, AuditLog, Engine, ExecutionMode
 from buddy.engine.core._replay import replay
 from buddy.rules import EscalationTable
 from buddy.rules.base.errors import AuditChainBroken, AuditFormatError
 from tests.helpers import ManualClock, edit, rechain
 
 RULES = Path(__file__).resolve().parents[3] / "rules" / "escalation.toml"
+
+D, L = ExecutionMode.DRY_RUN, ExecutionMode.LIVE
 
 
 def scenario(clock: ManualClock | None = None, audit: AuditLog | None = None) -> Engine:
@@ -112,8 +114,8 @@ class TestWhatIf:
         report = replay(engine.audit, table=table)
         assert report.what_if and report.ok
         summary = [(c.tool, c.confidence, c.before, c.after, c.direction) for c in report.changes]
-        assert summary == [("text_extract", 0.65, "DRY_RUN", "LIVE", "loosening"),
-                           ("form_fill", 0.85, "LIVE", "DRY_RUN", "tightening")]
+        assert summary == [("text_extract", 0.65, D, L, "loosening"),
+                           ("form_fill", 0.85, L, D, "tightening")]
         assert report.changes[0].seq > report.changes[1].seq
         assert table.digest != engine.table.digest
 
@@ -124,7 +126,7 @@ class TestWhatIf:
                            'id = "medium.live"\nrisk = "MEDIUM"\n' + when % "0.95")
         changes = replay(engine.audit, table=table).changes
         assert [(c.seq > 0, c.before, c.after, c.direction, c.rule_after) for c in changes] == \
-            [(True, "LIVE", "DRY_RUN", "tightening", "medium.live")] * 3
+            [(True, L, D, "tightening", "medium.live")] * 3
 
     def test_same_table_changes_nothing(self):
         assert replay(scenario().audit, table=EscalationTable.default()).changes == ()
