@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from buddy.engine import AuditLog, Engine, replay
-from buddy.engine.core._audit import scan_log, verify_lines
+from buddy.engine.core._chain import scan_log, verify_lines
 
 TOOLS = ("vision_inspect", "text_extract", "form_fill", "ghl_update_contact",
          "msgraph_send_email", "database_write")

@@ -20,7 +20,8 @@ from rich.table import Table
 
 from buddy.engine.app._harness import RunConfig
 from buddy.engine.app._harness import run as run_plans
-from buddy.engine.core._audit import AuditLog, load_key
+from buddy.engine.core._audit import AuditLog
+from buddy.engine.core._chain import load_key
 from buddy.engine.core._engine import Engine
 from buddy.engine.core._replay import replay as run_replay
 from buddy.graphs import dependency_graph, render, to_png

@@ -5,10 +5,12 @@ orchestration or the app above it.
 """
 
 from buddy.engine.core._approvals import Approval, ApprovalRequest, Grant, Verdict
-from buddy.engine.core._audit import AuditEvent, AuditLog, load_key
+from buddy.engine.core._audit import AuditLog
+from buddy.engine.core._chain import load_key
 from buddy.engine.core._controller import ExecutionResult, PendingCall, Session
 from buddy.engine.core._decision import Decision
 from buddy.engine.core._engine import Engine
+from buddy.engine.core._events import AuditEvent
 from buddy.engine.core._replay import Change, Divergence, ReplayReport, replay
 
 __all__ = [

@@ -27,17 +27,17 @@ from typing import Any
 import attrs
 
 from buddy.engine.core._approvals import Grant, GrantBook
-from buddy.engine.core._audit import (
+from buddy.engine.core._audit import AuditLog
+from buddy.engine.core._chain import (
     Anchor,
-    AuditLog,
-    _Chain,
-    _missing_anchor,
-    _verify,
-    decode_event,
+    Chain,
+    missing_anchor,
     read_anchor,
     scan_log,
+    verify_chain,
 )
 from buddy.engine.core._decision import REFUSAL_RULES, Policy
+from buddy.engine.core._events import decode_event
 from buddy.machines import MACHINES, EscalationInputs, TaskInputs
 from buddy.machines._factory import CompiledTable, compile_table, fire
 from buddy.rules.base._values import ExecutionMode, RiskLevel
@@ -309,10 +309,10 @@ def replay(log: str | os.PathLike[str] | AuditLog | list[str] | list[bytes], *,
         scan = scan_log(path)
         lines, torn, source = scan.raw, scan.torn, str(path)
     if path is not None and check_anchor and anchor is None:
-        raise AuditChainBroken(str(path), None, _missing_anchor(
+        raise AuditChainBroken(str(path), None, missing_anchor(
             path, "replay with check_anchor=False (buddy replay --no-anchor) to verify the "
             "chain without it"))
-    chain = _verify(lines, _Chain(key), source, anchor=anchor)
+    chain = verify_chain(lines, Chain(key), source, anchor=anchor)
     table = table or EscalationTable.default()
     r = _Replayer(table, source)
     replayed = 0

@@ -11,7 +11,7 @@ import pytest
 
 from buddy.engine import AuditLog, Engine, load_key
 from buddy.engine.core import _audit
-from buddy.engine.core._audit import GENESIS, anchor_path, read_anchor, scan_log, verify_lines
+from buddy.engine.core._chain import GENESIS, anchor_path, read_anchor, scan_log, verify_lines
 from buddy.engine.core._replay import replay
 from buddy.rules.base._masking import Masker
 from buddy.rules.base.errors import AuditChainBroken, AuditError, AuditFormatError

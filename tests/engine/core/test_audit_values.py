@@ -17,7 +17,8 @@ import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
-from buddy.engine.core._audit import AuditLog, read_anchor, scan_log, verify_lines
+from buddy.engine.core._audit import AuditLog
+from buddy.engine.core._chain import read_anchor, scan_log, verify_lines
 from buddy.engine.core._replay import replay
 from tests.helpers import ManualClock
 

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from buddy.engine.core._audit import AuditLog, anchor_path, read_anchor, scan_log, verify_lines
+from buddy.engine.core._audit import AuditLog
+from buddy.engine.core._chain import anchor_path, read_anchor, scan_log, verify_lines
 from buddy.rules.base.errors import AuditChainBroken
 from tests.helpers import ManualClock
 

@@ -16,7 +16,7 @@ from buddy.engine import (
     ExecutionMode,
     RiskLevel,
 )
-from buddy.engine.core._audit import verify_lines
+from buddy.engine.core._chain import verify_lines
 from buddy.engine.core._replay import replay
 from buddy.machines import ExecutionState
 from buddy.rules.base.errors import InputError, UnknownToolError

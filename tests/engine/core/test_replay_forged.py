@@ -13,7 +13,8 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
-from buddy.engine.core._audit import FIELDS, check_event
+from buddy.engine.core._chain import FIELDS
+from buddy.engine.core._events import check_event
 from buddy.engine.core._replay import ReplayReport, replay
 from buddy.rules import EscalationTable
 from buddy.rules.base.errors import AuditChainBroken, AuditFormatError

@@ -1,0 +1,294 @@
+"""The declared shape of audit events, and the one check that holds a line to it.
+
+The envelope of every line is :class:`AuditEvent`; the ``data`` of each kind
+replay reads is a record too (:data:`DATA_RECORDS`; a transition's, by
+machine, :data:`STEP_RECORDS`). :func:`decode_event` reads a line and holds it
+to them in one pass, with msgspec decoders compiled from these same attrs
+records (C speed: replay reads every event once); when a line does not fit,
+the base converter (:func:`~buddy.rules.base._convert.structure_checked`)
+names the field in its words (:func:`event_problem`). The writer
+(:mod:`._audit`) and replay (:mod:`._replay`) share this declaration.
+"""
+
+from __future__ import annotations
+
+import enum
+import types
+import typing
+from typing import Any, Literal
+
+import attrs
+import msgspec
+import orjson
+
+from buddy.machines.escalation import ExecutionState
+from buddy.rules.base._convert import Problem, structure_checked
+from buddy.rules.base._masking import shown
+from buddy.rules.base._values import ExecutionMode, RiskLevel
+from buddy.rules.base.errors import AuditFormatError
+
+__all__ = [
+    "DATA_RECORDS",
+    "STEP_RECORDS",
+    "AuditEvent",
+    "DecisionData",
+    "EscalationStep",
+    "GrantData",
+    "OpenData",
+    "TaskStep",
+    "check_event",
+    "decode_event",
+    "event_problem",
+]
+
+#: Any JSON value: a field recorded as the caller gave it (a refused call may carry anything).
+Json = Any
+
+
+# -- the declared shape of events ---------------------------------------------------
+
+class _FieldError(ValueError):
+    """A validator's failure; ``field`` puts it on the problem's path."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+@attrs.frozen
+class AuditEvent:
+    """One line of the audit log, as read back."""
+
+    seq: int
+    ts: float
+    kind: str
+    machine: str
+    subject: str
+    event: str
+    src: str | None
+    dst: str | None
+    data: dict[str, Any]
+    prev: str
+    hash: str
+
+
+@attrs.frozen
+class OpenData:
+    """The header's data: the log's format and chain."""
+
+    format: str
+    chain: str
+
+
+@attrs.frozen
+class DecisionData:
+    """A decision's data: every input it used, and its verdict."""
+
+    agent: Json
+    tool: Json
+    risk: RiskLevel | None            # None: the tool is unknown
+    requires_approval: bool | None    # None: the tool is unknown
+    confidence: Json                  # a refused confidence is recorded as given
+    approval: bool | None
+    approved_by: str | None
+    locked: bool
+    mode: ExecutionMode
+    allowed: bool
+    state: ExecutionState
+    rule: str
+    rules: str                        # the digest of the escalation table that decided
+    approved_at: float | None = None  # the clock reading at which a grant was checked
+    reason: str | None = None         # a refusal's reason (it names what was given)
+
+
+@attrs.frozen
+class EscalationStep:
+    """The data of a move of the escalation machine: the inputs of its guards."""
+
+    agent: Json
+    tool: Json
+    risk: RiskLevel
+    requires_approval: bool
+    confidence: float
+    approval: bool | None
+    locked: bool
+    rules: str                        # the digest of the escalation table
+    args_digest: str | None = None
+    why: str | None = None
+
+
+@attrs.frozen
+class TaskStep:
+    """The data of a move of the task machine: the inputs of its guards."""
+
+    attempts: int = 0
+    max_retries: int = 0
+    gate_allows: bool = True
+    rules: str | None = None
+
+
+def _grant_calls(instance: GrantData, attribute: Any, value: int | None) -> None:
+    if value is not None and value < 1:
+        raise _FieldError("calls", f"must be a whole number >= 1 or null (got {shown(value)})")
+    if value is None and instance.expires_at is None:
+        raise _FieldError("expires_at", "expires_at and calls cannot both be null")
+
+
+def _grant_expiry(instance: GrantData, attribute: Any, value: float | None) -> None:
+    if value is not None and not value > instance.granted_at:
+        raise _FieldError("expires_at", f"must be later than granted_at "
+                          f"{shown(instance.granted_at)} (got {shown(value)})")
+
+
+@attrs.frozen
+class GrantData:
+    """A scoped grant's data (its id is the event's subject); the invariants of ``Grant``."""
+
+    agent: str
+    tool: str
+    granted_at: float
+    expires_at: float | None = attrs.field(validator=_grant_expiry)
+    calls: int | None = attrs.field(validator=_grant_calls)
+    reason: str = ""
+
+
+#: The record the ``data`` of each kind replay reads must structure into.
+DATA_RECORDS: dict[str, type] = {"open": OpenData, "decision": DecisionData, "grant": GrantData}
+#: The record of a transition's ``data``, by machine.
+STEP_RECORDS: dict[str, type] = {"escalation": EscalationStep, "task": TaskStep}
+
+
+def _wire(hint: Any, cls: type, name: str) -> Any:
+    """The msgspec type of a field annotation: the same JSON values, strictly."""
+    if hint is Any or hint in (str, bool, int, float, type(None)):
+        # As the converter: a float field takes 1 (as 1.0), and true is no number. An
+        # integer beyond 64 bits, which no buddy writer makes, is an int here where a
+        # JSON parser gives the converter a float: too large either way to matter.
+        return hint
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        if len(args) != 2 or type(None) not in args:
+            raise TypeError(f"{cls.__name__}.{name}: only X | None unions are compiled ({hint})")
+        inner = _wire(next(a for a in args if a is not type(None)), cls, name)
+        return inner | None
+    if typing.get_origin(hint) is dict and args == (str, Any):
+        return dict[str, Any]
+    if isinstance(hint, type) and issubclass(hint, enum.Enum) and \
+            all(type(m.value) is str for m in hint):
+        return Literal[tuple(m.value for m in hint)]  # by value, kept as strings
+    raise TypeError(f"{cls.__name__}.{name}: no wire type for {hint!r}")
+
+
+def _compile(cls: type, **override: Any) -> msgspec.json.Decoder[Any]:
+    """A strict JSON decoder into a msgspec struct compiled from the attrs record ``cls``.
+
+    Same fields, types and defaults, unknown keys refused: it accepts what
+    :func:`structure_checked` accepts of the parsed JSON (a test holds them to
+    it), at C speed. Validators are not compiled: see :func:`decode_event`.
+    """
+    hints = typing.get_type_hints(cls)
+    fields: list[Any] = []
+    for f in attrs.fields(cls):
+        wire = override.get(f.name) or _wire(hints[f.name], cls, f.name)
+        fields.append((f.name, wire) if f.default is attrs.NOTHING else
+                      (f.name, wire, f.default))
+    struct = msgspec.defstruct(f"{cls.__name__}Wire", fields, kw_only=True, frozen=True,
+                               forbid_unknown_fields=True)
+    return msgspec.json.Decoder(struct)
+
+
+def _wired(cls: type) -> tuple[msgspec.json.Decoder[Any], type | None]:
+    """The record's decoder, and the record itself when it has validators to run."""
+    validated = any(f.validator is not None for f in attrs.fields(cls))
+    return _compile(cls), cls if validated else None
+
+
+_EVENT = _compile(AuditEvent, data=msgspec.Raw)   # data: decoded by kind, below
+_DATA = {kind: _wired(cls) for kind, cls in DATA_RECORDS.items()}
+_STEPS = {machine: _wired(cls) for machine, cls in STEP_RECORDS.items()}
+_WIRE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, RecursionError, _FieldError)
+
+
+def decode_event(line: bytes, source: str, seq: int) -> tuple[Any, Any]:
+    """Parse the ``seq``-th line of a log and hold it to the declared records, in one pass.
+
+    Returns ``(event, data)``: the envelope (``data`` left raw) and the data
+    record of its kind (None for a kind replay does not read). Raises
+    :class:`AuditFormatError` naming ``source:seq``, the seq and the field
+    that does not fit, in the converter's words (see :func:`event_problem`).
+    """
+    try:
+        event = _EVENT.decode(line)
+        if event.seq == seq:
+            kind = event.kind
+            wire = _STEPS.get(event.machine) if kind == "transition" else _DATA.get(kind)
+            if wire is None:
+                if memoryview(event.data)[0] == 0x7B:  # an object ({), of any keys
+                    return event, None
+            else:
+                decoder, validated = wire
+                data = decoder.decode(event.data)
+                if validated is not None:  # its validators raise _FieldError
+                    validated(**msgspec.structs.asdict(data))
+                return event, data
+        error: BaseException | None = None
+    except _WIRE_ERRORS as exc:
+        error = exc
+    raise _refusal(line, f"{source}:{seq}", seq, error)
+
+
+def _refusal(line: bytes, where: str, seq: int, error: BaseException | None) -> AuditFormatError:
+    try:
+        event = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        return AuditFormatError(where, f"not a valid audit event: {exc}")
+    problem = event_problem(event, seq) or Problem((), str(error) or type(error).__name__)
+    return _format_error(where, seq, problem)
+
+
+def _format_error(where: str, seq: int, problem: Problem) -> AuditFormatError:
+    field = f"{shown(problem.where)}: " if problem.path else ""  # quoted, escaped: one line
+    message = " ".join(problem.message.splitlines())
+    return AuditFormatError(where, f"not a valid audit event: {field}{message} (seq {seq})")
+
+
+def event_problem(event: Any, seq: int) -> Problem | None:
+    """The first thing that keeps a parsed event, the ``seq``-th of its log, from the
+    declared records, in the converter's words; None when it fits.
+
+    >>> event = {"seq": 1, "ts": 0.0, "kind": "lock", "machine": "system", "subject": "system",
+    ...          "event": "lock", "src": 5, "dst": "LOCKED", "data": {}, "prev": "0" * 64,
+    ...          "hash": "0" * 64}
+    >>> str(event_problem(event, 1))
+    'src: must be a string (got 5)'
+    >>> event_problem({**event, "src": "UNLOCKED"}, 1) is None
+    True
+    """
+    if type(event) is not dict:
+        return Problem((), f"must be a JSON object (got {shown(event)})")
+    if "data" in event and type(event["data"]) is not dict:
+        # cattrs has no strict mapping hook: say it as the converter says it of records
+        return Problem(("data",), f"must be a table (got {shown(event['data'])})")
+    problems = structure_checked(event, AuditEvent)[1]
+    if problems:
+        return problems[0]
+    if event["seq"] != seq:
+        return Problem(("seq",), f"must be {seq}, its place in the chain "
+                                 f"(got {shown(event['seq'])})")
+    kind = event["kind"]
+    cls = STEP_RECORDS.get(event["machine"]) if kind == "transition" else DATA_RECORDS.get(kind)
+    problems = [] if cls is None else structure_checked(event["data"], cls)[1]
+    return Problem(("data", *problems[0].path), problems[0].message) if problems else None
+
+
+def check_event(event: Any, where: str, seq: int) -> None:
+    """Raise :class:`AuditFormatError` when a parsed event does not fit (:func:`event_problem`).
+
+    >>> check_event({"seq": 2}, "log:2", 2)
+    Traceback (most recent call last):
+    ...
+    buddy.rules.base.errors.AuditFormatError: log:2: ...: 'ts': is required (seq 2)
+    """
+    problem = event_problem(event, seq)
+    if problem is not None:
+        raise _format_error(where, seq, problem)
