@@ -32,7 +32,7 @@ from buddy.machines.escalation import (
     ExecutionState,
 )
 from buddy.rules.base._canonical import args_digest
-from buddy.rules.base._masking import shown
+from buddy.rules.base._masking import described, shown
 from buddy.rules.base._values import ExecutionMode
 from buddy.rules.base.errors import InputError
 
@@ -253,8 +253,8 @@ class Controller:
         masker = gate.audit.masker
         try:
             result = handler(args)  # type: ignore[misc]
-        except Exception as exc:
-            error = f"{type(exc).__name__}: {exc}"
+        except BaseException as exc:  # recorded and rolled back; an interrupt then goes on up
+            error = described(exc)
             gate.audit.append("execution", "escalation", ctx.subject(), "run", ctx.state, None, {
                 **common, "mode": mode.value, "ok": False, "error": error,
                 "args": masker.mask(args)})
@@ -265,6 +265,8 @@ class Controller:
                 self._fire(ctx, ("rollback_complete",), inputs, common)
             else:
                 self._fire(ctx, ("abort",), inputs, common, why=error)
+            if not isinstance(exc, Exception):
+                raise
             return ExecutionResult(_id(ctx), agent, tool, decision, mode, self._state(ctx),
                                    False, error=error, args=args, rolled_back=undone,
                                    timed_out=isinstance(exc, TimeoutError))
@@ -416,7 +418,7 @@ class Session:
                 out = done.undo(done.args, done.result)
                 data = {"tool": done.tool, "ok": True, "result": audit.masker.mask(out)}
             except Exception as exc:
-                data = {"tool": done.tool, "ok": False, "error": f"{type(exc).__name__}: {exc}"}
+                data = {"tool": done.tool, "ok": False, "error": described(exc)}
             audit.append("rollback", "escalation", done.context, "undo", None, None,
                          {**data, "because_of": failed})
             undone.append(done.context)

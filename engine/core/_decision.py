@@ -21,7 +21,7 @@ from buddy.machines.escalation import (
     EscalationInputs,
     ExecutionState,
 )
-from buddy.rules.base._masking import shown
+from buddy.rules.base._masking import described, shown
 from buddy.rules.base._values import ExecutionMode, RiskLevel, valid_confidence
 from buddy.rules.tables._catalogue import ToolContract, ToolContractRegistry
 from buddy.rules.tables._escalation import EscalationTable, RiskPolicy
@@ -181,7 +181,7 @@ class Policy:
                         entry.policy, confidence, approval, locked, entry.requires_approval))
             return entry.outcomes[(state, locked)], approval, via, at
         except Exception as exc:  # fail closed, never LIVE by accident
-            return _refusal(RULE_ERROR, f"evaluation failed: {type(exc).__name__}: {exc}: "
+            return _refusal(RULE_ERROR, f"evaluation failed: {described(exc)}: "
                             "fail closed"), approval, via, at
 
     def refusal(self, agent: object, tool: object, confidence: object,

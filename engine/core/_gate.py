@@ -37,7 +37,7 @@ from buddy.engine.core._decision import (
     _refusal,
 )
 from buddy.machines.escalation import ExecutionState
-from buddy.rules.base._masking import shown
+from buddy.rules.base._masking import described, shown
 from buddy.rules.base._values import ExecutionMode
 from buddy.rules.base.errors import InputError
 from buddy.rules.tables._catalogue import ToolContract
@@ -191,7 +191,7 @@ class Gate:
         try:
             return as_approval(self.approver(request))
         except Exception as exc:  # an approver that fails, or answers nonsense, denies
-            return Approval.deny(f"approver failed: {type(exc).__name__}: {exc}")
+            return Approval.deny(f"approver failed: {described(exc)}")
 
     def approve(self, agent: str, contract: ToolContract, confidence: float,
                 args: Mapping[str, Any]) -> tuple[Approval | None, str | None, float | None]:

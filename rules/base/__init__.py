@@ -11,7 +11,7 @@ from buddy.rules.base import errors
 from buddy.rules.base._canonical import args_digest
 from buddy.rules.base._convert import converter, make_converter
 from buddy.rules.base._files import split_lines, write_atomic
-from buddy.rules.base._masking import DEFAULT_SECRET_PATTERN, Masker, shown
+from buddy.rules.base._masking import DEFAULT_SECRET_PATTERN, Masker, described, shown
 from buddy.rules.base._values import ExecutionMode, RiskLevel, valid_confidence
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "RiskLevel",
     "args_digest",
     "converter",
+    "described",
     "errors",
     "make_converter",
     "shown",

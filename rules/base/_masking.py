@@ -7,7 +7,7 @@ import reprlib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-__all__ = ["DEFAULT_SECRET_PATTERN", "Masker", "shown"]
+__all__ = ["DEFAULT_SECRET_PATTERN", "Masker", "described", "shown"]
 
 DEFAULT_SECRET_PATTERN = (
     r"pass(word|wd|phrase)?|secret|token|api[_-]?key|auth(orization)?|credential|"
@@ -127,3 +127,17 @@ def shown(value: Any) -> str:
     60
     """
     return _SHOWN.repr(value)
+
+
+def described(exc: BaseException) -> str:
+    """``Type: message`` of an exception raised by someone else's code, on one line,
+    however odd its ``__str__`` (one that raises, or a message of many lines).
+
+    >>> described(ValueError("bad\\nvalue"))
+    'ValueError: bad value'
+    """
+    try:
+        message = " ".join(str(exc).split("\n"))
+    except Exception:
+        message = "<unprintable>"
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__

@@ -538,3 +538,37 @@ def test_decide_matches_the_reference_table(risk, confidence, approval, locked):
     if d.mode is L:
         assert not locked
         assert risk is not RiskLevel.HIGH or approval is True
+
+
+class TestHostileHandlers:
+    def test_an_interrupt_in_live_is_recorded_and_rolled_back_then_raised(self, engine):
+        undone = []
+        engine.register_handler("form_fill", live=lambda a: "filled",
+                                undo=lambda a, r: undone.append(r))
+
+        def interrupted(args):
+            raise KeyboardInterrupt("operator pressed ^C")
+
+        engine.register_handler("button_click", live=interrupted)
+        with engine.session("a") as s:
+            s.execute("form_fill", {}, confidence=0.9)
+            with pytest.raises(KeyboardInterrupt):
+                s.execute("button_click", {}, confidence=0.9)
+        assert undone == ["filled"]
+        run = [e for e in engine.audit.records() if e["kind"] == "execution"][-1]
+        assert (run["data"]["ok"], run["data"]["error"]) == (
+            False, "KeyboardInterrupt: operator pressed ^C")
+        assert replay(engine.audit).ok
+
+    def test_an_exception_that_cannot_be_printed_is_recorded(self, engine):
+        class Unprintable(Exception):
+            def __str__(self):
+                raise RuntimeError("no")
+
+        def fails(args):
+            raise Unprintable
+
+        engine.register_handler("form_fill", live=fails)
+        result = engine.execute("a", "form_fill", {}, confidence=0.9)
+        assert (result.ok, result.error) == (False, "Unprintable: <unprintable>")
+        assert replay(engine.audit).ok
