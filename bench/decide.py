@@ -27,24 +27,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import attrs  # noqa: E402
+from _engines import unthrottled  # noqa: E402
 from _peers import PEERS  # noqa: E402
 
-from buddy.engine import AuditLog, Engine, ToolContractRegistry  # noqa: E402
-from buddy.rules import EscalationTable  # noqa: E402
+from buddy.engine import AuditLog, Engine  # noqa: E402
 
 # One tool per risk level, present in buddy's catalogue and the peers' policy.
 TOOLS = ("vision_inspect", "form_fill", "msgraph_send_email")
-
-
-def unthrottled(**kwargs: object) -> Engine:
-    """The shipped engine with the tools' rate limits lifted: tens of thousands of
-    decisions a second on three tools would spend them in the first second, and the
-    peers encode the escalation table only. (Rate limits are enforced and tested in
-    tests/engine/core; a throttled decision costs one token-bucket update more.)"""
-    registry = ToolContractRegistry(
-        attrs.evolve(c, rate_limit_per_minute=None) for c in ToolContractRegistry.default())
-    return Engine(registry, EscalationTable.default(), **kwargs)  # type: ignore[arg-type]
 
 
 def workload(n: int, seed: int) -> list[tuple[str, float, bool]]:

@@ -13,17 +13,22 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 import attrs
 
-from buddy.engine import AuditLog, Engine, ToolContractRegistry
-from buddy.engine.orchestration._conflicts import ConflictResolver
-from buddy.engine.orchestration._feedback import FeedbackLoop
-from buddy.engine.orchestration._monitor import Monitor
-from buddy.engine.orchestration._orchestrator import ToolOrchestrator
-from buddy.engine.orchestration._scenario import AGENTS, default_plans
-from buddy.engine.orchestration._simulator import SimulatedClock, SimulatedTools
-from buddy.rules import EscalationTable
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _engines import unthrottled_registry  # noqa: E402
+
+from buddy.engine import AuditLog, Engine  # noqa: E402
+from buddy.engine.orchestration._conflicts import ConflictResolver  # noqa: E402
+from buddy.engine.orchestration._feedback import FeedbackLoop  # noqa: E402
+from buddy.engine.orchestration._monitor import Monitor  # noqa: E402
+from buddy.engine.orchestration._orchestrator import ToolOrchestrator  # noqa: E402
+from buddy.engine.orchestration._scenario import AGENTS, default_plans  # noqa: E402
+from buddy.engine.orchestration._simulator import SimulatedClock, SimulatedTools  # noqa: E402
+from buddy.rules import EscalationTable  # noqa: E402
 
 
 def main() -> int:
@@ -41,7 +46,7 @@ def main() -> int:
                                    args={**c.args, "n": i}) for c in base.calls)
         plans.append(attrs.evolve(base, plan_id=pid, calls=calls,
                                   execution_order=tuple(c.id for c in calls)))
-    registry = ToolContractRegistry.default()
+    registry = unthrottled_registry()  # see bench/_engines.py
     clock = SimulatedClock(1_700_000_000.0)
     engine = Engine(registry, EscalationTable.default(), clock=clock, agents=AGENTS,
                     audit=AuditLog.memory(clock=clock))

@@ -19,8 +19,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from buddy.engine import AuditLog, Engine, replay
-from buddy.engine.core._chain import scan_log, verify_lines
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _engines import unthrottled  # noqa: E402
+
+from buddy.engine import AuditLog, replay  # noqa: E402
+from buddy.engine.core._chain import scan_log, verify_lines  # noqa: E402
 
 TOOLS = ("vision_inspect", "text_extract", "form_fill", "ghl_update_contact",
          "msgraph_send_email", "database_write")
@@ -31,7 +35,7 @@ def build(path: Path, decisions: int, seed: int) -> int:
     tick = iter(range(10**9))
     clock = lambda: 1_700_000_000 + next(tick) / 1000  # noqa: E731 - a seeded, simulated clock
     with AuditLog.open(path, clock=clock) as audit:
-        engine = Engine.default(clock=clock, audit=audit, approver=lambda r: rng.random() < 0.7)
+        engine = unthrottled(clock=clock, audit=audit, approver=lambda r: rng.random() < 0.7)
         for tool in TOOLS:  # simulated handlers: they do nothing real
             engine.register_handler(tool, live=lambda a: {"simulated": True},
                                     dry_run=lambda a: {"simulated": True})
