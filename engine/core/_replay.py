@@ -174,7 +174,7 @@ class _Replayer:
         self.digest = table.digest
         self.given = given      # a table given: decisions of another digest are a what-if
         self.chain = chain      # the chain that verified the log: its header must name it
-        self.policy = Policy(ToolContractRegistry([]), table)
+        self.reevaluate = Policy(ToolContractRegistry([]), table).reevaluate
         self.source = source
         self.tables: dict[str, CompiledTable] = {n: compile_table(s) for n, s in MACHINES.items()}
         self.states: dict[str, tuple[str, str]] = {}
@@ -325,18 +325,18 @@ class _Replayer:
         via = data.approved_by
         if via is not None and via.startswith("grant:"):
             self.granted(seq, subject, data, via)
-        # A call's context runs once, at most in the mode decided, when its decision ends
-        # where the context's moves left it: a context without moves is named by the seq
-        # of its decision (ctx-<seq>), so an agent's decision (Engine.decide) runs nothing.
-        at = self.states.get(subject)
-        if allowed and (at == (_MACHINE, data.state) if at is not None else
-                        data.state == _START and subject[:4] == "ctx-" and
-                        subject == f"ctx-{seq}"):
-            runnable[subject] = (seq, mode, agent, tool)
-        elif runnable:
-            runnable.pop(subject, None)
+        # A call's context (ctx-<seq>) runs once, at most in the mode decided, when its
+        # decision ends where the context's moves left it; a context without moves is
+        # named by the seq of its decision. An agent's decision (Engine.decide) runs nothing.
+        if "ctx-" <= subject < "ctx.":  # subject.startswith("ctx-"), at a third of its cost
+            at = self.states.get(subject)
+            if allowed and (at == (_MACHINE, data.state) if at is not None else
+                            data.state == _START and subject == f"ctx-{seq}"):
+                runnable[subject] = (seq, mode, agent, tool)
+            elif runnable:
+                runnable.pop(subject, None)
         try:
-            got, got_mode, state = self.policy.reevaluate(
+            got, got_mode, state = self.reevaluate(
                 data.risk, bool(data.requires_approval), data.confidence, data.approval, locked)
         except (KeyError, ValueError, TypeError, ArithmeticError) as exc:
             self.diverge(seq, subject, "inputs", "a decidable record", f"{exc!r}")
