@@ -47,10 +47,11 @@ class PlannedCall:
     RATE_LIMIT conflicts live. ``resource`` names an exclusive resource the call
     holds while it runs (e.g. ``"crm:contact:42"``); None holds nothing.
     ``estimated_s`` is the planner's duration estimate, checked against the
-    tool's timeout. ``approval`` may only be ``False`` (a pre-denial: the call
-    never runs LIVE) or None: a plan is the agent's own word, so it cannot
-    approve its call; approvals come from the engine's approver or a scoped
-    grant (:class:`~buddy.rules.base.errors.InputError` for anything else).
+    tool's timeout. ``approval`` may only be ``False`` (a pre-denial: a call
+    that needs an approval is halted) or None: a plan is the agent's own word,
+    so it cannot approve its call; approvals come from the engine's approver or
+    a scoped grant (:class:`~buddy.rules.base.errors.InputError` for anything
+    else).
     """
 
     id: str
