@@ -32,7 +32,7 @@ from buddy.machines.escalation import (
     ExecutionState,
 )
 from buddy.rules.base._canonical import args_digest
-from buddy.rules.base._masking import described, shown
+from buddy.rules.base._masking import described, mask_text, shown
 from buddy.rules.base._values import ExecutionMode, plain_confidence
 from buddy.rules.base.errors import InputError
 
@@ -212,9 +212,10 @@ class Controller:
                                           None, None, {"agent": agent, "tool": tool,
                                                        "original": masker.mask(call_args),
                                                        "edited": masker.mask(dict(answer.args)),
-                                                       "reason": answer.reason})
+                                                       "reason": mask_text(answer.reason)})
                         call_args = dict(answer.args)
-                    self._fire(ctx, APPROVAL_PATH, inputs, common, why=answer.reason or None)
+                    self._fire(ctx, APPROVAL_PATH, inputs, common,
+                               why=mask_text(answer.reason) or None)
             with gate.lock:
                 audit = gate.audit
                 audit.hold()  # the log's lock as it is now, and no one appends in between
