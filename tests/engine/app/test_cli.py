@@ -501,12 +501,12 @@ class TestReplay:
             "a.jsonl: chain verified (sha256), 2 events")
 
     def test_keyed_log(self, capsys, monkeypatch) -> None:
-        monkeypatch.setenv("BUDDY_TEST_KEY", "s3cret")
+        monkeypatch.setenv("BUDDY_TEST_KEY", "s3cret-s3cret-s3cret")
         audited(capsys, "k.jsonl", ("form_fill", "-c", "0.7", "--key-env", "BUDDY_TEST_KEY"),
                 ("form_fill", "-c", "0.9", "--key-env", "BUDDY_TEST_KEY"))
         assert ok(capsys, "replay", "k.jsonl", "--key-env", "BUDDY_TEST_KEY").splitlines()[0] \
             == "k.jsonl: chain verified (hmac-sha256), 3 events, last seq 3"
-        Path("key").write_text("s3cret\n", encoding="utf-8")
+        Path("key").write_text("s3cret-s3cret-s3cret\n", encoding="utf-8")
         assert ok(capsys, "replay", "k.jsonl", "--key-file", "key").splitlines()[1] == \
             "replayed 3 events: 2 decisions and every transition reproduced"
         needs_key = "AuditChainBroken: k.jsonl:1: chain broken at seq 1: the log is chained " \
@@ -514,7 +514,7 @@ class TestReplay:
         assert fails(capsys, "replay", "k.jsonl") == needs_key
         assert fails(capsys, "decide", "form_fill", "-c", "0.9", "--audit", "k.jsonl") == \
             needs_key
-        monkeypatch.setenv("BUDDY_TEST_KEY", "wrong")
+        monkeypatch.setenv("BUDDY_TEST_KEY", "wrong-wrong-wrong-wrong")
         assert fails(capsys, "replay", "k.jsonl", "--key-env", "BUDDY_TEST_KEY") == \
             "AuditChainBroken: k.jsonl:1: chain broken at seq 1: hash mismatch (line edited, " \
             "or chained without the key)"
