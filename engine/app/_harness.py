@@ -215,7 +215,10 @@ def _tables(rules_dir: Path | None) -> dict[str, Any]:
 
 
 def _iso(ts: float) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat().replace("+00:00", "Z")
+    try:
+        return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat().replace("+00:00", "Z")
+    except (OverflowError, ValueError, OSError):  # a simulated clock far past year 9999
+        return f"{ts:g} s since the epoch"
 
 
 def _remove_outputs(out: Path) -> None:

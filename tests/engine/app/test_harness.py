@@ -656,6 +656,27 @@ class TestDeepCatalogue:
         assert sorted(p.name for p in out_dir.iterdir()) == ALL_FILES
 
 
+class TestFarFutureClock:
+    def test_a_timeout_beyond_30_days_is_refused_before_anything_runs(self, tmp_path,
+                                                                     capsys):
+        # The simulated clock advances by a tool's timeout when it overruns it: 1e300 s
+        # would carry it past what a date holds.
+        catalogue = tmp_path / "tools.toml"
+        catalogue.write_text('[[tool]]\nname = "slow"\nrisk = "LOW"\nreversible = true\n'
+                             'timeout_s = 1e300\n')
+        plans = tmp_path / "plans.jsonl"
+        plans.write_text(json.dumps({"plan_id": "p1", "steps": [
+            {"id": "s", "agent": "a", "tool": "slow", "confidence": 0.9,
+             "args": {"simulate": "timeout"}}]}) + "\n")
+        out_dir = tmp_path / "out"
+        assert main(["run", "--catalogue", str(catalogue), "--plans", str(plans), "--out",
+                     str(out_dir), "--start", str(T0)]) == 1
+        assert capsys.readouterr().err == (
+            f"RuleTableError: {catalogue}:5: tool[slow].timeout_s: must be at most 2.592e+06 "
+            "s, 30 days (got 1e+300)\n")
+        assert not out_dir.exists()
+
+
 # -- a run into a directory that holds an earlier run ------------------------------------
 
 def snapshot(out: Path) -> dict[str, bytes]:
