@@ -2,11 +2,15 @@
 
 Every failure a user can cause ends in one line, ``ErrorName: message``, and a
 non-zero exit status (2 for usage errors, 1 for everything else). Tracebacks
-are for bugs only.
+are for bugs only. Every value that came from a user (an agent id, a file name,
+anything read from a log or a plans file) is printed escaped: control
+characters as ``\\xNN``/``\\uNNNN``, and never read as rich markup
+(:mod:`._printable`).
 """
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from collections.abc import Sequence
@@ -17,9 +21,11 @@ import click
 import orjson
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
-from buddy.engine.app._harness import RunConfig
+from buddy.engine.app._harness import MAX_START, RunConfig
 from buddy.engine.app._harness import run as run_plans
+from buddy.engine.app._printable import plain, printable, printable_json
 from buddy.engine.core._audit import AuditLog
 from buddy.engine.core._chain import load_key
 from buddy.engine.core._engine import Engine
@@ -28,6 +34,7 @@ from buddy.graphs import dependency_graph, render, to_png
 from buddy.machines import MACHINES
 from buddy.rules.base._convert import converter
 from buddy.rules.base._files import write_atomic
+from buddy.rules.base._masking import shown
 from buddy.rules.base._values import ExecutionMode, RiskLevel, valid_confidence
 from buddy.rules.base.errors import BuddyError, InputError, RuleTableError, UnknownToolError
 from buddy.rules.tables._catalogue import ToolContractRegistry
@@ -58,6 +65,37 @@ class _Confidence(click.ParamType):
         return number
 
 
+class _Epoch(click.ParamType):
+    name = "SECONDS"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> float:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = math.nan
+        if not (math.isfinite(number) and 0 <= number <= MAX_START):
+            self.fail(f"must be epoch seconds in [0, {MAX_START}] (got {shown(value)})", param,
+                      ctx)
+        return number
+
+
+class _Seed(click.ParamType):
+    name = "INTEGER"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> int:
+        number: int | None
+        try:
+            number = value if type(value) is int else int(str(value).strip(), 10)
+        except ValueError:  # not a whole number (or of more than 4,300 digits)
+            number = None
+        if number is None or not -(2 ** 63) <= number < 2 ** 63:
+            self.fail(f"must be a whole number in [-2**63, 2**63 - 1] (got {shown(value)})",
+                      param, ctx)
+        return number
+
+
 _catalogue_option = click.option(
     "--catalogue", type=click.Path(dir_okay=False, path_type=Path), default=None,
     help="Tool catalogue TOML (default: buddy's standard catalogue).")
@@ -81,7 +119,8 @@ def _key(key_file: Path | None, key_env: str | None) -> bytes | None:
 
 
 def _print_json(obj: Any) -> None:
-    click.echo(orjson.dumps(obj, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode())
+    click.echo(printable_json(orjson.dumps(
+        obj, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode()))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -112,6 +151,14 @@ def decide(tool: str, confidence: float, agent: str, approval: bool | None, lock
            key_env: str | None,
            catalogue: Path | None, rules: Path | None, as_json: bool) -> None:
     """Decide the execution mode of one call of TOOL, and say why."""
+    if audit_path is None:  # an option that acts on the log, without a log: say so
+        needless = [flag for flag, given in (("--key-file", key_file is not None),
+                                             ("--key-env", key_env is not None),
+                                             ("--allow-missing-anchor", allow_missing_anchor))
+                    if given]
+        if needless:
+            raise click.UsageError(f"{needless[0]} needs --audit LOG (it applies to the audit "
+                                   "log)")
     key = _key(key_file, key_env)
     loaded = Engine.from_files(catalogue, rules)  # load (and fail) before touching the log
     contract = loaded.registry.get(tool)
@@ -131,17 +178,18 @@ def decide(tool: str, confidence: float, agent: str, approval: bool | None, lock
                      **converter.unstructure(decision)})
         return
     out = _out()
-    out.print(f"[bold]{tool}[/] ({contract.risk.value} risk, "
-              f"{'reversible' if contract.reversible else 'irreversible'}) for agent "
-              f"{agent} at confidence {confidence}")
+    out.print(Text.assemble(plain(tool, "bold"), f" ({contract.risk.value} risk, "
+                            f"{'reversible' if contract.reversible else 'irreversible'}) "
+                            "for agent ", plain(agent), f" at confidence {confidence}"))
     table = Table.grid(padding=(0, 2))
     table.add_row("mode", f"[bold]{decision.mode.value}[/]")
     table.add_row("allowed", "yes" if decision.allowed else "[red]no[/]")
-    table.add_row("rule", decision.rule)
-    table.add_row("reason", decision.reason)
+    table.add_row("rule", plain(decision.rule))
+    table.add_row("reason", plain(decision.reason))
     table.add_row("state", decision.state.value)
     if audit_path:
-        table.add_row("audit", f"{audit_path} (seq {engine.audit.last_seq})")
+        table.add_row("audit", Text.assemble(plain(audit_path),
+                                             f" (seq {engine.audit.last_seq})"))
     out.print(table)
 
 
@@ -158,15 +206,15 @@ def tools(risk: str | None, catalogue: Path | None, as_json: bool) -> None:
     if as_json:
         _print_json([converter.unstructure(c) for c in contracts])
         return
-    table = Table(title=f"{len(contracts)} tools ({registry.source})")
+    table = Table(title=Text.assemble(f"{len(contracts)} tools (", plain(registry.source), ")"))
     for column in ("tool", "risk", "reversible", "approval", "permissions", "depends on",
                    "max conc.", "timeout s"):
         table.add_column(column)
     for c in contracts:
-        table.add_row(c.name, c.risk.value, "yes" if c.reversible else "no",
+        table.add_row(plain(c.name), c.risk.value, "yes" if c.reversible else "no",
                       "required" if c.requires_approval else "-",
-                      ", ".join(sorted(c.permissions)) or "-",
-                      ", ".join(c.dependencies) or "-", str(c.max_concurrency),
+                      plain(", ".join(sorted(c.permissions)) or "-"),
+                      plain(", ".join(c.dependencies) or "-"), str(c.max_concurrency),
                       f"{c.timeout_s:g}")
     _out().print(table)
 
@@ -209,15 +257,17 @@ def _mode_name(mode: ExecutionMode | None) -> str:
 
 def _print_report(report: Any, *, show_states: bool) -> None:
     out = _out()
-    out.print(f"{report.source}: chain verified ({report.chain}), {report.events} events, "
-              f"last seq {report.last_seq}")
+    out.print(Text.assemble(plain(report.source), f": chain verified ({report.chain}), "
+                            f"{report.events} events, last seq {report.last_seq}"))
     if report.torn_tail:
-        out.print(f"[yellow]warning[/]: {report.torn_tail}; verified up to the last whole event")
+        out.print(Text.assemble(("warning", "yellow"), ": ", plain(report.torn_tail),
+                                "; verified up to the last whole event"))
     upto = f" up to seq {report.until}" if report.until is not None else ""
     if report.what_if:
-        out.print(f"what-if{upto}: {report.decisions} decisions made with rules "
-                  f"{', '.join(report.rules_recorded)} re-decided with {report.rules_replayed}: "
-                  f"{len(report.changes)} would change")
+        out.print(Text.assemble(f"what-if{upto}: {report.decisions} decisions made with rules ",
+                                plain(", ".join(report.rules_recorded)), " re-decided with ",
+                                plain(report.rules_replayed),
+                                f": {len(report.changes)} would change"))
         if report.changes:
             table = Table()
             for column in ("seq", "change", "agent", "tool", "risk", "confidence", "before",
@@ -225,9 +275,9 @@ def _print_report(report: Any, *, show_states: bool) -> None:
                 table.add_column(column)
             for c in report.changes:
                 colour = "red" if c.direction == "loosening" else "green"
-                table.add_row(str(c.seq), f"[{colour}]{c.direction}[/]", c.agent, c.tool, c.risk,
-                              f"{c.confidence:g}", _mode_name(c.before), _mode_name(c.after),
-                              c.rule_after)
+                table.add_row(str(c.seq), f"[{colour}]{c.direction}[/]", plain(c.agent),
+                              plain(c.tool), plain(c.risk), f"{c.confidence:g}",
+                              _mode_name(c.before), _mode_name(c.after), plain(c.rule_after))
             out.print(table)
     elif report.divergence is None:
         out.print(f"replayed {report.replayed} events{upto}: {report.decisions} "
@@ -239,21 +289,24 @@ def _print_report(report: Any, *, show_states: bool) -> None:
             table.add_column(column)
         table.add_row("system", "lock", "LOCKED" if report.locked else "UNLOCKED")
         for grant in report.grants:
-            table.add_row(grant, "approval", "ACTIVE")
+            table.add_row(plain(grant), "approval", "ACTIVE")
         for subject, (machine, state) in report.states.items():
-            table.add_row(subject, machine, state)
+            table.add_row(plain(subject), plain(machine), plain(state))
         out.print(table)
     if report.divergence is not None:
-        click.echo(f"ReplayDivergence: {report.divergence}", err=True)
+        click.echo(printable(f"ReplayDivergence: {report.divergence}"), err=True)
 
 
 @cli.command("run")
 @click.option("--plans", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Plans to run (JSON list or JSON Lines); default: the simulated scenario.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
-              default=Path("buddy-out"), show_default=True, help="Where to write the outputs.")
-@click.option("--seed", type=int, default=24, show_default=True,
-              help="Seed of the simulated tools and the scenario.")
+              default=Path("buddy-out"), show_default=True,
+              help="Where to write the outputs. An audit trail already there is continued "
+                   "(its irreversible actions count as done); use a fresh directory for a "
+                   "reproducible run.")
+@click.option("--seed", type=_Seed(), default=24, show_default=True,
+              help="Seed of the simulated tools and the scenario (a signed 64-bit integer).")
 @click.option("--dry-run-only", is_flag=True, help="Cap every call at DRY_RUN.")
 @click.option("--max-live", type=click.IntRange(min=0), default=None,
               help="Cap calls at DRY_RUN once this many ran LIVE.")
@@ -261,14 +314,16 @@ def _print_report(report: Any, *, show_states: bool) -> None:
               help="Cap calls below this confidence at DRY_RUN (on top of the table).")
 @click.option("--plans-per-cycle", type=click.IntRange(min=1), default=4, show_default=True,
               help="Plans that run at the same time in one orchestration cycle.")
-@click.option("--start", type=float, default=None,
-              help="Start of the simulated clock, in epoch seconds (default: now).")
+@click.option("--start", type=_Epoch(), default=None,
+              help=f"Start of the simulated clock, in epoch seconds in [0, {MAX_START}] "
+                   "(default: now).")
 @_key_file_option
 @_key_env_option
 @_catalogue_option
 @click.option("--rules", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Rules directory: any of escalation.toml, conflicts.toml, anomalies.toml, "
-                   "health.toml, signals.toml (the shipped table stands in for each missing).")
+                   "health.toml, signals.toml (the shipped table stands in for each missing; "
+                   "no other *.toml).")
 def run_command(plans: Path | None, out_dir: Path, seed: int, dry_run_only: bool,
                 max_live: int | None, live_floor: float | None, plans_per_cycle: int,
                 start: float | None, key_file: Path | None, key_env: str | None,
@@ -280,7 +335,6 @@ def run_command(plans: Path | None, out_dir: Path, seed: int, dry_run_only: bool
     Exits 1 when a plan was rejected (the others still run).
     """
     from rich.progress import Progress
-
 
     config = RunConfig(output_dir=out_dir, plans=plans, seed=seed, dry_run_only=dry_run_only,
                        max_live_escalations=max_live, confidence_threshold_for_live=live_floor,
@@ -295,10 +349,10 @@ def run_command(plans: Path | None, out_dir: Path, seed: int, dry_run_only: bool
 
         summary = run_plans(config, progress=progress)
     for line in summary.rejected:
-        click.echo(f"PlanRejected: {line}", err=True)
+        click.echo(printable(f"PlanRejected: {line}"), err=True)
     out = _out()
-    what = "default scenario, SIMULATED tools" if plans is None else f"{plans}, SIMULATED tools"
-    table = Table(title=f"buddy run ({what}, seed {seed})")
+    table = Table(title=Text.assemble("buddy run (", "default scenario" if plans is None else
+                                      plain(plans), f", SIMULATED tools, seed {seed})"))
     table.add_column("")
     table.add_column("")
     modes = summary.executions_by_mode
@@ -309,8 +363,13 @@ def run_command(plans: Path | None, out_dir: Path, seed: int, dry_run_only: bool
     table.add_row("health", f"{summary.health_score} ({summary.health})")
     table.add_row("anomalies", str(summary.anomalies))
     table.add_row("learning signals", str(summary.signals))
-    table.add_row("report", str(summary.report))
-    table.add_row("audit trail", f"{summary.audit_log} (buddy replay {summary.audit_log})")
+    table.add_row("report", plain(summary.report))
+    first, last = summary.audit_seq
+    trail = printable(summary.audit_log)
+    table.add_row("audit trail", plain(f"{trail} (buddy replay {trail}), seq {first} to {last}"))
+    if first > 1:  # the trail was continued
+        table.add_row("earlier runs", f"{summary.earlier_executions} executions read from the "
+                                      "trail (irreversible ones count as done)")
     out.print(table)
     if summary.rejected:
         sys.exit(EXIT_FAILED)
@@ -338,14 +397,14 @@ def _draw(obj: Any, fmt: str, output: Path | None) -> None:
         if output.suffix.lower() != f".{fmt}":
             raise click.UsageError(f"--output must end in .{fmt} for --format {fmt}")
         to_png(obj, output)
-        click.echo(f"wrote {output}")
+        click.echo(f"wrote {printable(output)}")
         return
     text = render(obj, fmt)
     if output is None:
         click.echo(text, nl=False)
     else:
         write_atomic(output, text)
-        click.echo(f"wrote {output}")
+        click.echo(f"wrote {printable(output)}")
 
 
 @graph.command("machine")
@@ -387,26 +446,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         click.echo(exc.format_message(), err=True)
         return EXIT_USAGE
     except click.ClickException as exc:
-        click.echo(f"{type(exc).__name__}: {exc.format_message()}", err=True)
+        _error(f"{type(exc).__name__}: {exc.format_message()}")
         return exc.exit_code or EXIT_USAGE
     except UnknownToolError as exc:
-        click.echo(f"UnknownToolError: {exc} (see `buddy tools`)", err=True)
+        _error(f"UnknownToolError: {exc} (see `buddy tools`)")
         return EXIT_USAGE
     except RuleTableError as exc:  # every problem found, one line each
         for problem in exc.problems:
-            click.echo(f"RuleTableError: {problem}", err=True)
+            _error(f"RuleTableError: {problem}")
         return EXIT_FAILED
     except BuddyError as exc:
-        click.echo(f"{type(exc).__name__}: {exc}", err=True)
+        _error(f"{type(exc).__name__}: {exc}")
         return EXIT_FAILED
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else EXIT_FAILED
     except OSError as exc:
         if exc.filename is None:  # not about a file we were told to use: a bug, so a traceback
             raise
-        click.echo(f"{type(exc).__name__}: {exc.filename}: {exc.strerror or exc}", err=True)
+        _error(f"{type(exc).__name__}: {exc.filename}: {exc.strerror or exc}")
         return EXIT_FAILED
     return 0
+
+
+def _error(line: str) -> None:
+    """One error line on stderr, every unprintable character escaped."""
+    click.echo(printable(line), err=True)
 
 
 def entry() -> None:

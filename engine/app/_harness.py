@@ -9,16 +9,26 @@ through the orchestration cycle in batches, and writes, under ``out_dir``:
   ``system_health.json``;
 - ``report.md``, for a person: the dependency graph and the controller machine
   as Mermaid diagrams, tables of decisions, conflicts, anomalies and signals;
-- ``audit.jsonl`` (+ ``.anchor``), the hash-chained audit trail of the run,
-  which ``buddy replay`` verifies.
+- ``audit.jsonl`` (+ ``.anchor``), the hash-chained audit trail, which ``buddy
+  replay`` verifies.
 
-JSON files are written atomically (temp file, then rename); JSON Lines files
-are replaced at the start of a run and appended line by line, flushed. The
-same seed gives the same files, timestamps aside.
+Nothing already written is lost: a run into a directory holding a trail
+continues it (after verifying it, with its key if it has one), and reads the
+executions recorded in it, so an irreversible action an earlier run did LIVE is
+a DUPLICATE_ACTION now. The files derived from the trail cover this run's
+events only (``audit_seq`` in the summary). Every input (settings, rule tables,
+plans, the trail) is checked before any file is touched; only then are the
+previous run's outputs removed, so a run that dies half-way never leaves an old
+summary beside its new, partial files. JSON files (and ``report.md``) are
+written atomically (temp file, then rename), ``orchestration_summary.json``
+last of all: it is there only once the run finished. JSON Lines files are
+appended line by line, flushed. The same seed and start into a fresh directory
+give byte-identical files.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import re
@@ -31,6 +41,7 @@ from typing import IO, Any
 import attrs
 import orjson
 
+from buddy.engine.app._printable import md_cell, printable
 from buddy.engine.core._audit import AuditLog
 from buddy.engine.core._engine import Engine
 from buddy.engine.orchestration._conflicts import ConflictResolver
@@ -48,19 +59,65 @@ from buddy.graphs import dependency_graph, machine_to_mermaid, to_mermaid
 from buddy.machines import MACHINES
 from buddy.rules.base._convert import converter
 from buddy.rules.base._files import write_atomic
-from buddy.rules.base._values import ExecutionMode
-from buddy.rules.base.errors import InputError
+from buddy.rules.base._masking import shown
+from buddy.rules.base._values import ExecutionMode, valid_confidence
+from buddy.rules.base.errors import InputError, RuleTableError
 from buddy.rules.tables._catalogue import ToolContractRegistry
 from buddy.rules.tables._conflicts import ConflictTable
 from buddy.rules.tables._escalation import EscalationTable
 from buddy.rules.tables._monitoring import AnomalyTable, HealthTable
 from buddy.rules.tables._signals import SignalTable
 
-__all__ = ["OUTPUT_FILES", "RunConfig", "RunSummary", "run"]
+__all__ = ["AUDIT_FILE", "MAX_START", "OUTPUT_FILES", "RULE_TABLES", "RunConfig", "RunSummary",
+           "run"]
 
 OUTPUT_FILES = ("tool_execution_log.jsonl", "orchestration_summary.json",
                 "execution_state_transitions.jsonl", "tool_conflicts.json",
                 "rollback_events.jsonl", "learning_signals.jsonl", "system_health.json")
+REPORT_FILE = "report.md"
+AUDIT_FILE = "audit.jsonl"
+
+#: The tables a rules directory may hold, by file name.
+RULE_TABLES: dict[str, Any] = {"anomalies.toml": AnomalyTable, "conflicts.toml": ConflictTable,
+                               "escalation.toml": EscalationTable, "health.toml": HealthTable,
+                               "signals.toml": SignalTable}
+
+#: The latest start of the simulated clock: 9999-01-01T00:00:00Z, a year short of the
+#: last second a ``datetime`` can name, room for the run's simulated time.
+MAX_START = 253_370_764_800
+_SEED_MIN, _SEED_MAX = -(2 ** 63), 2 ** 63 - 1
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_seed(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not _whole(value) or not _SEED_MIN <= value <= _SEED_MAX:
+        raise InputError(f"seed must be a whole number in [-2**63, 2**63 - 1] "
+                         f"(got {shown(value)})")
+
+
+def _check_start(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is None:
+        return
+    # (NaN compares false; no float conversion, which a huge int would overflow)
+    if isinstance(value, bool) or not isinstance(value, int | float) or \
+            not 0 <= value <= MAX_START:
+        raise InputError(f"start must be epoch seconds in [0, {MAX_START}] "
+                         f"(got {shown(value)})")
+
+
+def _check_max_live(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None and (not _whole(value) or value < 0):
+        raise InputError(f"max_live_escalations must be a whole number >= 0 or None "
+                         f"(got {shown(value)})")
+
+
+def _check_floor(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None and not valid_confidence(value):
+        raise InputError(f"confidence_threshold_for_live must be a number in [0, 1] or None "
+                         f"(got {shown(value)})")
 
 
 @attrs.frozen
@@ -72,22 +129,31 @@ class RunConfig:
     failure always rolls back its plan's reversible actions): they are kept for
     the Phase 24 shape, and refuse False. ``rules_dir`` may hold any of
     ``escalation.toml``, ``conflicts.toml``, ``anomalies.toml``, ``health.toml``,
-    ``signals.toml``; the shipped table stands in for each one missing.
+    ``signals.toml`` (at least one, and no other ``*.toml``); the shipped table
+    stands in for each one missing. ``seed`` is a signed 64-bit whole number;
+    ``start``, the simulated clock's start (default: now), epoch seconds in
+    ``[0, MAX_START]``. Bad values raise :class:`InputError`.
+
+    >>> RunConfig(start=float("nan"))
+    Traceback (most recent call last):
+    ...
+    buddy.rules.base.errors.InputError: start must be epoch seconds in [0, 253370764800] (got nan)
     """
 
     output_dir: Path = Path("buddy-out")
     plans: Path | None = None
-    seed: int = 24
+    seed: int = attrs.field(default=24, validator=_check_seed)
     dry_run_only: bool = False
-    max_live_escalations: int | None = None
+    max_live_escalations: int | None = attrs.field(default=None, validator=_check_max_live)
     approval_required_for_high_risk: bool = True
-    confidence_threshold_for_live: float | None = None
+    confidence_threshold_for_live: float | None = attrs.field(default=None,
+                                                              validator=_check_floor)
     enable_rollback_on_failure: bool = True
     plans_per_cycle: int = 4
     catalogue: Path | None = None
     rules_dir: Path | None = None
     audit_key: bytes | None = attrs.field(default=None, repr=False)
-    start: float | None = None  # the simulated clock's start; default: now
+    start: float | None = attrs.field(default=None, validator=_check_start)
 
     def __attrs_post_init__(self) -> None:
         if not self.approval_required_for_high_risk:
@@ -96,7 +162,7 @@ class RunConfig:
         if not self.enable_rollback_on_failure:
             raise InputError("enable_rollback_on_failure cannot be turned off: a LIVE failure "
                              "always rolls back its plan's reversible actions")
-        if self.plans_per_cycle < 1:
+        if not _whole(self.plans_per_cycle) or self.plans_per_cycle < 1:
             raise InputError(f"plans_per_cycle must be >= 1 (got {self.plans_per_cycle})")
 
 
@@ -119,24 +185,57 @@ class RunSummary:
     audit_log: Path
     report: Path
     simulated: bool
+    audit_seq: tuple[int, int] = (1, 1)  # this run's events in the trail, first and last
+    earlier_executions: int = 0  # read from the trail this run continued
 
 
-def _table(rules_dir: Path | None, name: str, cls: Any) -> Any:
-    if rules_dir is not None and (rules_dir / name).exists():
-        return cls.from_toml(rules_dir / name)
-    return cls.default()
+def _tables(rules_dir: Path | None) -> dict[str, Any]:
+    """Every rule table by file name: the user's from ``rules_dir``, else the shipped one.
+
+    Raises :class:`RuleTableError` when ``rules_dir`` is not a directory, holds a
+    ``*.toml`` that is no rule table (a misspelt name would silently run the
+    shipped table), or holds none of them.
+    """
+    if rules_dir is None:
+        return {name: cls.default() for name, cls in RULE_TABLES.items()}
+    known = ", ".join(RULE_TABLES)
+    if not rules_dir.is_dir():
+        raise RuleTableError(f"{rules_dir}: no such directory")
+    present = sorted(p.name for p in rules_dir.glob("*.toml"))
+    unknown = [name for name in present if name not in RULE_TABLES]
+    if unknown:
+        raise RuleTableError([
+            f"{rules_dir / name}: not a rule table (known: {known})"
+            + ("; the tool catalogue is given with --catalogue" if name == "tools.toml" else "")
+            for name in unknown])
+    if not present:
+        raise RuleTableError(f"{rules_dir}: holds none of the rule tables (known: {known})")
+    return {name: cls.from_toml(rules_dir / name) if name in present else cls.default()
+            for name, cls in RULE_TABLES.items()}
 
 
 def _iso(ts: float) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat().replace("+00:00", "Z")
+    try:
+        return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat().replace("+00:00", "Z")
+    except (OverflowError, ValueError, OSError):  # a simulated clock far past year 9999
+        return f"{ts:g} s since the epoch"
+
+
+def _remove_outputs(out: Path) -> None:
+    """Remove the previous run's derived outputs (never the audit trail), and any
+    temporary file a crashed atomic write left."""
+    for name in (*OUTPUT_FILES, REPORT_FILE):
+        (out / name).unlink(missing_ok=True)
+        for tmp in out.glob(f".{name}.*.tmp"):
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
 
 
 class _Lines:
-    """A JSON Lines output: replaced at the start, appended and flushed per line."""
+    """A JSON Lines output: made new, appended and flushed per line."""
 
     def __init__(self, path: Path) -> None:
-        write_atomic(path, "")
-        self._fh: IO[bytes] = open(path, "ab")  # noqa: SIM115
+        self._fh: IO[bytes] = open(path, "wb")  # noqa: SIM115
 
     def write(self, obj: Any) -> None:
         self._fh.write(orjson.dumps(obj, option=orjson.OPT_NON_STR_KEYS) + b"\n")
@@ -149,14 +248,19 @@ class _Lines:
 
 def run(config: RunConfig, *, progress: Callable[[int, int], None] | None = None,
         ) -> RunSummary:
-    """Run the plans of ``config`` (or the default scenario) and write every output."""
+    """Run the plans of ``config`` (or the default scenario) and write every output.
+
+    Everything is checked before a file is touched: the rule tables, the
+    catalogue, the plans (:class:`~buddy.rules.base.errors.PlanError` when there
+    is none) and the audit trail already in the output directory, which the run
+    continues (:class:`~buddy.rules.base.errors.AuditChainBroken` when it does not
+    verify, e.g. a keyed trail without its key). Then the previous run's outputs
+    (not the trail) are removed and the new ones written.
+    """
     registry = ToolContractRegistry.from_toml(config.catalogue) if config.catalogue else \
         ToolContractRegistry.default()
-    escalation = _table(config.rules_dir, "escalation.toml", EscalationTable)
-    conflict_table = _table(config.rules_dir, "conflicts.toml", ConflictTable)
-    anomalies = _table(config.rules_dir, "anomalies.toml", AnomalyTable)
-    health = _table(config.rules_dir, "health.toml", HealthTable)
-    signals = _table(config.rules_dir, "signals.toml", SignalTable)
+    tables = _tables(config.rules_dir)
+    escalation: EscalationTable = tables["escalation.toml"]
     simulated = config.plans is None
     rejected: tuple[str, ...] = ()
     if config.plans is not None:
@@ -169,45 +273,36 @@ def run(config: RunConfig, *, progress: Callable[[int, int], None] | None = None
     out.mkdir(parents=True, exist_ok=True)
     clock = SimulatedClock(time.time() if config.start is None else config.start)
     start = clock()
-    audit_path = out / "audit.jsonl"
-    for stale in (audit_path, audit_path.with_name("audit.jsonl.anchor")):
-        stale.unlink(missing_ok=True)  # each run writes its own trail
-    audit = AuditLog.open(audit_path, clock=clock, key=config.audit_key)
-    engine = Engine(registry, escalation, audit=audit, clock=clock,
-                    approver=approver if simulated else None,
-                    agents=AGENTS if simulated else None)
-    tools = SimulatedTools(registry, config.seed, clock)
-    tools.install(engine)
-    if simulated:
-        for agent, tool, calls in GRANTS:
-            engine.grant(agent, tool, calls=calls, reason="scenario: scoped grant")
-    resolver = ConflictResolver(registry, conflict_table, agents=AGENTS if simulated else None,
-                                audit=audit)
-    monitor = Monitor(anomalies=anomalies, health=health, clock=clock)
-    feedback = FeedbackLoop(signals=signals)
-    orchestrator = ToolOrchestrator(
-        engine, resolver, monitor=monitor, feedback=feedback, clock=clock.elapsed,
-        limits=OrchestrationLimits(config.dry_run_only, config.max_live_escalations,
-                                   config.confidence_threshold_for_live))
-    log = _Lines(out / "tool_execution_log.jsonl")
-    results: list[OrchestrationResult] = []
+    audit_path = out / AUDIT_FILE
+    continued = audit_path.exists() and audit_path.stat().st_size > 0
+    audit = AuditLog.open(audit_path, clock=clock, key=config.audit_key)  # verifies it
     try:
-        batches = [plans[i:i + config.plans_per_cycle]
-                   for i in range(0, len(plans), config.plans_per_cycle)]
-        for n, batch in enumerate(batches, 1):
-            for plan, result in zip(batch, orchestrator.run_cycle(batch), strict=True):
-                log.write({"plan_index": len(results), "plan_id": result.plan_id,
-                           "upstream_plan_id": plan.upstream_plan_id,
-                           "validation_id": plan.validation_id,
-                           "result": result.to_json()})
-                results.append(result)
-            if progress is not None:
-                progress(n, len(batches))
+        first_seq = audit.last_seq + 1 if continued else 1
+        resolver = ConflictResolver(registry, tables["conflicts.toml"],
+                                    agents=AGENTS if simulated else None, audit=audit)
+        earlier = resolver.load_history(audit) if continued else 0
+        _remove_outputs(out)  # every input checked: only now is anything replaced
+        engine = Engine(registry, escalation, audit=audit, clock=clock,
+                        approver=approver if simulated else None,
+                        agents=AGENTS if simulated else None)
+        tools = SimulatedTools(registry, config.seed, clock)
+        tools.install(engine)
+        if simulated:
+            for agent, tool, calls in GRANTS:
+                engine.grant(agent, tool, calls=calls, reason="scenario: scoped grant")
+        monitor = Monitor(anomalies=tables["anomalies.toml"], health=tables["health.toml"],
+                          clock=clock)
+        feedback = FeedbackLoop(signals=tables["signals.toml"])
+        orchestrator = ToolOrchestrator(
+            engine, resolver, monitor=monitor, feedback=feedback, clock=clock.elapsed,
+            limits=OrchestrationLimits(config.dry_run_only, config.max_live_escalations,
+                                       config.confidence_threshold_for_live))
+        results = _run_cycles(out, plans, orchestrator, config.plans_per_cycle, progress)
     finally:
-        log.close()
         audit.close()
+    last_seq = audit.last_seq
     end = clock()
-    records = list(AuditLog.read_records(audit_path))
+    records = [r for r in AuditLog.read_records(audit_path) if first_seq <= r["seq"] <= last_seq]
     _write_transitions(out / "execution_state_transitions.jsonl", records)
     rollbacks = _write_rollbacks(out / "rollback_events.jsonl", records, end)
     conflicts = resolver.summary()
@@ -242,11 +337,14 @@ def run(config: RunConfig, *, progress: Callable[[int, int], None] | None = None
         "scenario": "default (simulated)" if simulated else str(config.plans),
         "rules": {"escalation": escalation.digest, "catalogue": registry.digest},
         "audit_log": audit_path.name,
+        "audit_seq": [first_seq, last_seq],
+        "earlier_executions": earlier,
     }
-    write_atomic(out / "orchestration_summary.json", _dumps(summary))
-    report = out / "report.md"
+    report = out / REPORT_FILE
     write_atomic(report, _report(summary, registry, results, outcomes, conflicts_doc,
-                                 system_health, signals_out, rejected))
+                                 system_health, signals_out, rejected,
+                                 default_scenario=simulated))
+    write_atomic(out / "orchestration_summary.json", _dumps(summary))  # last: the run is done
     return RunSummary(
         out_dir=out, plans=len(results), rejected=rejected,
         executions_by_mode=summary["executions_by_mode"],
@@ -254,7 +352,31 @@ def run(config: RunConfig, *, progress: Callable[[int, int], None] | None = None
         resolved=conflicts.get("resolved", 0), rollbacks=rollbacks,
         health_score=system_health["health_score"], health=system_health["health_assessment"],
         anomalies=len(system_health["anomalies"]), signals=len(signals_out),
-        audit_log=audit_path, report=report, simulated=True)
+        audit_log=audit_path, report=report, simulated=True,
+        audit_seq=(first_seq, last_seq), earlier_executions=earlier)
+
+
+def _run_cycles(out: Path, plans: Sequence[Any], orchestrator: ToolOrchestrator,
+                per_cycle: int, progress: Callable[[int, int], None] | None,
+                ) -> list[OrchestrationResult]:
+    """Run ``plans`` in cycles of ``per_cycle``, a line of ``tool_execution_log.jsonl``
+    per plan as it finishes."""
+    log = _Lines(out / "tool_execution_log.jsonl")
+    results: list[OrchestrationResult] = []
+    try:
+        batches = [plans[i:i + per_cycle] for i in range(0, len(plans), per_cycle)]
+        for n, batch in enumerate(batches, 1):
+            for plan, result in zip(batch, orchestrator.run_cycle(batch), strict=True):
+                log.write({"plan_index": len(results), "plan_id": result.plan_id,
+                           "upstream_plan_id": plan.upstream_plan_id,
+                           "validation_id": plan.validation_id,
+                           "result": result.to_json()})
+                results.append(result)
+            if progress is not None:
+                progress(n, len(batches))
+    finally:
+        log.close()
+    return results
 
 
 def _dumps(obj: Any) -> str:
@@ -310,17 +432,19 @@ def _write_rollbacks(path: Path, records: Iterable[dict[str, Any]], end: float) 
 def _report(summary: dict[str, Any], registry: ToolContractRegistry,
             results: Sequence[OrchestrationResult], outcomes: Sequence[ExecutionOutcome],
             conflicts: dict[str, Any], health: dict[str, Any], signals: Sequence[dict[str, Any]],
-            rejected: Sequence[str]) -> str:
-
+            rejected: Sequence[str], *, default_scenario: bool) -> str:
+    """``report.md``; every value that came from a user is escaped (:func:`md_cell`)."""
     used = sorted({o.tool for o in outcomes})
     graph = dependency_graph(registry)
     keep = set(used) | {d for t in used for d in registry.get(t).dependencies}
     sub = graph.subgraph(sorted(keep)).copy()
+    first, last = summary["audit_seq"]
     out = [f"# buddy run {summary['pipeline_id']}", "",
            f"{summary['scenario']}; seed {summary['seed']}. The tools' handlers are SIMULATED "
            "(seeded, deterministic stand-ins that touch nothing)."
-           if summary["scenario"].startswith("default") else
-           f"Plans from {summary['scenario']}; seed {summary['seed']}.", "",
+           if default_scenario else
+           f"Plans from {md_cell(summary['scenario'])}; seed {summary['seed']}. The tools' "
+           "handlers are SIMULATED.", "",
            "| | |", "|---|---|",
            f"| plans | {summary['plans_processed']} ({summary['plans_successful']} fully "
            f"successful, {summary['plans_rejected']} rejected) |",
@@ -331,7 +455,10 @@ def _report(summary: dict[str, Any], registry: ToolContractRegistry,
            f"| health | {health['health_score']} ({health['health_assessment']}) |",
            f"| anomalies | {len(health['anomalies'])} |",
            f"| learning signals | {len(signals)} |",
-           f"| audit trail | `{summary['audit_log']}` (`buddy replay {summary['audit_log']}`) |",
+           f"| audit trail | `{summary['audit_log']}` (`buddy replay {summary['audit_log']}`), "
+           f"this run's events: seq {first} to {last}"
+           + (f"; it continues an earlier trail ({summary['earlier_executions']} executions "
+              "read)" if first > 1 else "") + " |",
            ""]
     if rejected:
         out += ["## Rejected plans", ""] + [f"- {_code(line)}" for line in rejected] + [""]
@@ -347,10 +474,10 @@ def _report(summary: dict[str, Any], registry: ToolContractRegistry,
     for o in outcomes:
         decided = o.decided.value if o.decided else "-"
         ran = o.mode.value if o.mode else "-"
-        out.append(f"| {_cell(o.call_id)} | {_cell(o.agent)} | {o.tool} | {o.risk} | "
+        out.append(f"| {md_cell(o.call_id)} | {md_cell(o.agent)} | {o.tool} | {o.risk} | "
                    f"{o.confidence} | {decided} | {ran} | {'yes' if o.ok else 'no'} | "
                    f"{o.approval or '-'} | {', '.join(o.conflicts) or '-'} | "
-                   f"{o.resolution or '-'} | {_cell(o.error or '')} |")
+                   f"{o.resolution or '-'} | {md_cell(o.error or '')} |")
     out += ["", "## Conflicts", "", "| type | count |", "|---|---|"]
     out += [f"| {t} | {n} |" for t, n in conflicts["by_type"].items()]
     out += ["", "| strategy | count |", "|---|---|"]
@@ -359,8 +486,8 @@ def _report(summary: dict[str, Any], registry: ToolContractRegistry,
     if health["anomalies"]:
         out += ["| anomaly | severity | scope | value | threshold |", "|---|---|---|---|---|"]
         for a in health["anomalies"]:
-            out.append(f"| {a.get('type', a.get('id'))} | {a.get('severity')} | "
-                       f"{a.get('tool') or a.get('scope')} | {a.get('value')} | "
+            out.append(f"| {md_cell(a.get('type', a.get('id')))} | {a.get('severity')} | "
+                       f"{md_cell(a.get('tool') or a.get('scope'))} | {a.get('value')} | "
                        f"{a.get('threshold')} |")
     else:
         out.append("None.")
@@ -370,8 +497,8 @@ def _report(summary: dict[str, Any], registry: ToolContractRegistry,
                 "|---|---|---|---|---|---|"]
         for s in signals:
             scope = s.get("tool_name") or s.get("scope") or "-"
-            out.append(f"| {s['signal_type']} | {scope} | {_cell(s['insight'])} | "
-                       f"{_cell(s['recommended_action'])} | {s['confidence']} | "
+            out.append(f"| {s['signal_type']} | {md_cell(scope)} | {md_cell(s['insight'])} | "
+                       f"{md_cell(s['recommended_action'])} | {s['confidence']} | "
                        f"{s['target_phase']} |")
     else:
         out.append("None.")
@@ -380,13 +507,10 @@ def _report(summary: dict[str, Any], registry: ToolContractRegistry,
     return "\n".join(out) + "\n"
 
 
-def _cell(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
-
-
 def _code(text: str) -> str:
-    """``text`` as one Markdown code span, whatever backticks it holds."""
-    text = text.replace("\n", " ")
+    """``text`` as one Markdown code span, whatever backticks it holds (unprintable
+    characters escaped)."""
+    text = printable(text)
     fence = "`" * (1 + max(map(len, re.findall("`+", text)), default=0))
     pad = " " if text.startswith("`") or text.endswith("`") else ""
     return f"{fence}{pad}{text}{pad}{fence}"

@@ -49,6 +49,11 @@ class ApprovalRequest:
     reason: str
 
 
+def _reason(instance: Any, attribute: Any, value: Any) -> None:
+    if type(value) is not str:
+        raise InputError(f"an approval's reason must be a string (got {shown(value)})")
+
+
 def _edit_args(instance: Any, attribute: Any, value: Any) -> None:
     if value is not None and not (isinstance(value, Mapping)
                                   and all(isinstance(k, str) for k in value)):
@@ -62,7 +67,7 @@ class Approval:
 
     verdict: Verdict = attrs.field(validator=attrs.validators.instance_of(Verdict))
     args: Mapping[str, Any] | None = attrs.field(default=None, validator=_edit_args)
-    reason: str = ""
+    reason: str = attrs.field(default="", validator=_reason)
 
     @classmethod
     def approve(cls, reason: str = "") -> Approval:
@@ -81,6 +86,9 @@ class Approval:
         ...
         buddy.rules.base.errors.InputError: an approval's edited arguments must be a mapping ...
         """
+        if args is None:  # an edit without arguments is no edit: say approve() instead
+            raise InputError("an approval's edited arguments must be a mapping with string "
+                             "keys (got None)")
         return cls(Verdict.APPROVE, args, reason)
 
     @property
@@ -102,6 +110,7 @@ def as_approval(answer: Any) -> Approval | None:
         return None
     if isinstance(answer, Approval):
         _edit_args(answer, None, answer.args)
+        _reason(answer, None, answer.reason)
         if not isinstance(answer.verdict, Verdict):
             raise InputError(f"an approval's verdict must be a Verdict "
                              f"(got {shown(answer.verdict)})")
@@ -126,6 +135,10 @@ class Grant:
     reason: str = ""
 
 
+#: The most calls a grant may count: the largest integer every JSON reader holds exactly.
+MAX_CALLS = 2 ** 53 - 1
+
+
 def grant_bounds(now: float, seconds: Any, calls: Any) -> tuple[float | None, int | None]:
     """``(expires_at, calls)`` of a grant made at ``now``, or :class:`InputError` saying why not.
 
@@ -143,7 +156,7 @@ def grant_bounds(now: float, seconds: Any, calls: Any) -> tuple[float | None, in
     >>> grant_bounds(100.0, None, 1.5)
     Traceback (most recent call last):
     ...
-    buddy.rules.base.errors.InputError: grant: calls must be a whole number >= 1 (got 1.5)
+    buddy.rules.base.errors.InputError: grant: calls must be a whole number from 1 to ...
     """
     if seconds is None and calls is None:
         raise InputError("grant: needs a period (seconds) or a number of calls")
@@ -156,8 +169,9 @@ def grant_bounds(now: float, seconds: Any, calls: Any) -> tuple[float | None, in
             expires_at = None
         if expires_at is None or not (math.isfinite(expires_at) and seconds > 0):
             raise InputError(f"grant: seconds must be a finite number > 0 (got {shown(seconds)})")
-    if calls is not None and (type(calls) is not int or calls < 1):
-        raise InputError(f"grant: calls must be a whole number >= 1 (got {shown(calls)})")
+    if calls is not None and (type(calls) is not int or not 1 <= calls <= MAX_CALLS):
+        raise InputError(f"grant: calls must be a whole number from 1 to {MAX_CALLS} "
+                         f"(got {shown(calls)})")
     return expires_at, calls
 
 
@@ -194,6 +208,19 @@ class GrantBook:
         left = self._left.get(grant.id)
         return (grant.expires_at is None or now < grant.expires_at) and \
             (grant.calls is None or (left is not None and left > 0))
+
+    def withdrawn(self, grant_id: str, now: float) -> str | None:
+        """Why a grant that approved a call (and was used by it) no longer stands, or None.
+
+        Unlike :meth:`check`, a grant whose calls are used up still stands for
+        the calls it approved.
+        """
+        grant = self._by_id.get(grant_id)
+        if grant is None:
+            return "was revoked"
+        if grant.expires_at is not None and now >= grant.expires_at:
+            return f"expired at {grant.expires_at}"
+        return None
 
     def check(self, grant_id: str, now: float) -> str | None:
         """Why ``grant_id`` cannot approve a call at ``now``, or None if it can."""

@@ -35,7 +35,7 @@ import json
 import math
 import os
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -113,12 +113,21 @@ class AuditLog:
         self._fd: int | None = None       # file logs: the open log file
         self._end = 0                     # bytes of the file this writer has verified
         self._since_sync = 0
+        self._held = 0                    # file logs: depth of hold() by this writer
+        #: Whether other writers may append too (a file log): see :meth:`hold`.
+        self.shared = path is not None
         self._seq = 0
         self._prev = GENESIS
+        #: The log's system lock: whether its last ``lock``/``unlock`` event, written by
+        #: any writer of the log, is a lock. Every engine writing to the log honours it.
+        self.locked = False
         self.recovered_torn: str | None = None
         if path is not None:
             self._open_file(path, allow_missing_anchor)
         else:
+            # A memory log has no file to lock or catch up with: its appends go
+            # straight to the writer (one call less on the hot path).
+            self.append_locked = self._append  # type: ignore[method-assign]
             self._header()
 
     # -- construction --------------------------------------------------------
@@ -175,6 +184,7 @@ class AuditLog:
                 report = verify_chain(scan.raw, self._chain, str(path), anchor=anchor)
                 self._seq, self._prev, self._end = report.last_seq, report.last_hash, \
                     scan.good_bytes
+                self.locked = _lock_state(scan.raw, self.locked)
                 if scan.torn is not None:
                     self._move_torn(scan.torn_bytes)
                 if anchor is None:
@@ -229,6 +239,11 @@ class AuditLog:
             if self.path is not None:
                 raise AuditError(f"{self.path}: the audit log is closed")
             return self._append(kind, machine, subject, event, src, dst, data, ts)
+        if self._held:  # the caller holds the file (see hold): the tail is read already
+            seq = self._append(kind, machine, subject, event, src, dst, data, ts)
+            if self.sync == "always" or self._since_sync >= self.sync_every:
+                self._sync()
+            return seq
         _flock(fd, _LOCK_EX)
         try:
             if _lseek(fd, 0, _SEEK_END) != self._end:
@@ -240,16 +255,62 @@ class AuditLog:
         finally:
             _flock(fd, _LOCK_UN)
 
+    def set_locked(self, locked: bool, reason: str) -> int | None:
+        """Lock or unlock the log's system: append the ``lock``/``unlock`` event (seq),
+        or None when it already is so. The caller holds :attr:`lock`."""
+        self.hold()
+        try:
+            if self.locked is locked:
+                return None
+            src, dst = ("UNLOCKED", "LOCKED") if locked else ("LOCKED", "UNLOCKED")
+            kind = "lock" if locked else "unlock"
+            seq = self.append_locked(kind, "system", "system", kind, src, dst,
+                                     {"reason": reason})
+            self.locked = locked
+            return seq
+        finally:
+            self.release()
+
+    def hold(self) -> None:
+        """Hold the file until :meth:`release`, having read what other writers appended.
+
+        A decision that must see the log's latest state (its system lock) and be
+        recorded before anyone appends after it holds the file across both. The
+        caller holds :attr:`lock`; holds nest; a memory log needs none.
+        """
+        fd = self._fd
+        if fd is None:
+            return
+        if self._held == 0:
+            _flock(fd, _LOCK_EX)
+            try:
+                if _lseek(fd, 0, _SEEK_END) != self._end:
+                    self._catch_up()
+            except BaseException:
+                _flock(fd, _LOCK_UN)
+                raise
+        self._held += 1
+
+    def release(self) -> None:
+        """End one :meth:`hold`."""
+        fd = self._fd
+        if fd is None or self._held == 0:
+            return
+        self._held -= 1
+        if self._held == 0:
+            _flock(fd, _LOCK_UN)
+
     def _append(self, kind: str, machine: str, subject: Subject, event: str, src: str | None,
-                dst: str | None, data: dict[str, Any], ts: float | None) -> int:
+                dst: str | None, data: dict[str, Any], ts: float | None = None) -> int:
         """Encode, hash and write one event; only then take its seq (file lock held)."""
         seq = self._seq + 1
-        if type(subject) is not str and callable(subject):
-            subject = subject(seq)
         if ts is None:
             ts = self._clock()
-        if type(ts) is not float or ts - ts != 0.0 or type(data) is not dict or \
-                type(subject) is not str:
+        # ts - ts is 0.0 for a finite float, NaN (true) for NaN and the infinities
+        if type(subject) is not str or type(ts) is not float or ts - ts or \
+                type(data) is not dict:
+            if callable(subject):
+                subject = subject(seq)
             ts, data = _check_envelope(kind, machine, subject, event, src, dst, data, ts)
         try:
             body = _DUMPS({
@@ -324,9 +385,10 @@ class AuditLog:
                                    "write: events were cut from the end")
         scan = split_log(_read(self._fd, self._end, size), self.path, self._seq)
         report = verify_chain(scan.raw, self._chain, str(self.path), seq=self._seq,
-                         prev=self._prev)
+                              prev=self._prev)
         self._seq, self._prev, self._end = report.last_seq, report.last_hash, \
             self._end + scan.good_bytes
+        self.locked = _lock_state(scan.raw, self.locked)
         if scan.torn is not None:  # a writer died mid-line
             self._move_torn(scan.torn_bytes)
 
@@ -361,6 +423,9 @@ class AuditLog:
         """Catch up with other writers, then sync: the anchor names the file's real head."""
         fd = self._fd
         assert fd is not None
+        if self._held:
+            self._sync()
+            return
         _flock(fd, _LOCK_EX)
         try:
             if _lseek(fd, 0, _SEEK_END) != self._end:
@@ -448,6 +513,17 @@ def _check_envelope(kind: Any, machine: Any, subject: Any, event: Any, src: Any,
             not math.isfinite(float(ts)):
         raise AuditError(f"audit event: ts must be a finite number (got {shown(ts)})")
     return float(ts), dict(data)
+
+
+def _lock_state(lines: Sequence[bytes], locked: bool) -> bool:
+    """The system lock after ``lines`` (verified lines of this log), from ``locked``."""
+    for line in lines:
+        at = line.find(b',"kind":"') + 9  # the first is the envelope's: seq and ts hold none
+        if line.startswith(b'lock"', at):
+            locked = True
+        elif line.startswith(b'unlock"', at):
+            locked = False
+    return locked
 
 
 def _clean(text: str) -> str:

@@ -51,12 +51,17 @@ _HASH = b',"hash":"'
 
 # -- keys ---------------------------------------------------------------------
 
+#: The shortest audit key :func:`load_key` accepts.
+MIN_KEY_BYTES = 16
+
+
 def load_key(*, file: str | os.PathLike[str] | None = None, env: str | None = None,
              environ: Mapping[str, str] | None = None) -> bytes | None:
     """Read an HMAC key from a file or an environment variable (never from the log).
 
     Returns None when neither is given. Raises :class:`AuditError` when the
-    named source is missing or empty.
+    named source is missing or empty, or holds fewer than :data:`MIN_KEY_BYTES`
+    bytes (a short key is guessed, and then anyone can re-chain the log).
     """
     if file is not None:
         try:
@@ -65,13 +70,18 @@ def load_key(*, file: str | os.PathLike[str] | None = None, env: str | None = No
             raise AuditError(f"{file}: cannot read audit key: {exc.strerror}") from None
         if not key:
             raise AuditError(f"{file}: audit key file is empty")
-        return key
-    if env is not None:
+        where = str(file)
+    elif env is not None:
         value = (os.environ if environ is None else environ).get(env, "")
         if not value:
             raise AuditError(f"environment variable {env} (audit key) is not set or empty")
-        return value.encode("utf-8")
-    return None
+        key, where = value.encode("utf-8"), f"environment variable {env}"
+    else:
+        return None
+    if len(key) < MIN_KEY_BYTES:
+        raise AuditError(f"{where}: audit key of {len(key)} bytes: it needs at least "
+                         f"{MIN_KEY_BYTES} (e.g. `openssl rand -hex 32`)")
+    return key
 
 
 class Chain:

@@ -32,8 +32,8 @@ from buddy.machines.escalation import (
     ExecutionState,
 )
 from buddy.rules.base._canonical import args_digest
-from buddy.rules.base._masking import described, shown
-from buddy.rules.base._values import ExecutionMode
+from buddy.rules.base._masking import described, mask_text, shown
+from buddy.rules.base._values import ExecutionMode, plain_confidence
 from buddy.rules.base.errors import InputError
 
 if TYPE_CHECKING:
@@ -78,7 +78,7 @@ class ExecutionResult:
     result: Any = None
     error: str | None = None
     args: Mapping[str, Any] | None = None
-    rolled_back: tuple[str, ...] = ()
+    rolled_back: tuple[str, ...] = ()  # contexts of the session undone (undo succeeded)
     timed_out: bool = False        # the handler raised a TimeoutError
 
 
@@ -125,8 +125,11 @@ def _name(value: object) -> str:
 
 def _bad_args(args: object) -> Outcome | None:
     """The refusal of arguments that are not a mapping with string keys, or None."""
-    if args is None or isinstance(args, Mapping) and all(type(k) is str for k in args):
-        return None
+    try:
+        if args is None or isinstance(args, Mapping) and all(type(k) is str for k in args):
+            return None
+    except Exception:  # a mapping that cannot even be walked
+        pass
     return _refusal(RULE_BAD_ARGS, f"args must be a mapping with string keys "
                     f"(got {shown(args)}): fail closed")
 
@@ -168,9 +171,14 @@ class Controller:
         """Decide one call on a fresh context; the handler runs at :meth:`PendingCall.run`."""
         gate = self.gate
         agent = session.agent if agent is None else agent
-        refused = gate.refusal(agent, tool, confidence, approval) or _bad_args(args)
+        if max_mode is not None and not isinstance(max_mode, ExecutionMode):
+            raise InputError(f"max_mode must be an ExecutionMode or None (got {shown(max_mode)})")
+        if type(confidence) is not float:
+            confidence = plain_confidence(confidence)
+        bad_args = _bad_args(args)
+        refused = gate.refusal(agent, tool, confidence, approval) or bad_args
         if refused is not None:
-            call_args = dict(args) if isinstance(args, Mapping) else {}
+            call_args = dict(args) if bad_args is None and args is not None else {}
             with gate.lock:
                 seq = gate.record(lambda seq: f"ctx-{seq}", agent, tool, confidence, approval,
                                   None, gate.locked, refused)
@@ -204,22 +212,30 @@ class Controller:
                                           None, None, {"agent": agent, "tool": tool,
                                                        "original": masker.mask(call_args),
                                                        "edited": masker.mask(dict(answer.args)),
-                                                       "reason": answer.reason})
+                                                       "reason": mask_text(answer.reason)})
                         call_args = dict(answer.args)
-                    self._fire(ctx, APPROVAL_PATH, inputs, common, why=answer.reason or None)
+                    self._fire(ctx, APPROVAL_PATH, inputs, common,
+                               why=mask_text(answer.reason) or None)
             with gate.lock:
-                if gate.locked and not inputs.locked:  # locked while this call was deciding
-                    inputs.locked = True
-                    self._fire(ctx, ("lock",), inputs, common, why="system locked meanwhile")
-                outcome = gate.throttle(tool, entry.outcomes[(ctx.state, inputs.locked)])
-                gate.record(ctx.subject(), agent, tool, confidence, inputs.approval, via,
-                            inputs.locked, outcome, approved_at)
+                audit = gate.audit
+                audit.hold()  # the log's lock as it is now, and no one appends in between
+                try:
+                    if audit.locked and not inputs.locked:  # locked while this call decided
+                        inputs.locked = True
+                        self._fire(ctx, ("lock",), inputs, common,
+                                   why="system locked meanwhile")
+                    outcome = gate.throttle(tool, entry.outcomes[(ctx.state, inputs.locked)])
+                    gate.record(ctx.subject(), agent, tool, confidence, inputs.approval, via,
+                                inputs.locked, outcome, approved_at)
+                finally:
+                    audit.release()
         except BaseException:
             self.release(ctx)
             raise
         decision = outcome[0]
         pending = PendingCall(self, session, ctx, tool, call_args, decision, inputs, common,
-                              max_mode=max_mode, cap_reason=cap_reason, agent=agent)
+                              max_mode=max_mode, cap_reason=cap_reason, agent=agent,
+                              approved_by=via)
         if not decision.allowed:
             pending.cancel()
         return pending
@@ -228,7 +244,7 @@ class Controller:
                  args: dict[str, Any],
                  decision: Decision, inputs: EscalationInputs, common: dict[str, Any],
                  max_mode: ExecutionMode | None = None, cap_reason: str = "",
-                 ) -> ExecutionResult:
+                 approved_by: str | None = None) -> ExecutionResult:
         gate = self.gate
         handlers = self.handlers.get(tool, Handlers())
         mode = decision.mode
@@ -241,8 +257,17 @@ class Controller:
         if mode is ExecutionMode.DRY_RUN and handlers.dry_run is None:
             mode = self._downgrade(ctx, inputs, common, ExecutionMode.MOCK,
                                    "no dry-run handler registered")
-        if mode is ExecutionMode.LIVE and gate.locked:
-            # The kill switch: a lock after the decision still stops the LIVE run.
+        if mode is ExecutionMode.LIVE and approved_by is not None and \
+                approved_by.startswith("grant:"):
+            # A grant revoked (or expired) since the decision no longer approves the run.
+            gid = approved_by[len("grant:"):]
+            withdrawn = gate.grant_withdrawn(gid)
+            if withdrawn is not None:
+                mode = self._downgrade(ctx, inputs, common, ExecutionMode.DRY_RUN,
+                                       f"grant {gid} {withdrawn} before the LIVE run")
+        if mode is ExecutionMode.LIVE and gate.locked_now():
+            # The kill switch: a lock after the decision, by any writer of the log, still
+            # stops the LIVE run.
             inputs.locked = True
             self._fire(ctx, ("lock",), inputs, common, why="system locked before the LIVE run")
             mode = ExecutionMode.MOCK
@@ -322,11 +347,13 @@ class PendingCall:
                  tool: str, args: dict[str, Any], decision: Decision,
                  inputs: EscalationInputs | None = None, common: dict[str, Any] | None = None,
                  done: ExecutionResult | None = None, max_mode: ExecutionMode | None = None,
-                 cap_reason: str = "", agent: str | None = None) -> None:
+                 cap_reason: str = "", agent: str | None = None,
+                 approved_by: str | None = None) -> None:
         self._controller = controller
         self.agent = agent or session.agent
         self._max_mode = max_mode
         self._cap_reason = cap_reason
+        self._approved_by = approved_by
         self._session = session
         self._ctx = ctx  # pooled: given back once the call has run or been cancelled
         self.context = _id(ctx) if ctx is not None else done.context  # type: ignore[union-attr]
@@ -351,7 +378,8 @@ class PendingCall:
             try:
                 self._done = self._controller._execute(
                     self._session, ctx, self.agent, self.tool, self.args, self.decision,
-                    self._inputs, self._common, self._max_mode, self._cap_reason)
+                    self._inputs, self._common, self._max_mode, self._cap_reason,
+                    self._approved_by)
             finally:
                 self._controller.release(ctx)
         return self._done
@@ -376,13 +404,15 @@ class Session:
     """Calls of one agent that roll back together: on an error in LIVE, every
     earlier reversible LIVE action of the session is undone, newest first.
 
-    Use as a context manager or call :meth:`execute` directly.
+    Use as a context manager or call :meth:`execute` directly; once its
+    ``with`` block has ended, it takes no more calls.
     """
 
     def __init__(self, controller: Controller, agent: str) -> None:
         self._controller = controller
         self.agent = agent
         self._stack: list[_Done] = []
+        self._closed = False
 
     def execute(self, tool: str, args: Mapping[str, Any] | None = None, *, confidence: float,
                 approval: bool | None = None, max_mode: ExecutionMode | None = None,
@@ -402,6 +432,9 @@ class Session:
         makes the call for another agent than the session's (a plan whose steps
         several agents share rolls back as one).
         """
+        if self._closed:
+            raise InputError(f"the session of {self.agent!r} has ended: its calls could no "
+                             "longer roll back together; start a new one")
         return self._controller.prepare(self, tool, args, confidence, approval, max_mode,
                                         cap_reason, agent)
 
@@ -417,11 +450,11 @@ class Session:
             try:
                 out = done.undo(done.args, done.result)
                 data = {"tool": done.tool, "ok": True, "result": audit.masker.mask(out)}
-            except Exception as exc:
+                undone.append(done.context)
+            except Exception as exc:  # recorded; the action stands, so it is not undone
                 data = {"tool": done.tool, "ok": False, "error": described(exc)}
             audit.append("rollback", "escalation", done.context, "undo", None, None,
                          {**data, "because_of": failed})
-            undone.append(done.context)
         return tuple(undone)
 
     def __enter__(self) -> Session:
@@ -429,5 +462,6 @@ class Session:
 
     def __exit__(self, *exc: object) -> None:
         self._stack.clear()
+        self._closed = True
 
 

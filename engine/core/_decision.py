@@ -137,9 +137,9 @@ class Policy:
             for risk, p in table.policies.items() for needs in (False, True)}
         self._by_risk = {(risk.value, needs): (table.policies[risk], out)
                          for (risk, needs), out in self.outcomes.items()}
-        # Where the walk from MOCK ends, by (tool, confidence, approval, locked).
+        # The outcome of the walk from MOCK, by (tool, confidence, approval, locked).
         # Agents repeat confidences (0.85, 0.9, ...), so most walks are looked up.
-        self._walked: dict[tuple[_Tool, float, bool | None, bool], str] = {}
+        self._walked: dict[tuple[_Tool, float, bool | None, bool], Outcome] = {}
         self.tools: dict[str, _Tool] = {
             c.name: _Tool(c, table.policies[c.risk], self.outcomes[(c.risk, c.requires_approval)])
             for c in registry}
@@ -167,19 +167,21 @@ class Policy:
         at = None
         try:
             key = (entry, confidence, approval, locked)
-            state = self._walked.get(key)
-            if state is None:  # the walk is a pure function of the key: remember it
+            outcome = self._walked.get(key)
+            if outcome is None:  # the walk is a pure function of the key: remember its end
                 state = walk(self.machine, "MOCK", DECIDE_PATH, EscalationInputs(
                     entry.policy, confidence, approval, locked, entry.requires_approval))
                 if len(self._walked) >= WALK_MEMO_SIZE:
                     self._walked.clear()
-                self._walked[key] = state
-            if state == "AWAITING_APPROVAL" and approval is None and resolver is not None:
+                outcome = self._walked[key] = entry.outcomes[(state, locked)]
+            if outcome[2] == "AWAITING_APPROVAL" and approval is None and resolver is not None:
                 approval, via, at = resolver(agent, entry.contract, confidence)
                 if approval is not None:
-                    state = walk(self.machine, state, APPROVAL_PATH, EscalationInputs(
-                        entry.policy, confidence, approval, locked, entry.requires_approval))
-            return entry.outcomes[(state, locked)], approval, via, at
+                    state = walk(self.machine, "AWAITING_APPROVAL", APPROVAL_PATH,
+                                 EscalationInputs(entry.policy, confidence, approval, locked,
+                                                  entry.requires_approval))
+                    outcome = entry.outcomes[(state, locked)]
+            return outcome, approval, via, at
         except Exception as exc:  # fail closed, never LIVE by accident
             return _refusal(RULE_ERROR, f"evaluation failed: {described(exc)}: "
                             "fail closed"), approval, via, at

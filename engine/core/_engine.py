@@ -63,6 +63,8 @@ class Engine:
         self.audit = audit if audit is not None else AuditLog.memory(clock=clock)
         self._gate = Gate(self.policy, self.audit, clock, approver=approver, agents=agents)
         self._controller = Controller(self._gate)
+        # The documented method below, without its frame: decide is the hot path.
+        self.decide = self._gate.decide  # type: ignore[method-assign]
 
     # -- construction --------------------------------------------------------
     @classmethod
@@ -111,7 +113,7 @@ class Engine:
         not a non-empty string, unknown tools, confidences outside [0, 1] or
         NaN) and any failure inside evaluation fail closed (MOCK, not allowed).
         """
-        return self._gate.decide(agent, tool, confidence, approval)
+        return self._gate.decide(agent, tool, confidence, approval=approval)
 
     # -- running -------------------------------------------------------------
     def register_handler(self, tool: str, *, mock: Callable[..., Any] | None = None,

@@ -38,7 +38,7 @@ from buddy.engine.core._decision import (
 )
 from buddy.machines.escalation import ExecutionState
 from buddy.rules.base._masking import described, shown
-from buddy.rules.base._values import ExecutionMode
+from buddy.rules.base._values import ExecutionMode, plain_confidence
 from buddy.rules.base.errors import InputError
 from buddy.rules.tables._catalogue import ToolContract
 
@@ -92,43 +92,89 @@ class Gate:
         self.approver = approver
         self.agents = None if agents is None else {a: frozenset(p) for a, p in agents.items()}
         self.lock = audit.lock
-        self.locked = False
         self.grants = GrantBook()
         self.buckets = {c.name: TokenBucket(c.rate_limit_per_minute) for c in policy.registry
                         if c.rate_limit_per_minute is not None}
 
+    @property
+    def locked(self) -> bool:
+        """The system lock: the log's, which every engine writing to it honours."""
+        return self.audit.locked
+
     # -- deciding ------------------------------------------------------------
-    def decide(self, agent: str, tool: str, confidence: float,
-               approval: bool | None) -> Decision:
-        """Decide one call and record it (see :meth:`buddy.engine.Engine.decide`)."""
-        policy = self.policy
+    def decide(self, agent: str, tool: str, confidence: float, *,
+               approval: bool | None = None) -> Decision:
+        """Decide one call and record it (see :meth:`buddy.engine.Engine.decide`).
+
+        With a file log, the decision is made holding the file, having read what
+        other writers appended (a lock one of them took, say), and recorded
+        before anyone appends after it.
+        """
+        policy, audit = self.policy, self.audit
+        if type(confidence) is not float:
+            confidence = plain_confidence(confidence)
         subject = agent if type(agent) is str else shown(agent)  # decide's events: by agent
         refused = self.refusal(agent, tool, confidence, approval) \
             if self.agents is not None else None
         with self.lock:
-            locked = self.locked
-            if refused is not None:
-                self.record(subject, agent, tool, confidence, approval, None, locked, refused)
-                return refused[0]
-            outcome, approved, via, at = policy.evaluate(tool, confidence, approval, locked,
-                                                         agent, self._grant)
-            if approved is not None or self.approver is None or \
-                    outcome[0].state is not S.AWAITING_APPROVAL:
-                if self.buckets:
-                    outcome = self.throttle(tool, outcome)
-                self.audit.append_locked(  # self.record, inlined: this is the hot path
-                    "decision", "escalation", subject, "decide", "MOCK", outcome[2],
-                    policy.record(agent, tool, confidence, approved, via, locked, outcome, at))
-                return outcome[0]
+            shared = audit.shared
+            if shared:
+                audit.hold()
+            try:
+                locked = audit.locked
+                if refused is not None:
+                    self.record(subject, agent, tool, confidence, approval, None, locked,
+                                refused)
+                    return refused[0]
+                outcome, approved, via, at = policy.evaluate(tool, confidence, approval,
+                                                             locked, agent, self._grant)
+                if approved is not None or self.approver is None or \
+                        outcome[0].state is not S.AWAITING_APPROVAL:
+                    if self.buckets:
+                        outcome = self.throttle(tool, outcome)
+                    audit.append_locked(  # self.record, inlined: this is the hot path
+                        "decision", "escalation", subject, "decide", "MOCK", outcome[2],
+                        policy.record(agent, tool, confidence, approved, via, locked, outcome,
+                                      at))
+                    return outcome[0]
+            finally:
+                if shared:
+                    audit.release()
         answer = self.ask(agent, policy.tools[tool].contract, confidence, None)
         with self.lock:
-            locked = self.locked
-            outcome, approved, _, _ = policy.evaluate(
-                tool, confidence, None if answer is None else answer.approved, locked, agent)
-            outcome = self.throttle(tool, outcome)
-            self.record(subject, agent, tool, confidence, approved,
-                        None if answer is None else "callback", locked, outcome)
-            return outcome[0]
+            if shared:
+                audit.hold()
+            try:
+                locked = audit.locked
+                outcome, approved, _, _ = policy.evaluate(
+                    tool, confidence, None if answer is None else answer.approved, locked, agent)
+                outcome = self.throttle(tool, outcome)
+                self.record(subject, agent, tool, confidence, approved,
+                            None if answer is None else "callback", locked, outcome)
+                return outcome[0]
+            finally:
+                if shared:
+                    audit.release()
+
+    def locked_now(self) -> bool:
+        """The system lock as the log holds it now, other writers' locks included."""
+        audit = self.audit
+        with self.lock:
+            audit.hold()
+            audit.release()
+            return audit.locked
+
+    def now(self) -> float:
+        """The clock's reading, refused when it is not a finite number of seconds."""
+        now = self.clock()
+        if type(now) is not float:
+            if isinstance(now, bool) or not isinstance(now, int | float):
+                raise InputError(f"the engine's clock must return seconds as a number "
+                                 f"(got {shown(now)})")
+            now = float(now)
+        if now - now != 0.0:
+            raise InputError(f"the engine's clock must return a finite number (got {now!r})")
+        return now
 
     def refusal(self, agent: object, tool: object, confidence: object,
                 approval: object) -> Outcome | None:
@@ -156,7 +202,7 @@ class Gate:
         if not decision.allowed or decision.mode not in _USES_THE_TOOL:
             return outcome  # a refusal's tool may be anything; an allowed one is known
         bucket = self.buckets.get(tool)
-        if bucket is None or bucket.take(self.clock()):
+        if bucket is None or bucket.take(self.now()):
             return outcome
         return _refusal(RULE_RATE_LIMIT, f"{tool} allows {bucket.capacity:g} calls per minute "
                         "and none is left: fail closed")
@@ -174,7 +220,7 @@ class Gate:
     def _grant(self, agent: str, contract: ToolContract,
                confidence: float) -> tuple[bool | None, str | None, float | None]:
         """A live grant for the call, used up by one; the caller holds :attr:`lock`."""
-        now = self.clock()
+        now = self.now()
         grant = self.grants.consume(agent, contract.name, now)
         if grant is None:
             return None, None, None
@@ -209,12 +255,16 @@ class Gate:
 
     # -- the system lock and grants -----------------------------------------
     def set_lock(self, locked: bool, reason: str) -> None:
+        """Lock or unlock the log's system (a no-op when it already is so)."""
+        if not isinstance(reason, str):
+            raise InputError(f"a lock's reason must be a string (got {shown(reason)})")
         with self.lock:
-            if self.locked is not locked:
-                self.locked = locked
-                src, dst = ("UNLOCKED", "LOCKED") if locked else ("LOCKED", "UNLOCKED")
-                kind = "lock" if locked else "unlock"
-                self.audit.append(kind, "system", "system", kind, src, dst, {"reason": reason})
+            self.audit.set_locked(locked, reason)
+
+    def grant_withdrawn(self, grant_id: str) -> str | None:
+        """Why a grant that approved a call no longer does (revoked, expired), or None."""
+        with self.lock:
+            return self.grants.withdrawn(grant_id, self.now())
 
     def grant(self, agent: str, tool: str, seconds: Any, calls: Any, reason: str) -> Grant:
         if type(agent) is not str or not agent:
@@ -224,7 +274,7 @@ class Gate:
         if not isinstance(reason, str):
             raise InputError(f"grant: reason must be a string (got {type(reason).__name__})")
         with self.lock:
-            now = self.clock()
+            now = self.now()
             expires_at, calls = grant_bounds(now, seconds, calls)
             seq = self.audit.append("grant", "approval", lambda seq: f"grant-{seq}", "grant",
                                     None, "ACTIVE", {
@@ -236,6 +286,10 @@ class Gate:
             return grant
 
     def revoke(self, grant_id: str, reason: str) -> None:
+        if type(grant_id) is not str:
+            raise InputError(f"no active grant {shown(grant_id)}")
+        if not isinstance(reason, str):
+            raise InputError(f"a revocation's reason must be a string (got {shown(reason)})")
         with self.lock:
             self.grants.revoke(grant_id)
             self.audit.append("revoke", "approval", grant_id, "revoke", "ACTIVE", "REVOKED",

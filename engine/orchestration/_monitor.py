@@ -61,12 +61,16 @@ __all__ = ["MetricSnapshot", "Monitor", "Tally", "iso"]
 
 
 def iso(ts: float) -> str:
-    """An epoch reading as ISO 8601 UTC to the second, e.g. ``2024-01-15T14:30:25Z``.
+    """An epoch reading as ISO 8601 UTC to the second, e.g. ``2024-01-15T14:30:25Z``;
+    one beyond what a date holds (year 10000 on) as its seconds.
 
-    >>> iso(0.0)
-    '1970-01-01T00:00:00Z'
+    >>> iso(0.0), iso(1e300)
+    ('1970-01-01T00:00:00Z', '1e+300 s since the epoch')
     """
-    return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    try:
+        return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (OverflowError, ValueError, OSError):  # a simulated clock far past year 9999
+        return f"{ts:g} s since the epoch"
 
 
 # -- the monitor -------------------------------------------------------------------

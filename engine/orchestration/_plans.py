@@ -21,11 +21,21 @@ import orjson
 from buddy.rules.base._files import split_lines
 from buddy.rules.base._masking import shown
 from buddy.rules.base._values import ExecutionMode, valid_confidence
-from buddy.rules.base.errors import PlanError
+from buddy.rules.base.errors import InputError, PlanError
 from buddy.rules.tables._catalogue import ToolContractRegistry
 
 __all__ = ["MAX_ARGS_DEPTH", "ExecutionOutcome", "PlanLoad", "PlannedCall", "ToolExecutionPlan",
            "load_plans", "plan_to_json"]
+
+
+#: Why a plan's ``"approval": true`` is refused.
+SELF_APPROVAL = ("a plan cannot approve its own call (approvals come from the approver or a "
+                 "scoped grant); give false (a pre-denial) or null")
+
+
+def _no_self_approval(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None and value is not False:
+        raise InputError(f"{attribute.name}: {SELF_APPROVAL} (got {shown(value)})")
 
 
 @attrs.frozen
@@ -37,8 +47,11 @@ class PlannedCall:
     RATE_LIMIT conflicts live. ``resource`` names an exclusive resource the call
     holds while it runs (e.g. ``"crm:contact:42"``); None holds nothing.
     ``estimated_s`` is the planner's duration estimate, checked against the
-    tool's timeout. ``approval`` is a one-shot approval answer, if the plan
-    carries one.
+    tool's timeout. ``approval`` may only be ``False`` (a pre-denial: a call
+    that needs an approval is halted) or None: a plan is the agent's own word,
+    so it cannot approve its call; approvals come from the engine's approver or
+    a scoped grant (:class:`~buddy.rules.base.errors.InputError` for anything
+    else).
     """
 
     id: str
@@ -50,7 +63,7 @@ class PlannedCall:
     args: Mapping[str, Any] = attrs.field(factory=dict, eq=False)
     resource: str | None = None
     estimated_s: float | None = None
-    approval: bool | None = None
+    approval: bool | None = attrs.field(default=None, validator=_no_self_approval)
 
 
 @attrs.frozen
@@ -152,18 +165,21 @@ def load_plans(path: str | os.PathLike[str], registry: ToolContractRegistry | No
 
     ``execution_order`` (step ids) defaults to the order of ``steps``; a step's
     slot is its position in it. ``args`` may nest :data:`MAX_ARGS_DEPTH` levels.
-    A plan with a problem is rejected with one line naming the file, line (JSON
-    Lines), plan and field; the others load. Values are echoed masked and
-    shortened (:func:`~buddy.rules.base.shown`), ``args`` only by their kind.
+    ``approval`` may be ``false`` (a pre-denial) or null, never ``true``: a plan
+    cannot approve its own call. A plan with a problem is rejected with one line
+    naming the file, the line the plan starts on, the plan and the field; the
+    others load. Values are echoed masked and shortened
+    (:func:`~buddy.rules.base.shown`), ``args`` only by their kind.
 
     The file is one JSON document when it parses as one (but for a single plan
     on one line), or when it opens a list (its first character ``[``) or its
     first line is a lone ``{``; else it is JSON Lines, split on ``\\n`` only (JSON
-    strings may hold U+2028 and the like raw).
+    strings may hold U+2028 and the like raw). A document is a list of plans,
+    ``{"plans": [...]}`` (no other key) or one plan.
 
-    Raises :class:`PlanError` when the file cannot be read, is not UTF-8, or is a
+    Raises :class:`PlanError` when the file cannot be read, is not UTF-8, is a
     JSON document that does not parse (the error names its line and column) or
-    holds no plans.
+    does not hold plans as above, or holds no plan at all.
     """
     p = Path(path)
     try:
@@ -177,20 +193,23 @@ def load_plans(path: str | os.PathLike[str], registry: ToolContractRegistry | No
     errors: list[tuple[int, str]] = []
     document = _document(p, data)
     if document is not _LINES:
-        items = document.get("plans", document) if isinstance(document, dict) else document
-        items = [items] if isinstance(items, dict) else items
-        if not isinstance(items, list):
-            raise PlanError(f"{p}: must hold plans: a list, {{\"plans\": [...]}} or JSON Lines")
-        raw = [(i, f"{p}: ", str(i), item) for i, item in enumerate(items)]
+        items = _document_plans(p, document)
+        lines = _item_lines(data, isinstance(document, dict) and "plans" in document)
+        if len(lines) != len(items):  # cannot happen for valid JSON; then name no line
+            lines = []
+        raw = [(i, f"{p}:{lines[i]}: " if lines else f"{p}: ", str(i), item)
+               for i, item in enumerate(items)]
     else:  # JSON Lines: one plan per line
-        lines, tail = split_lines(data)
-        for n, line in enumerate([*lines, tail], 1):
+        lines_of, tail = split_lines(data)
+        for n, line in enumerate([*lines_of, tail], 1):
             if not line.strip():
                 continue
             try:
                 raw.append((n, f"{p}:{n}: ", str(len(raw)), orjson.loads(line)))
             except orjson.JSONDecodeError as exc:
                 errors.append((n, f"{p}:{n}: invalid JSON: {exc}"))
+    if not raw and not errors:
+        raise PlanError(f"no plans in {p}")
     plans: list[ToolExecutionPlan] = []
     seen: set[str] = set()
     for order, where, index, item in raw:
@@ -221,6 +240,72 @@ def _document(p: Path, data: bytes) -> Any:
         return _LINES
     one_plan = isinstance(document, dict) and "plans" not in document
     return _LINES if one_plan and b"\n" not in data.strip() else document
+
+
+def _document_plans(p: Path, document: Any) -> list[Any]:
+    """The plans of a JSON document: a list, ``{"plans": [...]}`` or one plan."""
+    if isinstance(document, list):
+        return document
+    if not isinstance(document, dict):
+        raise PlanError(f"{p}: must hold plans: a list, {{\"plans\": [...]}} or JSON Lines "
+                        f"(got {_kind(document)})")
+    if "plans" not in document:
+        return [document]
+    extra = sorted(set(document) - {"plans"}, key=str)
+    if extra:
+        raise PlanError(f"{p}: unknown top-level key {shown(extra[0])} (a plans document "
+                        "holds only \"plans\")")
+    if not isinstance(document["plans"], list):
+        raise PlanError(f"{p}: plans must be a list (got {_kind(document['plans'])})")
+    return list(document["plans"])
+
+
+#: A JSON string, or a structural character; what :func:`_item_lines` steps through.
+_TOKEN = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[][{}:,]')
+_SPACE = re.compile(rb"[ \t\r\n]*")
+
+
+def _skip_space(data: bytes, pos: int) -> int:
+    m = _SPACE.match(data, pos)
+    return m.end() if m else pos
+
+
+def _item_lines(data: bytes, in_plans: bool) -> list[int]:
+    """The line each plan of a valid JSON document starts on: the items of the
+    top-level list, of the top-level object's ``"plans"`` list (``in_plans``), or
+    the document itself when it is one plan. Linear, no recursion."""
+    start = _skip_space(data, 0)
+    if data[start:start + 1] == b"{" and not in_plans:
+        return [data.count(b"\n", 0, start) + 1]
+    starts: list[int] = []
+    depth, target, key, is_plans = 0, (None if in_plans else 1), b"", False
+    for m in _TOKEN.finditer(data):
+        tok = m.group()
+        if tok[:1] == b'"':
+            key = tok
+        elif tok == b":":
+            is_plans = depth == 1 and in_plans and orjson.loads(key) == "plans"
+        elif tok in (b"[", b"{"):
+            depth += 1
+            if tok == b"[" and (depth == target if not in_plans else depth == 2 and is_plans):
+                target, starts = depth, []  # a repeated "plans" key: the last one counts
+                starts.append(m.end())
+        elif tok == b",":
+            if depth == target:
+                starts.append(m.end())
+        else:  # ] or }
+            if depth == target:
+                target = -1  # that list is closed: later commas are not its
+            depth -= 1
+    lines, line, at = [], 1, 0
+    for pos in starts:
+        pos = _skip_space(data, pos)
+        if data[pos:pos + 1] == b"]":  # an empty list holds no item
+            continue
+        line += data.count(b"\n", at, pos)
+        at = pos
+        lines.append(line)
+    return lines
 
 
 def _read_plan(where: str, index: str, item: Any, registry: ToolContractRegistry | None,
@@ -295,7 +380,9 @@ def _check_step(at: str, step: Any, registry: ToolContractRegistry | None) -> st
                             or not est >= 0):
         return f"{at}.estimated_s: must be a number >= 0 (got {shown(est)})"
     if not isinstance(step.get("approval"), bool | None):
-        return f"{at}.approval: must be true, false or null (got {shown(step['approval'])})"
+        return f"{at}.approval: must be false or null (got {shown(step['approval'])})"
+    if step.get("approval") is True:
+        return f"{at}.approval: {SELF_APPROVAL}"
     return None
 
 

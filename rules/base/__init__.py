@@ -11,8 +11,19 @@ from buddy.rules.base import errors
 from buddy.rules.base._canonical import args_digest
 from buddy.rules.base._convert import converter, make_converter
 from buddy.rules.base._files import split_lines, write_atomic
-from buddy.rules.base._masking import DEFAULT_SECRET_PATTERN, Masker, described, shown
-from buddy.rules.base._values import ExecutionMode, RiskLevel, valid_confidence
+from buddy.rules.base._masking import (
+    DEFAULT_SECRET_PATTERN,
+    Masker,
+    described,
+    mask_text,
+    shown,
+)
+from buddy.rules.base._values import (
+    ExecutionMode,
+    RiskLevel,
+    plain_confidence,
+    valid_confidence,
+)
 
 __all__ = [
     "DEFAULT_SECRET_PATTERN",
@@ -24,6 +35,8 @@ __all__ = [
     "described",
     "errors",
     "make_converter",
+    "mask_text",
+    "plain_confidence",
     "shown",
     "split_lines",
     "valid_confidence",

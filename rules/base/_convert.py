@@ -44,6 +44,8 @@ T = TypeVar("T")
 Scalar = bool | int | float | str
 #: The largest magnitude a float holds; whole numbers beyond it are refused.
 _FLOAT_MAX = sys.float_info.max
+#: The largest whole number a table may hold: a signed 64-bit integer, as JSON writers hold.
+_INT_MAX = 2 ** 63 - 1
 
 
 @attrs.frozen
@@ -82,7 +84,7 @@ def _bool(value: Any, _: Any) -> bool:
 def _int(value: Any, _: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"must be a whole number (got {shown(value)})")
-    if not -_FLOAT_MAX <= value <= _FLOAT_MAX:
+    if not -_INT_MAX <= value <= _INT_MAX:  # what every JSON writer and reader holds
         raise ValueError(f"must be a whole number (got {shown(value)}, too large)")
     return value
 

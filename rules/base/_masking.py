@@ -1,4 +1,10 @@
-"""Secrets kept out of logs and messages: :class:`Masker` and :func:`shown`."""
+"""Secrets kept out of logs and messages: :class:`Masker`, :func:`shown`, :func:`mask_text`.
+
+Data (arguments, results) is masked by key: the value of a secret-looking key
+is written ``***``. Free text that echoes a value (an error message, an
+approver's reason) is masked inline: what follows a secret-looking word and a
+separator (``password: hunter2``, ``api_key=sk-1``, ``Bearer abc``) is cut.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +13,28 @@ import reprlib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-__all__ = ["DEFAULT_SECRET_PATTERN", "Masker", "described", "shown"]
+__all__ = ["DEFAULT_SECRET_PATTERN", "Masker", "described", "mask_text", "shown"]
 
 DEFAULT_SECRET_PATTERN = (
-    r"pass(word|wd|phrase)?|secret|token|api[_-]?key|auth(orization)?|credential|"
-    r"private[_-]?key|cookie|session[_-]?id|signature"
+    r"pass(word|wd|phrase)?|pwd|secret|token|api[_-]?key|auth(orization)?|credential|"
+    r"private[_-]?key|cookie|session[_-]?id|signature|bearer"
 )
+# A secret-looking word, a separator (": ", "=", or a space after "bearer"), then the rest.
+_INLINE = re.compile(
+    rf"(?P<word>\b(?:{DEFAULT_SECRET_PATTERN})\w*)"
+    rf"(?P<sep>\s*[:=]\s*|(?<=bearer)\s+|(?<=Bearer)\s+)\S.*",
+    re.IGNORECASE | re.DOTALL)
+
+
+def mask_text(text: str) -> str:
+    """``text`` with whatever follows a secret-looking word and a separator cut.
+
+    >>> mask_text("login failed: password=hunter2 for ada")
+    'login failed: password=***'
+    >>> mask_text("Authorization: Bearer abc.def"), mask_text("unknown tool token_exchange")
+    ('Authorization: ***', 'unknown tool token_exchange')
+    """
+    return _INLINE.sub(r"\g<word>\g<sep>***", text)
 
 _CONTAINERS = (Mapping, list, tuple)
 
@@ -35,6 +57,9 @@ class Masker:
         self._re = re.compile(f"{pattern}|{extra}" if extra else pattern, re.IGNORECASE)
 
     def is_secret(self, key: object) -> bool:
+        """Whether ``key`` looks like it names a secret (a tuple key: any of its strings)."""
+        if isinstance(key, tuple):
+            return any(self.is_secret(k) for k in key)
         return isinstance(key, str) and self._re.search(key) is not None
 
     def mask(self, value: Any) -> Any:
@@ -101,6 +126,9 @@ class _Shown(reprlib.Repr):
             items.append(f"{self.repr1(k, level - 1)}: {shown_v}")
         return "{" + ", ".join(items) + "}"
 
+    def repr_str(self, x: str, level: int) -> str:
+        return super().repr_str(mask_text(x), level)
+
     def repr_int(self, x: int, level: int) -> str:
         if x.bit_length() > 128:  # decimal text of huge ints is slow, and capped by Python
             return f"<int of {x.bit_length()} bits>"
@@ -121,8 +149,8 @@ def shown(value: Any) -> str:
 
     >>> shown([{"password": "hunter2", "user": "ada"}])
     "[{'password': '***', 'user': 'ada'}]"
-    >>> shown(2 ** 400)
-    '<int of 401 bits>'
+    >>> shown(2 ** 400), shown("password: hunter2")
+    ('<int of 401 bits>', "'password: ***'")
     >>> len(shown("x" * 1000))
     60
     """
@@ -137,7 +165,7 @@ def described(exc: BaseException) -> str:
     'ValueError: bad value'
     """
     try:
-        message = " ".join(str(exc).split("\n"))
+        message = mask_text(" ".join(str(exc).split("\n")))
     except Exception:
         message = "<unprintable>"
     return f"{type(exc).__name__}: {message}" if message else type(exc).__name__

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from typing import Any
 
-__all__ = ["ExecutionMode", "RiskLevel", "valid_confidence"]
+__all__ = ["ExecutionMode", "RiskLevel", "plain_confidence", "valid_confidence"]
 
 
 class RiskLevel(enum.Enum):
@@ -31,6 +31,36 @@ class ExecutionMode(enum.Enum):
 _MODE_RANK = {ExecutionMode.MOCK: 0, ExecutionMode.DRY_RUN: 1, ExecutionMode.LIVE: 2}
 
 
+def plain_confidence(value: Any) -> Any:
+    """A confidence as a plain ``float`` when it is one: a number in [0, 1] (not a bool,
+    not NaN); anything else as it was given, to be refused.
+
+    A subclass of ``float`` or ``int`` becomes the plain number it holds, so no
+    comparison it overrides can decide a threshold.
+
+    >>> class Liar(float):
+    ...     def __ge__(self, other): return True
+    >>> plain_confidence(Liar(0.1)), type(plain_confidence(Liar(0.1))).__name__
+    (0.1, 'float')
+    >>> plain_confidence(1), plain_confidence(True), plain_confidence(1.5)
+    (1.0, True, 1.5)
+    """
+    if type(value) is float:
+        return value
+    try:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, float):
+            plain = float.__float__(value)  # the number itself, past any override
+        elif isinstance(value, int):
+            plain = float(int.__int__(value))
+        else:
+            return value
+    except (OverflowError, ValueError, TypeError):
+        return value
+    return plain if 0.0 <= plain <= 1.0 else value
+
+
 def valid_confidence(value: Any) -> bool:
     """Whether ``value`` is a confidence: a real number in [0, 1] (not a bool, not NaN).
 
@@ -45,6 +75,4 @@ def valid_confidence(value: Any) -> bool:
     """
     if type(value) is float:  # the hot path: one type test, two comparisons
         return 0.0 <= value <= 1.0
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return False
-    return 0 <= value <= 1  # an int of any size, or a float subclass (NaN compares False)
+    return type(plain_confidence(value)) is float

@@ -68,11 +68,19 @@ def _positive_int(instance: Any, attribute: attrs.Attribute[Any], value: int | N
                       owner=_owner(instance), kind=ContractError)
 
 
+#: The longest timeout a contract may give a tool call: 30 days (a longer call is no
+#: tool call, and a simulated clock moved by it would run past what a date holds).
+MAX_TIMEOUT_S = 30 * 86_400.0
+
+
 def _finite_positive(instance: Any, attribute: attrs.Attribute[Any], value: float) -> None:
     if isinstance(value, bool) or not isinstance(value, int | float) or \
             not 0 < value < math.inf:
         raise invalid(attribute.name, f"must be a finite number > 0 (got {shown(value)})",
                       owner=_owner(instance), kind=ContractError)
+    if value > MAX_TIMEOUT_S:
+        raise invalid(attribute.name, f"must be at most {MAX_TIMEOUT_S:g} s, 30 days "
+                      f"(got {shown(value)})", owner=_owner(instance), kind=ContractError)
 
 
 def _listed(names: Iterable[str]) -> str:

@@ -80,7 +80,9 @@ class RiskPolicy:
 
 
 def _compile(row: EscalationRow) -> tuple[EscalationRow | None, list[Problem]]:
-    when, problems = check_when(row.when, METRICS, at=("when",))
+    # A row grants a mode: one that holds always (`when = {}`, or `any = []`, which
+    # imposes nothing) would grant it at any confidence, so it must test something.
+    when, problems = check_when(row.when, METRICS, at=("when",), nonempty=True)
     return (attrs.evolve(row, when=when) if when is not None else None), problems
 
 

@@ -178,6 +178,8 @@ def read_toml(path: Path | str | None = None, *, text: str | None = None,
         at = f":{text.count(chr(10), 0, long.start()) + 1}" if long else ""
         raise RuleTableError(f"{source}{at}: invalid TOML: an integer of more than {limit} "
                              "digits") from None
+    except RecursionError:  # arrays or tables nested deeper than the parser goes
+        raise RuleTableError(f"{source}: invalid TOML: nested too deeply") from None
     digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
     return TomlText(source, text, data, digest)
 

@@ -169,6 +169,14 @@ class TestToolContractInvariants:
             low("t", timeout_s=value)
         assert str(info.value) == f"t.timeout_s: must be a finite number > 0 (got {value!r})"
 
+    @pytest.mark.parametrize("value", [2_592_000.5, 1e300, 10 ** 20])
+    def test_timeout_is_at_most_30_days(self, value):
+        with pytest.raises(ContractError) as info:
+            low("t", timeout_s=value)
+        assert str(info.value) == ("t.timeout_s: must be at most 2.592e+06 s, 30 days "
+                                   f"(got {value!r})")
+        assert low("t", timeout_s=2_592_000).timeout_s == 2_592_000
+
     @pytest.mark.parametrize("field", ["max_concurrency", "rate_limit_per_minute"])
     @pytest.mark.parametrize("value", [1.5, 2.0, True])
     def test_counts_must_be_whole_numbers(self, field, value):

@@ -309,6 +309,22 @@ class TestEchoedValues:
             f"(got '{'L' * 27}...{'L' * 28}')"]
 
     def test_duplicate_rows_of_an_inline_array(self):
-        rows = ", ".join(['{ id = "a", risk = "LOW", when = {}, then = { mode = "DRY_RUN" } }'] * 2)
+        when = '{ all = [ { metric = "confidence", op = "ge", value = 0.5 } ] }'
+        rows = ", ".join([f'{{ id = "a", risk = "LOW", when = {when}, '
+                          'then = { mode = "DRY_RUN" } }'] * 2)
         assert problems_of(f"row = [{rows}]\n") == [
             "esc.toml:1: row[a].id: duplicate id (first at line 1)"]
+
+
+class TestRowsThatHoldAlways:
+    """A row that tests nothing would grant its mode at any confidence."""
+
+    @pytest.mark.parametrize("when", ["{}", "{ any = [] }", "{ all = [], any = [] }"])
+    def test_a_row_must_test_something(self, when):
+        shipped = resources.files("buddy.rules").joinpath("escalation.toml").read_text("utf-8")
+        text = shipped.replace(
+            'when = { all = [ { metric = "confidence", op = "ge", value = 0.70 } ] }',
+            f"when = {when}", 1)
+        line = text.splitlines().index(f"when = {when}") + 1
+        assert problems_of(text) == [
+            f"esc.toml:{line}: row[low.live].when: must hold at least one condition"]

@@ -354,6 +354,13 @@ class TestReadToml:
             {"a": 1}, "a = 1\n", hashlib.sha256(b"a = 1\n").hexdigest()[:16], str(path))
         assert read_toml(str(path), source="mine").source == "mine"
 
+    @pytest.mark.parametrize("deep", ["x = " + "[" * 5000 + "]" * 5000,
+                                      "x = " + "{a=" * 2000 + "1" + "}" * 2000])
+    def test_nested_deeper_than_the_parser_goes(self, deep):
+        with pytest.raises(RuleTableError) as info:
+            read_toml(text=deep, source="deep.toml")
+        assert str(info.value) == "deep.toml: invalid TOML: nested too deeply"
+
     def test_neither_path_nor_text(self):
         with pytest.raises(TypeError):
             read_toml()

@@ -17,10 +17,12 @@ import warnings
 from importlib import resources
 from pathlib import Path
 
+import click
 import pytest
 
-from buddy.engine.app._cli import main
+from buddy.engine.app._cli import cli, main
 
+README = Path(__file__).resolve().parents[3] / "README.md"
 SHIPPED_RULES = resources.files("buddy.rules").joinpath("escalation.toml").read_text("utf-8")
 SHIPPED_TOOLS = resources.files("buddy.rules").joinpath("tools.toml").read_text("utf-8")
 
@@ -98,14 +100,18 @@ class TestHelp:
     @pytest.mark.parametrize(("argv", "mentions"), [
         ((), ("decide", "tools", "replay", "graph", "--version")),
         (("decide",), ("TOOL", "--confidence", "--agent", "--approve / --deny", "--locked",
-                       "--audit", "--key-file", "--key-env", "--catalogue", "--rules",
-                       "--json")),
+                       "--audit", "--allow-missing-anchor", "--key-file", "--key-env",
+                       "--catalogue", "--rules", "--json")),
         (("tools",), ("--risk", "LOW|MEDIUM|HIGH", "--catalogue", "--json")),
         (("replay",), ("LOG", "--until", "--states", "--rules", "--fail-on-loosening",
                        "--no-anchor", "--key-file", "--key-env", "--json")),
+        (("run",), ("--plans", "--out", "--seed", "--dry-run-only", "--max-live",
+                    "--live-floor", "--plans-per-cycle", "--start", "--key-file", "--key-env",
+                    "--catalogue", "--rules")),
         (("graph",), ("machine", "tools")),
-        (("graph", "machine"), ("NAME", "--format", "mermaid|dot")),
-        (("graph", "tools"), ("--format", "mermaid|dot", "--catalogue")),
+        (("graph", "machine"), ("NAME", "--format", "mermaid|dot|png|svg", "--output", "-o")),
+        (("graph", "tools"), ("--format", "mermaid|dot|png|svg", "--output", "-o",
+                              "--catalogue")),
     ])
     @pytest.mark.parametrize("flag", ["--help", "-h"])
     def test_every_command_has_help(self, capsys, argv, mentions, flag) -> None:
@@ -113,6 +119,29 @@ class TestHelp:
         assert out.startswith(f"Usage: buddy {' '.join(argv)}".rstrip() + " [OPTIONS]")
         for word in mentions:
             assert word in out, word
+
+    def test_the_readme_synopsis_names_every_option(self) -> None:
+        # It had gone stale: no --no-anchor, --json, --start, --catalogue, png|svg, -o, ...
+        text = README.read_text(encoding="utf-8")
+        block = re.search(r"```text\n(.*?)```", text[text.index("## CLI\n"):], re.S)
+        assert block is not None
+        synopses: dict[str, str] = {}
+        for line in block.group(1).splitlines():
+            head = re.match(r"buddy ((?:graph )?\w+) ", line)
+            if head:
+                name = head.group(1)
+            synopses[name] = synopses.get(name, "") + " " + line
+        commands = {f"{group} {sub}" if group != "-" else sub: command
+                    for group, sub, command in _commands()}
+        assert sorted(synopses) == sorted(commands)
+        for name, command in commands.items():
+            for option in (p for p in command.params if isinstance(p, click.Option)):
+                for flag in (*option.opts, *option.secondary_opts):
+                    if flag not in ("-c", "-a"):  # short for --confidence and --agent
+                        assert re.search(rf"[\[| ]{re.escape(flag)}[\] |]", synopses[name]), \
+                            (name, flag)
+                if isinstance(option.type, click.Choice):
+                    assert "|".join(option.type.choices) in synopses[name], (name, option.name)
 
     def test_version(self, capsys) -> None:
         assert ok(capsys, "--version") == "buddy, version 0.1.0\n"
@@ -125,6 +154,16 @@ class TestHelp:
         assert code == 2
         assert "Commands:" in out + err
         assert "NoArgsIsHelpError" not in out + err
+
+
+def _commands():
+    """(group or "-", name, command) of every buddy command."""
+    for name, command in cli.commands.items():
+        if isinstance(command, click.Group):
+            for sub, subcommand in command.commands.items():
+                yield name, sub, subcommand
+        else:
+            yield "-", name, command
 
 
 # -- tools ----------------------------------------------------------------------
@@ -258,6 +297,15 @@ class TestBadInput:
          "UsageError: --output must end in .svg for --format svg"),
         (("replay", "x.jsonl", "--key-file", "k", "--key-env", "K"),
          "UsageError: give --key-file or --key-env, not both"),
+        # These act on the audit log: without --audit they were silently ignored.
+        (("decide", "form_fill", "-c", "0.5", "--key-file", "k"),
+         "UsageError: --key-file needs --audit LOG (it applies to the audit log)"),
+        (("decide", "form_fill", "-c", "0.5", "--key-env", "HOME"),
+         "UsageError: --key-env needs --audit LOG (it applies to the audit log)"),
+        (("decide", "form_fill", "-c", "0.5", "--allow-missing-anchor"),
+         "UsageError: --allow-missing-anchor needs --audit LOG (it applies to the audit log)"),
+        # A name typed by a user is shown escaped, never sent raw to the terminal.
+        (("\x1b[2J",), "NoSuchCommand: No such command '\\x1b[2J'."),
     ])
     def test_usage_errors(self, capsys, argv, line) -> None:
         assert fails(capsys, *argv, code=2) == line
@@ -453,12 +501,12 @@ class TestReplay:
             "a.jsonl: chain verified (sha256), 2 events")
 
     def test_keyed_log(self, capsys, monkeypatch) -> None:
-        monkeypatch.setenv("BUDDY_TEST_KEY", "s3cret")
+        monkeypatch.setenv("BUDDY_TEST_KEY", "s3cret-s3cret-s3cret")
         audited(capsys, "k.jsonl", ("form_fill", "-c", "0.7", "--key-env", "BUDDY_TEST_KEY"),
                 ("form_fill", "-c", "0.9", "--key-env", "BUDDY_TEST_KEY"))
         assert ok(capsys, "replay", "k.jsonl", "--key-env", "BUDDY_TEST_KEY").splitlines()[0] \
             == "k.jsonl: chain verified (hmac-sha256), 3 events, last seq 3"
-        Path("key").write_text("s3cret\n", encoding="utf-8")
+        Path("key").write_text("s3cret-s3cret-s3cret\n", encoding="utf-8")
         assert ok(capsys, "replay", "k.jsonl", "--key-file", "key").splitlines()[1] == \
             "replayed 3 events: 2 decisions and every transition reproduced"
         needs_key = "AuditChainBroken: k.jsonl:1: chain broken at seq 1: the log is chained " \
@@ -466,7 +514,7 @@ class TestReplay:
         assert fails(capsys, "replay", "k.jsonl") == needs_key
         assert fails(capsys, "decide", "form_fill", "-c", "0.9", "--audit", "k.jsonl") == \
             needs_key
-        monkeypatch.setenv("BUDDY_TEST_KEY", "wrong")
+        monkeypatch.setenv("BUDDY_TEST_KEY", "wrong-wrong-wrong-wrong")
         assert fails(capsys, "replay", "k.jsonl", "--key-env", "BUDDY_TEST_KEY") == \
             "AuditChainBroken: k.jsonl:1: chain broken at seq 1: hash mismatch (line edited, " \
             "or chained without the key)"
@@ -531,6 +579,37 @@ class TestReplay:
         assert lines[0] == f"{log}: chain verified (sha256), 2 events, last seq 2"
         assert lines[1] == f"warning: {log}:3: torn last line (14 bytes, no newline; a write " \
             "was cut off); verified up to the last whole event"
+
+
+class TestHostileValues:
+    # `buddy decide -a $'\e[2J'` cleared the screen; `-a '[red]x[/]'` printed a red "x".
+    @pytest.mark.parametrize("agent, shown", [
+        ("\x1b[2J", "\\x1b[2J"), ("[red]x[/]", "[red]x[/]"), ("a\u2028b\x9bc", "a\\u2028b\\x9bc"),
+        ("\\[bold]", "\\[bold]"),
+    ])
+    def test_decide_prints_the_agent_escaped(self, capsys, agent, shown) -> None:
+        out = ok(capsys, "decide", "form_fill", "-c", "0.9", "-a", agent)
+        assert out.splitlines()[0] == \
+            f"form_fill (MEDIUM risk, reversible) for agent {shown} at confidence 0.9"
+
+    def test_json_output_escapes_what_a_terminal_would_act_on(self, capsys) -> None:
+        agent = "a\x1b[2J\x9b\u2028\U000e0001"
+        out = ok(capsys, "decide", "form_fill", "-c", "0.9", "-a", agent, "--json")
+        assert '"agent": "a\\u001b[2J\\u009b\\u2028\\udb40\\udc01"' in out
+        assert json.loads(out)["agent"] == agent
+
+    def test_replay_tables_show_log_values_escaped(self, capsys) -> None:
+        agent = "ev\x1bil[red]"
+        audited(capsys, "a.jsonl", ("form_fill", "-c", "0.7", "-a", agent))
+        Path("loose").mkdir()
+        Path("loose/escalation.toml").write_text(_lowered_medium_live(), encoding="utf-8")
+        out = ok(capsys, "replay", "a.jsonl", "--rules", "loose")
+        assert re.search(r"│ 2\s+│ loosening\s+│ ev\\x1bil\[red\]\s+│ form_fill\s+│", out), out
+
+    def test_error_lines_are_escaped(self, capsys) -> None:
+        Path("p\x1b.toml").write_text("[[tool]\n", encoding="utf-8")
+        line = fails(capsys, "tools", "--catalogue", "p\x1b.toml")
+        assert line.startswith("RuleTableError: p\\x1b.toml:1: invalid TOML: ")
 
 
 def _lowered_medium_live() -> str:

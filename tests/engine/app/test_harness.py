@@ -11,6 +11,7 @@ time), and the ``granted_at``/``expires_at``/``approved_at`` clock readings.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections import Counter
 from importlib import resources
@@ -19,8 +20,10 @@ from typing import Any
 
 import pytest
 
+import buddy.engine.app._harness as harness
 from buddy.engine.app._cli import main
 from buddy.engine.app._harness import OUTPUT_FILES, RunConfig, RunSummary, run
+from buddy.engine.orchestration._orchestrator import ToolOrchestrator
 from buddy.rules.base.errors import InputError
 
 T0 = 1_705_329_025.0  # 2024-01-15T14:30:25Z
@@ -184,8 +187,12 @@ class TestOutputs:
             "total_rollbacks": 4,
             "executions_by_mode": {"MOCK": 0, "DRY_RUN": 7, "LIVE": 58, "NOT_RUN": 2},
             "seed": 24, "simulated": True, "scenario": "default (simulated)",
-            "rules": summary["rules"], "audit_log": "audit.jsonl"}
+            "rules": summary["rules"], "audit_log": "audit.jsonl", "audit_seq": [1, 354],
+            "earlier_executions": 0}
         assert set(summary["rules"]) == {"escalation", "catalogue"}
+        assert (default_run.summary.audit_seq, default_run.summary.earlier_executions) == (
+            (1, 354), 0)
+        assert len(default_run.lines("audit.jsonl")) == 354
 
     def test_tool_conflicts(self, default_run):
         doc = default_run.json("tool_conflicts.json")
@@ -549,7 +556,7 @@ class TestPlansFile:
             "(got {'token': '***'})",
             f"{at}:4: plan[res].steps[0].resource: must be a string "
             "(got {'api_key': '***'})",
-            f"{at}:5: plan[appr].steps[0].approval: must be true, false or null "
+            f"{at}:5: plan[appr].steps[0].approval: must be false or null "
             "(got {'password': '***'})",
             f"{at}:6: plan[order].execution_order: must list every step id once (steps: s; "
             "got [{'secret': '***'}])"]
@@ -606,7 +613,10 @@ class TestPlansFile:
                 if r["kind"] == "execution"]
         assert [d["args"] for d in runs] == [{"note": f"x{separator}y"}, {"q": separator}]
         assert len(json_lines(out_dir / "execution_state_transitions.jsonl")) == 6
-        assert f"| p{separator}1/s | {agent} |" in (out_dir / "report.md").read_text()
+        # report.md shows them escaped: raw, they break a line where a reader does not expect
+        escaped = f"\\\\u{ord(separator):04x}" if separator > "\xff" else \
+            f"\\\\x{ord(separator):02x}"
+        assert f"| p{escaped}1/s | agent{escaped}a |" in (out_dir / "report.md").read_text()
         assert main(["replay", str(out_dir / "audit.jsonl")]) == 0
 
 
@@ -644,3 +654,374 @@ class TestDeepCatalogue:
             "ORDERING", f"p1/s (t{n - 1}, slot 0 of plan p1) runs before its dependencies: "
             f"t{n - 2} (not planned)")
         assert sorted(p.name for p in out_dir.iterdir()) == ALL_FILES
+
+
+class TestFarFutureClock:
+    def test_a_timeout_beyond_30_days_is_refused_before_anything_runs(self, tmp_path,
+                                                                     capsys):
+        # The simulated clock advances by a tool's timeout when it overruns it: 1e300 s
+        # would carry it past what a date holds.
+        catalogue = tmp_path / "tools.toml"
+        catalogue.write_text('[[tool]]\nname = "slow"\nrisk = "LOW"\nreversible = true\n'
+                             'timeout_s = 1e300\n')
+        plans = tmp_path / "plans.jsonl"
+        plans.write_text(json.dumps({"plan_id": "p1", "steps": [
+            {"id": "s", "agent": "a", "tool": "slow", "confidence": 0.9,
+             "args": {"simulate": "timeout"}}]}) + "\n")
+        out_dir = tmp_path / "out"
+        assert main(["run", "--catalogue", str(catalogue), "--plans", str(plans), "--out",
+                     str(out_dir), "--start", str(T0)]) == 1
+        assert capsys.readouterr().err == (
+            f"RuleTableError: {catalogue}:5: tool[slow].timeout_s: must be at most 2.592e+06 "
+            "s, 30 days (got 1e+300)\n")
+        assert not out_dir.exists()
+
+
+# -- a run into a directory that holds an earlier run ------------------------------------
+
+def snapshot(out: Path) -> dict[str, bytes]:
+    """Every file of ``out`` (hidden ones too), by name, with its bytes."""
+    return {p.name: p.read_bytes() for p in sorted(out.iterdir())}
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[bytes, Run]:
+    """The default run twice into one directory: the first trail's bytes, and the second run."""
+    out = tmp_path_factory.mktemp("twice") / "out"
+    do_run(out)
+    first = (out / "audit.jsonl").read_bytes()
+    return first, do_run(out)
+
+
+class TestContinuedTrail:
+    # A run unlinked the trail already in --out (a keyed one too), even when it then failed.
+    def test_the_trail_is_continued_not_replaced(self, default_run, two_runs):
+        first, again = two_runs
+        trail = again.text("audit.jsonl").encode()
+        assert first == default_run.text("audit.jsonl").encode()
+        assert trail.startswith(first) and len(trail) > len(first)
+        assert again.json("orchestration_summary.json")["audit_seq"] == [355, 665]
+        assert (again.summary.audit_seq, again.summary.earlier_executions) == ((355, 665), 65)
+        assert main(["replay", str(again.out / "audit.jsonl")]) == 0
+
+    def test_earlier_irreversible_actions_are_duplicates(self, default_run, two_runs):
+        _, again = two_runs
+        summary = again.json("orchestration_summary.json")
+        assert summary["executions_by_mode"] == {"MOCK": 0, "DRY_RUN": 7, "LIVE": 45,
+                                                 "NOT_RUN": 15}
+        assert summary["earlier_executions"] == 65
+        conflicts = again.json("tool_conflicts.json")
+        assert conflicts["by_type"]["DUPLICATE_ACTION"] == 14
+        # The contact created LIVE by the first run is not created again, by either plan.
+        first_run = {r["subject"] for r in default_run.lines("audit.jsonl")
+                     if r["kind"] == "execution" and r["data"]["tool"] == "ghl_create_contact"
+                     and r["data"]["mode"] == "LIVE"}
+        assert first_run == {"ctx-156"}
+        details = [c["detail"] for c in conflicts["conflicts"]
+                   if c["tool"] == "ghl_create_contact"]
+        assert details == [
+            f"crm-create-{n}/s2 repeats irreversible ghl_create_contact with the same "
+            "arguments: already ran successfully as ctx-156" for n in (1, 2)]
+        results = again.tool_results()
+        assert [(results[f"crm-create-{n}/s2"]["mode"], results[f"crm-create-{n}/s2"]["error"])
+                for n in (1, 2)] == [(None, f"aborted: {detail}") for detail in details]
+
+    def test_outputs_derived_from_the_trail_cover_this_run_only(self, two_runs):
+        _, again = two_runs
+        seqs = [line["seq"] for line in again.lines("execution_state_transitions.jsonl")]
+        assert min(seqs) > 354 and max(seqs) <= 665
+        trail = again.lines("audit.jsonl")
+        assert len(seqs) == sum(r["kind"] == "transition" and r["seq"] > 354 for r in trail)
+        rollbacks = sum(r["kind"] == "rollback" and r["seq"] > 354 for r in trail)
+        assert again.lines("rollback_events.jsonl")[-1]["total_rollbacks"] == rollbacks == \
+            again.summary.rollbacks == 4
+        assert "this run's events: seq 355 to 665; it continues an earlier trail (65 " \
+            "executions read)" in again.text("report.md")
+
+    def test_the_cli_says_the_trail_was_continued(self, tmp_path, capsys, monkeypatch):
+        monkeypatch.chdir(tmp_path)
+        assert main(["run", "--out", "o", "--start", str(T0)]) == 0
+        first = capsys.readouterr().out
+        assert re.search(r"│ audit trail\s+│ o/audit.jsonl \(buddy replay o/audit.jsonl\), seq 1 "
+                         r"to 354\s+│", first)
+        assert "earlier runs" not in first
+        assert main(["run", "--out", "o", "--start", str(T0)]) == 0
+        again = capsys.readouterr().out
+        assert re.search(r"│ audit trail\s+│ o/audit.jsonl \(buddy replay o/audit.jsonl\), seq 355 "
+                         r"to 665\s+│", again)
+        assert re.search(r"│ earlier runs\s+│ 65 executions read from the trail \(irreversible "
+                         r"ones count as done\)\s+│", again)
+
+    def test_a_fresh_directory_gives_the_first_run_again(self, default_run, two_runs,
+                                                         tmp_path):
+        fresh = do_run(tmp_path / "fresh")
+        for name in ALL_FILES:
+            assert fresh.text(name) == default_run.text(name), name
+
+    @pytest.mark.parametrize("argv, line", [
+        (["--start", "nan"], "BadParameter: Invalid value for '--start': must be epoch seconds "
+                             "in [0, 253370764800] (got 'nan')"),
+        (["--plans", "missing.json"], "PlanError: missing.json: no such file"),
+        (["--catalogue", "missing.toml"], "RuleTableError: missing.toml: no such file"),
+    ])
+    def test_a_run_that_fails_touches_nothing(self, tmp_path, capsys, monkeypatch, argv, line):
+        monkeypatch.chdir(tmp_path)
+        assert main(["run", "--out", "out", "--start", str(T0)]) == 0
+        before = snapshot(tmp_path / "out")
+        capsys.readouterr()
+        code = main(["run", "--out", "out", *argv])
+        assert (code, capsys.readouterr().err) == (2 if "nan" in argv else 1, line + "\n")
+        assert snapshot(tmp_path / "out") == before
+        assert main(["replay", "out/audit.jsonl"]) == 0
+
+    def test_a_keyed_trail_needs_its_key(self, tmp_path, capsys, monkeypatch):
+        monkeypatch.chdir(tmp_path)
+        Path("key").write_text("k" * 32)
+        Path("other").write_text("o" * 32)
+        assert main(["run", "--out", "out", "--start", str(T0), "--key-file", "key"]) == 0
+        before = snapshot(tmp_path / "out")
+        capsys.readouterr()
+        for key in ([], ["--key-file", "other"]):
+            assert main(["run", "--out", "out", "--start", str(T0), *key]) == 1
+            reason = "the log is chained with HMAC: give its key (--key-file or --key-env) to " \
+                "verify it" if not key else "hash mismatch (line edited, or chained without " \
+                "the key)"
+            assert capsys.readouterr().err == (
+                f"AuditChainBroken: out/audit.jsonl:1: chain broken at seq 1: {reason}\n")
+            assert snapshot(tmp_path / "out") == before
+        assert main(["run", "--out", "out", "--start", str(T0), "--key-file", "key"]) == 0
+        capsys.readouterr()
+        assert main(["replay", "out/audit.jsonl", "--key-file", "key", "--json"]) == 0
+        report = json.loads(capsys.readouterr().out)
+        assert (report["chain"], report["last_seq"], report["ok"]) == ("hmac-sha256", 665, True)
+
+    def test_a_broken_trail_is_refused_and_kept(self, tmp_path, capsys, monkeypatch):
+        monkeypatch.chdir(tmp_path)
+        assert main(["run", "--out", "out", "--start", str(T0)]) == 0
+        trail = Path("out/audit.jsonl")
+        lines = trail.read_text().split("\n")
+        lines[4] = re.sub(r'"ts":[0-9.]+', '"ts":1.5', lines[4])
+        trail.write_text("\n".join(lines))
+        before = snapshot(tmp_path / "out")
+        capsys.readouterr()
+        assert main(["run", "--out", "out", "--start", str(T0)]) == 1
+        assert capsys.readouterr().err == ("AuditChainBroken: out/audit.jsonl:5: chain broken "
+                                           "at seq 5: hash mismatch (line edited)\n")
+        assert snapshot(tmp_path / "out") == before
+
+
+class TestStaleOutputs:
+    # kill -9 during a run over an earlier one left the old summary and report beside the
+    # new, partial execution log: an unfinished run that looked finished.
+    def test_a_run_that_dies_leaves_no_earlier_summary(self, tmp_path, monkeypatch):
+        out = tmp_path / "out"
+        do_run(out)
+        first = (out / "audit.jsonl").read_bytes()
+        (out / ".report.md.x1y2.tmp").write_text("left by a crash")
+        calls = 0
+        real = ToolOrchestrator.run_cycle
+
+        def dies_in_cycle_2(self, plans):
+            nonlocal calls
+            calls += 1
+            if calls == 2:
+                raise KeyboardInterrupt  # the nearest thing to kill -9 in-process
+            return real(self, plans)
+
+        monkeypatch.setattr(ToolOrchestrator, "run_cycle", dies_in_cycle_2)
+        with pytest.raises(KeyboardInterrupt):
+            do_run(out)
+        assert sorted(p.name for p in out.iterdir()) == [
+            "audit.jsonl", "audit.jsonl.anchor", "tool_execution_log.jsonl"]
+        assert [line["plan_index"] for line in Run(None, out).lines(  # type: ignore[arg-type]
+            "tool_execution_log.jsonl")] == [0, 1, 2, 3]
+        assert (out / "audit.jsonl").read_bytes().startswith(first)
+        monkeypatch.undo()
+        again = do_run(out)
+        assert sorted(p.name for p in out.iterdir()) == ALL_FILES
+        assert main(["replay", str(again.out / "audit.jsonl")]) == 0
+
+    def test_the_summary_is_written_last(self, tmp_path, monkeypatch):
+        written: list[str] = []
+        real = harness.write_atomic
+
+        def recording(path, data):
+            written.append(Path(path).name)
+            return real(path, data)
+
+        monkeypatch.setattr(harness, "write_atomic", recording)
+        do_run(tmp_path / "out")
+        assert written[-2:] == ["report.md", "orchestration_summary.json"]
+
+
+# -- settings checked before anything is touched --------------------------------------------
+
+class TestOptions:
+    # --seed 2**70 crashed after the run (partial outputs); --start 1e300 / nan / inf too.
+    @pytest.mark.parametrize("argv, line", [
+        *[(["--seed", value], "BadParameter: Invalid value for '--seed': must be a whole "
+           f"number in [-2**63, 2**63 - 1] (got {value!r})")
+          for value in (str(2 ** 63), str(-(2 ** 63) - 1), "99999999999999999999999", "1.5",
+                        "0x10", "", "nan")],
+        (["--seed", "9" * 5000], "BadParameter: Invalid value for '--seed': must be a whole "
+         f"number in [-2**63, 2**63 - 1] (got '{'9' * 27}...{'9' * 28}')"),
+        *[(["--start", value], "BadParameter: Invalid value for '--start': must be epoch "
+           f"seconds in [0, 253370764800] (got {value!r})")
+          for value in ("nan", "inf", "-inf", "1e300", "-1", "253370764800.5", "x", "")],
+    ])
+    def test_bad_values_are_one_line_and_touch_nothing(self, tmp_path, capsys, argv, line):
+        out = tmp_path / "out"
+        code = main(["run", "--out", str(out), *argv])
+        captured = capsys.readouterr()
+        assert (code, captured.out, captured.err) == (2, "", line + "\n")
+        assert not out.exists()
+
+    @pytest.mark.parametrize("seed", [2 ** 63 - 1, -(2 ** 63)])
+    def test_the_extreme_seeds_run(self, tmp_path, seed):
+        done = do_run(tmp_path / "out", seed=seed)
+        assert done.json("orchestration_summary.json")["seed"] == seed
+
+    @pytest.mark.parametrize("start, iso", [(0, "1970-01-01T00:00:00Z"),
+                                            (253_370_764_800, "9999-01-01T00:00:00Z")])
+    def test_the_extreme_starts_run(self, tmp_path, start, iso):
+        done = do_run(tmp_path / "out", start=start)
+        assert done.json("orchestration_summary.json")["start_time"] == iso
+
+    @pytest.mark.parametrize("setting, value, message", [
+        ("seed", 2 ** 63, f"seed must be a whole number in [-2**63, 2**63 - 1] (got {2 ** 63})"),
+        ("seed", True, "seed must be a whole number in [-2**63, 2**63 - 1] (got True)"),
+        ("seed", 1.5, "seed must be a whole number in [-2**63, 2**63 - 1] (got 1.5)"),
+        ("start", math.nan, "start must be epoch seconds in [0, 253370764800] (got nan)"),
+        ("start", math.inf, "start must be epoch seconds in [0, 253370764800] (got inf)"),
+        ("start", -1, "start must be epoch seconds in [0, 253370764800] (got -1)"),
+        ("start", 1e300, "start must be epoch seconds in [0, 253370764800] (got 1e+300)"),
+        ("start", "0", "start must be epoch seconds in [0, 253370764800] (got '0')"),
+        ("start", 2 ** 400, "start must be epoch seconds in [0, 253370764800] "
+         "(got <int of 401 bits>)"),
+        ("start", 10 ** 400, "start must be epoch seconds in [0, 253370764800] "
+         "(got <int of 1329 bits>)"),
+        ("max_live_escalations", -1, "max_live_escalations must be a whole number >= 0 or "
+         "None (got -1)"),
+        ("max_live_escalations", True, "max_live_escalations must be a whole number >= 0 or "
+         "None (got True)"),
+        ("confidence_threshold_for_live", math.nan, "confidence_threshold_for_live must be a "
+         "number in [0, 1] or None (got nan)"),
+        ("plans_per_cycle", 1.5, "plans_per_cycle must be >= 1 (got 1.5)"),
+    ])
+    def test_run_config_refuses_them_too(self, tmp_path, setting, value, message):
+        with pytest.raises(InputError, match=f"^{re.escape(message)}$"):
+            RunConfig(output_dir=tmp_path / "out", **{setting: value})
+        assert not (tmp_path / "out").exists()
+
+
+class TestRulesDirectory:
+    # An empty or misnamed rules directory silently ran the shipped tables.
+    KNOWN = "anomalies.toml, conflicts.toml, escalation.toml, health.toml, signals.toml"
+
+    @pytest.mark.parametrize("files, lines", [
+        ((), ["RuleTableError: rules: holds none of the rule tables (known: {known})"]),
+        (("escalations.toml",), ["RuleTableError: rules/escalations.toml: not a rule table "
+                                 "(known: {known})"]),
+        (("conflicts.toml", "Health.toml", "tools.toml"), [
+            "RuleTableError: rules/Health.toml: not a rule table (known: {known})",
+            "RuleTableError: rules/tools.toml: not a rule table (known: {known}); the tool "
+            "catalogue is given with --catalogue"]),
+    ])
+    def test_refused_naming_every_file(self, tmp_path, capsys, monkeypatch, files, lines):
+        monkeypatch.chdir(tmp_path)
+        Path("rules").mkdir()
+        for name in files:
+            Path("rules", name).write_text(SHIPPED.joinpath(
+                "conflicts.toml" if name != "tools.toml" else name).read_text("utf-8"))
+        assert main(["run", "--rules", "rules", "--out", "out"]) == 1
+        assert capsys.readouterr().err.splitlines() == [
+            line.format(known=self.KNOWN) for line in lines]
+        assert not Path("out").exists()
+
+    def test_not_a_directory(self, tmp_path, capsys, monkeypatch):
+        monkeypatch.chdir(tmp_path)
+        assert main(["run", "--rules", "nodir", "--out", "out"]) == 1
+        assert capsys.readouterr().err == "RuleTableError: nodir: no such directory\n"
+
+    def test_other_files_are_no_concern(self, default_run, tmp_path):
+        rules = tmp_path / "rules"
+        rules.mkdir()
+        (rules / "README.md").write_text("my tables")
+        (rules / "escalation.toml").write_text(SHIPPED.joinpath("escalation.toml").read_text())
+        assert do_run(tmp_path / "out", rules_dir=rules).text("tool_execution_log.jsonl") == \
+            default_run.text("tool_execution_log.jsonl")
+
+
+class TestPlansFileRefusals:
+    @pytest.mark.parametrize("text, line", [
+        ("", "PlanError: no plans in plans.json"),
+        ("[]", "PlanError: no plans in plans.json"),
+        ('{"plans": []}', "PlanError: no plans in plans.json"),
+        ('{"plans": [], "other": 1}', "PlanError: plans.json: unknown top-level key 'other' "
+         "(a plans document holds only \"plans\")"),
+        ('{"plans": {"plan_id": "p"}}', "PlanError: plans.json: plans must be a list (got an "
+         "object)"),
+    ])
+    def test_one_line_and_nothing_touched(self, tmp_path, capsys, monkeypatch, text, line):
+        monkeypatch.chdir(tmp_path)
+        Path("plans.json").write_text(text)
+        assert main(["run", "--plans", "plans.json", "--out", "out"]) == 1
+        assert capsys.readouterr().err == line + "\n"
+        assert not Path("out").exists()
+
+    def test_a_plan_cannot_approve_its_own_high_risk_step(self, tmp_path, capsys):
+        # It ran LIVE, "approved_by": "caller".
+        code, err, plans, out_dir = run_plans(tmp_path, [
+            plan_line("self", tool="database_write", approval=True),
+            plan_line("denied", tool="database_write", approval=False)], capsys)
+        assert code == 1
+        assert err == [f"PlanRejected: {plans}:1: plan[self].steps[0].approval: a plan cannot "
+                       "approve its own call (approvals come from the approver or a scoped "
+                       "grant); give false (a pre-denial) or null"]
+        decisions = [r["data"] for r in json_lines(out_dir / "audit.jsonl")
+                     if r["kind"] == "decision"]
+        assert [(d["agent"], d["tool"], d["approval"], d["mode"], d["allowed"])
+                for d in decisions] == [("agent-a", "database_write", False, "MOCK", False)]
+
+    def test_a_json_document_names_the_line_of_a_rejected_plan(self, tmp_path, capsys,
+                                                                monkeypatch):
+        monkeypatch.chdir(tmp_path)
+        Path("plans.json").write_text("[\n" + plan_line("good") + ",\n"
+                                      + plan_line("bad", confidence=2) + "\n]\n")
+        assert main(["run", "--plans", "plans.json", "--out", "out", "--start", str(T0)]) == 1
+        assert capsys.readouterr().err == ("PlanRejected: plans.json:3: plan[bad].steps[0]."
+                                           "confidence: must be a number in [0, 1] (got 2)\n")
+
+
+# -- user values on the terminal and in report.md ------------------------------------------
+
+HOSTILE = "agent\x1b[2J\x07[red]x[/]\u2028\x9b|<b>`"
+SHOWN_HOSTILE = "agent\\x1b[2J\\x07[red]x[/]\\u2028\\x9b|<b>`"  # as error lines show it
+
+
+class TestHostileValues:
+    # Agent and plan ids went raw to the terminal (ANSI escapes) and into report.md; rich
+    # read "[red]" in them as markup.
+    def test_never_raw_on_the_terminal_nor_in_the_report(self, tmp_path, capsys):
+        plans = tmp_path / "plans.jsonl"
+        plans.write_text("\n".join([
+            plan_line(f"p{HOSTILE}", agent=HOSTILE),
+            plan_line(f"q{HOSTILE}", confidence=7)]) + "\n", encoding="utf-8")
+        out_dir = tmp_path / "out[bold]\x1b"
+        code = main(["run", "--plans", str(plans), "--out", str(out_dir), "--start", str(T0)])
+        out, err = capsys.readouterr()
+        assert code == 1
+        for text in (out, err, (out_dir / "report.md").read_text()):
+            assert not [ch for ch in text if not ch.isprintable() and ch not in " \n"], text
+        assert err == (f"PlanRejected: {plans}:2: plan['q{SHOWN_HOSTILE}'].steps[0].confidence:"
+                       " must be a number in [0, 1] (got 7)\n")
+        assert "out[bold]\\x1b/report.md" in out  # the markup shown, not applied
+        report = (out_dir / "report.md").read_text()
+        cell = ("agent\\\\x1b\\[2J\\\\x07\\[red\\]x\\[/\\]\\\\u2028\\\\x9b\\|\\<b>\\`")
+        assert f"| p{cell}/s | {cell} | memory_search |" in report
+
+    def test_run_log_keeps_the_values_as_given(self, tmp_path, capsys):
+        code, _, _, out_dir = run_plans(tmp_path, [plan_line("p", agent=HOSTILE)], capsys)
+        assert code == 0
+        [line] = json_lines(out_dir / "tool_execution_log.jsonl")
+        assert line["result"]["tool_results"][0]["agent"] == HOSTILE

@@ -207,11 +207,20 @@ class TestFileLog:
 
 class TestKeys:
     def test_key_from_file(self, tmp_path):
-        (tmp_path / "k").write_bytes(b"secret\n")
-        assert load_key(file=tmp_path / "k") == b"secret"
+        (tmp_path / "k").write_bytes(b"sixteen-byte-key\n")
+        assert load_key(file=tmp_path / "k") == b"sixteen-byte-key"
 
     def test_key_from_env(self):
-        assert load_key(env="BUDDY_K", environ={"BUDDY_K": "s3"}) == b"s3"
+        assert load_key(env="BUDDY_K", environ={"BUDDY_K": "s3" * 8}) == b"s3" * 8
+
+    def test_a_short_key_is_refused(self, tmp_path):
+        (tmp_path / "k").write_bytes(b"secret\n")
+        with pytest.raises(AuditError) as info:
+            load_key(file=tmp_path / "k")
+        assert str(info.value) == (f"{tmp_path / 'k'}: audit key of 6 bytes: it needs at "
+                                   "least 16 (e.g. `openssl rand -hex 32`)")
+        with pytest.raises(AuditError, match=r"^environment variable BUDDY_K: audit key of 2 "):
+            load_key(env="BUDDY_K", environ={"BUDDY_K": "s3"})
 
     def test_missing_sources(self, tmp_path):
         with pytest.raises(AuditError, match="cannot read audit key"):

@@ -572,3 +572,22 @@ class TestHostileHandlers:
         result = engine.execute("a", "form_fill", {}, confidence=0.9)
         assert (result.ok, result.error) == (False, "Unprintable: <unprintable>")
         assert replay(engine.audit).ok
+
+
+class TestSessions:
+    def test_an_ended_session_takes_no_more_calls(self, engine):
+        with engine.session("a") as s:
+            s.execute("form_fill", {}, confidence=0.9)
+        with pytest.raises(InputError, match=r"^the session of 'a' has ended"):
+            s.execute("form_fill", {}, confidence=0.9)
+
+    def test_rolled_back_lists_only_what_was_undone(self, engine):
+        engine.register_handler("form_fill", live=lambda a: a["n"],
+                                undo=lambda a, r: 1 / 0 if r == 2 else None)
+        engine.register_handler("button_click", live=lambda a: 1 / 0)
+        with engine.session("a") as s:
+            done = [s.execute("form_fill", {"n": n}, confidence=0.9) for n in (1, 2)]
+            failed = s.execute("button_click", {}, confidence=0.9)
+        assert failed.rolled_back == (done[0].context,)
+        oks = [e["data"]["ok"] for e in engine.audit.records() if e["kind"] == "rollback"]
+        assert oks == [False, True]

@@ -120,10 +120,10 @@ class TestGrants:
             engine.grant("a", HIGH, seconds=seconds)
         assert engine.audit.last_seq == before and engine.grants() == []
 
-    @pytest.mark.parametrize("calls", [1.5, 0, -2, True, "2", 2.0])
+    @pytest.mark.parametrize("calls", [1.5, 0, -2, True, "2", 2.0, 2 ** 53, 2 ** 64])
     def test_calls_must_be_a_whole_number(self, calls):
         engine = Engine.default(clock=ManualClock())
-        with pytest.raises(InputError, match=r"^grant: calls must be a whole number >= 1"):
+        with pytest.raises(InputError, match=r"^grant: calls must be a whole number from 1 to "):
             engine.grant("a", HIGH, calls=calls)
         assert engine.grants() == []
 
@@ -237,3 +237,137 @@ class TestRateLimits:
         assert (last.ok, last.mode, last.decision.rule, last.state) == (
             False, None, "rate.limit", S.ABORTED)
         assert replay(engine.audit).ok
+
+
+class TestTheLogsLock:
+    """A lock in a log holds for every engine writing to it, as replay reads it."""
+
+    def test_two_engines_on_one_log_share_its_lock(self):
+        clock = ManualClock()
+        log = AuditLog.memory(clock=clock)
+        first, second = (Engine.default(clock=clock, audit=log) for _ in range(2))
+        first.lock("incident")
+        assert second.locked is True
+        assert decide(second, True, "form_fill") == (M, True, "system.lock")
+        second.unlock("resolved")
+        assert first.locked is False and decide(first, True, "form_fill")[0] is L
+        assert replay(log).ok
+
+    def test_a_lock_written_by_another_writer_of_the_file(self, tmp_path):
+        path, clock = tmp_path / "audit.jsonl", ManualClock()
+        with AuditLog.open(path, clock=clock) as one, AuditLog.open(path, clock=clock) as two:
+            locker = Engine.default(clock=clock, audit=one)
+            worker = Engine.default(clock=clock, audit=two)
+            ran = []
+            worker.register_handler("form_fill", live=ran.append)
+            pending = worker.prepare("a", "form_fill", {}, confidence=0.9)
+            assert pending.decision.mode is L
+            locker.lock("incident")                       # another writer, after the decision
+            result = pending.run()                        # the kill switch still holds
+            assert (result.mode, ran) == (M, [])
+            assert decide(worker, None, "form_fill") == (M, True, "system.lock")
+        assert replay(path).ok
+
+    def test_a_log_left_locked_opens_locked(self, tmp_path):
+        path, clock = tmp_path / "audit.jsonl", ManualClock()
+        with AuditLog.open(path, clock=clock) as log:
+            Engine.default(clock=clock, audit=log).lock("incident, not over")
+        with AuditLog.open(path, clock=clock) as log:
+            engine = Engine.default(clock=clock, audit=log)
+            assert engine.locked is True
+            assert decide(engine, True, "form_fill") == (M, True, "system.lock")
+        assert replay(path).ok
+
+
+class TestGrantsAtRunTime:
+    """A grant revoked or expired between a decision and its LIVE run no longer approves it."""
+
+    @pytest.mark.parametrize("withdraw", ["revoke", "expire"])
+    def test_the_live_run_is_downgraded(self, withdraw):
+        clock = ManualClock()
+        engine = Engine.default(clock=clock)
+        written = []
+        engine.register_handler("database_write", live=written.append,
+                                dry_run=lambda a: "rehearsed")
+        grant = engine.grant("a", "database_write", seconds=10)
+        pending = engine.prepare("a", "database_write", {"row": 1}, confidence=0.9)
+        assert pending.decision.mode is L
+        if withdraw == "revoke":
+            engine.revoke(grant.id)
+        else:
+            clock.advance(3600)
+        result = pending.run()
+        assert (result.mode, result.result, written) == (D, "rehearsed", [])
+        why = [e["data"]["why"] for e in engine.audit.records() if e["event"] == "downgrade"]
+        assert why == [f"grant {grant.id} was revoked before the LIVE run"
+                       if withdraw == "revoke" else
+                       f"grant {grant.id} expired at 1010.0 before the LIVE run"]
+        assert replay(engine.audit).ok
+
+    def test_a_grant_still_standing_runs_live(self):
+        engine = Engine.default(clock=ManualClock())
+        engine.register_handler("database_write", live=lambda a: "written")
+        engine.grant("a", "database_write", calls=1)
+        pending = engine.prepare("a", "database_write", {}, confidence=0.9)
+        assert pending.run().mode is L  # its one call was used by this very decision
+
+
+class TestHostileValues:
+    def test_a_float_whose_comparisons_lie_is_read_as_the_number_it_holds(self):
+        class Liar(float):
+            def __ge__(self, other):
+                return True
+
+            __gt__ = __le__ = __lt__ = __ge__
+
+        engine = Engine.default(clock=ManualClock())
+        ran = []
+        engine.register_handler("form_fill", live=ran.append, mock=lambda a: "mocked")
+        result = engine.execute("a", "form_fill", {}, confidence=Liar(0.1))
+        assert (result.mode, ran) == (M, [])
+        assert decide(engine, None, "form_fill", Liar(0.1)) == (M, True, "medium.dry_run")
+        recorded = [e["data"]["confidence"] for e in engine.audit.records()
+                    if e["kind"] == "decision"]
+        assert recorded == [0.1, 0.1] and all(type(c) is float for c in recorded)
+        assert replay(engine.audit).ok
+
+    def test_a_clock_that_is_no_number_is_refused_with_a_clear_error(self):
+        reading: list[object] = [1000.0]
+        engine = Engine.default(clock=lambda: reading[0])
+        reading[0] = "now"
+        with pytest.raises(InputError, match=r"^the engine's clock must return seconds as a "
+                                             r"number \(got 'now'\)$"):
+            engine.grant("a", HIGH, calls=1)
+
+    @pytest.mark.parametrize("answer", [
+        lambda: Approval.edit(None),
+        lambda: Approval.deny(["not", "a", "reason"]),
+        lambda: Approval.approve(reason=0),
+    ])
+    def test_odd_approvals_are_denials(self, answer):
+        engine = Engine.default(clock=ManualClock(), approver=lambda request: answer())
+        sent = []
+        engine.register_handler(HIGH, live=sent.append)
+        result = engine.execute("a", HIGH, {"to": "x@example.com"}, confidence=0.9)
+        assert (result.ok, result.decision.rule, sent) == (False, "approval.denied", [])
+
+    def test_a_mapping_that_cannot_be_walked_is_refused(self):
+        class Broken(dict):
+            def __iter__(self):
+                raise RuntimeError("no")
+
+        engine = Engine.default(clock=ManualClock())
+        result = engine.execute("a", "form_fill", Broken(x=1), confidence=0.9)
+        assert (result.ok, result.decision.rule) == (False, "input.args")
+
+    def test_a_cap_that_is_no_mode_is_an_error(self):
+        engine = Engine.default(clock=ManualClock())
+        with pytest.raises(InputError, match=r"^max_mode must be an ExecutionMode or None "
+                                             r"\(got 'MOCK'\)$"):
+            engine.execute("a", "form_fill", {}, confidence=0.9, max_mode="MOCK")
+
+    @pytest.mark.parametrize("grant_id", [[], None, 5, "grant-999"])
+    def test_revoking_what_is_no_grant_is_an_error(self, grant_id):
+        engine = Engine.default(clock=ManualClock())
+        with pytest.raises(InputError, match=r"^no active grant "):
+            engine.revoke(grant_id)

@@ -517,10 +517,13 @@ then = { strategy = "DOWNGRADE", max_mode = "MOCK" }
 @given(steps=st.lists(st.tuples(
     st.sampled_from(["vision_inspect", "form_fill", "memory_search", "msgraph_create_draft",
                      "database_write", "ghl_update_contact"]),
-    st.floats(0.0, 1.0), st.sampled_from([None, True, False])), min_size=1, max_size=6),
+    st.floats(0.0, 1.0), st.sampled_from([None, False])), min_size=1, max_size=6),
     budget=st.none() | st.integers(0, 3), dry_run_only=st.booleans())
 def test_caps_are_never_exceeded(steps, budget, dry_run_only):
-    """No LIVE run in a dry-run-only run; never more LIVE runs than the budget."""
+    """No LIVE run in a dry-run-only run; never more LIVE runs than the budget.
+
+    (The approver approves everything; a plan may only pre-deny, never approve.)
+    """
     rig = Rig(limits=OrchestrationLimits(dry_run_only=dry_run_only,
                                          max_live_escalations=budget),
               approver=lambda request: True, observed=False)

@@ -13,12 +13,13 @@ from buddy.engine import ToolContractRegistry
 from buddy.engine.orchestration._plans import (
     MAX_ARGS_DEPTH,
     ExecutionOutcome,
+    PlannedCall,
     load_plans,
     plan_to_json,
 )
 from buddy.engine.orchestration._scenario import default_plans
 from buddy.rules.base._values import ExecutionMode
-from buddy.rules.base.errors import PlanError
+from buddy.rules.base.errors import InputError, PlanError
 
 REG = ToolContractRegistry.default()
 GOOD = {"plan_id": "p1", "upstream_plan_id": "phase21-1", "validation_id": "v1",
@@ -79,7 +80,7 @@ class TestLoadPlans:
     def test_plan_level_errors(self, tmp_path, change, message):
         path = write(tmp_path, "p.json", json.dumps([{**GOOD, **change}]))
         (error,) = load_plans(path, REG).errors
-        assert error.startswith(f"{path}: {message}")
+        assert error.startswith(f"{path}:1: {message}")
 
     @pytest.mark.parametrize("step_change, field", [
         ({"agent": 3}, "agent"), ({"args": [1]}, "args"), ({"resource": 4}, "resource"),
@@ -100,8 +101,11 @@ class TestLoadPlans:
     def test_unreadable_files(self, tmp_path):
         with pytest.raises(PlanError, match="no such file"):
             load_plans(tmp_path / "none.json")
-        with pytest.raises(PlanError, match="must hold plans"):
-            load_plans(write(tmp_path, "n.json", "42"))
+        path = write(tmp_path, "n.json", "42")
+        with pytest.raises(PlanError, match=re.escape(
+                f'{path}: must hold plans: a list, {{"plans": [...]}} or JSON Lines '
+                "(got a number)")):
+            load_plans(path)
 
     def test_round_trip_of_the_default_scenario(self, tmp_path):
         plans = default_plans(7)
@@ -168,7 +172,7 @@ class TestEchoedValues:
         ({"resource": {"api_key": SECRET}}, "resource",
          "must be a string (got {'api_key': '***'})"),
         ({"approval": [{"password": SECRET}]}, "approval",
-         "must be true, false or null (got [{'password': '***'}])"),
+         "must be false or null (got [{'password': '***'}])"),
         ({"estimated_s": {"secret": SECRET}}, "estimated_s",
          "must be a number >= 0 (got {'secret': '***'})"),
         ({"agent": {"authorization": SECRET}}, "agent",
@@ -325,6 +329,105 @@ class TestAnyValue:
         for error in loaded.errors:
             assert error.startswith(f"{path}:2: plan[")
             assert "\n" not in error and SECRET not in error
+
+
+class TestWhatAFileHolds:
+    # They loaded "0 plans" (exit 0), dropped a key, or took an object for one plan.
+    @pytest.mark.parametrize("text", ["", "\n\n  \n", "[]", "[\n]", '{"plans": []}',
+                                      '{\n "plans": [\n ]\n}'])
+    def test_no_plans_is_a_file_error(self, tmp_path, text):
+        path = write(tmp_path, "p.json", text)
+        with pytest.raises(PlanError, match=f"^no plans in {re.escape(str(path))}$"):
+            load_plans(path, REG)
+
+    def test_an_unknown_top_level_key_is_refused(self, tmp_path):
+        path = write(tmp_path, "p.json", json.dumps({"plans": [GOOD], "other": 1}))
+        with pytest.raises(PlanError, match=rf"^{re.escape(str(path))}: unknown top-level key "
+                           r"'other' \(a plans document holds only \"plans\"\)$"):
+            load_plans(path, REG)
+
+    @pytest.mark.parametrize("plans, kind", [(GOOD, "an object"), ("p1", "a string"),
+                                             (None, "null")])
+    def test_plans_must_be_a_list(self, tmp_path, plans, kind):
+        path = write(tmp_path, "p.json", json.dumps({"plans": plans}))
+        with pytest.raises(PlanError, match=rf"^{re.escape(str(path))}: plans must be a list "
+                           rf"\(got {kind}\)$"):
+            load_plans(path, REG)
+
+    def test_a_rejected_plan_alone_is_no_file_error(self, tmp_path):
+        path = write(tmp_path, "p.jsonl", "{not json\n")
+        assert load_plans(path, REG) == load_plans(path, REG)
+        assert load_plans(path, REG).errors == (
+            f"{path}:1: invalid JSON: unexpected character, expected a string key: line 1 "
+            "column 2 (char 1)",)
+
+
+BAD = {"plan_id": "bad", "steps": [step(confidence=2)]}
+BAD_LINE = "plan[bad].steps[0].confidence: must be a number in [0, 1] (got 2)"
+
+
+class TestDocumentLines:
+    # Errors in a JSON document named no line; now the line each plan starts on.
+    def test_a_list_names_the_line_of_each_plan(self, tmp_path):
+        path = write(tmp_path, "p.json", "[\n" + json.dumps(GOOD) + ",\n\n  "
+                     + json.dumps(BAD) + "\n]\n")
+        assert load_plans(path, REG).errors == (f"{path}:4: {BAD_LINE}",)
+
+    def test_the_plans_key_names_the_line_of_each_plan(self, tmp_path):
+        text = json.dumps({"plans": [GOOD, BAD, BAD | {"plan_id": "b2"}]}, indent=2)
+        path = write(tmp_path, "p.json", text)
+        lines = text.splitlines()
+        first = lines.index('    {', lines.index('    {') + 1) + 1  # where the 2nd plan opens
+        third = lines.index('    {', first) + 1
+        assert load_plans(path, REG).errors == (
+            f"{path}:{first}: {BAD_LINE}",
+            f"{path}:{third}: {BAD_LINE.replace('plan[bad]', 'plan[b2]')}")
+
+    def test_one_plan_over_many_lines_names_its_first_line(self, tmp_path):
+        path = write(tmp_path, "p.json", "\n\n" + json.dumps(BAD, indent=2))
+        assert load_plans(path, REG).errors == (f"{path}:3: {BAD_LINE}",)
+
+    def test_strings_holding_brackets_commas_and_escapes_do_not_count(self, tmp_path):
+        tricky = {"plan_id": 'a[,]{"\\', "steps": [
+            step(args={"x": '",[{', "y": [1, [2, {"z": ","}]]})]}
+        path = write(tmp_path, "p.json", json.dumps([tricky, 3]) + "\n")
+        assert load_plans(path, REG).errors == (f"{path}:1: plan[1]: must be an object "
+                                                "(got a number)",)
+        path = write(tmp_path, "q.json", "[" + json.dumps(tricky) + ",\n" + json.dumps(BAD)
+                     + ",\n[1]]")
+        assert load_plans(path, REG).errors == (
+            f"{path}:2: {BAD_LINE}", f"{path}:3: plan[2]: must be an object (got a list)")
+
+    def test_an_escaped_plans_key_is_the_plans_key(self, tmp_path):
+        path = write(tmp_path, "p.json", '{"pl\\u0061ns":\n[\n' + json.dumps(BAD) + "]}")
+        assert load_plans(path, REG).errors == (f"{path}:3: {BAD_LINE}",)
+
+
+class TestSelfApproval:
+    # A plan could approve its own HIGH risk step ("approval": true) and run it LIVE.
+    def test_a_plan_cannot_approve_its_own_call(self, tmp_path):
+        path = jsonl(tmp_path, {"plan_id": "p2", "steps": [
+            step(tool="database_write", approval=True)]})
+        loaded = load_plans(path, REG)
+        assert [p.plan_id for p in loaded.plans] == ["p1"]
+        assert loaded.errors == (
+            f"{path}:2: plan[p2].steps[0].approval: a plan cannot approve its own call "
+            "(approvals come from the approver or a scoped grant); give false (a pre-denial) "
+            "or null",)
+
+    def test_a_pre_denial_and_no_answer_load(self, tmp_path):
+        path = jsonl(tmp_path, {"plan_id": "p2", "steps": [step(id="a", approval=False),
+                                                           step(id="b", approval=None)]})
+        loaded = load_plans(path, REG)
+        assert loaded.errors == ()
+        assert [c.approval for c in loaded.plans[1].calls] == [False, None]
+
+    @pytest.mark.parametrize("value", [True, 1, "yes"])
+    def test_a_planned_call_refuses_it_too(self, value):
+        with pytest.raises(InputError, match=r"^approval: a plan cannot approve its own call "
+                           r"\(approvals come from the approver or a scoped grant\); give false "
+                           rf"\(a pre-denial\) or null \(got {re.escape(repr(value))}\)$"):
+            PlannedCall("c", "p", "a", "database_write", 0.9, approval=value)
 
 
 class TestExecutionOutcome:
