@@ -1,8 +1,9 @@
 """The declared shape of audit events, and the one check that holds a line to it.
 
-The envelope of every line is :class:`AuditEvent`; the ``data`` of each kind
-replay reads is a record too (:data:`DATA_RECORDS`; a transition's, by
-machine, :data:`STEP_RECORDS`). :func:`decode_event` reads a line and holds it
+The envelope of every line is :class:`AuditEvent`; its ``kind`` is one of
+:data:`KINDS`, a closed set (the kinds buddy's writers append); the ``data``
+of each kind replay reads is a record too (:data:`DATA_RECORDS`; a
+transition's, by machine, :data:`STEP_RECORDS`). :func:`decode_event` reads a line and holds it
 to them in one pass, with msgspec decoders compiled from these same attrs
 records (C speed: replay reads every event once); when a line does not fit,
 the base converter (:func:`~buddy.rules.base._convert.structure_checked`)
@@ -31,8 +32,10 @@ __all__ = [
     "DATA_RECORDS",
     "STEP_RECORDS",
     "AuditEvent",
+    "KINDS",
     "DecisionData",
     "EscalationStep",
+    "ExecutionData",
     "GrantData",
     "OpenData",
     "TaskStep",
@@ -127,6 +130,26 @@ class TaskStep:
     rules: str | None = None
 
 
+@attrs.frozen
+class ExecutionData:
+    """A run's data: the call's inputs (as its transitions record them), the mode its
+    handler ran in, and what came of it. Replay holds ``mode`` to the state of the
+    call's context."""
+
+    agent: Json
+    tool: Json
+    risk: RiskLevel
+    requires_approval: bool
+    confidence: float
+    rules: str                        # the digest of the escalation table
+    args_digest: str
+    mode: ExecutionMode               # the mode of the context's state when it ran
+    ok: bool
+    args: Json                        # as given, secrets masked
+    result: Json = None               # a run that succeeded
+    error: str | None = None          # a run that failed: its error in one line
+
+
 def _grant_calls(instance: GrantData, attribute: Any, value: int | None) -> None:
     if value is not None and value < 1:
         raise _FieldError("calls", f"must be a whole number >= 1 or null (got {shown(value)})")
@@ -152,8 +175,16 @@ class GrantData:
     reason: str = ""
 
 
-#: The record the ``data`` of each kind replay reads must structure into.
-DATA_RECORDS: dict[str, type] = {"open": OpenData, "decision": DecisionData, "grant": GrantData}
+#: Every kind of event buddy writes (``grep -rn 'append(' engine/``): the log's header, the
+#: engine's (decisions, moves of a call's machine, approvals, runs, undos, grants, the system
+#: lock), the writer's own (``recover``) and ``buddy run``'s (conflicts). The set is closed:
+#: an event of another kind is refused, as it could hide a decision from replay.
+KINDS = ("open", "decision", "transition", "approval", "execution", "rollback", "grant",
+         "revoke", "lock", "unlock", "recover", "conflict", "resolution")
+#: The record the ``data`` of each kind replay reads must structure into; the ``data`` of
+#: the other kinds is any object.
+DATA_RECORDS: dict[str, type] = {"open": OpenData, "decision": DecisionData,
+                                 "execution": ExecutionData, "grant": GrantData}
 #: The record of a transition's ``data``, by machine.
 STEP_RECORDS: dict[str, type] = {"escalation": EscalationStep, "task": TaskStep}
 
@@ -206,6 +237,7 @@ def _wired(cls: type) -> tuple[msgspec.json.Decoder[Any], type | None]:
 _EVENT = _compile(AuditEvent, data=msgspec.Raw)   # data: decoded by kind, below
 _DATA = {kind: _wired(cls) for kind, cls in DATA_RECORDS.items()}
 _STEPS = {machine: _wired(cls) for machine, cls in STEP_RECORDS.items()}
+_KINDS = frozenset(KINDS)
 _WIRE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, RecursionError, _FieldError)
 
 
@@ -215,7 +247,8 @@ def decode_event(line: bytes, source: str, seq: int) -> tuple[Any, Any]:
     Returns ``(event, data)``: the envelope (``data`` left raw) and the data
     record of its kind (None for a kind replay does not read). Raises
     :class:`AuditFormatError` naming ``source:seq``, the seq and the field
-    that does not fit, in the converter's words (see :func:`event_problem`).
+    that does not fit, in the converter's words (see :func:`event_problem`);
+    an event whose kind is not one of :data:`KINDS` does not fit.
     """
     try:
         event = _EVENT.decode(line)
@@ -223,7 +256,7 @@ def decode_event(line: bytes, source: str, seq: int) -> tuple[Any, Any]:
             kind = event.kind
             wire = _STEPS.get(event.machine) if kind == "transition" else _DATA.get(kind)
             if wire is None:
-                if memoryview(event.data)[0] == 0x7B:  # an object ({), of any keys
+                if kind in _KINDS and memoryview(event.data)[0] == 0x7B:  # an object ({)
                     return event, None
             else:
                 decoder, validated = wire
@@ -276,6 +309,8 @@ def event_problem(event: Any, seq: int) -> Problem | None:
         return Problem(("seq",), f"must be {seq}, its place in the chain "
                                  f"(got {shown(event['seq'])})")
     kind = event["kind"]
+    if kind not in _KINDS:
+        return Problem(("kind",), f"must be one of {', '.join(KINDS)} (got {shown(kind)})")
     cls = STEP_RECORDS.get(event["machine"]) if kind == "transition" else DATA_RECORDS.get(kind)
     problems = [] if cls is None else structure_checked(event["data"], cls)[1]
     return Problem(("data", *problems[0].path), problems[0].message) if problems else None

@@ -4,21 +4,30 @@
 
 - it verifies the hash chain (and the head anchor, and the HMAC with a key);
 - it holds every event it replays to the declared records of the audit format
-  (:func:`~buddy.engine.core._audit.check_event`), so a malformed event, even
+  (:func:`~buddy.engine.core._events.decode_event`), so a malformed event, even
   one in a well-chained log, is refused in one line, never a traceback;
 - it rebuilds each subject's machine from its transitions, checking that every
   recorded move is one the declared machine makes from that state with the
   recorded inputs;
 - it re-evaluates every recorded decision from its recorded inputs and reports
   the first divergence;
+- it refuses what no buddy writes, though the chain verifies: a log that does
+  not start with its header (or a header that names another format or chain
+  than the one that verified), a run whose mode is not that of its context's
+  state or that no allowed decision of the context let run, a grant used by
+  another agent or for another tool, a decision no rule made from inputs no
+  rule takes, and, without a table given, a decision or move decided with
+  another table than buddy's shipped one;
 - with ``until`` it stops at a sequence number and returns every subject's
   state there (time travel);
-- with a different escalation table it lists the decisions that would change
-  (what-if), loosenings first.
+- given an escalation table it re-decides the log with it and lists the
+  decisions made with another table that would change (what-if), loosenings
+  first.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -29,6 +38,7 @@ import attrs
 from buddy.engine.core._approvals import Grant, GrantBook
 from buddy.engine.core._audit import AuditLog
 from buddy.engine.core._chain import (
+    FORMAT,
     Anchor,
     Chain,
     missing_anchor,
@@ -40,13 +50,14 @@ from buddy.engine.core._decision import REFUSAL_RULES, Policy
 from buddy.engine.core._events import decode_event
 from buddy.machines import MACHINES, EscalationInputs, TaskInputs
 from buddy.machines._factory import CompiledTable, compile_table, fire
+from buddy.machines.escalation import SPEC as ESCALATION
+from buddy.machines.escalation import STATE_MODE
 from buddy.rules.base._values import ExecutionMode, RiskLevel
 from buddy.rules.base.errors import AuditChainBroken
 from buddy.rules.tables._catalogue import ToolContractRegistry
 from buddy.rules.tables._escalation import EscalationTable
 
 __all__ = ["Change", "Divergence", "ReplayReport", "replay"]
-
 
 
 @attrs.frozen
@@ -112,6 +123,7 @@ class ReplayReport:
     rules_recorded: tuple[str, ...]         # digests of the tables the log was decided with
     rules_replayed: str                     # digest of the table replay used
     changes: tuple[Change, ...]             # what-if: decisions that change, loosenings first
+    rules_given: bool = False               # replay was given the table (a what-if may be)
 
     @property
     def ok(self) -> bool:
@@ -119,8 +131,12 @@ class ReplayReport:
 
     @property
     def what_if(self) -> bool:
-        """True when the log was decided with a table other than the one replayed."""
-        return any(d != self.rules_replayed for d in self.rules_recorded)
+        """True when replay was given a table and the log was decided with another.
+
+        Without a table every decision must have been made with the shipped one:
+        one made with another is a divergence (field ``rules``), not a what-if.
+        """
+        return self.rules_given and any(d != self.rules_replayed for d in self.rules_recorded)
 
 
 def _escalation_inputs(data: Any, table: EscalationTable) -> EscalationInputs:
@@ -140,19 +156,35 @@ INPUTS: dict[str, Callable[[Any, EscalationTable], Any]] = {
 }
 
 
+#: A state's name -> the mode a call runs in there (None: no call runs there).
+_STATE_MODE: dict[str, str | None] = {
+    state.name: (STATE_MODE[state].value if state in STATE_MODE else None)
+    for state in ESCALATION.states}
+_RANK = {mode.value: mode.rank for mode in ExecutionMode}
+_MACHINE, _START = ESCALATION.name, ESCALATION.initial.name
+_INITIAL = (_MACHINE, _START)
+
+
 class _Replayer:
     """Replays events that :func:`decode_event` read: every field has its declared type."""
 
-    def __init__(self, table: EscalationTable, source: str) -> None:
+    def __init__(self, table: EscalationTable, source: str, chain: str, *,
+                 given: bool) -> None:
         self.table = table
-        self.policy = Policy(ToolContractRegistry([]), table)
+        self.digest = table.digest
+        self.given = given      # a table given: decisions of another digest are a what-if
+        self.chain = chain      # the chain that verified the log: its header must name it
+        self.reevaluate = Policy(ToolContractRegistry([]), table).reevaluate
         self.source = source
         self.tables: dict[str, CompiledTable] = {n: compile_table(s) for n, s in MACHINES.items()}
         self.states: dict[str, tuple[str, str]] = {}
+        # Contexts an allowed decision lets run once: subject -> (seq, mode, agent, tool).
+        self.runnable: dict[str, tuple[int, str, Any, Any]] = {}
         self.locked = False
         self.grants = GrantBook()
         self.decisions = 0
-        self.digests: dict[str, None] = {}
+        self.digests: dict[str, None] = {}    # the digests decisions recorded, in order
+        self.replayed_digest_seen = False
         self.changes: list[Change] = []
         self.divergence: Divergence | None = None
         self.last_ts = 0.0
@@ -169,6 +201,8 @@ class _Replayer:
             self.decision(seq, subject, data)
         elif kind == "transition":
             self.transition(seq, e, data)
+        elif kind == "execution":
+            self.execution(seq, e, data)
         elif kind == "lock":
             self.locked = True
         elif kind == "unlock":
@@ -184,6 +218,36 @@ class _Replayer:
                 self.diverge(seq, subject, "revoke", "an active grant", "no such grant")
             else:
                 self.grants.revoke(subject)
+        elif kind == "open":
+            self.header(seq, subject, data)
+
+    def first(self, e: Any) -> None:
+        """Check the first event of the log: its header."""
+        if e.kind != "open":
+            self.diverge(e.seq, e.subject, "kind", e.kind,
+                         "open (a log starts with its header)")
+
+    def header(self, seq: int, subject: str, data: Any) -> None:
+        if seq != 1:
+            self.diverge(seq, subject, "kind", "open", "a header only at seq 1")
+        elif data.format != FORMAT:
+            self.diverge(seq, subject, "format", data.format, FORMAT)
+        elif data.chain != self.chain:
+            self.diverge(seq, subject, "chain", data.chain,
+                         f"{self.chain} (the chain that verified the log)")
+
+    def what_if_of(self, seq: int, subject: str, digest: str | None) -> bool:
+        """True when an event decided with the table of ``digest`` is a what-if: replay was
+        given another table. Without one, the shipped table decided every event: another
+        digest is a divergence, and the event is held to the shipped table."""
+        if digest is None or digest == self.digest:
+            return False
+        if self.given:
+            return True
+        self.diverge(seq, subject, "rules", digest, f"{self.digest} of the shipped "
+                     "table; replay with the table it was decided with (table=, "
+                     "buddy replay --rules DIR)")
+        return False
 
     def transition(self, seq: int, e: Any, data: Any) -> None:
         machine, subject, trigger, dst = e.machine, e.subject, e.event, e.dst
@@ -201,46 +265,85 @@ class _Replayer:
             self.diverge(seq, subject, "dst", dst, f"no {trigger} from {current} "
                          f"to {dst} in machine {machine}")
             return
-        if not self.what_if_of(data.rules):
+        rules = data.rules
+        if rules == self.digest or not self.what_if_of(seq, subject, rules):
             got = fire(table, current, trigger, INPUTS[machine](data, self.table))
             if got is None or got[0] != dst:
                 self.diverge(seq, subject, "dst", dst, None if got is None else got[0])
         self.states[subject] = (machine, dst)
 
-    def what_if_of(self, digest: str | None) -> bool:
-        return digest is not None and digest != self.table.digest
+    def execution(self, seq: int, e: Any, data: Any) -> None:
+        """A run: of a context an allowed decision let run, in the mode of its state."""
+        subject, mode = e.subject, data.mode
+        decided = self.runnable.pop(subject, None)
+        if decided is None:
+            self.diverge(seq, subject, "subject", subject, "no allowed decision of this "
+                         "context left to run")
+            return
+        machine, state = self.states.get(subject, _INITIAL)
+        if e.src != state or machine != _MACHINE:
+            self.diverge(seq, subject, "src", e.src, state)
+            return
+        at, decided_mode, agent, tool = decided
+        expected = _STATE_MODE.get(state)
+        if mode != expected:
+            self.diverge(seq, subject, "mode", mode, expected)
+        elif _RANK[mode] > _RANK[decided_mode]:
+            self.diverge(seq, subject, "mode", mode, f"at most {decided_mode}, as decided "
+                         f"at seq {at}")
+        elif data.agent != agent or type(data.agent) is not type(agent):
+            self.diverge(seq, subject, "agent", data.agent, agent)
+        elif data.tool != tool or type(data.tool) is not type(tool):
+            self.diverge(seq, subject, "tool", data.tool, tool)
 
     def decision(self, seq: int, subject: str, data: Any) -> None:
         self.decisions += 1
         digest = data.rules
-        self.digests.setdefault(digest, None)
+        if digest == self.digest:
+            what_if = False
+            if not self.replayed_digest_seen:
+                self.replayed_digest_seen = True
+                self.digests.setdefault(digest, None)
+        else:
+            self.digests.setdefault(digest, None)
+            what_if = self.what_if_of(seq, subject, digest)
         mode, allowed = data.mode, data.allowed
         recorded_mode = mode if allowed else "REFUSED"
+        runnable = self.runnable
         if data.rule in REFUSAL_RULES:
+            if runnable:
+                runnable.pop(subject, None)
             if allowed or mode != "MOCK":
                 self.diverge(seq, subject, "allowed", allowed, False)
             return
+        agent, tool = data.agent, data.tool
+        if type(agent) is not str or not agent or type(tool) is not str:
+            self.odd_inputs(seq, subject, agent, tool)
         locked = data.locked
         if self.locked and not locked:
             self.diverge(seq, subject, "locked", locked, True)
         via = data.approved_by
         if via is not None and via.startswith("grant:"):
-            gid = via[len("grant:"):]
-            at = data.approved_at
-            why = self.grants.check(gid, self.last_ts if at is None else at)
-            if why is not None:
-                self.diverge(seq, subject, "approved_by", via, f"grant {gid} unusable: {why}")
-            else:
-                self.grants.use(gid)
+            self.granted(seq, subject, data, via)
+        # A call's context (ctx-<seq>) runs once, at most in the mode decided, when its
+        # decision ends where the context's moves left it; a context without moves is
+        # named by the seq of its decision. An agent's decision (Engine.decide) runs nothing.
+        if "ctx-" <= subject < "ctx.":  # subject.startswith("ctx-"), at a third of its cost
+            at = self.states.get(subject)
+            if allowed and (at == (_MACHINE, data.state) if at is not None else
+                            data.state == _START and subject == f"ctx-{seq}"):
+                runnable[subject] = (seq, mode, agent, tool)
+            elif runnable:
+                runnable.pop(subject, None)
         try:
-            got, got_mode, state = self.policy.reevaluate(
+            got, got_mode, state = self.reevaluate(
                 data.risk, bool(data.requires_approval), data.confidence, data.approval, locked)
         except (KeyError, ValueError, TypeError, ArithmeticError) as exc:
             self.diverge(seq, subject, "inputs", "a decidable record", f"{exc!r}")
             return
         if not got.allowed:
             got_mode = "REFUSED"
-        if self.what_if_of(digest):
+        if what_if:
             if got_mode != recorded_mode:
                 self.changes.append(Change(seq, data.agent, data.tool, data.risk,
                                            data.confidence, _mode(recorded_mode),
@@ -252,6 +355,30 @@ class _Replayer:
             self.diverge(seq, subject, "rule", data.rule, got.rule)
         elif state != data.state:
             self.diverge(seq, subject, "state", data.state, state)
+
+    def odd_inputs(self, seq: int, subject: str, agent: Any, tool: Any) -> None:
+        if type(agent) is not str or not agent:
+            self.diverge(seq, subject, "agent", agent, "a non-empty string (only a refusal "
+                         "records another agent)")
+        else:
+            self.diverge(seq, subject, "tool", tool, "a string (only a refusal records "
+                         "another tool)")
+
+    def granted(self, seq: int, subject: str, data: Any, via: str) -> None:
+        """A decision approved by a grant: usable then, and scoped to its agent and tool."""
+        gid = via[len("grant:"):]
+        at = data.approved_at
+        why = self.grants.check(gid, self.last_ts if at is None else at)
+        grant = self.grants.get(gid)
+        if why is None and grant is not None and (
+                grant.agent != data.agent or grant.tool != data.tool):
+            why = f"it is scoped to agent {grant.agent!r} and tool {grant.tool!r}"
+        if why is not None:
+            self.diverge(seq, subject, "approved_by", via, f"grant {gid} unusable: {why}")
+        elif data.approval is not True:
+            self.diverge(seq, subject, "approval", data.approval, True)
+        else:
+            self.grants.use(gid)
 
 
 def replay(log: str | os.PathLike[str] | AuditLog | list[str] | list[bytes], *,
@@ -269,8 +396,10 @@ def replay(log: str | os.PathLike[str] | AuditLog | list[str] | list[bytes], *,
     until:
         Stop after this sequence number (time travel).
     table:
-        The escalation table to re-decide with (default: buddy's shipped one).
-        Decisions made with another table are compared as a what-if.
+        The escalation table to re-decide with. Decisions made with another
+        table are then compared as a what-if (listed in ``changes``). Without
+        it, buddy's shipped table re-decides, and a decision made with another
+        table is a divergence (field ``rules``): pass the table it was made with.
     check_anchor:
         Verify a file log against its head anchor (the default; a missing
         anchor is then an error). False verifies the chain alone, which cannot
@@ -313,15 +442,18 @@ def replay(log: str | os.PathLike[str] | AuditLog | list[str] | list[bytes], *,
             path, "replay with check_anchor=False (buddy replay --no-anchor) to verify the "
             "chain without it"))
     chain = verify_chain(lines, Chain(key), source, anchor=anchor)
+    given = table is not None
     table = table or EscalationTable.default()
-    r = _Replayer(table, source)
-    replayed = 0
+    r = _Replayer(table, source, chain.chain, given=given)
+    # The chain holds seq n on line n: replay lines 1..until, the first being the header.
+    replayed = len(lines) if until is None else max(0, min(until, len(lines)))
     step = r.event
-    for n, line in enumerate(lines, 1):
-        if until is not None and n > until:  # the chain holds seq n on line n
-            break
+    if replayed:
+        e, data = decode_event(lines[0], source, 1)
+        r.first(e)
+        step(e, data)
+    for n, line in enumerate(itertools.islice(lines, 1, replayed), 2):
         step(*decode_event(line, source, n))
-        replayed += 1
     return ReplayReport(
         source=source, events=chain.count, replayed=replayed,
         last_seq=min(chain.last_seq, until) if until is not None else chain.last_seq,
@@ -330,4 +462,5 @@ def replay(log: str | os.PathLike[str] | AuditLog | list[str] | list[bytes], *,
         grants=tuple(g.id for g in r.grants.active(r.last_ts)), until=until,
         rules_recorded=tuple(r.digests), rules_replayed=table.digest,
         changes=tuple(sorted(r.changes, key=lambda c: (c.direction != "loosening", c.seq))),
+        rules_given=given,
     )
