@@ -446,7 +446,7 @@ class TestAnchorProof:
         path = tmp_path / "a.jsonl"
         with AuditLog.open(path, clock=ManualClock(), key=key) as log:
             for i in range(n - 1):
-                log.append("note", "m", "s", "e", None, None, {"i": i})
+                log.append("recover", "m", "s", "e", None, None, {"i": i})
         return path
 
     @staticmethod

@@ -67,7 +67,7 @@ def expected(value: Any) -> tuple[bool, Any]:
 
 def written(log: AuditLog, events: list[tuple[str, dict[str, Any]]]) -> None:
     for subject, data in events:
-        log.append("execution", "escalation", subject, "run", "LIVE", None, data)
+        log.append("rollback", "escalation", subject, "undo", None, None, data)
 
 
 @given(first=st.lists(st.tuples(subjects, datas), min_size=1, max_size=4),

@@ -29,7 +29,7 @@ payload = "x" * 600
 i = 0
 while True:
     i += 1
-    log.append("note", "system", "crash-test", "tick", None, None,
+    log.append("recover", "system", "crash-test", "tick", None, None,
                {"i": i, "payload": payload})
 """
 
@@ -113,7 +113,7 @@ def test_reopening_a_torn_log_moves_the_tail_aside_and_goes_on(capsys, in_tmp) -
     with AuditLog.open(log, clock=time.time, sync="batch") as reopened:
         assert reopened.recovered_torn == str(log.with_name(f"audit.jsonl.torn-{good}"))
         assert reopened.last_seq == whole + 1            # the recover event
-        assert reopened.append("note", "system", "crash-test", "after", None, None, {}) == \
+        assert reopened.append("recover", "system", "crash-test", "after", None, None, {}) == \
             whole + 2
 
     assert Path(f"audit.jsonl.torn-{good}").read_bytes() == tail
@@ -134,7 +134,7 @@ def closed_log(n: int) -> Path:
     log = Path("audit.jsonl")
     with AuditLog.open(log, clock=lambda: 1000.0, sync="batch") as audit:
         for i in range(n - 1):
-            audit.append("note", "system", "crash-test", "tick", None, None, {"i": i})
+            audit.append("recover", "system", "crash-test", "tick", None, None, {"i": i})
     assert anchor_seq(log) == n
     return log
 
