@@ -366,7 +366,8 @@ def run_command(plans: Path | None, out_dir: Path, seed: int, dry_run_only: bool
     table.add_row("report", plain(summary.report))
     first, last = summary.audit_seq
     trail = printable(summary.audit_log)
-    table.add_row("audit trail", plain(f"{trail} (buddy replay {trail}), seq {first} to {last}"))
+    table.add_row("audit trail", plain(f"{trail} ({printable(summary.replay)}), seq {first} "
+                                       f"to {last}"))
     if first > 1:  # the trail was continued
         table.add_row("earlier runs", f"{summary.earlier_executions} executions read from the "
                                       "trail (irreversible ones count as done)")

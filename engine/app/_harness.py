@@ -187,6 +187,7 @@ class RunSummary:
     simulated: bool
     audit_seq: tuple[int, int] = (1, 1)  # this run's events in the trail, first and last
     earlier_executions: int = 0  # read from the trail this run continued
+    replay: str = ""  # the command that verifies the trail
 
 
 def _tables(rules_dir: Path | None) -> dict[str, Any]:
@@ -337,6 +338,7 @@ def run(config: RunConfig, *, progress: Callable[[int, int], None] | None = None
         "scenario": "default (simulated)" if simulated else str(config.plans),
         "rules": {"escalation": escalation.digest, "catalogue": registry.digest},
         "audit_log": audit_path.name,
+        "replay": _replay_command(Path(audit_path.name), escalation, config),  # from out/
         "audit_seq": [first_seq, last_seq],
         "earlier_executions": earlier,
     }
@@ -353,7 +355,19 @@ def run(config: RunConfig, *, progress: Callable[[int, int], None] | None = None
         health_score=system_health["health_score"], health=system_health["health_assessment"],
         anomalies=len(system_health["anomalies"]), signals=len(signals_out),
         audit_log=audit_path, report=report, simulated=True,
-        audit_seq=(first_seq, last_seq), earlier_executions=earlier)
+        audit_seq=(first_seq, last_seq), earlier_executions=earlier,
+        replay=_replay_command(audit_path, escalation, config))
+
+
+def _replay_command(audit_path: Path, escalation: EscalationTable, config: RunConfig) -> str:
+    """``buddy replay`` with what verifying this trail needs: the escalation table it was
+    decided with when it is not the shipped one, and the key when it is keyed."""
+    command = f"buddy replay {audit_path}"
+    if escalation.digest != EscalationTable.default().digest:
+        command += f" --rules {config.rules_dir}"
+    if config.audit_key is not None:
+        command += " --key-file FILE (or --key-env VAR)"
+    return command
 
 
 def _run_cycles(out: Path, plans: Sequence[Any], orchestrator: ToolOrchestrator,
@@ -455,7 +469,8 @@ def _report(summary: dict[str, Any], registry: ToolContractRegistry,
            f"| health | {health['health_score']} ({health['health_assessment']}) |",
            f"| anomalies | {len(health['anomalies'])} |",
            f"| learning signals | {len(signals)} |",
-           f"| audit trail | `{summary['audit_log']}` (`buddy replay {summary['audit_log']}`), "
+           f"| audit trail | `{summary['audit_log']}` ({_code(summary['replay'])}, in this "
+           "directory), "
            f"this run's events: seq {first} to {last}"
            + (f"; it continues an earlier trail ({summary['earlier_executions']} executions "
               "read)" if first > 1 else "") + " |",

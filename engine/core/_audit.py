@@ -52,7 +52,7 @@ from buddy.engine.core._chain import (
     split_log,
     verify_chain,
 )
-from buddy.engine.core._events import AuditEvent
+from buddy.engine.core._events import KINDS, AuditEvent
 from buddy.rules.base._convert import converter
 from buddy.rules.base._files import write_atomic
 from buddy.rules.base._masking import Masker, shown
@@ -67,6 +67,7 @@ _NON_STR_KEYS = orjson.OPT_NON_STR_KEYS
 _flock, _LOCK_EX, _LOCK_UN = fcntl.flock, fcntl.LOCK_EX, fcntl.LOCK_UN
 _lseek, _SEEK_END = os.lseek, os.SEEK_END  # at O_APPEND's end: the file's size, cheaply
 _write = os.write
+_KINDS = frozenset(KINDS)
 
 
 # -- the log ------------------------------------------------------------------
@@ -85,9 +86,9 @@ class AuditLog:
     taken only once the line is written.
 
     >>> log = AuditLog.memory(clock=lambda: 0.0)
-    >>> log.append("note", "system", "demo", "hello", None, None, {"n": 1})  # seq 1 is the header
+    >>> log.append("recover", "audit", "log", "hello", None, None, {"n": 1})  # 1: the header
     2
-    >>> log.append("note", "system", "demo", "big", None, None, {"n": 2 ** 70})
+    >>> log.append("recover", "audit", "log", "big", None, None, {"n": 2 ** 70})
     3
     >>> list(log.records())[-1]["data"]
     {'n': {'$unencodable': 'int', 'repr': '1180591620717411303424'}}
@@ -222,6 +223,9 @@ class AuditLog:
                 src is not None and type(src) is not str or \
                 dst is not None and type(dst) is not str:
             _check_envelope(kind, machine, "", event, src, dst, {}, 0.0)  # says which, raises
+        if kind not in _KINDS:  # the closed set replay reads (buddy.engine.core._events.KINDS)
+            raise AuditError(f"audit event: kind must be one of {', '.join(KINDS)} "
+                             f"(got {shown(kind)})")
         with self.lock:
             return self.append_locked(kind, machine, subject, event, src, dst, data, ts)
 

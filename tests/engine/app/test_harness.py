@@ -187,7 +187,8 @@ class TestOutputs:
             "total_rollbacks": 4,
             "executions_by_mode": {"MOCK": 0, "DRY_RUN": 7, "LIVE": 58, "NOT_RUN": 2},
             "seed": 24, "simulated": True, "scenario": "default (simulated)",
-            "rules": summary["rules"], "audit_log": "audit.jsonl", "audit_seq": [1, 354],
+            "rules": summary["rules"], "audit_log": "audit.jsonl",
+            "replay": "buddy replay audit.jsonl", "audit_seq": [1, 354],
             "earlier_executions": 0}
         assert set(summary["rules"]) == {"escalation", "catalogue"}
         assert (default_run.summary.audit_seq, default_run.summary.earlier_executions) == (
@@ -1025,3 +1026,18 @@ class TestHostileValues:
         assert code == 0
         [line] = json_lines(out_dir / "tool_execution_log.jsonl")
         assert line["result"]["tool_results"][0]["agent"] == HOSTILE
+
+
+class TestReplayHint:
+    def test_a_run_on_a_table_of_its_own_says_to_replay_with_it(self, tmp_path, capsys):
+        rules = tmp_path / "rules"
+        rules.mkdir()
+        shipped = resources.files("buddy.rules").joinpath("escalation.toml").read_text("utf-8")
+        (rules / "escalation.toml").write_text(shipped.replace("value = 0.70", "value = 0.75"))
+        out = tmp_path / "out"
+        summary = run(RunConfig(output_dir=out, rules_dir=rules, start=T0))
+        assert summary.replay == f"buddy replay {out / 'audit.jsonl'} --rules {rules}"
+        doc = json.loads((out / "orchestration_summary.json").read_text())
+        assert doc["replay"] == f"buddy replay audit.jsonl --rules {rules}"
+        assert main(["replay", str(out / "audit.jsonl"), "--rules", str(rules)]) == 0
+        assert main(["replay", str(out / "audit.jsonl")]) == 1  # decided with another table

@@ -51,7 +51,7 @@ class TestFormat:
 
     def test_unserialisable_values_are_recorded_by_repr(self):
         log = AuditLog.memory(clock=ManualClock())
-        log.append("note", "x", "y", "z", None, None, {"obj": object, "n": {1: 2}})
+        log.append("recover", "x", "y", "z", None, None, {"obj": object, "n": {1: 2}})
         data = json.loads(log.lines()[-1])["data"]
         assert data == {"obj": "<class 'object'>", "n": {"1": 2}}
         verify_lines(log.lines())
@@ -122,7 +122,7 @@ class TestFileLog:
     def test_append_flushes_each_event(self, tmp_path):
         path = tmp_path / "a.jsonl"
         log = AuditLog.open(path, clock=ManualClock(), sync="never")
-        log.append("note", "m", "s", "e", None, None, {})
+        log.append("recover", "m", "s", "e", None, None, {})
         assert len(path.read_text().splitlines()) == 2  # readable before close
         log.close()
 
@@ -130,7 +130,7 @@ class TestFileLog:
         path = tmp_path / "a.jsonl"
         log = AuditLog.open(path, clock=ManualClock(), sync="batch", sync_every=3)
         for _ in range(4):
-            log.append("note", "m", "s", "e", None, None, {})
+            log.append("recover", "m", "s", "e", None, None, {})
         # header (seq 1) and seqs 2, 3 make the first batch of 3: anchored at 3
         assert read_anchor(path).seq == 3
         log.close()
@@ -141,7 +141,7 @@ class TestFileLog:
         path = tmp_path / "a.jsonl"
         with AuditLog.open(path, clock=ManualClock()) as log:
             for _ in range(5):
-                log.append("note", "m", "s", "e", None, None, {})
+                log.append("recover", "m", "s", "e", None, None, {})
         lines = path.read_text().splitlines(keepends=True)
         path.write_text("".join(lines[:-2]))
         with pytest.raises(AuditChainBroken, match="cut from the end") as err:
@@ -151,7 +151,7 @@ class TestFileLog:
     def test_anchor_hash_mismatch(self, tmp_path):
         path = tmp_path / "a.jsonl"
         with AuditLog.open(path, clock=ManualClock()) as log:
-            log.append("note", "m", "s", "e", None, None, {})
+            log.append("recover", "m", "s", "e", None, None, {})
         anchor = attrs.asdict(read_anchor(path))
         anchor["hash"] = "f" * 64
         anchor_path(path).write_text(json.dumps(anchor))
@@ -161,7 +161,7 @@ class TestFileLog:
     def test_torn_last_line_is_reported_not_fatal(self, tmp_path):
         path = tmp_path / "a.jsonl"
         with AuditLog.open(path, clock=ManualClock()) as log:
-            log.append("note", "m", "s", "e", None, None, {})
+            log.append("recover", "m", "s", "e", None, None, {})
         with open(path, "ab") as fh:
             fh.write(b'{"seq":3,"ts":1000.0,"ki')
         scan = scan_log(path)
@@ -172,21 +172,21 @@ class TestFileLog:
     def test_reopen_continues_the_chain(self, tmp_path):
         path = tmp_path / "a.jsonl"
         with AuditLog.open(path, clock=ManualClock()) as log:
-            log.append("note", "m", "s", "e", None, None, {})
+            log.append("recover", "m", "s", "e", None, None, {})
         with AuditLog.open(path, clock=ManualClock()) as log:
-            assert log.append("note", "m", "s", "e", None, None, {}) == 3
+            assert log.append("recover", "m", "s", "e", None, None, {}) == 3
         assert verify_lines(scan_log(path).lines, anchor=read_anchor(path)).last_seq == 3
 
     def test_reopen_moves_a_torn_tail_aside(self, tmp_path):
         path = tmp_path / "a.jsonl"
         with AuditLog.open(path, clock=ManualClock()) as log:
-            log.append("note", "m", "s", "e", None, None, {})
+            log.append("recover", "m", "s", "e", None, None, {})
         size = path.stat().st_size
         with open(path, "ab") as fh:
             fh.write(b'{"seq":3,"ts":')
         with AuditLog.open(path, clock=ManualClock()) as log:
             assert log.recovered_torn == str(tmp_path / f"a.jsonl.torn-{size}")
-            log.append("note", "m", "s", "e", None, None, {})
+            log.append("recover", "m", "s", "e", None, None, {})
         assert (tmp_path / f"a.jsonl.torn-{size}").read_bytes() == b'{"seq":3,"ts":'
         lines = scan_log(path).lines
         assert json.loads(lines[2])["kind"] == "recover"
@@ -195,7 +195,7 @@ class TestFileLog:
     def test_reopen_refuses_a_tampered_log(self, tmp_path):
         path = tmp_path / "a.jsonl"
         with AuditLog.open(path, clock=ManualClock()) as log:
-            log.append("note", "m", "s", "e", None, None, {"n": 1})
+            log.append("recover", "m", "s", "e", None, None, {"n": 1})
         path.write_text(path.read_text().replace('"n":1', '"n":2'))
         with pytest.raises(AuditChainBroken):
             AuditLog.open(path, clock=ManualClock())
@@ -279,18 +279,18 @@ class TestUnencodableValues:
         with AuditLog.open(path, clock=ManualClock()) as log:
             assert log.append("execution", "escalation", "ctx-1", "run", "LIVE", None,
                               {"ok": True, "result": value, "tool": "t"}) == 2
-            assert log.append("note", "m", "s", "after", None, None, {}) == 3
+            assert log.append("recover", "m", "s", "after", None, None, {}) == 3
         records = [json.loads(line) for line in scan_log(path).lines]
         assert records[1]["data"] == {"ok": True, "result": recorded, "tool": "t"}
         assert [r["seq"] for r in records] == [1, 2, 3]
         assert verified(path) == 3
         with AuditLog.open(path, clock=ManualClock()) as log:  # the file log reopens
-            assert log.append("note", "m", "s", "reopened", None, None, {}) == 4
+            assert log.append("recover", "m", "s", "reopened", None, None, {}) == 4
         assert verified(path) == 4
 
     def test_secrets_stay_masked_in_the_fallback(self):
         log = AuditLog.memory(clock=ManualClock())
-        log.append("note", "m", "s", "e", None, None, {
+        log.append("recover", "m", "s", "e", None, None, {
             "password": 2 ** 70, "args": {"token": "sk-live-1", "n": 2 ** 70}})
         assert list(log.records())[-1]["data"] == {
             "password": "***",
@@ -300,13 +300,13 @@ class TestUnencodableValues:
 
     def test_keys_json_cannot_hold(self):
         log = AuditLog.memory(clock=ManualClock())
-        log.append("note", "m", "s", "e", None, None, {(1, 2): "x", "k\udc80": 1, "(1, 2)": 2})
+        log.append("recover", "m", "s", "e", None, None, {(1, 2): "x", "k\udc80": 1, "(1, 2)": 2})
         assert list(log.records())[-1]["data"] == {"(1, 2)": "x", "k\\udc80": 1, "(1, 2)'": 2}
         verify_lines(log.lines())
 
     def test_subject_json_cannot_hold_is_escaped(self):
         log = AuditLog.memory(clock=ManualClock())
-        log.append("note", "m", "agent-\ud800", "e", None, None, {})
+        log.append("recover", "m", "agent-\ud800", "e", None, None, {})
         assert list(log.records())[-1]["subject"] == "agent-\\ud800"
 
     def test_a_live_result_json_cannot_hold(self, tmp_path):
@@ -331,7 +331,7 @@ class TestFailedAppend:
     def opened(tmp_path):
         path = tmp_path / "a.jsonl"
         log = AuditLog.open(path, clock=ManualClock())
-        log.append("note", "m", "s", "e", None, None, {})
+        log.append("recover", "m", "s", "e", None, None, {})
         return path, log
 
     def test_a_subject_function_that_raises(self, tmp_path):
@@ -355,10 +355,10 @@ class TestFailedAppend:
         before = path.read_bytes()
         log._clock = lambda: 1 / 0
         with pytest.raises(ZeroDivisionError):
-            log.append("note", "m", "s", "e", None, None, {})
+            log.append("recover", "m", "s", "e", None, None, {})
         assert path.read_bytes() == before
         log._clock = ManualClock()
-        assert log.append("note", "m", "s", "e", None, None, {}) == 3
+        assert log.append("recover", "m", "s", "e", None, None, {}) == 3
         log.close()
         assert verified(path) == 3
 
@@ -370,24 +370,27 @@ class TestFailedAppend:
         ({"ts": float("nan")}, "audit event: ts must be a finite number (got nan)"),
         ({"ts": "now"}, "audit event: ts must be a finite number (got 'now')"),
         ({"ts": True}, "audit event: ts must be a finite number (got True)"),
+        ({"kind": "note"}, "audit event: kind must be one of open, decision, transition, "
+                           "approval, execution, rollback, grant, revoke, lock, unlock, recover, "
+                           "conflict, resolution (got 'note')"),
     ])
     def test_an_envelope_replay_would_refuse(self, tmp_path, args, message):
         path, log = self.opened(tmp_path)
         before = path.read_bytes()
-        event = {"kind": "note", "machine": "m", "subject": "s", "event": "e", "src": None,
+        event = {"kind": "recover", "machine": "m", "subject": "s", "event": "e", "src": None,
                  "dst": None, "data": {}, "ts": None, **args}
         with pytest.raises(AuditError) as err:
             log.append(**event)
         assert str(err.value) == message
         assert path.read_bytes() == before
-        assert log.append("note", "m", "s", "e", None, None, {}, ts=5) == 3  # an int ts is fine
+        assert log.append("recover", "m", "s", "e", None, None, {}, ts=5) == 3  # an int ts is fine
         log.close()
         assert verified(path) == 3
 
     def test_a_short_write_is_finished(self, tmp_path, monkeypatch):
         path, log = self.opened(tmp_path)
         monkeypatch.setattr(_audit, "_write", lambda fd, data: os.write(fd, data[:10]))
-        assert log.append("note", "m", "s", "e", None, None, {"n": 1}) == 3
+        assert log.append("recover", "m", "s", "e", None, None, {"n": 1}) == 3
         monkeypatch.undo()
         log.close()
         assert verified(path) == 3
@@ -402,11 +405,11 @@ class TestFailedAppend:
 
         monkeypatch.setattr(_audit, "_write", half_then_full)
         with pytest.raises(AuditError) as err:
-            log.append("note", "m", "s", "e", None, None, {"n": 1})
+            log.append("recover", "m", "s", "e", None, None, {"n": 1})
         monkeypatch.undo()
         assert str(err.value) == f"{path}: cannot write audit event 3: No space left on device"
         assert path.read_bytes() == before
-        assert log.append("note", "m", "s", "e", None, None, {"n": 1}) == 3
+        assert log.append("recover", "m", "s", "e", None, None, {"n": 1}) == 3
         log.close()
         assert verified(path) == 3
 
@@ -415,7 +418,7 @@ class TestFailedAppend:
         log.close()
         log.close()  # twice is fine
         with pytest.raises(AuditError, match="the audit log is closed"):
-            log.append("note", "m", "s", "e", None, None, {})
+            log.append("recover", "m", "s", "e", None, None, {})
 
 
 class TestLineSeparators:
@@ -434,7 +437,7 @@ class TestLineSeparators:
         assert json.loads(lines[1])["subject"] == "agent\u2028one"
         assert replay(path).ok
         with AuditLog.open(path, clock=ManualClock()) as audit:
-            assert audit.append("note", "m", "s\u2028", "e", None, None, {}) == len(lines) + 1
+            assert audit.append("recover", "m", "s\u2028", "e", None, None, {}) == len(lines) + 1
         assert [r["seq"] for r in AuditLog.read_records(path)] == list(range(1, len(lines) + 2))
 
 

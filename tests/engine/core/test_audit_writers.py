@@ -35,7 +35,7 @@ WRITER = textwrap.dedent("""\
     while not go.exists():
         time.sleep(0.001)
     for i in range(50):
-        log.append("note", "writer", lambda seq: f"{name}-{seq}", "tick", None, None,
+        log.append("recover", "writer", lambda seq: f"{name}-{seq}", "tick", None, None,
                    {"writer": name, "i": i})
     log.close()
 """)
@@ -93,8 +93,8 @@ def test_two_logs_in_one_process_take_turns(tmp_path):
     assert (a.last_seq, b.last_seq) == (1, 1)
     seqs = []
     for i in range(5):
-        seqs.append(a.append("note", "m", lambda seq: f"a-{seq}", "e", None, None, {"i": i}))
-        seqs.append(b.append("note", "m", lambda seq: f"b-{seq}", "e", None, None, {"i": i}))
+        seqs.append(a.append("recover", "m", lambda seq: f"a-{seq}", "e", None, None, {"i": i}))
+        seqs.append(b.append("recover", "m", lambda seq: f"b-{seq}", "e", None, None, {"i": i}))
     assert seqs == list(range(2, 12))
     b.close()
     assert read_anchor(path).seq == 11
@@ -110,7 +110,7 @@ def test_the_subject_function_gets_the_seq_after_the_tail_moved(tmp_path):
     a = AuditLog.open(path, clock=ManualClock())
     with AuditLog.open(path, clock=ManualClock()) as b:
         for _ in range(3):
-            b.append("note", "m", "s", "e", None, None, {})
+            b.append("recover", "m", "s", "e", None, None, {})
     assert a.append("grant", "approval", lambda seq: f"grant-{seq}", "grant", None, "ACTIVE",
                     {}) == 5
     a.close()
@@ -121,13 +121,13 @@ def test_the_subject_function_gets_the_seq_after_the_tail_moved(tmp_path):
 def test_lines_another_writer_added_must_verify(tmp_path):
     path = tmp_path / "audit.jsonl"
     a = AuditLog.open(path, clock=ManualClock())
-    a.append("note", "m", "s", "e", None, None, {"n": 1})
+    a.append("recover", "m", "s", "e", None, None, {"n": 1})
     with AuditLog.open(path, clock=ManualClock()) as b:
-        b.append("note", "m", "s", "e", None, None, {"n": 2})
+        b.append("recover", "m", "s", "e", None, None, {"n": 2})
     raw = path.read_bytes()
     path.write_bytes(raw.replace(b'"n":2', b'"n":3'))  # someone edits b's line
     with pytest.raises(AuditChainBroken) as err:
-        a.append("note", "m", "s", "e", None, None, {"n": 4})
+        a.append("recover", "m", "s", "e", None, None, {"n": 4})
     assert str(err.value) == f"{path}:3: chain broken at seq 3: hash mismatch (line edited)"
     assert path.read_bytes() == raw.replace(b'"n":2', b'"n":3')  # a wrote nothing
     with pytest.raises(AuditChainBroken):
@@ -138,7 +138,7 @@ def test_a_keyed_writer_refuses_lines_chained_without_the_key(tmp_path):
     path = tmp_path / "audit.jsonl"
     a = AuditLog.open(path, clock=ManualClock(), key=KEY)
     with AuditLog.open(path, clock=ManualClock(), key=KEY) as b:
-        b.append("note", "m", "s", "e", None, None, {})
+        b.append("recover", "m", "s", "e", None, None, {})
     good = path.read_bytes()
     last = json.loads(good.splitlines()[-1])
     assert last["seq"] == 2
@@ -147,7 +147,7 @@ def test_a_keyed_writer_refuses_lines_chained_without_the_key(tmp_path):
     digest = hashlib.sha256(body.encode()).hexdigest()  # chained as a plain log would be
     path.write_bytes(good + body[:-1].encode() + f',"hash":"{digest}"}}\n'.encode())
     with pytest.raises(AuditChainBroken) as err:
-        a.append("note", "m", "s", "e", None, None, {})
+        a.append("recover", "m", "s", "e", None, None, {})
     assert str(err.value) == f"{path}:3: chain broken at seq 3: hash mismatch (line edited, " \
         "or chained without the key)"
 
@@ -155,11 +155,11 @@ def test_a_keyed_writer_refuses_lines_chained_without_the_key(tmp_path):
 def test_a_log_cut_behind_a_writer(tmp_path):
     path = tmp_path / "audit.jsonl"
     log = AuditLog.open(path, clock=ManualClock())
-    log.append("note", "m", "s", "e", None, None, {})
+    log.append("recover", "m", "s", "e", None, None, {})
     size = path.stat().st_size
     path.write_bytes(path.read_bytes()[: size // 2])
     with pytest.raises(AuditChainBroken) as err:
-        log.append("note", "m", "s", "e", None, None, {})
+        log.append("recover", "m", "s", "e", None, None, {})
     assert str(err.value) == f"{path}: chain broken at seq 2: the log shrank from {size} to " \
         f"{size // 2} bytes since this writer's last write: events were cut from the end"
 
@@ -168,11 +168,11 @@ def test_a_torn_line_of_a_writer_that_died(tmp_path):
     # Another writer died mid-line (it held the lock, which its death released).
     path = tmp_path / "audit.jsonl"
     log = AuditLog.open(path, clock=ManualClock())
-    log.append("note", "m", "s", "e", None, None, {})
+    log.append("recover", "m", "s", "e", None, None, {})
     good = path.stat().st_size
     with open(path, "ab") as fh:
         fh.write(b'{"seq":3,"ts":1000.0,"ki')
-    assert log.append("note", "m", "s", "after", None, None, {}) == 4
+    assert log.append("recover", "m", "s", "after", None, None, {}) == 4
     log.close()
     events = records(path)
     assert (events[2]["kind"], events[2]["data"]) == \
@@ -187,7 +187,7 @@ def test_the_anchor_never_moves_back(tmp_path):
     stale = AuditLog.open(path, clock=ManualClock())
     with AuditLog.open(path, clock=ManualClock()) as busy:
         for _ in range(9):
-            busy.append("note", "m", "s", "e", None, None, {})
+            busy.append("recover", "m", "s", "e", None, None, {})
     assert read_anchor(path).seq == 10
     stale.flush()
     assert read_anchor(path).seq == 10 and stale.last_seq == 10
