@@ -96,6 +96,16 @@ class _Seed(click.ParamType):
         return number
 
 
+class _Risk(click.Choice):
+    """A risk level in any case (``high``, ``High``); help and errors name them as declared."""
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and value.upper() in self.choices:
+            return value.upper()
+        return super().convert(value, param, ctx)
+
+
 _catalogue_option = click.option(
     "--catalogue", type=click.Path(dir_okay=False, path_type=Path), default=None,
     help="Tool catalogue TOML (default: buddy's standard catalogue).")
@@ -194,8 +204,8 @@ def decide(tool: str, confidence: float, agent: str, approval: bool | None, lock
 
 
 @cli.command()
-@click.option("--risk", type=click.Choice([r.value for r in RiskLevel]), default=None,
-              help="Only tools of this risk level.")
+@click.option("--risk", type=_Risk([r.value for r in RiskLevel]), default=None,
+              help="Only tools of this risk level (in any case: high, HIGH).")
 @_catalogue_option
 @_json_option
 def tools(risk: str | None, catalogue: Path | None, as_json: bool) -> None:

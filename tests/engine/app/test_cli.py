@@ -187,6 +187,19 @@ class TestTools:
         rows = json.loads(ok(capsys, "tools", "--risk", risk, "--json"))
         assert sorted(r["name"] for r in rows) == sorted(n for n, r in RISKS.items() if r == risk)
 
+    @pytest.mark.parametrize("given", ["high", "High", "HIGH"])
+    def test_risk_filter_ignores_case(self, capsys, given) -> None:
+        # `--risk high` was refused ('high' is not one of 'LOW', 'MEDIUM', 'HIGH').
+        rows = json.loads(ok(capsys, "tools", "--risk", given, "--json"))
+        assert sorted(r["name"] for r in rows) == \
+            ["database_write", "file_operation", "msgraph_send_email"]
+        assert "3 tools" in ok(capsys, "tools", "--risk", given)
+
+    def test_an_unknown_risk_is_a_usage_error(self, capsys) -> None:
+        assert fails(capsys, "tools", "--risk", "severe", code=2) == \
+            "BadParameter: Invalid value for '--risk': 'severe' is not one of 'LOW', " \
+            "'MEDIUM', 'HIGH'."
+
     def test_catalogue_file(self, capsys) -> None:
         Path("mine.toml").write_text(SHIPPED_TOOLS, encoding="utf-8")
         rows = json.loads(ok(capsys, "tools", "--catalogue", "mine.toml", "--json"))
