@@ -146,7 +146,8 @@ def cli() -> None:
 @click.option("--agent", "-a", default="cli", show_default=True, help="The calling agent.")
 @click.option("--approve/--deny", "approval", default=None,
               help="A one-shot approval answer for this call (default: none given).")
-@click.option("--locked", is_flag=True, help="Decide as if the system were locked.")
+@click.option("--locked", is_flag=True,
+              help="Decide as if the system were locked (a what-if: not with --audit).")
 @click.option("--audit", "audit_path", type=click.Path(dir_okay=False, path_type=Path),
               default=None, help="Append the decision to this audit log (JSON Lines).")
 @click.option("--allow-missing-anchor", is_flag=True,
@@ -161,6 +162,10 @@ def decide(tool: str, confidence: float, agent: str, approval: bool | None, lock
            key_env: str | None,
            catalogue: Path | None, rules: Path | None, as_json: bool) -> None:
     """Decide the execution mode of one call of TOOL, and say why."""
+    if locked and audit_path is not None:  # a log's lock is real: every writer honours it
+        raise click.UsageError("--locked is a what-if (decide as if the system were locked) "
+                               "and cannot go with --audit: a log's system lock is real, "
+                               "honoured by every writer of the log")
     if audit_path is None:  # an option that acts on the log, without a log: say so
         needless = [flag for flag, given in (("--key-file", key_file is not None),
                                              ("--key-env", key_env is not None),
@@ -176,11 +181,9 @@ def decide(tool: str, confidence: float, agent: str, approval: bool | None, lock
                           allow_missing_anchor=allow_missing_anchor) if audit_path else None
     engine = Engine(loaded.registry, loaded.table, audit=audit)
     try:
-        if locked:
+        if locked:  # the engine's own memory log (no --audit): nothing outlives the call
             engine.lock("--locked")
         decision = engine.decide(agent, tool, confidence, approval=approval)
-        if locked:
-            engine.unlock("--locked")
     finally:
         engine.audit.close()
     if as_json:
