@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
 import os
 import re
 import time
@@ -43,6 +44,7 @@ import orjson
 
 from buddy.engine.app._printable import md_cell, printable
 from buddy.engine.core._audit import AuditLog
+from buddy.engine.core._chain import anchor_path
 from buddy.engine.core._engine import Engine
 from buddy.engine.orchestration._conflicts import ConflictResolver
 from buddy.engine.orchestration._feedback import FeedbackLoop
@@ -222,6 +224,21 @@ def _iso(ts: float) -> str:
         return f"{ts:g} s since the epoch"
 
 
+def _check_output_paths(out: Path) -> None:
+    """Refuse an output path of ``out`` that is not a file (a directory at ``report.md``
+    failed the run after all its work): :class:`IsADirectoryError` for a directory,
+    :class:`OSError` for anything else that is not a regular file (a FIFO would block)."""
+    audit = out / AUDIT_FILE
+    for path in (*(out / name for name in (*OUTPUT_FILES, REPORT_FILE)), audit,
+                 anchor_path(audit)):
+        if path.is_dir():
+            raise IsADirectoryError(errno.EISDIR, "is a directory, where buddy run writes a "
+                                    "file (move it away, or use another --out)", str(path))
+        if path.exists() and not path.is_file():
+            raise OSError(errno.EINVAL, "is not a regular file, where buddy run writes one "
+                          "(move it away, or use another --out)", str(path))
+
+
 def _remove_outputs(out: Path) -> None:
     """Remove the previous run's derived outputs (never the audit trail), and any
     temporary file a crashed atomic write left."""
@@ -253,7 +270,9 @@ def run(config: RunConfig, *, progress: Callable[[int, int], None] | None = None
 
     Everything is checked before a file is touched: the rule tables, the
     catalogue, the plans (:class:`~buddy.rules.base.errors.PlanError` when there
-    is none) and the audit trail already in the output directory, which the run
+    is none), the output paths (:class:`IsADirectoryError` for a directory where
+    an output goes, :class:`OSError` for another file that is not a regular one)
+    and the audit trail already in the output directory, which the run
     continues (:class:`~buddy.rules.base.errors.AuditChainBroken` when it does not
     verify, e.g. a keyed trail without its key). Then the previous run's outputs
     (not the trail) are removed and the new ones written.
@@ -271,6 +290,7 @@ def run(config: RunConfig, *, progress: Callable[[int, int], None] | None = None
         plans = default_plans(config.seed)
 
     out = config.output_dir
+    _check_output_paths(out)
     out.mkdir(parents=True, exist_ok=True)
     clock = SimulatedClock(time.time() if config.start is None else config.start)
     start = clock()

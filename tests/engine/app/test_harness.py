@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from collections import Counter
 from importlib import resources
@@ -809,6 +810,47 @@ class TestContinuedTrail:
         assert capsys.readouterr().err == ("AuditChainBroken: out/audit.jsonl:5: chain broken "
                                            "at seq 5: hash mismatch (line edited)\n")
         assert snapshot(tmp_path / "out") == before
+
+
+def tree(out: Path) -> dict[str, bytes | None]:
+    """:func:`snapshot`, directories (None) and special files included."""
+    return {p.name: p.read_bytes() if p.is_file() else None for p in sorted(out.iterdir())}
+
+
+class TestOutputPaths:
+    # A directory at report.md: the run did all its LIVE work, then failed with
+    # IsADirectoryError (the trail already continued).
+    NAMES = [*OUTPUT_FILES, "report.md", "audit.jsonl", "audit.jsonl.anchor"]
+
+    @pytest.mark.parametrize("name", NAMES)
+    @pytest.mark.parametrize("earlier", [True, False])
+    def test_a_directory_is_refused_before_anything_runs(self, tmp_path, capsys, monkeypatch,
+                                                          name, earlier):
+        monkeypatch.chdir(tmp_path)
+        out = Path("o")
+        if earlier:
+            assert main(["run", "--out", "o", "--start", str(T0)]) == 0
+            (out / name).unlink()
+        (out / name).mkdir(parents=True)
+        (out / name / "kept").write_text("mine")
+        before = tree(out)
+        capsys.readouterr()
+        assert main(["run", "--out", "o", "--start", str(T0)]) == 1
+        assert capsys.readouterr() == ("", f"IsADirectoryError: o/{name}: is a directory, "
+                                       "where buddy run writes a file (move it away, or use "
+                                       "another --out)\n")
+        assert tree(out) == before
+        assert (out / name / "kept").read_text() == "mine"
+
+    def test_a_fifo_is_refused_too(self, tmp_path, capsys, monkeypatch):
+        monkeypatch.chdir(tmp_path)
+        Path("o").mkdir()
+        os.mkfifo("o/audit.jsonl")  # opened as the trail, it would block the run
+        assert main(["run", "--out", "o", "--start", str(T0)]) == 1
+        assert capsys.readouterr().err == ("OSError: o/audit.jsonl: is not a regular file, "
+                                           "where buddy run writes one (move it away, or use "
+                                           "another --out)\n")
+        assert sorted(p.name for p in Path("o").iterdir()) == ["audit.jsonl"]
 
 
 class TestStaleOutputs:
