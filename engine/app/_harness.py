@@ -31,11 +31,12 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import errno
+import fcntl
 import os
 import re
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -70,14 +71,16 @@ from buddy.rules.tables._escalation import EscalationTable
 from buddy.rules.tables._monitoring import AnomalyTable, HealthTable
 from buddy.rules.tables._signals import SignalTable
 
-__all__ = ["AUDIT_FILE", "MAX_START", "OUTPUT_FILES", "RULE_TABLES", "RunConfig", "RunSummary",
-           "run"]
+__all__ = ["AUDIT_FILE", "MAX_START", "OUTPUT_FILES", "RULE_TABLES", "RUN_LOCK", "RunConfig",
+           "RunSummary", "run"]
 
 OUTPUT_FILES = ("tool_execution_log.jsonl", "orchestration_summary.json",
                 "execution_state_transitions.jsonl", "tool_conflicts.json",
                 "rollback_events.jsonl", "learning_signals.jsonl", "system_health.json")
 REPORT_FILE = "report.md"
 AUDIT_FILE = "audit.jsonl"
+#: The file in the output directory a run holds an exclusive ``flock`` on for its whole life.
+RUN_LOCK = ".buddy-run.lock"
 
 #: The tables a rules directory may hold, by file name.
 RULE_TABLES: dict[str, Any] = {"anomalies.toml": AnomalyTable, "conflicts.toml": ConflictTable,
@@ -230,13 +233,37 @@ def _check_output_paths(out: Path) -> None:
     :class:`OSError` for anything else that is not a regular file (a FIFO would block)."""
     audit = out / AUDIT_FILE
     for path in (*(out / name for name in (*OUTPUT_FILES, REPORT_FILE)), audit,
-                 anchor_path(audit)):
+                 anchor_path(audit), out / RUN_LOCK):
         if path.is_dir():
             raise IsADirectoryError(errno.EISDIR, "is a directory, where buddy run writes a "
                                     "file (move it away, or use another --out)", str(path))
         if path.exists() and not path.is_file():
             raise OSError(errno.EINVAL, "is not a regular file, where buddy run writes one "
                           "(move it away, or use another --out)", str(path))
+
+
+@contextlib.contextmanager
+def _run_lock(out: Path) -> Iterator[None]:
+    """Hold ``out`` for one run: an exclusive ``flock`` on its :data:`RUN_LOCK` file.
+
+    Two runs into one directory would each read the trail before the other wrote
+    (an irreversible action done twice) and interleave their outputs. The lock is
+    the kernel's, so it ends with the process however it ends; the file stays.
+
+    Raises :class:`BlockingIOError` at once when another run holds it.
+    """
+    path = out / RUN_LOCK
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise BlockingIOError(errno.EWOULDBLOCK, f"another buddy run is writing to {out} "
+                                  "(wait for it to finish, or use another --out)",
+                                  str(path)) from exc
+        yield
+    finally:
+        os.close(fd)  # drops the lock
 
 
 def _remove_outputs(out: Path) -> None:
@@ -274,14 +301,14 @@ def run(config: RunConfig, *, progress: Callable[[int, int], None] | None = None
     an output goes, :class:`OSError` for another file that is not a regular one)
     and the audit trail already in the output directory, which the run
     continues (:class:`~buddy.rules.base.errors.AuditChainBroken` when it does not
-    verify, e.g. a keyed trail without its key). Then the previous run's outputs
-    (not the trail) are removed and the new ones written.
+    verify, e.g. a keyed trail without its key). The run holds the output
+    directory (:data:`RUN_LOCK`) from before it reads the trail until its summary
+    is written; :class:`BlockingIOError` when another run holds it. Then the
+    previous run's outputs (not the trail) are removed and the new ones written.
     """
     registry = ToolContractRegistry.from_toml(config.catalogue) if config.catalogue else \
         ToolContractRegistry.default()
     tables = _tables(config.rules_dir)
-    escalation: EscalationTable = tables["escalation.toml"]
-    simulated = config.plans is None
     rejected: tuple[str, ...] = ()
     if config.plans is not None:
         loaded = load_plans(config.plans, registry)
@@ -292,6 +319,17 @@ def run(config: RunConfig, *, progress: Callable[[int, int], None] | None = None
     out = config.output_dir
     _check_output_paths(out)
     out.mkdir(parents=True, exist_ok=True)
+    with _run_lock(out):  # before the trail is read; held until the summary is written
+        return _run(config, registry, tables, plans, rejected, progress)
+
+
+def _run(config: RunConfig, registry: ToolContractRegistry, tables: dict[str, Any],
+         plans: Sequence[Any], rejected: tuple[str, ...],
+         progress: Callable[[int, int], None] | None) -> RunSummary:
+    """:func:`run` once its inputs are loaded and the output directory is held."""
+    out = config.output_dir
+    escalation: EscalationTable = tables["escalation.toml"]
+    simulated = config.plans is None
     clock = SimulatedClock(time.time() if config.start is None else config.start)
     start = clock()
     audit_path = out / AUDIT_FILE

@@ -14,6 +14,9 @@ import json
 import math
 import os
 import re
+import subprocess
+import sys
+import time
 from collections import Counter
 from importlib import resources
 from pathlib import Path
@@ -23,12 +26,13 @@ import pytest
 
 import buddy.engine.app._harness as harness
 from buddy.engine.app._cli import main
-from buddy.engine.app._harness import OUTPUT_FILES, RunConfig, RunSummary, run
+from buddy.engine.app._harness import OUTPUT_FILES, RUN_LOCK, RunConfig, RunSummary, run
 from buddy.engine.orchestration._orchestrator import ToolOrchestrator
+from buddy.rules.tables._catalogue import ToolContractRegistry
 from buddy.rules.base.errors import InputError
 
 T0 = 1_705_329_025.0  # 2024-01-15T14:30:25Z
-ALL_FILES = sorted([*OUTPUT_FILES, "report.md", "audit.jsonl", "audit.jsonl.anchor"])
+ALL_FILES = sorted([*OUTPUT_FILES, "report.md", "audit.jsonl", "audit.jsonl.anchor", RUN_LOCK])
 CONFLICT_TYPES = ["RESOURCE", "ORDERING", "RATE_LIMIT", "DUPLICATE_ACTION", "PERMISSION",
                   "TIMEOUT"]
 STRATEGIES = ["DELAY", "REASSIGN", "DOWNGRADE", "ABORT"]
@@ -820,7 +824,7 @@ def tree(out: Path) -> dict[str, bytes | None]:
 class TestOutputPaths:
     # A directory at report.md: the run did all its LIVE work, then failed with
     # IsADirectoryError (the trail already continued).
-    NAMES = [*OUTPUT_FILES, "report.md", "audit.jsonl", "audit.jsonl.anchor"]
+    NAMES = [*OUTPUT_FILES, "report.md", "audit.jsonl", "audit.jsonl.anchor", RUN_LOCK]
 
     @pytest.mark.parametrize("name", NAMES)
     @pytest.mark.parametrize("earlier", [True, False])
@@ -853,6 +857,89 @@ class TestOutputPaths:
         assert sorted(p.name for p in Path("o").iterdir()) == ["audit.jsonl"]
 
 
+BUDDY = Path(sys.executable).with_name("buddy")
+#: ``buddy run`` (argv) in a process that pauses in its first orchestration cycle: it
+#: touches ``started``, then waits for ``go``.
+PAUSED_RUN = """
+import sys, time
+from pathlib import Path
+from buddy.engine.app._cli import main
+from buddy.engine.orchestration._orchestrator import ToolOrchestrator
+real = ToolOrchestrator.run_cycle
+def paused(self, plans):
+    Path("started").touch()
+    deadline = time.monotonic() + 60
+    while not Path("go").exists():
+        if time.monotonic() > deadline:
+            sys.exit("never released")
+        time.sleep(0.01)
+    return real(self, plans)
+ToolOrchestrator.run_cycle = paused
+sys.exit(main(sys.argv[1:]))
+"""
+BUSY = ("BlockingIOError: o/.buddy-run.lock: another buddy run is writing to o (wait for it "
+        "to finish, or use another --out)\n")
+
+
+def irreversible_live_runs(trail: Path) -> Counter[tuple[str, str]]:
+    """Successful LIVE runs of irreversible tools in ``trail``, by tool and arguments."""
+    registry = ToolContractRegistry.default()
+    return Counter((d["tool"], d["args_digest"]) for r in json_lines(trail)
+                   if r["kind"] == "execution" and (d := r["data"])["mode"] == "LIVE"
+                   and d["ok"] and not registry.get(d["tool"]).reversible)
+
+
+class TestConcurrentRuns:
+    # Two runs into one --out each read the trail before the other wrote: irreversible
+    # actions done twice, JSON Lines interleaved, a summary spanning both runs.
+    def test_a_second_run_refuses_at_once_and_touches_nothing(self, tmp_path):
+        (tmp_path / "paused.py").write_text(PAUSED_RUN)
+        first = subprocess.Popen([sys.executable, "paused.py", "run", "--out", "o", "--start",
+                                  str(T0)], cwd=tmp_path, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 60
+            while not (tmp_path / "started").exists():
+                assert first.poll() is None and time.monotonic() < deadline, \
+                    first.communicate()
+                time.sleep(0.01)
+            before = tree(tmp_path / "o")
+            second = subprocess.run([BUDDY, "run", "--out", "o", "--start", str(T0)],
+                                    cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                                    check=False)
+            assert (second.returncode, second.stdout, second.stderr) == (1, "", BUSY)
+            assert tree(tmp_path / "o") == before
+        finally:
+            (tmp_path / "go").touch()
+            out, err = first.communicate(timeout=60)
+        assert (first.returncode, err) == (0, ""), out
+        assert "seq 1 to 354" in out
+        assert json.loads((tmp_path / "o" / "orchestration_summary.json").read_text())[
+            "audit_seq"] == [1, 354]
+        assert main(["replay", str(tmp_path / "o" / "audit.jsonl")]) == 0
+
+    def test_racing_runs_leave_one_story(self, tmp_path):
+        runs = [subprocess.Popen([BUDDY, "run", "--out", "o"], cwd=tmp_path,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                for _ in range(4)]
+        done = [(p.wait(timeout=120), p.stderr.read()) for p in runs]  # type: ignore[union-attr]
+        for p in runs:
+            p.stdout.close()  # type: ignore[union-attr]
+            p.stderr.close()  # type: ignore[union-attr]
+        assert (0, "") in done
+        assert all(d in ((0, ""), (1, BUSY)) for d in done), done
+        out = tmp_path / "o"
+        assert main(["replay", str(out / "audit.jsonl")]) == 0
+        assert set(irreversible_live_runs(out / "audit.jsonl").values()) == {1}
+        last_seq = json_lines(out / "audit.jsonl")[-1]["seq"]
+        first, last = json.loads((out / "orchestration_summary.json").read_text())["audit_seq"]
+        assert last == last_seq
+        assert [line["plan_index"] for line in json_lines(out / "tool_execution_log.jsonl")] \
+            == list(range(24))
+        seqs = [line["seq"] for line in json_lines(out / "execution_state_transitions.jsonl")]
+        assert seqs == sorted(seqs) and first <= seqs[0] and seqs[-1] <= last
+
+
 class TestStaleOutputs:
     # kill -9 during a run over an earlier one left the old summary and report beside the
     # new, partial execution log: an unfinished run that looked finished.
@@ -875,7 +962,7 @@ class TestStaleOutputs:
         with pytest.raises(KeyboardInterrupt):
             do_run(out)
         assert sorted(p.name for p in out.iterdir()) == [
-            "audit.jsonl", "audit.jsonl.anchor", "tool_execution_log.jsonl"]
+            RUN_LOCK, "audit.jsonl", "audit.jsonl.anchor", "tool_execution_log.jsonl"]
         assert [line["plan_index"] for line in Run(None, out).lines(  # type: ignore[arg-type]
             "tool_execution_log.jsonl")] == [0, 1, 2, 3]
         assert (out / "audit.jsonl").read_bytes().startswith(first)
