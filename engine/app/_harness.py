@@ -337,6 +337,8 @@ def _run(config: RunConfig, registry: ToolContractRegistry, tables: dict[str, An
     audit = AuditLog.open(audit_path, clock=clock, key=config.audit_key)  # verifies it
     try:
         first_seq = audit.last_seq + 1 if continued else 1
+        if continued:
+            _check_one_table(audit, escalation)
         resolver = ConflictResolver(registry, tables["conflicts.toml"],
                                     agents=AGENTS if simulated else None, audit=audit)
         earlier = resolver.load_history(audit) if continued else 0
@@ -426,6 +428,29 @@ def _replay_command(audit_path: Path, escalation: EscalationTable, config: RunCo
     if config.audit_key is not None:
         command += " --key-file FILE (or --key-env VAR)"
     return command
+
+
+def _check_one_table(audit: AuditLog, escalation: EscalationTable) -> None:
+    """Refuse to continue a trail whose decisions used another escalation table.
+
+    Replay verifies a trail against one table (``buddy replay --rules DIR``): a
+    trail decided with two could never verify, and a what-if over it would list
+    one table's decisions as changes. Raises :class:`InputError` naming the digests.
+    """
+    used = {r["data"].get("rules") for r in audit.records() if r["kind"] == "decision"}
+    used.discard(None)
+    if not used - {escalation.digest}:
+        return
+    shipped = EscalationTable.default().digest
+
+    def named(digest: str) -> str:
+        return f"{digest} (the shipped one)" if digest == shipped else digest
+
+    earlier = ", ".join(named(d) for d in sorted(used))
+    raise InputError(f"{audit.path}: its earlier runs decided with escalation "
+                     f"table{'s' if len(used) > 1 else ''} {earlier}, this run would decide "
+                     f"with {named(escalation.digest)}; a trail replays against one table: "
+                     "use a fresh --out, or the rules its runs used")
 
 
 def _run_cycles(out: Path, plans: Sequence[Any], orchestrator: ToolOrchestrator,

@@ -28,8 +28,8 @@ import buddy.engine.app._harness as harness
 from buddy.engine.app._cli import main
 from buddy.engine.app._harness import OUTPUT_FILES, RUN_LOCK, RunConfig, RunSummary, run
 from buddy.engine.orchestration._orchestrator import ToolOrchestrator
-from buddy.rules.tables._catalogue import ToolContractRegistry
 from buddy.rules.base.errors import InputError
+from buddy.rules.tables._catalogue import ToolContractRegistry
 
 T0 = 1_705_329_025.0  # 2024-01-15T14:30:25Z
 ALL_FILES = sorted([*OUTPUT_FILES, "report.md", "audit.jsonl", "audit.jsonl.anchor", RUN_LOCK])
@@ -1170,3 +1170,51 @@ class TestReplayHint:
         assert doc["replay"] == f"buddy replay audit.jsonl --rules {rules}"
         assert main(["replay", str(out / "audit.jsonl"), "--rules", str(rules)]) == 0
         assert main(["replay", str(out / "audit.jsonl")]) == 1  # decided with another table
+
+
+class TestOneTablePerTrail:
+    # `run --rules R` then a plain run into one --out: the summary's replay command failed
+    # (ReplayDivergence ... rules recorded ...), and `replay --rules R` listed the other
+    # table's decisions as what-if changes. Replay verifies a trail against one table.
+    SHIPPED, OWN = "6a0010f83ddad4ec", "49ab0734405bb290"
+
+    @pytest.fixture
+    def here(self, tmp_path, monkeypatch, capsys):
+        monkeypatch.chdir(tmp_path)
+        Path("R").mkdir()
+        Path("R/escalation.toml").write_text(SHIPPED.joinpath("escalation.toml").read_text(
+            "utf-8").replace("value = 0.70", "value = 0.75"))
+        return tmp_path
+
+    @pytest.mark.parametrize("first, then, earlier, now", [
+        (["--rules", "R"], [], f"{OWN}", f"{SHIPPED} (the shipped one)"),
+        ([], ["--rules", "R"], f"{SHIPPED} (the shipped one)", f"{OWN}"),
+    ])
+    def test_another_table_is_refused_touching_nothing(self, here, capsys, first, then,
+                                                        earlier, now):
+        assert main(["run", "--out", "o", "--start", str(T0), *first]) == 0
+        before = snapshot(Path("o"))
+        capsys.readouterr()
+        assert main(["run", "--out", "o", "--start", str(T0), *then]) == 1
+        assert capsys.readouterr() == ("", (
+            f"InputError: o/audit.jsonl: its earlier runs decided with escalation table "
+            f"{earlier}, this run would decide with {now}; a trail replays against one "
+            "table: use a fresh --out, or the rules its runs used\n"))
+        assert snapshot(Path("o")) == before
+
+    def test_the_same_table_continues_and_replays(self, here, capsys):
+        for _ in range(2):
+            assert main(["run", "--out", "o", "--start", str(T0), "--rules", "R"]) == 0
+        capsys.readouterr()
+        assert main(["replay", "o/audit.jsonl", "--rules", "R", "--json"]) == 0
+        report = json.loads(capsys.readouterr().out)
+        assert (report["ok"], report["rules_recorded"], report["changes"]) == (True, [self.OWN],
+                                                                              [])
+
+    def test_a_directory_holding_the_shipped_table_is_the_same_table(self, here, capsys):
+        Path("C").mkdir()
+        Path("C/escalation.toml").write_text(SHIPPED.joinpath("escalation.toml").read_text(
+            "utf-8"))
+        assert main(["run", "--out", "o", "--start", str(T0)]) == 0
+        assert main(["run", "--out", "o", "--start", str(T0), "--rules", "C"]) == 0
+        assert main(["replay", "o/audit.jsonl"]) == 0
