@@ -34,6 +34,7 @@ import errno
 import fcntl
 import os
 import re
+import shlex
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -378,6 +379,7 @@ def _run(config: RunConfig, registry: ToolContractRegistry, tables: dict[str, An
     system_health = monitor.system_health()
     write_atomic(out / "system_health.json", _dumps(system_health))
     outcomes = orchestrator.outcomes
+    rules_absolute = None if config.rules_dir is None else Path(os.path.abspath(config.rules_dir))
     runs = Counter(o.mode for o in outcomes)  # None: not run
     by_mode = {m.value: runs[m] for m in sorted(ExecutionMode, key=lambda m: m.rank)}
     summary = {
@@ -398,7 +400,10 @@ def _run(config: RunConfig, registry: ToolContractRegistry, tables: dict[str, An
         "scenario": "default (simulated)" if simulated else str(config.plans),
         "rules": {"escalation": escalation.digest, "catalogue": registry.digest},
         "audit_log": audit_path.name,
-        "replay": _replay_command(Path(audit_path.name), escalation, config),  # from out/
+        # run from the output directory: the rules directory absolute (the same rules give
+        # the same command, whatever directory they were named from)
+        "replay": _replay_command(Path(audit_path.name), rules_absolute, escalation,
+                                  keyed=config.audit_key is not None),
         "audit_seq": [first_seq, last_seq],
         "earlier_executions": earlier,
     }
@@ -416,16 +421,21 @@ def _run(config: RunConfig, registry: ToolContractRegistry, tables: dict[str, An
         anomalies=len(system_health["anomalies"]), signals=len(signals_out),
         audit_log=audit_path, report=report, simulated=True,
         audit_seq=(first_seq, last_seq), earlier_executions=earlier,
-        replay=_replay_command(audit_path, escalation, config))
+        # run from where buddy run was: the paths as given
+        replay=_replay_command(audit_path, config.rules_dir, escalation,
+                               keyed=config.audit_key is not None))
 
 
-def _replay_command(audit_path: Path, escalation: EscalationTable, config: RunConfig) -> str:
-    """``buddy replay`` with what verifying this trail needs: the escalation table it was
-    decided with when it is not the shipped one, and the key when it is keyed."""
-    command = f"buddy replay {audit_path}"
+def _replay_command(audit_path: Path, rules_dir: Path | None, escalation: EscalationTable,
+                    *, keyed: bool) -> str:
+    """``buddy replay`` with what verifying this trail needs, paths quoted for a shell:
+    the escalation table it was decided with when it is not the shipped one, and the
+    key when it is keyed (a placeholder: where the key is kept is not the run's to say).
+    Relative paths are relative to where the command is to run."""
+    command = f"buddy replay {shlex.quote(str(audit_path))}"
     if escalation.digest != EscalationTable.default().digest:
-        command += f" --rules {config.rules_dir}"
-    if config.audit_key is not None:
+        command += f" --rules {shlex.quote(str(rules_dir))}"
+    if keyed:
         command += " --key-file FILE (or --key-env VAR)"
     return command
 

@@ -14,6 +14,7 @@ import json
 import math
 import os
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -1218,3 +1219,43 @@ class TestOneTablePerTrail:
         assert main(["run", "--out", "o", "--start", str(T0)]) == 0
         assert main(["run", "--out", "o", "--start", str(T0), "--rules", "C"]) == 0
         assert main(["replay", "o/audit.jsonl"]) == 0
+
+
+class TestReplayCommand:
+    # The summary's and the report's command named the log relative to --out but
+    # --rules relative to where buddy run was invoked: from neither did it run.
+    @pytest.fixture
+    def rules(self, tmp_path, monkeypatch):
+        monkeypatch.chdir(tmp_path)
+        return rules_dir(tmp_path, "escalation.toml", "value = 0.70", "value = 0.75")
+
+    @staticmethod
+    def runs(command: str, where: Path, monkeypatch: pytest.MonkeyPatch) -> int:
+        argv = shlex.split(command)
+        assert argv[:2] == ["buddy", "replay"], command
+        monkeypatch.chdir(where)
+        return main(argv[1:])
+
+    @pytest.mark.parametrize("out, given", [("o", "rules"), ("out dir", "my rules")])
+    def test_each_command_runs_from_where_it_says(self, rules, tmp_path, capsys, monkeypatch,
+                                                  out, given):
+        rules.rename(given)
+        assert main(["run", "--out", out, "--rules", given, "--start", str(T0)]) == 0
+        table = capsys.readouterr().out
+        from_here = f"buddy replay {shlex.quote(out + '/audit.jsonl')} --rules " \
+            f"{shlex.quote(given)}"
+        assert f"audit trail      │ {out}/audit.jsonl ({from_here}), seq 1 to " in table
+        in_out = f"buddy replay audit.jsonl --rules {shlex.quote(str(tmp_path / given))}"
+        assert json.loads(Path(out, "orchestration_summary.json").read_text())["replay"] == \
+            in_out
+        assert f"| audit trail | `audit.jsonl` (`{in_out}`, in this directory)" in \
+            Path(out, "report.md").read_text()
+        assert self.runs(from_here, tmp_path, monkeypatch) == 0
+        assert self.runs(in_out, tmp_path / out, monkeypatch) == 0
+        assert capsys.readouterr().err == ""
+
+    def test_fresh_directories_are_still_byte_identical(self, rules, tmp_path):
+        one, two = do_run(tmp_path / "one", rules_dir=Path("rules")), \
+            do_run(tmp_path / "two", rules_dir=rules)
+        for name in ALL_FILES:
+            assert one.text(name) == two.text(name), name
