@@ -369,6 +369,8 @@ def run_command(plans: Path | None, out_dir: Path, seed: int, dry_run_only: bool
     table.add_column("")
     table.add_column("")
     modes = summary.executions_by_mode
+    if summary.lock_note:  # every call decided while locked ran MOCK only: say it first
+        table.add_row("system lock", Text(summary.lock_note, style="bold red"))
     table.add_row("plans", f"{summary.plans} run, {len(summary.rejected)} rejected")
     table.add_row("executions", ", ".join(f"{m} {n}" for m, n in modes.items()))
     table.add_row("conflicts", f"{summary.conflicts} detected, {summary.resolved} resolved")

@@ -194,6 +194,29 @@ class RunSummary:
     audit_seq: tuple[int, int] = (1, 1)  # this run's events in the trail, first and last
     earlier_executions: int = 0  # read from the trail this run continued
     replay: str = ""  # the command that verifies the trail
+    #: The seq of the trail's lock event in force at the start and at the end of the run
+    #: (None: unlocked then). While the system is locked every call runs MOCK only.
+    system_lock: tuple[int | None, int | None] = (None, None)
+
+    @property
+    def lock_note(self) -> str | None:
+        """What to tell a person about the system lock; None when it held at neither end."""
+        return _lock_note(*self.system_lock)
+
+
+def _lock_note(start: int | None, end: int | None) -> str | None:
+    """The system lock over a run, from the seqs of the lock events in force at its start
+    and end (see :attr:`RunSummary.system_lock`)."""
+    if start is None and end is None:
+        return None
+    if start == end:
+        return f"LOCKED for the whole run, by the trail's lock event at seq {start}: calls ran " \
+            "MOCK only"
+    return ", ".join([
+        "unlocked at the start" if start is None else
+        f"LOCKED at the start (the trail's lock event at seq {start})",
+        "unlocked at the end" if end is None else f"LOCKED at the end (lock event at seq {end})",
+    ]) + ": calls decided while locked ran MOCK only"
 
 
 def _tables(rules_dir: Path | None) -> dict[str, Any]:
@@ -338,8 +361,8 @@ def _run(config: RunConfig, registry: ToolContractRegistry, tables: dict[str, An
     audit = AuditLog.open(audit_path, clock=clock, key=config.audit_key)  # verifies it
     try:
         first_seq = audit.last_seq + 1 if continued else 1
-        if continued:
-            _check_one_table(audit, escalation)
+        tables_used, lock_at_start = _read_trail(audit, first_seq)
+        _check_one_table(audit, tables_used, escalation)
         resolver = ConflictResolver(registry, tables["conflicts.toml"],
                                     agents=AGENTS if simulated else None, audit=audit)
         earlier = resolver.load_history(audit) if continued else 0
@@ -365,6 +388,7 @@ def _run(config: RunConfig, registry: ToolContractRegistry, tables: dict[str, An
     last_seq = audit.last_seq
     end = clock()
     records = [r for r in AuditLog.read_records(audit_path) if first_seq <= r["seq"] <= last_seq]
+    lock_at_end = _lock_in_force(records, lock_at_start)
     _write_transitions(out / "execution_state_transitions.jsonl", records)
     rollbacks = _write_rollbacks(out / "rollback_events.jsonl", records, end)
     conflicts = resolver.summary()
@@ -406,6 +430,7 @@ def _run(config: RunConfig, registry: ToolContractRegistry, tables: dict[str, An
                                   keyed=config.audit_key is not None),
         "audit_seq": [first_seq, last_seq],
         "earlier_executions": earlier,
+        "system_lock": {"at_start": lock_at_start, "at_end": lock_at_end},
     }
     report = out / REPORT_FILE
     write_atomic(report, _report(summary, registry, results, outcomes, conflicts_doc,
@@ -421,6 +446,7 @@ def _run(config: RunConfig, registry: ToolContractRegistry, tables: dict[str, An
         anomalies=len(system_health["anomalies"]), signals=len(signals_out),
         audit_log=audit_path, report=report, simulated=True,
         audit_seq=(first_seq, last_seq), earlier_executions=earlier,
+        system_lock=(lock_at_start, lock_at_end),
         # run from where buddy run was: the paths as given
         replay=_replay_command(audit_path, config.rules_dir, escalation,
                                keyed=config.audit_key is not None))
@@ -440,15 +466,39 @@ def _replay_command(audit_path: Path, rules_dir: Path | None, escalation: Escala
     return command
 
 
-def _check_one_table(audit: AuditLog, escalation: EscalationTable) -> None:
-    """Refuse to continue a trail whose decisions used another escalation table.
+def _lock_in_force(records: Iterable[dict[str, Any]], lock: int | None) -> int | None:
+    """The seq of the lock event in force after ``records`` (None: unlocked), from ``lock``:
+    the system lock as :attr:`AuditLog.locked` and replay read it."""
+    for r in records:
+        if r["kind"] == "lock":
+            lock = r["seq"]
+        elif r["kind"] == "unlock":
+            lock = None
+    return lock
+
+
+def _read_trail(audit: AuditLog, first_seq: int) -> tuple[set[str], int | None]:
+    """The trail before ``first_seq``: the digests of the escalation tables its decisions
+    used, and the seq of the lock event in force at its end (None: unlocked)."""
+    used: set[str] = set()
+    lock = None
+    for r in audit.records():
+        if r["seq"] >= first_seq:  # another writer's, since the trail was opened
+            break
+        if r["kind"] == "decision" and r["data"].get("rules") is not None:
+            used.add(r["data"]["rules"])
+        lock = _lock_in_force((r,), lock)
+    return used, lock
+
+
+def _check_one_table(audit: AuditLog, used: set[str], escalation: EscalationTable) -> None:
+    """Refuse to continue a trail whose decisions (``used``: their tables' digests) used
+    another escalation table.
 
     Replay verifies a trail against one table (``buddy replay --rules DIR``): a
     trail decided with two could never verify, and a what-if over it would list
     one table's decisions as changes. Raises :class:`InputError` naming the digests.
     """
-    used = {r["data"].get("rules") for r in audit.records() if r["kind"] == "decision"}
-    used.discard(None)
     if not used - {escalation.digest}:
         return
     shipped = EscalationTable.default().digest
@@ -546,6 +596,7 @@ def _report(summary: dict[str, Any], registry: ToolContractRegistry,
     keep = set(used) | {d for t in used for d in registry.get(t).dependencies}
     sub = graph.subgraph(sorted(keep)).copy()
     first, last = summary["audit_seq"]
+    lock = _lock_note(summary["system_lock"]["at_start"], summary["system_lock"]["at_end"])
     out = [f"# buddy run {summary['pipeline_id']}", "",
            f"{summary['scenario']}; seed {summary['seed']}. The tools' handlers are SIMULATED "
            "(seeded, deterministic stand-ins that touch nothing)."
@@ -553,6 +604,7 @@ def _report(summary: dict[str, Any], registry: ToolContractRegistry,
            f"Plans from {md_cell(summary['scenario'])}; seed {summary['seed']}. The tools' "
            "handlers are SIMULATED.", "",
            "| | |", "|---|---|",
+           *([f"| system lock | {lock} |"] if lock else []),
            f"| plans | {summary['plans_processed']} ({summary['plans_successful']} fully "
            f"successful, {summary['plans_rejected']} rejected) |",
            "| executions by mode | " + ", ".join(f"{m} {n}" for m, n in

@@ -28,6 +28,8 @@ import pytest
 import buddy.engine.app._harness as harness
 from buddy.engine.app._cli import main
 from buddy.engine.app._harness import OUTPUT_FILES, RUN_LOCK, RunConfig, RunSummary, run
+from buddy.engine.core._audit import AuditLog
+from buddy.engine.core._engine import Engine
 from buddy.engine.orchestration._orchestrator import ToolOrchestrator
 from buddy.rules.base.errors import InputError
 from buddy.rules.tables._catalogue import ToolContractRegistry
@@ -195,7 +197,7 @@ class TestOutputs:
             "seed": 24, "simulated": True, "scenario": "default (simulated)",
             "rules": summary["rules"], "audit_log": "audit.jsonl",
             "replay": "buddy replay audit.jsonl", "audit_seq": [1, 354],
-            "earlier_executions": 0}
+            "earlier_executions": 0, "system_lock": {"at_start": None, "at_end": None}}
         assert set(summary["rules"]) == {"escalation", "catalogue"}
         assert (default_run.summary.audit_seq, default_run.summary.earlier_executions) == (
             (1, 354), 0)
@@ -1259,3 +1261,71 @@ class TestReplayCommand:
             do_run(tmp_path / "two", rules_dir=rules)
         for name in ALL_FILES:
             assert one.text(name) == two.text(name), name
+
+
+def set_lock(trail: Path, locked: bool) -> None:
+    """Lock (or unlock) the system of ``trail`` as another writer of it, an embedding
+    engine, does."""
+    with AuditLog.open(trail, clock=time.time) as audit:
+        engine = Engine.default(audit=audit)
+        if locked:
+            engine.lock("incident 42")
+        else:
+            engine.unlock("incident over")
+
+
+class TestLockedTrail:
+    # A run on a locked trail did all-MOCK work and reported health EXCELLENT without a
+    # word about the lock.
+    def test_locked_for_the_whole_run(self, tmp_path, capsys, monkeypatch):
+        monkeypatch.chdir(tmp_path)
+        assert main(["run", "--out", "o", "--start", str(T0)]) == 0
+        assert "system lock" not in capsys.readouterr().out
+        assert "system lock" not in Path("o/report.md").read_text()
+        set_lock(Path("o/audit.jsonl"), True)  # seq 355
+        assert main(["run", "--out", "o", "--start", str(T0)]) == 0
+        note = "LOCKED for the whole run, by the trail's lock event at seq 355: calls ran MOCK " \
+            "only"
+        table = capsys.readouterr().out
+        assert re.search(rf"│ system lock\s+│ {note}\s+│", table), table
+        summary = json.loads(Path("o/orchestration_summary.json").read_text())
+        assert summary["system_lock"] == {"at_start": 355, "at_end": 355}
+        assert summary["executions_by_mode"] == {"MOCK": 53, "DRY_RUN": 0, "LIVE": 0,
+                                                 "NOT_RUN": 14}
+        assert f"| system lock | {note} |" in Path("o/report.md").read_text()
+        assert main(["replay", "o/audit.jsonl"]) == 0
+
+    @pytest.mark.parametrize("locked_first", [True, False])
+    def test_locked_or_unlocked_during_the_run(self, tmp_path, capsys, monkeypatch,
+                                               locked_first):
+        out = tmp_path / "o"
+        do_run(out)
+        if locked_first:
+            set_lock(out / "audit.jsonl", True)
+        cycles = 0
+        real = ToolOrchestrator.run_cycle
+
+        def turns_the_lock_in_cycle_3(self, plans):
+            nonlocal cycles
+            cycles += 1
+            if cycles == 3:
+                set_lock(out / "audit.jsonl", not locked_first)
+            return real(self, plans)
+
+        monkeypatch.setattr(ToolOrchestrator, "run_cycle", turns_the_lock_in_cycle_3)
+        done = do_run(out)
+        turned = [r["seq"] for r in done.lines("audit.jsonl")
+                  if r["kind"] == ("unlock" if locked_first else "lock")]
+        assert len(turned) == 1
+        if locked_first:
+            assert done.summary.system_lock == (355, None)
+            assert done.summary.lock_note == "LOCKED at the start (the trail's lock event at " \
+                "seq 355), unlocked at the end: calls decided while locked ran MOCK only"
+        else:
+            assert done.summary.system_lock == (None, turned[0])
+            assert done.summary.lock_note == "unlocked at the start, LOCKED at the end (lock " \
+                f"event at seq {turned[0]}): calls decided while locked ran MOCK only"
+        assert done.json("orchestration_summary.json")["system_lock"] == dict(
+            zip(["at_start", "at_end"], done.summary.system_lock, strict=True))
+        assert f"| system lock | {done.summary.lock_note} |" in done.text("report.md")
+        assert main(["replay", str(out / "audit.jsonl")]) == 0
