@@ -13,17 +13,21 @@ through the orchestration cycle in batches, and writes, under ``out_dir``:
   replay`` verifies.
 
 Nothing already written is lost: a run into a directory holding a trail
-continues it (after verifying it, with its key if it has one), and reads the
-executions recorded in it, so an irreversible action an earlier run did LIVE is
-a DUPLICATE_ACTION now. The files derived from the trail cover this run's
-events only (``audit_seq`` in the summary). Every input (settings, rule tables,
-plans, the trail) is checked before any file is touched; only then are the
-previous run's outputs removed, so a run that dies half-way never leaves an old
-summary beside its new, partial files. JSON files (and ``report.md``) are
-written atomically (temp file, then rename), ``orchestration_summary.json``
-last of all: it is there only once the run finished. JSON Lines files are
-appended line by line, flushed. The same seed and start into a fresh directory
-give byte-identical files.
+continues it (after verifying it, with its key if it has one, and only when its
+decisions used this run's escalation table: replay verifies one table per
+trail), and reads the executions recorded in it, so an irreversible action an
+earlier run did LIVE is a DUPLICATE_ACTION now. One run at a time: a run holds
+an exclusive ``flock`` on ``.buddy-run.lock`` in the directory from before it
+reads the trail until its summary is written. The files derived from the trail
+cover this run's events only (``audit_seq`` in the summary); ``system_lock``
+says whether the trail's system lock held at the run's start and end. Every
+input (settings, rule tables, plans, output paths, the trail) is checked before
+any file is touched; only then are the previous run's outputs removed, so a run
+that dies half-way never leaves an old summary beside its new, partial files.
+JSON files (and ``report.md``) are written atomically (temp file, then rename),
+``orchestration_summary.json`` last of all: it is there only once the run
+finished. JSON Lines files are appended line by line, flushed. The same seed,
+start and rules into a fresh directory give byte-identical files.
 """
 
 from __future__ import annotations
@@ -487,7 +491,10 @@ def _read_trail(audit: AuditLog, first_seq: int) -> tuple[set[str], int | None]:
             break
         if r["kind"] == "decision" and r["data"].get("rules") is not None:
             used.add(r["data"]["rules"])
-        lock = _lock_in_force((r,), lock)
+        elif r["kind"] == "lock":
+            lock = r["seq"]
+        elif r["kind"] == "unlock":
+            lock = None
     return used, lock
 
 
