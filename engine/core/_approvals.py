@@ -169,6 +169,9 @@ def grant_bounds(now: float, seconds: Any, calls: Any) -> tuple[float | None, in
             expires_at = None
         if expires_at is None or not (math.isfinite(expires_at) and seconds > 0):
             raise InputError(f"grant: seconds must be a finite number > 0 (got {shown(seconds)})")
+        if not expires_at > now:  # too small to move a clock that reads {now}
+            raise InputError(f"grant: seconds must move the clock: {shown(seconds)} s after "
+                             f"{now!r} is still {expires_at!r}")
     if calls is not None and (type(calls) is not int or not 1 <= calls <= MAX_CALLS):
         raise InputError(f"grant: calls must be a whole number from 1 to {MAX_CALLS} "
                          f"(got {shown(calls)})")

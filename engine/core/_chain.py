@@ -245,6 +245,10 @@ def verify_chain(lines: Sequence[bytes], chain: Chain, source: str, *, seq: int 
                           "(--key-file or --key-env) to verify it")
         digest = line[-66:-2]
         if not hmac.compare_digest(new(body).hexdigest().encode(), digest):
+            if seq == 0 and keyed and b'"chain":"sha256"' in line:
+                raise _broken(source, 1, "hash mismatch: a key was given but the header says "
+                              "sha256: the log was never keyed, or was re-chained without "
+                              "the key")
             raise _broken(source, seq + 1, "hash mismatch (line edited" +
                           (", or chained without the key)" if keyed else ")"))
         if not line.startswith(b'{"seq":%d,' % (seq + 1)):

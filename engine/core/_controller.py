@@ -251,12 +251,6 @@ class Controller:
         if max_mode is not None and mode.rank > max_mode.rank:
             mode = self._downgrade(ctx, inputs, common, max_mode, cap_reason or
                                    f"capped at {max_mode.value}")
-        if mode is ExecutionMode.LIVE and handlers.live is None:
-            mode = self._downgrade(ctx, inputs, common, ExecutionMode.DRY_RUN,
-                                   "no live handler registered")
-        if mode is ExecutionMode.DRY_RUN and handlers.dry_run is None:
-            mode = self._downgrade(ctx, inputs, common, ExecutionMode.MOCK,
-                                   "no dry-run handler registered")
         if mode is ExecutionMode.LIVE and approved_by is not None and \
                 approved_by.startswith("grant:"):
             # A grant revoked (or expired) since the decision no longer approves the run.
@@ -265,6 +259,12 @@ class Controller:
             if withdrawn is not None:
                 mode = self._downgrade(ctx, inputs, common, ExecutionMode.DRY_RUN,
                                        f"grant {gid} {withdrawn} before the LIVE run")
+        if mode is ExecutionMode.LIVE and handlers.live is None:
+            mode = self._downgrade(ctx, inputs, common, ExecutionMode.DRY_RUN,
+                                   "no live handler registered")
+        if mode is ExecutionMode.DRY_RUN and handlers.dry_run is None:
+            mode = self._downgrade(ctx, inputs, common, ExecutionMode.MOCK,
+                                   "no dry-run handler registered")
         if mode is ExecutionMode.LIVE and gate.locked_now():
             # The kill switch: a lock after the decision, by any writer of the log, still
             # stops the LIVE run.

@@ -156,13 +156,15 @@ class Policy:
         error inside.
         """
         entry = self.tools.get(tool) if type(tool) is str else None
-        if entry is None or type(agent) is not str or not agent or not (
-                type(confidence) is float and 0.0 <= confidence <= 1.0
-                or valid_confidence(confidence)) or (
+        if entry is None or type(agent) is not str or not agent or not agent.isascii() or \
+                "ctx-" <= agent < "ctx." or not (  # agent.startswith("ctx-"), cheaper
+                    type(confidence) is float and 0.0 <= confidence <= 1.0
+                    or valid_confidence(confidence)) or (
                 approval is not None and approval is not True and approval is not False):
-            refused = self.refusal(agent, tool, confidence, approval)  # the same checks, named
-            assert refused is not None
-            return refused, None, None, None
+            refused = self.refusal(agent, tool, confidence, approval)  # the full checks, named
+            if refused is not None:
+                return refused, None, None, None
+            assert entry is not None
         via = None if approval is None else "caller"
         at = None
         try:
@@ -190,14 +192,14 @@ class Policy:
                 approval: object) -> Outcome | None:
         """The refusal of a call whose inputs no rule can decide, or None when they can be.
 
-        Only exact values pass: an agent that is a non-empty ``str``, a tool of
-        the catalogue, a confidence in [0, 1] (no bool, no NaN), an approval
-        that is ``True``, ``False`` or ``None`` (``1`` is not ``True`` here:
-        the decision must not depend on how a caller spelled it).
+        Only exact values pass: an agent that is a name (:func:`agent_problem`),
+        a tool of the catalogue, a confidence in [0, 1] (no bool, no NaN), an
+        approval that is ``True``, ``False`` or ``None`` (``1`` is not ``True``
+        here: the decision must not depend on how a caller spelled it).
         """
-        if type(agent) is not str or not agent:
-            return _refusal(RULE_BAD_AGENT, f"agent must be a non-empty string "
-                            f"(got {shown(agent)}): fail closed")
+        problem = agent_problem(agent)
+        if problem is not None:
+            return _refusal(RULE_BAD_AGENT, f"agent {problem} (got {shown(agent)}): fail closed")
         if type(tool) is not str or tool not in self.tools:
             return _refusal(RULE_UNKNOWN_TOOL, f"unknown tool {shown(tool)}: fail closed")
         if not valid_confidence(confidence):
@@ -256,13 +258,37 @@ class Policy:
         return data
 
 
+def agent_problem(agent: object) -> str | None:
+    """Why ``agent`` cannot name a caller, or None.
+
+    A name is a non-empty string of text (a lone surrogate cannot be written
+    to the log) that is not one of the engine's own ids: ``ctx-<n>`` names an
+    execution context in the log, and an agent so named would pass for one.
+
+    >>> agent_problem("agent-1"), agent_problem("ctx-7")
+    (None, 'must not be an engine id, ctx-<n>')
+    >>> agent_problem("a\\udc80")
+    'must be text (it holds a lone surrogate)'
+    """
+    if type(agent) is not str or not agent:
+        return "must be a non-empty string"
+    if not agent.isascii():
+        try:
+            agent.encode("utf-8")
+        except UnicodeEncodeError:
+            return "must be text (it holds a lone surrogate)"
+    if agent.startswith("ctx-") and agent[4:].isdigit():
+        return "must not be an engine id, ctx-<n>"
+    return None
+
+
 def _as_given(agent: object, tool: object, confidence: object,
               approval: object) -> tuple[str, str, object, object]:
     """A refused call's inputs as its record holds them: valid ones as they are, the
     rest as :func:`shown` text (a record is always JSON), an approval that is not
     True, False or None as None; the record's ``reason`` names what was given."""
-    return (agent if type(agent) is str else shown(agent),
-            tool if type(tool) is str else shown(tool),
+    name = agent if type(agent) is str and agent_problem(agent) is None else shown(agent)
+    return (name, tool if type(tool) is str and tool.isprintable() else shown(tool),
             confidence if valid_confidence(confidence) else shown(confidence),
             approval if approval is None or type(approval) is bool else None)  # see reason
 

@@ -170,8 +170,14 @@ class Engine:
         """
         return self._gate.grant(agent, tool, seconds, calls, reason)
 
-    def revoke(self, grant_id: str, reason: str = "") -> None:
-        self._gate.revoke(grant_id, reason)
+    def revoke(self, grant: str | Grant, reason: str = "") -> None:
+        """End a grant (by its id, or the :class:`Grant` itself); recorded in the audit trail.
+
+        A call it approved that has not started its LIVE run yet is downgraded
+        to DRY_RUN when it runs. Raises :class:`InputError` when no such grant
+        is active.
+        """
+        self._gate.revoke(grant, reason)
 
     def grants(self) -> list[Grant]:
         """Grants that can still approve a call now."""

@@ -35,9 +35,10 @@ from buddy.engine.core._decision import (
     Outcome,
     Policy,
     _refusal,
+    agent_problem,
 )
 from buddy.machines.escalation import ExecutionState
-from buddy.rules.base._masking import described, shown
+from buddy.rules.base._masking import described, mask_text, shown
 from buddy.rules.base._values import ExecutionMode, plain_confidence
 from buddy.rules.base.errors import InputError
 from buddy.rules.tables._catalogue import ToolContract
@@ -113,7 +114,10 @@ class Gate:
         policy, audit = self.policy, self.audit
         if type(confidence) is not float:
             confidence = plain_confidence(confidence)
-        subject = agent if type(agent) is str else shown(agent)  # decide's events: by agent
+        # decide's events are the agent's; one that is no name is shown (quoted), so it can
+        # never pass for a context's id
+        subject = agent if type(agent) is str and agent.isascii() and \
+            not "ctx-" <= agent < "ctx." or agent_problem(agent) is None else shown(agent)
         refused = self.refusal(agent, tool, confidence, approval) \
             if self.agents is not None else None
         with self.lock:
@@ -259,7 +263,7 @@ class Gate:
         if not isinstance(reason, str):
             raise InputError(f"a lock's reason must be a string (got {shown(reason)})")
         with self.lock:
-            self.audit.set_locked(locked, reason)
+            self.audit.set_locked(locked, mask_text(reason))
 
     def grant_withdrawn(self, grant_id: str) -> str | None:
         """Why a grant that approved a call no longer does (revoked, expired), or None."""
@@ -267,8 +271,9 @@ class Gate:
             return self.grants.withdrawn(grant_id, self.now())
 
     def grant(self, agent: str, tool: str, seconds: Any, calls: Any, reason: str) -> Grant:
-        if type(agent) is not str or not agent:
-            raise InputError(f"grant: agent must be a non-empty string (got {agent!r})")
+        problem = agent_problem(agent)
+        if problem is not None:
+            raise InputError(f"grant: agent {problem} (got {shown(agent)})")
         if type(tool) is not str or tool not in self.policy.tools:
             self.policy.registry.get(tool)  # UnknownToolError, naming the tool
         if not isinstance(reason, str):
@@ -276,6 +281,7 @@ class Gate:
         with self.lock:
             now = self.now()
             expires_at, calls = grant_bounds(now, seconds, calls)
+            reason = mask_text(reason)
             seq = self.audit.append("grant", "approval", lambda seq: f"grant-{seq}", "grant",
                                     None, "ACTIVE", {
                                         "agent": agent, "tool": tool, "granted_at": now,
@@ -285,7 +291,8 @@ class Gate:
             self.grants.add(grant)
             return grant
 
-    def revoke(self, grant_id: str, reason: str) -> None:
+    def revoke(self, grant: str | Grant, reason: str) -> None:
+        grant_id = grant.id if isinstance(grant, Grant) else grant
         if type(grant_id) is not str:
             raise InputError(f"no active grant {shown(grant_id)}")
         if not isinstance(reason, str):
@@ -293,4 +300,4 @@ class Gate:
         with self.lock:
             self.grants.revoke(grant_id)
             self.audit.append("revoke", "approval", grant_id, "revoke", "ACTIVE", "REVOKED",
-                              {"reason": reason})
+                              {"reason": mask_text(reason)})

@@ -26,15 +26,23 @@ _INLINE = re.compile(
     re.IGNORECASE | re.DOTALL)
 
 
+def _cut_secrets(text: str) -> str:
+    return _INLINE.sub(r"\g<word>\g<sep>***", text)
+
+
 def mask_text(text: str) -> str:
-    """``text`` with whatever follows a secret-looking word and a separator cut.
+    """``text`` as a log may record it: whatever follows a secret-looking word and a
+    separator cut, a lone surrogate (which UTF-8 cannot hold) as its ``\\udxxx`` escape.
 
     >>> mask_text("login failed: password=hunter2 for ada")
     'login failed: password=***'
     >>> mask_text("Authorization: Bearer abc.def"), mask_text("unknown tool token_exchange")
     ('Authorization: ***', 'unknown tool token_exchange')
     """
-    return _INLINE.sub(r"\g<word>\g<sep>***", text)
+    masked = _cut_secrets(text)
+    if masked.isascii():
+        return masked
+    return masked.encode("utf-8", "backslashreplace").decode("utf-8")
 
 _CONTAINERS = (Mapping, list, tuple)
 
@@ -127,7 +135,7 @@ class _Shown(reprlib.Repr):
         return "{" + ", ".join(items) + "}"
 
     def repr_str(self, x: str, level: int) -> str:
-        return super().repr_str(mask_text(x), level)
+        return super().repr_str(_cut_secrets(x), level)  # repr escapes the rest
 
     def repr_int(self, x: int, level: int) -> str:
         if x.bit_length() > 128:  # decimal text of huge ints is slow, and capped by Python

@@ -371,3 +371,65 @@ class TestHostileValues:
         engine = Engine.default(clock=ManualClock())
         with pytest.raises(InputError, match=r"^no active grant "):
             engine.revoke(grant_id)
+
+
+class TestWhatALogCanHold:
+    """Whatever buddy writes, replay reads: names, reasons and bounds are refused or cleaned."""
+
+    @pytest.mark.parametrize("agent", ["ctx-2", "ctx-17", "a\udcff", "\udcff"])
+    def test_an_agent_that_is_no_name_is_refused(self, tmp_path, agent):
+        path, clock = tmp_path / "audit.jsonl", ManualClock()
+        with AuditLog.open(path, clock=clock) as log:
+            engine = Engine.default(clock=clock, audit=log)
+            pending = engine.prepare("a", "math_compute", {}, confidence=0.9)
+            d = engine.decide(agent, "form_fill", 0.9)
+            assert (d.mode, d.allowed, d.rule) == (M, False, "input.agent")
+            assert engine.execute(agent, "form_fill", {}, confidence=0.9).decision.rule == \
+                "input.agent"
+            assert pending.run().ok
+            with pytest.raises(InputError, match=r"^grant: agent must "):
+                engine.grant(agent, HIGH, calls=1)
+        assert replay(path).ok
+
+    def test_names_that_only_look_alike_are_names(self):
+        engine = Engine.default(clock=ManualClock())
+        for agent in ("ctx-x", "ctx-", "é", "agent ctx-2"):
+            assert engine.decide(agent, "form_fill", 0.9).mode is L
+
+    def test_reasons_holding_a_lone_surrogate_are_recorded_escaped(self, tmp_path):
+        path, clock = tmp_path / "audit.jsonl", ManualClock()
+        with AuditLog.open(path, clock=clock) as log:
+            engine = Engine.default(clock=clock, audit=log,
+                                    approver=lambda request: Approval.deny("no \udcff"))
+            engine.register_handler(HIGH, live=lambda args: "sent")
+            assert engine.execute("a", HIGH, {}, confidence=0.9).decision.rule == \
+                "approval.denied"
+            grant = engine.grant("a", HIGH, calls=1, reason="ok \udcff")
+            engine.revoke(grant, reason="bye \udcff")
+            engine.lock("incident \udcff")
+        assert replay(path).ok
+        text = path.read_text("utf-8")
+        assert "\\\\udcff" in text and "\udcff" not in text
+
+    def test_a_period_too_short_to_move_the_clock_is_refused(self):
+        engine = Engine.default(clock=ManualClock(1_700_000_000.0))
+        with pytest.raises(InputError, match=r"^grant: seconds must move the clock: 1e-09 s "):
+            engine.grant("a", HIGH, seconds=1e-9)
+
+    def test_a_grant_is_revoked_by_itself_or_its_id(self):
+        engine = Engine.default(clock=ManualClock())
+        first, second = (engine.grant("a", HIGH, calls=1) for _ in range(2))
+        engine.revoke(first)
+        engine.revoke(second.id)
+        assert engine.grants() == []
+
+    def test_a_withdrawn_grant_on_a_tool_without_a_dry_run_handler_runs_the_mock(self):
+        engine = Engine.default(clock=ManualClock())
+        engine.register_handler("database_write", live=lambda args: "written")
+        grant = engine.grant("a", "database_write", calls=1)
+        pending = engine.prepare("a", "database_write", {}, confidence=0.9)
+        engine.revoke(grant)
+        result = pending.run()
+        assert (result.ok, result.mode) == (True, M)
+        assert result.result["simulated"] is True
+        assert replay(engine.audit).ok

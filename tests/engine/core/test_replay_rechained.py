@@ -337,5 +337,6 @@ class TestWhatReplayCannotCheck:
         assert replay(forged).ok
         with pytest.raises(AuditChainBroken) as err:
             replay(forged, key=b"k")
-        assert str(err.value) == "<lines>:1: chain broken at seq 1: hash mismatch (line " \
-            "edited, or chained without the key)"
+        assert str(err.value) == "<lines>:1: chain broken at seq 1: hash mismatch: a key " \
+            "was given but the header says sha256: the log was never keyed, or was " \
+            "re-chained without the key"
