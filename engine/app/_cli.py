@@ -315,9 +315,10 @@ def _print_report(report: Any, *, show_states: bool) -> None:
               help="Plans to run (JSON list or JSON Lines); default: the simulated scenario.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
               default=Path("buddy-out"), show_default=True,
-              help="Where to write the outputs. An audit trail already there is continued "
-                   "(its irreversible actions count as done); use a fresh directory for a "
-                   "reproducible run.")
+              help="Where to write the outputs, one run at a time. An audit trail already "
+                   "there is continued (its irreversible actions count as done; decided with "
+                   "the same escalation table only); use a fresh directory for a reproducible "
+                   "run.")
 @click.option("--seed", type=_Seed(), default=24, show_default=True,
               help="Seed of the simulated tools and the scenario (a signed 64-bit integer).")
 @click.option("--dry-run-only", is_flag=True, help="Cap every call at DRY_RUN.")
