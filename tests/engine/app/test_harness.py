@@ -925,10 +925,7 @@ class TestConcurrentRuns:
         runs = [subprocess.Popen([BUDDY, "run", "--out", "o"], cwd=tmp_path,
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                 for _ in range(4)]
-        done = [(p.wait(timeout=120), p.stderr.read()) for p in runs]  # type: ignore[union-attr]
-        for p in runs:
-            p.stdout.close()  # type: ignore[union-attr]
-            p.stderr.close()  # type: ignore[union-attr]
+        done = [(p.returncode, err) for p in runs for _, err in [p.communicate(timeout=120)]]
         assert (0, "") in done
         assert all(d in ((0, ""), (1, BUSY)) for d in done), done
         out = tmp_path / "o"
