@@ -96,6 +96,16 @@ class _Seed(click.ParamType):
         return number
 
 
+class _Risk(click.Choice):
+    """A risk level in any case (``high``, ``High``); help and errors name them as declared."""
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and value.upper() in self.choices:
+            return value.upper()
+        return super().convert(value, param, ctx)
+
+
 _catalogue_option = click.option(
     "--catalogue", type=click.Path(dir_okay=False, path_type=Path), default=None,
     help="Tool catalogue TOML (default: buddy's standard catalogue).")
@@ -136,7 +146,8 @@ def cli() -> None:
 @click.option("--agent", "-a", default="cli", show_default=True, help="The calling agent.")
 @click.option("--approve/--deny", "approval", default=None,
               help="A one-shot approval answer for this call (default: none given).")
-@click.option("--locked", is_flag=True, help="Decide as if the system were locked.")
+@click.option("--locked", is_flag=True,
+              help="Decide as if the system were locked (a what-if: not with --audit).")
 @click.option("--audit", "audit_path", type=click.Path(dir_okay=False, path_type=Path),
               default=None, help="Append the decision to this audit log (JSON Lines).")
 @click.option("--allow-missing-anchor", is_flag=True,
@@ -151,6 +162,10 @@ def decide(tool: str, confidence: float, agent: str, approval: bool | None, lock
            key_env: str | None,
            catalogue: Path | None, rules: Path | None, as_json: bool) -> None:
     """Decide the execution mode of one call of TOOL, and say why."""
+    if locked and audit_path is not None:  # a log's lock is real: every writer honours it
+        raise click.UsageError("--locked is a what-if (decide as if the system were locked) "
+                               "and cannot go with --audit: a log's system lock is real, "
+                               "honoured by every writer of the log")
     if audit_path is None:  # an option that acts on the log, without a log: say so
         needless = [flag for flag, given in (("--key-file", key_file is not None),
                                              ("--key-env", key_env is not None),
@@ -166,11 +181,9 @@ def decide(tool: str, confidence: float, agent: str, approval: bool | None, lock
                           allow_missing_anchor=allow_missing_anchor) if audit_path else None
     engine = Engine(loaded.registry, loaded.table, audit=audit)
     try:
-        if locked:
+        if locked:  # the engine's own memory log (no --audit): nothing outlives the call
             engine.lock("--locked")
         decision = engine.decide(agent, tool, confidence, approval=approval)
-        if locked:
-            engine.unlock("--locked")
     finally:
         engine.audit.close()
     if as_json:
@@ -194,8 +207,8 @@ def decide(tool: str, confidence: float, agent: str, approval: bool | None, lock
 
 
 @cli.command()
-@click.option("--risk", type=click.Choice([r.value for r in RiskLevel]), default=None,
-              help="Only tools of this risk level.")
+@click.option("--risk", type=_Risk([r.value for r in RiskLevel]), default=None,
+              help="Only tools of this risk level (in any case: high, HIGH).")
 @_catalogue_option
 @_json_option
 def tools(risk: str | None, catalogue: Path | None, as_json: bool) -> None:
@@ -302,9 +315,10 @@ def _print_report(report: Any, *, show_states: bool) -> None:
               help="Plans to run (JSON list or JSON Lines); default: the simulated scenario.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
               default=Path("buddy-out"), show_default=True,
-              help="Where to write the outputs. An audit trail already there is continued "
-                   "(its irreversible actions count as done); use a fresh directory for a "
-                   "reproducible run.")
+              help="Where to write the outputs, one run at a time. An audit trail already "
+                   "there is continued (its irreversible actions count as done; decided with "
+                   "the same escalation table only); use a fresh directory for a reproducible "
+                   "run.")
 @click.option("--seed", type=_Seed(), default=24, show_default=True,
               help="Seed of the simulated tools and the scenario (a signed 64-bit integer).")
 @click.option("--dry-run-only", is_flag=True, help="Cap every call at DRY_RUN.")
@@ -356,6 +370,8 @@ def run_command(plans: Path | None, out_dir: Path, seed: int, dry_run_only: bool
     table.add_column("")
     table.add_column("")
     modes = summary.executions_by_mode
+    if summary.lock_note:  # every call decided while locked ran MOCK only: say it first
+        table.add_row("system lock", Text(summary.lock_note, style="bold red"))
     table.add_row("plans", f"{summary.plans} run, {len(summary.rejected)} rejected")
     table.add_row("executions", ", ".join(f"{m} {n}" for m, n in modes.items()))
     table.add_row("conflicts", f"{summary.conflicts} detected, {summary.resolved} resolved")

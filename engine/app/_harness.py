@@ -13,28 +13,35 @@ through the orchestration cycle in batches, and writes, under ``out_dir``:
   replay`` verifies.
 
 Nothing already written is lost: a run into a directory holding a trail
-continues it (after verifying it, with its key if it has one), and reads the
-executions recorded in it, so an irreversible action an earlier run did LIVE is
-a DUPLICATE_ACTION now. The files derived from the trail cover this run's
-events only (``audit_seq`` in the summary). Every input (settings, rule tables,
-plans, the trail) is checked before any file is touched; only then are the
-previous run's outputs removed, so a run that dies half-way never leaves an old
-summary beside its new, partial files. JSON files (and ``report.md``) are
-written atomically (temp file, then rename), ``orchestration_summary.json``
-last of all: it is there only once the run finished. JSON Lines files are
-appended line by line, flushed. The same seed and start into a fresh directory
-give byte-identical files.
+continues it (after verifying it, with its key if it has one, and only when its
+decisions used this run's escalation table: replay verifies one table per
+trail), and reads the executions recorded in it, so an irreversible action an
+earlier run did LIVE is a DUPLICATE_ACTION now. One run at a time: a run holds
+an exclusive ``flock`` on ``.buddy-run.lock`` in the directory from before it
+reads the trail until its summary is written. The files derived from the trail
+cover this run's events only (``audit_seq`` in the summary); ``system_lock``
+says whether the trail's system lock held at the run's start and end. Every
+input (settings, rule tables, plans, output paths, the trail) is checked before
+any file is touched; only then are the previous run's outputs removed, so a run
+that dies half-way never leaves an old summary beside its new, partial files.
+JSON files (and ``report.md``) are written atomically (temp file, then rename),
+``orchestration_summary.json`` last of all: it is there only once the run
+finished. JSON Lines files are appended line by line, flushed. The same seed,
+start and rules into a fresh directory give byte-identical files.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
+import fcntl
 import os
 import re
+import shlex
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -43,6 +50,7 @@ import orjson
 
 from buddy.engine.app._printable import md_cell, printable
 from buddy.engine.core._audit import AuditLog
+from buddy.engine.core._chain import anchor_path
 from buddy.engine.core._engine import Engine
 from buddy.engine.orchestration._conflicts import ConflictResolver
 from buddy.engine.orchestration._feedback import FeedbackLoop
@@ -68,14 +76,16 @@ from buddy.rules.tables._escalation import EscalationTable
 from buddy.rules.tables._monitoring import AnomalyTable, HealthTable
 from buddy.rules.tables._signals import SignalTable
 
-__all__ = ["AUDIT_FILE", "MAX_START", "OUTPUT_FILES", "RULE_TABLES", "RunConfig", "RunSummary",
-           "run"]
+__all__ = ["AUDIT_FILE", "MAX_START", "OUTPUT_FILES", "RULE_TABLES", "RUN_LOCK", "RunConfig",
+           "RunSummary", "run"]
 
 OUTPUT_FILES = ("tool_execution_log.jsonl", "orchestration_summary.json",
                 "execution_state_transitions.jsonl", "tool_conflicts.json",
                 "rollback_events.jsonl", "learning_signals.jsonl", "system_health.json")
 REPORT_FILE = "report.md"
 AUDIT_FILE = "audit.jsonl"
+#: The file in the output directory a run holds an exclusive ``flock`` on for its whole life.
+RUN_LOCK = ".buddy-run.lock"
 
 #: The tables a rules directory may hold, by file name.
 RULE_TABLES: dict[str, Any] = {"anomalies.toml": AnomalyTable, "conflicts.toml": ConflictTable,
@@ -188,6 +198,29 @@ class RunSummary:
     audit_seq: tuple[int, int] = (1, 1)  # this run's events in the trail, first and last
     earlier_executions: int = 0  # read from the trail this run continued
     replay: str = ""  # the command that verifies the trail
+    #: The seq of the trail's lock event in force at the start and at the end of the run
+    #: (None: unlocked then). While the system is locked every call runs MOCK only.
+    system_lock: tuple[int | None, int | None] = (None, None)
+
+    @property
+    def lock_note(self) -> str | None:
+        """What to tell a person about the system lock; None when it held at neither end."""
+        return _lock_note(*self.system_lock)
+
+
+def _lock_note(start: int | None, end: int | None) -> str | None:
+    """The system lock over a run, from the seqs of the lock events in force at its start
+    and end (see :attr:`RunSummary.system_lock`)."""
+    if start is None and end is None:
+        return None
+    if start == end:
+        return f"LOCKED for the whole run, by the trail's lock event at seq {start}: calls ran " \
+            "MOCK only"
+    return ", ".join([
+        "unlocked at the start" if start is None else
+        f"LOCKED at the start (the trail's lock event at seq {start})",
+        "unlocked at the end" if end is None else f"LOCKED at the end (lock event at seq {end})",
+    ]) + ": calls decided while locked ran MOCK only"
 
 
 def _tables(rules_dir: Path | None) -> dict[str, Any]:
@@ -222,6 +255,45 @@ def _iso(ts: float) -> str:
         return f"{ts:g} s since the epoch"
 
 
+def _check_output_paths(out: Path) -> None:
+    """Refuse an output path of ``out`` that is not a file (a directory at ``report.md``
+    failed the run after all its work): :class:`IsADirectoryError` for a directory,
+    :class:`OSError` for anything else that is not a regular file (a FIFO would block)."""
+    audit = out / AUDIT_FILE
+    for path in (*(out / name for name in (*OUTPUT_FILES, REPORT_FILE)), audit,
+                 anchor_path(audit), out / RUN_LOCK):
+        if path.is_dir():
+            raise IsADirectoryError(errno.EISDIR, "is a directory, where buddy run writes a "
+                                    "file (move it away, or use another --out)", str(path))
+        if path.exists() and not path.is_file():
+            raise OSError(errno.EINVAL, "is not a regular file, where buddy run writes one "
+                          "(move it away, or use another --out)", str(path))
+
+
+@contextlib.contextmanager
+def _run_lock(out: Path) -> Iterator[None]:
+    """Hold ``out`` for one run: an exclusive ``flock`` on its :data:`RUN_LOCK` file.
+
+    Two runs into one directory would each read the trail before the other wrote
+    (an irreversible action done twice) and interleave their outputs. The lock is
+    the kernel's, so it ends with the process however it ends; the file stays.
+
+    Raises :class:`BlockingIOError` at once when another run holds it.
+    """
+    path = out / RUN_LOCK
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise BlockingIOError(errno.EWOULDBLOCK, f"another buddy run is writing to {out} "
+                                  "(wait for it to finish, or use another --out)",
+                                  str(path)) from exc
+        yield
+    finally:
+        os.close(fd)  # drops the lock
+
+
 def _remove_outputs(out: Path) -> None:
     """Remove the previous run's derived outputs (never the audit trail), and any
     temporary file a crashed atomic write left."""
@@ -253,16 +325,18 @@ def run(config: RunConfig, *, progress: Callable[[int, int], None] | None = None
 
     Everything is checked before a file is touched: the rule tables, the
     catalogue, the plans (:class:`~buddy.rules.base.errors.PlanError` when there
-    is none) and the audit trail already in the output directory, which the run
+    is none), the output paths (:class:`IsADirectoryError` for a directory where
+    an output goes, :class:`OSError` for another file that is not a regular one)
+    and the audit trail already in the output directory, which the run
     continues (:class:`~buddy.rules.base.errors.AuditChainBroken` when it does not
-    verify, e.g. a keyed trail without its key). Then the previous run's outputs
-    (not the trail) are removed and the new ones written.
+    verify, e.g. a keyed trail without its key). The run holds the output
+    directory (:data:`RUN_LOCK`) from before it reads the trail until its summary
+    is written; :class:`BlockingIOError` when another run holds it. Then the
+    previous run's outputs (not the trail) are removed and the new ones written.
     """
     registry = ToolContractRegistry.from_toml(config.catalogue) if config.catalogue else \
         ToolContractRegistry.default()
     tables = _tables(config.rules_dir)
-    escalation: EscalationTable = tables["escalation.toml"]
-    simulated = config.plans is None
     rejected: tuple[str, ...] = ()
     if config.plans is not None:
         loaded = load_plans(config.plans, registry)
@@ -271,7 +345,19 @@ def run(config: RunConfig, *, progress: Callable[[int, int], None] | None = None
         plans = default_plans(config.seed)
 
     out = config.output_dir
+    _check_output_paths(out)
     out.mkdir(parents=True, exist_ok=True)
+    with _run_lock(out):  # before the trail is read; held until the summary is written
+        return _run(config, registry, tables, plans, rejected, progress)
+
+
+def _run(config: RunConfig, registry: ToolContractRegistry, tables: dict[str, Any],
+         plans: Sequence[Any], rejected: tuple[str, ...],
+         progress: Callable[[int, int], None] | None) -> RunSummary:
+    """:func:`run` once its inputs are loaded and the output directory is held."""
+    out = config.output_dir
+    escalation: EscalationTable = tables["escalation.toml"]
+    simulated = config.plans is None
     clock = SimulatedClock(time.time() if config.start is None else config.start)
     start = clock()
     audit_path = out / AUDIT_FILE
@@ -279,6 +365,8 @@ def run(config: RunConfig, *, progress: Callable[[int, int], None] | None = None
     audit = AuditLog.open(audit_path, clock=clock, key=config.audit_key)  # verifies it
     try:
         first_seq = audit.last_seq + 1 if continued else 1
+        tables_used, lock_at_start = _read_trail(audit, first_seq)
+        _check_one_table(audit, tables_used, escalation)
         resolver = ConflictResolver(registry, tables["conflicts.toml"],
                                     agents=AGENTS if simulated else None, audit=audit)
         earlier = resolver.load_history(audit) if continued else 0
@@ -304,6 +392,7 @@ def run(config: RunConfig, *, progress: Callable[[int, int], None] | None = None
     last_seq = audit.last_seq
     end = clock()
     records = [r for r in AuditLog.read_records(audit_path) if first_seq <= r["seq"] <= last_seq]
+    lock_at_end = _lock_in_force(records, lock_at_start)
     _write_transitions(out / "execution_state_transitions.jsonl", records)
     rollbacks = _write_rollbacks(out / "rollback_events.jsonl", records, end)
     conflicts = resolver.summary()
@@ -318,6 +407,7 @@ def run(config: RunConfig, *, progress: Callable[[int, int], None] | None = None
     system_health = monitor.system_health()
     write_atomic(out / "system_health.json", _dumps(system_health))
     outcomes = orchestrator.outcomes
+    rules_absolute = None if config.rules_dir is None else Path(os.path.abspath(config.rules_dir))
     runs = Counter(o.mode for o in outcomes)  # None: not run
     by_mode = {m.value: runs[m] for m in sorted(ExecutionMode, key=lambda m: m.rank)}
     summary = {
@@ -338,9 +428,13 @@ def run(config: RunConfig, *, progress: Callable[[int, int], None] | None = None
         "scenario": "default (simulated)" if simulated else str(config.plans),
         "rules": {"escalation": escalation.digest, "catalogue": registry.digest},
         "audit_log": audit_path.name,
-        "replay": _replay_command(Path(audit_path.name), escalation, config),  # from out/
+        # run from the output directory: the rules directory absolute (the same rules give
+        # the same command, whatever directory they were named from)
+        "replay": _replay_command(Path(audit_path.name), rules_absolute, escalation,
+                                  keyed=config.audit_key is not None),
         "audit_seq": [first_seq, last_seq],
         "earlier_executions": earlier,
+        "system_lock": {"at_start": lock_at_start, "at_end": lock_at_end},
     }
     report = out / REPORT_FILE
     write_atomic(report, _report(summary, registry, results, outcomes, conflicts_doc,
@@ -356,18 +450,74 @@ def run(config: RunConfig, *, progress: Callable[[int, int], None] | None = None
         anomalies=len(system_health["anomalies"]), signals=len(signals_out),
         audit_log=audit_path, report=report, simulated=True,
         audit_seq=(first_seq, last_seq), earlier_executions=earlier,
-        replay=_replay_command(audit_path, escalation, config))
+        system_lock=(lock_at_start, lock_at_end),
+        # run from where buddy run was: the paths as given
+        replay=_replay_command(audit_path, config.rules_dir, escalation,
+                               keyed=config.audit_key is not None))
 
 
-def _replay_command(audit_path: Path, escalation: EscalationTable, config: RunConfig) -> str:
-    """``buddy replay`` with what verifying this trail needs: the escalation table it was
-    decided with when it is not the shipped one, and the key when it is keyed."""
-    command = f"buddy replay {audit_path}"
+def _replay_command(audit_path: Path, rules_dir: Path | None, escalation: EscalationTable,
+                    *, keyed: bool) -> str:
+    """``buddy replay`` with what verifying this trail needs, paths quoted for a shell:
+    the escalation table it was decided with when it is not the shipped one, and the
+    key when it is keyed (a placeholder: where the key is kept is not the run's to say).
+    Relative paths are relative to where the command is to run."""
+    command = f"buddy replay {shlex.quote(str(audit_path))}"
     if escalation.digest != EscalationTable.default().digest:
-        command += f" --rules {config.rules_dir}"
-    if config.audit_key is not None:
+        command += f" --rules {shlex.quote(str(rules_dir))}"
+    if keyed:
         command += " --key-file FILE (or --key-env VAR)"
     return command
+
+
+def _lock_in_force(records: Iterable[dict[str, Any]], lock: int | None) -> int | None:
+    """The seq of the lock event in force after ``records`` (None: unlocked), from ``lock``:
+    the system lock as :attr:`AuditLog.locked` and replay read it."""
+    for r in records:
+        if r["kind"] == "lock":
+            lock = r["seq"]
+        elif r["kind"] == "unlock":
+            lock = None
+    return lock
+
+
+def _read_trail(audit: AuditLog, first_seq: int) -> tuple[set[str], int | None]:
+    """The trail before ``first_seq``: the digests of the escalation tables its decisions
+    used, and the seq of the lock event in force at its end (None: unlocked)."""
+    used: set[str] = set()
+    lock = None
+    for r in audit.records():
+        if r["seq"] >= first_seq:  # another writer's, since the trail was opened
+            break
+        if r["kind"] == "decision" and r["data"].get("rules") is not None:
+            used.add(r["data"]["rules"])
+        elif r["kind"] == "lock":
+            lock = r["seq"]
+        elif r["kind"] == "unlock":
+            lock = None
+    return used, lock
+
+
+def _check_one_table(audit: AuditLog, used: set[str], escalation: EscalationTable) -> None:
+    """Refuse to continue a trail whose decisions (``used``: their tables' digests) used
+    another escalation table.
+
+    Replay verifies a trail against one table (``buddy replay --rules DIR``): a
+    trail decided with two could never verify, and a what-if over it would list
+    one table's decisions as changes. Raises :class:`InputError` naming the digests.
+    """
+    if not used - {escalation.digest}:
+        return
+    shipped = EscalationTable.default().digest
+
+    def named(digest: str) -> str:
+        return f"{digest} (the shipped one)" if digest == shipped else digest
+
+    earlier = ", ".join(named(d) for d in sorted(used))
+    raise InputError(f"{audit.path}: its earlier runs decided with escalation "
+                     f"table{'s' if len(used) > 1 else ''} {earlier}, this run would decide "
+                     f"with {named(escalation.digest)}; a trail replays against one table: "
+                     "use a fresh --out, or the rules its runs used")
 
 
 def _run_cycles(out: Path, plans: Sequence[Any], orchestrator: ToolOrchestrator,
@@ -453,6 +603,7 @@ def _report(summary: dict[str, Any], registry: ToolContractRegistry,
     keep = set(used) | {d for t in used for d in registry.get(t).dependencies}
     sub = graph.subgraph(sorted(keep)).copy()
     first, last = summary["audit_seq"]
+    lock = _lock_note(summary["system_lock"]["at_start"], summary["system_lock"]["at_end"])
     out = [f"# buddy run {summary['pipeline_id']}", "",
            f"{summary['scenario']}; seed {summary['seed']}. The tools' handlers are SIMULATED "
            "(seeded, deterministic stand-ins that touch nothing)."
@@ -460,6 +611,7 @@ def _report(summary: dict[str, Any], registry: ToolContractRegistry,
            f"Plans from {md_cell(summary['scenario'])}; seed {summary['seed']}. The tools' "
            "handlers are SIMULATED.", "",
            "| | |", "|---|---|",
+           *([f"| system lock | {lock} |"] if lock else []),
            f"| plans | {summary['plans_processed']} ({summary['plans_successful']} fully "
            f"successful, {summary['plans_rejected']} rejected) |",
            "| executions by mode | " + ", ".join(f"{m} {n}" for m, n in

@@ -13,6 +13,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 import warnings
 from importlib import resources
 from pathlib import Path
@@ -21,6 +22,8 @@ import click
 import pytest
 
 from buddy.engine.app._cli import cli, main
+from buddy.engine.core._audit import AuditLog
+from buddy.engine.core._engine import Engine
 
 README = Path(__file__).resolve().parents[3] / "README.md"
 SHIPPED_RULES = resources.files("buddy.rules").joinpath("escalation.toml").read_text("utf-8")
@@ -81,6 +84,16 @@ def decide_json(capsys: pytest.CaptureFixture[str], *argv: object) -> dict:
 def audited(capsys: pytest.CaptureFixture[str], log: str, *decisions: tuple[object, ...]) -> None:
     for argv in decisions:
         ok(capsys, "decide", *argv, "--audit", log, "--json")
+
+
+def lock_log(path: str, reason: str = "incident 42") -> None:
+    """Lock the system of the log at ``path`` (made if missing) as an embedding engine does."""
+    with AuditLog.open(path, clock=time.time) as audit:
+        Engine.default(audit=audit).lock(reason)
+
+
+def log_files(path: str) -> tuple[bytes, bytes]:
+    return Path(path).read_bytes(), Path(path + ".anchor").read_bytes()
 
 
 def rechain(lines: list[str]) -> list[str]:
@@ -187,6 +200,19 @@ class TestTools:
         rows = json.loads(ok(capsys, "tools", "--risk", risk, "--json"))
         assert sorted(r["name"] for r in rows) == sorted(n for n, r in RISKS.items() if r == risk)
 
+    @pytest.mark.parametrize("given", ["high", "High", "HIGH"])
+    def test_risk_filter_ignores_case(self, capsys, given) -> None:
+        # `--risk high` was refused ('high' is not one of 'LOW', 'MEDIUM', 'HIGH').
+        rows = json.loads(ok(capsys, "tools", "--risk", given, "--json"))
+        assert sorted(r["name"] for r in rows) == \
+            ["database_write", "file_operation", "msgraph_send_email"]
+        assert "3 tools" in ok(capsys, "tools", "--risk", given)
+
+    def test_an_unknown_risk_is_a_usage_error(self, capsys) -> None:
+        assert fails(capsys, "tools", "--risk", "severe", code=2) == \
+            "BadParameter: Invalid value for '--risk': 'severe' is not one of 'LOW', " \
+            "'MEDIUM', 'HIGH'."
+
     def test_catalogue_file(self, capsys) -> None:
         Path("mine.toml").write_text(SHIPPED_TOOLS, encoding="utf-8")
         rows = json.loads(ok(capsys, "tools", "--catalogue", "mine.toml", "--json"))
@@ -245,6 +271,31 @@ class TestDecide:
         got = decide_json(capsys, tool, "-c", 1.0, "--locked", *extra)
         assert (got["mode"], got["allowed"], got["rule"], got["state"]) == \
             ("MOCK", True, "system.lock", "LOCKED")
+
+    LOCKED_AUDIT = ("UsageError: --locked is a what-if (decide as if the system were locked) "
+                    "and cannot go with --audit: a log's system lock is real, honoured by "
+                    "every writer of the log")
+
+    def test_locked_with_a_log_is_a_usage_error(self, capsys) -> None:
+        assert fails(capsys, "decide", "form_fill", "-c", "0.9", "--locked", "--audit",
+                     "a.jsonl", code=2) == self.LOCKED_AUDIT
+        assert sorted(p.name for p in Path().iterdir()) == []
+
+    @pytest.mark.parametrize("locked", [True, False])
+    def test_locked_leaves_a_log_as_it_was(self, capsys, locked) -> None:
+        # It wrote lock, the decision, then unlock into the log: that unlock lifted an
+        # incident's lock, and on an unlocked log the lock briefly held every other writer.
+        if locked:
+            lock_log("a.jsonl")
+        else:
+            audited(capsys, "a.jsonl", ("form_fill", "-c", "0.9"))
+        before = log_files("a.jsonl")
+        assert fails(capsys, "decide", "form_fill", "-c", "0.9", "--locked", "--audit",
+                     "a.jsonl", code=2) == self.LOCKED_AUDIT
+        assert log_files("a.jsonl") == before
+        got = decide_json(capsys, "form_fill", "-c", "0.9", "--audit", "a.jsonl")
+        assert (got["mode"], got["rule"]) == (("MOCK", "system.lock") if locked else
+                                              ("LIVE", "medium.live"))
 
     def test_agent_is_reported(self, capsys) -> None:
         assert decide_json(capsys, "form_fill", "-c", 0.9, "-a", "agent-7")["agent"] == "agent-7"
@@ -520,7 +571,7 @@ class TestReplay:
             "or chained without the key)"
 
     def test_until_prints_state_table(self, capsys) -> None:
-        audited(capsys, "a.jsonl", ("form_fill", "-c", "0.9", "--locked"))
+        lock_log("a.jsonl")  # seq 1 the header, 2 the lock
         out = ok(capsys, "replay", "a.jsonl", "--until", "1")
         assert "replayed 1 events up to seq 1: 0 decisions" in out
         assert "state at seq 1" in out
@@ -531,14 +582,11 @@ class TestReplay:
         report = json.loads(ok(capsys, "replay", "a.jsonl", "--until", "2", "--json"))
         assert (report["replayed"], report["last_seq"], report["locked"]) == (2, 2, True)
 
-    def test_locked_decision_then_unlocked_decision_replays(self, capsys) -> None:
-        # `decide --locked` is one call decided as if locked; it must not leave the
-        # whole log locked, or the next plain `decide` on the same log diverges.
-        audited(capsys, "a.jsonl", ("form_fill", "-c", "0.9", "--locked"),
-                ("form_fill", "-c", "0.9"))
-        code, out, err = run(capsys, "replay", "a.jsonl")
-        assert (code, err) == (0, ""), (code, out, err)
-        assert "2 decisions and every transition reproduced" in out
+    def test_a_locked_log_replays_locked(self, capsys) -> None:
+        lock_log("a.jsonl")
+        audited(capsys, "a.jsonl", ("form_fill", "-c", "0.9"))
+        report = json.loads(ok(capsys, "replay", "a.jsonl", "--json"))
+        assert (report["decisions"], report["locked"], report["ok"]) == (1, True, True)
 
     def test_what_if_finds_a_loosening(self, capsys) -> None:
         audited(capsys, "a.jsonl", ("form_fill", "-c", "0.7"), ("form_fill", "-c", "0.5"),

@@ -12,7 +12,12 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
+import shlex
+import subprocess
+import sys
+import time
 from collections import Counter
 from importlib import resources
 from pathlib import Path
@@ -22,12 +27,15 @@ import pytest
 
 import buddy.engine.app._harness as harness
 from buddy.engine.app._cli import main
-from buddy.engine.app._harness import OUTPUT_FILES, RunConfig, RunSummary, run
+from buddy.engine.app._harness import OUTPUT_FILES, RUN_LOCK, RunConfig, RunSummary, run
+from buddy.engine.core._audit import AuditLog
+from buddy.engine.core._engine import Engine
 from buddy.engine.orchestration._orchestrator import ToolOrchestrator
 from buddy.rules.base.errors import InputError
+from buddy.rules.tables._catalogue import ToolContractRegistry
 
 T0 = 1_705_329_025.0  # 2024-01-15T14:30:25Z
-ALL_FILES = sorted([*OUTPUT_FILES, "report.md", "audit.jsonl", "audit.jsonl.anchor"])
+ALL_FILES = sorted([*OUTPUT_FILES, "report.md", "audit.jsonl", "audit.jsonl.anchor", RUN_LOCK])
 CONFLICT_TYPES = ["RESOURCE", "ORDERING", "RATE_LIMIT", "DUPLICATE_ACTION", "PERMISSION",
                   "TIMEOUT"]
 STRATEGIES = ["DELAY", "REASSIGN", "DOWNGRADE", "ABORT"]
@@ -189,7 +197,7 @@ class TestOutputs:
             "seed": 24, "simulated": True, "scenario": "default (simulated)",
             "rules": summary["rules"], "audit_log": "audit.jsonl",
             "replay": "buddy replay audit.jsonl", "audit_seq": [1, 354],
-            "earlier_executions": 0}
+            "earlier_executions": 0, "system_lock": {"at_start": None, "at_end": None}}
         assert set(summary["rules"]) == {"escalation", "catalogue"}
         assert (default_run.summary.audit_seq, default_run.summary.earlier_executions) == (
             (1, 354), 0)
@@ -811,6 +819,127 @@ class TestContinuedTrail:
         assert snapshot(tmp_path / "out") == before
 
 
+def tree(out: Path) -> dict[str, bytes | None]:
+    """:func:`snapshot`, directories (None) and special files included."""
+    return {p.name: p.read_bytes() if p.is_file() else None for p in sorted(out.iterdir())}
+
+
+class TestOutputPaths:
+    # A directory at report.md: the run did all its LIVE work, then failed with
+    # IsADirectoryError (the trail already continued).
+    NAMES = [*OUTPUT_FILES, "report.md", "audit.jsonl", "audit.jsonl.anchor", RUN_LOCK]
+
+    @pytest.mark.parametrize("name", NAMES)
+    @pytest.mark.parametrize("earlier", [True, False])
+    def test_a_directory_is_refused_before_anything_runs(self, tmp_path, capsys, monkeypatch,
+                                                          name, earlier):
+        monkeypatch.chdir(tmp_path)
+        out = Path("o")
+        if earlier:
+            assert main(["run", "--out", "o", "--start", str(T0)]) == 0
+            (out / name).unlink()
+        (out / name).mkdir(parents=True)
+        (out / name / "kept").write_text("mine")
+        before = tree(out)
+        capsys.readouterr()
+        assert main(["run", "--out", "o", "--start", str(T0)]) == 1
+        assert capsys.readouterr() == ("", f"IsADirectoryError: o/{name}: is a directory, "
+                                       "where buddy run writes a file (move it away, or use "
+                                       "another --out)\n")
+        assert tree(out) == before
+        assert (out / name / "kept").read_text() == "mine"
+
+    def test_a_fifo_is_refused_too(self, tmp_path, capsys, monkeypatch):
+        monkeypatch.chdir(tmp_path)
+        Path("o").mkdir()
+        os.mkfifo("o/audit.jsonl")  # opened as the trail, it would block the run
+        assert main(["run", "--out", "o", "--start", str(T0)]) == 1
+        assert capsys.readouterr().err == ("OSError: o/audit.jsonl: is not a regular file, "
+                                           "where buddy run writes one (move it away, or use "
+                                           "another --out)\n")
+        assert sorted(p.name for p in Path("o").iterdir()) == ["audit.jsonl"]
+
+
+BUDDY = Path(sys.executable).with_name("buddy")
+#: ``buddy run`` (argv) in a process that pauses in its first orchestration cycle: it
+#: touches ``started``, then waits for ``go``.
+PAUSED_RUN = """
+import sys, time
+from pathlib import Path
+from buddy.engine.app._cli import main
+from buddy.engine.orchestration._orchestrator import ToolOrchestrator
+real = ToolOrchestrator.run_cycle
+def paused(self, plans):
+    Path("started").touch()
+    deadline = time.monotonic() + 60
+    while not Path("go").exists():
+        if time.monotonic() > deadline:
+            sys.exit("never released")
+        time.sleep(0.01)
+    return real(self, plans)
+ToolOrchestrator.run_cycle = paused
+sys.exit(main(sys.argv[1:]))
+"""
+BUSY = ("BlockingIOError: o/.buddy-run.lock: another buddy run is writing to o (wait for it "
+        "to finish, or use another --out)\n")
+
+
+def irreversible_live_runs(trail: Path) -> Counter[tuple[str, str]]:
+    """Successful LIVE runs of irreversible tools in ``trail``, by tool and arguments."""
+    registry = ToolContractRegistry.default()
+    return Counter((d["tool"], d["args_digest"]) for r in json_lines(trail)
+                   if r["kind"] == "execution" and (d := r["data"])["mode"] == "LIVE"
+                   and d["ok"] and not registry.get(d["tool"]).reversible)
+
+
+class TestConcurrentRuns:
+    # Two runs into one --out each read the trail before the other wrote: irreversible
+    # actions done twice, JSON Lines interleaved, a summary spanning both runs.
+    def test_a_second_run_refuses_at_once_and_touches_nothing(self, tmp_path):
+        (tmp_path / "paused.py").write_text(PAUSED_RUN)
+        first = subprocess.Popen([sys.executable, "paused.py", "run", "--out", "o", "--start",
+                                  str(T0)], cwd=tmp_path, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 60
+            while not (tmp_path / "started").exists():
+                assert first.poll() is None and time.monotonic() < deadline, \
+                    first.communicate()
+                time.sleep(0.01)
+            before = tree(tmp_path / "o")
+            second = subprocess.run([BUDDY, "run", "--out", "o", "--start", str(T0)],
+                                    cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                                    check=False)
+            assert (second.returncode, second.stdout, second.stderr) == (1, "", BUSY)
+            assert tree(tmp_path / "o") == before
+        finally:
+            (tmp_path / "go").touch()
+            out, err = first.communicate(timeout=60)
+        assert (first.returncode, err) == (0, ""), out
+        assert "seq 1 to 354" in out
+        assert json.loads((tmp_path / "o" / "orchestration_summary.json").read_text())[
+            "audit_seq"] == [1, 354]
+        assert main(["replay", str(tmp_path / "o" / "audit.jsonl")]) == 0
+
+    def test_racing_runs_leave_one_story(self, tmp_path):
+        runs = [subprocess.Popen([BUDDY, "run", "--out", "o"], cwd=tmp_path,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                for _ in range(4)]
+        done = [(p.returncode, err) for p in runs for _, err in [p.communicate(timeout=120)]]
+        assert (0, "") in done
+        assert all(d in ((0, ""), (1, BUSY)) for d in done), done
+        out = tmp_path / "o"
+        assert main(["replay", str(out / "audit.jsonl")]) == 0
+        assert set(irreversible_live_runs(out / "audit.jsonl").values()) == {1}
+        last_seq = json_lines(out / "audit.jsonl")[-1]["seq"]
+        first, last = json.loads((out / "orchestration_summary.json").read_text())["audit_seq"]
+        assert last == last_seq
+        assert [line["plan_index"] for line in json_lines(out / "tool_execution_log.jsonl")] \
+            == list(range(24))
+        seqs = [line["seq"] for line in json_lines(out / "execution_state_transitions.jsonl")]
+        assert seqs == sorted(seqs) and first <= seqs[0] and seqs[-1] <= last
+
+
 class TestStaleOutputs:
     # kill -9 during a run over an earlier one left the old summary and report beside the
     # new, partial execution log: an unfinished run that looked finished.
@@ -833,7 +962,7 @@ class TestStaleOutputs:
         with pytest.raises(KeyboardInterrupt):
             do_run(out)
         assert sorted(p.name for p in out.iterdir()) == [
-            "audit.jsonl", "audit.jsonl.anchor", "tool_execution_log.jsonl"]
+            RUN_LOCK, "audit.jsonl", "audit.jsonl.anchor", "tool_execution_log.jsonl"]
         assert [line["plan_index"] for line in Run(None, out).lines(  # type: ignore[arg-type]
             "tool_execution_log.jsonl")] == [0, 1, 2, 3]
         assert (out / "audit.jsonl").read_bytes().startswith(first)
@@ -1041,3 +1170,159 @@ class TestReplayHint:
         assert doc["replay"] == f"buddy replay audit.jsonl --rules {rules}"
         assert main(["replay", str(out / "audit.jsonl"), "--rules", str(rules)]) == 0
         assert main(["replay", str(out / "audit.jsonl")]) == 1  # decided with another table
+
+
+class TestOneTablePerTrail:
+    # `run --rules R` then a plain run into one --out: the summary's replay command failed
+    # (ReplayDivergence ... rules recorded ...), and `replay --rules R` listed the other
+    # table's decisions as what-if changes. Replay verifies a trail against one table.
+    SHIPPED, OWN = "6a0010f83ddad4ec", "49ab0734405bb290"
+
+    @pytest.fixture
+    def here(self, tmp_path, monkeypatch, capsys):
+        monkeypatch.chdir(tmp_path)
+        Path("R").mkdir()
+        Path("R/escalation.toml").write_text(SHIPPED.joinpath("escalation.toml").read_text(
+            "utf-8").replace("value = 0.70", "value = 0.75"))
+        return tmp_path
+
+    @pytest.mark.parametrize("first, then, earlier, now", [
+        (["--rules", "R"], [], f"{OWN}", f"{SHIPPED} (the shipped one)"),
+        ([], ["--rules", "R"], f"{SHIPPED} (the shipped one)", f"{OWN}"),
+    ])
+    def test_another_table_is_refused_touching_nothing(self, here, capsys, first, then,
+                                                        earlier, now):
+        assert main(["run", "--out", "o", "--start", str(T0), *first]) == 0
+        before = snapshot(Path("o"))
+        capsys.readouterr()
+        assert main(["run", "--out", "o", "--start", str(T0), *then]) == 1
+        assert capsys.readouterr() == ("", (
+            f"InputError: o/audit.jsonl: its earlier runs decided with escalation table "
+            f"{earlier}, this run would decide with {now}; a trail replays against one "
+            "table: use a fresh --out, or the rules its runs used\n"))
+        assert snapshot(Path("o")) == before
+
+    def test_the_same_table_continues_and_replays(self, here, capsys):
+        for _ in range(2):
+            assert main(["run", "--out", "o", "--start", str(T0), "--rules", "R"]) == 0
+        capsys.readouterr()
+        assert main(["replay", "o/audit.jsonl", "--rules", "R", "--json"]) == 0
+        report = json.loads(capsys.readouterr().out)
+        assert (report["ok"], report["rules_recorded"], report["changes"]) == (True, [self.OWN],
+                                                                              [])
+
+    def test_a_directory_holding_the_shipped_table_is_the_same_table(self, here, capsys):
+        Path("C").mkdir()
+        Path("C/escalation.toml").write_text(SHIPPED.joinpath("escalation.toml").read_text(
+            "utf-8"))
+        assert main(["run", "--out", "o", "--start", str(T0)]) == 0
+        assert main(["run", "--out", "o", "--start", str(T0), "--rules", "C"]) == 0
+        assert main(["replay", "o/audit.jsonl"]) == 0
+
+
+class TestReplayCommand:
+    # The summary's and the report's command named the log relative to --out but
+    # --rules relative to where buddy run was invoked: from neither did it run.
+    @pytest.fixture
+    def rules(self, tmp_path, monkeypatch):
+        monkeypatch.chdir(tmp_path)
+        return rules_dir(tmp_path, "escalation.toml", "value = 0.70", "value = 0.75")
+
+    @staticmethod
+    def runs(command: str, where: Path, monkeypatch: pytest.MonkeyPatch) -> int:
+        argv = shlex.split(command)
+        assert argv[:2] == ["buddy", "replay"], command
+        monkeypatch.chdir(where)
+        return main(argv[1:])
+
+    @pytest.mark.parametrize("out, given", [("o", "rules"), ("out dir", "my rules")])
+    def test_each_command_runs_from_where_it_says(self, rules, tmp_path, capsys, monkeypatch,
+                                                  out, given):
+        rules.rename(given)
+        assert main(["run", "--out", out, "--rules", given, "--start", str(T0)]) == 0
+        table = capsys.readouterr().out
+        from_here = f"buddy replay {shlex.quote(out + '/audit.jsonl')} --rules " \
+            f"{shlex.quote(given)}"
+        assert f"audit trail      │ {out}/audit.jsonl ({from_here}), seq 1 to " in table
+        in_out = f"buddy replay audit.jsonl --rules {shlex.quote(str(tmp_path / given))}"
+        assert json.loads(Path(out, "orchestration_summary.json").read_text())["replay"] == \
+            in_out
+        assert f"| audit trail | `audit.jsonl` (`{in_out}`, in this directory)" in \
+            Path(out, "report.md").read_text()
+        assert self.runs(from_here, tmp_path, monkeypatch) == 0
+        assert self.runs(in_out, tmp_path / out, monkeypatch) == 0
+        assert capsys.readouterr().err == ""
+
+    def test_fresh_directories_are_still_byte_identical(self, rules, tmp_path):
+        one, two = do_run(tmp_path / "one", rules_dir=Path("rules")), \
+            do_run(tmp_path / "two", rules_dir=rules)
+        for name in ALL_FILES:
+            assert one.text(name) == two.text(name), name
+
+
+def set_lock(trail: Path, locked: bool) -> None:
+    """Lock (or unlock) the system of ``trail`` as another writer of it, an embedding
+    engine, does."""
+    with AuditLog.open(trail, clock=time.time) as audit:
+        engine = Engine.default(audit=audit)
+        if locked:
+            engine.lock("incident 42")
+        else:
+            engine.unlock("incident over")
+
+
+class TestLockedTrail:
+    # A run on a locked trail did all-MOCK work and reported health EXCELLENT without a
+    # word about the lock.
+    def test_locked_for_the_whole_run(self, tmp_path, capsys, monkeypatch):
+        monkeypatch.chdir(tmp_path)
+        assert main(["run", "--out", "o", "--start", str(T0)]) == 0
+        assert "system lock" not in capsys.readouterr().out
+        assert "system lock" not in Path("o/report.md").read_text()
+        set_lock(Path("o/audit.jsonl"), True)  # seq 355
+        assert main(["run", "--out", "o", "--start", str(T0)]) == 0
+        note = "LOCKED for the whole run, by the trail's lock event at seq 355: calls ran MOCK " \
+            "only"
+        table = capsys.readouterr().out
+        assert re.search(rf"│ system lock\s+│ {note}\s+│", table), table
+        summary = json.loads(Path("o/orchestration_summary.json").read_text())
+        assert summary["system_lock"] == {"at_start": 355, "at_end": 355}
+        assert summary["executions_by_mode"] == {"MOCK": 53, "DRY_RUN": 0, "LIVE": 0,
+                                                 "NOT_RUN": 14}
+        assert f"| system lock | {note} |" in Path("o/report.md").read_text()
+        assert main(["replay", "o/audit.jsonl"]) == 0
+
+    @pytest.mark.parametrize("locked_first", [True, False])
+    def test_locked_or_unlocked_during_the_run(self, tmp_path, capsys, monkeypatch,
+                                               locked_first):
+        out = tmp_path / "o"
+        do_run(out)
+        if locked_first:
+            set_lock(out / "audit.jsonl", True)
+        cycles = 0
+        real = ToolOrchestrator.run_cycle
+
+        def turns_the_lock_in_cycle_3(self, plans):
+            nonlocal cycles
+            cycles += 1
+            if cycles == 3:
+                set_lock(out / "audit.jsonl", not locked_first)
+            return real(self, plans)
+
+        monkeypatch.setattr(ToolOrchestrator, "run_cycle", turns_the_lock_in_cycle_3)
+        done = do_run(out)
+        turned = [r["seq"] for r in done.lines("audit.jsonl")
+                  if r["kind"] == ("unlock" if locked_first else "lock")]
+        assert len(turned) == 1
+        if locked_first:
+            assert done.summary.system_lock == (355, None)
+            assert done.summary.lock_note == "LOCKED at the start (the trail's lock event at " \
+                "seq 355), unlocked at the end: calls decided while locked ran MOCK only"
+        else:
+            assert done.summary.system_lock == (None, turned[0])
+            assert done.summary.lock_note == "unlocked at the start, LOCKED at the end (lock " \
+                f"event at seq {turned[0]}): calls decided while locked ran MOCK only"
+        assert done.json("orchestration_summary.json")["system_lock"] == dict(
+            zip(["at_start", "at_end"], done.summary.system_lock, strict=True))
+        assert f"| system lock | {done.summary.lock_note} |" in done.text("report.md")
+        assert main(["replay", str(out / "audit.jsonl")]) == 0
