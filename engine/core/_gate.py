@@ -28,6 +28,7 @@ from buddy.engine.core._approvals import (
 )
 from buddy.engine.core._audit import AuditLog
 from buddy.engine.core._decision import (
+    RULE_BAD_AGENT,
     RULE_PERMISSION,
     RULE_RATE_LIMIT,
     RULE_UNKNOWN_AGENT,
@@ -47,6 +48,14 @@ __all__ = ["Gate", "TokenBucket"]
 
 S = ExecutionState
 _USES_THE_TOOL = (ExecutionMode.DRY_RUN, ExecutionMode.LIVE)
+
+
+def _subject(agent: object, outcome: Outcome) -> str:
+    """The subject of an agent's decision event: the agent, or, when it is no name (its
+    decision is a refusal for it), the agent shown (quoted: it never passes for a context)."""
+    if outcome[0].rule == RULE_BAD_AGENT or type(agent) is not str:
+        return shown(agent)
+    return agent
 
 
 class TokenBucket:
@@ -114,10 +123,6 @@ class Gate:
         policy, audit = self.policy, self.audit
         if type(confidence) is not float:
             confidence = plain_confidence(confidence)
-        # decide's events are the agent's; one that is no name is shown (quoted), so it can
-        # never pass for a context's id
-        subject = agent if type(agent) is str and agent.isascii() and \
-            not "ctx-" <= agent < "ctx." or agent_problem(agent) is None else shown(agent)
         refused = self.refusal(agent, tool, confidence, approval) \
             if self.agents is not None else None
         with self.lock:
@@ -127,8 +132,8 @@ class Gate:
             try:
                 locked = audit.locked
                 if refused is not None:
-                    self.record(subject, agent, tool, confidence, approval, None, locked,
-                                refused)
+                    self.record(_subject(agent, refused), agent, tool, confidence, approval,
+                                None, locked, refused)
                     return refused[0]
                 outcome, approved, via, at = policy.evaluate(tool, confidence, approval,
                                                              locked, agent, self._grant)
@@ -137,7 +142,8 @@ class Gate:
                     if self.buckets:
                         outcome = self.throttle(tool, outcome)
                     audit.append_locked(  # self.record, inlined: this is the hot path
-                        "decision", "escalation", subject, "decide", "MOCK", outcome[2],
+                        "decision", "escalation", agent if outcome[0].rule != RULE_BAD_AGENT
+                        else shown(agent), "decide", "MOCK", outcome[2],
                         policy.record(agent, tool, confidence, approved, via, locked, outcome,
                                       at))
                     return outcome[0]
@@ -153,7 +159,7 @@ class Gate:
                 outcome, approved, _, _ = policy.evaluate(
                     tool, confidence, None if answer is None else answer.approved, locked, agent)
                 outcome = self.throttle(tool, outcome)
-                self.record(subject, agent, tool, confidence, approved,
+                self.record(_subject(agent, outcome), agent, tool, confidence, approved,
                             None if answer is None else "callback", locked, outcome)
                 return outcome[0]
             finally:
