@@ -8,10 +8,18 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from buddy.engine import Approval, AuditLog, Engine, ExecutionMode, Verdict
+from buddy.engine import (
+    Approval,
+    AuditLog,
+    Engine,
+    ExecutionMode,
+    ToolContractRegistry,
+    Verdict,
+)
 from buddy.engine.core._gate import TokenBucket
 from buddy.engine.core._replay import replay
 from buddy.machines import ExecutionState
+from buddy.rules import EscalationTable
 from buddy.rules.base.errors import InputError
 from tests.helpers import ManualClock
 
@@ -19,6 +27,7 @@ M, D, L = ExecutionMode.MOCK, ExecutionMode.DRY_RUN, ExecutionMode.LIVE
 S = ExecutionState
 HIGH = "msgraph_send_email"  # HIGH risk: LIVE needs 0.85 and an approval
 ODD_APPROVALS = [0, 1, 1.0, 0.0, "yes", "", [], {}, math.nan]
+REGISTRY, TABLE = ToolContractRegistry.default(), EscalationTable.default()  # loaded once
 
 
 def decide(engine, approval, tool=HIGH, confidence=0.9):
@@ -63,9 +72,10 @@ class TestApprovalValues:
                               st.sampled_from([HIGH, "form_fill", "text_extract"])),
                     max_size=30))
     def test_a_decision_never_depends_on_the_calls_before_it(self, calls):
-        engine = Engine.default(clock=ManualClock())
+        engine = Engine(REGISTRY, TABLE, clock=ManualClock())
         for approval, confidence, tool in calls:
-            alone = decide(Engine.default(clock=ManualClock()), approval, tool, confidence)
+            alone = decide(Engine(REGISTRY, TABLE, clock=ManualClock()), approval, tool,
+                           confidence)
             assert decide(engine, approval, tool, confidence) == alone
 
 
