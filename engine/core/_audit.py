@@ -35,6 +35,7 @@ import json
 import math
 import os
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,7 @@ from buddy.engine.core._chain import (
     FORMAT,
     GENESIS,
     Chain,
+    ChainReport,
     anchor_path,
     missing_anchor,
     read_anchor,
@@ -68,6 +70,9 @@ _flock, _LOCK_EX, _LOCK_UN = fcntl.flock, fcntl.LOCK_EX, fcntl.LOCK_UN
 _lseek, _SEEK_END = os.lseek, os.SEEK_END  # at O_APPEND's end: the file's size, cheaply
 _write = os.write
 _KINDS = frozenset(KINDS)
+
+#: Events a memory log keeps by default (see :meth:`AuditLog.memory`).
+MEMORY_KEEP = 100_000
 
 
 # -- the log ------------------------------------------------------------------
@@ -99,7 +104,8 @@ class AuditLog:
 
     def __init__(self, *, clock: Callable[[], float], key: bytes | None = None,
                  path: Path | None = None, sync: str = "batch", sync_every: int = 256,
-                 masker: Masker | None = None, allow_missing_anchor: bool = False) -> None:
+                 masker: Masker | None = None, allow_missing_anchor: bool = False,
+                 keep: int | None = None, exclusive: bool = False) -> None:
         if sync not in ("always", "batch", "never"):
             raise AuditError(f"sync must be one of always, batch, never (got {sync!r})")
         self._clock = clock
@@ -110,13 +116,19 @@ class AuditLog:
         self.path = path
         self.sync = sync
         self.sync_every = max(1, int(sync_every))
-        self._lines: list[bytes] = []     # memory logs: serialised lines
+        if keep is not None and (type(keep) is not int or not 1 <= keep <= 2**53):
+            raise AuditError(f"keep must be a whole number from 1 to 2**53, or None "
+                             f"(got {shown(keep)})")
+        #: Memory logs: how many of the newest events are kept (None: all).
+        self.keep = keep
+        self._lines: deque[bytes] = deque(maxlen=keep)  # memory logs: serialised lines
         self._fd: int | None = None       # file logs: the open log file
         self._end = 0                     # bytes of the file this writer has verified
         self._since_sync = 0
         self._held = 0                    # file logs: depth of hold() by this writer
         #: Whether other writers may append too (a file log): see :meth:`hold`.
-        self.shared = path is not None
+        self.shared = path is not None and not exclusive
+        self.exclusive = exclusive and path is not None
         self._seq = 0
         self._prev = GENESIS
         #: The log's system lock: whether its last ``lock``/``unlock`` event, written by
@@ -129,19 +141,28 @@ class AuditLog:
             # A memory log has no file to lock or catch up with: its appends go
             # straight to the writer (one call less on the hot path).
             self.append_locked = self._append  # type: ignore[method-assign]
+            self.append_encoded_locked = self._append_encoded  # type: ignore[method-assign]
             self._header()
 
     # -- construction --------------------------------------------------------
     @classmethod
     def memory(cls, *, clock: Callable[[], float], key: bytes | None = None,
-               masker: Masker | None = None) -> AuditLog:
-        """A log held in memory (for embedding, tests and benchmarks)."""
-        return cls(clock=clock, key=key, masker=masker)
+               masker: Masker | None = None, keep: int | None = MEMORY_KEEP) -> AuditLog:
+        """A log held in memory (for embedding, tests and benchmarks).
+
+        It keeps the newest ``keep`` events (:data:`MEMORY_KEEP` by default,
+        about 65 MB of decisions; None keeps all): a long-running process
+        does not grow without bound. The chain goes on over the events it
+        drops, so what it keeps still verifies (:meth:`verify`); replay needs
+        a log from its first event: use a file log to keep everything.
+        """
+        return cls(clock=clock, key=key, masker=masker, keep=keep)
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], *, clock: Callable[[], float],
              key: bytes | None = None, sync: str = "batch", sync_every: int = 256,
-             masker: Masker | None = None, allow_missing_anchor: bool = False) -> AuditLog:
+             masker: Masker | None = None, allow_missing_anchor: bool = False,
+             exclusive: bool = False) -> AuditLog:
         """Open (or create) a file log and append to it.
 
         An existing log is verified first, against its anchor; a log without
@@ -153,11 +174,17 @@ class AuditLog:
         ``sync_every`` events, ``never`` leaves it to the OS; each sync point
         (and close) rewrites the anchor.
 
+        ``exclusive=True`` holds the file's ``flock`` from open to close: this
+        writer is then the log's only one, and its appends skip the per-append
+        lock and tail check (other writers wait until it closes; opening an
+        exclusive log that another writer holds fails at once).
+
         Raises :class:`AuditChainBroken` when the log does not verify, and
         :class:`AuditError` when it cannot be opened.
         """
         return cls(clock=clock, key=key, path=Path(path), sync=sync, sync_every=sync_every,
-                   masker=masker, allow_missing_anchor=allow_missing_anchor)
+                   masker=masker, allow_missing_anchor=allow_missing_anchor,
+                   exclusive=exclusive)
 
     def _header(self) -> None:
         self._append("open", "audit", "log", "open", None, None,
@@ -166,7 +193,14 @@ class AuditLog:
     def _open_file(self, path: Path, allow_missing_anchor: bool) -> None:
         fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
         try:
-            _flock(fd, _LOCK_EX)
+            if self.exclusive:
+                try:
+                    _flock(fd, _LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    raise AuditError(f"{path}: another writer holds the log; an exclusive "
+                                     "writer must be its only one") from None
+            else:
+                _flock(fd, _LOCK_EX)
             self._fd = fd
             size = os.fstat(fd).st_size
             anchor = read_anchor(path)
@@ -196,7 +230,10 @@ class AuditLog:
             self._fd = None
             os.close(fd)  # closing drops the flock too
             raise
-        _flock(fd, _LOCK_UN)
+        if self.exclusive:
+            self._held = 1  # held until close: appends need no lock and no catching up
+        else:
+            _flock(fd, _LOCK_UN)
 
     # -- writing -------------------------------------------------------------
     def append(self, kind: str, machine: str, subject: Subject, event: str, src: str | None,
@@ -238,26 +275,43 @@ class AuditLog:
         as strings (buddy's own code passes literals; :meth:`append` checks
         them); ``subject``, ``data`` and the clock's ``ts`` are checked here.
         """
-        fd = self._fd
-        if fd is None:
+        if self._fd is None:
             if self.path is not None:
                 raise AuditError(f"{self.path}: the audit log is closed")
             return self._append(kind, machine, subject, event, src, dst, data, ts)
-        if self._held:  # the caller holds the file (see hold): the tail is read already
-            seq = self._append(kind, machine, subject, event, src, dst, data, ts)
-            if self.sync == "always" or self._since_sync >= self.sync_every:
-                self._sync()
-            return seq
-        _flock(fd, _LOCK_EX)
+        return self._filed(self._append, kind, machine, subject, event, src, dst, data, ts)
+
+    def append_encoded_locked(self, rest: bytes, ts: float | None = None) -> int:
+        """:meth:`append_locked` of an event its caller encoded: ``rest`` is the JSON of
+        its fields from ``"kind"`` to ``data``'s closing brace, exactly as :meth:`append`
+        would write them (buddy's decisions, from templates compiled at load). The
+        log adds ``seq``, ``ts``, ``prev`` and ``hash``.
+        """
+        if self._fd is None:
+            if self.path is not None:
+                raise AuditError(f"{self.path}: the audit log is closed")
+            return self._append_encoded(rest, ts)
+        return self._filed(self._append_encoded, rest, ts)
+
+    def _filed(self, write: Callable[..., int], *args: Any) -> int:
+        """``write(*args)`` to the file log, holding its ``flock`` having caught up with
+        other writers (unless the caller holds the file already, see :meth:`hold`),
+        then sync on the log's policy."""
+        fd = self._fd
+        assert fd is not None
+        held = self._held
+        if not held:
+            _flock(fd, _LOCK_EX)
         try:
-            if _lseek(fd, 0, _SEEK_END) != self._end:
+            if not held and _lseek(fd, 0, _SEEK_END) != self._end:
                 self._catch_up()
-            seq = self._append(kind, machine, subject, event, src, dst, data, ts)
+            seq = write(*args)
             if self.sync == "always" or self._since_sync >= self.sync_every:
                 self._sync()
             return seq
         finally:
-            _flock(fd, _LOCK_UN)
+            if not held:
+                _flock(fd, _LOCK_UN)
 
     def set_locked(self, locked: bool, reason: str) -> int | None:
         """Lock or unlock the log's system: append the ``lock``/``unlock`` event (seq),
@@ -323,6 +377,20 @@ class AuditLog:
             }, default=repr, option=_NON_STR_KEYS)
         except Exception:  # a value JSON cannot hold: record it as such, never lose the event
             body = self._encode_fallback(seq, ts, kind, machine, subject, event, src, dst, data)
+        return self._commit(seq, body)
+
+    def _append_encoded(self, rest: bytes, ts: float | None = None) -> int:
+        """:meth:`_append` of an event encoded up to ``prev`` (see :meth:`append_encoded_locked`)."""
+        seq = self._seq + 1
+        if ts is None:
+            ts = self._clock()
+        if type(ts) is not float or ts - ts:
+            ts = _check_envelope("", "", "", "", None, None, {}, ts)[0]
+        return self._commit(seq, b'{"seq":%d,"ts":%b,%b,"prev":"%b"}' % (
+            seq, _DUMPS(ts), rest, self._prev.encode()))
+
+    def _commit(self, seq: int, body: bytes) -> int:
+        """Hash and write one encoded event as ``seq`` (file lock held); only then take it."""
         digest = self._new_hash(body).hexdigest()
         line = b'%s,"hash":"%s"}\n' % (body[:-1], digest.encode())
         fd = self._fd
@@ -472,8 +540,31 @@ class AuditLog:
     def keyed(self) -> bool:
         return self._chain.keyed
 
+    @property
+    def dropped(self) -> int:
+        """Events a memory log no longer holds: its oldest, beyond ``keep`` (a file log: 0)."""
+        with self.lock:
+            return self._seq - len(self._lines) if self.path is None else 0
+
+    def verify(self) -> ChainReport:
+        """Verify the chain of what the log holds: a file log against its anchor, a
+        memory log from its oldest kept event (whose ``prev`` the dropped ones made).
+
+        Raises :class:`AuditChainBroken` at the first line that does not verify.
+        """
+        if self.path is not None:
+            return verify_chain(scan_log(self.path).raw, self._chain, str(self.path),
+                                anchor=read_anchor(self.path))
+        lines = self.raw_lines()
+        seq, prev = 0, GENESIS
+        if lines and not lines[0].startswith(b'{"seq":1,'):
+            first = orjson.loads(lines[0])
+            seq, prev = first["seq"] - 1, first["prev"]
+        return verify_chain(lines, self._chain, "<memory>", seq=seq, prev=prev)
+
     def raw_lines(self) -> list[bytes]:
-        """Every whole line so far, as bytes without the newline (a file log is re-read)."""
+        """Every whole line so far, as bytes without the newline (a file log is re-read;
+        a memory log holds its newest ``keep``, see :attr:`dropped`)."""
         with self.lock:
             if self.path is None:
                 return [line[:-1] for line in self._lines]

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 import attrs
+import orjson
 
 from buddy.machines import escalation
 from buddy.machines._factory import compile_table, walk
@@ -120,9 +121,13 @@ WALK_MEMO_SIZE = 65_536
 #: ``resolver(agent, contract, confidence) -> (approval, approved_by, approved_at)``: a
 #: standing approval (a grant) for a call that waits for one, and when it was checked.
 Resolver = Callable[[str, ToolContract, float], "tuple[bool | None, str | None, float | None]"]
+#: A decision event as far as its outcome and inputs fix it: the JSON from ``,"event"``
+#: to ``data``'s ``"agent":`` key, and from the agent's value to ``data``'s end.
+Encoded = tuple[bytes, bytes]
 #: What :meth:`Policy.evaluate` returns: the outcome, the approval it used, who gave it
-#: (``caller``, ``grant:<id>``, ...) and the clock reading a grant was checked at.
-Evaluation = tuple[Outcome, "bool | None", "str | None", "float | None"]
+#: (``caller``, ``grant:<id>``, ...), the clock reading a grant was checked at, and the
+#: decision event encoded (:data:`Encoded`) when no grant or refusal made it.
+Evaluation = tuple[Outcome, "bool | None", "str | None", "float | None", "Encoded | None"]
 
 
 class Policy:
@@ -137,9 +142,11 @@ class Policy:
             for risk, p in table.policies.items() for needs in (False, True)}
         self._by_risk = {(risk.value, needs): (table.policies[risk], out)
                          for (risk, needs), out in self.outcomes.items()}
-        # The outcome of the walk from MOCK, by (tool, confidence, approval, locked).
-        # Agents repeat confidences (0.85, 0.9, ...), so most walks are looked up.
-        self._walked: dict[tuple[_Tool, float, bool | None, bool], Outcome] = {}
+        # The outcome of the walk from MOCK, by (tool, confidence, approval, locked), and
+        # its decision event encoded. Agents repeat confidences (0.85, 0.9, ...), so most
+        # walks are looked up.
+        self._walked: dict[tuple[_Tool, float, bool | None, bool],
+                           tuple[Outcome, Encoded]] = {}
         self.tools: dict[str, _Tool] = {
             c.name: _Tool(c, table.policies[c.risk], self.outcomes[(c.risk, c.requires_approval)])
             for c in registry}
@@ -147,7 +154,7 @@ class Policy:
     def evaluate(self, tool: str, confidence: float, approval: bool | None = None,
                  locked: bool = False, agent: str = "", resolver: Resolver | None = None,
                  ) -> Evaluation:
-        """Decide one call; returns ``(outcome, approval, approved_by, approved_at)``.
+        """Decide one call; returns an :data:`Evaluation`.
 
         ``resolver(agent, contract, confidence)`` is asked for an approval when
         the call waits for one and ``approval`` is None. Fails closed on an
@@ -163,30 +170,43 @@ class Policy:
                 approval is not None and approval is not True and approval is not False):
             refused = self.refusal(agent, tool, confidence, approval)  # the full checks, named
             if refused is not None:
-                return refused, None, None, None
+                return refused, None, None, None, None
             assert entry is not None
         via = None if approval is None else "caller"
         at = None
         try:
             key = (entry, confidence, approval, locked)
-            outcome = self._walked.get(key)
-            if outcome is None:  # the walk is a pure function of the key: remember its end
+            walked = self._walked.get(key)
+            if walked is None:  # the walk is a pure function of the key: remember its end
                 state = walk(self.machine, "MOCK", DECIDE_PATH, EscalationInputs(
                     entry.policy, confidence, approval, locked, entry.requires_approval))
                 if len(self._walked) >= WALK_MEMO_SIZE:
                     self._walked.clear()
-                outcome = self._walked[key] = entry.outcomes[(state, locked)]
+                outcome = entry.outcomes[(state, locked)]
+                walked = self._walked[key] = (outcome, self.encode(
+                    entry.contract.name, confidence, approval, via, locked, outcome))
+            outcome, encoded = walked
             if outcome[2] == "AWAITING_APPROVAL" and approval is None and resolver is not None:
                 approval, via, at = resolver(agent, entry.contract, confidence)
                 if approval is not None:
                     state = walk(self.machine, "AWAITING_APPROVAL", APPROVAL_PATH,
                                  EscalationInputs(entry.policy, confidence, approval, locked,
                                                   entry.requires_approval))
-                    outcome = entry.outcomes[(state, locked)]
-            return outcome, approval, via, at
+                    outcome, encoded = entry.outcomes[(state, locked)], None
+            return outcome, approval, via, at, encoded
         except Exception as exc:  # fail closed, never LIVE by accident
             return _refusal(RULE_ERROR, f"evaluation failed: {described(exc)}: "
-                            "fail closed"), approval, via, at
+                            "fail closed"), approval, via, at, None
+
+    def encode(self, tool: str, confidence: float, approval: bool | None,
+               approved_by: str | None, locked: bool, outcome: Outcome) -> Encoded:
+        """The decision event of an allowed or denied call, encoded but for its agent:
+        the bytes :meth:`record`'s dict gives through the audit log's JSON encoder,
+        split where the agent goes (a test holds the two to be the same)."""
+        data = self.record("", tool, confidence, approval, approved_by, locked, outcome)
+        del data["agent"]
+        return (b',"event":"decide","src":"MOCK","dst":%b,"data":{"agent":'
+                % orjson.dumps(outcome[2]), b"," + orjson.dumps(data)[1:])
 
     def refusal(self, agent: object, tool: object, confidence: object,
                 approval: object) -> Outcome | None:

@@ -17,6 +17,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+import orjson
+
 from buddy.engine.core._approvals import (
     Approval,
     ApprovalCallback,
@@ -47,6 +49,10 @@ from buddy.rules.tables._catalogue import ToolContract
 __all__ = ["Gate", "TokenBucket"]
 
 S = ExecutionState
+#: A decision event's fields up to its subject (the agent's JSON follows).
+_DECISION = b'"kind":"decision","machine":"escalation","subject":'
+#: Agents' JSON the gate remembers before it starts over (bounded memory).
+NAMES_MEMO_SIZE = 4_096
 _USES_THE_TOOL = (ExecutionMode.DRY_RUN, ExecutionMode.LIVE)
 
 
@@ -103,6 +109,7 @@ class Gate:
         self.agents = None if agents is None else {a: frozenset(p) for a, p in agents.items()}
         self.lock = audit.lock
         self.grants = GrantBook()
+        self._names: dict[str, bytes] = {}  # agent -> its JSON, for encoded decisions
         self.buckets = {c.name: TokenBucket(c.rate_limit_per_minute) for c in policy.registry
                         if c.rate_limit_per_minute is not None}
 
@@ -125,6 +132,22 @@ class Gate:
             confidence = plain_confidence(confidence)
         refused = self.refusal(agent, tool, confidence, approval) \
             if self.agents is not None else None
+        if refused is None and not audit.shared:
+            # Evaluate outside the lock, against the system lock as it is now, and take
+            # the lock only to append -- if the system lock is still what was evaluated
+            # against, and a rate limit does not refuse. A call that waits for approval
+            # (a grant may be used up), and anything else, is decided under the lock below.
+            locked = audit.locked
+            outcome, _, _, _, encoded = policy.evaluate(tool, confidence, approval, locked,
+                                                        agent)
+            if encoded is not None and outcome[2] != "AWAITING_APPROVAL":
+                name = self._names.get(agent) or self._name(agent)
+                rest = b"".join((_DECISION, name, encoded[0], name, encoded[1]))
+                with self.lock:
+                    if audit.locked is locked and (
+                            not self.buckets or self.throttle(tool, outcome) is outcome):
+                        audit.append_encoded_locked(rest)
+                        return outcome[0]
         with self.lock:
             shared = audit.shared
             if shared:
@@ -135,17 +158,21 @@ class Gate:
                     self.record(_subject(agent, refused), agent, tool, confidence, approval,
                                 None, locked, refused)
                     return refused[0]
-                outcome, approved, via, at = policy.evaluate(tool, confidence, approval,
-                                                             locked, agent, self._grant)
+                outcome, approved, via, at, encoded = policy.evaluate(
+                    tool, confidence, approval, locked, agent, self._grant)
                 if approved is not None or self.approver is None or \
                         outcome[0].state is not S.AWAITING_APPROVAL:
                     if self.buckets:
-                        outcome = self.throttle(tool, outcome)
-                    audit.append_locked(  # self.record, inlined: this is the hot path
-                        "decision", "escalation", agent if outcome[0].rule != RULE_BAD_AGENT
-                        else shown(agent), "decide", "MOCK", outcome[2],
-                        policy.record(agent, tool, confidence, approved, via, locked, outcome,
-                                      at))
+                        throttled = self.throttle(tool, outcome)
+                        if throttled is not outcome:
+                            outcome, encoded = throttled, None
+                    if encoded is not None:  # the event compiled with the walk: add the agent
+                        name = self._names.get(agent) or self._name(agent)
+                        audit.append_encoded_locked(b"".join((
+                            _DECISION, name, encoded[0], name, encoded[1])))
+                    else:
+                        self.record(_subject(agent, outcome), agent, tool, confidence, approved,
+                                    via, locked, outcome, at)
                     return outcome[0]
             finally:
                 if shared:
@@ -156,7 +183,7 @@ class Gate:
                 audit.hold()
             try:
                 locked = audit.locked
-                outcome, approved, _, _ = policy.evaluate(
+                outcome, approved, _, _, _ = policy.evaluate(
                     tool, confidence, None if answer is None else answer.approved, locked, agent)
                 outcome = self.throttle(tool, outcome)
                 self.record(_subject(agent, outcome), agent, tool, confidence, approved,
@@ -165,6 +192,13 @@ class Gate:
             finally:
                 if shared:
                     audit.release()
+
+    def _name(self, agent: str) -> bytes:
+        """``agent`` as JSON, remembered (agents are few; the memory is bounded)."""
+        if len(self._names) >= NAMES_MEMO_SIZE:
+            self._names.clear()
+        name = self._names[agent] = orjson.dumps(agent)
+        return name
 
     def locked_now(self) -> bool:
         """The system lock as the log holds it now, other writers' locks included."""
