@@ -91,10 +91,29 @@ def main() -> int:
     results["buddy (memory, all new)"] = time_calls(
         buddy_call(unthrottled(clock=time.time)), fresh)
     with tempfile.TemporaryDirectory() as tmp:
-        audit = AuditLog.open(Path(tmp) / "audit.jsonl", clock=time.time)
-        results["buddy (file audit)"] = time_calls(
-            buddy_call(unthrottled(clock=time.time, audit=audit)), cases)
-        audit.close()
+        for label, exclusive in (("buddy (file audit)", False),
+                                 ("buddy (file, exclusive)", True)):
+            audit = AuditLog.open(Path(tmp) / f"{exclusive}.jsonl", clock=time.time,
+                                  exclusive=exclusive)
+            results[label] = time_calls(buddy_call(unthrottled(clock=time.time, audit=audit)),
+                                        cases)
+            audit.close()
+    # Of which: policy evaluation alone, and the audit append alone (the event as the
+    # decision encodes it, appended to a memory log and to an exclusive file log).
+    policy = unthrottled(clock=time.time).policy
+    results["  of which: evaluation"] = time_calls(
+        lambda tool, confidence, approved: policy.evaluate(
+            tool, confidence, True if approved else None, False, "agent-1"), cases)
+    rest = b'"kind":"decision","machine":"escalation","subject":"agent-1"' + \
+        policy.evaluate("form_fill", 0.9, None, False, "agent-1")[4][0] + b'"agent-1"' + \
+        policy.evaluate("form_fill", 0.9, None, False, "agent-1")[4][1]
+    memory_log = AuditLog.memory(clock=time.time)
+    results["  of which: append (memory)"] = time_calls(
+        lambda *_: memory_log.append_encoded_locked(rest), cases)
+    with tempfile.TemporaryDirectory() as tmp:
+        with AuditLog.open(Path(tmp) / "a.jsonl", clock=time.time, exclusive=True) as log:
+            results["  of which: append (file)"] = time_calls(
+                lambda *_: log.append_encoded_locked(rest), cases)
 
     skipped = {}
     for name, make in PEERS.items():

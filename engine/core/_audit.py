@@ -29,6 +29,7 @@ parsed line to them, through checkers compiled from the same records.
 
 from __future__ import annotations
 
+import binascii
 import contextlib
 import fcntl
 import json
@@ -69,6 +70,7 @@ _NON_STR_KEYS = orjson.OPT_NON_STR_KEYS
 _flock, _LOCK_EX, _LOCK_UN = fcntl.flock, fcntl.LOCK_EX, fcntl.LOCK_UN
 _lseek, _SEEK_END = os.lseek, os.SEEK_END  # at O_APPEND's end: the file's size, cheaply
 _write = os.write
+_hexlify = binascii.hexlify
 _KINDS = frozenset(KINDS)
 
 #: Events a memory log keeps by default (see :meth:`AuditLog.memory`).
@@ -130,7 +132,7 @@ class AuditLog:
         self.shared = path is not None and not exclusive
         self.exclusive = exclusive and path is not None
         self._seq = 0
-        self._prev = GENESIS
+        self._prev = GENESIS.encode()  # the last event's hash, hex ASCII
         #: The log's system lock: whether its last ``lock``/``unlock`` event, written by
         #: any writer of the log, is a lock. Every engine writing to the log honours it.
         self.locked = False
@@ -217,8 +219,8 @@ class AuditLog:
                         "--allow-missing-anchor) to go on"))
                 scan = split_log(_read(fd, 0, size), path)
                 report = verify_chain(scan.raw, self._chain, str(path), anchor=anchor)
-                self._seq, self._prev, self._end = report.last_seq, report.last_hash, \
-                    scan.good_bytes
+                self._seq, self._prev, self._end = report.last_seq, \
+                    report.last_hash.encode(), scan.good_bytes
                 self.locked = _lock_state(scan.raw, self.locked)
                 if scan.torn is not None:
                     self._move_torn(scan.torn_bytes)
@@ -373,11 +375,11 @@ class AuditLog:
         try:
             body = _DUMPS({
                 "seq": seq, "ts": ts, "kind": kind, "machine": machine, "subject": subject,
-                "event": event, "src": src, "dst": dst, "data": data, "prev": self._prev,
+                "event": event, "src": src, "dst": dst, "data": data, "prev": self._prev.decode(),
             }, default=repr, option=_NON_STR_KEYS)
         except Exception:  # a value JSON cannot hold: record it as such, never lose the event
             body = self._encode_fallback(seq, ts, kind, machine, subject, event, src, dst, data)
-        return self._commit(seq, body)
+        return self._commit(seq, body[:-2])  # up to prev's closing quote
 
     def _append_encoded(self, rest: bytes, ts: float | None = None) -> int:
         """:meth:`_append` of an event encoded up to ``prev`` (see :meth:`append_encoded_locked`)."""
@@ -386,13 +388,17 @@ class AuditLog:
             ts = self._clock()
         if type(ts) is not float or ts - ts:
             ts = _check_envelope("", "", "", "", None, None, {}, ts)[0]
-        return self._commit(seq, b'{"seq":%d,"ts":%b,%b,"prev":"%b"}' % (
-            seq, _DUMPS(ts), rest, self._prev.encode()))
+        return self._commit(seq, b'{"seq":%d,"ts":%b,%b,"prev":"%b' % (
+            seq, _DUMPS(ts), rest, self._prev))
 
-    def _commit(self, seq: int, body: bytes) -> int:
-        """Hash and write one encoded event as ``seq`` (file lock held); only then take it."""
-        digest = self._new_hash(body).hexdigest()
-        line = b'%s,"hash":"%s"}\n' % (body[:-1], digest.encode())
+    def _commit(self, seq: int, head: bytes) -> int:
+        """Hash and write one event as ``seq`` (file lock held); only then take the seq.
+
+        ``head`` is the event's JSON up to its ``prev`` value's closing quote: the
+        hashed body is ``head`` and ``"}``, the line ``head`` and ``","hash":"<hash>"}``.
+        """
+        digest = _hexlify(self._new_hash(head + b'"}').digest())
+        line = b'%b","hash":"%b"}\n' % (head, digest)
         fd = self._fd
         if fd is None:
             self._lines.append(line)
@@ -435,7 +441,7 @@ class AuditLog:
                 "seq": seq, "ts": ts, "kind": _clean(kind), "machine": _clean(machine),
                 "subject": _clean(subject), "event": _clean(event),
                 "src": None if src is None else _clean(src),
-                "dst": None if dst is None else _clean(dst), "data": safe, "prev": self._prev,
+                "dst": None if dst is None else _clean(dst), "data": safe, "prev": self._prev.decode(),
             }, default=repr, option=_NON_STR_KEYS)
         except Exception as exc:
             raise AuditError(f"audit event {kind}/{event} cannot be encoded: "
@@ -457,8 +463,8 @@ class AuditLog:
                                    "write: events were cut from the end")
         scan = split_log(_read(self._fd, self._end, size), self.path, self._seq)
         report = verify_chain(scan.raw, self._chain, str(self.path), seq=self._seq,
-                              prev=self._prev)
-        self._seq, self._prev, self._end = report.last_seq, report.last_hash, \
+                              prev=self._prev.decode())
+        self._seq, self._prev, self._end = report.last_seq, report.last_hash.encode(), \
             self._end + scan.good_bytes
         self.locked = _lock_state(scan.raw, self.locked)
         if scan.torn is not None:  # a writer died mid-line
@@ -485,8 +491,8 @@ class AuditLog:
     def _write_anchor(self) -> None:
         assert self.path is not None
         anchor = {"format": FORMAT, "chain": self._chain.name, "seq": self._seq,
-                  "hash": self._prev}
-        mac = self._chain.anchor_mac(self._seq, self._prev)
+                  "hash": self._prev.decode()}
+        mac = self._chain.anchor_mac(self._seq, anchor["hash"])
         if mac is not None:
             anchor["mac"] = mac
         write_atomic(anchor_path(self.path), json.dumps(anchor) + "\n")

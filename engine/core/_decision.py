@@ -146,7 +146,7 @@ class Policy:
         # its decision event encoded. Agents repeat confidences (0.85, 0.9, ...), so most
         # walks are looked up.
         self._walked: dict[tuple[_Tool, float, bool | None, bool],
-                           tuple[Outcome, Encoded]] = {}
+                           tuple[Outcome, Encoded | None]] = {}
         self.tools: dict[str, _Tool] = {
             c.name: _Tool(c, table.policies[c.risk], self.outcomes[(c.risk, c.requires_approval)])
             for c in registry}
@@ -183,8 +183,10 @@ class Policy:
                 if len(self._walked) >= WALK_MEMO_SIZE:
                     self._walked.clear()
                 outcome = entry.outcomes[(state, locked)]
-                walked = self._walked[key] = (outcome, self.encode(
-                    entry.contract.name, confidence, approval, via, locked, outcome))
+                # 0.0 and -0.0 are one key but two JSON numbers: a zero is encoded per call
+                walked = self._walked[key] = (outcome, None if confidence == 0.0 else
+                                              self.encode(entry.contract.name, confidence,
+                                                          approval, via, locked, outcome))
             outcome, encoded = walked
             if outcome[2] == "AWAITING_APPROVAL" and approval is None and resolver is not None:
                 approval, via, at = resolver(agent, entry.contract, confidence)

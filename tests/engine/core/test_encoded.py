@@ -22,7 +22,7 @@ agents = st.text(min_size=1, max_size=12).filter(
     lambda a: not (a.startswith("ctx-") and a[4:].isdigit()))
 texts = st.sampled_from(["agent-1", "ägent", "a\u2028b", 'q"uote\\', "\x00\x1f", "😀", "a\ud7ff"])
 calls = st.lists(st.tuples(st.one_of(agents, texts), st.sampled_from(TOOLS),
-                           st.one_of(st.floats(0.0, 1.0), st.sampled_from([0.0, 1.0, 0.85, 1e-7,
+                           st.one_of(st.floats(0.0, 1.0), st.sampled_from([0.0, -0.0, 1.0, 0.85, 1e-7,
                                                                             5e-324])),
                            st.sampled_from([None, True, False]), st.booleans()),
                  min_size=1, max_size=30)
@@ -138,3 +138,10 @@ class TestExclusive:
         with AuditLog.open(path, clock=clock) as audit:
             Engine.default(clock=clock, audit=audit).decide("b", "form_fill", 0.9)
         assert replay(path).last_seq == 3
+
+
+@pytest.mark.parametrize("zeros", [(0.0, -0.0), (-0.0, 0.0)])
+def test_both_zeros_are_recorded_as_given(zeros):
+    """0.0 and -0.0 are equal keys of the walk's memory but not the same JSON."""
+    items = [("agent-1", "form_fill", z, None, False) for z in zeros]
+    test_encoded_decisions_are_the_dict_encoders_bytes.hypothesis.inner_test(items)
