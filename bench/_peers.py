@@ -7,13 +7,20 @@ and must agree with :func:`reference` (plain-Python version of buddy's table):
     MEDIUM: conf >= 0.80 -> LIVE;             >= 0.65 -> DRY_RUN; else MOCK
     HIGH:   conf >= 0.85 and approved -> LIVE; >= 0.80 -> DRY_RUN; else MOCK
 
-Both peers only answer allow/deny, so each callable asks for LIVE, then DRY_RUN, and
-falls back to MOCK -- one query per candidate mode, highest first, as a user would.
-
 Peers:
-  * ``make_casbin()`` -- pycasbin ``Enforcer`` (model + policy from strings, in memory).
+  * ``make_casbin()`` -- pycasbin ``Enforcer`` (model + policy from strings, in memory),
+    ONE ``enforce_ex(tool, confidence, approved)`` per decision: the policy rows are
+    ``p, risk, mode, min_conf, approval`` with LIVE before DRY_RUN per risk and ``g``
+    rows mapping tool -> risk; the effect ``some(where (p.eft == allow))`` stops at the
+    first matching row, which ``enforce_ex`` returns, so its mode cell is the answer and
+    no match is MOCK. Its best: one call, no log (``enable_log=False``), request values
+    passed as they are (no subject object). pycasbin has no compiled matcher to opt
+    into: every ``enforce_ex`` re-parses the matcher (``ast.parse`` in
+    ``casbin.util.expression.SimpleEval``) and walks it per row with simpleeval.
   * ``make_agt()``    -- Microsoft Agent Governance Toolkit
-    ``agent_os.policies.PolicyEvaluator`` (PyPI ``agent-os-kernel``).
+    ``agent_os.policies.PolicyEvaluator`` (PyPI ``agent-os-kernel``); it only answers
+    allow/deny, so it asks for LIVE, then DRY_RUN, and falls back to MOCK -- one
+    ``evaluate`` per candidate mode, highest first, as a user would.
 
 Run ``python bench/_peers.py`` for a self-check against :func:`reference` plus timings.
 """
@@ -22,6 +29,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
+from typing import Any
 
 Decide = Callable[[str, float, bool], str]
 
@@ -64,10 +72,10 @@ def reference(tool: str, confidence: float, approved: bool) -> str:
 
 CASBIN_MODEL = """\
 [request_definition]
-r = sub, obj, act
+r = tool, conf, approved
 
 [policy_definition]
-p = risk, act, min_conf, approval
+p = risk, mode, min_conf, approval
 
 [role_definition]
 g = _, _
@@ -76,33 +84,28 @@ g = _, _
 e = some(where (p.eft == allow))
 
 [matchers]
-m = g(r.obj, p.risk) && r.act == p.act && r.sub.confidence >= num(p.min_conf) \
-&& (p.approval == "any" || r.sub.approved)
+m = g(r.tool, p.risk) && r.conf >= num(p.min_conf) && (p.approval == "any" || r.approved)
 """
 
 
 def casbin_policy_text() -> str:
-    """Policy rows (risk, mode, min_conf, approval) + g rows mapping tool -> risk."""
+    """Policy rows (risk, mode, min_conf, approval), LIVE before DRY_RUN per risk, then
+    g rows mapping tool -> risk.
+
+    The order is the encoding: ``some(where (p.eft == allow))`` stops at the first row
+    whose matcher holds and ``enforce_ex`` returns that row, so its ``mode`` cell is the
+    highest mode the call may have; no row matching means MOCK.
+    """
     rows = [
-        f"p, {risk}, {mode}, {conf:.2f}, {'required' if appr else 'any'}"
+        f"p, {risk}, {mode}, {modes[mode][0]:.2f}, {'required' if modes[mode][1] else 'any'}"
         for risk, modes in TABLE.items()
-        for mode, (conf, appr) in modes.items()
+        for mode in CANDIDATES
     ]
     rows += [f"g, {tool}, {risk}" for tool, risk in CATALOGUE.items()]
     return "\n".join(rows) + "\n"
 
 
-class _Subject:
-    """ABAC subject: casbin's matcher reads r.sub.confidence / r.sub.approved."""
-
-    __slots__ = ("confidence", "approved")
-
-    def __init__(self, confidence: float, approved: bool) -> None:
-        self.confidence = confidence
-        self.approved = approved
-
-
-def make_casbin() -> Decide:
+def _import_casbin() -> tuple[Any, Any]:
     try:
         import casbin
         from casbin.persist.adapters.string_adapter import StringAdapter
@@ -111,21 +114,23 @@ def make_casbin() -> Decide:
             "peer 'casbin' unavailable: PyPI package `casbin` is not installed "
             "(pip install 'casbin>=1.43')"
         ) from exc
+    return casbin, StringAdapter
 
+
+def make_casbin() -> Decide:
+    """pycasbin deciding buddy's table with one ``enforce_ex`` per decision, no log."""
+    casbin, StringAdapter = _import_casbin()
     model = casbin.Model()
     model.load_model_from_text(CASBIN_MODEL)
     # enable_log=False (the default) sets logging.getLogger("casbin*").disabled = True;
     # passed explicitly so a future default change cannot put a log line in every enforce().
     enforcer = casbin.Enforcer(model, StringAdapter(casbin_policy_text()), enable_log=False)
     enforcer.add_function("num", float)  # policy cells are strings; compare as numbers
-    enforce = enforcer.enforce
+    enforce_ex = enforcer.enforce_ex
 
     def casbin_decide(tool: str, confidence: float, approved: bool) -> str:
-        sub = _Subject(confidence, approved)
-        for mode in CANDIDATES:
-            if enforce(sub, tool, mode):
-                return mode
-        return MOCK
+        allowed, rule = enforce_ex(tool, confidence, approved)
+        return rule[1] if allowed else MOCK  # rule = [risk, mode, min_conf, approval]
 
     return casbin_decide
 
