@@ -22,9 +22,14 @@ Peers:
     and one ``enforce("alice", "data1", "read")`` per call, whatever the arguments
     (always LIVE). The floor any pycasbin policy costs; outside the agreement check.
   * ``make_agt()``    -- Microsoft Agent Governance Toolkit
-    ``agent_os.policies.PolicyEvaluator`` (PyPI ``agent-os-kernel``); it only answers
-    allow/deny, so it asks for LIVE, then DRY_RUN, and falls back to MOCK -- one
-    ``evaluate`` per candidate mode, highest first, as a user would.
+    ``agent_os.policies.PolicyEvaluator`` (PyPI ``agent-os-kernel``), one PolicyDocument
+    per risk and ONE ``evaluate({tool_name, confidence, approved})`` per decision: the
+    documents' single-condition rules walk the confidence bands bottom-up in priority
+    order (see :func:`agt_policy_documents`), the evaluator returns the first match,
+    and the matched rule's name maps to its mode (no match: the default, deny, MOCK).
+    Its best: one call to the evaluator built for the tool's risk (a dict picks it),
+    no audit; ``evaluate`` itself re-sorts the rules and builds a pydantic
+    ``PolicyDecision`` with a timestamped ``audit_entry`` on every call.
 
 Run ``python bench/_peers.py`` for a self-check against :func:`reference` plus timings.
 """
@@ -176,46 +181,70 @@ def make_casbin_floor() -> Decide:
 # --------------------------------------------------------------------------- AGT
 
 
-def agt_policy_documents() -> dict[tuple[str, str], list[dict]]:
-    """One PolicyDocument (as plain data) per (risk, mode) gate.
+def _mode_at(modes: dict[str, tuple[float, bool]], confidence: float, approved: bool) -> str:
+    """The mode TABLE gives a risk's ``modes`` at one point (how the bands are labelled)."""
+    for mode in CANDIDATES:
+        min_conf, needs_approval = modes[mode]
+        if confidence >= min_conf and (approved or not needs_approval):
+            return mode
+    return MOCK
 
-    A PolicyRule holds ONE condition and the evaluator stops at the first match, so an
-    AND ("conf >= x and approved") is written as deny-rules for each negated clause with
-    ``defaults.action = allow``, the same shape agent_os.policies.bridge generates for
-    its own confidence_threshold rule.
+
+def _agt_rule(name: str, field: str, operator: str, value: object, mode: str) -> dict:
+    return {
+        "name": name,
+        "condition": {"field": field, "operator": operator, "value": value},
+        "action": "allow" if mode == LIVE else "deny",  # allowed = may run live
+        "message": mode,
+    }
+
+
+def agt_policy_documents() -> dict[str, dict]:
+    """One PolicyDocument (as plain data) per risk; its first matching rule names the mode.
+
+    A PolicyRule holds ONE condition and the evaluator returns the first match in
+    descending priority, so the rules walk the confidence bands bottom-up: ``confidence
+    lt <threshold>`` for each band below the top one (its mode cannot depend on
+    approval here: ValueError if it does), then, in the top band, ``approved eq True``
+    when approval changes the mode there, then ``confidence gte <top threshold>``. The
+    default action is deny (MOCK). So HIGH reads: conf < 0.80 -> MOCK; conf < 0.85 ->
+    DRY_RUN; approved -> LIVE; conf >= 0.85 -> DRY_RUN.
+
+    The AND of a LIVE rule is thus split over rules, which holds for the inputs
+    buddy accepts (a finite confidence, a bool approval): a NaN confidence, which
+    buddy refuses, fails every comparison here and would reach ``approved eq True``,
+    LIVE. A PolicyRule cannot test two fields, so no ordering is safe for both NaN and
+    a missing approval (AGT treats a None field as no match).
     """
-    docs: dict[tuple[str, str], list[dict]] = {}
+    docs: dict[str, dict] = {}
     for risk, modes in TABLE.items():
-        for mode, (conf, appr) in modes.items():
-            rules = [
-                {
-                    "name": f"{risk.lower()}_{mode.lower()}_confidence",
-                    "condition": {"field": "confidence", "operator": "lt", "value": conf},
-                    "action": "deny",
-                    "priority": 100,
-                    "message": f"{risk} tool needs confidence >= {conf} for {mode}",
-                }
-            ]
-            if appr:
-                rules.append(
-                    {
-                        "name": f"{risk.lower()}_{mode.lower()}_approval",
-                        "condition": {"field": "approved", "operator": "eq", "value": False},
-                        "action": "deny",
-                        "priority": 90,
-                        "message": f"{risk} tool needs human approval for {mode}",
-                    }
-                )
-            docs[(risk, mode)] = {
-                "version": "1.0",
-                "name": f"buddy-escalation-{risk}-{mode}",
-                "rules": rules,
-                "defaults": {"action": "allow"},
-            }
+        thresholds = sorted({min_conf for min_conf, _ in modes.values()})
+        rules = []
+        lower = float("-inf")
+        for upper in thresholds:
+            mode = _mode_at(modes, lower, False)
+            if _mode_at(modes, lower, True) != mode:
+                raise ValueError(f"{risk}: approval changes the mode below {upper}")
+            rules.append(_agt_rule(f"{risk}/{mode}/conf<{upper}", "confidence", "lt", upper, mode))
+            lower = upper
+        if _mode_at(modes, lower, True) != _mode_at(modes, lower, False):
+            mode = _mode_at(modes, lower, True)
+            rules.append(_agt_rule(f"{risk}/{mode}/approved", "approved", "eq", True, mode))
+        mode = _mode_at(modes, lower, False)
+        rules.append(_agt_rule(f"{risk}/{mode}/conf>={lower}", "confidence", "gte", lower, mode))
+        for i, rule in enumerate(rules):
+            rule["priority"] = 10 * (len(rules) - i)
+        docs[risk] = {
+            "version": "1.0",
+            "name": f"buddy-escalation-{risk.lower()}",
+            "rules": rules,
+            "defaults": {"action": "deny"},
+        }
     return docs
 
 
 def make_agt() -> Decide:
+    """AGT deciding buddy's table with one ``evaluate`` per decision, no audit."""
     try:
         # Importing agent_os runs agent_os/__init__.py: it needs PyYAML (undeclared by
         # agent-os-kernel 3.7.0) and emits a PydanticDeprecatedSince20 warning from amb_core.
@@ -228,21 +257,19 @@ def make_agt() -> Decide:
             f"(pip install 'agent-os-kernel>=3.7' pyyaml): {exc}"
         ) from exc
 
-    evaluators = {
-        gate: PolicyEvaluator(policies=[PolicyDocument.model_validate(doc)])
-        for gate, doc in agt_policy_documents().items()
+    docs = agt_policy_documents()
+    evaluate = {
+        risk: PolicyEvaluator(policies=[PolicyDocument.model_validate(doc)]).evaluate
+        for risk, doc in docs.items()
     }
-    gates = {
-        tool: tuple((mode, evaluators[(risk, mode)].evaluate) for mode in CANDIDATES)
-        for tool, risk in CATALOGUE.items()
-    }
+    by_tool = {tool: evaluate[risk] for tool, risk in CATALOGUE.items()}
+    # matched_rule -> mode; None is the document's default (deny): MOCK.
+    mode_of: dict[str | None, str] = {None: MOCK}
+    mode_of.update((r["name"], r["message"]) for doc in docs.values() for r in doc["rules"])
 
     def agt_decide(tool: str, confidence: float, approved: bool) -> str:
         ctx = {"tool_name": tool, "confidence": confidence, "approved": approved}
-        for mode, evaluate in gates[tool]:
-            if evaluate(ctx).allowed:
-                return mode
-        return MOCK
+        return mode_of[by_tool[tool](ctx).matched_rule]
 
     return agt_decide
 
