@@ -7,21 +7,26 @@ and must agree with :func:`reference` (plain-Python version of buddy's table):
     MEDIUM: conf >= 0.80 -> LIVE;             >= 0.65 -> DRY_RUN; else MOCK
     HIGH:   conf >= 0.85 and approved -> LIVE; >= 0.80 -> DRY_RUN; else MOCK
 
-Peers:
-  * ``make_casbin()`` -- pycasbin ``Enforcer`` (model + policy from strings, in memory),
-    ONE ``enforce_ex(tool, confidence, approved)`` per decision: the policy rows are
-    ``p, risk, mode, min_conf, approval`` with LIVE before DRY_RUN per risk and ``g``
-    rows mapping tool -> risk; the effect ``some(where (p.eft == allow))`` stops at the
-    first matching row, which ``enforce_ex`` returns, so its mode cell is the answer and
-    no match is MOCK. Its best: one call, no log (``enable_log=False``), request values
-    passed as they are (no subject object). pycasbin has no compiled matcher to opt
-    into: every ``enforce_ex`` re-parses the matcher (``ast.parse`` in
-    ``casbin.util.expression.SimpleEval``) and walks it per row with simpleeval.
-  * ``make_casbin_floor()`` -- NOT buddy's table: pycasbin's basic ACL model
-    (``m = r.sub == p.sub && r.obj == p.obj && r.act == p.act``) with one policy line
-    and one ``enforce("alice", "data1", "read")`` per call, whatever the arguments
-    (always LIVE). The floor any pycasbin policy costs; outside the agreement check.
-  * ``make_agt()``    -- Microsoft Agent Governance Toolkit
+Peers (:data:`PEERS` maps a name to a :class:`Peer`: label, factory, flags):
+  * ``casbin`` -- :func:`make_casbin`: pycasbin ``Enforcer`` (model + policy from
+    strings, in memory), ONE ``enforce_ex(tool, confidence, approved)`` per decision:
+    the policy rows are ``p, risk, mode, min_conf, approval`` with LIVE before DRY_RUN
+    per risk and ``g`` rows mapping tool -> risk; the effect ``some(where (p.eft ==
+    allow))`` stops at the first matching row, which ``enforce_ex`` returns, so its mode
+    cell is the answer and no match is MOCK. Its best: one call, no log
+    (``enable_log=False``), request values passed as they are (no subject object).
+    pycasbin has no compiled matcher to opt into: every ``enforce_ex`` re-parses the
+    matcher (``ast.parse`` in ``casbin.util.expression.SimpleEval``) and walks it per
+    row with simpleeval.
+  * ``casbin+audit`` -- :func:`make_casbin_audit`: the same, with casbin's own log
+    (``enable_log=True``) sent to a file, one flushed line per decision: the request
+    and allow/deny, not the mode.
+  * ``casbin-floor`` -- :func:`make_casbin_floor`: NOT buddy's table: pycasbin's basic
+    ACL model (``m = r.sub == p.sub && r.obj == p.obj && r.act == p.act``) with one
+    policy line and one ``enforce("alice", "data1", "read")`` per call, whatever the
+    arguments (always LIVE). The floor any pycasbin policy costs; outside the agreement
+    check.
+  * ``agt`` -- :func:`make_agt`: Microsoft Agent Governance Toolkit
     ``agent_os.policies.PolicyEvaluator`` (PyPI ``agent-os-kernel``), one PolicyDocument
     per risk and ONE ``evaluate({tool_name, confidence, approved})`` per decision: the
     documents' single-condition rules walk the confidence bands bottom-up in priority
@@ -30,19 +35,33 @@ Peers:
     Its best: one call to the evaluator built for the tool's risk (a dict picks it),
     no audit; ``evaluate`` itself re-sorts the rules and builds a pydantic
     ``PolicyDecision`` with a timestamped ``audit_entry`` on every call.
+  * ``agt+audit`` -- :func:`make_agt_audit`: the same, with AGT's own
+    ``GovernanceAuditLogger`` writing the decision and the evaluator's ``audit_entry``
+    as one JSON line per decision to a ``JsonlFileBackend``, flushed per decision.
 
-Run ``python bench/_peers.py`` for a self-check against :func:`reference` plus timings.
+Both audit peers write every record to a file and flush it (no fsync), as buddy's file
+audit does per event; by default to a scratch file removed at exit.
+
+Run ``python bench/_peers.py`` to check every peer but the floor against
+:func:`reference` on every 3-decimal confidence, count the audit peers' records, and
+print p50/p99 per peer.
 """
 
 from __future__ import annotations
 
+import atexit
+import tempfile
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
+
+import attrs
 
 Decide = Callable[[str, float, bool], str]
 
 MOCK, DRY_RUN, LIVE = "MOCK", "DRY_RUN", "LIVE"
+AGENT = "agent-1"  # the agent an audit record names (bench/decide.py's)
 CANDIDATES = (LIVE, DRY_RUN)  # highest first; MOCK is the fallback
 
 # tool name -> risk
@@ -126,14 +145,11 @@ def _import_casbin() -> tuple[Any, Any]:
     return casbin, StringAdapter
 
 
-def make_casbin() -> Decide:
-    """pycasbin deciding buddy's table with one ``enforce_ex`` per decision, no log."""
+def _casbin_table_decider(**enforcer_options: Any) -> Decide:
     casbin, StringAdapter = _import_casbin()
     model = casbin.Model()
     model.load_model_from_text(CASBIN_MODEL)
-    # enable_log=False (the default) sets logging.getLogger("casbin*").disabled = True;
-    # passed explicitly so a future default change cannot put a log line in every enforce().
-    enforcer = casbin.Enforcer(model, StringAdapter(casbin_policy_text()), enable_log=False)
+    enforcer = casbin.Enforcer(model, StringAdapter(casbin_policy_text()), **enforcer_options)
     enforcer.add_function("num", float)  # policy cells are strings; compare as numbers
     enforce_ex = enforcer.enforce_ex
 
@@ -142,6 +158,51 @@ def make_casbin() -> Decide:
         return rule[1] if allowed else MOCK  # rule = [risk, mode, min_conf, approval]
 
     return casbin_decide
+
+
+def make_casbin() -> Decide:
+    """pycasbin deciding buddy's table with one ``enforce_ex`` per decision, no log."""
+    # enable_log=False (the default) sets logging.getLogger("casbin*").disabled = True;
+    # passed explicitly so a future default change cannot put a log line in every enforce().
+    return _casbin_table_decider(enable_log=False)
+
+
+def make_casbin_audit(path: Path | None = None) -> Decide:
+    """:func:`make_casbin` with pycasbin's own log as the audit: a record per decision.
+
+    ``enable_log=True`` with a ``logging_config`` that sends the ``casbin.enforcer``
+    logger, in casbin's own record format (``{asctime} {message}``), to a
+    ``logging.FileHandler`` on ``path`` (a scratch file by default), which flushes
+    every record. Each ``enforce_ex`` writes ``<time> Request: <tool>, <confidence>,
+    <approved> ---> True|False`` (INFO if allowed, WARNING if not): the request and
+    the verdict, not the matched row, so a DRY_RUN and a LIVE both read ``True``.
+
+    casbin's log switch is process-wide: ``enable_log=True`` runs
+    ``logging.config.dictConfig`` (which also closes the process's existing logging
+    handlers), and any later ``Enforcer(enable_log=False)`` (every other casbin peer)
+    disables the ``casbin.enforcer`` logger again, so build and use this peer before
+    the next one.
+    """
+    from casbin.util.log import DEFAULT_LOGGING
+
+    path = path or _scratch_path("casbin-audit.log")
+    config = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": DEFAULT_LOGGING["formatters"],
+        "handlers": {
+            "audit": {
+                "class": "logging.FileHandler",
+                "filename": str(path),
+                "formatter": "casbin_formatter",
+                "level": "INFO",
+            }
+        },
+        "loggers": {
+            "casbin.enforcer": {"handlers": ["audit"], "level": "INFO", "propagate": False}
+        },
+    }
+    return _casbin_table_decider(enable_log=True, logging_config=config)
 
 
 CASBIN_FLOOR_MODEL = """\
@@ -243,8 +304,8 @@ def agt_policy_documents() -> dict[str, dict]:
     return docs
 
 
-def make_agt() -> Decide:
-    """AGT deciding buddy's table with one ``evaluate`` per decision, no audit."""
+def _agt_table() -> tuple[Mapping[str, Callable[[dict[str, Any]], Any]], dict[str | None, str]]:
+    """Per tool, the ``evaluate`` of its risk's evaluator; per matched rule, its mode."""
     try:
         # Importing agent_os runs agent_os/__init__.py: it needs PyYAML (undeclared by
         # agent-os-kernel 3.7.0) and emits a PydanticDeprecatedSince20 warning from amb_core.
@@ -266,6 +327,12 @@ def make_agt() -> Decide:
     # matched_rule -> mode; None is the document's default (deny): MOCK.
     mode_of: dict[str | None, str] = {None: MOCK}
     mode_of.update((r["name"], r["message"]) for doc in docs.values() for r in doc["rules"])
+    return by_tool, mode_of
+
+
+def make_agt() -> Decide:
+    """AGT deciding buddy's table with one ``evaluate`` per decision, no audit."""
+    by_tool, mode_of = _agt_table()
 
     def agt_decide(tool: str, confidence: float, approved: bool) -> str:
         ctx = {"tool_name": tool, "confidence": confidence, "approved": approved}
@@ -274,25 +341,79 @@ def make_agt() -> Decide:
     return agt_decide
 
 
-PEERS: dict[str, Callable[[], Decide]] = {"casbin": make_casbin, "agt": make_agt}
-# Peers that do not decide buddy's table (left out of the agreement check).
-FLOORS: dict[str, Callable[[], Decide]] = {"casbin-floor": make_casbin_floor}
+def make_agt_audit(path: Path | None = None) -> Decide:
+    """:func:`make_agt` with AGT's own audit logger: a record per decision.
+
+    ``agent_os.audit_logger.GovernanceAuditLogger`` with a ``JsonlFileBackend`` on
+    ``path`` (a scratch file by default). Per decision: ``log_decision(agent_id, tool,
+    mode, reason, policy_decision=<the evaluator's audit_entry>)`` -- one JSON line with
+    AGT's timestamp, agent, tool, mode, reason and the evaluator's own audit entry
+    (policy, rule, action, context snapshot, timestamp) -- then ``flush()``, as the
+    backend buffers otherwise (buddy's file audit flushes every event too).
+    """
+    by_tool, mode_of = _agt_table()
+    from agent_os.audit_logger import GovernanceAuditLogger, JsonlFileBackend
+
+    audit = GovernanceAuditLogger()
+    audit.add_backend(JsonlFileBackend(path or _scratch_path("agt-audit.jsonl")))
+    log_decision, flush = audit.log_decision, audit.flush
+
+    def agt_audited(tool: str, confidence: float, approved: bool) -> str:
+        ctx = {"tool_name": tool, "confidence": confidence, "approved": approved}
+        decision = by_tool[tool](ctx)
+        mode = mode_of[decision.matched_rule]
+        log_decision(AGENT, tool, mode, decision.reason, policy_decision=decision.audit_entry)
+        flush()
+        return mode
+
+    return agt_audited
+
+
+@attrs.frozen
+class Peer:
+    """A peer as the benchmark runs it."""
+
+    label: str  # how a results table names it
+    make: Callable[..., Decide]  # audit peers take an optional path for their records
+    decides_table: bool = True  # False: a floor, left out of the agreement check
+    audits: bool = False  # True: one record per decision, written by the peer itself
+
+
+PEERS: dict[str, Peer] = {
+    "casbin": Peer("pycasbin, 1 enforce_ex, no log", make_casbin),
+    "casbin+audit": Peer("pycasbin + own log to file", make_casbin_audit, audits=True),
+    "casbin-floor": Peer("pycasbin floor: 1-line ACL", make_casbin_floor, decides_table=False),
+    "agt": Peer("AGT, 1 evaluate, no audit", make_agt),
+    "agt+audit": Peer("AGT + GovernanceAuditLogger", make_agt_audit, audits=True),
+}
+
+
+REFERENCE = Peer("buddy's table, plain Python", lambda: reference)
+
+
+def _scratch_path(name: str) -> Path:
+    """``name`` in a fresh temporary directory that is removed when the process exits."""
+    scratch = tempfile.TemporaryDirectory(prefix="buddy-bench-peers-")
+    atexit.register(scratch.cleanup)
+    return Path(scratch.name) / name
 
 
 # --------------------------------------------------------------------------- self-check
 
-GRID = (0.0, 0.49, 0.5, 0.64, 0.65, 0.69, 0.7, 0.79, 0.8, 0.84, 0.85, 0.9, 1.0)
+# Every confidence with 3 decimals (as bench/decide.py draws them), each threshold among
+# them: i / 1000 is the float the literal 0.7 is.
+GRID = tuple(i / 1000 for i in range(1001))
 
 
 def _cases() -> list[tuple[str, float, bool]]:
     return [(t, c, a) for t in CATALOGUE for c in GRID for a in (True, False)]
 
 
-def _time(decide: Decide, n: int = 20_000) -> tuple[float, float]:
+def _time(decide: Decide, cases: list[tuple[str, float, bool]], n: int) -> tuple[float, float]:
+    """p50 and p99 (us) of ``n`` calls cycling through ``cases``, after one warm-up pass."""
     from time import perf_counter_ns
 
-    cases = _cases()
-    for case in cases:  # warm-up
+    for case in cases:
         decide(*case)
     samples = []
     for i in range(n):
@@ -304,20 +425,48 @@ def _time(decide: Decide, n: int = 20_000) -> tuple[float, float]:
     return samples[n // 2] / 1000, samples[min(n - 1, (n * 99) // 100)] / 1000
 
 
-def main() -> int:
+def _measure(name: str, peer: Peer, decide: Decide, audit: Path | None, n: int) -> tuple[str, bool]:
+    """One results row: check ``decide`` on every case, time it, count its records."""
     cases = _cases()
-    peers: dict[str, Decide] = {"reference": reference}
-    for name, make in {**PEERS, **FLOORS}.items():
-        try:
-            peers[name] = make()
-        except ImportError as exc:
-            print(f"SKIP {name}: {exc}")
-    for name, decide in peers.items():
-        bad = [(c, decide(*c), reference(*c)) for c in cases if decide(*c) != reference(*c)]
-        assert name in FLOORS or not bad, f"{name} disagrees with reference: {bad[:5]}"
-        p50, p99 = _time(decide)
-        check = "floor, not checked" if name in FLOORS else f"agrees on {len(cases)} cases"
-        print(f"{name:14s} {check:22s} p50 {p50:8.2f} us   p99 {p99:8.2f} us")
+    answers = [decide(*case) for case in cases]
+    bad = [(c, a, reference(*c)) for c, a in zip(cases, answers, strict=True) if a != reference(*c)]
+    if peer.decides_table and bad:
+        return f"{name} disagrees with reference on {len(bad)} cases, e.g. {bad[:3]}", False
+    p50, p99 = _time(decide, cases, n)
+    check = f"agrees on {len(cases)}" if peer.decides_table else "floor, not checked"
+    records = "-"
+    if audit is not None:
+        calls = 2 * len(cases) + n  # check, warm-up, timed
+        with audit.open(encoding="utf-8") as lines:
+            written = sum(1 for _ in lines)
+        if written != calls:
+            return f"{name} wrote {written} audit records for {calls} decisions", False
+        records = f"{written} = decisions"
+    return f"{name:<14}{peer.label:<32}{check:<20}{p50:>9.2f}{p99:>10.2f}  {records}", True
+
+
+def main(n: int = 20_000) -> int:
+    """Check every peer against :func:`reference`, time it, count its audit records.
+
+    Each peer is built, checked and timed before the next is built (casbin's log switch
+    is process-wide, see :func:`make_casbin_audit`).
+    """
+    print(f"{len(_cases())} cases: {len(CATALOGUE)} tools x {len(GRID)} confidences x approval")
+    print(f"{'peer':<14}{'label':<32}{'check':<20}{'p50 us':>9}{'p99 us':>10}  audit records")
+    row, _ = _measure("reference", REFERENCE, reference, None, n)
+    print(row)
+    with tempfile.TemporaryDirectory(prefix="buddy-bench-peers-") as tmp:
+        for name, peer in PEERS.items():
+            audit = Path(tmp) / f"{name}.log" if peer.audits else None
+            try:
+                decide = peer.make(audit) if audit else peer.make()
+            except ImportError as exc:
+                print(f"{name:<14}not measured: {str(exc).splitlines()[0]}")
+                continue
+            row, ok = _measure(name, peer, decide, audit, n)
+            print(row)
+            if not ok:
+                return 1
     return 0
 
 
