@@ -142,11 +142,12 @@ class Policy:
             for risk, p in table.policies.items() for needs in (False, True)}
         self._by_risk = {(risk.value, needs): (table.policies[risk], out)
                          for (risk, needs), out in self.outcomes.items()}
-        # The outcome of the walk from MOCK, by (tool, confidence, approval, locked), and
-        # its decision event encoded. Agents repeat confidences (0.85, 0.9, ...), so most
-        # walks are looked up.
-        self._walked: dict[tuple[_Tool, float, bool | None, bool],
-                           tuple[Outcome, Encoded | None]] = {}
+        #: The outcome of the walk from MOCK, by (tool, confidence, approval, locked), and
+        #: its decision event encoded (:data:`Encoded`; None for a zero confidence). Only
+        #: valid inputs get here. Agents repeat confidences (0.85, 0.9, ...), so most
+        #: walks are looked up.
+        self.walked: dict[tuple[str, float, bool | None, bool],
+                          tuple[Outcome, Encoded | None]] = {}
         self.tools: dict[str, _Tool] = {
             c.name: _Tool(c, table.policies[c.risk], self.outcomes[(c.risk, c.requires_approval)])
             for c in registry}
@@ -175,16 +176,16 @@ class Policy:
         via = None if approval is None else "caller"
         at = None
         try:
-            key = (entry, confidence, approval, locked)
-            walked = self._walked.get(key)
+            key = (tool, confidence, approval, locked)
+            walked = self.walked.get(key)
             if walked is None:  # the walk is a pure function of the key: remember its end
                 state = walk(self.machine, "MOCK", DECIDE_PATH, EscalationInputs(
                     entry.policy, confidence, approval, locked, entry.requires_approval))
-                if len(self._walked) >= WALK_MEMO_SIZE:
-                    self._walked.clear()
+                if len(self.walked) >= WALK_MEMO_SIZE:
+                    self.walked.clear()
                 outcome = entry.outcomes[(state, locked)]
                 # 0.0 and -0.0 are one key but two JSON numbers: a zero is encoded per call
-                walked = self._walked[key] = (outcome, None if confidence == 0.0 else
+                walked = self.walked[key] = (outcome, None if confidence == 0.0 else
                                               self.encode(entry.contract.name, confidence,
                                                           approval, via, locked, outcome))
             outcome, encoded = walked

@@ -15,7 +15,7 @@ token left the call is refused (``rate.limit``), which only ever tightens.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Literal
+from typing import Any
 
 import orjson
 
@@ -51,13 +51,8 @@ __all__ = ["Gate", "TokenBucket"]
 S = ExecutionState
 #: A decision event's fields up to its subject (the agent's JSON follows).
 _DECISION = b'"kind":"decision","machine":"escalation","subject":'
-#: Calls whose decision and event the gate remembers before it starts over (bounded
-#: memory: about 10 MB).
-RECORDED_MEMO_SIZE = 16_384
-#: A call's inputs: (agent, tool, confidence, approval, system lock).
-Key = tuple[str, str, float, "bool | None", bool]
-#: A call's outcome and its decision event, encoded from ``"kind"`` to ``data``'s end.
-Known = tuple[Outcome, bytes]
+#: Agents' JSON the gate remembers before it starts over (bounded memory).
+NAMES_MEMO_SIZE = 4_096
 _USES_THE_TOOL = (ExecutionMode.DRY_RUN, ExecutionMode.LIVE)
 
 
@@ -114,9 +109,7 @@ class Gate:
         self.agents = None if agents is None else {a: frozenset(p) for a, p in agents.items()}
         self.lock = audit.lock
         self.grants = GrantBook()
-        # What a call decides and the event that records it, by (agent, tool, confidence,
-        # approval, system lock): a pure function of the key (see _remember).
-        self._recorded: dict[Key, Known | Literal[False]] = {}
+        self._names: dict[str, bytes] = {}  # agent -> its JSON, for encoded decisions
         self.buckets = {c.name: TokenBucket(c.rate_limit_per_minute) for c in policy.registry
                         if c.rate_limit_per_minute is not None}
 
@@ -142,18 +135,24 @@ class Gate:
         if refused is None and not audit.shared and type(confidence) is float and \
                 type(agent) is str and type(tool) is str and (
                     approval is None or approval is True or approval is False):
-            # Decide outside the lock, against the system lock as it is now (the types
-            # checked above, equal inputs are the same inputs), and take the lock only to
-            # append -- if the system lock is still the one decided against and no rate
-            # limit refuses. A call that waits for approval (a grant may be used up), and
-            # anything else, is decided under the lock below.
+            # Decide outside the lock, against the system lock as it is now, and take the
+            # lock only to append -- if the system lock is still the one decided against
+            # and no rate limit refuses. The walk and its event come from the policy's
+            # memory (only valid inputs are in it; their types are checked above), the
+            # agent's JSON from the gate's (only names are in it). A call that waits for
+            # approval (a grant may be used up), and anything else, is decided under the
+            # lock below.
             locked = audit.locked
-            key = (agent, tool, confidence, approval, locked)
-            known = self._recorded.get(key)
-            if known is None:
-                known = self._remember(key)
-            if known:
-                outcome, rest = known
+            key = (tool, confidence, approval, locked)
+            walked = policy.walked.get(key)
+            if walked is None:
+                policy.evaluate(tool, confidence, approval, locked, agent)  # walks, remembers
+                walked = policy.walked.get(key)
+            name = self._names.get(agent) or self._name(agent)
+            if walked is not None and walked[1] is not None and name and \
+                    walked[0][2] != "AWAITING_APPROVAL":
+                outcome, (head, tail) = walked
+                rest = b"".join((_DECISION, name, head, name, tail))
                 with self.lock:
                     if audit.locked is locked and (
                             not self.buckets or self.throttle(tool, outcome) is outcome):
@@ -197,21 +196,15 @@ class Gate:
                 if shared:
                     audit.release()
 
-    def _remember(self, key: Key) -> Known | Literal[False]:
-        """The outcome and encoded event of a call :attr:`_recorded` does not know yet,
-        remembered; False (remembered too) when the call cannot be decided outside the
-        lock: it waits for approval, is refused, or its event must be encoded per call."""
-        agent, tool, confidence, approval, locked = key
-        outcome, _, _, _, encoded = self.policy.evaluate(tool, confidence, approval, locked,
-                                                         agent)
-        known: Known | Literal[False] = False
-        if encoded is not None and outcome[2] != "AWAITING_APPROVAL":
-            name = orjson.dumps(agent)
-            known = outcome, b"".join((_DECISION, name, encoded[0], name, encoded[1]))
-        if len(self._recorded) >= RECORDED_MEMO_SIZE:
-            self._recorded.clear()
-        self._recorded[key] = known
-        return known
+    def _name(self, agent: str) -> bytes:
+        """``agent``'s JSON when it is a name, remembered (agents are few; the memory is
+        bounded); else empty."""
+        if agent_problem(agent) is not None:
+            return b""
+        if len(self._names) >= NAMES_MEMO_SIZE:
+            self._names.clear()
+        name = self._names[agent] = orjson.dumps(agent)
+        return name
 
     def locked_now(self) -> bool:
         """The system lock as the log holds it now, other writers' locks included."""

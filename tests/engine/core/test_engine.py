@@ -521,7 +521,7 @@ def test_walk_memo_is_bounded(monkeypatch):
     engine = Engine.default(clock=lambda: 0.0)
     for i in range(25):
         assert engine.decide("a", "form_fill", i / 100).mode is M
-    assert 0 < len(engine.policy._walked) <= 10
+    assert 0 < len(engine.policy.walked) <= 10
 
 
 @given(risk=st.sampled_from(list(RiskLevel)),
