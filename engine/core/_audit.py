@@ -382,7 +382,7 @@ class AuditLog:
         return self._commit(seq, body[:-2])  # up to prev's closing quote
 
     def _append_encoded(self, rest: bytes, ts: float | None = None) -> int:
-        """:meth:`_append` of an event encoded up to ``prev`` (see :meth:`append_encoded_locked`)."""
+        """:meth:`_append` of an encoded event (see :meth:`append_encoded_locked`)."""
         seq = self._seq + 1
         if ts is None:
             ts = self._clock()
@@ -441,7 +441,8 @@ class AuditLog:
                 "seq": seq, "ts": ts, "kind": _clean(kind), "machine": _clean(machine),
                 "subject": _clean(subject), "event": _clean(event),
                 "src": None if src is None else _clean(src),
-                "dst": None if dst is None else _clean(dst), "data": safe, "prev": self._prev.decode(),
+                "dst": None if dst is None else _clean(dst), "data": safe,
+                "prev": self._prev.decode(),
             }, default=repr, option=_NON_STR_KEYS)
         except Exception as exc:
             raise AuditError(f"audit event {kind}/{event} cannot be encoded: "

@@ -21,9 +21,8 @@ TOOLS = sorted(c.name for c in ToolContractRegistry.default())
 agents = st.text(min_size=1, max_size=12).filter(
     lambda a: not (a.startswith("ctx-") and a[4:].isdigit()))
 texts = st.sampled_from(["agent-1", "ägent", "a\u2028b", 'q"uote\\', "\x00\x1f", "😀", "a\ud7ff"])
-calls = st.lists(st.tuples(st.one_of(agents, texts), st.sampled_from(TOOLS),
-                           st.one_of(st.floats(0.0, 1.0), st.sampled_from([0.0, -0.0, 1.0, 0.85, 1e-7,
-                                                                            5e-324])),
+confidences = st.one_of(st.floats(0.0, 1.0), st.sampled_from([0.0, -0.0, 1.0, 0.85, 1e-7, 5e-324]))
+calls = st.lists(st.tuples(st.one_of(agents, texts), st.sampled_from(TOOLS), confidences,
                            st.sampled_from([None, True, False]), st.booleans()),
                  min_size=1, max_size=30)
 
