@@ -35,7 +35,7 @@ from buddy.engine.core._engine import Engine
 from buddy.engine.orchestration._orchestrator import ToolOrchestrator
 from buddy.engine.orchestration._plans import plan_to_json
 from buddy.engine.orchestration._scenario import repeated_plans
-from buddy.rules.base.errors import InputError
+from buddy.rules.base.errors import AuditFormatError, InputError
 from buddy.rules.tables._catalogue import ToolContractRegistry
 
 T0 = 1_705_329_025.0  # 2024-01-15T14:30:25Z
@@ -426,6 +426,38 @@ class TestGoldenOutputs:
         assert digests(Path("out")) == GOLDEN["file"]
         run(config)
         assert digests(Path("out")) == GOLDEN["file-continued"]
+
+    def test_tool_conflicts_json_is_the_indented_document(self, default_run, tmp_path):
+        # streamed in pieces, it is byte for byte what dumping the whole document gives,
+        # with conflicts and without
+        quiet = tmp_path / "quiet.jsonl"
+        quiet.write_text(json.dumps({"plan_id": "p", "steps": [
+            {"id": "s", "agent": "a", "tool": "vision_inspect", "confidence": 0.9}]}) + "\n")
+        calm = do_run(tmp_path / "out", plans=quiet)
+        assert calm.json("tool_conflicts.json")["conflicts"] == []
+        for done in (default_run, calm):
+            data = (done.out / "tool_conflicts.json").read_bytes()
+            assert data == harness._dumps(json.loads(data)).encode()
+
+
+class TestTrailReading:
+    """The trail is read back a line at a time (:func:`harness._records`)."""
+
+    def test_every_event_as_the_audit_log_reads_it(self, default_run):
+        trail = default_run.out / "audit.jsonl"
+        assert list(harness._records(trail)) == list(AuditLog.read_records(trail))
+
+    def test_a_torn_last_line_is_skipped(self, tmp_path):
+        trail = tmp_path / "audit.jsonl"
+        trail.write_bytes(b'{"seq":1}\n{"seq":2,"text":"a\xe2\x80\xa8b"}\n{"seq":3,"ki')
+        assert list(harness._records(trail)) == [{"seq": 1}, {"seq": 2, "text": "a\u2028b"}]
+        assert [r["seq"] for r in harness._trail_events(trail, 2, 2)] == [2]
+
+    def test_a_line_that_is_no_json_is_named(self, tmp_path):
+        trail = tmp_path / "audit.jsonl"
+        trail.write_bytes(b'{"seq":1}\n{"seq":2,\n')
+        with pytest.raises(AuditFormatError, match=r"audit.jsonl:2: not a JSON audit event$"):
+            list(harness._records(trail))
 
 
 class TestAuditAndReport:
