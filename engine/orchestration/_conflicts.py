@@ -85,9 +85,11 @@ class ConflictResolver:
     duplicate_modes:
         The modes in which a past successful run makes a repeat a DUPLICATE_ACTION.
     keep_records:
-        Keep every conflict and resolution in :attr:`conflicts` and
-        :attr:`resolutions`; False only counts them (:meth:`summary` is the same),
-        for a long run that takes each batch's from the reports and streams them.
+        Keep every conflict, resolution and execution in :attr:`conflicts`,
+        :attr:`resolutions` and :attr:`execution_history`; False only counts the
+        first two (:meth:`summary` is the same) and keeps of the executions what
+        detection reads, for a long run that takes each batch's conflicts and
+        resolutions from the reports and streams them.
 
     Examples
     --------
@@ -110,7 +112,7 @@ class ConflictResolver:
         self.table = table if table is not None else ConflictTable.default()
         self.agents = None if agents is None else {a: frozenset(p) for a, p in agents.items()}
         self.audit = audit
-        self.ledger = ExecutionLedger(duplicate_modes)
+        self.ledger = ExecutionLedger(duplicate_modes, keep_history=keep_records)
         self.keep_records = keep_records
         #: every conflict detected and every resolution made, in order (``keep_records``).
         self.conflicts: list[Conflict] = []

@@ -640,7 +640,9 @@ class TestEmit:
             assert kept.orchestrator.last_cycle == streamed.orchestrator.last_cycle
             seen.append(streamed.orchestrator.last_cycle)
         assert (streamed.orchestrator.outcomes, streamed.resolver.conflicts,
-                streamed.resolver.resolutions) == ([], [], [])
+                streamed.resolver.resolutions, streamed.resolver.execution_history) == (
+            [], [], [], [])
+        assert len(kept.resolver.execution_history) == 11  # 12 calls, a duplicate aborted
         assert [o for c in seen for o in c.outcomes] == kept.orchestrator.outcomes
         assert [x for c in seen for x in c.conflicts] == kept.resolver.conflicts
         assert [r for c in seen for r in c.resolutions] == kept.resolver.resolutions
