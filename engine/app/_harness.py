@@ -28,6 +28,12 @@ JSON files (and ``report.md``) are written atomically (temp file, then rename),
 ``orchestration_summary.json`` last of all: it is there only once the run
 finished. JSON Lines files are appended line by line, flushed. The same seed,
 start and rules into a fresh directory give byte-identical files.
+
+A run is linear in its plans and its memory flat: each cycle's outcomes,
+conflicts and resolutions go to the files as the cycle ends (those of
+``report.md`` and ``tool_conflicts.json`` to anonymous temporary files in the
+output directory, copied into the final file when it is written), and the trail
+is read back once, a line at a time, for the files derived from it.
 """
 
 from __future__ import annotations
@@ -39,6 +45,8 @@ import fcntl
 import os
 import re
 import shlex
+import shutil
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -56,6 +64,7 @@ from buddy.engine.orchestration._conflicts import ConflictResolver
 from buddy.engine.orchestration._feedback import FeedbackLoop
 from buddy.engine.orchestration._monitor import Monitor
 from buddy.engine.orchestration._orchestrator import (
+    CycleRecord,
     OrchestrationLimits,
     OrchestrationResult,
     ToolOrchestrator,
@@ -69,7 +78,7 @@ from buddy.rules.base._convert import converter
 from buddy.rules.base._files import write_atomic
 from buddy.rules.base._masking import shown
 from buddy.rules.base._values import ExecutionMode, valid_confidence
-from buddy.rules.base.errors import InputError, RuleTableError
+from buddy.rules.base.errors import AuditFormatError, InputError, RuleTableError
 from buddy.rules.tables._catalogue import ToolContractRegistry
 from buddy.rules.tables._conflicts import ConflictTable
 from buddy.rules.tables._escalation import EscalationTable
@@ -368,7 +377,8 @@ def _run(config: RunConfig, registry: ToolContractRegistry, tables: dict[str, An
         tables_used, lock_at_start = _read_trail(audit, first_seq)
         _check_one_table(audit, tables_used, escalation)
         resolver = ConflictResolver(registry, tables["conflicts.toml"],
-                                    agents=AGENTS if simulated else None, audit=audit)
+                                    agents=AGENTS if simulated else None, audit=audit,
+                                    keep_records=False)  # streamed cycle by cycle
         earlier = resolver.load_history(audit) if continued else 0
         _remove_outputs(out)  # every input checked: only now is anything replaced
         engine = Engine(registry, escalation, audit=audit, clock=clock,
@@ -380,25 +390,41 @@ def _run(config: RunConfig, registry: ToolContractRegistry, tables: dict[str, An
             for agent, tool, calls in GRANTS:
                 engine.grant(agent, tool, calls=calls, reason="scenario: scoped grant")
         monitor = Monitor(anomalies=tables["anomalies.toml"], health=tables["health.toml"],
-                          clock=clock)
+                          clock=clock, history_limit=0)  # no output reads the snapshots
         feedback = FeedbackLoop(signals=tables["signals.toml"])
         orchestrator = ToolOrchestrator(
             engine, resolver, monitor=monitor, feedback=feedback, clock=clock.elapsed,
             limits=OrchestrationLimits(config.dry_run_only, config.max_live_escalations,
-                                       config.confidence_threshold_for_live))
-        results = _run_cycles(out, plans, orchestrator, config.plans_per_cycle, progress)
+                                       config.confidence_threshold_for_live),
+            keep_outcomes=False)  # streamed cycle by cycle
+        streamed = _Streamed(out)
+        try:
+            _run_cycles(out, plans, orchestrator, config.plans_per_cycle, progress, streamed)
+        except BaseException:
+            streamed.close()
+            raise
     finally:
         audit.close()
-    last_seq = audit.last_seq
-    end = clock()
-    records = [r for r in AuditLog.read_records(audit_path) if first_seq <= r["seq"] <= last_seq]
-    lock_at_end = _lock_in_force(records, lock_at_start)
-    _write_transitions(out / "execution_state_transitions.jsonl", records)
-    rollbacks = _write_rollbacks(out / "rollback_events.jsonl", records, end)
+    with contextlib.closing(streamed):
+        return _finish(config, out, registry, escalation, simulated, streamed, resolver,
+                       monitor, feedback, rejected, start=start, end=clock(),
+                       seqs=(first_seq, audit.last_seq), earlier=earlier,
+                       lock_at_start=lock_at_start)
+
+
+def _finish(config: RunConfig, out: Path, registry: ToolContractRegistry,
+            escalation: EscalationTable, simulated: bool, streamed: _Streamed,
+            resolver: ConflictResolver, monitor: Monitor, feedback: FeedbackLoop,
+            rejected: tuple[str, ...], *, start: float, end: float, seqs: tuple[int, int],
+            earlier: int, lock_at_start: int | None) -> RunSummary:
+    """Write the files made once the cycles are done (the JSON Lines derived from the
+    trail, then the JSON files and ``report.md``, the summary last) and say what ran."""
+    audit_path = out / AUDIT_FILE
+    first_seq, last_seq = seqs
+    lock_at_end, rollbacks = _write_trail_files(
+        out, _trail_events(audit_path, first_seq, last_seq), lock_at_start, end)
     conflicts = resolver.summary()
-    conflicts_doc = {**conflicts, "conflicts": [_jsonable(c) for c in resolver.conflicts],
-                     "resolutions": [_jsonable(r) for r in resolver.resolutions]}
-    write_atomic(out / "tool_conflicts.json", _dumps(conflicts_doc))
+    write_atomic(out / "tool_conflicts.json", streamed.conflicts_file(conflicts))
     signals_out = feedback.export_signals()
     lines = _Lines(out / "learning_signals.jsonl")
     for signal in signals_out:
@@ -406,20 +432,19 @@ def _run(config: RunConfig, registry: ToolContractRegistry, tables: dict[str, An
     lines.close()
     system_health = monitor.system_health()
     write_atomic(out / "system_health.json", _dumps(system_health))
-    outcomes = orchestrator.outcomes
     rules_absolute = None if config.rules_dir is None else Path(os.path.abspath(config.rules_dir))
-    runs = Counter(o.mode for o in outcomes)  # None: not run
+    runs = streamed.runs  # None: not run
     by_mode = {m.value: runs[m] for m in sorted(ExecutionMode, key=lambda m: m.rank)}
     summary = {
         "pipeline_id": "phase24_" + dt.datetime.fromtimestamp(start, dt.UTC)
         .strftime("%Y%m%d_%H%M%S"),
         "start_time": _iso(start),
         "end_time": _iso(end),
-        "plans_processed": len(results),
-        "plans_successful": sum(r.ok for r in results),
-        "plans_failed": sum(not r.ok for r in results),
+        "plans_processed": streamed.plans,
+        "plans_successful": streamed.plans_ok,
+        "plans_failed": streamed.plans - streamed.plans_ok,
         "plans_rejected": len(rejected),
-        "total_tools_executed": sum(o.mode is not None for o in outcomes),
+        "total_tools_executed": runs.total() - runs[None],
         "total_conflicts": conflicts["total_conflicts"],
         "total_rollbacks": rollbacks,
         "executions_by_mode": {**by_mode, "NOT_RUN": runs[None]},
@@ -437,12 +462,13 @@ def _run(config: RunConfig, registry: ToolContractRegistry, tables: dict[str, An
         "system_lock": {"at_start": lock_at_start, "at_end": lock_at_end},
     }
     report = out / REPORT_FILE
-    write_atomic(report, _report(summary, registry, results, outcomes, conflicts_doc,
-                                 system_health, signals_out, rejected,
-                                 default_scenario=simulated))
+    write_atomic(report, streamed.report_file(
+        _report_head(summary, registry, streamed.tools, conflicts, system_health, signals_out,
+                     rejected, default_scenario=simulated),
+        _report_tail(conflicts, system_health, signals_out)))
     write_atomic(out / "orchestration_summary.json", _dumps(summary))  # last: the run is done
     return RunSummary(
-        out_dir=out, plans=len(results), rejected=rejected,
+        out_dir=out, plans=streamed.plans, rejected=rejected,
         executions_by_mode=summary["executions_by_mode"],
         not_run=runs[None], conflicts=conflicts["total_conflicts"],
         resolved=conflicts.get("resolved", 0), rollbacks=rollbacks,
@@ -468,17 +494,6 @@ def _replay_command(audit_path: Path, rules_dir: Path | None, escalation: Escala
     if keyed:
         command += " --key-file FILE (or --key-env VAR)"
     return command
-
-
-def _lock_in_force(records: Iterable[dict[str, Any]], lock: int | None) -> int | None:
-    """The seq of the lock event in force after ``records`` (None: unlocked), from ``lock``:
-    the system lock as :attr:`AuditLog.locked` and replay read it."""
-    for r in records:
-        if r["kind"] == "lock":
-            lock = r["seq"]
-        elif r["kind"] == "unlock":
-            lock = None
-    return lock
 
 
 def _read_trail(audit: AuditLog, first_seq: int) -> tuple[set[str], int | None]:
@@ -522,25 +537,116 @@ def _check_one_table(audit: AuditLog, used: set[str], escalation: EscalationTabl
 
 def _run_cycles(out: Path, plans: Sequence[Any], orchestrator: ToolOrchestrator,
                 per_cycle: int, progress: Callable[[int, int], None] | None,
-                ) -> list[OrchestrationResult]:
+                streamed: _Streamed) -> None:
     """Run ``plans`` in cycles of ``per_cycle``, a line of ``tool_execution_log.jsonl``
-    per plan as it finishes."""
+    per plan as it finishes, and each cycle's outcomes, conflicts and resolutions to
+    ``streamed``."""
     log = _Lines(out / "tool_execution_log.jsonl")
-    results: list[OrchestrationResult] = []
+    done = 0
     try:
-        batches = [plans[i:i + per_cycle] for i in range(0, len(plans), per_cycle)]
-        for n, batch in enumerate(batches, 1):
+        cycles = (len(plans) + per_cycle - 1) // per_cycle
+        for n in range(1, cycles + 1):
+            batch = plans[(n - 1) * per_cycle:n * per_cycle]
             for plan, result in zip(batch, orchestrator.run_cycle(batch), strict=True):
-                log.write({"plan_index": len(results), "plan_id": result.plan_id,
+                log.write({"plan_index": done, "plan_id": result.plan_id,
                            "upstream_plan_id": plan.upstream_plan_id,
                            "validation_id": plan.validation_id,
                            "result": result.to_json()})
-                results.append(result)
+                done += 1
+                streamed.plan(result)
+            streamed.cycle(orchestrator.last_cycle)
             if progress is not None:
-                progress(n, len(batches))
+                progress(n, cycles)
     finally:
         log.close()
-    return results
+
+
+class _Spool:
+    """Bytes kept out of memory until the file they belong in is written: an anonymous
+    temporary file in the output directory (gone with its process, however it ends)."""
+
+    def __init__(self, out: Path) -> None:
+        self._fh: IO[bytes] = tempfile.TemporaryFile(dir=out)  # noqa: SIM115
+        self.count = 0  # items written
+
+    def write(self, data: bytes) -> None:
+        self._fh.write(data)
+
+    def copy_to(self, fh: IO[bytes]) -> None:
+        self._fh.flush()
+        self._fh.seek(0)
+        shutil.copyfileobj(self._fh, fh, 1 << 20)
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+class _Streamed:
+    """What the cycles leave for the files written at the end, taken cycle by cycle so
+    that nothing grows with the run but counts, the set of tools used and the spools:
+    ``report.md``'s decision rows and ``tool_conflicts.json``'s conflicts and
+    resolutions, already in their final bytes."""
+
+    def __init__(self, out: Path) -> None:
+        self.plans = self.plans_ok = 0
+        self.runs: Counter[ExecutionMode | None] = Counter()  # None: not run
+        self.tools: set[str] = set()
+        self._rows = _Spool(out)
+        self._conflicts = _Spool(out)
+        self._resolutions = _Spool(out)
+
+    def plan(self, result: OrchestrationResult) -> None:
+        self.plans += 1
+        self.plans_ok += result.ok
+
+    def cycle(self, record: CycleRecord) -> None:
+        rows = []
+        for o in record.outcomes:
+            self.runs[o.mode] += 1
+            self.tools.add(o.tool)
+            rows.append(_decision_row(o))
+        if rows:
+            self._rows.write(("\n".join(rows) + "\n").encode("utf-8"))
+        _spool_items(self._conflicts, record.conflicts)
+        _spool_items(self._resolutions, record.resolutions)
+
+    def conflicts_file(self, counts: dict[str, Any]) -> Callable[[IO[bytes]], None]:
+        """Writes ``tool_conflicts.json``: ``counts``, then every conflict and resolution;
+        the bytes :func:`_dumps` gives the whole document."""
+        def write(fh: IO[bytes]) -> None:
+            head = orjson.dumps(counts, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS)
+            assert head.endswith(b"\n}")
+            fh.write(head[:-2])
+            for key, spool in ((b"conflicts", self._conflicts),
+                               (b"resolutions", self._resolutions)):
+                fh.write(b',\n  "%s": [' % key)
+                spool.copy_to(fh)
+                fh.write(b"\n  ]" if spool.count else b"]")
+            fh.write(b"\n}\n")
+        return write
+
+    def report_file(self, head: list[str], tail: list[str]) -> Callable[[IO[bytes]], None]:
+        """Writes ``report.md``: ``head``, the decision rows, ``tail``, a line each."""
+        def write(fh: IO[bytes]) -> None:
+            fh.write(("\n".join(head) + "\n").encode("utf-8"))
+            self._rows.copy_to(fh)
+            fh.write(("\n".join(tail) + "\n").encode("utf-8"))
+        return write
+
+    def close(self) -> None:
+        for spool in (self._rows, self._conflicts, self._resolutions):
+            spool.close()
+
+
+def _spool_items(spool: _Spool, items: Iterable[Any]) -> None:
+    """Each item as an element of a list at depth 1 of an ``OPT_INDENT_2`` document."""
+    for item in items:
+        data = orjson.dumps(_jsonable(item),
+                            option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS)
+        # JSON strings hold no raw newline: every b"\n" here ends a line of the layout
+        spool.write((b",\n    " if spool.count else b"\n    ")
+                    + data.replace(b"\n", b"\n    "))
+        spool.count += 1
 
 
 def _dumps(obj: Any) -> str:
@@ -552,17 +658,67 @@ def _jsonable(obj: Any) -> Any:
     return converter.unstructure(obj)
 
 
-def _write_transitions(path: Path, records: Iterable[dict[str, Any]]) -> None:
-    lines = _Lines(path)
-    for r in records:
-        if r["kind"] == "transition":
-            d = r["data"]
-            lines.write({"seq": r["seq"], "machine": r["machine"], "context": r["subject"],
-                         "agent": d.get("agent"), "tool": d.get("tool"),
-                         "trigger": r["event"], "from_state": r["src"], "to_state": r["dst"],
-                         "timestamp": _iso(r["ts"]),
-                         "reason": d.get("why") or _REASONS.get(r["event"], r["event"])})
-    lines.close()
+def _records(path: Path) -> Iterator[dict[str, Any]]:
+    """Every whole event of the trail at ``path`` as a dict, in order, read a line at a
+    time: what :meth:`AuditLog.read_records` gives (a torn last line, without its
+    newline, is skipped), never holding the file.
+
+    Raises :class:`AuditFormatError` naming the line that is not a JSON event.
+    """
+    with open(path, "rb") as fh:
+        for n, line in enumerate(fh, 1):  # a binary file splits on b"\n" only
+            if not line.endswith(b"\n"):
+                return
+            try:
+                yield orjson.loads(line)
+            except orjson.JSONDecodeError:
+                raise AuditFormatError(f"{path}:{n}", "not a JSON audit event") from None
+
+
+def _trail_events(path: Path, first: int, last: int) -> Iterator[dict[str, Any]]:
+    """The events of the trail at ``path`` from seq ``first`` to ``last``, streamed."""
+    for r in _records(path):
+        seq = r["seq"]
+        if seq > last:
+            return
+        if seq >= first:
+            yield r
+
+
+def _write_trail_files(out: Path, records: Iterable[dict[str, Any]], lock: int | None,
+                       end: float) -> tuple[int | None, int]:
+    """``execution_state_transitions.jsonl`` and ``rollback_events.jsonl`` from this run's
+    events, in one pass: the seq of the lock event in force after them (None: unlocked;
+    from ``lock``, the system lock as :attr:`AuditLog.locked` and replay read it) and the
+    number of undos."""
+    transitions = _Lines(out / "execution_state_transitions.jsonl")
+    rollbacks = _Lines(out / "rollback_events.jsonl")
+    total = 0
+    try:
+        for r in records:
+            kind = r["kind"]
+            if kind == "transition":
+                d = r["data"]
+                transitions.write({
+                    "seq": r["seq"], "machine": r["machine"], "context": r["subject"],
+                    "agent": d.get("agent"), "tool": d.get("tool"), "trigger": r["event"],
+                    "from_state": r["src"], "to_state": r["dst"], "timestamp": _iso(r["ts"]),
+                    "reason": d.get("why") or _REASONS.get(r["event"], r["event"])})
+            elif kind == "rollback":
+                total += 1
+                d = r["data"]
+                rollbacks.write({"event": "undo", "context": r["subject"], "tool": d.get("tool"),
+                                 "ok": d.get("ok"), "because_of": d.get("because_of"),
+                                 "timestamp": _iso(r["ts"])})
+            elif kind == "lock":
+                lock = r["seq"]
+            elif kind == "unlock":
+                lock = None
+        rollbacks.write({"event": "summary", "total_rollbacks": total, "timestamp": _iso(end)})
+    finally:
+        transitions.close()
+        rollbacks.close()
+    return lock, total
 
 
 _REASONS = {
@@ -578,27 +734,14 @@ _REASONS = {
 }
 
 
-def _write_rollbacks(path: Path, records: Iterable[dict[str, Any]], end: float) -> int:
-    lines = _Lines(path)
-    total = 0
-    for r in records:
-        if r["kind"] == "rollback":
-            total += 1
-            d = r["data"]
-            lines.write({"event": "undo", "context": r["subject"], "tool": d.get("tool"),
-                         "ok": d.get("ok"), "because_of": d.get("because_of"),
-                         "timestamp": _iso(r["ts"])})
-    lines.write({"event": "summary", "total_rollbacks": total, "timestamp": _iso(end)})
-    lines.close()
-    return total
-
-
-def _report(summary: dict[str, Any], registry: ToolContractRegistry,
-            results: Sequence[OrchestrationResult], outcomes: Sequence[ExecutionOutcome],
-            conflicts: dict[str, Any], health: dict[str, Any], signals: Sequence[dict[str, Any]],
-            rejected: Sequence[str], *, default_scenario: bool) -> str:
-    """``report.md``; every value that came from a user is escaped (:func:`md_cell`)."""
-    used = sorted({o.tool for o in outcomes})
+def _report_head(summary: dict[str, Any], registry: ToolContractRegistry, tools: set[str],
+                 conflicts: dict[str, Any], health: dict[str, Any],
+                 signals: Sequence[dict[str, Any]], rejected: Sequence[str], *,
+                 default_scenario: bool) -> list[str]:
+    """The lines of ``report.md`` before the decision rows (:func:`_decision_row`), the
+    table's header last; ``tools``: those the run's calls used. Every value that came
+    from a user is escaped (:func:`md_cell`)."""
+    used = sorted(tools)
     graph = dependency_graph(registry)
     keep = set(used) | {d for t in used for d in registry.get(t).dependencies}
     sub = graph.subgraph(sorted(keep)).copy()
@@ -638,14 +781,23 @@ def _report(summary: dict[str, Any], registry: ToolContractRegistry,
             "| call | agent | tool | risk | confidence | decided | ran | ok | approval "
             "| conflicts | resolution | note |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for o in outcomes:
-        decided = o.decided.value if o.decided else "-"
-        ran = o.mode.value if o.mode else "-"
-        out.append(f"| {md_cell(o.call_id)} | {md_cell(o.agent)} | {o.tool} | {o.risk} | "
-                   f"{o.confidence} | {decided} | {ran} | {'yes' if o.ok else 'no'} | "
-                   f"{o.approval or '-'} | {', '.join(o.conflicts) or '-'} | "
-                   f"{o.resolution or '-'} | {md_cell(o.error or '')} |")
-    out += ["", "## Conflicts", "", "| type | count |", "|---|---|"]
+    return out
+
+
+def _decision_row(o: ExecutionOutcome) -> str:
+    """One outcome's row of ``report.md``'s decisions table."""
+    decided = o.decided.value if o.decided else "-"
+    ran = o.mode.value if o.mode else "-"
+    return (f"| {md_cell(o.call_id)} | {md_cell(o.agent)} | {o.tool} | {o.risk} | "
+            f"{o.confidence} | {decided} | {ran} | {'yes' if o.ok else 'no'} | "
+            f"{o.approval or '-'} | {', '.join(o.conflicts) or '-'} | "
+            f"{o.resolution or '-'} | {md_cell(o.error or '')} |")
+
+
+def _report_tail(conflicts: dict[str, Any], health: dict[str, Any],
+                 signals: Sequence[dict[str, Any]]) -> list[str]:
+    """The lines of ``report.md`` after the decision rows."""
+    out = ["", "## Conflicts", "", "| type | count |", "|---|---|"]
     out += [f"| {t} | {n} |" for t, n in conflicts["by_type"].items()]
     out += ["", "| strategy | count |", "|---|---|"]
     out += [f"| {s} | {n} |" for s, n in conflicts["by_resolution_strategy"].items()]
@@ -671,7 +823,7 @@ def _report(summary: dict[str, Any], registry: ToolContractRegistry,
         out.append("None.")
     out += ["", "## Metrics", "", "| metric | value |", "|---|---|"]
     out += [f"| {k} | {v} |" for k, v in health["metrics"].items()]
-    return "\n".join(out) + "\n"
+    return out
 
 
 def _code(text: str) -> str:

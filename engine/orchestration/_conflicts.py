@@ -84,6 +84,12 @@ class ConflictResolver:
         When given, every conflict and every resolution appends one event.
     duplicate_modes:
         The modes in which a past successful run makes a repeat a DUPLICATE_ACTION.
+    keep_records:
+        Keep every conflict, resolution and execution in :attr:`conflicts`,
+        :attr:`resolutions` and :attr:`execution_history`; False only counts the
+        first two (:meth:`summary` is the same) and keeps of the executions what
+        detection reads, for a long run that takes each batch's conflicts and
+        resolutions from the reports and streams them.
 
     Examples
     --------
@@ -100,15 +106,18 @@ class ConflictResolver:
     def __init__(self, registry: ToolContractRegistry, table: ConflictTable | None = None, *,
                  agents: Mapping[str, Iterable[str]] | None = None,
                  audit: AuditLog | None = None,
-                 duplicate_modes: Iterable[ExecutionMode] = (ExecutionMode.LIVE,)) -> None:
+                 duplicate_modes: Iterable[ExecutionMode] = (ExecutionMode.LIVE,),
+                 keep_records: bool = True) -> None:
         self.registry = registry
         self.table = table if table is not None else ConflictTable.default()
         self.agents = None if agents is None else {a: frozenset(p) for a, p in agents.items()}
         self.audit = audit
-        self.ledger = ExecutionLedger(duplicate_modes)
-        #: every conflict detected and every resolution made, in order.
+        self.ledger = ExecutionLedger(duplicate_modes, keep_history=keep_records)
+        self.keep_records = keep_records
+        #: every conflict detected and every resolution made, in order (``keep_records``).
         self.conflicts: list[Conflict] = []
         self.resolutions: list[Resolution] = []
+        self._resolved: set[str] = set()  # the ids of the conflicts resolved
         self._tools = ToolIndex(registry)
         self._detector = Detector(self._tools, self.agents, self.ledger)
         self._holders: dict[str, list[str]] = {}
@@ -186,7 +195,8 @@ class ConflictResolver:
 
     def _note(self, conflicts: Sequence[Conflict]) -> None:
         self._next += len(conflicts)
-        self.conflicts.extend(conflicts)
+        if self.keep_records:
+            self.conflicts.extend(conflicts)
         self._by_type.update(c.type for c in conflicts)
         if self.audit is not None:
             digest = self.table.digest
@@ -207,7 +217,9 @@ class ConflictResolver:
             resolved = resolve_conflicts(report, calls, self.table, self._tools,
                                          self.agents_for, self.ledger.done_steps)
         made = resolved.resolutions
-        self.resolutions.extend(made)
+        if self.keep_records:
+            self.resolutions.extend(made)
+        self._resolved.update(r.conflict for r in made)
         self._by_strategy.update(r.strategy for r in made)
         if self.audit is not None:
             digest = self.table.digest
@@ -235,9 +247,9 @@ class ConflictResolver:
     def summary(self) -> dict[str, Any]:
         """Counts over the resolver's life, in the shape of ``tool_conflicts.json``."""
         return {
-            "total_conflicts": len(self.conflicts),
+            "total_conflicts": self._next - 1,
             "by_type": {t.value: self._by_type[t] for t in ConflictType},
             "by_resolution_strategy": {s.value: self._by_strategy[s]
                                        for s in ResolutionStrategy},
-            "resolved": len({r.conflict for r in self.resolutions}),
+            "resolved": len(self._resolved),
         }

@@ -33,15 +33,18 @@ class ExecutionLedger:
 
     ``duplicate_modes``: the modes in which a successful run makes a repeat of
     the same irreversible action a DUPLICATE_ACTION (a MOCK or DRY_RUN run
-    changed nothing).
+    changed nothing). ``keep_history``: keep every run in :attr:`history`; False
+    keeps only the indexes detection reads (the same conflicts are found).
     """
 
     def __init__(self, duplicate_modes: Iterable[ExecutionMode] = (ExecutionMode.LIVE,),
-                 ) -> None:
+                 *, keep_history: bool = True) -> None:
         self.duplicate_modes = frozenset(duplicate_modes)
+        self.keep_history = keep_history
         #: resource -> who holds it now.
         self.active: dict[str, Holder] = {}
-        #: every execution recorded or loaded, in order.
+        #: every execution recorded or loaded, in order (only with ``keep_history``; the
+        #: indexes below are kept either way).
         self.history: list[ExecutedCall] = []
         #: tool -> the ids of its calls running now.
         self.running: dict[str, list[str]] = {}
@@ -89,7 +92,8 @@ class ExecutionLedger:
     # -- the history --------------------------------------------------------------
     def record(self, run: ExecutedCall) -> None:
         """Add one run to the history (and, when it succeeded, to its indexes)."""
-        self.history.append(run)
+        if self.keep_history:
+            self.history.append(run)
         if not run.ok:
             return
         if run.args_digest is not None and run.mode in self.duplicate_modes:

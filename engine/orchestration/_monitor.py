@@ -39,6 +39,7 @@ a user's copy replaces the default (``from_dir``/``from_toml``).
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -46,7 +47,9 @@ from typing import Any
 import attrs
 
 from buddy.engine.orchestration._plans import ExecutionOutcome
+from buddy.rules.base._masking import shown
 from buddy.rules.base._values import ExecutionMode
+from buddy.rules.base.errors import InputError
 from buddy.rules.tables._monitoring import (
     ANOMALY_METRICS,
     METRICS,
@@ -148,6 +151,9 @@ class Monitor:
         The rule tables; the shipped ones by default.
     clock:
         Epoch seconds, read for snapshots and report timestamps.
+    history_limit:
+        Keep only the latest this many snapshots in :attr:`metric_history`
+        (None: every one; a long run that reads none keeps memory flat with 0).
 
     Examples
     --------
@@ -163,13 +169,20 @@ class Monitor:
     """
 
     def __init__(self, anomalies: AnomalyTable | None = None, health: HealthTable | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, history_limit: int | None = None,
+                 ) -> None:
+        if history_limit is not None and (isinstance(history_limit, bool) or
+                                          not isinstance(history_limit, int) or
+                                          history_limit < 0):
+            raise InputError(f"history_limit must be a whole number >= 0 or None "
+                             f"(got {shown(history_limit)})")
         self.anomaly_table = anomalies if anomalies is not None else AnomalyTable.default()
         self.health_table = health if health is not None else HealthTable.default()
         self.clock = clock
         self._all = Tally()
         self._tools: dict[str, Tally] = {}
-        self._history: list[MetricSnapshot] = []
+        self._history: deque[MetricSnapshot] = deque(maxlen=history_limit)
+        self._snapshots = 0  # taken, kept or not
 
     # -- recording -------------------------------------------------------------
     def record(self, outcome: ExecutionOutcome) -> None:
@@ -184,6 +197,7 @@ class Monitor:
         """Append the current metrics, stamped with the clock, to :attr:`metric_history`."""
         snap = MetricSnapshot(self.clock(), self.metrics(), self.tool_metrics())
         self._history.append(snap)
+        self._snapshots += 1
         return snap
 
     # -- metrics -------------------------------------------------------------------
@@ -228,7 +242,7 @@ class Monitor:
     # -- history and reports ---------------------------------------------------
     @property
     def metric_history(self) -> tuple[MetricSnapshot, ...]:
-        """Every snapshot taken, oldest first."""
+        """Every snapshot taken (the latest ``history_limit`` of them), oldest first."""
         return tuple(self._history)
 
     def history(self, metric: str, tool: str | None = None) -> list[tuple[str, Any]]:
@@ -253,7 +267,7 @@ class Monitor:
             "executions": metrics["executions"],
             "calls": metrics["calls"],
             "tools": len(self._tools),
-            "snapshots": len(self._history),
+            "snapshots": self._snapshots,
             "timestamp": iso(self.clock()),
         }
 

@@ -16,17 +16,28 @@ the seven steps of the source:
 Modes are never chosen here: the engine's escalation machine decides each call,
 and caps (dry-run-only, a DOWNGRADE resolution, the LIVE budget) go through its
 ``downgrade`` trigger.
+
+A cycle is linear in its calls and conflicts: the conflicts are indexed by call
+once per cycle, so aggregating a plan reads only its own. What a cycle did
+besides its results is :attr:`ToolOrchestrator.last_cycle`; a long run that
+streams it elsewhere keeps no outcome (``keep_outcomes=False``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
 
 from buddy.engine.core._controller import Session
 from buddy.engine.core._engine import Engine
+from buddy.engine.orchestration._conflict_records import (
+    Conflict,
+    ConflictReport,
+    Resolution,
+    ResolutionReport,
+)
 from buddy.engine.orchestration._conflicts import ConflictResolver
 from buddy.engine.orchestration._feedback import FeedbackLoop
 from buddy.engine.orchestration._monitor import Monitor
@@ -34,7 +45,7 @@ from buddy.engine.orchestration._plans import ExecutionOutcome, PlannedCall, Too
 from buddy.machines import ExecutionState as EscalationState
 from buddy.rules.base._values import ExecutionMode
 
-__all__ = ["OrchestrationLimits", "OrchestrationResult", "ToolOrchestrator"]
+__all__ = ["CycleRecord", "OrchestrationLimits", "OrchestrationResult", "ToolOrchestrator"]
 
 
 @attrs.frozen
@@ -78,13 +89,33 @@ class OrchestrationResult:
         }
 
 
+@attrs.frozen
+class CycleRecord:
+    """What one cycle did besides its results.
+
+    ``outcomes``: one per call of its valid plans that ran or was stopped, in the
+    order they went to the monitor; ``conflicts``: those detected before the run,
+    then those seen at run time (TIMEOUT), in id order; ``resolutions``: one per
+    conflict detected before the run.
+    """
+
+    outcomes: tuple[ExecutionOutcome, ...] = ()
+    conflicts: tuple[Conflict, ...] = ()
+    resolutions: tuple[Resolution, ...] = ()
+
+
 class ToolOrchestrator:
-    """Runs cycles of plans through the engine."""
+    """Runs cycles of plans through the engine.
+
+    ``keep_outcomes``: keep every outcome in :attr:`outcomes` (False for a long
+    run that streams :attr:`last_cycle` elsewhere: memory stays flat).
+    """
 
     def __init__(self, engine: Engine, resolver: ConflictResolver, *,
                  monitor: Monitor | None = None, feedback: FeedbackLoop | None = None,
                  limits: OrchestrationLimits = OrchestrationLimits(),
-                 clock: Callable[[], float] | None = None) -> None:
+                 clock: Callable[[], float] | None = None, keep_outcomes: bool = True,
+                 ) -> None:
         self.engine = engine
         self.resolver = resolver
         self.monitor = monitor
@@ -92,7 +123,11 @@ class ToolOrchestrator:
         self.limits = limits
         self.clock = clock or engine.clock
         self.live_runs = 0
+        self.keep_outcomes = keep_outcomes
+        #: every outcome, in order (only with ``keep_outcomes``).
         self.outcomes: list[ExecutionOutcome] = []
+        #: what the last cycle did (empty before the first).
+        self.last_cycle = CycleRecord()
 
     def run_cycle(self, plans: Sequence[ToolExecutionPlan]) -> list[OrchestrationResult]:
         """One orchestration cycle over plans that run at the same time."""
@@ -108,9 +143,9 @@ class ToolOrchestrator:
                 valid.append(plan)
         calls = [c for plan in valid for c in plan.calls]
         # 2-4. register, detect and resolve conflicts
-        noted = len(self.resolver.conflicts)
         report = self.resolver.detect(calls)
         resolved = self.resolver.resolve(report, calls)
+        found = list(report.conflicts)  # and those seen at run time
         involved: dict[str, list[str]] = {}
         for conflict in report.conflicts:
             for call_id in conflict.calls:
@@ -118,16 +153,19 @@ class ToolOrchestrator:
         applied = {r.call: r for r in resolved.resolutions}
         # 5. execute slot by slot; one session per plan
         sessions = {plan.plan_id: self.engine.session(plan.calls[0].agent) for plan in valid}
+        position: dict[str, int] = {}  # plan id -> the place of its first plan in the cycle
+        for i, plan in enumerate(valid):
+            position.setdefault(plan.plan_id, i)
         outcomes: dict[str, ExecutionOutcome] = {}
         failed_tools: dict[str, set[str]] = {plan.plan_id: set() for plan in valid}
         for call in calls:
             if call.id in resolved.aborted:  # never runs: what depends on it must not either
                 failed_tools[call.plan_id].add(call.tool)
         by_context: dict[str, str] = {}  # execution context -> call id
-        for call in sorted(resolved.calls, key=lambda c: (c.slot, _order(valid, c))):
+        for call in sorted(resolved.calls, key=lambda c: (c.slot, position.get(c.plan_id, -1))):
             outcome, context, undone = self._run(
                 call, sessions[call.plan_id], resolved, tuple(involved.get(call.id, ())),
-                applied.get(call.id), failed_tools[call.plan_id])
+                applied.get(call.id), failed_tools[call.plan_id], found)
             outcomes[call.id] = outcome
             if context is not None:
                 by_context[context] = call.id
@@ -136,27 +174,35 @@ class ToolOrchestrator:
                 outcomes[undone_id] = attrs.evolve(outcomes[undone_id], rolled_back=True)
             if not outcome.ok:
                 failed_tools[call.plan_id].add(call.tool)
-        for call_id in sorted(resolved.aborted):
-            call = next(c for c in calls if c.id == call_id)
-            res = applied.get(call_id)
-            outcomes[call_id] = self._outcome(
-                call, None, None, False,
-                error=f"aborted: {res.reason.removeprefix('aborted: ') if res else 'conflict'}",
-                conflicts=tuple(involved.get(call_id, ())),
-                resolution=res.strategy.value if res else "ABORT")
+        if resolved.aborted:
+            by_id: dict[str, PlannedCall] = {}
+            for c in calls:
+                by_id.setdefault(c.id, c)
+            for call_id in sorted(resolved.aborted):
+                call = by_id[call_id]
+                res = applied.get(call_id)
+                outcomes[call_id] = self._outcome(
+                    call, None, None, False,
+                    error=f"aborted: {res.reason.removeprefix('aborted: ') if res else 'conflict'}",
+                    conflicts=tuple(involved.get(call_id, ())),
+                    resolution=res.strategy.value if res else "ABORT")
         # 6. aggregate, 7. emit
+        aggregate = _Aggregate(report, resolved)
         for plan in valid:
-            results[plan.plan_id] = self._aggregate(plan, outcomes, report, resolved)
-        for outcome in (outcomes[c.id] for c in calls if c.id in outcomes):
-            self.outcomes.append(outcome)
+            results[plan.plan_id] = self._aggregate(plan, outcomes, aggregate)
+        emitted = tuple(outcomes[c.id] for c in calls if c.id in outcomes)
+        if self.keep_outcomes:
+            self.outcomes.extend(emitted)
+        for outcome in emitted:
             if self.monitor is not None:
                 self.monitor.record(outcome)
             if self.feedback is not None:
                 self.feedback.record(outcome)
         if self.feedback is not None:  # this cycle's conflicts: detected and seen at run time
-            self.feedback.record_conflicts(self.resolver.conflicts[noted:], resolved.resolutions)
+            self.feedback.record_conflicts(found, resolved.resolutions)
         if self.monitor is not None:
             self.monitor.snapshot()
+        self.last_cycle = CycleRecord(emitted, tuple(found), resolved.resolutions)
         return [results[plan.plan_id] for plan in plans]
 
     # -- one call ------------------------------------------------------------
@@ -180,8 +226,9 @@ class ToolOrchestrator:
 
     def _run(self, call: PlannedCall, session: Session, resolved: Any,
              conflicts: tuple[str, ...], resolution: Any, failed: set[str],
-             ) -> tuple[ExecutionOutcome, str | None, tuple[str, ...]]:
-        """Run one call: its outcome, its execution context, the contexts it undid."""
+             found: list[Conflict]) -> tuple[ExecutionOutcome, str | None, tuple[str, ...]]:
+        """Run one call: its outcome, its execution context, the contexts it undid
+        (a TIMEOUT seen at run time is added to ``found``)."""
         contract = self.engine.registry.get(call.tool)
         blocked = [d for d in contract.dependencies if d in failed]
         strategy = resolution.strategy.value if resolution is not None else None
@@ -199,7 +246,7 @@ class ToolOrchestrator:
             self.resolver.record_execution(call, ok=result.ok, mode=result.mode,
                                            ident=result.context)
         if result.timed_out:
-            self.resolver.record_timeout(call)
+            found.extend(self.resolver.record_timeout(call).conflicts)
             conflicts = (*conflicts, "TIMEOUT")
         if result.mode is ExecutionMode.LIVE:
             self.live_runs += 1
@@ -226,11 +273,9 @@ class ToolOrchestrator:
             approval=approval, conflicts=conflicts, resolution=resolution, ts=self.clock())
 
     def _aggregate(self, plan: ToolExecutionPlan, outcomes: dict[str, ExecutionOutcome],
-                   report: Any, resolved: Any) -> OrchestrationResult:
-        ids = {c.id for c in plan.calls}
+                   aggregate: _Aggregate) -> OrchestrationResult:
         mine = [outcomes[c.id] for c in plan.calls if c.id in outcomes]
-        detected = [c for c in report.conflicts if ids & set(c.calls)]
-        resolved_ids = {r.conflict for r in resolved.resolutions}
+        detected = aggregate.conflicts_of(plan)
         tool_results = tuple({
             "call_id": o.call_id, "agent": o.agent, "tool": o.tool, "risk": o.risk,
             "confidence": o.confidence, "decided_mode": _name(o.decided), "mode": _name(o.mode),
@@ -243,15 +288,26 @@ class ToolOrchestrator:
             failed_executions=sum(not o.ok for o in mine),
             tool_results=tool_results,
             conflicts_detected=len(detected),
-            conflicts_resolved=sum(c.id in resolved_ids for c in detected),
+            conflicts_resolved=sum(c.id in aggregate.resolved for c in detected),
             rollbacks_executed=sum(o.rolled_back for o in mine))
 
 
-def _order(plans: Iterable[ToolExecutionPlan], call: PlannedCall) -> int:
-    for i, plan in enumerate(plans):
-        if plan.plan_id == call.plan_id:
-            return i
-    return -1
+class _Aggregate:
+    """One cycle's conflicts indexed by the calls they name, and the ids of those
+    resolved: built once per cycle, read per plan."""
+
+    def __init__(self, report: ConflictReport, resolved: ResolutionReport) -> None:
+        self._conflicts = report.conflicts
+        self._by_call: dict[str, list[int]] = {}
+        for i, conflict in enumerate(report.conflicts):
+            for call_id in conflict.calls:
+                self._by_call.setdefault(call_id, []).append(i)
+        self.resolved = {r.conflict for r in resolved.resolutions}
+
+    def conflicts_of(self, plan: ToolExecutionPlan) -> list[Conflict]:
+        """The conflicts naming a call of ``plan``, each once, in report order."""
+        found = {i for c in plan.calls for i in self._by_call.get(c.id, ())}
+        return [self._conflicts[i] for i in sorted(found)]
 
 
 def _name(mode: ExecutionMode | None) -> str | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -189,9 +189,9 @@ def load_plans(path: str | os.PathLike[str], registry: ToolContractRegistry | No
         raise PlanError(f"{p}: no such file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise PlanError(f"{p}: cannot read: {exc}") from None
-    raw: list[tuple[int, str, str, Any]] = []  # (order, where, index, the plan as read)
     errors: list[tuple[int, str]] = []
     document = _document(p, data)
+    raw: Iterable[tuple[int, str, str, Any]]  # (order, where, index, the plan as read)
     if document is not _LINES:
         items = _document_plans(p, document)
         lines = _item_lines(data, isinstance(document, dict) and "plans" in document)
@@ -199,17 +199,8 @@ def load_plans(path: str | os.PathLike[str], registry: ToolContractRegistry | No
             lines = []
         raw = [(i, f"{p}:{lines[i]}: " if lines else f"{p}: ", str(i), item)
                for i, item in enumerate(items)]
-    else:  # JSON Lines: one plan per line
-        lines_of, tail = split_lines(data)
-        for n, line in enumerate([*lines_of, tail], 1):
-            if not line.strip():
-                continue
-            try:
-                raw.append((n, f"{p}:{n}: ", str(len(raw)), orjson.loads(line)))
-            except orjson.JSONDecodeError as exc:
-                errors.append((n, f"{p}:{n}: invalid JSON: {exc}"))
-    if not raw and not errors:
-        raise PlanError(f"no plans in {p}")
+    else:  # JSON Lines: one plan per line, each parsed when it is read (none held as read)
+        raw = _json_lines(p, data, errors)
     plans: list[ToolExecutionPlan] = []
     seen: set[str] = set()
     for order, where, index, item in raw:
@@ -222,7 +213,28 @@ def load_plans(path: str | os.PathLike[str], registry: ToolContractRegistry | No
             assert plan is not None
             seen.add(plan.plan_id)
             plans.append(plan)
+    if not plans and not errors:
+        raise PlanError(f"no plans in {p}")
     return PlanLoad(tuple(plans), tuple(e for _, e in sorted(errors)))
+
+
+def _json_lines(p: Path, data: bytes, errors: list[tuple[int, str]],
+                ) -> Iterator[tuple[int, str, str, Any]]:
+    """The plans of a JSON Lines file as read, one at a time: (line, where, index, plan);
+    a line that is no JSON goes to ``errors``."""
+    lines_of, tail = split_lines(data)
+    lines_of.append(tail)
+    index = 0
+    for n, line in enumerate(lines_of, 1):
+        if not line.strip():
+            continue
+        try:
+            item = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            errors.append((n, f"{p}:{n}: invalid JSON: {exc}"))
+            continue
+        yield n, f"{p}:{n}: ", str(index), item
+        index += 1
 
 
 _LINES: Any = object()  # what :func:`_document` says of a JSON Lines file

@@ -23,10 +23,12 @@ import random
 from collections.abc import Mapping
 from typing import Any
 
+import attrs
+
 from buddy.engine.core._approvals import Approval, ApprovalRequest
 from buddy.engine.orchestration._plans import PlannedCall, ToolExecutionPlan
 
-__all__ = ["AGENTS", "approver", "default_plans", "GRANTS"]
+__all__ = ["AGENTS", "approver", "default_plans", "GRANTS", "repeated_plans"]
 
 #: The scenario's agents and the permissions each holds.
 AGENTS: Mapping[str, frozenset[str]] = {
@@ -154,3 +156,30 @@ def default_plans(seed: int) -> list[ToolExecutionPlan]:
         batches.append(batch)
     return [_plan(plan_id, steps, rng, b) for b, batch in enumerate(batches, 1)
             for plan_id, steps in batch]
+
+
+def repeated_plans(n: int, seed: int) -> list[ToolExecutionPlan]:
+    """``n`` plans: the scenario's, over and over, for runs of any size (benchmarks, tests).
+
+    Repetition ``k`` holds the plans of ``default_plans(seed + k)`` (so its
+    confidences jitter with the seed), each plan id suffixed ``~k`` (``ui-signup~0``,
+    ...); arguments and resources are the scenario's, so a later repetition
+    repeats the irreversible actions of the earlier ones (DUPLICATE_ACTION).
+
+    >>> [p.plan_id for p in repeated_plans(26, 24)][22:]
+    ['ui-routine-11~0', 'crm-routine-12~0', 'ui-signup~1', 'ui-rollback~1']
+    >>> repeated_plans(25, 24)[24].calls[0].id
+    'ui-signup~1/s1'
+    """
+    out: list[ToolExecutionPlan] = []
+    k = 0
+    while len(out) < n:
+        for plan in default_plans(seed + k)[:n - len(out)]:
+            pid = f"{plan.plan_id}~{k}"
+            calls = tuple(attrs.evolve(c, id=pid + c.id.removeprefix(plan.plan_id), plan_id=pid)
+                          for c in plan.calls)
+            out.append(attrs.evolve(plan, plan_id=pid, calls=calls,
+                                    execution_order=tuple(c.id for c in calls),
+                                    validation_id=f"{plan.validation_id}~{k}"))
+        k += 1
+    return out

@@ -10,6 +10,7 @@ time), and the ``granted_at``/``expires_at``/``approved_at`` clock readings.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -23,6 +24,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 import buddy.engine.app._harness as harness
@@ -31,7 +33,9 @@ from buddy.engine.app._harness import OUTPUT_FILES, RUN_LOCK, RunConfig, RunSumm
 from buddy.engine.core._audit import AuditLog
 from buddy.engine.core._engine import Engine
 from buddy.engine.orchestration._orchestrator import ToolOrchestrator
-from buddy.rules.base.errors import InputError
+from buddy.engine.orchestration._plans import plan_to_json
+from buddy.engine.orchestration._scenario import repeated_plans
+from buddy.rules.base.errors import AuditFormatError, InputError
 from buddy.rules.tables._catalogue import ToolContractRegistry
 
 T0 = 1_705_329_025.0  # 2024-01-15T14:30:25Z
@@ -350,6 +354,111 @@ class TestDeterminism:
 
 
 # -- the audit trail and the report -------------------------------------------------------
+
+
+# Digests (sha256, first 16 hex digits) of every output of three seeded runs, recorded
+# from the harness as it was before it streamed its outputs (it loaded the whole audit
+# trail back, kept every outcome and conflict, built report.md in memory): streaming
+# changes no byte. A change that means to change an output updates these.
+GOLDEN = {
+    "default": {
+        "audit.jsonl": "2a0381a4609c3875",
+        "audit.jsonl.anchor": "b84a48a87f23103c",
+        "execution_state_transitions.jsonl": "df839b15d84054e0",
+        "learning_signals.jsonl": "7cae75c50744a9e0",
+        "orchestration_summary.json": "b28ba7a15f573cc2",
+        "report.md": "61fc1cbb9bae8ba4",
+        "rollback_events.jsonl": "75d7f25bc6095579",
+        "system_health.json": "77c877742bdb682e",
+        "tool_conflicts.json": "a3cc77798b22078e",
+        "tool_execution_log.jsonl": "0c3107f721bce54d",
+    },
+    "file": {
+        "audit.jsonl": "fb8040601123d0da",
+        "audit.jsonl.anchor": "0d17cd60ec86154c",
+        "execution_state_transitions.jsonl": "45d0635bffd97879",
+        "learning_signals.jsonl": "455b3c05b0bd74b9",
+        "orchestration_summary.json": "d722f3c2fc29abfb",
+        "report.md": "6fe33fbffd9190da",
+        "rollback_events.jsonl": "f5410819422ab4c7",
+        "system_health.json": "2e6bb4e7722d7574",
+        "tool_conflicts.json": "2ddef2c2de23ca44",
+        "tool_execution_log.jsonl": "6e7cc5c552c640a2",
+    },
+    "file-continued": {
+        "audit.jsonl": "5b771176adf579d3",
+        "audit.jsonl.anchor": "46ca07dc022e4dec",
+        "execution_state_transitions.jsonl": "fbead0c1947e85bb",
+        "learning_signals.jsonl": "14144bdc9f6d3946",
+        "orchestration_summary.json": "c202e060021d2252",
+        "report.md": "c45925517bd66541",
+        "rollback_events.jsonl": "c15e4270cfa11b79",
+        "system_health.json": "583c0a1001e1bc58",
+        "tool_conflicts.json": "a427c6fad88e586c",
+        "tool_execution_log.jsonl": "d331379e4cfdbc3f",
+    },
+}
+
+
+def digests(out: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()[:16]
+            for p in sorted(out.iterdir()) if p.name != RUN_LOCK}
+
+
+class TestGoldenOutputs:
+    """Seeded runs give the very bytes recorded in :data:`GOLDEN`."""
+
+    def test_default_scenario(self, tmp_path, monkeypatch):
+        monkeypatch.chdir(tmp_path)
+        run(RunConfig(output_dir=Path("out"), start=T0))
+        assert digests(Path("out")) == GOLDEN["default"]
+
+    def test_a_plans_file_in_uneven_cycles_then_continued(self, tmp_path, monkeypatch):
+        # 150 plans (every conflict type but PERMISSION, duplicates across repetitions) in
+        # cycles of 9; then the same plans again into the same directory: a continued trail
+        monkeypatch.chdir(tmp_path)  # the summary and report name the plans file as given
+        plans = Path("plans.jsonl")
+        plans.write_bytes(b"".join(orjson.dumps(plan_to_json(p)) + b"\n"
+                                   for p in repeated_plans(150, 5)))
+        config = RunConfig(output_dir=Path("out"), plans=plans, seed=5, start=T0,
+                           plans_per_cycle=9)
+        run(config)
+        assert digests(Path("out")) == GOLDEN["file"]
+        run(config)
+        assert digests(Path("out")) == GOLDEN["file-continued"]
+
+    def test_tool_conflicts_json_is_the_indented_document(self, default_run, tmp_path):
+        # streamed in pieces, it is byte for byte what dumping the whole document gives,
+        # with conflicts and without
+        quiet = tmp_path / "quiet.jsonl"
+        quiet.write_text(json.dumps({"plan_id": "p", "steps": [
+            {"id": "s", "agent": "a", "tool": "vision_inspect", "confidence": 0.9}]}) + "\n")
+        calm = do_run(tmp_path / "out", plans=quiet)
+        assert calm.json("tool_conflicts.json")["conflicts"] == []
+        for done in (default_run, calm):
+            data = (done.out / "tool_conflicts.json").read_bytes()
+            assert data == harness._dumps(json.loads(data)).encode()
+
+
+class TestTrailReading:
+    """The trail is read back a line at a time (:func:`harness._records`)."""
+
+    def test_every_event_as_the_audit_log_reads_it(self, default_run):
+        trail = default_run.out / "audit.jsonl"
+        assert list(harness._records(trail)) == list(AuditLog.read_records(trail))
+
+    def test_a_torn_last_line_is_skipped(self, tmp_path):
+        trail = tmp_path / "audit.jsonl"
+        trail.write_bytes(b'{"seq":1}\n{"seq":2,"text":"a\xe2\x80\xa8b"}\n{"seq":3,"ki')
+        assert list(harness._records(trail)) == [{"seq": 1}, {"seq": 2, "text": "a\u2028b"}]
+        assert [r["seq"] for r in harness._trail_events(trail, 2, 2)] == [2]
+
+    def test_a_line_that_is_no_json_is_named(self, tmp_path):
+        trail = tmp_path / "audit.jsonl"
+        trail.write_bytes(b'{"seq":1}\n{"seq":2,\n')
+        with pytest.raises(AuditFormatError, match=r"audit.jsonl:2: not a JSON audit event$"):
+            list(harness._records(trail))
+
 
 class TestAuditAndReport:
     def test_replay_verifies(self, default_run, capsys):
@@ -868,6 +977,8 @@ import sys, time
 from pathlib import Path
 from buddy.engine.app._cli import main
 from buddy.engine.orchestration._orchestrator import ToolOrchestrator
+from buddy.engine.orchestration._plans import plan_to_json
+from buddy.engine.orchestration._scenario import repeated_plans
 real = ToolOrchestrator.run_cycle
 def paused(self, plans):
     Path("started").touch()

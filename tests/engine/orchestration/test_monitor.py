@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from buddy.engine.orchestration._monitor import Monitor, iso
 from buddy.engine.orchestration._plans import ExecutionOutcome
 from buddy.rules.base._values import ExecutionMode
-from buddy.rules.base.errors import RuleTableError
+from buddy.rules.base.errors import InputError, RuleTableError
 from buddy.rules.tables._monitoring import METRICS, Anomaly, AnomalyTable, HealthStatus, HealthTable
 from tests.helpers import ManualClock
 
@@ -165,6 +165,27 @@ class TestMonitor:
         assert monitor.history("executions", tool="other") == []
         with pytest.raises(KeyError):
             monitor.history("no_such_metric")
+
+    def test_history_limit_keeps_the_latest_snapshots(self):
+        clock = ManualClock(T0)
+        monitor = Monitor(clock=clock, history_limit=2)
+        for i in range(5):
+            monitor.record(outcome("t", ok=i % 2 == 0))
+            monitor.snapshot()
+            clock.advance(60)
+        assert [s.ts for s in monitor.metric_history] == [T0 + 180, T0 + 240]
+        assert monitor.history("executions", tool="t") == [(iso(T0 + 180), 4),
+                                                           (iso(T0 + 240), 5)]
+        assert monitor.metrics_summary()["snapshots"] == 5  # taken, kept or not
+        none = Monitor(clock=clock, history_limit=0)
+        none.snapshot()
+        assert (none.metric_history, none.metrics_summary()["snapshots"]) == ((), 1)
+
+    @pytest.mark.parametrize("limit", [-1, 1.5, True, "3"])
+    def test_history_limit_is_a_whole_number(self, limit):
+        with pytest.raises(InputError, match=r"^history_limit must be a whole number >= 0 "
+                                             r"or None \(got "):
+            Monitor(history_limit=limit)
 
     def test_history_snapshots_are_frozen(self):
         monitor = Monitor(clock=ManualClock(T0))

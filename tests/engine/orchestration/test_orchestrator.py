@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from buddy.engine import Engine, FeedbackLoop, Monitor
 from buddy.engine.orchestration._conflicts import ConflictResolver
 from buddy.engine.orchestration._orchestrator import (
+    CycleRecord,
     OrchestrationLimits,
     OrchestrationResult,
     ToolOrchestrator,
@@ -45,7 +46,7 @@ class Rig:
     def __init__(self, *, limits: OrchestrationLimits = NO_LIMITS,
                  agents: dict[str, set[str]] | None = None, table: ConflictTable = CONFLICTS,
                  approver: Any = None, handled: tuple[str, ...] | None = None,
-                 observed: bool = True) -> None:
+                 observed: bool = True, keep: bool = True) -> None:
         self.clock = ManualClock(T0)
         self.engine = Engine(REGISTRY, ESCALATION, clock=self.clock, approver=approver,
                              agents=agents)
@@ -58,11 +59,12 @@ class Rig:
                 contract.name, mock=self._handler("MOCK"), dry_run=self._handler("DRY_RUN"),
                 live=self._handler("LIVE"), undo=self._undo if contract.reversible else None)
         self.resolver = ConflictResolver(REGISTRY, table, agents=agents,
-                                         audit=self.engine.audit)
+                                         audit=self.engine.audit, keep_records=keep)
         self.monitor = Monitor(clock=self.clock) if observed else None
         self.feedback = FeedbackLoop() if observed else None
         self.orchestrator = ToolOrchestrator(self.engine, self.resolver, monitor=self.monitor,
-                                             feedback=self.feedback, limits=limits)
+                                             feedback=self.feedback, limits=limits,
+                                             keep_outcomes=keep)
 
     def _handler(self, mode: str):
         def run(args: dict[str, Any]) -> dict[str, Any]:
@@ -614,6 +616,42 @@ class TestEmit:
                             "tools": 1}, "DELAY"),
             "TIMEOUT": ({"occurrences": 1, "calls": 12, "share": 1 / 12, "resolved": 0,
                          "tools": 1}, "none")}
+
+    def test_last_cycle_streams_what_a_kept_run_keeps(self):
+        # keep=False keeps no outcome, conflict or resolution; last_cycle gives each
+        # cycle's, which add up to what a keeping run holds, and every count is the same.
+        def slow(args: dict[str, Any]) -> None:
+            raise TimeoutError("took too long")
+
+        cycles = [
+            [*[plan(f"d{i}", ("a", "msgraph_create_draft", 0.9)) for i in range(3)],
+             plan("u1", ("a", "ghl_update_contact", 0.9, {"args": {"call": "same"}})),
+             plan("u2", ("b", "ghl_update_contact", 0.9, {"args": {"call": "same"}})),
+             plan("m1", ("a", "memory_search", 0.9))],
+            [plan(f"e{i}", ("a", "msgraph_create_draft", 0.9),
+                  ("a", "msgraph_create_draft", 0.9)) for i in range(3)]]
+        kept, streamed = Rig(), Rig(keep=False)
+        for rig in (kept, streamed):
+            rig.engine.register_handler("memory_search", mock=slow, dry_run=slow, live=slow)
+        assert streamed.orchestrator.last_cycle == CycleRecord((), (), ())
+        seen: list[CycleRecord] = []
+        for batch in cycles:
+            assert kept.cycle(*batch) == streamed.cycle(*batch)
+            assert kept.orchestrator.last_cycle == streamed.orchestrator.last_cycle
+            seen.append(streamed.orchestrator.last_cycle)
+        assert (streamed.orchestrator.outcomes, streamed.resolver.conflicts,
+                streamed.resolver.resolutions, streamed.resolver.execution_history) == (
+            [], [], [], [])
+        assert len(kept.resolver.execution_history) == 11  # 12 calls, a duplicate aborted
+        assert [o for c in seen for o in c.outcomes] == kept.orchestrator.outcomes
+        assert [x for c in seen for x in c.conflicts] == kept.resolver.conflicts
+        assert [r for c in seen for r in c.resolutions] == kept.resolver.resolutions
+        assert [c.type.value for c in seen[0].conflicts] == [
+            "DUPLICATE_ACTION", "RATE_LIMIT", "TIMEOUT"]  # the run-time TIMEOUT last
+        assert streamed.resolver.summary() == kept.resolver.summary()
+        assert streamed.resolver.summary()["total_conflicts"] == 5
+        assert streamed.feedback is not None and kept.feedback is not None
+        assert streamed.feedback.export_signals() == kept.feedback.export_signals()
 
     def test_outcome_carries_the_approval(self):
         answers = {"team@example.com": True, "ceo@partner.org": False}
