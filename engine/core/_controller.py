@@ -353,15 +353,20 @@ class Controller:
 
     def _fire(self, ctx: _Context, triggers: tuple[str, ...], inputs: EscalationInputs,
               common: dict[str, Any], why: str | None = None) -> None:
-        """Fire each trigger in turn on the compiled machine; record each move."""
-        self._record(ctx, self._moves(ctx.state, triggers, inputs), inputs, common, why)
-
-    def _moves(self, state: str, triggers: tuple[str, ...], inputs: EscalationInputs) -> Moves:
-        """The moves ``(trigger, src, dst)`` the triggers make in turn from ``state``.
+        """Fire each trigger in turn on the compiled machine; record each move.
 
         A trigger with no row from the current state, or whose guards fail,
-        leaves the state as it is and makes no move (:func:`fire`).
+        leaves the state as it is and records nothing (:func:`fire`).
         """
+        table = self.table
+        for trigger in triggers:
+            option = fire(table, ctx.state, trigger, inputs)
+            if option is not None:
+                self._record(ctx, ((trigger, ctx.state, option[0]),), inputs, common, why)
+
+    def _moves(self, state: str, triggers: tuple[str, ...], inputs: EscalationInputs) -> Moves:
+        """The moves ``(trigger, src, dst)`` the triggers make in turn from ``state``
+        (as :meth:`_fire` makes them), none made on a context."""
         table, moves = self.table, []
         for trigger in triggers:
             option = fire(table, state, trigger, inputs)

@@ -89,12 +89,13 @@ class Masker:
         if kind in _SCALARS:
             return value
         if kind is dict:  # the common case, a flat dict of plain values, without the walk
-            is_secret, mask = self.is_secret, self.MASK
+            known, mask = self._keys, self.MASK
             flat: dict[Any, Any] = {}
             for k, v in value.items():
                 if type(v) not in _SCALARS:
                     break
-                flat[k] = mask if is_secret(k) else v
+                secret = known.get(k) if type(k) is str else None
+                flat[k] = mask if (self.is_secret(k) if secret is None else secret) else v
             else:
                 return flat
         if not isinstance(value, _CONTAINERS):
