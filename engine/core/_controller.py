@@ -184,16 +184,16 @@ class Controller:
         # The escalation machine compiled from its declaration, as decide walks it.
         self.table = gate.policy.machine
         self.handlers: dict[str, Handlers] = {}
-        # Each tool's callables by the mode the machine reached (a tool without
-        # handlers gets the simulated MOCK one on its first call).
-        self._by_mode: dict[str, dict[ExecutionMode, Handler | None]] = {}
+        # Each tool's handlers and its callable by the mode the machine reached, read
+        # together (a tool without handlers gets the simulated MOCK one at its first call).
+        self._runs: dict[str, tuple[Handlers, dict[ExecutionMode, Handler | None]]] = {}
         # The moves of the decide path from MOCK, by (tool, confidence, approval,
         # locked): the walk is a pure function of them (as Policy remembers its end).
         self._walked: dict[tuple[Any, float, bool | None, bool], Moves] = {}
 
     def register(self, tool: str, handlers: Handlers) -> None:
         self.handlers[tool] = handlers
-        self._by_mode[tool] = _by_mode(tool, handlers)
+        self._runs[tool] = (handlers, _by_mode(tool, handlers))
 
     # -- one call ------------------------------------------------------------
     def prepare(self, session: Session, tool: str, args: Mapping[str, Any] | None,
@@ -279,7 +279,10 @@ class Controller:
                  max_mode: ExecutionMode | None = None, cap_reason: str = "",
                  approved_by: str | None = None) -> ExecutionResult:
         gate = self.gate
-        handlers = self.handlers.get(tool) or _NO_HANDLERS
+        run = self._runs.get(tool)
+        if run is None:
+            run = self._runs.setdefault(tool, (_NO_HANDLERS, _by_mode(tool, _NO_HANDLERS)))
+        handlers, by_mode = run
         mode = decision.mode
         if max_mode is not None and mode.rank > max_mode.rank:
             mode = self._downgrade(ctx, inputs, common, max_mode, cap_reason or
@@ -304,9 +307,6 @@ class Controller:
             inputs.locked = True
             self._fire(ctx, ("lock",), inputs, common, why="system locked before the LIVE run")
             mode = _MOCK
-        by_mode = self._by_mode.get(tool)
-        if by_mode is None:
-            by_mode = self._by_mode.setdefault(tool, _by_mode(tool, handlers))
         handler = by_mode[mode]
         common = {**common, "args_digest": args_digest(args)}
         masker = gate.audit.masker
