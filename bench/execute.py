@@ -10,13 +10,15 @@ capped at DRY_RUN or MOCK (``max_mode``: the machine's ``downgrade`` trigger).
 
 It also counts, on the same mix, the ``transitions`` triggers fired per call
 (``Event.trigger`` patched to count; 0 when the controller drives the compiled
-table) and, with ``--profile``, prints the top of a cProfile of the loop.
+table) and the ``logging.Logger.debug`` calls per call (``transitions`` logs each
+step), and, with ``--profile``, prints the top of a cProfile of the loop.
 
     pip install -e '.[bench]' && python bench/execute.py [--calls N] [--seed S] [--repeat R]
 
 Each of ``--repeat`` runs uses a fresh engine; the best run (lowest p50) is
 reported, as the machine is noisy. The last line reads
-``execute p50 <X> us, p99 <Y> us, mean <Z> us, <N> calls/s; transitions triggers per call <T>``.
+``execute p50 <X> us, p99 <Y> us, mean <Z> us, <N> calls/s; transitions triggers per call
+<T>, logging.debug calls per call <D>``.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
+import logging
 import pstats
 import random
 import sys
@@ -96,24 +99,28 @@ def pct(sorted_ns: list[int], q: float) -> float:
     return sorted_ns[min(len(sorted_ns) - 1, int(len(sorted_ns) * q))] / 1000
 
 
-def count_triggers(cases: list[Case]) -> float:
-    """``transitions`` triggers fired per call over ``cases`` (``Event.trigger`` counted)."""
-    original = transitions_core.Event.trigger
-    count = 0
+def count_triggers(cases: list[Case]) -> tuple[float, float]:
+    """``transitions`` triggers fired and ``Logger.debug`` calls made per call over
+    ``cases`` (``Event.trigger`` and ``logging.Logger.debug`` patched to count)."""
+    trigger, debug = transitions_core.Event.trigger, logging.Logger.debug
+    counts = {"trigger": 0, "debug": 0}
 
-    def counting(self: Any, *args: Any, **kwargs: Any) -> Any:
-        nonlocal count
-        count += 1
-        return original(self, *args, **kwargs)
+    def counting(name: str, original: Callable[..., Any]) -> Callable[..., Any]:
+        def counted(self: Any, *args: Any, **kwargs: Any) -> Any:
+            counts[name] += 1
+            return original(self, *args, **kwargs)
+        return counted
 
-    transitions_core.Event.trigger = counting  # type: ignore[method-assign]
+    transitions_core.Event.trigger = counting("trigger", trigger)  # type: ignore[method-assign]
+    logging.Logger.debug = counting("debug", debug)  # type: ignore[method-assign]
     try:
         call = runner(simulated_engine())
         for case in cases:
             call(case)
     finally:
-        transitions_core.Event.trigger = original  # type: ignore[method-assign]
-    return count / len(cases)
+        transitions_core.Event.trigger = trigger  # type: ignore[method-assign]
+        logging.Logger.debug = debug  # type: ignore[method-assign]
+    return counts["trigger"] / len(cases), counts["debug"] / len(cases)
 
 
 def profile(cases: list[Case], top: int) -> str:
@@ -146,7 +153,7 @@ def main() -> int:
         time_calls(call, cases[:2_000])  # warm up
         runs.append(time_calls(call, cases))
     ns, wall = min(runs, key=lambda r: pct(r[0], .5))
-    triggers = count_triggers(cases[:5_000])
+    triggers, debugs = count_triggers(cases[:5_000])
     print(f"{args.calls} executes, seed {args.seed}, tools {', '.join(TOOLS)}, SIMULATED "
           f"handlers, memory audit; modes run in the first 5000: "
           + ", ".join(f"{k} {v}" for k, v in sorted(modes.items())))
@@ -158,7 +165,8 @@ def main() -> int:
         print(profile(cases[:20_000], 30))
     mean = sum(ns) / len(ns) / 1000
     print(f"execute p50 {pct(ns, .5):.2f} us, p99 {pct(ns, .99):.2f} us, mean {mean:.2f} us, "
-          f"{len(ns) / wall:,.0f} calls/s; transitions triggers per call {triggers:.2f}")
+          f"{len(ns) / wall:,.0f} calls/s; transitions triggers per call {triggers:.2f}, "
+          f"logging.debug calls per call {debugs:.2f}")
     return 0
 
 
