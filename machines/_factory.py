@@ -195,10 +195,25 @@ def compile_table(spec: MachineSpec) -> CompiledTable:
 
 
 def fire(table: CompiledTable, state: str, trigger: str, inputs: Any) -> Option | None:
-    """The row ``trigger`` takes from ``state`` given ``inputs``, or None."""
-    for option in table[state].get(trigger, ()):
-        if all(g(inputs) for g in option[1]) and not any(g(inputs) for g in option[2]):
-            return option
+    """The row ``trigger`` takes from ``state`` given ``inputs``, or None.
+
+    The first row (in declaration order) whose ``conditions`` all hold and none
+    of whose ``unless`` guards does. Loops, not ``all``/``any`` over generators:
+    the controller fires a few triggers per call.
+    """
+    options = table[state].get(trigger)
+    if options is None:
+        return None
+    for option in options:
+        for guard in option[1]:
+            if not guard(inputs):
+                break
+        else:
+            for guard in option[2]:
+                if guard(inputs):
+                    break
+            else:
+                return option
     return None
 
 

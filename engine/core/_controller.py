@@ -1,8 +1,11 @@
 """Running tool calls: the escalation machine drives each call's context.
 
-Each call gets an execution context, a model of the declared escalation machine
-(built by :func:`buddy.machines.build`). The controller fires the decision
-triggers on it, asks for approval where the machine waits for one, runs the
+Each call gets an execution context: its place in the declared escalation
+machine. The controller fires the decision triggers on it through the table
+compiled from the declaration (:func:`buddy.machines.compile_table`, stepped by
+:func:`buddy.machines.fire`: the rows ``decide``, replay and the ``transitions``
+machine of :func:`buddy.machines.build` are made from, with no ``transitions``
+dispatch per call), asks for approval where the machine waits for one, runs the
 handler of the mode the machine reached, and on an error in LIVE rolls back the
 session's reversible actions in reverse order. Every transition, decision,
 approval, run and undo is an audit event.
@@ -10,7 +13,6 @@ approval, run and undo is an audit event.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -19,11 +21,12 @@ import attrs
 from buddy.engine.core._decision import (
     APPROVAL_PATH,
     RULE_BAD_ARGS,
+    WALK_MEMO_SIZE,
     Decision,
     Outcome,
     _refusal,
 )
-from buddy.machines._factory import build
+from buddy.machines._factory import fire
 from buddy.machines.escalation import (
     DECIDE_PATH,
     SPEC,
@@ -37,12 +40,18 @@ from buddy.rules.base._values import ExecutionMode, plain_confidence
 from buddy.rules.base.errors import InputError
 
 if TYPE_CHECKING:
+    from buddy.engine.core._audit import AuditLog
     from buddy.engine.core._gate import Gate
 
 __all__ = ["ExecutionResult", "Handlers", "PendingCall", "Session"]
 
 S = ExecutionState
 _STATES = {s.name: s for s in ExecutionState}
+_AWAITING = S.AWAITING_APPROVAL.name
+# Enum members and their values, looked up once: on the hot path a member read off
+# its class, or its ``.value``, costs as much as a dict lookup ten times over.
+_MOCK, _DRY_RUN, _LIVE = ExecutionMode.MOCK, ExecutionMode.DRY_RUN, ExecutionMode.LIVE
+_VALUE = {m: m.value for m in ExecutionMode}
 Handler = Callable[[dict[str, Any]], Any]
 Undo = Callable[[dict[str, Any], Any], Any]
 
@@ -64,6 +73,17 @@ def simulated_mock(tool: str) -> Handler:
     return mock
 
 
+_NO_HANDLERS = Handlers()
+#: Moves of a context through the machine: ``(trigger, src, dst)`` state names.
+Moves = tuple[tuple[str, str, str], ...]
+
+
+def _by_mode(tool: str, handlers: Handlers) -> dict[ExecutionMode, Handler | None]:
+    """The callable that runs ``tool`` in each mode (None: no such handler)."""
+    return {_MOCK: handlers.mock or simulated_mock(tool), _DRY_RUN: handlers.dry_run,
+            _LIVE: handlers.live}
+
+
 @attrs.frozen
 class ExecutionResult:
     """What happened to one call."""
@@ -82,21 +102,37 @@ class ExecutionResult:
     timed_out: bool = False        # the handler raised a TimeoutError
 
 
+_INITIAL = SPEC.initial.name
+
+
 class _Context:
-    """A transitions model: one call's place in the escalation machine.
+    """One call's place in the escalation machine: the name of its state.
 
     Its id is ``ctx-<seq>``, the sequence number of its first audit event, so
     ids never repeat in a log whichever process writes it; it is None until
     that event is written (:meth:`subject`).
     """
 
+    __slots__ = ("id", "state")
+
     def __init__(self) -> None:
         self.id: str | None = None
-        self.state = SPEC.initial.name
+        self.state = _INITIAL
 
-    def subject(self) -> str | Callable[[int], str]:
-        """The audit subject of this context's next event."""
-        return self.id if self.id is not None else self._name
+    def subject(self, held: AuditLog | None = None) -> str | Callable[[int], str]:
+        """The audit subject of this context's next event.
+
+        ``held``: the log, when the caller holds its lock. A memory log has no
+        other writer, so the id of a context's first event is known before it is
+        written (the log numbers it ``last_seq + 1``), and the log need not call
+        back for it; a file log names it at the write.
+        """
+        if self.id is not None:
+            return self.id
+        if held is None or held.shared:
+            return self._name
+        self.id = f"ctx-{held.last_seq + 1}"
+        return self.id
 
     def _name(self, seq: int) -> str:
         self.id = f"ctx-{seq}"
@@ -125,6 +161,12 @@ def _name(value: object) -> str:
 
 def _bad_args(args: object) -> Outcome | None:
     """The refusal of arguments that are not a mapping with string keys, or None."""
+    if type(args) is dict:  # the common case, without the ABC check
+        for key in args:
+            if type(key) is not str:
+                break
+        else:
+            return None
     try:
         if args is None or isinstance(args, Mapping) and all(type(k) is str for k in args):
             return None
@@ -139,30 +181,19 @@ class Controller:
 
     def __init__(self, gate: Gate) -> None:
         self.gate = gate
-        # One machine, its models pooled: adding a model to a transitions machine
-        # costs ~100 us, so a finished context goes back to the pool, not away.
-        # Each context is driven by one call at a time, so the plain machine does.
-        self.machine = build(SPEC, locked=False)
+        # The escalation machine compiled from its declaration, as decide walks it.
+        self.table = gate.policy.machine
         self.handlers: dict[str, Handlers] = {}
-        self._free: list[_Context] = []
-        self._pool_lock = threading.Lock()
-
-    def _acquire(self) -> _Context:
-        with self._pool_lock:
-            if self._free:
-                ctx = self._free.pop()
-                ctx.id, ctx.state = None, SPEC.initial.name
-                return ctx
-            ctx = _Context()
-            self.machine.add_model(ctx)
-            return ctx
-
-    def release(self, ctx: _Context) -> None:
-        with self._pool_lock:
-            self._free.append(ctx)
+        # Each tool's handlers and its callable by the mode the machine reached, read
+        # together (a tool without handlers gets the simulated MOCK one at its first call).
+        self._runs: dict[str, tuple[Handlers, dict[ExecutionMode, Handler | None]]] = {}
+        # The moves of the decide path from MOCK, by (tool, confidence, approval,
+        # locked): the walk is a pure function of them (as Policy remembers its end).
+        self._walked: dict[tuple[Any, float, bool | None, bool], Moves] = {}
 
     def register(self, tool: str, handlers: Handlers) -> None:
         self.handlers[tool] = handlers
+        self._runs[tool] = (handlers, _by_mode(tool, handlers))
 
     # -- one call ------------------------------------------------------------
     def prepare(self, session: Session, tool: str, args: Mapping[str, Any] | None,
@@ -190,48 +221,50 @@ class Controller:
         call_args = dict(args or {})
         entry = gate.policy.tools[tool]
         contract = entry.contract
-        ctx = self._acquire()
-        try:
-            inputs = EscalationInputs(entry.policy, confidence, approval, gate.locked,
-                                      contract.requires_approval)
-            common = {"agent": agent, "tool": tool, "risk": contract.risk.value,
-                      "requires_approval": contract.requires_approval, "confidence": confidence,
-                      "rules": gate.policy.table.digest}
-            self._fire(ctx, DECIDE_PATH, inputs, common)
-            via = None if approval is None else "caller"
-            approved_at = None
-            # Nobody is asked to approve a LIVE run that a cap rules out anyway.
-            live_possible = max_mode is None or max_mode is ExecutionMode.LIVE
-            if self._state(ctx) is S.AWAITING_APPROVAL and approval is None and live_possible:
-                answer, via, approved_at = gate.approve(agent, contract, confidence, call_args)
-                if answer is not None:
-                    inputs.approval = answer.approved
-                    if answer.args is not None:
-                        masker = gate.audit.masker
-                        gate.audit.append("approval", "escalation", ctx.subject(), "edit_args",
-                                          None, None, {"agent": agent, "tool": tool,
-                                                       "original": masker.mask(call_args),
-                                                       "edited": masker.mask(dict(answer.args)),
-                                                       "reason": mask_text(answer.reason)})
-                        call_args = dict(answer.args)
-                    self._fire(ctx, APPROVAL_PATH, inputs, common,
-                               why=mask_text(answer.reason) or None)
-            with gate.lock:
-                audit = gate.audit
-                audit.hold()  # the log's lock as it is now, and no one appends in between
-                try:
-                    if audit.locked and not inputs.locked:  # locked while this call decided
-                        inputs.locked = True
-                        self._fire(ctx, ("lock",), inputs, common,
-                                   why="system locked meanwhile")
-                    outcome = gate.throttle(tool, entry.outcomes[(ctx.state, inputs.locked)])
-                    gate.record(ctx.subject(), agent, tool, confidence, inputs.approval, via,
-                                inputs.locked, outcome, approved_at)
-                finally:
-                    audit.release()
-        except BaseException:
-            self.release(ctx)
-            raise
+        ctx = _Context()
+        inputs = EscalationInputs(entry.policy, confidence, approval, gate.locked,
+                                  entry.requires_approval)
+        common = {"agent": agent, "tool": tool, "risk": entry.risk,
+                  "requires_approval": entry.requires_approval, "confidence": confidence,
+                  "rules": gate.policy.table.digest}
+        key = (entry, confidence, approval, inputs.locked)
+        moves = self._walked.get(key)
+        if moves is None:
+            moves = self._moves(_INITIAL, DECIDE_PATH, inputs)
+            if len(self._walked) >= WALK_MEMO_SIZE:
+                self._walked.clear()
+            self._walked[key] = moves
+        self._record(ctx, moves, inputs, common)
+        via = None if approval is None else "caller"
+        approved_at = None
+        # Nobody is asked to approve a LIVE run that a cap rules out anyway.
+        live_possible = max_mode is None or max_mode is _LIVE
+        if ctx.state == _AWAITING and approval is None and live_possible:
+            answer, via, approved_at = gate.approve(agent, contract, confidence, call_args)
+            if answer is not None:
+                inputs.approval = answer.approved
+                if answer.args is not None:
+                    masker = gate.audit.masker
+                    gate.audit.append("approval", "escalation", ctx.subject(), "edit_args",
+                                      None, None, {"agent": agent, "tool": tool,
+                                                   "original": masker.mask(call_args),
+                                                   "edited": masker.mask(dict(answer.args)),
+                                                   "reason": mask_text(answer.reason)})
+                    call_args = dict(answer.args)
+                self._fire(ctx, APPROVAL_PATH, inputs, common,
+                           why=mask_text(answer.reason) or None)
+        with gate.lock:
+            audit = gate.audit
+            audit.hold()  # the log's lock as it is now, and no one appends in between
+            try:
+                if audit.locked and not inputs.locked:  # locked while this call decided
+                    inputs.locked = True
+                    self._fire(ctx, ("lock",), inputs, common, why="system locked meanwhile")
+                outcome = gate.throttle(tool, entry.outcomes[(ctx.state, inputs.locked)])
+                gate.record(ctx.subject(audit), agent, tool, confidence, inputs.approval, via,
+                            inputs.locked, outcome, approved_at)
+            finally:
+                audit.release()
         decision = outcome[0]
         pending = PendingCall(self, session, ctx, tool, call_args, decision, inputs, common,
                               max_mode=max_mode, cap_reason=cap_reason, agent=agent,
@@ -246,34 +279,35 @@ class Controller:
                  max_mode: ExecutionMode | None = None, cap_reason: str = "",
                  approved_by: str | None = None) -> ExecutionResult:
         gate = self.gate
-        handlers = self.handlers.get(tool, Handlers())
+        run = self._runs.get(tool)
+        if run is None:
+            run = self._runs.setdefault(tool, (_NO_HANDLERS, _by_mode(tool, _NO_HANDLERS)))
+        handlers, by_mode = run
         mode = decision.mode
         if max_mode is not None and mode.rank > max_mode.rank:
             mode = self._downgrade(ctx, inputs, common, max_mode, cap_reason or
                                    f"capped at {max_mode.value}")
-        if mode is ExecutionMode.LIVE and approved_by is not None and \
+        if mode is _LIVE and approved_by is not None and \
                 approved_by.startswith("grant:"):
             # A grant revoked (or expired) since the decision no longer approves the run.
             gid = approved_by[len("grant:"):]
             withdrawn = gate.grant_withdrawn(gid)
             if withdrawn is not None:
-                mode = self._downgrade(ctx, inputs, common, ExecutionMode.DRY_RUN,
+                mode = self._downgrade(ctx, inputs, common, _DRY_RUN,
                                        f"grant {gid} {withdrawn} before the LIVE run")
-        if mode is ExecutionMode.LIVE and handlers.live is None:
-            mode = self._downgrade(ctx, inputs, common, ExecutionMode.DRY_RUN,
+        if mode is _LIVE and handlers.live is None:
+            mode = self._downgrade(ctx, inputs, common, _DRY_RUN,
                                    "no live handler registered")
-        if mode is ExecutionMode.DRY_RUN and handlers.dry_run is None:
-            mode = self._downgrade(ctx, inputs, common, ExecutionMode.MOCK,
+        if mode is _DRY_RUN and handlers.dry_run is None:
+            mode = self._downgrade(ctx, inputs, common, _MOCK,
                                    "no dry-run handler registered")
-        if mode is ExecutionMode.LIVE and gate.locked_now():
+        if mode is _LIVE and gate.locked_now():
             # The kill switch: a lock after the decision, by any writer of the log, still
             # stops the LIVE run.
             inputs.locked = True
             self._fire(ctx, ("lock",), inputs, common, why="system locked before the LIVE run")
-            mode = ExecutionMode.MOCK
-        handler = {ExecutionMode.MOCK: handlers.mock or simulated_mock(tool),
-                   ExecutionMode.DRY_RUN: handlers.dry_run,
-                   ExecutionMode.LIVE: handlers.live}[mode]
+            mode = _MOCK
+        handler = by_mode[mode]
         common = {**common, "args_digest": args_digest(args)}
         masker = gate.audit.masker
         try:
@@ -281,10 +315,10 @@ class Controller:
         except BaseException as exc:  # recorded and rolled back; an interrupt then goes on up
             error = described(exc)
             gate.audit.append("execution", "escalation", ctx.subject(), "run", ctx.state, None, {
-                **common, "mode": mode.value, "ok": False, "error": error,
+                **common, "mode": _VALUE[mode], "ok": False, "error": error,
                 "args": masker.mask(args)})
             undone: tuple[str, ...] = ()
-            if mode is ExecutionMode.LIVE:
+            if mode is _LIVE:
                 self._fire(ctx, ("error",), inputs, common, why=error)
                 undone = session._rollback(_id(ctx))
                 self._fire(ctx, ("rollback_complete",), inputs, common)
@@ -292,17 +326,19 @@ class Controller:
                 self._fire(ctx, ("abort",), inputs, common, why=error)
             if not isinstance(exc, Exception):
                 raise
-            return ExecutionResult(_id(ctx), agent, tool, decision, mode, self._state(ctx),
+            return ExecutionResult(_id(ctx), agent, tool, decision, mode, _STATES[ctx.state],
                                    False, error=error, args=args, rolled_back=undone,
                                    timed_out=isinstance(exc, TimeoutError))
-        gate.audit.append("execution", "escalation", ctx.subject(), "run", ctx.state, None, {
-            **common, "mode": mode.value, "ok": True, "result": masker.mask(result),
-            "args": masker.mask(args)})
-        contract = gate.policy.tools[tool].contract
-        if mode is ExecutionMode.LIVE and contract.reversible and handlers.undo is not None:
+        data = {**common, "mode": _VALUE[mode], "ok": True, "result": masker.mask(result),
+                "args": masker.mask(args)}
+        with gate.lock:
+            gate.audit.append_locked("execution", "escalation", ctx.subject(), "run", ctx.state,
+                                     None, data)
+        if mode is _LIVE and handlers.undo is not None and \
+                gate.policy.tools[tool].contract.reversible:
             session._stack.append(_Done(_id(ctx), tool, handlers.undo, args, result))
         self._fire(ctx, ("all_actions_succeeded",), inputs, common)
-        return ExecutionResult(_id(ctx), agent, tool, decision, mode, self._state(ctx),
+        return ExecutionResult(_id(ctx), agent, tool, decision, mode, _STATES[ctx.state],
                                True, result=result, args=args)
 
     # -- machine plumbing ----------------------------------------------------
@@ -315,24 +351,44 @@ class Controller:
             self._fire(ctx, ("downgrade",), inputs, common, why=why)
         return STATE_MODE[_STATES[ctx.state]]
 
-    @staticmethod
-    def _state(ctx: _Context) -> ExecutionState:
-        return _STATES[ctx.state]
-
     def _fire(self, ctx: _Context, triggers: tuple[str, ...], inputs: EscalationInputs,
               common: dict[str, Any], why: str | None = None) -> None:
-        """Fire each trigger the machine has from the current state; record each move."""
-        table = self.gate.policy.machine
+        """Fire each trigger in turn on the compiled machine; record each move.
+
+        A trigger with no row from the current state, or whose guards fail,
+        leaves the state as it is and records nothing (:func:`fire`).
+        """
+        table = self.table
         for trigger in triggers:
-            src = ctx.state
-            if trigger not in table[src]:
-                continue
-            if ctx.trigger(trigger, inputs=inputs):  # type: ignore[attr-defined]
+            option = fire(table, ctx.state, trigger, inputs)
+            if option is not None:
+                self._record(ctx, ((trigger, ctx.state, option[0]),), inputs, common, why)
+
+    def _moves(self, state: str, triggers: tuple[str, ...], inputs: EscalationInputs) -> Moves:
+        """The moves ``(trigger, src, dst)`` the triggers make in turn from ``state``
+        (as :meth:`_fire` makes them), none made on a context."""
+        table, moves = self.table, []
+        for trigger in triggers:
+            option = fire(table, state, trigger, inputs)
+            if option is not None:
+                moves.append((trigger, state, option[0]))
+                state = option[0]
+        return tuple(moves)
+
+    def _record(self, ctx: _Context, moves: Moves, inputs: EscalationInputs,
+                common: dict[str, Any], why: str | None = None) -> None:
+        """Make ``moves`` on the context, each a transition event, recorded together."""
+        if not moves:
+            return
+        audit = self.gate.audit
+        with audit.lock:
+            for trigger, src, dst in moves:
+                ctx.state = dst
                 data = {**common, "approval": inputs.approval, "locked": inputs.locked}
                 if why:
                     data["why"] = why
-                self.gate.audit.append("transition", "escalation", ctx.subject(), trigger, src,
-                                       ctx.state, data)
+                audit.append_locked("transition", "escalation", ctx.subject(audit), trigger, src,
+                                    dst, data)
 
 
 class PendingCall:
@@ -342,6 +398,9 @@ class PendingCall:
     between the decision and :meth:`run` still stops a LIVE run: the lock is
     checked again at the moment the LIVE handler would start.
     """
+
+    __slots__ = ("_controller", "agent", "_max_mode", "_cap_reason", "_approved_by", "_session",
+                 "_ctx", "context", "tool", "args", "decision", "_inputs", "_common", "_done")
 
     def __init__(self, controller: Controller, session: Session, ctx: _Context | None,
                  tool: str, args: dict[str, Any], decision: Decision,
@@ -355,7 +414,7 @@ class PendingCall:
         self._cap_reason = cap_reason
         self._approved_by = approved_by
         self._session = session
-        self._ctx = ctx  # pooled: given back once the call has run or been cancelled
+        self._ctx = ctx  # taken by the one run or cancel
         self.context = _id(ctx) if ctx is not None else done.context  # type: ignore[union-attr]
         self.tool = tool
         self.args = args
@@ -374,29 +433,22 @@ class PendingCall:
         """Run the handler of the decided mode (once); later calls return the same result."""
         if self._done is None:
             assert self._inputs is not None
-            ctx = self._take()
-            try:
-                self._done = self._controller._execute(
-                    self._session, ctx, self.agent, self.tool, self.args, self.decision,
-                    self._inputs, self._common, self._max_mode, self._cap_reason,
-                    self._approved_by)
-            finally:
-                self._controller.release(ctx)
+            self._done = self._controller._execute(
+                self._session, self._take(), self.agent, self.tool, self.args, self.decision,
+                self._inputs, self._common, self._max_mode, self._cap_reason,
+                self._approved_by)
         return self._done
 
     def cancel(self, reason: str = "") -> ExecutionResult:
         """Abort the call without running it."""
         if self._done is None:
             assert self._inputs is not None
-            controller, ctx = self._controller, self._take()
-            try:
-                controller._fire(ctx, ("abort",), self._inputs, self._common,
-                                 why=reason or self.decision.reason)
-                self._done = ExecutionResult(_id(ctx), self.agent, self.tool,
-                                             self.decision, None, _STATES[ctx.state], False,
-                                             error=reason or self.decision.reason, args=self.args)
-            finally:
-                controller.release(ctx)
+            ctx = self._take()
+            self._controller._fire(ctx, ("abort",), self._inputs, self._common,
+                                   why=reason or self.decision.reason)
+            self._done = ExecutionResult(_id(ctx), self.agent, self.tool,
+                                         self.decision, None, _STATES[ctx.state], False,
+                                         error=reason or self.decision.reason, args=self.args)
         return self._done
 
 

@@ -45,6 +45,10 @@ def mask_text(text: str) -> str:
     return masked.encode("utf-8", "backslashreplace").decode("utf-8")
 
 _CONTAINERS = (Mapping, list, tuple)
+# Types that hold no container, however subclassed types may behave: exact types only.
+_SCALARS = frozenset({str, int, float, bool, type(None), bytes})
+#: How many keys a :class:`Masker` remembers the verdict of before it starts over.
+_KEYS_KEPT = 4096
 
 
 class Masker:
@@ -63,15 +67,37 @@ class Masker:
                  extra_keys: Iterable[str] = ()) -> None:
         extra = "|".join(re.escape(k) for k in extra_keys)
         self._re = re.compile(f"{pattern}|{extra}" if extra else pattern, re.IGNORECASE)
+        self._keys: dict[str, bool] = {}  # is_secret of str keys seen, up to _KEYS_KEPT
 
     def is_secret(self, key: object) -> bool:
         """Whether ``key`` looks like it names a secret (a tuple key: any of its strings)."""
+        if type(key) is str:  # the same few keys come back with every call: remember them
+            known = self._keys.get(key)
+            if known is None:
+                known = self._re.search(key) is not None
+                if len(self._keys) >= _KEYS_KEPT:
+                    self._keys.clear()
+                self._keys[key] = known
+            return known
         if isinstance(key, tuple):
             return any(self.is_secret(k) for k in key)
         return isinstance(key, str) and self._re.search(key) is not None
 
     def mask(self, value: Any) -> Any:
         """A copy of ``value`` (mappings as dicts, sequences as lists) with secrets masked."""
+        kind = type(value)
+        if kind in _SCALARS:
+            return value
+        if kind is dict:  # the common case, a flat dict of plain values, without the walk
+            known, mask = self._keys, self.MASK
+            flat: dict[Any, Any] = {}
+            for k, v in value.items():
+                if type(v) not in _SCALARS:
+                    break
+                secret = known.get(k) if type(k) is str else None
+                flat[k] = mask if (self.is_secret(k) if secret is None else secret) else v
+            else:
+                return flat
         if not isinstance(value, _CONTAINERS):
             return value
         root: list[Any] = [None]

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import enum
+import itertools
 import subprocess
 import sys
 
+import attrs
 import pytest
 from transitions import MachineError
 from transitions.extensions import LockedMachine
 
+from buddy.machines import MACHINES
 from buddy.machines._factory import (
     MachineSpec,
     Transition,
@@ -305,6 +308,86 @@ class TestFireAndWalk:
                         option = fire(table, state, trigger, flags)
                         expected = state if option is None else option[0]
                     assert walk(table, state, [trigger], flags) == expected
+
+
+def _stubbed(spec: MachineSpec) -> MachineSpec:
+    """``spec`` with each guard replaced by one that reads its outcome from the inputs,
+    a ``{guard name: bool}`` dict: every combination of outcomes can be driven."""
+    def stub(name: str):
+        return lambda outcomes: outcomes[name]
+
+    stubbed = attrs.evolve(spec, guards={name: stub(name) for name in spec.guards})
+    assert stubbed.transitions == spec.transitions  # the same rows, only the guards differ
+    return stubbed
+
+
+def _transitions_move(model, state: str, trigger: str, outcomes: dict[str, bool]) -> str | None:
+    """The state a ``transitions`` model in ``state`` reaches on ``trigger``, or None when
+    the trigger has no row from ``state`` or its guards refuse (no transition)."""
+    model.state = state
+    try:
+        moved = model.trigger(trigger, inputs=outcomes)
+    except MachineError:  # no such trigger from this state (ignore_invalid_triggers=False)
+        assert model.state == state
+        return None
+    if not moved:
+        assert model.state == state
+        return None
+    return model.state
+
+
+class TestCompiledTableAgreesWithTransitions:
+    """The compiled table (the hot paths: decide, execute, replay) and the ``transitions``
+    machine built from the same declaration move alike on every state, trigger and
+    combination of guard outcomes, for every shipped machine."""
+
+    @pytest.mark.parametrize("name", sorted(MACHINES))
+    def test_every_state_trigger_and_guard_outcome(self, name):
+        spec = _stubbed(MACHINES[name])
+        guards = sorted(spec.guards)
+        table = compile_table(spec)
+        model = model_of(build(spec))
+        compared = moved = 0
+        for state in spec.states:
+            for trigger in spec.triggers():
+                for values in itertools.product((False, True), repeat=len(guards)):
+                    outcomes = dict(zip(guards, values, strict=True))
+                    option = fire(table, state.name, trigger, outcomes)
+                    expected = _transitions_move(model, state.name, trigger, outcomes)
+                    got = None if option is None else option[0]
+                    assert got == expected, (state.name, trigger, outcomes)
+                    compared += 1
+                    moved += got is not None
+        assert compared == len(spec.states) * len(spec.triggers()) * 2 ** len(guards)
+        assert moved  # the stubs do open rows: the comparison is not all "no transition"
+
+    @pytest.mark.parametrize("name", sorted(MACHINES))
+    def test_every_row_is_taken_by_some_outcome(self, name):
+        spec = _stubbed(MACHINES[name])
+        guards = sorted(spec.guards)
+        table = compile_table(spec)
+        taken = set()
+        for state in spec.states:
+            for trigger in spec.triggers():
+                for values in itertools.product((False, True), repeat=len(guards)):
+                    option = fire(table, state.name, trigger, dict(zip(guards, values,
+                                                                       strict=True)))
+                    if option is not None:
+                        taken.add((option[3], state))
+        declared = {(row, source) for row in spec.transitions for source in row.source}
+        assert taken == declared
+
+    def test_a_table_that_drifts_is_caught(self):
+        spec = _stubbed(MACHINES["escalation"])
+        table = compile_table(spec)
+        dest, conds, unless, row = table["DRY_RUN"]["request_live"][0]
+        table["DRY_RUN"]["request_live"] = ((dest, conds, (), row),
+                                            *table["DRY_RUN"]["request_live"][1:])
+        model = model_of(build(spec))
+        outcomes = dict.fromkeys(spec.guards, True)
+        option = fire(table, "DRY_RUN", "request_live", outcomes)
+        assert option is not None and option[0] == "LIVE"  # the dropped unless opened LIVE
+        assert _transitions_move(model, "DRY_RUN", "request_live", outcomes) is None
 
 
 class TestImports:
