@@ -39,7 +39,7 @@ from typing import Any, ClassVar, Generic, Self, TypeVar
 
 import attrs
 
-from buddy.rules.base._convert import Problem, structure_checked
+from buddy.rules.base._convert import Problem, structure_checked, structurer
 from buddy.rules.base._masking import shown
 from buddy.rules.base.errors import RuleTableError
 from buddy.rules.tables._checks import is_row_id
@@ -243,21 +243,25 @@ def load(spec: TableSpec[F, R, C], path: Path | str | None = None, *, text: str 
                                  f"(got {shown(raw_rows)})")
         raw_rows = []
     first: dict[str, int] = {}
+    structure, key, named, compile_row = structurer(spec.row), spec.key, spec.named, spec.compile
     for index, raw in enumerate(raw_rows):
-        name = raw.get(spec.key) if isinstance(raw, Mapping) else None
-        if isinstance(name, str) and spec.named(name):
+        name = raw.get(key) if isinstance(raw, Mapping) else None
+        if isinstance(name, str) and named(name):
             report.names[index] = name
-            if name in first:
+            if name not in first:
+                first[name] = index
+            else:
                 line = report.line((spec.rows, first[name]))
-                report.add((spec.rows, index, spec.key), f"duplicate {spec.key}" + (
+                report.add((spec.rows, index, key), f"duplicate {key}" + (
                     f" (first at line {line})" if line is not None else ""))
-            first.setdefault(name, index)
-        row, found = structure_checked(raw, spec.row)
-        report.extend((spec.rows, index), _hinted(found, spec.required))
+        row, found = structure(raw)
+        if found:
+            report.extend((spec.rows, index), _hinted(found, spec.required))
         if row is None:
             continue
-        compiled, found = spec.compile(row)
-        report.extend((spec.rows, index), found)
+        compiled, found = compile_row(row)
+        if found:
+            report.extend((spec.rows, index), found)
         if compiled is not None:
             rows.append(compiled)
 
