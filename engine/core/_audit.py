@@ -482,7 +482,8 @@ class AuditLog:
                      {"moved_to": aside.name}, None)
 
     def _sync(self) -> None:
-        """fsync (unless ``sync="never"``) and rewrite the anchor (file lock held)."""
+        """fsync (unless ``sync="never"``) and rewrite the anchor, fsynced the same way
+        (file lock held)."""
         assert self._fd is not None
         if self.sync != "never":
             os.fsync(self._fd)
@@ -496,7 +497,8 @@ class AuditLog:
         mac = self._chain.anchor_mac(self._seq, anchor["hash"])
         if mac is not None:
             anchor["mac"] = mac
-        write_atomic(anchor_path(self.path), json.dumps(anchor) + "\n")
+        write_atomic(anchor_path(self.path), json.dumps(anchor) + "\n",
+                     fsync=self.sync != "never")
 
     def _locked_sync(self) -> None:
         """Catch up with other writers, then sync: the anchor names the file's real head."""

@@ -35,7 +35,15 @@ from cattrs.gen import make_dict_structure_fn
 
 from buddy.rules.base._masking import shown
 
-__all__ = ["Problem", "Scalar", "converter", "make_converter", "problems_of", "structure_checked"]
+__all__ = [
+    "Problem",
+    "Scalar",
+    "converter",
+    "make_converter",
+    "problems_of",
+    "structure_checked",
+    "structurer",
+]
 
 T = TypeVar("T")
 
@@ -127,6 +135,10 @@ def _collection_hook(conv: cattrs.Converter) -> Callable[[Any], Any]:
         args = typing.get_args(cl)
         fixed = origin is tuple and bool(args) and args[-1] is not Ellipsis
 
+        # each item's type and hook (one per index for a fixed tuple), resolved here, once
+        items = [(t, None if t is Any else conv.get_structure_hook(t))
+                 for t in (args if fixed else (args[0] if args else Any,))]
+
         def hook(value: Any, _: Any) -> Any:
             if not isinstance(value, list | tuple):
                 raise TypeError(f"must be a list (got {shown(value)})")
@@ -134,9 +146,9 @@ def _collection_hook(conv: cattrs.Converter) -> Callable[[Any], Any]:
                 raise ValueError(f"must be a list of {len(args)} (got {shown(value)})")
             out, errors = [], []
             for i, v in enumerate(value):
-                item = args[i] if fixed else (args[0] if args else Any)
+                item, structure = items[i] if fixed else items[0]
                 try:
-                    out.append(v if item is Any else conv.structure(v, item))
+                    out.append(v if structure is None else structure(v, item))
                 except Exception as exc:
                     exc.add_note(IterableValidationNote(f"Structuring {cl} @ index {i}", i, item))
                     errors.append(exc)
@@ -234,3 +246,25 @@ def structure_checked(data: Any, cl: type[T], conv: cattrs.Converter = converter
         return conv.structure(data, cl), []
     except Exception as exc:  # every failure is reported as problems, never raised
         return None, problems_of(exc)
+
+
+def structurer(cl: type[T], conv: cattrs.Converter = converter,
+               ) -> Callable[[Any], tuple[T | None, list[Problem]]]:
+    """:func:`structure_checked` for many values of ``cl``: its hook is looked up once, here.
+
+    >>> @attrs.frozen
+    ... class Row:
+    ...     id: str
+    >>> row = structurer(Row)
+    >>> row({"id": "a"}), [str(p) for p in row({"id": 1})[1]]
+    ((Row(id='a'), []), ['id: must be a string (got 1)'])
+    """
+    hook = conv.get_structure_hook(cl)
+
+    def structure(data: Any) -> tuple[T | None, list[Problem]]:
+        try:
+            return hook(data, cl), []
+        except Exception as exc:  # every failure is reported as problems, never raised
+            return None, problems_of(exc)
+
+    return structure

@@ -13,12 +13,14 @@ __all__ = ["split_lines", "write_atomic"]
 
 
 def write_atomic(path: str | os.PathLike[str], data: str | bytes | Callable[[IO[bytes]], object],
-                 ) -> Path:
+                 *, fsync: bool = True) -> Path:
     """Write ``data`` to ``path`` via a temp file in the same directory, fsync, rename.
 
     ``data`` is text (UTF-8), bytes, or a function writing to a binary file.
     A reader sees the old file or the new one, never half of one; the temp
-    file is removed if anything fails.
+    file is removed if anything fails. With ``fsync=False`` the temp file is
+    not fsynced before the rename: still atomic for readers, but after a crash
+    of the machine the file may be empty or old.
     """
     target = Path(path)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
@@ -29,7 +31,8 @@ def write_atomic(path: str | os.PathLike[str], data: str | bytes | Callable[[IO[
             else:
                 fh.write(data.encode("utf-8") if isinstance(data, str) else data)
             fh.flush()
-            os.fsync(fh.fileno())
+            if fsync:
+                os.fsync(fh.fileno())
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

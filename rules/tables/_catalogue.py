@@ -157,19 +157,20 @@ class ToolContractRegistry(ShippedTable):
 
     def __init__(self, contracts: Iterable[ToolContract] = (), *, source: str = "<memory>",
                  digest: str = "") -> None:
-        self._tools: dict[str, ToolContract] = {}
-        self.source = source
-        self.digest = digest
         pending = list(contracts)
         names = Counter(c.name for c in pending)
         dupes = sorted(n for n, k in names.items() if k > 1)
         if dupes:
             raise ContractError(f"{source}: tool names must be unique: {', '.join(dupes)}")
-        for contract in pending:
-            self._tools[contract.name] = contract
+        self._hold(pending, source, digest)
         for contract in pending:
             self._check_dependencies(contract)
         self._check_acyclic()
+
+    def _hold(self, contracts: Sequence[ToolContract], source: str, digest: str) -> None:
+        self._tools: dict[str, ToolContract] = {c.name: c for c in contracts}
+        self.source = source
+        self.digest = digest
 
     # -- loading -------------------------------------------------------------
     @classmethod
@@ -187,7 +188,11 @@ class ToolContractRegistry(ShippedTable):
         buddy.rules.base.errors.RuleTableError: t.toml:1: tool[wipe]: an irreversible tool ...
         """
         loaded = load(SPEC, path, text=text, source=source)
-        return cls(loaded.rows, source=loaded.source, digest=loaded.digest)
+        # The loader checked what __init__ would (unique names, known dependencies, no
+        # cycle: see _check), so the registry holds its rows without checking them twice.
+        registry = cls.__new__(cls)
+        registry._hold(loaded.rows, loaded.source, loaded.digest)
+        return registry
 
     # -- calls ---------------------------------------------------------------
     def register(self, contract: ToolContract) -> None:
@@ -245,8 +250,7 @@ class ToolContractRegistry(ShippedTable):
         """Edges run from a dependency to the tool that needs it."""
         graph: nx.DiGraph[str] = nx.DiGraph()
         graph.add_nodes_from(self._tools)
-        for contract in self._tools.values():
-            graph.add_edges_from((dep, contract.name) for dep in contract.dependencies)
+        graph.add_edges_from((dep, c.name) for c in self._tools.values() for dep in c.dependencies)
         return graph
 
     # -- invariants ----------------------------------------------------------

@@ -39,7 +39,7 @@ from typing import Any, ClassVar, Generic, Self, TypeVar
 
 import attrs
 
-from buddy.rules.base._convert import Problem, structure_checked
+from buddy.rules.base._convert import Problem, structure_checked, structurer
 from buddy.rules.base._masking import shown
 from buddy.rules.base.errors import RuleTableError
 from buddy.rules.tables._checks import is_row_id
@@ -243,21 +243,25 @@ def load(spec: TableSpec[F, R, C], path: Path | str | None = None, *, text: str 
                                  f"(got {shown(raw_rows)})")
         raw_rows = []
     first: dict[str, int] = {}
+    structure, key, named, compile_row = structurer(spec.row), spec.key, spec.named, spec.compile
     for index, raw in enumerate(raw_rows):
-        name = raw.get(spec.key) if isinstance(raw, Mapping) else None
-        if isinstance(name, str) and spec.named(name):
+        name = raw.get(key) if isinstance(raw, Mapping) else None
+        if isinstance(name, str) and named(name):
             report.names[index] = name
-            if name in first:
+            if name not in first:
+                first[name] = index
+            else:
                 line = report.line((spec.rows, first[name]))
-                report.add((spec.rows, index, spec.key), f"duplicate {spec.key}" + (
+                report.add((spec.rows, index, key), f"duplicate {key}" + (
                     f" (first at line {line})" if line is not None else ""))
-            first.setdefault(name, index)
-        row, found = structure_checked(raw, spec.row)
-        report.extend((spec.rows, index), _hinted(found, spec.required))
+        row, found = structure(raw)
+        if found:
+            report.extend((spec.rows, index), _hinted(found, spec.required))
         if row is None:
             continue
-        compiled, found = spec.compile(row)
-        report.extend((spec.rows, index), found)
+        compiled, found = compile_row(row)
+        if found:
+            report.extend((spec.rows, index), found)
         if compiled is not None:
             rows.append(compiled)
 
@@ -331,6 +335,7 @@ _BARE_KEY = re.compile(rf"[ \t]*({_BARE})[ \t]*=")
 _OPENS = re.compile(r"[\[{]|\"\"\"|'''")
 # What changes the state of a scan inside a value: strings, brackets, comments.
 _TOKEN = re.compile(rf'"""|\'\'\'|{_BASIC}|{_LITERAL}|[\[\]{{}}#]')
+_ONE_LINE_STRING = re.compile(rf"{_BASIC}|{_LITERAL}")
 
 
 def key_lines(text: str) -> dict[KeyPath, int]:
@@ -360,25 +365,25 @@ def key_lines(text: str) -> dict[KeyPath, int]:
                 continue
             closing = None
         elif depth == 0:
-            header = _HEADER.match(line)
-            if header is not None:
-                parts = _parts(header.group(2))
-                parent = _resolve(parts[:-1], arrays)
-                if header.group(1) == "[[":
-                    array = (*parent, parts[-1])
-                    index = arrays[array] + 1 if array in arrays else 0
-                    arrays[array] = index
-                    lines.setdefault(array, number)
-                    table = (*array, index)
-                else:
-                    table = _resolve(parts, arrays)
-                for size in range(1, len(table) + 1):  # and the tables it implies
-                    lines.setdefault(table[:size], number)
-                continue
-            key = _BARE_KEY.match(line)  # the common case: one bare key
+            key = _BARE_KEY.match(line)  # the common case: one bare key (never a header)
             if key is not None:
                 lines.setdefault((*table, key.group(1)), number)
             else:
+                header = _HEADER.match(line)
+                if header is not None:
+                    parts = _parts(header.group(2))
+                    parent = _resolve(parts[:-1], arrays)
+                    if header.group(1) == "[[":
+                        array = (*parent, parts[-1])
+                        index = arrays[array] + 1 if array in arrays else 0
+                        arrays[array] = index
+                        lines.setdefault(array, number)
+                        table = (*array, index)
+                    else:
+                        table = _resolve(parts, arrays)
+                    for size in range(1, len(table) + 1):  # and the tables it implies
+                        lines.setdefault(table[:size], number)
+                    continue
                 key = _KEY.match(line)
                 if key is None:
                     continue
@@ -403,6 +408,18 @@ def line_of(lines: Mapping[KeyPath, int], path: KeyPath) -> int | None:
 
 def _scan(line: str, pos: int, depth: int) -> tuple[int, str | None]:
     """Bracket depth after ``line[pos:]``, and the multi-line string left open, if any."""
+    rest = line[pos:]
+    if '"""' not in rest and "'''" not in rest:  # the common case: strings within the line
+        rest = _ONE_LINE_STRING.sub("", rest)
+        if '"' not in rest and "'" not in rest:  # every string closed: count what is left
+            rest = rest.partition("#")[0]
+            return depth + rest.count("[") + rest.count("{") - rest.count("]") \
+                - rest.count("}"), None
+    return _scan_tokens(line, pos, depth)
+
+
+def _scan_tokens(line: str, pos: int, depth: int) -> tuple[int, str | None]:
+    """:func:`_scan`, token by token (what it does for a line with a multi-line string)."""
     while True:
         token = _TOKEN.search(line, pos)
         if token is None:

@@ -507,6 +507,14 @@ class TestKeyLines:
         read_toml(text=text)  # the generated file is valid TOML
         assert key_lines(text) == expected
 
+    @given(st.lists(st.sampled_from(['"""', "'''", '"', "'", "[", "]", "{", "}", "#", "\\",
+                                     "a", " "]), max_size=10).map("".join),
+           st.integers(0, 30), st.integers(0, 2))
+    def test_the_quick_scan_of_a_value_agrees_with_the_token_scan(self, line, pos, depth):
+        pos = min(pos, len(line))
+        assert loader_module._scan(line, pos, depth) == \
+            loader_module._scan_tokens(line, pos, depth)
+
 
 class Demo(ShippedTable):
     FILE = "demo.toml"

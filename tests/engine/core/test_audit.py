@@ -200,6 +200,34 @@ class TestFileLog:
         with pytest.raises(AuditChainBroken):
             AuditLog.open(path, clock=ManualClock())
 
+    @pytest.mark.parametrize(("sync", "expected"), [
+        ("never", []),
+        # open: the anchor at seq 0, then after the header; every event: log and anchor
+        ("always", ["anchor", "anchor", *["log", "anchor"] * 3, "log", "anchor", "log", "anchor"]),
+        # sync_every=2, the header counting as one: the 1st and 3rd appends are sync points
+        ("batch", ["anchor", "anchor", *["log", "anchor"] * 2, "log", "anchor", "log", "anchor"]),
+    ])
+    def test_fsyncs_per_sync_policy(self, tmp_path, monkeypatch, sync, expected):
+        path = tmp_path / "a.jsonl"
+        synced: list[str] = []
+        real = os.fsync
+
+        def fsync(fd: int) -> None:
+            log_file = path.exists() and os.fstat(fd).st_ino == path.stat().st_ino
+            synced.append("log" if log_file else "anchor")
+            real(fd)
+
+        monkeypatch.setattr(os, "fsync", fsync)
+        log = AuditLog.open(path, clock=ManualClock(), sync=sync, sync_every=2)
+        for _ in range(3):
+            log.append("recover", "m", "s", "e", None, None, {})
+        log.flush()
+        log.close()
+        assert synced == expected
+        anchor = read_anchor(path)  # the anchor is rewritten all the same
+        assert anchor is not None and anchor.seq == 4
+        assert verify_lines(scan_log(path).lines, anchor=anchor).last_seq == 4
+
     def test_bad_sync_policy(self, tmp_path):
         with pytest.raises(AuditError, match="sync must be one of"):
             AuditLog.open(tmp_path / "a.jsonl", clock=ManualClock(), sync="sometimes")
