@@ -31,7 +31,7 @@ from __future__ import annotations
 import hashlib
 import re
 import sys
-import tomllib
+import tomli
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
@@ -164,8 +164,8 @@ def read_toml(path: Path | str | None = None, *, text: str | None = None,
         except (OSError, UnicodeDecodeError) as exc:
             raise RuleTableError(f"{source}: cannot read: {exc}") from None
     try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
+        data = tomli.loads(text)
+    except tomli.TOMLDecodeError as exc:
         msg = str(exc)
         found = re.search(r"\(at line (\d+), column (\d+)\)", msg)
         if found:
@@ -463,7 +463,7 @@ def _unquote(part: str) -> str:
     if part[0] == "'":
         return part[1:-1]
     if part[0] == '"':
-        return str(tomllib.loads(f"k = {part}")["k"])  # escapes, exactly as TOML reads them
+        return str(tomli.loads(f"k = {part}")["k"])  # escapes, exactly as TOML reads them
     return part
 
 
