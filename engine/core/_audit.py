@@ -75,6 +75,9 @@ _KINDS = frozenset(KINDS)
 
 #: Events a memory log keeps by default (see :meth:`AuditLog.memory`).
 MEMORY_KEEP = 100_000
+#: A memory log hashes its events into the chain when they are read, or once this
+#: many wait (the cost shows in the mean of a decision, not in its median).
+CHAIN_EVERY = 1_024
 
 
 # -- the log ------------------------------------------------------------------
@@ -123,7 +126,8 @@ class AuditLog:
                              f"(got {shown(keep)})")
         #: Memory logs: how many of the newest events are kept (None: all).
         self.keep = keep
-        self._lines: deque[bytes] = deque(maxlen=keep)  # memory logs: serialised lines
+        self._lines: deque[bytes] = deque(maxlen=keep)  # memory logs: chained lines
+        self._pending: list[bytes] = []   # memory logs: events not chained yet (_commit)
         self._fd: int | None = None       # file logs: the open log file
         self._end = 0                     # bytes of the file this writer has verified
         self._since_sync = 0
@@ -375,11 +379,11 @@ class AuditLog:
         try:
             body = _DUMPS({
                 "seq": seq, "ts": ts, "kind": kind, "machine": machine, "subject": subject,
-                "event": event, "src": src, "dst": dst, "data": data, "prev": self._prev.decode(),
+                "event": event, "src": src, "dst": dst, "data": data,
             }, default=repr, option=_NON_STR_KEYS)
         except Exception:  # a value JSON cannot hold: record it as such, never lose the event
             body = self._encode_fallback(seq, ts, kind, machine, subject, event, src, dst, data)
-        return self._commit(seq, body[:-2])  # up to prev's closing quote
+        return self._commit(seq, body[:-1] + b',"prev":"')
 
     def _append_encoded(self, rest: bytes, ts: float | None = None) -> int:
         """:meth:`_append` of an encoded event (see :meth:`append_encoded_locked`)."""
@@ -388,33 +392,54 @@ class AuditLog:
             ts = self._clock()
         if type(ts) is not float or ts - ts:
             ts = _check_envelope("", "", "", "", None, None, {}, ts)[0]
-        return self._commit(seq, b'{"seq":%d,"ts":%b,%b,"prev":"%b' % (
-            seq, _DUMPS(ts), rest, self._prev))
+        return self._commit(seq, b'{"seq":%d,"ts":%b,%b,"prev":"' % (seq, _DUMPS(ts), rest))
 
-    def _commit(self, seq: int, head: bytes) -> int:
-        """Hash and write one event as ``seq`` (file lock held); only then take the seq.
+    def _commit(self, seq: int, opened: bytes) -> int:
+        """Chain and write one event as ``seq`` (file lock held); only then take the seq.
 
-        ``head`` is the event's JSON up to its ``prev`` value's closing quote: the
-        hashed body is ``head`` and ``"}``, the line ``head`` and ``","hash":"<hash>"}``.
+        ``opened`` is the event's JSON up to its ``prev`` value: the hashed body is
+        ``opened``, the last hash and ``"}``, the line ends ``","hash":"<hash>"}``.
+        A memory log chains its events when they are read, or every
+        :data:`CHAIN_EVERY` events (see :meth:`_chain_pending`).
         """
-        digest = _hexlify(self._new_hash(head + b'"}').digest())
-        line = b'%b","hash":"%b"}\n' % (head, digest)
         fd = self._fd
         if fd is None:
-            self._lines.append(line)
-        else:
-            try:
-                done = _write(fd, line)
-                while done < len(line):  # a short write (a signal, a nearly full disk)
-                    done += _write(fd, line[done:])
-            except OSError as exc:
-                self._cut_back()
-                raise AuditError(f"{self.path}: cannot write audit event {seq}: "
-                                 f"{exc.strerror}") from None
-            self._end += len(line)
-            self._since_sync += 1
+            pending = self._pending
+            pending.append(opened)
+            if len(pending) >= CHAIN_EVERY:
+                self._chain_pending()
+            self._seq = seq
+            return seq
+        head = opened + self._prev
+        digest = _hexlify(self._new_hash(head + b'"}').digest())
+        line = b'%b","hash":"%b"}\n' % (head, digest)
+        try:
+            done = _write(fd, line)
+            while done < len(line):  # a short write (a signal, a nearly full disk)
+                done += _write(fd, line[done:])
+        except OSError as exc:
+            self._cut_back()
+            raise AuditError(f"{self.path}: cannot write audit event {seq}: "
+                             f"{exc.strerror}") from None
+        self._end += len(line)
+        self._since_sync += 1
         self._seq, self._prev = seq, digest
         return seq
+
+    def _chain_pending(self) -> None:
+        """Hash a memory log's pending events in order into whole lines (lock held).
+
+        Nothing can read a memory log's events but through this log, and every
+        read chains first, so a line is never seen without its hash; the bytes
+        are those a file log writes at once.
+        """
+        prev, new, lines = self._prev, self._new_hash, self._lines
+        for opened in self._pending:
+            head = opened + prev
+            prev = _hexlify(new(head + b'"}').digest())
+            lines.append(b'%b","hash":"%b"}\n' % (head, prev))
+        self._pending.clear()
+        self._prev = prev
 
     def _encode_fallback(self, seq: int, ts: float, kind: str, machine: str, subject: str,
                          event: str, src: str | None, dst: str | None,
@@ -442,7 +467,6 @@ class AuditLog:
                 "subject": _clean(subject), "event": _clean(event),
                 "src": None if src is None else _clean(src),
                 "dst": None if dst is None else _clean(dst), "data": safe,
-                "prev": self._prev.decode(),
             }, default=repr, option=_NON_STR_KEYS)
         except Exception as exc:
             raise AuditError(f"audit event {kind}/{event} cannot be encoded: "
@@ -553,7 +577,10 @@ class AuditLog:
     def dropped(self) -> int:
         """Events a memory log no longer holds: its oldest, beyond ``keep`` (a file log: 0)."""
         with self.lock:
-            return self._seq - len(self._lines) if self.path is None else 0
+            if self.path is not None:
+                return 0
+            self._chain_pending()
+            return self._seq - len(self._lines)
 
     def verify(self) -> ChainReport:
         """Verify the chain of what the log holds: a file log against its anchor, a
@@ -576,6 +603,7 @@ class AuditLog:
         a memory log holds its newest ``keep``, see :attr:`dropped`)."""
         with self.lock:
             if self.path is None:
+                self._chain_pending()
                 return [line[:-1] for line in self._lines]
         return scan_log(self.path).raw
 

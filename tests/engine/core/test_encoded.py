@@ -91,6 +91,7 @@ class TestMemoryKeep:
         engine = Engine.default(clock=clock, audit=audit)
         for _ in range(20):
             engine.decide("agent-1", "vision_inspect", 0.9)
+        assert len(audit.raw_lines()) == 5  # chained: the lines are the log's
         audit._lines[2] = audit._lines[2].replace(b'"mode":"LIVE"', b'"mode":"MOCK"')
         with pytest.raises(Exception, match="hash mismatch"):
             audit.verify()
@@ -144,3 +145,24 @@ def test_both_zeros_are_recorded_as_given(zeros):
     """0.0 and -0.0 are equal keys of the walk's memory but not the same JSON."""
     items = [("agent-1", "form_fill", z, None, False) for z in zeros]
     test_encoded_decisions_are_the_dict_encoders_bytes.hypothesis.inner_test(items)
+
+
+def test_a_memory_log_chains_in_batches_to_the_bytes_a_file_log_writes(tmp_path):
+    """A memory log hashes its events when read or every CHAIN_EVERY: the same lines."""
+    from buddy.engine.core import _audit
+
+    n = 2 * _audit.CHAIN_EVERY + 7
+    clock = ManualClock(5.0)
+    memory = AuditLog.memory(clock=clock, keep=None)
+    kept = AuditLog.memory(clock=clock, keep=100)
+    with AuditLog.open(tmp_path / "a.jsonl", clock=clock, exclusive=True) as filed:
+        for log in (memory, kept, filed):
+            engine = Engine.default(clock=clock, audit=log)
+            for i in range(n):
+                engine.decide(f"agent-{i % 5}", "vision_inspect", (i % 1000) / 1000)
+                if i == _audit.CHAIN_EVERY + 3:
+                    assert len(log.raw_lines()) >= 100  # a read mid-batch chains what waits
+    lines = AuditLog.open(tmp_path / "a.jsonl", clock=clock).raw_lines()[: n + 1]
+    assert memory.raw_lines() == lines
+    assert kept.raw_lines() == lines[-100:] and kept.dropped == n + 1 - 100
+    assert kept.verify().last_seq == n + 1
