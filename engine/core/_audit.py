@@ -86,7 +86,8 @@ class AuditLog:
     """An append-only, hash-chained event log, in memory or in a file.
 
     Appends are thread-safe: one lock orders them, so sequence numbers and the
-    chain never interleave. The in-memory log keeps the serialised lines; the
+    chain never interleave. The in-memory log keeps its newest ``keep`` lines,
+    hashed into the chain when read (or every :data:`CHAIN_EVERY` events); the
     file log writes each event at once, and fsyncs on its ``sync`` policy.
     Appends to one file log from several processes (or several logs open on
     it) are ordered by a lock on the file, see :meth:`append`.
