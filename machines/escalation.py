@@ -13,10 +13,8 @@ where only MOCK runs.
 
 from __future__ import annotations
 
-import enum
-
 from buddy.machines._factory import MachineSpec, Transition
-from buddy.rules.base._values import ExecutionMode
+from buddy.rules.base._values import ExecutionMode, KeyEnum
 from buddy.rules.tables._escalation import RiskPolicy
 
 __all__ = [
@@ -28,7 +26,7 @@ __all__ = [
 ]
 
 
-class ExecutionState(enum.Enum):
+class ExecutionState(KeyEnum):
     MOCK = "MOCK"
     DRY_RUN = "DRY_RUN"
     AWAITING_APPROVAL = "AWAITING_APPROVAL"

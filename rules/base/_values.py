@@ -5,10 +5,21 @@ from __future__ import annotations
 import enum
 from typing import Any
 
-__all__ = ["ExecutionMode", "RiskLevel", "plain_confidence", "valid_confidence"]
+__all__ = ["ExecutionMode", "KeyEnum", "RiskLevel", "plain_confidence", "valid_confidence"]
 
 
-class RiskLevel(enum.Enum):
+class KeyEnum(enum.Enum):
+    """An enum whose members are dict keys on hot paths: hashed by identity.
+
+    Members are singletons that compare by identity, so identity hashing keeps
+    every dict and set as it was; ``enum.Enum`` hashes a member's name in Python,
+    a call per lookup that costs several times the lookup itself.
+    """
+
+    __hash__ = object.__hash__
+
+
+class RiskLevel(KeyEnum):
     """How much harm a wrong call of the tool can do."""
 
     LOW = "LOW"
@@ -16,7 +27,7 @@ class RiskLevel(enum.Enum):
     HIGH = "HIGH"
 
 
-class ExecutionMode(enum.Enum):
+class ExecutionMode(KeyEnum):
     """How a call runs: simulated, rehearsed, or for real. Ordered by ``rank``."""
 
     MOCK = "MOCK"

@@ -31,13 +31,13 @@ from __future__ import annotations
 import hashlib
 import re
 import sys
-import tomli
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any, ClassVar, Generic, Self, TypeVar
 
 import attrs
+import tomli
 
 from buddy.rules.base._convert import Problem, structure_checked, structurer
 from buddy.rules.base._masking import shown
