@@ -14,7 +14,8 @@ process's best) is less moved by other work on the machine. Then times ``AuditLo
 of a decision-sized event to a file log by one writer (each append takes the
 file's ``flock``, checks the tail, writes one line; ``sync="batch"``).
 
-    python bench/replay.py [--events N] [--appends N] [--seed S] [--repeat N] [--cache DIR]
+    python bench/replay.py [--events N] [--appends N] [--seed S] [--repeat N] [--digits D]
+                           [--cache DIR]
 """
 
 from __future__ import annotations
@@ -35,15 +36,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _engines import unthrottled  # noqa: E402
 
 from buddy.engine import AuditLog, replay  # noqa: E402
-from buddy.engine.core._chain import FORMAT, anchor_path, read_anchor, scan_log, verify_lines  # noqa: E402,E501
+from buddy.engine.core._chain import FORMAT, anchor_path, read_anchor, verify_log  # noqa: E402
 
 TOOLS = ("vision_inspect", "text_extract", "form_fill", "ghl_update_contact",
          "msgraph_send_email", "database_write")
 
 
-def build(path: Path, events: int, seed: int) -> int:
-    """Write a log of at least ``events`` events (and its anchor) to ``path``; its last seq."""
+def build(path: Path, events: int, seed: int, digits: int | None = None) -> int:
+    """Write a log of at least ``events`` events (and its anchor) to ``path``; its last seq.
+
+    Confidences are drawn at random, at full precision, or rounded to ``digits``.
+    """
     rng = random.Random(seed)
+    draw = rng.random if digits is None else lambda: round(rng.random(), digits)
     tick = iter(range(10**10))
     clock = lambda: 1_700_000_000 + next(tick) / 1000  # noqa: E731 - a seeded, simulated clock
     audit = AuditLog.memory(clock=clock)
@@ -57,9 +62,9 @@ def build(path: Path, events: int, seed: int) -> int:
         while audit.last_seq < events:
             tool = rng.choice(TOOLS)
             if i % 10 == 0:
-                engine.execute(f"agent-{i % 7}", tool, {"i": i}, confidence=rng.random())
+                engine.execute(f"agent-{i % 7}", tool, {"i": i}, confidence=draw())
             else:
-                engine.decide(f"agent-{i % 7}", tool, rng.random(),
+                engine.decide(f"agent-{i % 7}", tool, draw(),
                               approval=rng.choice((None, True, False)))
             i += 1
         lines = audit.raw_lines()
@@ -74,16 +79,17 @@ def build(path: Path, events: int, seed: int) -> int:
     return audit.last_seq
 
 
-def cached(cache: Path | None, tmp: Path, events: int, seed: int) -> tuple[Path, int]:
+def cached(cache: Path | None, tmp: Path, events: int, seed: int,
+           digits: int | None) -> tuple[Path, int]:
     """The log to time: built in ``tmp``, or kept in (and reused from) ``cache``."""
     if cache is None:
         path = tmp / "audit.jsonl"
-        return path, build(path, events, seed)
+        return path, build(path, events, seed, digits)
     cache.mkdir(parents=True, exist_ok=True)
-    path = cache / f"replay-{events}-{seed}.jsonl"
+    path = cache / f"replay-{events}-{seed}{'' if digits is None else f'-d{digits}'}.jsonl"
     anchor = read_anchor(path) if path.exists() else None
     if anchor is None:
-        return path, build(path, events, seed)
+        return path, build(path, events, seed, digits)
     return path, anchor.seq
 
 
@@ -95,7 +101,7 @@ def measure(what: str, path: Path) -> None:
         assert report.ok, report.divergence
         events = report.events
     else:
-        events = verify_lines(scan_log(path).raw, anchor=read_anchor(path)).count
+        events = verify_log(path, anchor=read_anchor(path))[0].count
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     status = Path("/proc/self/status").read_text()
     hwm = next(int(line.split()[1]) for line in status.splitlines()
@@ -147,6 +153,10 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=24)
     parser.add_argument("--repeat", type=int, default=5,
                         help="time verify and replay this many times, each in a new process")
+    parser.add_argument("--digits", type=int, default=None,
+                        help="round confidences to this many digits, as agents report them "
+                        "(0.85): replay then looks most re-decisions up (default: full "
+                        "precision, every re-decision walks the machine)")
     parser.add_argument("--cache", type=Path, default=None,
                         help="keep the log in this directory and reuse it next time")
     parser.add_argument("--measure", nargs=2, metavar=("WHAT", "LOG"), help=argparse.SUPPRESS)
@@ -156,14 +166,16 @@ def main() -> int:
         return 0
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        path, events = cached(args.cache, Path(tmp), args.events, args.seed)
+        path, events = cached(args.cache, Path(tmp), args.events, args.seed, args.digits)
         built = time.perf_counter() - t0
         size = path.stat().st_size
         full = timed("replay", path, args.repeat)
         verify = timed("verify", path, args.repeat)
         append = appends(Path(tmp) / "appends.jsonl", args.appends)
     assert all(r["events"] == events for r in full + verify), (events, full, verify)
-    print(f"{events:,} events, {size / 2**20:,.0f} MiB, seed {args.seed} " +
+    confidences = "full precision" if args.digits is None else f"{args.digits} digits"
+    print(f"{events:,} events, {size / 2**20:,.0f} MiB, seed {args.seed}, confidences at "
+          f"{confidences} " +
           (f"(from {args.cache})" if args.cache else f"(built in {built:.0f} s)"))
     print(f"replay: {rates(events, full)} "
           "(verify + check every event + rebuild machines + re-decide)")
