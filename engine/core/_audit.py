@@ -48,6 +48,7 @@ from buddy.engine.core._chain import (
     GENESIS,
     Chain,
     ChainReport,
+    LogReader,
     anchor_path,
     missing_anchor,
     read_anchor,
@@ -613,15 +614,25 @@ class AuditLog:
         return [line.decode("utf-8") for line in self.raw_lines()]
 
     def records(self) -> Iterator[dict[str, Any]]:
-        """Every event as a dict, in order."""
-        for line in self.raw_lines():
-            yield orjson.loads(line)
+        """Every event as a dict, in order (a file log is read back in chunks)."""
+        if self.path is None:
+            for line in self.raw_lines():
+                yield orjson.loads(line)
+        else:
+            yield from self.read_records(self.path)
 
     @staticmethod
     def read_records(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
-        """Every whole event of a log file as a dict, in order (a torn tail is skipped)."""
-        for line in scan_log(path).raw:
-            yield orjson.loads(line)
+        """Every whole event of a log file as a dict, in order (a torn tail is skipped).
+
+        The file is read in chunks as the records are taken: memory does not grow
+        with the log.
+        """
+        loads = orjson.loads
+        with LogReader(path) as reader:
+            for batch in reader.batches():
+                for line in batch:
+                    yield loads(line)
 
     def events(self) -> list[AuditEvent]:
         """Every event as an :class:`AuditEvent`."""

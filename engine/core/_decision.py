@@ -148,6 +148,8 @@ class Policy:
         #: walks are looked up.
         self.walked: dict[tuple[str, float, bool | None, bool],
                           tuple[Outcome, Encoded | None]] = {}
+        # The same for reevaluate, by (risk, requires_approval, confidence, approval, locked).
+        self._rewalked: dict[tuple[str, bool, float, bool | None, bool], Outcome] = {}
         self.tools: dict[str, _Tool] = {
             c.name: _Tool(c, table.policies[c.risk], self.outcomes[(c.risk, c.requires_approval)])
             for c in registry}
@@ -238,12 +240,23 @@ class Policy:
         """Decide again from recorded inputs alone (replay and what-if need no catalogue).
 
         ``risk`` is the recorded value (``"LOW"``, ...); an unknown one raises KeyError.
+        Outcomes are remembered by their inputs, as :meth:`evaluate` remembers walks.
         """
-        if not valid_confidence(confidence):
+        if not (type(confidence) is float and 0.0 <= confidence <= 1.0) and \
+                not valid_confidence(confidence):
             return _refusal(RULE_BAD_CONFIDENCE, "confidence out of range")
-        policy, outcomes = self._by_risk[(risk, requires_approval)]
-        inputs = EscalationInputs(policy, confidence, approval, locked, requires_approval)
-        return outcomes[(walk(self.machine, "MOCK", DECIDE_PATH, inputs), locked)]
+        exact = approval is None or approval is True or approval is False  # 1 is not True
+        key = (risk, requires_approval, confidence, approval, locked)
+        outcome = self._rewalked.get(key) if exact else None
+        if outcome is None:
+            policy, outcomes = self._by_risk[(risk, requires_approval)]
+            inputs = EscalationInputs(policy, confidence, approval, locked, requires_approval)
+            outcome = outcomes[(walk(self.machine, "MOCK", DECIDE_PATH, inputs), locked)]
+            if exact:
+                if len(self._rewalked) >= WALK_MEMO_SIZE:
+                    self._rewalked.clear()
+                self._rewalked[key] = outcome
+        return outcome
 
     def record(self, agent: object, tool: object, confidence: object, approval: object,
                approved_by: str | None, locked: bool, outcome: Outcome,

@@ -5,7 +5,8 @@ The envelope of every line is :class:`AuditEvent`; its ``kind`` is one of
 of each kind replay reads is a record too (:data:`DATA_RECORDS`; a
 transition's, by machine, :data:`STEP_RECORDS`). :func:`decode_event` reads a line and holds it
 to them in one pass, with msgspec decoders compiled from these same attrs
-records (C speed: replay reads every event once); when a line does not fit,
+records (C speed: replay reads every event once; :func:`decode_verified` a
+batch of lines in one call); when a line does not fit,
 the base converter (:func:`~buddy.rules.base._convert.structure_checked`)
 names the field in its words (:func:`event_problem`). The writer
 (:mod:`._audit`) and replay (:mod:`._replay`) share this declaration.
@@ -16,7 +17,8 @@ from __future__ import annotations
 import enum
 import types
 import typing
-from typing import Any, Literal
+from collections.abc import Iterator, Sequence
+from typing import Any, Literal, Union
 
 import attrs
 import msgspec
@@ -41,6 +43,7 @@ __all__ = [
     "TaskStep",
     "check_event",
     "decode_event",
+    "decode_verified",
     "event_problem",
 ]
 
@@ -210,22 +213,33 @@ def _wire(hint: Any, cls: type, name: str) -> Any:
     raise TypeError(f"{cls.__name__}.{name}: no wire type for {hint!r}")
 
 
-def _compile(cls: type, **override: Any) -> msgspec.json.Decoder[Any]:
-    """A strict JSON decoder into a msgspec struct compiled from the attrs record ``cls``.
+def _struct(cls: type, name: str = "", tag: str | None = None, **override: Any) -> type:
+    """A strict msgspec struct compiled from the attrs record ``cls``.
 
     Same fields, types and defaults, unknown keys refused: it accepts what
     :func:`structure_checked` accepts of the parsed JSON (a test holds them to
     it), at C speed. Validators are not compiled: see :func:`decode_event`.
+    With ``tag``, the struct of the events of that kind: ``kind`` is its tag
+    (it must say ``tag``; the struct keeps it as a class attribute).
+    Instances are not tracked by the garbage collector: JSON makes no cycles.
     """
     hints = typing.get_type_hints(cls)
     fields: list[Any] = []
     for f in attrs.fields(cls):
+        if f.name == "kind" and tag is not None:
+            continue
         wire = override.get(f.name) or _wire(hints[f.name], cls, f.name)
         fields.append((f.name, wire) if f.default is attrs.NOTHING else
                       (f.name, wire, f.default))
-    struct = msgspec.defstruct(f"{cls.__name__}Wire", fields, kw_only=True, frozen=True,
-                               forbid_unknown_fields=True)
-    return msgspec.json.Decoder(struct)
+    tagged: dict[str, Any] = {} if tag is None else \
+        {"tag_field": "kind", "tag": tag, "namespace": {"kind": tag}}
+    return msgspec.defstruct(name or f"{cls.__name__}Wire", fields, kw_only=True,
+                             frozen=True, forbid_unknown_fields=True, gc=False, **tagged)
+
+
+def _compile(cls: type, **override: Any) -> msgspec.json.Decoder[Any]:
+    """A strict JSON decoder into the struct :func:`_struct` compiles from ``cls``."""
+    return msgspec.json.Decoder(_struct(cls, **override))
 
 
 def _wired(cls: type) -> tuple[msgspec.json.Decoder[Any], type | None]:
@@ -239,6 +253,17 @@ _DATA = {kind: _wired(cls) for kind, cls in DATA_RECORDS.items()}
 _STEPS = {machine: _wired(cls) for machine, cls in STEP_RECORDS.items()}
 _KINDS = frozenset(KINDS)
 _WIRE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, RecursionError, _FieldError)
+#: An event of each kind, its data decoded with it: its record's struct for the kinds of
+#: DATA_RECORDS, raw for the others (a transition's, by machine, below).
+_TAGGED = tuple(_struct(AuditEvent, f"{kind.title()}EventWire", kind,
+                        data=_DATA[kind][0].type if kind in _DATA else msgspec.Raw)
+                for kind in KINDS)
+_LINES = msgspec.json.Decoder(Union[_TAGGED])  # noqa: UP007
+_RAW = frozenset(cls for cls in _TAGGED if cls.kind not in _DATA)  # type: ignore[attr-defined]
+#: The struct of a kind -> the record whose validators its data must pass.
+_VALIDATED: dict[type, type] = {
+    cls: validated for cls in _TAGGED for kind in [cls.kind]  # type: ignore[attr-defined]
+    if kind in _DATA and (validated := _DATA[kind][1]) is not None}
 
 
 def decode_event(line: bytes, source: str, seq: int) -> tuple[Any, Any]:
@@ -268,6 +293,59 @@ def decode_event(line: bytes, source: str, seq: int) -> tuple[Any, Any]:
     except _WIRE_ERRORS as exc:
         error = exc
     raise _refusal(line, f"{source}:{seq}", seq, error)
+
+
+def decode_verified(lines: Sequence[bytes], source: str, seq: int) -> Iterator[tuple[Any, Any]]:
+    """:func:`decode_event` of each of ``lines``, lines ``seq + 1``... of a log, in one
+    call of the decoder for them all.
+
+    The lines are those of a verified chain: each begins with ``{`` and ends
+    with ``}`` (so a JSON value cannot run from one into the next). Yields the
+    pairs :func:`decode_event` returns, and raises what it raises: from the
+    first line the batch cannot take, each line is decoded alone.
+    """
+    try:
+        events = _LINES.decode_lines(b"\n".join(lines))
+    except _WIRE_ERRORS:
+        events = []
+    if len(events) != len(lines):  # a line holding two values is not an event
+        events = []
+    done, steps, raw, validators = 0, _STEPS, _RAW, _VALIDATED
+    for event in events:
+        if event.seq != seq + done + 1:
+            break
+        data = event.data
+        if type(event) in raw:  # data left raw: a transition's, by machine, or any object
+            if memoryview(data)[0] != 0x7B:  # not an object ({)
+                break
+            wire = steps.get(event.machine) if event.kind == "transition" else None
+            data = None if wire is None else _checked(wire, data)
+            if data is _UNFIT:
+                break
+        elif validators and type(event) in validators:
+            data = _checked((None, validators[type(event)]), data)
+            if data is _UNFIT:
+                break
+        yield event, data
+        done += 1
+    for n, line in enumerate(lines[done:], seq + done + 1):
+        yield decode_event(line, source, n)
+
+
+_UNFIT = object()
+
+
+def _checked(wire: tuple[msgspec.json.Decoder[Any] | None, type | None], data: Any) -> Any:
+    """``data`` decoded (when raw) and validated as ``wire`` says, or ``_UNFIT``."""
+    decoder, validated = wire
+    try:
+        if decoder is not None:
+            data = decoder.decode(data)
+        if validated is not None:  # its validators raise _FieldError
+            validated(**msgspec.structs.asdict(data))
+    except _WIRE_ERRORS:
+        return _UNFIT
+    return data
 
 
 def _refusal(line: bytes, where: str, seq: int, error: BaseException | None) -> AuditFormatError:

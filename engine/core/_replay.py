@@ -27,9 +27,9 @@
 
 from __future__ import annotations
 
-import itertools
+import contextlib
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,19 +41,21 @@ from buddy.engine.core._chain import (
     FORMAT,
     Anchor,
     Chain,
+    ChainCheck,
+    ChainReport,
+    LogReader,
+    drain,
     missing_anchor,
     read_anchor,
-    scan_log,
-    verify_chain,
 )
 from buddy.engine.core._decision import REFUSAL_RULES, Policy
-from buddy.engine.core._events import decode_event
+from buddy.engine.core._events import decode_verified
 from buddy.machines import MACHINES, EscalationInputs, TaskInputs
 from buddy.machines._factory import CompiledTable, compile_table, fire
 from buddy.machines.escalation import SPEC as ESCALATION
 from buddy.machines.escalation import STATE_MODE
 from buddy.rules.base._values import ExecutionMode, RiskLevel
-from buddy.rules.base.errors import AuditChainBroken
+from buddy.rules.base.errors import AuditChainBroken, AuditError, AuditFormatError
 from buddy.rules.tables._catalogue import ToolContractRegistry
 from buddy.rules.tables._escalation import EscalationTable
 
@@ -139,8 +141,11 @@ class ReplayReport:
         return self.rules_given and any(d != self.rules_replayed for d in self.rules_recorded)
 
 
+_RISK = {risk.value: risk for risk in RiskLevel}  # RiskLevel(value), as a cheaper lookup
+
+
 def _escalation_inputs(data: Any, table: EscalationTable) -> EscalationInputs:
-    return EscalationInputs(table.policies[RiskLevel(data.risk)], data.confidence,
+    return EscalationInputs(table.policies[_RISK[data.risk]], data.confidence,
                             data.approval, data.locked, data.requires_approval)
 
 
@@ -188,6 +193,22 @@ class _Replayer:
         self.changes: list[Change] = []
         self.divergence: Divergence | None = None
         self.last_ts = 0.0
+
+    def lines(self, lines: Sequence[bytes], seq: int) -> None:
+        """Replay ``lines``, the lines ``seq + 1``... of the log (verified), as they come."""
+        events = decode_verified(lines, self.source, seq)
+        step, decision = self.event, self.decision
+        if seq == 0:
+            for e, data in events:
+                self.first(e)
+                step(e, data)
+                break
+        for e, data in events:
+            if e.kind == "decision":  # most events: one call, not two
+                self.last_ts = e.ts
+                decision(e.seq, e.subject, data)
+            else:
+                step(e, data)
 
     def diverge(self, seq: int, subject: str, field: str, expected: Any, got: Any) -> None:
         if self.divergence is None:
@@ -337,7 +358,8 @@ class _Replayer:
                 runnable.pop(subject, None)
         try:
             got, got_mode, state = self.reevaluate(
-                data.risk, bool(data.requires_approval), data.confidence, data.approval, locked)
+                data.risk, data.requires_approval is True, data.confidence, data.approval,
+                locked)
         except (KeyError, ValueError, TypeError, ArithmeticError) as exc:
             self.diverge(seq, subject, "inputs", "a decidable record", f"{exc!r}")
             return
@@ -421,46 +443,80 @@ def replay(log: str | os.PathLike[str] | AuditLog | list[str] | list[bytes], *,
     >>> replay(engine.audit).ok
     True
     """
-    torn = None
     anchor: Anchor | None = None
     path = log.path if isinstance(log, AuditLog) else \
         None if isinstance(log, list) else Path(log)
     if path is not None and check_anchor:
         # Read before the lines: a writer appends its line before it moves the anchor.
         anchor = read_anchor(path)
-    if isinstance(log, AuditLog):
-        lines, source = log.raw_lines(), str(log.path or "<memory>")
+    reader = None
+    batches: Iterator[list[bytes]]
+    if isinstance(log, AuditLog) and log.path is None:
+        lines = log.raw_lines()
+        if lines and not lines[0].startswith(b'{"seq":1,'):
+            raise AuditError(f"<memory>: the memory log keeps its newest {log.keep} events "
+                             f"and dropped {log.dropped}: replay needs a log from its first "
+                             "event (a file log, or AuditLog.memory(keep=None))")
+        batches, source = iter([lines]), "<memory>"
     elif isinstance(log, list):
-        lines = [line.encode("utf-8") if isinstance(line, str) else line for line in log]
+        batches = iter([[line.encode("utf-8") if isinstance(line, str) else line
+                         for line in log]])
         source = "<lines>"
     else:
         assert path is not None
-        scan = scan_log(path)
-        lines, torn, source = scan.raw, scan.torn, str(path)
-    if path is not None and check_anchor and anchor is None:
-        raise AuditChainBroken(str(path), None, missing_anchor(
-            path, "replay with check_anchor=False (buddy replay --no-anchor) to verify the "
-            "chain without it"))
-    chain = verify_chain(lines, Chain(key), source, anchor=anchor)
+        reader, source = LogReader(path), str(path)
+        batches = reader.batches()
+    with reader or contextlib.nullcontext():
+        if path is not None and check_anchor and anchor is None:
+            drain(batches)  # a line that is not UTF-8 is reported first
+            raise AuditChainBroken(str(path), None, missing_anchor(
+                path, "replay with check_anchor=False (buddy replay --no-anchor) to verify "
+                "the chain without it"))
+        report = _run(batches, ChainCheck(Chain(key), source, anchor=anchor), table, until)
+    r, chain = report
     given = table is not None
-    table = table or EscalationTable.default()
-    r = _Replayer(table, source, chain.chain, given=given)
-    # The chain holds seq n on line n: replay lines 1..until, the first being the header.
-    replayed = len(lines) if until is None else max(0, min(until, len(lines)))
-    step = r.event
-    if replayed:
-        e, data = decode_event(lines[0], source, 1)
-        r.first(e)
-        step(e, data)
-    for n, line in enumerate(itertools.islice(lines, 1, replayed), 2):
-        step(*decode_event(line, source, n))
+    table = r.table
+    # The chain holds seq n on line n: lines 1..until were replayed, the first the header.
+    replayed = chain.count if until is None else max(0, min(until, chain.count))
     return ReplayReport(
         source=source, events=chain.count, replayed=replayed,
         last_seq=min(chain.last_seq, until) if until is not None else chain.last_seq,
-        chain=chain.chain, decisions=r.decisions, torn_tail=torn, divergence=r.divergence,
-        states=dict(r.states), locked=r.locked,
+        chain=chain.chain, decisions=r.decisions,
+        torn_tail=reader.torn if reader is not None and not isinstance(log, AuditLog) else None,
+        divergence=r.divergence, states=dict(r.states), locked=r.locked,
         grants=tuple(g.id for g in r.grants.active(r.last_ts)), until=until,
         rules_recorded=tuple(r.digests), rules_replayed=table.digest,
         changes=tuple(sorted(r.changes, key=lambda c: (c.direction != "loosening", c.seq))),
         rules_given=given,
     )
+
+
+def _run(batches: Iterator[list[bytes]], check: ChainCheck, table: EscalationTable | None,
+         until: int | None) -> tuple[_Replayer, ChainReport]:
+    """Verify and replay the log, batch by batch; what replay found, and the chain.
+
+    A broken chain is reported before an event that does not fit, wherever each
+    is: the first line that does not fit ends the replay, not the verification.
+    """
+    given = table is not None
+    r = _Replayer(table or EscalationTable.default(), check.source, check.chain.name,
+                  given=given)
+    stop = None if until is None else max(0, until)
+    refused: AuditFormatError | None = None
+    for batch in batches:
+        seq = check.seq
+        try:
+            check.feed(batch)
+        except AuditChainBroken:
+            drain(batches)  # a line further on that is not UTF-8 is reported first
+            raise
+        if refused is None and (stop is None or seq < stop):
+            try:
+                r.lines(batch if stop is None or seq + len(batch) <= stop else
+                        batch[:stop - seq], seq)
+            except AuditFormatError as exc:
+                refused = exc
+    chain = check.end()
+    if refused is not None:
+        raise refused
+    return r, chain

@@ -166,3 +166,14 @@ def test_a_memory_log_chains_in_batches_to_the_bytes_a_file_log_writes(tmp_path)
     assert memory.raw_lines() == lines
     assert kept.raw_lines() == lines[-100:] and kept.dropped == n + 1 - 100
     assert kept.verify().last_seq == n + 1
+
+
+def test_replay_refuses_a_memory_log_that_dropped_its_first_events():
+    clock = ManualClock(0.0)
+    audit = AuditLog.memory(clock=clock, keep=10)
+    engine = Engine.default(clock=clock, audit=audit)
+    for _ in range(30):
+        engine.decide("agent-1", "vision_inspect", 0.9)
+    with pytest.raises(AuditError, match="keeps its newest 10 events and dropped 21"):
+        replay(audit)
+    assert audit.verify().last_seq == 31

@@ -6,9 +6,11 @@ import hashlib
 import json
 from pathlib import Path
 
+import attrs
 import pytest
 
 from buddy.engine import Approval, AuditLog, Engine, ExecutionMode
+from buddy.engine.core import _chain
 from buddy.engine.core._replay import replay
 from buddy.rules import EscalationTable
 from buddy.rules.base.errors import AuditChainBroken, AuditFormatError
@@ -334,3 +336,52 @@ class TestMissingAnchor:
             replay(audit)
         assert replay(audit, check_anchor=False).ok
         audit.close()
+
+
+class TestStreaming:
+    """Issue 8: replay reads a file log in chunks, keeping what replay needs, not the log."""
+
+    @pytest.fixture
+    def path(self, tmp_path, monkeypatch) -> Path:
+        monkeypatch.setattr(_chain, "CHUNK_BYTES", 300)  # a few events a chunk
+        path = tmp_path / "audit.jsonl"
+        with AuditLog.open(path, clock=ManualClock()) as audit:
+            scenario(audit=audit)
+        return path
+
+    def test_a_file_in_chunks_replays_as_its_lines(self, path):
+        lines = path.read_text(encoding="utf-8").split("\n")[:-1]
+        streamed, whole = replay(path), replay(lines)
+        assert streamed.ok and attrs.evolve(streamed, source="<lines>") == whole
+        assert replay(path, until=9).states == replay(lines, until=9).states
+
+    def test_a_chain_break_is_reported_before_an_earlier_event_that_does_not_fit(self, path):
+        lines = path.read_text(encoding="utf-8").split("\n")[:-1]
+        lines = forged(lines, 2, lambda e: e["data"].update(mode="FAST"))
+        lines[20] = lines[20].replace('"ts":', '"ts":1', 1)  # edited, not re-chained
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        with pytest.raises(AuditChainBroken, match=r"audit\.jsonl:21: chain broken at seq 21"):
+            replay(path, check_anchor=False)
+        path.write_text("\n".join(lines[:20]) + "\n", encoding="utf-8")  # the break cut off
+        with pytest.raises(AuditFormatError, match=r"audit\.jsonl:3: .*'data\.mode'"):
+            replay(path, check_anchor=False)
+
+    def test_an_event_that_does_not_fit_past_until_is_not_read(self, path):
+        lines = path.read_text(encoding="utf-8").split("\n")[:-1]
+        last = max(i for i, line in enumerate(lines) if json.loads(line)["kind"] == "decision")
+        lines = forged(lines, last, lambda e: e["data"].update(mode="FAST"))
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        assert replay(path, until=last, check_anchor=False).replayed == last
+        with pytest.raises(AuditFormatError, match=rf"audit\.jsonl:{last + 1}: "):
+            replay(path, until=last + 1, check_anchor=False)
+
+
+class TestReevaluateMemo:
+    def test_an_approval_of_1_is_not_taken_for_true(self):
+        from buddy.engine.core._decision import Policy
+        from buddy.rules.tables._catalogue import ToolContractRegistry
+        policy = Policy(ToolContractRegistry([]), EscalationTable.default())
+        approved = policy.reevaluate("HIGH", True, 0.99, True, False)
+        assert approved[1] == "LIVE"
+        assert policy.reevaluate("HIGH", True, 0.99, 1, False)[1] == "DRY_RUN"
+        assert policy.reevaluate("HIGH", True, 0.99, True, False) is approved
