@@ -518,9 +518,10 @@ class AuditLog:
 
     def _write_anchor(self) -> None:
         assert self.path is not None
-        anchor = {"format": FORMAT, "chain": self._chain.name, "seq": self._seq,
-                  "hash": self._prev.decode()}
-        mac = self._chain.anchor_mac(self._seq, anchor["hash"])
+        head = self._prev.decode()
+        anchor: dict[str, object] = {"format": FORMAT, "chain": self._chain.name,
+                                     "seq": self._seq, "hash": head}
+        mac = self._chain.anchor_mac(self._seq, head)
         if mac is not None:
             anchor["mac"] = mac
         write_atomic(anchor_path(self.path), json.dumps(anchor) + "\n",

@@ -149,9 +149,10 @@ class Gate:
                 policy.evaluate(tool, confidence, approval, locked, agent)  # walks, remembers
                 walked = policy.walked.get(key)
             name = self._names.get(agent) or self._name(agent)
-            if walked is not None and walked[1] is not None and name and \
-                    walked[0][2] != "AWAITING_APPROVAL":
-                outcome, (head, tail) = walked
+            outcome, encoded = walked if walked is not None else (None, None)
+            if encoded is not None and outcome is not None and name and \
+                    outcome[2] != "AWAITING_APPROVAL":
+                head, tail = encoded
                 rest = b"".join((_DECISION, name, head, name, tail))
                 with self.lock:
                     if audit.locked is locked and (
