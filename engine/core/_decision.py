@@ -9,6 +9,7 @@ allocates nothing but its inputs.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable
 from typing import Any
 
@@ -148,8 +149,14 @@ class Policy:
         #: walks are looked up.
         self.walked: dict[tuple[str, float, bool | None, bool],
                           tuple[Outcome, Encoded | None]] = {}
-        # The same for reevaluate, by (risk, requires_approval, confidence, approval, locked).
-        self._rewalked: dict[tuple[str, bool, float, bool | None, bool], Outcome] = {}
+        # Where the decide path's walk from MOCK ends, by (risk, requires_approval, region
+        # of confidence, approval, locked). A guard reads the confidence only through a
+        # row's conditions, each a comparison with a threshold: between two thresholds,
+        # and at each, every comparison has one answer, so the walk has one end. The
+        # first walk in a region is remembered for the region (few: memory stays small).
+        self._cuts: dict[RiskLevel, list[float] | None] = {
+            risk: _cuts(p) for risk, p in table.policies.items()}
+        self._regions: dict[tuple[RiskLevel, bool, int, bool | None, bool], str] = {}
         self.tools: dict[str, _Tool] = {
             c.name: _Tool(c, table.policies[c.risk], self.outcomes[(c.risk, c.requires_approval)])
             for c in registry}
@@ -181,8 +188,8 @@ class Policy:
             key = (tool, confidence, approval, locked)
             walked = self.walked.get(key)
             if walked is None:  # the walk is a pure function of the key: remember its end
-                state = walk(self.machine, "MOCK", DECIDE_PATH, EscalationInputs(
-                    entry.policy, confidence, approval, locked, entry.requires_approval))
+                state = self._walk(entry.policy, entry.requires_approval, confidence, approval,
+                                   locked)
                 if len(self.walked) >= WALK_MEMO_SIZE:
                     self.walked.clear()
                 outcome = entry.outcomes[(state, locked)]
@@ -245,18 +252,30 @@ class Policy:
         if not (type(confidence) is float and 0.0 <= confidence <= 1.0) and \
                 not valid_confidence(confidence):
             return _refusal(RULE_BAD_CONFIDENCE, "confidence out of range")
-        exact = approval is None or approval is True or approval is False  # 1 is not True
-        key = (risk, requires_approval, confidence, approval, locked)
-        outcome = self._rewalked.get(key) if exact else None
-        if outcome is None:
-            policy, outcomes = self._by_risk[(risk, requires_approval)]
-            inputs = EscalationInputs(policy, confidence, approval, locked, requires_approval)
-            outcome = outcomes[(walk(self.machine, "MOCK", DECIDE_PATH, inputs), locked)]
-            if exact:
-                if len(self._rewalked) >= WALK_MEMO_SIZE:
-                    self._rewalked.clear()
-                self._rewalked[key] = outcome
-        return outcome
+        policy, outcomes = self._by_risk[(risk, requires_approval)]
+        if approval is None or approval is True or approval is False:  # 1 is not True here
+            return outcomes[(self._walk(policy, requires_approval, confidence, approval,
+                                        locked), locked)]
+        inputs = EscalationInputs(policy, confidence, approval, locked, requires_approval)
+        return outcomes[(walk(self.machine, "MOCK", DECIDE_PATH, inputs), locked)]
+
+    def _walk(self, policy: RiskPolicy, requires_approval: bool, confidence: float,
+              approval: bool | None, locked: bool) -> str:
+        """Where the decide path's walk from MOCK ends for a valid call (an approval
+        exactly True, False or None), remembered by the confidence's region."""
+        cuts = self._cuts[policy.risk]
+        if cuts is None:
+            return walk(self.machine, "MOCK", DECIDE_PATH, EscalationInputs(
+                policy, confidence, approval, locked, requires_approval))
+        at = bisect_left(cuts, confidence)
+        region = 2 * at + 1 if at < len(cuts) and cuts[at] == confidence else 2 * at
+        key = (policy.risk, requires_approval, region, approval, locked)
+        state = self._regions.get(key)
+        if state is None:
+            state = self._regions[key] = walk(self.machine, "MOCK", DECIDE_PATH,
+                                              EscalationInputs(policy, confidence, approval,
+                                                               locked, requires_approval))
+        return state
 
     def record(self, agent: object, tool: object, confidence: object, approval: object,
                approved_by: str | None, locked: bool, outcome: Outcome,
@@ -292,6 +311,16 @@ class Policy:
         if refused:
             data["reason"] = decision.reason
         return data
+
+
+def _cuts(policy: RiskPolicy) -> list[float] | None:
+    """The thresholds a risk's rows compare the confidence with, sorted; None when a
+    condition reads anything else (then every walk is made)."""
+    conditions = [c for row in (policy.dry_run_row, policy.live_row)
+                  for c in (*row.when.all, *row.when.any)]
+    if any(c.metric != "confidence" or type(c.value) is not float for c in conditions):
+        return None
+    return sorted({c.value for c in conditions})
 
 
 def agent_problem(agent: object) -> str | None:
