@@ -320,7 +320,7 @@ def _cuts(policy: RiskPolicy) -> list[float] | None:
                   for c in (*row.when.all, *row.when.any)]
     if any(c.metric != "confidence" or type(c.value) is not float for c in conditions):
         return None
-    return sorted({c.value for c in conditions})
+    return sorted({float(c.value) for c in conditions})  # floats, checked above
 
 
 def agent_problem(agent: object) -> str | None:

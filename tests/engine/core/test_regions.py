@@ -26,8 +26,9 @@ def table(rows: list[tuple[str, str, float, str, float, str]]) -> EscalationTabl
         for mode, op, value, join in (("DRY_RUN", d_op, d_v, d_join), ("LIVE", l_op, l_v, l_join)):
             second = "lt" if op in ("ge", "gt") else "ge"
             text += (f'[[row]]\nid = "{risk.lower()}.{mode.lower()}"\nrisk = "{risk}"\n'
-                     f'when = {{ {join} = [ {{ metric = "confidence", op = "{op}", value = {value} }},'
-                     f' {{ metric = "confidence", op = "{second}", value = 0.9 }} ] }}\n'
+                     f'when = {{ {join} = [ {{ metric = "confidence", op = "{op}", '
+                     f'value = {value} }}, {{ metric = "confidence", op = "{second}", '
+                     f'value = 0.9 }} ] }}\n'
                      f'then = {{ mode = "{mode}" }}\n\n')
     return EscalationTable.from_toml(text=text)
 
