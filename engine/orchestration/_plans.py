@@ -9,6 +9,7 @@ feedback loop all speak; each run of one becomes an :class:`ExecutionOutcome`.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Iterable, Iterator, Mapping
@@ -229,7 +230,7 @@ def _json_lines(p: Path, data: bytes, errors: list[tuple[int, str]],
         if not line.strip():
             continue
         try:
-            item = orjson.loads(line)
+            item = _loads(line)
         except orjson.JSONDecodeError as exc:
             errors.append((n, f"{p}:{n}: invalid JSON: {exc}"))
             continue
@@ -238,13 +239,31 @@ def _json_lines(p: Path, data: bytes, errors: list[tuple[int, str]],
 
 
 _LINES: Any = object()  # what :func:`_document` says of a JSON Lines file
+_LONG_NUMBER = re.compile(rb"\d{19,}")  # 2**63 has 19 digits
+
+
+def _loads(data: bytes) -> Any:
+    """JSON as it is written: orjson reads an integer beyond 64 bits as a float (a plan's
+    ``12345678901234567890123`` would reach its tool as ``1.2345678901234568e+22``), so
+    text holding such a number is read again, exactly, by the standard library.
+
+    >>> _loads(b'{"account": 12345678901234567890123}')
+    {'account': 12345678901234567890123}
+    """
+    value = orjson.loads(data)  # validates first: what it refuses is refused
+    if _LONG_NUMBER.search(data) is not None:
+        try:
+            value = json.loads(data)
+        except RecursionError:  # deeper than the standard library reads: refused later
+            pass
+    return value
 
 
 def _document(p: Path, data: bytes) -> Any:
     """The file's one JSON document, or :data:`_LINES` when it is JSON Lines (a single
     plan on one line counts as JSON Lines, so its errors name line 1)."""
     try:
-        document = orjson.loads(data)
+        document = _loads(data)
     except orjson.JSONDecodeError as exc:
         start = data.lstrip()
         if start[:1] == b"[" or start.split(b"\n", 1)[0].strip() == b"{":

@@ -48,6 +48,17 @@ class TestLoadPlans:
         assert plan.confidence_scores == {"p1/fill": 0.8, "p1/look": 0.9}
         assert (plan.upstream_plan_id, plan.validation_id) == ("phase21-1", "v1")
 
+    @pytest.mark.parametrize("name, text", [
+        ("p.json", json.dumps([GOOD])), ("p.jsonl", json.dumps(GOOD))])
+    def test_integers_beyond_64_bits_reach_the_tool_exactly(self, tmp_path, name, text):
+        big = 12345678901234567890123
+        text = text.replace('{"name": "x"}', f'{{"name": "x", "account": {big}, "id19": '
+                            f'"{10**19}", "small": 5}}')
+        (plan,) = load_plans(write(tmp_path, name, text), REG).plans
+        args = next(c.args for c in plan.calls if "account" in c.args)
+        assert args["account"] == big and type(args["account"]) is int
+        assert args["id19"] == str(10**19) and args["small"] == 5
+
     def test_plans_key_and_phase_names(self, tmp_path):
         doc = {"plans": [{**{k: v for k, v in GOOD.items() if k != "upstream_plan_id"},
                           "phase21_plan_id": "p21"}]}
