@@ -51,7 +51,7 @@ def build(path: Path, events: int, seed: int, digits: int | None = None) -> int:
     draw = rng.random if digits is None else lambda: round(rng.random(), digits)
     tick = iter(range(10**10))
     clock = lambda: 1_700_000_000 + next(tick) / 1000  # noqa: E731 - a seeded, simulated clock
-    audit = AuditLog.memory(clock=clock)
+    audit = AuditLog.memory(clock=clock, keep=None)  # every event: the file is replayed whole
     engine = unthrottled(clock=clock, audit=audit, approver=lambda r: rng.random() < 0.7)
     for tool in TOOLS:  # simulated handlers: they do nothing real
         engine.register_handler(tool, live=lambda a: {"simulated": True},

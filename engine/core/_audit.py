@@ -35,6 +35,7 @@ import fcntl
 import json
 import math
 import os
+import stat
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -59,7 +60,7 @@ from buddy.engine.core._chain import (
 from buddy.engine.core._events import KINDS, AuditEvent
 from buddy.rules.base._convert import converter
 from buddy.rules.base._files import write_atomic
-from buddy.rules.base._masking import Masker, shown
+from buddy.rules.base._masking import Masker, mask_text, shown
 from buddy.rules.base.errors import AuditChainBroken, AuditError
 
 __all__ = ["AuditLog", "Subject"]
@@ -201,6 +202,8 @@ class AuditLog:
     def _open_file(self, path: Path, allow_missing_anchor: bool) -> None:
         fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
         try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):  # a FIFO or a device: no log
+                raise AuditError(f"{path}: not a regular file")
             if self.exclusive:
                 try:
                     _flock(fd, _LOCK_EX | fcntl.LOCK_NB)
@@ -382,7 +385,7 @@ class AuditLog:
             body = _DUMPS({
                 "seq": seq, "ts": ts, "kind": kind, "machine": machine, "subject": subject,
                 "event": event, "src": src, "dst": dst, "data": data,
-            }, default=repr, option=_NON_STR_KEYS)
+            }, default=_masked_repr, option=_NON_STR_KEYS)
         except Exception:  # a value JSON cannot hold: record it as such, never lose the event
             body = self._encode_fallback(seq, ts, kind, machine, subject, event, src, dst, data)
         return self._commit(seq, body[:-1] + b',"prev":"')
@@ -455,11 +458,11 @@ class AuditLog:
             except Exception:
                 name = _clean(key) if isinstance(key, str) else _clean(shown(key))
             try:
-                _DUMPS([{"k": value}], default=repr, option=_NON_STR_KEYS)  # data's depth
+                _DUMPS([{"k": value}], default=_masked_repr, option=_NON_STR_KEYS)  # data's depth
             except Exception:
                 value = self.masker.MASK if self.masker.is_secret(key) else {
                     "$unencodable": type(value).__name__,
-                    "repr": _clean(shown(self.masker.mask(value)))}
+                    "repr": mask_text(shown(self.masker.mask(value)))}
             while name in safe:
                 name += "'"
             safe[name] = value
@@ -469,7 +472,7 @@ class AuditLog:
                 "subject": _clean(subject), "event": _clean(event),
                 "src": None if src is None else _clean(src),
                 "dst": None if dst is None else _clean(dst), "data": safe,
-            }, default=repr, option=_NON_STR_KEYS)
+            }, default=_masked_repr, option=_NON_STR_KEYS)
         except Exception as exc:
             raise AuditError(f"audit event {kind}/{event} cannot be encoded: "
                              f"{type(exc).__name__}: {exc}") from None
@@ -669,6 +672,12 @@ def _lock_state(lines: Sequence[bytes], locked: bool) -> bool:
         elif line.startswith(b'unlock"', at):
             locked = False
     return locked
+
+
+def _masked_repr(value: object) -> str:
+    """How an event writes a value JSON has no form for: its repr, whatever follows a
+    secret-looking word cut (``Creds(user='bob', password=***``)."""
+    return mask_text(repr(value))
 
 
 def _clean(text: str) -> str:

@@ -16,6 +16,7 @@ import hashlib
 import hmac
 import json
 import os
+import stat
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -206,6 +207,8 @@ class LogReader:
     def __init__(self, path: str | os.PathLike[str], *, chunk_bytes: int | None = None) -> None:
         self.path = p = Path(path)
         try:
+            if not stat.S_ISREG(p.stat().st_mode):  # a FIFO would block the open for ever
+                raise AuditError(f"{p}: not a regular file")
             self._file = p.open("rb", buffering=0)
         except FileNotFoundError:
             raise AuditError(f"{p}: no such file") from None

@@ -8,6 +8,8 @@ separator (``password: hunter2``, ``api_key=sk-1``, ``Bearer abc``) is cut.
 
 from __future__ import annotations
 
+import dataclasses
+
 import re
 import reprlib
 from collections.abc import Iterable, Mapping
@@ -49,6 +51,20 @@ _CONTAINERS = (Mapping, list, tuple)
 _SCALARS = frozenset({str, int, float, bool, type(None), bytes})
 #: How many keys a :class:`Masker` remembers the verdict of before it starts over.
 _KEYS_KEPT = 4096
+
+
+def _is_record(value: object) -> bool:
+    """Whether ``value`` is a dataclass or attrs instance: a log's JSON writes its fields
+    under their names (orjson writes dataclasses natively), so they are masked too."""
+    kind = type(value)
+    return hasattr(kind, "__dataclass_fields__") or hasattr(kind, "__attrs_attrs__")
+
+
+def _fields(value: Any) -> dict[str, Any]:
+    """A record's fields by name (a dataclass's or an attrs class's)."""
+    if hasattr(type(value), "__attrs_attrs__"):
+        return {a.name: getattr(value, a.name) for a in type(value).__attrs_attrs__}
+    return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
 
 
 class Masker:
@@ -99,7 +115,9 @@ class Masker:
             else:
                 return flat
         if not isinstance(value, _CONTAINERS):
-            return value
+            if not _is_record(value):
+                return value
+            value = _fields(value)
         root: list[Any] = [None]
         open_ids: set[int] = set()        # containers on the current path (cycle check)
         # Work items: (source, destination, key in destination), or (None, None, id) to
@@ -115,12 +133,14 @@ class Masker:
                 continue
             open_ids.add(id(src))
             stack.append((None, None, id(src)))
+            if _is_record(src):
+                src = _fields(src)
             if isinstance(src, Mapping):
                 out: Any = {}
                 for k, v in src.items():
                     if self.is_secret(k):
                         out[k] = self.MASK
-                    elif isinstance(v, _CONTAINERS):
+                    elif isinstance(v, _CONTAINERS) or _is_record(v):
                         out[k] = None
                         stack.append((v, out, k))
                     else:
@@ -128,7 +148,7 @@ class Masker:
             else:
                 out = list(src)
                 for i, v in enumerate(out):
-                    if isinstance(v, _CONTAINERS):
+                    if isinstance(v, _CONTAINERS) or _is_record(v):
                         stack.append((v, out, i))
             dest[key] = out
         return root[0]

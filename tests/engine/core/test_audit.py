@@ -584,3 +584,18 @@ class TestAnchorProof:
         with pytest.raises(AuditFormatError) as err:
             replay(path)
         assert str(err.value) == f"{anchor_path(path)}: not a valid anchor: {message}"
+
+
+def test_a_fifo_is_no_log_to_open_or_replay(tmp_path):
+    """A FIFO would block a reader's open for ever, and a writer's appends: refused."""
+    import os
+
+    from buddy.engine.core._replay import replay as replay_log
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(AuditError, match="not a regular file"):
+        replay_log(fifo, check_anchor=False)
+    with pytest.raises(AuditError, match="not a regular file"):
+        AuditLog.open(fifo, clock=lambda: 0.0)
+

@@ -177,3 +177,48 @@ def test_replay_refuses_a_memory_log_that_dropped_its_first_events():
     with pytest.raises(AuditError, match="keeps its newest 10 events and dropped 21"):
         replay(audit)
     assert audit.verify().last_seq == 31
+
+
+class TestRecordsMasked:
+    """Dataclass and attrs values are written by their fields: their secrets are masked;
+    a value JSON has no form for is written by its repr, secrets cut."""
+
+    def test_dataclass_and_attrs_args_and_results(self):
+        import dataclasses
+
+        @dataclasses.dataclass
+        class Creds:
+            user: str
+            password: str
+
+        @attrs.define
+        class Token:
+            name: str
+            api_key: str
+
+        class Opaque:
+            def __repr__(self):
+                return "Opaque(token: abc123secret)"
+
+        audit = AuditLog.memory(clock=lambda: 0.0, keep=None)
+        engine = Engine.default(clock=lambda: 0.0, audit=audit)
+        engine.register_handler("form_fill", live=lambda args: {
+            "c": Creds("bob", "hunter2"), "t": [Token("n", "sk-live-1")], "o": Opaque()})
+        result = engine.execute("a", "form_fill", {"c": Creds("al", "sekrit"),
+                                                   "deep": [{"x": Token("m", "sk-2")}]},
+                                confidence=0.9)
+        assert result.ok
+        text = "\n".join(audit.lines())
+        for secret in ("hunter2", "sekrit", "sk-live-1", "sk-2", "abc123secret"):
+            assert secret not in text
+        assert '"password":"***"' in text and '"api_key":"***"' in text
+        assert replay(audit).ok
+
+    def test_an_unencodable_values_repr_is_masked(self):
+        class Loud:
+            def __repr__(self):
+                return "Loud(password=hunter2 token: abc123secret)"
+
+        audit = AuditLog.memory(clock=lambda: 0.0, keep=None)
+        audit.append("recover", "audit", "log", "x", None, None, {"v": {(1, 2): Loud()}})
+        assert "hunter2" not in audit.lines()[-1] and "abc123" not in audit.lines()[-1]
