@@ -9,7 +9,6 @@ separator (``password: hunter2``, ``api_key=sk-1``, ``Bearer abc``) is cut.
 from __future__ import annotations
 
 import dataclasses
-
 import re
 import reprlib
 from collections.abc import Iterable, Mapping
