@@ -78,6 +78,7 @@ def main() -> int:
     parser.add_argument("--audit", choices=("memory", "file"), default="memory")
     args = parser.parse_args()
     best: dict[int, tuple[float, float]] = {}
+    runs: dict[int, list[float]] = {1: [], args.threads: []}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.repeat):
             for threads in (1, args.threads):
@@ -87,9 +88,12 @@ def main() -> int:
                 rate, cs = run(engine, threads, args.calls // threads, args.seed)
                 if audit is not None:
                     audit.close()
+                runs[threads].append(rate)
                 if rate > best.get(threads, (0.0, 0.0))[0]:
                     best[threads] = (rate, cs)
     one, many = best[1], best[args.threads]
+    ratios = [m / o for o, m in zip(runs[1], runs[args.threads], strict=True)]
+    print("each run, N threads / 1 thread: " + ", ".join(f"{r:.0%}" for r in ratios))
     print(f"{args.audit} audit, {args.calls} decisions per run, best of {args.repeat}")
     print(f"{'threads':<10}{'decisions/s':>14}{'switches/decision':>20}")
     for threads, (rate, cs) in sorted(best.items()):
