@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import attrs
+import orjson
 
 from buddy.engine.core._decision import (
     APPROVAL_PATH,
@@ -26,7 +27,7 @@ from buddy.engine.core._decision import (
     Outcome,
     _refusal,
 )
-from buddy.machines._factory import fire
+from buddy.machines._factory import CompiledTable, fire
 from buddy.machines.escalation import (
     DECIDE_PATH,
     SPEC,
@@ -52,6 +53,15 @@ _AWAITING = S.AWAITING_APPROVAL.name
 # its class, or its ``.value``, costs as much as a dict lookup ten times over.
 _MOCK, _DRY_RUN, _LIVE = ExecutionMode.MOCK, ExecutionMode.DRY_RUN, ExecutionMode.LIVE
 _VALUE = {m: m.value for m in ExecutionMode}
+_DUMPS, _NON_STR_KEYS = orjson.dumps, orjson.OPT_NON_STR_KEYS
+#: The JSON of the events the controller encodes itself (see :class:`_Common`), up to
+#: the subject's.
+_TRANSITION = b'"kind":"transition","machine":"escalation","subject":'
+_EXECUTION = b'"kind":"execution","machine":"escalation","subject":'
+#: The end of a transition's ``data``: its ``approval`` and ``locked``, by their values.
+_STATE_JSON = {(approval, locked): b',"approval":%b,"locked":%b' % (
+    _DUMPS(approval), _DUMPS(locked)) for approval in (None, True, False)
+    for locked in (False, True)}
 Handler = Callable[[dict[str, Any]], Any]
 Undo = Callable[[dict[str, Any], Any], Any]
 
@@ -148,6 +158,37 @@ class _Done:
     result: Any
 
 
+class _Common:
+    """The ``data`` every event of one call starts with (agent, tool, risk, ...), and
+    its JSON without the closing brace, encoded once per call.
+
+    With it the controller encodes its transition and execution events itself
+    (:meth:`AuditLog.append_encoded_locked`), the bytes :meth:`AuditLog.append`
+    writes for the dict (a test holds the two to be the same); an event whose
+    subject the log names at the write (a shared file log's first one) takes
+    the dict.
+    """
+
+    __slots__ = ("data", "json")
+
+    def __init__(self, data: dict[str, Any], json: bytes | None = None) -> None:
+        self.data = data
+        self.json = _DUMPS(data)[:-1] if json is None else json
+
+    def digested(self, digest: str) -> _Common:
+        """This, with the ``args_digest`` of the call's arguments (hex digits) added."""
+        return _Common({**self.data, "args_digest": digest},
+                       b'%b,"args_digest":"%b"' % (self.json, digest.encode()))
+
+
+def _move_json(table: CompiledTable) -> dict[tuple[str, str, str], bytes]:
+    """The JSON of each move the table can make, from ``"event"`` to ``data``'s key."""
+    return {(trigger, src, option[0]): b',"event":%b,"src":%b,"dst":%b,"data":' % (
+        _DUMPS(trigger), _DUMPS(src), _DUMPS(option[0]))
+        for src, triggers in table.items() for trigger, options in triggers.items()
+        for option in options}
+
+
 def _id(ctx: _Context) -> str:
     """The id of a context that has written its first event (every decided one has)."""
     assert ctx.id is not None
@@ -183,6 +224,7 @@ class Controller:
         self.gate = gate
         # The escalation machine compiled from its declaration, as decide walks it.
         self.table = gate.policy.machine
+        self._move_json = _move_json(self.table)
         self.handlers: dict[str, Handlers] = {}
         # Each tool's handlers and its callable by the mode the machine reached, read
         # together (a tool without handlers gets the simulated MOCK one at its first call).
@@ -224,9 +266,9 @@ class Controller:
         ctx = _Context()
         inputs = EscalationInputs(entry.policy, confidence, approval, gate.locked,
                                   entry.requires_approval)
-        common = {"agent": agent, "tool": tool, "risk": entry.risk,
-                  "requires_approval": entry.requires_approval, "confidence": confidence,
-                  "rules": gate.policy.table.digest}
+        common = _Common({"agent": agent, "tool": tool, "risk": entry.risk,
+                          "requires_approval": entry.requires_approval,
+                          "confidence": confidence, "rules": gate.policy.table.digest})
         key = (entry, confidence, approval, inputs.locked)
         moves = self._walked.get(key)
         if moves is None:
@@ -275,7 +317,7 @@ class Controller:
 
     def _execute(self, session: Session, ctx: _Context, agent: str, tool: str,
                  args: dict[str, Any],
-                 decision: Decision, inputs: EscalationInputs, common: dict[str, Any],
+                 decision: Decision, inputs: EscalationInputs, common: _Common,
                  max_mode: ExecutionMode | None = None, cap_reason: str = "",
                  approved_by: str | None = None) -> ExecutionResult:
         gate = self.gate
@@ -308,14 +350,14 @@ class Controller:
             self._fire(ctx, ("lock",), inputs, common, why="system locked before the LIVE run")
             mode = _MOCK
         handler = by_mode[mode]
-        common = {**common, "args_digest": args_digest(args)}
+        common = common.digested(args_digest(args))
         masker = gate.audit.masker
         try:
             result = handler(args)  # type: ignore[misc]
         except BaseException as exc:  # recorded and rolled back; an interrupt then goes on up
             error = described(exc)
             gate.audit.append("execution", "escalation", ctx.subject(), "run", ctx.state, None, {
-                **common, "mode": _VALUE[mode], "ok": False, "error": error,
+                **common.data, "mode": _VALUE[mode], "ok": False, "error": error,
                 "args": masker.mask(args)})
             undone: tuple[str, ...] = ()
             if mode is _LIVE:
@@ -329,11 +371,23 @@ class Controller:
             return ExecutionResult(_id(ctx), agent, tool, decision, mode, _STATES[ctx.state],
                                    False, error=error, args=args, rolled_back=undone,
                                    timed_out=isinstance(exc, TimeoutError))
-        data = {**common, "mode": _VALUE[mode], "ok": True, "result": masker.mask(result),
+        tail = {"mode": _VALUE[mode], "ok": True, "result": masker.mask(result),
                 "args": masker.mask(args)}
+        audit = gate.audit
         with gate.lock:
-            gate.audit.append_locked("execution", "escalation", ctx.subject(), "run", ctx.state,
-                                     None, data)
+            subject = ctx.subject()
+            try:  # wrapped in a list: the values as deep as in the event's data
+                encoded = _DUMPS([tail], default=repr, option=_NON_STR_KEYS)[2:-2]
+            except Exception:  # a value JSON cannot hold: the dict records it as such
+                encoded = None
+            if encoded is not None and type(subject) is str:
+                audit.append_encoded_locked(b'%b%b,"event":"run","src":%b,"dst":null,"data":'
+                                            b'%b,%b}' % (_EXECUTION, _DUMPS(subject),
+                                                         _DUMPS(ctx.state), common.json,
+                                                         encoded))
+            else:
+                audit.append_locked("execution", "escalation", subject, "run", ctx.state,
+                                    None, {**common.data, **tail})
         if mode is _LIVE and handlers.undo is not None and \
                 gate.policy.tools[tool].contract.reversible:
             session._stack.append(_Done(_id(ctx), tool, handlers.undo, args, result))
@@ -342,7 +396,7 @@ class Controller:
                                True, result=result, args=args)
 
     # -- machine plumbing ----------------------------------------------------
-    def _downgrade(self, ctx: _Context, inputs: EscalationInputs, common: dict[str, Any],
+    def _downgrade(self, ctx: _Context, inputs: EscalationInputs, common: _Common,
                    cap: ExecutionMode, why: str) -> ExecutionMode:
         """Fire ``downgrade`` until the context's mode is at most ``cap``."""
         for _ in range(len(STATE_MODE)):
@@ -352,7 +406,7 @@ class Controller:
         return STATE_MODE[_STATES[ctx.state]]
 
     def _fire(self, ctx: _Context, triggers: tuple[str, ...], inputs: EscalationInputs,
-              common: dict[str, Any], why: str | None = None) -> None:
+              common: _Common, why: str | None = None) -> None:
         """Fire each trigger in turn on the compiled machine; record each move.
 
         A trigger with no row from the current state, or whose guards fail,
@@ -376,19 +430,30 @@ class Controller:
         return tuple(moves)
 
     def _record(self, ctx: _Context, moves: Moves, inputs: EscalationInputs,
-                common: dict[str, Any], why: str | None = None) -> None:
+                common: _Common, why: str | None = None) -> None:
         """Make ``moves`` on the context, each a transition event, recorded together."""
         if not moves:
             return
         audit = self.gate.audit
+        try:
+            tail = b',"why":%b}' % _DUMPS(why) if why else b"}"
+        except orjson.JSONEncodeError:  # text JSON cannot hold: the dict records it as such
+            tail = None
         with audit.lock:
-            for trigger, src, dst in moves:
+            for move in moves:
+                trigger, src, dst = move
                 ctx.state = dst
-                data = {**common, "approval": inputs.approval, "locked": inputs.locked}
+                subject = ctx.subject(audit)
+                if tail is not None and type(subject) is str:
+                    audit.append_encoded_locked(b"".join((
+                        _TRANSITION, _DUMPS(subject), self._move_json[move], common.json,
+                        _STATE_JSON[(inputs.approval, inputs.locked)], tail)))
+                    continue
+                data = {**common.data, "approval": inputs.approval, "locked": inputs.locked}
                 if why:
                     data["why"] = why
-                audit.append_locked("transition", "escalation", ctx.subject(audit), trigger, src,
-                                    dst, data)
+                audit.append_locked("transition", "escalation", subject, trigger, src, dst,
+                                    data)
 
 
 class PendingCall:
@@ -404,7 +469,7 @@ class PendingCall:
 
     def __init__(self, controller: Controller, session: Session, ctx: _Context | None,
                  tool: str, args: dict[str, Any], decision: Decision,
-                 inputs: EscalationInputs | None = None, common: dict[str, Any] | None = None,
+                 inputs: EscalationInputs | None = None, common: _Common | None = None,
                  done: ExecutionResult | None = None, max_mode: ExecutionMode | None = None,
                  cap_reason: str = "", agent: str | None = None,
                  approved_by: str | None = None) -> None:
@@ -420,7 +485,7 @@ class PendingCall:
         self.args = args
         self.decision = decision
         self._inputs = inputs
-        self._common = common or {}
+        self._common = common
         self._done = done
 
     def _take(self) -> _Context:
@@ -432,7 +497,7 @@ class PendingCall:
     def run(self) -> ExecutionResult:
         """Run the handler of the decided mode (once); later calls return the same result."""
         if self._done is None:
-            assert self._inputs is not None
+            assert self._inputs is not None and self._common is not None
             self._done = self._controller._execute(
                 self._session, self._take(), self.agent, self.tool, self.args, self.decision,
                 self._inputs, self._common, self._max_mode, self._cap_reason,
@@ -442,7 +507,7 @@ class PendingCall:
     def cancel(self, reason: str = "") -> ExecutionResult:
         """Abort the call without running it."""
         if self._done is None:
-            assert self._inputs is not None
+            assert self._inputs is not None and self._common is not None
             ctx = self._take()
             self._controller._fire(ctx, ("abort",), self._inputs, self._common,
                                    why=reason or self.decision.reason)
