@@ -86,6 +86,12 @@ def simulated_mock(tool: str) -> Handler:
 _NO_HANDLERS = Handlers()
 #: Moves of a context through the machine: ``(trigger, src, dst)`` state names.
 Moves = tuple[tuple[str, str, str], ...]
+#: A call decided (:meth:`Controller._decide`): its context, agent, tool, arguments,
+#: decision, machine inputs, common event data, approver, and its result when it ran
+#: no handler (refused, or denied); a refused call has no context, inputs or data.
+_Decided = tuple["_Context | None", str, str, dict[str, Any], "Decision",
+                 "EscalationInputs | None", "_Common | None", "str | None",
+                 "ExecutionResult | None"]
 
 
 def _by_mode(tool: str, handlers: Handlers) -> dict[ExecutionMode, Handler | None]:
@@ -94,7 +100,7 @@ def _by_mode(tool: str, handlers: Handlers) -> dict[ExecutionMode, Handler | Non
             _LIVE: handlers.live}
 
 
-@attrs.frozen
+@attrs.frozen(slots=False)  # one per call: a frozen dict class builds in half the time
 class ExecutionResult:
     """What happened to one call."""
 
@@ -242,24 +248,61 @@ class Controller:
                 confidence: float, approval: bool | None, max_mode: ExecutionMode | None = None,
                 cap_reason: str = "", agent: str | None = None) -> PendingCall:
         """Decide one call on a fresh context; the handler runs at :meth:`PendingCall.run`."""
-        gate = self.gate
         agent = session.agent if agent is None else agent
+        ctx, agent, tool, call_args, decision, inputs, common, via, done = self._decide(
+            tool, args, confidence, approval, max_mode, agent)
+        if done is not None:
+            return PendingCall(self, session, None, tool, call_args, decision, agent=agent,
+                               done=done)
+        return PendingCall(self, session, ctx, tool, call_args, decision, inputs, common,
+                           max_mode=max_mode, cap_reason=cap_reason, agent=agent,
+                           approved_by=via)
+
+    def execute(self, session: Session, tool: str, args: Mapping[str, Any] | None,
+                confidence: float, approval: bool | None, max_mode: ExecutionMode | None = None,
+                cap_reason: str = "", agent: str | None = None) -> ExecutionResult:
+        """Decide one call on a fresh context and run it (:meth:`prepare`, then
+        :meth:`PendingCall.run`, without the pending call in between)."""
+        agent = session.agent if agent is None else agent
+        ctx, agent, tool, call_args, decision, inputs, common, via, done = self._decide(
+            tool, args, confidence, approval, max_mode, agent)
+        if done is not None:
+            return done
+        assert ctx is not None and inputs is not None and common is not None
+        return self._execute(session, ctx, agent, tool, call_args, decision, inputs, common,
+                             max_mode, cap_reason, via)
+
+    def _decide(self, tool: str, args: Mapping[str, Any] | None, confidence: float,
+                approval: bool | None, max_mode: ExecutionMode | None, agent: str,
+                ) -> _Decided:
+        """Decide one call on a fresh context: a :data:`_Decided`, ``done`` the result of a
+        call refused, or denied (its context aborted), else None."""
+        gate = self.gate
         if max_mode is not None and not isinstance(max_mode, ExecutionMode):
             raise InputError(f"max_mode must be an ExecutionMode or None (got {shown(max_mode)})")
         if type(confidence) is not float:
             confidence = plain_confidence(confidence)
         bad_args = _bad_args(args)
-        refused = gate.refusal(agent, tool, confidence, approval) or bad_args
+        # The refusal checks, in full (and naming the problem) only for inputs that may
+        # fail them: an agent that is no plain ASCII name, an unknown tool, a confidence
+        # out of range, an approval not one of True, False, None; or declared agents.
+        if gate.agents is None and type(agent) is str and agent and agent.isascii() and \
+                not "ctx-" <= agent < "ctx." and type(tool) is str and \
+                tool in gate.policy.tools and type(confidence) is float and \
+                0.0 <= confidence <= 1.0 and \
+                (approval is None or approval is True or approval is False):
+            refused = bad_args
+        else:
+            refused = gate.refusal(agent, tool, confidence, approval) or bad_args
         if refused is not None:
             call_args = dict(args) if bad_args is None and args is not None else {}
             with gate.lock:
                 seq = gate.record(lambda seq: f"ctx-{seq}", agent, tool, confidence, approval,
                                   None, gate.locked, refused)
             ident, agent, tool = f"ctx-{seq}", _name(agent), _name(tool)
-            return PendingCall(self, session, None, tool, call_args, refused[0], agent=agent,
-                               done=ExecutionResult(ident, agent, tool, refused[0], None, S.MOCK,
-                                                    False, error=refused[0].reason,
-                                                    args=call_args))
+            return None, agent, tool, call_args, refused[0], None, None, None, ExecutionResult(
+                ident, agent, tool, refused[0], None, S.MOCK, False, error=refused[0].reason,
+                args=call_args)
         call_args = dict(args or {})
         entry = gate.policy.tools[tool]
         contract = entry.contract
@@ -297,23 +340,33 @@ class Controller:
                            why=mask_text(answer.reason) or None)
         with gate.lock:
             audit = gate.audit
-            audit.hold()  # the log's lock as it is now, and no one appends in between
+            shared = audit.shared
+            if shared:  # the log's lock as it is now, and no one appends in between
+                audit.hold()
             try:
                 if audit.locked and not inputs.locked:  # locked while this call decided
                     inputs.locked = True
                     self._fire(ctx, ("lock",), inputs, common, why="system locked meanwhile")
-                outcome = gate.throttle(tool, entry.outcomes[(ctx.state, inputs.locked)])
+                outcome = entry.outcomes[(ctx.state, inputs.locked)]
+                if gate.buckets:
+                    outcome = gate.throttle(tool, outcome)
                 gate.record(ctx.subject(audit), agent, tool, confidence, inputs.approval, via,
                             inputs.locked, outcome, approved_at)
             finally:
-                audit.release()
+                if shared:
+                    audit.release()
         decision = outcome[0]
-        pending = PendingCall(self, session, ctx, tool, call_args, decision, inputs, common,
-                              max_mode=max_mode, cap_reason=cap_reason, agent=agent,
-                              approved_by=via)
-        if not decision.allowed:
-            pending.cancel()
-        return pending
+        done = None if decision.allowed else self._cancel(
+            ctx, agent, tool, call_args, decision, inputs, common)
+        return ctx, agent, tool, call_args, decision, inputs, common, via, done
+
+    def _cancel(self, ctx: _Context, agent: str, tool: str, args: dict[str, Any],
+                decision: Decision, inputs: EscalationInputs, common: _Common,
+                reason: str = "") -> ExecutionResult:
+        """Abort a decided call without running it."""
+        self._fire(ctx, ("abort",), inputs, common, why=reason or decision.reason)
+        return ExecutionResult(_id(ctx), agent, tool, decision, None, _STATES[ctx.state], False,
+                               error=reason or decision.reason, args=args)
 
     def _execute(self, session: Session, ctx: _Context, agent: str, tool: str,
                  args: dict[str, Any],
@@ -508,12 +561,9 @@ class PendingCall:
         """Abort the call without running it."""
         if self._done is None:
             assert self._inputs is not None and self._common is not None
-            ctx = self._take()
-            self._controller._fire(ctx, ("abort",), self._inputs, self._common,
-                                   why=reason or self.decision.reason)
-            self._done = ExecutionResult(_id(ctx), self.agent, self.tool,
-                                         self.decision, None, _STATES[ctx.state], False,
-                                         error=reason or self.decision.reason, args=self.args)
+            self._done = self._controller._cancel(self._take(), self.agent, self.tool,
+                                                  self.args, self.decision, self._inputs,
+                                                  self._common, reason)
         return self._done
 
 
@@ -535,8 +585,11 @@ class Session:
                 approval: bool | None = None, max_mode: ExecutionMode | None = None,
                 cap_reason: str = "", agent: str | None = None) -> ExecutionResult:
         """Decide and run one call (see :meth:`buddy.engine.Engine.execute`)."""
-        return self.prepare(tool, args, confidence=confidence, approval=approval,
-                            max_mode=max_mode, cap_reason=cap_reason, agent=agent).run()
+        if self._closed:
+            raise InputError(f"the session of {self.agent!r} has ended: its calls could no "
+                             "longer roll back together; start a new one")
+        return self._controller.execute(self, tool, args, confidence, approval, max_mode,
+                                        cap_reason, agent)
 
     def prepare(self, tool: str, args: Mapping[str, Any] | None = None, *, confidence: float,
                 approval: bool | None = None, max_mode: ExecutionMode | None = None,
