@@ -58,6 +58,9 @@ _DUMPS, _NON_STR_KEYS = orjson.dumps, orjson.OPT_NON_STR_KEYS
 #: the subject's.
 _TRANSITION = b'"kind":"transition","machine":"escalation","subject":'
 _EXECUTION = b'"kind":"execution","machine":"escalation","subject":'
+#: An execution event's JSON from ``"event"`` to ``data``'s, by the state it ran in.
+_RUN_FROM = {s.name: b',"event":"run","src":%b,"dst":null,"data":' % _DUMPS(s.name)
+             for s in ExecutionState}
 #: The end of a transition's ``data``: its ``approval`` and ``locked``, by their values.
 _STATE_JSON = {(approval, locked): b',"approval":%b,"locked":%b' % (
     _DUMPS(approval), _DUMPS(locked)) for approval in (None, True, False)
@@ -129,10 +132,11 @@ class _Context:
     that event is written (:meth:`subject`).
     """
 
-    __slots__ = ("id", "state")
+    __slots__ = ("id", "json", "state")
 
     def __init__(self) -> None:
         self.id: str | None = None
+        self.json: bytes | None = None  # the id's JSON, once it has one
         self.state = _INITIAL
 
     def subject(self, held: AuditLog | None = None) -> str | Callable[[int], str]:
@@ -147,11 +151,11 @@ class _Context:
             return self.id
         if held is None or held.shared:
             return self._name
-        self.id = f"ctx-{held.last_seq + 1}"
-        return self.id
+        return self._name(held.last_seq + 1)
 
     def _name(self, seq: int) -> str:
         self.id = f"ctx-{seq}"
+        self.json = b'"ctx-%d"' % seq
         return self.id
 
 
@@ -427,19 +431,17 @@ class Controller:
         tail = {"mode": _VALUE[mode], "ok": True, "result": masker.mask(result),
                 "args": masker.mask(args)}
         audit = gate.audit
+        try:  # wrapped in a list: the values as deep as in the event's data
+            encoded = _DUMPS([tail], default=repr, option=_NON_STR_KEYS)[2:-2]
+        except Exception:  # a value JSON cannot hold: the dict records it as such
+            encoded = None
         with gate.lock:
-            subject = ctx.subject()
-            try:  # wrapped in a list: the values as deep as in the event's data
-                encoded = _DUMPS([tail], default=repr, option=_NON_STR_KEYS)[2:-2]
-            except Exception:  # a value JSON cannot hold: the dict records it as such
-                encoded = None
-            if encoded is not None and type(subject) is str:
-                audit.append_encoded_locked(b'%b%b,"event":"run","src":%b,"dst":null,"data":'
-                                            b'%b,%b}' % (_EXECUTION, _DUMPS(subject),
-                                                         _DUMPS(ctx.state), common.json,
-                                                         encoded))
+            if encoded is not None and ctx.json is not None:
+                audit.append_encoded_locked(b"".join((
+                    _EXECUTION, ctx.json, _RUN_FROM[ctx.state], common.json, b",", encoded,
+                    b"}")))
             else:
-                audit.append_locked("execution", "escalation", subject, "run", ctx.state,
+                audit.append_locked("execution", "escalation", ctx.subject(), "run", ctx.state,
                                     None, {**common.data, **tail})
         if mode is _LIVE and handlers.undo is not None and \
                 gate.policy.tools[tool].contract.reversible:
@@ -496,12 +498,16 @@ class Controller:
             for move in moves:
                 trigger, src, dst = move
                 ctx.state = dst
-                subject = ctx.subject(audit)
-                if tail is not None and type(subject) is str:
+                named = ctx.json
+                if named is None:  # its first event: named now, or by the log at the write
+                    ctx.subject(audit)
+                    named = ctx.json
+                if tail is not None and named is not None:
                     audit.append_encoded_locked(b"".join((
-                        _TRANSITION, _DUMPS(subject), self._move_json[move], common.json,
+                        _TRANSITION, named, self._move_json[move], common.json,
                         _STATE_JSON[(inputs.approval, inputs.locked)], tail)))
                     continue
+                subject = ctx.subject(audit)
                 data = {**common.data, "approval": inputs.approval, "locked": inputs.locked}
                 if why:
                     data["why"] = why
