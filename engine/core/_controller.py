@@ -179,16 +179,26 @@ class _Common:
     the dict.
     """
 
-    __slots__ = ("data", "json")
+    __slots__ = ("_data", "json", "_digest")
 
-    def __init__(self, data: dict[str, Any], json: bytes | None = None) -> None:
-        self.data = data
-        self.json = _DUMPS(data)[:-1] if json is None else json
+    def __init__(self, data: dict[str, Any]) -> None:
+        self._data = data
+        self.json = _DUMPS(data)[:-1]
+        self._digest: str | None = None
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """The dict (a new one, once the digest is added: only the dict path reads it)."""
+        if self._digest is None:
+            return self._data
+        return {**self._data, "args_digest": self._digest}
 
     def digested(self, digest: str) -> _Common:
         """This, with the ``args_digest`` of the call's arguments (hex digits) added."""
-        return _Common({**self.data, "args_digest": digest},
-                       b'%b,"args_digest":"%b"' % (self.json, digest.encode()))
+        common = _Common.__new__(_Common)
+        common._data, common._digest = self._data, digest
+        common.json = b'%b,"args_digest":"%b"' % (self.json, digest.encode())
+        return common
 
 
 def _move_json(table: CompiledTable) -> dict[tuple[str, str, str], bytes]:
@@ -235,6 +245,7 @@ class Controller:
         # The escalation machine compiled from its declaration, as decide walks it.
         self.table = gate.policy.machine
         self._move_json = _move_json(self.table)
+        self._rules = gate.policy.table.digest  # the digest of the table every event used
         self.handlers: dict[str, Handlers] = {}
         # Each tool's handlers and its callable by the mode the machine reached, read
         # together (a tool without handlers gets the simulated MOCK one at its first call).
@@ -290,10 +301,10 @@ class Controller:
         # The refusal checks, in full (and naming the problem) only for inputs that may
         # fail them: an agent that is no plain ASCII name, an unknown tool, a confidence
         # out of range, an approval not one of True, False, None; or declared agents.
+        tools = gate.policy.tools
         if gate.agents is None and type(agent) is str and agent and agent.isascii() and \
-                not "ctx-" <= agent < "ctx." and type(tool) is str and \
-                tool in gate.policy.tools and type(confidence) is float and \
-                0.0 <= confidence <= 1.0 and \
+                not "ctx-" <= agent < "ctx." and type(tool) is str and tool in tools and \
+                type(confidence) is float and 0.0 <= confidence <= 1.0 and \
                 (approval is None or approval is True or approval is False):
             refused = bad_args
         else:
@@ -308,14 +319,13 @@ class Controller:
                 ident, agent, tool, refused[0], None, S.MOCK, False, error=refused[0].reason,
                 args=call_args)
         call_args = dict(args or {})
-        entry = gate.policy.tools[tool]
-        contract = entry.contract
+        entry = tools[tool]
         ctx = _Context()
-        inputs = EscalationInputs(entry.policy, confidence, approval, gate.locked,
+        inputs = EscalationInputs(entry.policy, confidence, approval, gate.audit.locked,
                                   entry.requires_approval)
         common = _Common({"agent": agent, "tool": tool, "risk": entry.risk,
                           "requires_approval": entry.requires_approval,
-                          "confidence": confidence, "rules": gate.policy.table.digest})
+                          "confidence": confidence, "rules": self._rules})
         key = (entry, confidence, approval, inputs.locked)
         moves = self._walked.get(key)
         if moves is None:
@@ -327,9 +337,10 @@ class Controller:
         via = None if approval is None else "caller"
         approved_at = None
         # Nobody is asked to approve a LIVE run that a cap rules out anyway.
-        live_possible = max_mode is None or max_mode is _LIVE
-        if ctx.state == _AWAITING and approval is None and live_possible:
-            answer, via, approved_at = gate.approve(agent, contract, confidence, call_args)
+        if ctx.state == _AWAITING and approval is None and (max_mode is None or
+                                                              max_mode is _LIVE):
+            answer, via, approved_at = gate.approve(agent, entry.contract, confidence,
+                                                    call_args)
             if answer is not None:
                 inputs.approval = answer.approved
                 if answer.args is not None:
