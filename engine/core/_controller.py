@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import attrs
+import orjson
 
 from buddy.engine.core._decision import (
     APPROVAL_PATH,
@@ -26,7 +27,7 @@ from buddy.engine.core._decision import (
     Outcome,
     _refusal,
 )
-from buddy.machines._factory import fire
+from buddy.machines._factory import CompiledTable, fire
 from buddy.machines.escalation import (
     DECIDE_PATH,
     SPEC,
@@ -52,6 +53,18 @@ _AWAITING = S.AWAITING_APPROVAL.name
 # its class, or its ``.value``, costs as much as a dict lookup ten times over.
 _MOCK, _DRY_RUN, _LIVE = ExecutionMode.MOCK, ExecutionMode.DRY_RUN, ExecutionMode.LIVE
 _VALUE = {m: m.value for m in ExecutionMode}
+_DUMPS, _NON_STR_KEYS = orjson.dumps, orjson.OPT_NON_STR_KEYS
+#: The JSON of the events the controller encodes itself (see :class:`_Common`), up to
+#: the subject's.
+_TRANSITION = b'"kind":"transition","machine":"escalation","subject":'
+_EXECUTION = b'"kind":"execution","machine":"escalation","subject":'
+#: An execution event's JSON from ``"event"`` to ``data``'s, by the state it ran in.
+_RUN_FROM = {s.name: b',"event":"run","src":%b,"dst":null,"data":' % _DUMPS(s.name)
+             for s in ExecutionState}
+#: The end of a transition's ``data``: its ``approval`` and ``locked``, by their values.
+_STATE_JSON = {(approval, locked): b',"approval":%b,"locked":%b' % (
+    _DUMPS(approval), _DUMPS(locked)) for approval in (None, True, False)
+    for locked in (False, True)}
 Handler = Callable[[dict[str, Any]], Any]
 Undo = Callable[[dict[str, Any], Any], Any]
 
@@ -76,6 +89,12 @@ def simulated_mock(tool: str) -> Handler:
 _NO_HANDLERS = Handlers()
 #: Moves of a context through the machine: ``(trigger, src, dst)`` state names.
 Moves = tuple[tuple[str, str, str], ...]
+#: A call decided (:meth:`Controller._decide`): its context, agent, tool, arguments,
+#: decision, machine inputs, common event data, approver, and its result when it ran
+#: no handler (refused, or denied); a refused call has no context, inputs or data.
+_Decided = tuple["_Context | None", str, str, dict[str, Any], "Decision",
+                 "EscalationInputs | None", "_Common | None", "str | None",
+                 "ExecutionResult | None"]
 
 
 def _by_mode(tool: str, handlers: Handlers) -> dict[ExecutionMode, Handler | None]:
@@ -84,7 +103,7 @@ def _by_mode(tool: str, handlers: Handlers) -> dict[ExecutionMode, Handler | Non
             _LIVE: handlers.live}
 
 
-@attrs.frozen
+@attrs.frozen(slots=False)  # one per call: a frozen dict class builds in half the time
 class ExecutionResult:
     """What happened to one call."""
 
@@ -113,10 +132,11 @@ class _Context:
     that event is written (:meth:`subject`).
     """
 
-    __slots__ = ("id", "state")
+    __slots__ = ("id", "json", "state")
 
     def __init__(self) -> None:
         self.id: str | None = None
+        self.json: bytes | None = None  # the id's JSON, once it has one
         self.state = _INITIAL
 
     def subject(self, held: AuditLog | None = None) -> str | Callable[[int], str]:
@@ -131,11 +151,11 @@ class _Context:
             return self.id
         if held is None or held.shared:
             return self._name
-        self.id = f"ctx-{held.last_seq + 1}"
-        return self.id
+        return self._name(held.last_seq + 1)
 
     def _name(self, seq: int) -> str:
         self.id = f"ctx-{seq}"
+        self.json = b'"ctx-%d"' % seq
         return self.id
 
 
@@ -146,6 +166,47 @@ class _Done:
     undo: Undo
     args: dict[str, Any]
     result: Any
+
+
+class _Common:
+    """The ``data`` every event of one call starts with (agent, tool, risk, ...), and
+    its JSON without the closing brace, encoded once per call.
+
+    With it the controller encodes its transition and execution events itself
+    (:meth:`AuditLog.append_encoded_locked`), the bytes :meth:`AuditLog.append`
+    writes for the dict (a test holds the two to be the same); an event whose
+    subject the log names at the write (a shared file log's first one) takes
+    the dict.
+    """
+
+    __slots__ = ("_data", "json", "_digest")
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self._data = data
+        self.json = _DUMPS(data)[:-1]
+        self._digest: str | None = None
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """The dict (a new one, once the digest is added: only the dict path reads it)."""
+        if self._digest is None:
+            return self._data
+        return {**self._data, "args_digest": self._digest}
+
+    def digested(self, digest: str) -> _Common:
+        """This, with the ``args_digest`` of the call's arguments (hex digits) added."""
+        common = _Common.__new__(_Common)
+        common._data, common._digest = self._data, digest
+        common.json = b'%b,"args_digest":"%b"' % (self.json, digest.encode())
+        return common
+
+
+def _move_json(table: CompiledTable) -> dict[tuple[str, str, str], bytes]:
+    """The JSON of each move the table can make, from ``"event"`` to ``data``'s key."""
+    return {(trigger, src, option[0]): b',"event":%b,"src":%b,"dst":%b,"data":' % (
+        _DUMPS(trigger), _DUMPS(src), _DUMPS(option[0]))
+        for src, triggers in table.items() for trigger, options in triggers.items()
+        for option in options}
 
 
 def _id(ctx: _Context) -> str:
@@ -183,6 +244,8 @@ class Controller:
         self.gate = gate
         # The escalation machine compiled from its declaration, as decide walks it.
         self.table = gate.policy.machine
+        self._move_json = _move_json(self.table)
+        self._rules = gate.policy.table.digest  # the digest of the table every event used
         self.handlers: dict[str, Handlers] = {}
         # Each tool's handlers and its callable by the mode the machine reached, read
         # together (a tool without handlers gets the simulated MOCK one at its first call).
@@ -200,33 +263,69 @@ class Controller:
                 confidence: float, approval: bool | None, max_mode: ExecutionMode | None = None,
                 cap_reason: str = "", agent: str | None = None) -> PendingCall:
         """Decide one call on a fresh context; the handler runs at :meth:`PendingCall.run`."""
-        gate = self.gate
         agent = session.agent if agent is None else agent
+        ctx, agent, tool, call_args, decision, inputs, common, via, done = self._decide(
+            tool, args, confidence, approval, max_mode, agent)
+        if done is not None:
+            return PendingCall(self, session, None, tool, call_args, decision, agent=agent,
+                               done=done)
+        return PendingCall(self, session, ctx, tool, call_args, decision, inputs, common,
+                           max_mode=max_mode, cap_reason=cap_reason, agent=agent,
+                           approved_by=via)
+
+    def execute(self, session: Session, tool: str, args: Mapping[str, Any] | None,
+                confidence: float, approval: bool | None, max_mode: ExecutionMode | None = None,
+                cap_reason: str = "", agent: str | None = None) -> ExecutionResult:
+        """Decide one call on a fresh context and run it (:meth:`prepare`, then
+        :meth:`PendingCall.run`, without the pending call in between)."""
+        agent = session.agent if agent is None else agent
+        ctx, agent, tool, call_args, decision, inputs, common, via, done = self._decide(
+            tool, args, confidence, approval, max_mode, agent)
+        if done is not None:
+            return done
+        assert ctx is not None and inputs is not None and common is not None
+        return self._execute(session, ctx, agent, tool, call_args, decision, inputs, common,
+                             max_mode, cap_reason, via)
+
+    def _decide(self, tool: str, args: Mapping[str, Any] | None, confidence: float,
+                approval: bool | None, max_mode: ExecutionMode | None, agent: str,
+                ) -> _Decided:
+        """Decide one call on a fresh context: a :data:`_Decided`, ``done`` the result of a
+        call refused, or denied (its context aborted), else None."""
+        gate = self.gate
         if max_mode is not None and not isinstance(max_mode, ExecutionMode):
             raise InputError(f"max_mode must be an ExecutionMode or None (got {shown(max_mode)})")
         if type(confidence) is not float:
             confidence = plain_confidence(confidence)
         bad_args = _bad_args(args)
-        refused = gate.refusal(agent, tool, confidence, approval) or bad_args
+        # The refusal checks, in full (and naming the problem) only for inputs that may
+        # fail them: an agent that is no plain ASCII name, an unknown tool, a confidence
+        # out of range, an approval not one of True, False, None; or declared agents.
+        tools = gate.policy.tools
+        if gate.agents is None and type(agent) is str and agent and agent.isascii() and \
+                not "ctx-" <= agent < "ctx." and type(tool) is str and tool in tools and \
+                type(confidence) is float and 0.0 <= confidence <= 1.0 and \
+                (approval is None or approval is True or approval is False):
+            refused = bad_args
+        else:
+            refused = gate.refusal(agent, tool, confidence, approval) or bad_args
         if refused is not None:
             call_args = dict(args) if bad_args is None and args is not None else {}
             with gate.lock:
                 seq = gate.record(lambda seq: f"ctx-{seq}", agent, tool, confidence, approval,
                                   None, gate.locked, refused)
             ident, agent, tool = f"ctx-{seq}", _name(agent), _name(tool)
-            return PendingCall(self, session, None, tool, call_args, refused[0], agent=agent,
-                               done=ExecutionResult(ident, agent, tool, refused[0], None, S.MOCK,
-                                                    False, error=refused[0].reason,
-                                                    args=call_args))
+            return None, agent, tool, call_args, refused[0], None, None, None, ExecutionResult(
+                ident, agent, tool, refused[0], None, S.MOCK, False, error=refused[0].reason,
+                args=call_args)
         call_args = dict(args or {})
-        entry = gate.policy.tools[tool]
-        contract = entry.contract
+        entry = tools[tool]
         ctx = _Context()
-        inputs = EscalationInputs(entry.policy, confidence, approval, gate.locked,
+        inputs = EscalationInputs(entry.policy, confidence, approval, gate.audit.locked,
                                   entry.requires_approval)
-        common = {"agent": agent, "tool": tool, "risk": entry.risk,
-                  "requires_approval": entry.requires_approval, "confidence": confidence,
-                  "rules": gate.policy.table.digest}
+        common = _Common({"agent": agent, "tool": tool, "risk": entry.risk,
+                          "requires_approval": entry.requires_approval,
+                          "confidence": confidence, "rules": self._rules})
         key = (entry, confidence, approval, inputs.locked)
         moves = self._walked.get(key)
         if moves is None:
@@ -238,9 +337,10 @@ class Controller:
         via = None if approval is None else "caller"
         approved_at = None
         # Nobody is asked to approve a LIVE run that a cap rules out anyway.
-        live_possible = max_mode is None or max_mode is _LIVE
-        if ctx.state == _AWAITING and approval is None and live_possible:
-            answer, via, approved_at = gate.approve(agent, contract, confidence, call_args)
+        if ctx.state == _AWAITING and approval is None and (max_mode is None or
+                                                              max_mode is _LIVE):
+            answer, via, approved_at = gate.approve(agent, entry.contract, confidence,
+                                                    call_args)
             if answer is not None:
                 inputs.approval = answer.approved
                 if answer.args is not None:
@@ -255,27 +355,37 @@ class Controller:
                            why=mask_text(answer.reason) or None)
         with gate.lock:
             audit = gate.audit
-            audit.hold()  # the log's lock as it is now, and no one appends in between
+            shared = audit.shared
+            if shared:  # the log's lock as it is now, and no one appends in between
+                audit.hold()
             try:
                 if audit.locked and not inputs.locked:  # locked while this call decided
                     inputs.locked = True
                     self._fire(ctx, ("lock",), inputs, common, why="system locked meanwhile")
-                outcome = gate.throttle(tool, entry.outcomes[(ctx.state, inputs.locked)])
+                outcome = entry.outcomes[(ctx.state, inputs.locked)]
+                if gate.buckets:
+                    outcome = gate.throttle(tool, outcome)
                 gate.record(ctx.subject(audit), agent, tool, confidence, inputs.approval, via,
                             inputs.locked, outcome, approved_at)
             finally:
-                audit.release()
+                if shared:
+                    audit.release()
         decision = outcome[0]
-        pending = PendingCall(self, session, ctx, tool, call_args, decision, inputs, common,
-                              max_mode=max_mode, cap_reason=cap_reason, agent=agent,
-                              approved_by=via)
-        if not decision.allowed:
-            pending.cancel()
-        return pending
+        done = None if decision.allowed else self._cancel(
+            ctx, agent, tool, call_args, decision, inputs, common)
+        return ctx, agent, tool, call_args, decision, inputs, common, via, done
+
+    def _cancel(self, ctx: _Context, agent: str, tool: str, args: dict[str, Any],
+                decision: Decision, inputs: EscalationInputs, common: _Common,
+                reason: str = "") -> ExecutionResult:
+        """Abort a decided call without running it."""
+        self._fire(ctx, ("abort",), inputs, common, why=reason or decision.reason)
+        return ExecutionResult(_id(ctx), agent, tool, decision, None, _STATES[ctx.state], False,
+                               error=reason or decision.reason, args=args)
 
     def _execute(self, session: Session, ctx: _Context, agent: str, tool: str,
                  args: dict[str, Any],
-                 decision: Decision, inputs: EscalationInputs, common: dict[str, Any],
+                 decision: Decision, inputs: EscalationInputs, common: _Common,
                  max_mode: ExecutionMode | None = None, cap_reason: str = "",
                  approved_by: str | None = None) -> ExecutionResult:
         gate = self.gate
@@ -308,14 +418,14 @@ class Controller:
             self._fire(ctx, ("lock",), inputs, common, why="system locked before the LIVE run")
             mode = _MOCK
         handler = by_mode[mode]
-        common = {**common, "args_digest": args_digest(args)}
+        common = common.digested(args_digest(args))
         masker = gate.audit.masker
         try:
             result = handler(args)  # type: ignore[misc]
         except BaseException as exc:  # recorded and rolled back; an interrupt then goes on up
             error = described(exc)
             gate.audit.append("execution", "escalation", ctx.subject(), "run", ctx.state, None, {
-                **common, "mode": _VALUE[mode], "ok": False, "error": error,
+                **common.data, "mode": _VALUE[mode], "ok": False, "error": error,
                 "args": masker.mask(args)})
             undone: tuple[str, ...] = ()
             if mode is _LIVE:
@@ -329,11 +439,21 @@ class Controller:
             return ExecutionResult(_id(ctx), agent, tool, decision, mode, _STATES[ctx.state],
                                    False, error=error, args=args, rolled_back=undone,
                                    timed_out=isinstance(exc, TimeoutError))
-        data = {**common, "mode": _VALUE[mode], "ok": True, "result": masker.mask(result),
+        tail = {"mode": _VALUE[mode], "ok": True, "result": masker.mask(result),
                 "args": masker.mask(args)}
+        audit = gate.audit
+        try:  # wrapped in a list: the values as deep as in the event's data
+            encoded = _DUMPS([tail], default=repr, option=_NON_STR_KEYS)[2:-2]
+        except Exception:  # a value JSON cannot hold: the dict records it as such
+            encoded = None
         with gate.lock:
-            gate.audit.append_locked("execution", "escalation", ctx.subject(), "run", ctx.state,
-                                     None, data)
+            if encoded is not None and ctx.json is not None:
+                audit.append_encoded_locked(b"".join((
+                    _EXECUTION, ctx.json, _RUN_FROM[ctx.state], common.json, b",", encoded,
+                    b"}")))
+            else:
+                audit.append_locked("execution", "escalation", ctx.subject(), "run", ctx.state,
+                                    None, {**common.data, **tail})
         if mode is _LIVE and handlers.undo is not None and \
                 gate.policy.tools[tool].contract.reversible:
             session._stack.append(_Done(_id(ctx), tool, handlers.undo, args, result))
@@ -342,7 +462,7 @@ class Controller:
                                True, result=result, args=args)
 
     # -- machine plumbing ----------------------------------------------------
-    def _downgrade(self, ctx: _Context, inputs: EscalationInputs, common: dict[str, Any],
+    def _downgrade(self, ctx: _Context, inputs: EscalationInputs, common: _Common,
                    cap: ExecutionMode, why: str) -> ExecutionMode:
         """Fire ``downgrade`` until the context's mode is at most ``cap``."""
         for _ in range(len(STATE_MODE)):
@@ -352,7 +472,7 @@ class Controller:
         return STATE_MODE[_STATES[ctx.state]]
 
     def _fire(self, ctx: _Context, triggers: tuple[str, ...], inputs: EscalationInputs,
-              common: dict[str, Any], why: str | None = None) -> None:
+              common: _Common, why: str | None = None) -> None:
         """Fire each trigger in turn on the compiled machine; record each move.
 
         A trigger with no row from the current state, or whose guards fail,
@@ -376,19 +496,34 @@ class Controller:
         return tuple(moves)
 
     def _record(self, ctx: _Context, moves: Moves, inputs: EscalationInputs,
-                common: dict[str, Any], why: str | None = None) -> None:
+                common: _Common, why: str | None = None) -> None:
         """Make ``moves`` on the context, each a transition event, recorded together."""
         if not moves:
             return
         audit = self.gate.audit
+        try:
+            tail = b',"why":%b}' % _DUMPS(why) if why else b"}"
+        except orjson.JSONEncodeError:  # text JSON cannot hold: the dict records it as such
+            tail = None
         with audit.lock:
-            for trigger, src, dst in moves:
+            for move in moves:
+                trigger, src, dst = move
                 ctx.state = dst
-                data = {**common, "approval": inputs.approval, "locked": inputs.locked}
+                named = ctx.json
+                if named is None:  # its first event: named now, or by the log at the write
+                    ctx.subject(audit)
+                    named = ctx.json
+                if tail is not None and named is not None:
+                    audit.append_encoded_locked(b"".join((
+                        _TRANSITION, named, self._move_json[move], common.json,
+                        _STATE_JSON[(inputs.approval, inputs.locked)], tail)))
+                    continue
+                subject = ctx.subject(audit)
+                data = {**common.data, "approval": inputs.approval, "locked": inputs.locked}
                 if why:
                     data["why"] = why
-                audit.append_locked("transition", "escalation", ctx.subject(audit), trigger, src,
-                                    dst, data)
+                audit.append_locked("transition", "escalation", subject, trigger, src, dst,
+                                    data)
 
 
 class PendingCall:
@@ -404,7 +539,7 @@ class PendingCall:
 
     def __init__(self, controller: Controller, session: Session, ctx: _Context | None,
                  tool: str, args: dict[str, Any], decision: Decision,
-                 inputs: EscalationInputs | None = None, common: dict[str, Any] | None = None,
+                 inputs: EscalationInputs | None = None, common: _Common | None = None,
                  done: ExecutionResult | None = None, max_mode: ExecutionMode | None = None,
                  cap_reason: str = "", agent: str | None = None,
                  approved_by: str | None = None) -> None:
@@ -420,7 +555,7 @@ class PendingCall:
         self.args = args
         self.decision = decision
         self._inputs = inputs
-        self._common = common or {}
+        self._common = common
         self._done = done
 
     def _take(self) -> _Context:
@@ -432,7 +567,7 @@ class PendingCall:
     def run(self) -> ExecutionResult:
         """Run the handler of the decided mode (once); later calls return the same result."""
         if self._done is None:
-            assert self._inputs is not None
+            assert self._inputs is not None and self._common is not None
             self._done = self._controller._execute(
                 self._session, self._take(), self.agent, self.tool, self.args, self.decision,
                 self._inputs, self._common, self._max_mode, self._cap_reason,
@@ -442,13 +577,10 @@ class PendingCall:
     def cancel(self, reason: str = "") -> ExecutionResult:
         """Abort the call without running it."""
         if self._done is None:
-            assert self._inputs is not None
-            ctx = self._take()
-            self._controller._fire(ctx, ("abort",), self._inputs, self._common,
-                                   why=reason or self.decision.reason)
-            self._done = ExecutionResult(_id(ctx), self.agent, self.tool,
-                                         self.decision, None, _STATES[ctx.state], False,
-                                         error=reason or self.decision.reason, args=self.args)
+            assert self._inputs is not None and self._common is not None
+            self._done = self._controller._cancel(self._take(), self.agent, self.tool,
+                                                  self.args, self.decision, self._inputs,
+                                                  self._common, reason)
         return self._done
 
 
@@ -470,8 +602,11 @@ class Session:
                 approval: bool | None = None, max_mode: ExecutionMode | None = None,
                 cap_reason: str = "", agent: str | None = None) -> ExecutionResult:
         """Decide and run one call (see :meth:`buddy.engine.Engine.execute`)."""
-        return self.prepare(tool, args, confidence=confidence, approval=approval,
-                            max_mode=max_mode, cap_reason=cap_reason, agent=agent).run()
+        if self._closed:
+            raise InputError(f"the session of {self.agent!r} has ended: its calls could no "
+                             "longer roll back together; start a new one")
+        return self._controller.execute(self, tool, args, confidence, approval, max_mode,
+                                        cap_reason, agent)
 
     def prepare(self, tool: str, args: Mapping[str, Any] | None = None, *, confidence: float,
                 approval: bool | None = None, max_mode: ExecutionMode | None = None,

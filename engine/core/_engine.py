@@ -134,8 +134,9 @@ class Engine:
                 ) -> ExecutionResult:
         """Decide and run one call in a session of its own (``max_mode``: see
         :meth:`Session.prepare`)."""
-        return self.session(agent).execute(tool, args, confidence=confidence, approval=approval,
-                                           max_mode=max_mode, cap_reason=cap_reason)
+        controller = self._controller
+        return controller.execute(Session(controller, agent), tool, args, confidence, approval,
+                                  max_mode, cap_reason)
 
     def prepare(self, agent: str, tool: str, args: Mapping[str, Any] | None = None, *,
                 confidence: float, approval: bool | None = None,

@@ -58,6 +58,7 @@ _YIELDS = 200
 #: Agents' JSON the gate remembers before it starts over (bounded memory).
 NAMES_MEMO_SIZE = 4_096
 _USES_THE_TOOL = (ExecutionMode.DRY_RUN, ExecutionMode.LIVE)
+_DUMPS = orjson.dumps
 
 
 def _subject(agent: object, outcome: Outcome) -> str:
@@ -296,7 +297,34 @@ class Gate:
     def record(self, subject: str | Callable[[int], str], agent: object, tool: object,
                confidence: object, approval: object, via: str | None, locked: bool,
                outcome: Outcome, approved_at: float | None = None) -> int:
-        """Append one decision event; the caller holds :attr:`lock`."""
+        """Append one decision event; the caller holds :attr:`lock`.
+
+        When the policy remembers this very outcome for these inputs (the walk's,
+        approved by no one or by the caller, see :attr:`Policy.walked`), the event is
+        its encoded one, with ``subject`` and the agent's JSON put in: the bytes of
+        the dict below.
+        """
+        if approved_at is None and type(subject) is str and type(tool) is str and \
+                type(agent) is str and type(confidence) is float and \
+                (locked is True or locked is False) and (
+                    approval is None and via is None or
+                    (approval is True or approval is False) and via == "caller"):
+            policy = self.policy
+            key = (tool, confidence, approval, locked)
+            walked = policy.walked.get(key)
+            if walked is None:
+                policy.evaluate(tool, confidence, approval, locked, agent)  # walks, remembers
+                walked = policy.walked.get(key)
+            if walked is not None and walked[0] is outcome and walked[1] is not None:
+                name = self._names.get(agent) or self._name(agent)
+                try:
+                    named = _DUMPS(subject)
+                except orjson.JSONEncodeError:  # no text: the dict records it as such
+                    name = b""
+                if name:
+                    head, tail = walked[1]
+                    return self.audit.append_encoded_locked(b"".join((
+                        _DECISION, named, head, name, tail)))
         data = self.policy.record(agent, tool, confidence, approval, via, locked, outcome,
                                   approved_at)
         return self.audit.append_locked("decision", "escalation", subject, "decide", "MOCK",

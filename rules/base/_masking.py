@@ -83,6 +83,7 @@ class Masker:
         extra = "|".join(re.escape(k) for k in extra_keys)
         self._re = re.compile(f"{pattern}|{extra}" if extra else pattern, re.IGNORECASE)
         self._keys: dict[str, bool] = {}  # is_secret of str keys seen, up to _KEYS_KEPT
+        self._plain: set[str] = set()      # those of them that name no secret
 
     def is_secret(self, key: object) -> bool:
         """Whether ``key`` looks like it names a secret (a tuple key: any of its strings)."""
@@ -92,7 +93,10 @@ class Masker:
                 known = self._re.search(key) is not None
                 if len(self._keys) >= _KEYS_KEPT:
                     self._keys.clear()
+                    self._plain.clear()
                 self._keys[key] = known
+                if not known:
+                    self._plain.add(key)
             return known
         if isinstance(key, tuple):
             return any(self.is_secret(k) for k in key)
@@ -104,6 +108,10 @@ class Masker:
         if kind in _SCALARS:
             return value
         if kind is dict:  # the common case, a flat dict of plain values, without the walk
+            # Its keys all known to name no secret, its values all scalars: a copy, checked
+            # in C.
+            if self._plain.issuperset(value) and _SCALARS.issuperset(map(type, value.values())):
+                return dict(value)
             known, mask = self._keys, self.MASK
             flat: dict[Any, Any] = {}
             for k, v in value.items():

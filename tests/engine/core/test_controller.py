@@ -26,7 +26,7 @@ from typing import Any
 
 from buddy.engine import Approval, AuditLog, Engine, ExecutionMode
 from buddy.engine.core._chain import verify_lines
-from buddy.engine.core._controller import ExecutionResult
+from buddy.engine.core._controller import ExecutionResult, _Context
 from buddy.engine.core._replay import replay
 from buddy.rules.base.errors import InputError
 from tests.helpers import ManualClock
@@ -300,6 +300,11 @@ def scenario(open_audit: Callable[[ManualClock], AuditLog] | None = None,
     return engine, rows
 
 
+def _named_without_json(ctx: _Context, seq: int) -> str:
+    ctx.id = f"ctx-{seq}"
+    return ctx.id
+
+
 def _results_lines(rows: list[dict[str, Any]]) -> list[str]:
     return [json.dumps(r, sort_keys=True) for r in rows]
 
@@ -325,6 +330,43 @@ class TestGoldenAuditTrail:
         engine, _ = scenario(lambda clock: AuditLog.open(tmp_path / "audit.jsonl", clock=clock))
         engine.audit.close()
         assert (tmp_path / "audit.jsonl").read_bytes() == GOLDEN.read_bytes()
+
+    def test_the_dict_path_writes_the_same_bytes(self, monkeypatch):
+        # Contexts that never learn their id's JSON: the controller then writes every
+        # transition and execution event through the dict encoder, not its own.
+        monkeypatch.setattr(_Context, "_name", _named_without_json)
+        engine, _ = scenario()
+        assert b"\n".join(engine.audit.raw_lines()) + b"\n" == GOLDEN.read_bytes()
+
+    def test_odd_values_get_the_dict_paths_bytes(self, monkeypatch):
+        def deep(levels: int) -> Any:
+            value: Any = 1
+            for _ in range(levels):
+                value = [value]
+            return value
+
+        calls: list[tuple[str, Any, ExecutionMode | None, str]] = [
+            ("form_fill", {"n": 2 ** 70}, None, ""),
+            ("form_fill", {"token": "s", (1, 2): "tuple key", "xs": [{"password": "p"}]}, None,
+             ""),
+            *(("form_fill", {"deep": deep(n)}, None, "") for n in range(250, 256)),
+            ("form_fill", {"n": 1}, M, "cap \ud800 with a lone surrogate"),
+            ("form_fill", {"a\ud800": 1}, D, "ok"),
+        ]
+
+        def run() -> list[bytes]:
+            clock = ManualClock(1_700_000_000.0)
+            engine = Engine.default(clock=clock, audit=AuditLog.memory(clock=clock, keep=None))
+            engine.register_handler("form_fill", mock=lambda a: {"r": a}, dry_run=lambda a: a,
+                                    live=lambda a: [Unencodable(), a])
+            for tool, args, cap, why in calls:
+                engine.execute("agent-1", tool, args, confidence=0.9, max_mode=cap,
+                               cap_reason=why)
+            return engine.audit.raw_lines()
+
+        encoded = run()
+        monkeypatch.setattr(_Context, "_name", _named_without_json)
+        assert encoded == run()
 
     def test_the_scenario_covers_every_kind_and_move(self):
         records = [json.loads(line) for line in GOLDEN.read_text().splitlines()]
