@@ -60,7 +60,7 @@ from buddy.engine.core._chain import (
 from buddy.engine.core._events import KINDS, AuditEvent
 from buddy.rules.base._convert import converter
 from buddy.rules.base._files import write_atomic
-from buddy.rules.base._masking import Masker, mask_text, shown
+from buddy.rules.base._masking import Masker, mask_text, masked_repr, shown
 from buddy.rules.base.errors import AuditChainBroken, AuditError
 
 __all__ = ["AuditLog", "Subject"]
@@ -385,7 +385,7 @@ class AuditLog:
             body = _DUMPS({
                 "seq": seq, "ts": ts, "kind": kind, "machine": machine, "subject": subject,
                 "event": event, "src": src, "dst": dst, "data": data,
-            }, default=_masked_repr, option=_NON_STR_KEYS)
+            }, default=masked_repr, option=_NON_STR_KEYS)
         except Exception:  # a value JSON cannot hold: record it as such, never lose the event
             body = self._encode_fallback(seq, ts, kind, machine, subject, event, src, dst, data)
         return self._commit(seq, body[:-1] + b',"prev":"')
@@ -473,7 +473,7 @@ class AuditLog:
             except Exception:
                 name = _clean(key) if isinstance(key, str) else _clean(shown(key))
             try:
-                _DUMPS([{"k": value}], default=_masked_repr, option=_NON_STR_KEYS)  # data's depth
+                _DUMPS([{"k": value}], default=masked_repr, option=_NON_STR_KEYS)  # data's depth
             except Exception:
                 value = self.masker.MASK if self.masker.is_secret(key) else {
                     "$unencodable": type(value).__name__,
@@ -487,7 +487,7 @@ class AuditLog:
                 "subject": _clean(subject), "event": _clean(event),
                 "src": None if src is None else _clean(src),
                 "dst": None if dst is None else _clean(dst), "data": safe,
-            }, default=_masked_repr, option=_NON_STR_KEYS)
+            }, default=masked_repr, option=_NON_STR_KEYS)
         except Exception as exc:
             raise AuditError(f"audit event {kind}/{event} cannot be encoded: "
                              f"{type(exc).__name__}: {exc}") from None
@@ -687,12 +687,6 @@ def _lock_state(lines: Sequence[bytes], locked: bool) -> bool:
         elif line.startswith(b'unlock"', at):
             locked = False
     return locked
-
-
-def _masked_repr(value: object) -> str:
-    """How an event writes a value JSON has no form for: its repr, whatever follows a
-    secret-looking word cut (``Creds(user='bob', password=***``)."""
-    return mask_text(repr(value))
 
 
 def _clean(text: str) -> str:

@@ -36,7 +36,7 @@ from buddy.machines.escalation import (
     ExecutionState,
 )
 from buddy.rules.base._canonical import args_digest
-from buddy.rules.base._masking import described, mask_text, shown
+from buddy.rules.base._masking import described, mask_text, masked_repr, shown
 from buddy.rules.base._values import ExecutionMode, plain_confidence
 from buddy.rules.base.errors import InputError
 
@@ -443,7 +443,7 @@ class Controller:
                 "args": masker.mask(args)}
         audit = gate.audit
         try:  # wrapped in a list: the values as deep as in the event's data
-            encoded = _DUMPS([tail], default=repr, option=_NON_STR_KEYS)[2:-2]
+            encoded = _DUMPS([tail], default=masked_repr, option=_NON_STR_KEYS)[2:-2]
         except Exception:  # a value JSON cannot hold: the dict records it as such
             encoded = None
         with gate.lock:

@@ -14,7 +14,7 @@ import reprlib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-__all__ = ["DEFAULT_SECRET_PATTERN", "Masker", "described", "mask_text", "shown"]
+__all__ = ["DEFAULT_SECRET_PATTERN", "Masker", "described", "mask_text", "masked_repr", "shown"]
 
 DEFAULT_SECRET_PATTERN = (
     r"pass(word|wd|phrase)?|pwd|secret|token|api[_-]?key|auth(orization)?|credential|"
@@ -29,6 +29,16 @@ _INLINE = re.compile(
 
 def _cut_secrets(text: str) -> str:
     return _INLINE.sub(r"\g<word>\g<sep>***", text)
+
+
+def masked_repr(value: object) -> str:
+    """How a log writes a value JSON has no form for (the JSON encoder's ``default``):
+    its repr, whatever follows a secret-looking word cut.
+
+    >>> masked_repr(type("Creds", (), {"__repr__": lambda s: "Creds(password=hunter2)"})())
+    'Creds(password=***'
+    """
+    return mask_text(repr(value))
 
 
 def mask_text(text: str) -> str:
