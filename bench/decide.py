@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _engines import unthrottled  # noqa: E402
 from _peers import PEERS  # noqa: E402
 
-from buddy.engine import AuditLog, Engine  # noqa: E402
+from buddy.engine import AuditLog, Decision, Engine  # noqa: E402
 
 # One tool per risk level, present in buddy's catalogue and the peers' policy.
 TOOLS = ("vision_inspect", "form_fill", "msgraph_send_email")
@@ -80,11 +80,13 @@ def pct(sorted_ns: list[int], q: float) -> float:
     return sorted_ns[min(len(sorted_ns) - 1, int(len(sorted_ns) * q))] / 1000
 
 
-def buddy_call(engine: Engine) -> Callable[..., str]:
+def buddy_call(engine: Engine) -> Callable[..., Decision]:
+    """One decision, as a user makes it: the :class:`Decision` is the answer (its
+    ``mode`` an enum member; the peers' answers are strings)."""
     decide = engine.decide
 
-    def call(agent: str, tool: str, confidence: float, approved: bool) -> str:
-        return decide(agent, tool, confidence, approval=True if approved else None).mode.value
+    def call(agent: str, tool: str, confidence: float, approval: bool | None) -> Decision:
+        return decide(agent, tool, confidence, approval=approval)
 
     return call
 
@@ -96,13 +98,14 @@ def main() -> int:
     args = parser.parse_args()
     cases = workload(args.calls, args.seed)
     warm = cases[: min(2_000, len(cases))]
-    calls = [(agent, *case) for agent, case in zip(agents_for(args.calls, args.seed), cases,
-                                                    strict=True)]
+    calls = [(agent, tool, confidence, True if approved else None)  # approval as given
+             for agent, (tool, confidence, approved) in zip(agents_for(args.calls, args.seed),
+                                                             cases, strict=True)]
 
     results: dict[str, tuple[list[int], float]] = {}
     memory = unthrottled(clock=time.time)
     reference = buddy_call(unthrottled(clock=time.time))
-    expected = [reference(*c) for c in calls[:5_000]]
+    expected = [reference(*c).mode.value for c in calls[:5_000]]
     time_calls(buddy_call(memory), calls[:2_000])
     results["buddy (memory audit)"] = time_calls(buddy_call(unthrottled(clock=time.time)),
                                                  calls)
