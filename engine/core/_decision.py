@@ -210,6 +210,18 @@ class Policy:
             return _refusal(RULE_ERROR, f"evaluation failed: {described(exc)}: "
                             "fail closed"), approval, via, at, None
 
+    def remembered(self, tool: str, confidence: float, approval: bool | None, locked: bool,
+                   agent: str) -> tuple[Outcome, Encoded | None] | None:
+        """What :attr:`walked` holds for a call, walked (and remembered) first when it
+        holds nothing yet; None for a call whose inputs are refused. The caller has
+        checked the types (equal inputs of other types would find the entry)."""
+        key = (tool, confidence, approval, locked)
+        walked = self.walked.get(key)
+        if walked is None:
+            self.evaluate(tool, confidence, approval, locked, agent)
+            walked = self.walked.get(key)
+        return walked
+
     def encode(self, tool: str, confidence: float, approval: bool | None,
                approved_by: str | None, locked: bool, outcome: Outcome) -> Encoded:
         """The decision event of an allowed or denied call, encoded but for its agent:

@@ -148,11 +148,8 @@ class Gate:
             # approval (a grant may be used up), and anything else, is decided under the
             # lock below.
             locked = audit.locked
-            key = (tool, confidence, approval, locked)
-            walked = policy.walked.get(key)
-            if walked is None:
-                policy.evaluate(tool, confidence, approval, locked, agent)  # walks, remembers
-                walked = policy.walked.get(key)
+            walked = policy.walked.get((tool, confidence, approval, locked)) or \
+                policy.remembered(tool, confidence, approval, locked, agent)
             name = self._names.get(agent) or self._name(agent)
             outcome, encoded = walked if walked is not None else (None, None)
             if encoded is not None and outcome is not None and name and \
@@ -309,12 +306,7 @@ class Gate:
                 (locked is True or locked is False) and (
                     approval is None and via is None or
                     (approval is True or approval is False) and via == "caller"):
-            policy = self.policy
-            key = (tool, confidence, approval, locked)
-            walked = policy.walked.get(key)
-            if walked is None:
-                policy.evaluate(tool, confidence, approval, locked, agent)  # walks, remembers
-                walked = policy.walked.get(key)
+            walked = self.policy.remembered(tool, confidence, approval, locked, agent)
             if walked is not None and walked[0] is outcome and walked[1] is not None:
                 name = self._names.get(agent) or self._name(agent)
                 try:
