@@ -14,7 +14,8 @@ token left the call is refused (``rate.limit``), which only ever tightens.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+import contextlib
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from time import sleep as _yield
 from typing import Any
 
@@ -166,47 +167,45 @@ class Gate:
                         return outcome[0]
                 finally:
                     lock.release()
-        self._wait()
-        try:
-            shared = audit.shared
-            if shared:
-                audit.hold()
-            try:
-                locked = audit.locked
-                if refused is not None:
-                    self.record(_subject(agent, refused), agent, tool, confidence, approval,
-                                None, locked, refused)
-                    return refused[0]
-                outcome, approved, via, at, _ = policy.evaluate(
-                    tool, confidence, approval, locked, agent, self._grant)
-                if approved is not None or self.approver is None or \
-                        outcome[0].state is not S.AWAITING_APPROVAL:
-                    if self.buckets:
-                        outcome = self.throttle(tool, outcome)
-                    self.record(_subject(agent, outcome), agent, tool, confidence, approved,
-                                via, locked, outcome, at)
-                    return outcome[0]
-            finally:
-                if shared:
-                    audit.release()
-        finally:
-            self.lock.release()
-        answer = self.ask(agent, policy.tools[tool].contract, confidence, None)
-        self._wait()
-        try:
-            if shared:
-                audit.hold()
-            try:
-                locked = audit.locked
-                outcome, approved, _, _, _ = policy.evaluate(
-                    tool, confidence, None if answer is None else answer.approved, locked, agent)
-                outcome = self.throttle(tool, outcome)
+        with self._turn():
+            locked = audit.locked
+            if refused is not None:
+                self.record(_subject(agent, refused), agent, tool, confidence, approval,
+                            None, locked, refused)
+                return refused[0]
+            outcome, approved, via, at, _ = policy.evaluate(
+                tool, confidence, approval, locked, agent, self._grant)
+            if approved is not None or self.approver is None or \
+                    outcome[0].state is not S.AWAITING_APPROVAL:
+                if self.buckets:
+                    outcome = self.throttle(tool, outcome)
                 self.record(_subject(agent, outcome), agent, tool, confidence, approved,
-                            None if answer is None else "callback", locked, outcome)
+                            via, locked, outcome, at)
                 return outcome[0]
+        answer = self.ask(agent, policy.tools[tool].contract, confidence, None)
+        with self._turn():
+            locked = audit.locked
+            outcome, approved, _, _, _ = policy.evaluate(
+                tool, confidence, None if answer is None else answer.approved, locked, agent)
+            outcome = self.throttle(tool, outcome)
+            self.record(_subject(agent, outcome), agent, tool, confidence, approved,
+                        None if answer is None else "callback", locked, outcome)
+            return outcome[0]
+
+    @contextlib.contextmanager
+    def _turn(self) -> Iterator[None]:
+        """Hold the engine's lock (taken as :meth:`_wait` takes it) and, with a file log
+        other processes write too, the file, having read what they appended."""
+        self._wait()
+        try:
+            shared = self.audit.shared
+            if shared:
+                self.audit.hold()
+            try:
+                yield
             finally:
                 if shared:
-                    audit.release()
+                    self.audit.release()
         finally:
             self.lock.release()
 
