@@ -271,6 +271,16 @@ class Policy:
         inputs = EscalationInputs(policy, confidence, approval, locked, requires_approval)
         return outcomes[(walk(self.machine, "MOCK", DECIDE_PATH, inputs), locked)]
 
+    def cuts(self, risk: str) -> list[float] | None:
+        """The thresholds the rows of a recorded risk (``"LOW"``, ...) compare the
+        confidence with, sorted; None when a row reads anything else, or for no risk.
+
+        Between two cuts, and at each, :meth:`reevaluate` decides alike for equal
+        other inputs (see ``_regions``): replay remembers its answers by region.
+        """
+        entry = self._by_risk.get((risk, False))
+        return None if entry is None else self._cuts[entry[0].risk]
+
     def _walk(self, policy: RiskPolicy, requires_approval: bool, confidence: float,
               approval: bool | None, locked: bool) -> str:
         """Where the decide path's walk from MOCK ends for a valid call (an approval

@@ -43,7 +43,9 @@ __all__ = [
     "TaskStep",
     "check_event",
     "decode_event",
+    "decode_batch",
     "decode_verified",
+    "event_data",
     "event_problem",
 ]
 
@@ -264,6 +266,10 @@ _RAW = frozenset(cls for cls in _TAGGED if cls.kind not in _DATA)  # type: ignor
 _VALIDATED: dict[type, type] = {
     cls: validated for cls in _TAGGED for kind in [cls.kind]  # type: ignore[attr-defined]
     if kind in _DATA and (validated := _DATA[kind][1]) is not None}
+#: The struct :func:`decode_batch` decodes a decision event into (its data a
+#: :class:`DecisionData` struct, which has no validators to run).
+DECISION: Any = next(cls for cls in _TAGGED if cls.kind == "decision")  # type: ignore[attr-defined]
+assert DECISION not in _VALIDATED and DECISION not in _RAW
 
 
 def decode_event(line: bytes, source: str, seq: int) -> tuple[Any, Any]:
@@ -304,39 +310,57 @@ def decode_verified(lines: Sequence[bytes], source: str, seq: int) -> Iterator[t
     pairs :func:`decode_event` returns, and raises what it raises: from the
     first line the batch cannot take, each line is decoded alone.
     """
-    try:
-        events = _LINES.decode_lines(b"\n".join(lines))
-    except _WIRE_ERRORS:
-        events = []
-    if len(events) != len(lines):  # a line holding two values is not an event
-        events = []
-    done, steps, raw, validators = 0, _STEPS, _RAW, _VALIDATED
-    for event in events:
+    done = 0
+    for event in decode_batch(b"\n".join(lines), len(lines)):
         if event.seq != seq + done + 1:
             break
-        data = event.data
-        if type(event) in raw:  # data left raw: a transition's, by machine, or any object
-            if memoryview(data)[0] != 0x7B:  # not an object ({)
-                break
-            wire = steps.get(event.machine) if event.kind == "transition" else None
-            data = None if wire is None else _checked(wire, data)
-            if data is _UNFIT:
-                break
-        elif validators and type(event) in validators:
-            data = _checked((None, validators[type(event)]), data)
-            if data is _UNFIT:
-                break
+        data = event_data(event)
+        if data is UNFIT:
+            break
         yield event, data
         done += 1
     for n, line in enumerate(lines[done:], seq + done + 1):
         yield decode_event(line, source, n)
 
 
-_UNFIT = object()
+def decode_batch(data: bytes, count: int) -> list[Any]:
+    """The events of the ``count`` lines of ``data`` (``\\n``-separated, as they are in
+    the log), decoded in one call, each its kind's struct; ``[]`` when the batch
+    cannot be decoded whole (a line that does not fit, or holds two values): then
+    :func:`decode_event` each line, which names the problem.
+
+    An event's ``data`` is its record's struct (:data:`DECISION` events need no
+    more checks) or, for the other kinds, checked by :func:`event_data`.
+    """
+    try:
+        events = _LINES.decode_lines(data)
+    except _WIRE_ERRORS:
+        return []
+    return events if len(events) == count else []
+
+
+def event_data(event: Any) -> Any:
+    """The data record of an event :func:`decode_batch` decoded (None for a kind replay
+    does not read), decoded and validated as :func:`decode_event` does; :data:`UNFIT`
+    when it does not fit."""
+    data = event.data
+    cls = type(event)
+    if cls in _RAW:  # data left raw: a transition's, by machine, or any object
+        if memoryview(data)[0] != 0x7B:  # not an object ({)
+            return UNFIT
+        wire = _STEPS.get(event.machine) if event.kind == "transition" else None
+        return None if wire is None else _checked(wire, data)
+    if cls in _VALIDATED:
+        return _checked((None, _VALIDATED[cls]), data)
+    return data
+
+
+#: What :func:`event_data` returns for data that does not fit its record.
+UNFIT = object()
 
 
 def _checked(wire: tuple[msgspec.json.Decoder[Any] | None, type | None], data: Any) -> Any:
-    """``data`` decoded (when raw) and validated as ``wire`` says, or ``_UNFIT``."""
+    """``data`` decoded (when raw) and validated as ``wire`` says, or :data:`UNFIT`."""
     decoder, validated = wire
     try:
         if decoder is not None:
@@ -344,7 +368,7 @@ def _checked(wire: tuple[msgspec.json.Decoder[Any] | None, type | None], data: A
         if validated is not None:  # its validators raise _FieldError
             validated(**msgspec.structs.asdict(data))
     except _WIRE_ERRORS:
-        return _UNFIT
+        return UNFIT
     return data
 
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from bisect import bisect_left
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -49,11 +50,18 @@ from buddy.engine.core._chain import (
     read_anchor,
 )
 from buddy.engine.core._decision import REFUSAL_RULES, Policy
-from buddy.engine.core._events import decode_verified
+from buddy.engine.core._events import (
+    DECISION,
+    UNFIT,
+    decode_batch,
+    decode_verified,
+    event_data,
+)
 from buddy.machines import MACHINES, EscalationInputs, TaskInputs
 from buddy.machines._factory import CompiledTable, compile_table, fire
 from buddy.machines.escalation import SPEC as ESCALATION
 from buddy.machines.escalation import STATE_MODE
+from buddy.rules.base._files import split_lines
 from buddy.rules.base._values import ExecutionMode, RiskLevel
 from buddy.rules.base.errors import AuditChainBroken, AuditError, AuditFormatError
 from buddy.rules.tables._catalogue import ToolContractRegistry
@@ -168,6 +176,7 @@ _STATE_MODE: dict[str, str | None] = {
 _RANK = {mode.value: mode.rank for mode in ExecutionMode}
 _MACHINE, _START = ESCALATION.name, ESCALATION.initial.name
 _INITIAL = (_MACHINE, _START)
+_UNSEEN: Any = object()
 
 
 class _Replayer:
@@ -179,9 +188,20 @@ class _Replayer:
         self.digest = table.digest
         self.given = given      # a table given: decisions of another digest are a what-if
         self.chain = chain      # the chain that verified the log: its header must name it
-        self.reevaluate = Policy(ToolContractRegistry([]), table).reevaluate
+        policy = Policy(ToolContractRegistry([]), table)
+        self.reevaluate = policy.reevaluate
+        self.cuts = {risk.value: cuts for risk in RiskLevel
+                     if (cuts := policy.cuts(risk.value)) is not None}
+        # What a re-decision gave, by (risk, requires_approval, approval, locked, region
+        # of the confidence among its risk's cuts): equal there, as Policy.cuts says.
+        self.known: dict[tuple[str, bool, bool | None, bool, int], tuple[str, str, str]] = {}
         self.source = source
         self.tables: dict[str, CompiledTable] = {n: compile_table(s) for n, s in MACHINES.items()}
+        self.initial = {name: spec.initial.name for name, spec in MACHINES.items()}
+        # The states a trigger may reach from a state, by (machine, state, trigger); and
+        # what the escalation machine's rows gave (see fired).
+        self.targets: dict[tuple[str, str, str], frozenset[str]] = {}
+        self.fires: dict[tuple[Any, ...], str | None] = {}
         self.states: dict[str, tuple[str, str]] = {}
         # Contexts an allowed decision lets run once: subject -> (seq, mode, agent, tool).
         self.runnable: dict[str, tuple[int, str, Any, Any]] = {}
@@ -196,19 +216,110 @@ class _Replayer:
 
     def lines(self, lines: Sequence[bytes], seq: int) -> None:
         """Replay ``lines``, the lines ``seq + 1``... of the log (verified), as they come."""
-        events = decode_verified(lines, self.source, seq)
-        step, decision = self.event, self.decision
-        if seq == 0:
-            for e, data in events:
-                self.first(e)
-                step(e, data)
-                break
-        for e, data in events:
-            if e.kind == "decision":  # most events: one call, not two
-                self.last_ts = e.ts
-                decision(e.seq, e.subject, data)
+        self.batch(b"\n".join(lines), len(lines), seq, lines)
+
+    def batch(self, data: bytes, count: int, seq: int,
+              lines: Sequence[bytes] | None = None) -> None:
+        """Replay the ``count`` lines of ``data`` (``\\n``-separated), the lines
+        ``seq + 1``... of the log; ``lines``: the same, split, when the caller has them.
+
+        Decoded in one call; :meth:`fast` replays them from there, and the lines
+        from the first it cannot take (an event that does not fit: its error names
+        it) go line by line through :func:`decode_verified`.
+        """
+        events = decode_batch(data, count)
+        done = 0
+        if seq == 0 and events:  # the header, checked as the first event
+            header = events[0]
+            checked = event_data(header) if header.seq == 1 else UNFIT
+            if checked is UNFIT:
+                events = []  # the line-by-line path says why
             else:
-                step(e, data)
+                self.first(header)
+                self.event(header, checked)
+                done = 1
+        done += self.fast(events[done:] if done else events, seq + done)
+        if done < count:
+            rest = (split_lines(data)[0] if lines is None else lines)[done:]
+            self.slow(rest, seq + done)
+
+    def slow(self, lines: Sequence[bytes], seq: int) -> None:
+        """Replay ``lines``, decoded and checked one by one (see :meth:`batch`)."""
+        step = self.event
+        for e, data in decode_verified(lines, self.source, seq):
+            if e.seq == 1:
+                self.first(e)
+            step(e, data)
+
+    def fast(self, events: list[Any], seq: int) -> int:
+        """Replay decoded ``events``, the events ``seq + 1``...; how many it replayed.
+
+        Stops at the first event out of sequence or whose data does not fit
+        (:meth:`slow` takes it from there). Most events are decisions with the
+        replayed table by a plain agent: those it checks here, inline, as
+        :meth:`decision` does (a test holds the two to the same verdicts), their
+        re-decision remembered by the confidence's region (:meth:`Policy.cuts`);
+        every other event goes through :meth:`event`.
+        """
+        n, ts, decisions = seq, self.last_ts, 0
+        # Until a decision of the replayed table has recorded its digest, none is fast.
+        digest = self.digest if self.replayed_digest_seen else None
+        decision, refusal = DECISION, REFUSAL_RULES
+        runnable, states, known, cuts_of = self.runnable, self.states, self.known, self.cuts
+        step = self.event
+        try:
+            for e in events:
+                if e.seq != n + 1:
+                    break
+                if type(e) is not decision:
+                    data = event_data(e)
+                    if data is UNFIT:
+                        break
+                    step(e, data)
+                    n, ts = n + 1, e.ts
+                    continue
+                d = e.data
+                agent, tool, confidence, via = d.agent, d.tool, d.confidence, d.approved_by
+                if d.rules != digest or d.rule in refusal or type(agent) is not str or \
+                        not agent or type(tool) is not str or self.locked and not d.locked or \
+                        via is not None and via.startswith("grant:"):
+                    self.last_ts = ts = e.ts
+                    self.decision(n + 1, e.subject, d)
+                    n += 1
+                    digest = self.digest if self.replayed_digest_seen else None
+                    continue
+                n, ts, subject, decisions = n + 1, e.ts, e.subject, decisions + 1
+                allowed, mode, state, locked = d.allowed, d.mode, d.state, d.locked
+                if "ctx-" <= subject < "ctx.":  # as decision() does
+                    at = states.get(subject)
+                    if allowed and (at == (_MACHINE, state) if at is not None else
+                                    state == _START and subject == f"ctx-{n}"):
+                        runnable[subject] = (n, mode, agent, tool)
+                    elif runnable:
+                        runnable.pop(subject, None)
+                risk, needs, approval = d.risk, d.requires_approval is True, d.approval
+                cuts = cuts_of.get(risk)
+                if cuts is not None and type(confidence) is float and 0.0 <= confidence <= 1.0:
+                    cut = bisect_left(cuts, confidence)
+                    key = (risk, needs, approval, locked,
+                           2 * cut + 1 if cut < len(cuts) and cuts[cut] == confidence else
+                           2 * cut)
+                    got = known.get(key)
+                    if got is None:
+                        got = known[key] = self.redecide(risk, needs, confidence, approval,
+                                                         locked)
+                else:
+                    try:
+                        got = self.redecide(risk, needs, confidence, approval, locked)
+                    except (KeyError, ValueError, TypeError, ArithmeticError) as exc:
+                        self.diverge(n, subject, "inputs", "a decidable record", f"{exc!r}")
+                        continue
+                if got != (mode if allowed else "REFUSED", d.rule, state):
+                    self.differs(n, subject, d, got)
+        finally:
+            self.decisions += decisions
+            self.last_ts = ts
+        return n - seq
 
     def diverge(self, seq: int, subject: str, field: str, expected: Any, got: Any) -> None:
         if self.divergence is None:
@@ -276,22 +387,50 @@ class _Replayer:
         if table is None:
             self.diverge(seq, subject, "machine", machine, "no such declared machine")
             return
-        spec = MACHINES[machine]
-        current = self.states.get(subject, (machine, spec.initial.name))[1]
+        at = self.states.get(subject)
+        current = self.initial[machine] if at is None else at[1]
         if e.src != current:
             self.diverge(seq, subject, "src", e.src, current)
             return
-        options = table.get(current, {}).get(trigger)
-        if not options or dst not in {o[0] for o in options}:
+        targets = self.targets.get((machine, current, trigger))
+        if targets is None:
+            options = table.get(current, {}).get(trigger) or ()
+            targets = self.targets[(machine, current, trigger)] = \
+                frozenset(option[0] for option in options)
+        if dst not in targets:
             self.diverge(seq, subject, "dst", dst, f"no {trigger} from {current} "
                          f"to {dst} in machine {machine}")
             return
         rules = data.rules
         if rules == self.digest or not self.what_if_of(seq, subject, rules):
-            got = fire(table, current, trigger, INPUTS[machine](data, self.table))
-            if got is None or got[0] != dst:
-                self.diverge(seq, subject, "dst", dst, None if got is None else got[0])
+            got = self.fired(machine, table, current, trigger, data)
+            if got != dst:
+                self.diverge(seq, subject, "dst", dst, got)
         self.states[subject] = (machine, dst)
+
+    def fired(self, machine: str, table: CompiledTable, current: str, trigger: str,
+              data: Any) -> str | None:
+        """The state ``trigger`` takes the machine to from ``current`` with the guard inputs
+        ``data`` records (None: no row fires). The escalation machine's guards read the
+        confidence only through its risk's rows (:meth:`Policy.cuts`): its answers are
+        remembered by the confidence's region."""
+        if machine == _MACHINE:
+            cuts, confidence = self.cuts.get(data.risk), data.confidence
+            if cuts is not None and type(confidence) is float and 0.0 <= confidence <= 1.0:
+                at = bisect_left(cuts, confidence)
+                key = (current, trigger, data.risk, data.requires_approval, data.approval,
+                       data.locked,
+                       2 * at + 1 if at < len(cuts) and cuts[at] == confidence else 2 * at)
+                got = self.fires.get(key, _UNSEEN)
+                if got is _UNSEEN:
+                    got = self.fires[key] = self.fire(machine, table, current, trigger, data)
+                return got
+        return self.fire(machine, table, current, trigger, data)
+
+    def fire(self, machine: str, table: CompiledTable, current: str, trigger: str,
+             data: Any) -> str | None:
+        option = fire(table, current, trigger, INPUTS[machine](data, self.table))
+        return None if option is None else option[0]
 
     def execution(self, seq: int, e: Any, data: Any) -> None:
         """A run: of a context an allowed decision let run, in the mode of its state."""
@@ -357,26 +496,38 @@ class _Replayer:
             elif runnable:
                 runnable.pop(subject, None)
         try:
-            got, got_mode, state = self.reevaluate(
-                data.risk, data.requires_approval is True, data.confidence, data.approval,
-                locked)
+            got = self.redecide(data.risk, data.requires_approval is True, data.confidence,
+                                data.approval, locked)
         except (KeyError, ValueError, TypeError, ArithmeticError) as exc:
             self.diverge(seq, subject, "inputs", "a decidable record", f"{exc!r}")
             return
-        if not got.allowed:
-            got_mode = "REFUSED"
         if what_if:
-            if got_mode != recorded_mode:
+            if got[0] != recorded_mode:
                 self.changes.append(Change(seq, data.agent, data.tool, data.risk,
                                            data.confidence, _mode(recorded_mode),
-                                           _mode(got_mode), data.rule, got.rule))
+                                           _mode(got[0]), data.rule, got[1]))
             return
-        if got_mode != recorded_mode:
-            self.diverge(seq, subject, "mode", recorded_mode, got_mode)
-        elif got.rule != data.rule:
-            self.diverge(seq, subject, "rule", data.rule, got.rule)
-        elif state != data.state:
-            self.diverge(seq, subject, "state", data.state, state)
+        if got != (recorded_mode, data.rule, data.state):
+            self.differs(seq, subject, data, got)
+
+    def redecide(self, risk: str, requires_approval: bool, confidence: Any,
+                 approval: bool | None, locked: bool) -> tuple[str, str, str]:
+        """The recorded inputs decided again: the mode (``REFUSED`` when not allowed), the
+        rule and the state. Raises what :meth:`Policy.reevaluate` raises for inputs no
+        rule takes."""
+        got, got_mode, state = self.reevaluate(risk, requires_approval, confidence,
+                                               approval, locked)
+        return (got_mode if got.allowed else "REFUSED"), got.rule, state
+
+    def differs(self, seq: int, subject: str, data: Any, got: tuple[str, str, str]) -> None:
+        """A decision replay decides otherwise: its first field that differs."""
+        recorded_mode = data.mode if data.allowed else "REFUSED"
+        if got[0] != recorded_mode:
+            self.diverge(seq, subject, "mode", recorded_mode, got[0])
+        elif got[1] != data.rule:
+            self.diverge(seq, subject, "rule", data.rule, got[1])
+        elif got[2] != data.state:
+            self.diverge(seq, subject, "state", data.state, got[2])
 
     def odd_inputs(self, seq: int, subject: str, agent: Any, tool: Any) -> None:
         if type(agent) is not str or not agent:
