@@ -230,7 +230,8 @@ class LogReader:
         Raises :class:`AuditError` when the file cannot be read, and
         :class:`AuditFormatError` naming the line that is not UTF-8.
         """
-        read, size, parts = self._file.read, self.chunk_bytes, []
+        read: Callable[[int], bytes] = self._file.read
+        size, parts = self.chunk_bytes, []
         if self.limit is not None:
             read = self._read_to_limit
         try:
