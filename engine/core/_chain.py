@@ -193,7 +193,9 @@ class LogReader:
     counted. Once read, :attr:`torn` describes a last line without its
     newline (a write cut off), whose bytes are :attr:`torn_bytes`, and
     :attr:`good_bytes` is the length of the whole lines before it. Memory is a
-    chunk or two, whatever the length of the log.
+    chunk or two, whatever the length of the log. With a ``limit``, only the
+    file's first ``limit`` bytes are read (a line they cut is the torn tail):
+    two readers given the same limit see the same lines while a writer appends.
 
     >>> import tempfile
     >>> path = Path(tempfile.mkdtemp()) / "log.jsonl"
@@ -204,7 +206,8 @@ class LogReader:
     ([b'{"a":"x\\xe2\\x80\\xa8y"}', b'{"b":1}'], 2, 22, b'{"c"')
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, chunk_bytes: int | None = None) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, chunk_bytes: int | None = None,
+                 limit: int | None = None) -> None:
         self.path = p = Path(path)
         try:
             if not stat.S_ISREG(p.stat().st_mode):  # a FIFO would block the open for ever
@@ -215,6 +218,7 @@ class LogReader:
         except OSError as exc:
             raise AuditError(f"{p}: cannot read: {exc.strerror}") from None
         self.chunk_bytes = max(1, CHUNK_BYTES if chunk_bytes is None else chunk_bytes)
+        self.limit = limit              # bytes of the file to read at most (None: all)
         self.lines = 0                  # whole lines read so far
         self.good_bytes = 0             # their bytes, newlines included
         self.torn: str | None = None    # once read: the torn tail, described
@@ -226,7 +230,10 @@ class LogReader:
         Raises :class:`AuditError` when the file cannot be read, and
         :class:`AuditFormatError` naming the line that is not UTF-8.
         """
-        read, size, parts = self._file.read, self.chunk_bytes, []
+        read: Callable[[int], bytes] = self._file.read
+        size, parts = self.chunk_bytes, []
+        if self.limit is not None:
+            read = self._read_to_limit
         try:
             while chunk := read(size):
                 parts.append(chunk)
@@ -244,6 +251,12 @@ class LogReader:
             self.close()
         tail = split_log(b"".join(parts), self.path, self.lines)  # no newline left in it
         self.torn, self.torn_bytes = tail.torn, tail.torn_bytes
+
+    def _read_to_limit(self, size: int) -> bytes:
+        """The next at most ``size`` bytes of the file before :attr:`limit`."""
+        assert self.limit is not None
+        left = self.limit - self._file.tell()
+        return self._file.read(min(size, left)) if left > 0 else b""
 
     def close(self) -> None:
         self._file.close()
@@ -320,14 +333,17 @@ def verify_chain(lines: Sequence[bytes], chain: Chain, source: str, *, seq: int 
 
 
 def verify_log(path: str | os.PathLike[str], *, key: bytes | None = None,
-               anchor: Anchor | None = None) -> tuple[ChainReport, str | None]:
+               anchor: Anchor | None = None,
+               limit: int | None = None) -> tuple[ChainReport, str | None]:
     """Verify the chain of a log file (and its anchor, when given), reading it in chunks.
 
     Returns the report and the torn tail's description (None when the last
     line is whole). Raises as :func:`verify_lines` does, and as
     :class:`LogReader` does for a file that cannot be read or is not UTF-8.
+    With a ``limit``, only the file's first ``limit`` bytes are verified (see
+    :class:`LogReader`).
     """
-    with LogReader(path) as reader:
+    with LogReader(path, limit=limit) as reader:
         check = ChainCheck(Chain(key), str(path), anchor=anchor)
         batches = reader.batches()
         try:

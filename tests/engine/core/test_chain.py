@@ -124,3 +124,42 @@ class TestVerifyLog:
         monkeypatch.setattr(_chain, "CHUNK_BYTES", 64)
         assert list(AuditLog.read_records(tmp_path / "log.jsonl")) == \
             [json.loads(line) for line in lines]
+
+
+class TestLogReaderLimit:
+    @pytest.mark.parametrize("chunk", [1, 7, 100, 1 << 20])
+    def test_reads_no_byte_past_the_limit(self, tmp_path, chunk):
+        path = tmp_path / "log.jsonl"
+        lines = write_log(path)
+        size = path.stat().st_size
+        with path.open("ab") as f:  # a writer appending after the limit was taken
+            f.write(lines[0] + b"\n")
+        with LogReader(path, chunk_bytes=chunk, limit=size) as reader:
+            got = [line for batch in reader.batches() for line in batch]
+        assert got == lines and reader.torn is None and reader.good_bytes == size
+
+    @pytest.mark.parametrize("chunk", [1, 7, 1 << 20])
+    def test_a_line_cut_by_the_limit_is_the_torn_tail(self, tmp_path, chunk):
+        path = tmp_path / "log.jsonl"
+        lines = write_log(path)
+        limit = sum(len(line) + 1 for line in lines[:3]) + 5
+        with LogReader(path, chunk_bytes=chunk, limit=limit) as reader:
+            got = [line for batch in reader.batches() for line in batch]
+        assert got == lines[:3] and reader.torn_bytes == lines[3][:5]
+        assert reader.torn == f"{path}:4: torn last line (5 bytes, no newline; a write was cut off)"
+
+    def test_a_limit_of_zero_reads_nothing(self, tmp_path):
+        path = tmp_path / "log.jsonl"
+        write_log(path)
+        with LogReader(path, limit=0) as reader:
+            assert list(reader.batches()) == [] and reader.torn is None
+
+    def test_verify_log_verifies_up_to_the_limit(self, tmp_path):
+        path = tmp_path / "log.jsonl"
+        lines = write_log(path)
+        limit = sum(len(line) + 1 for line in lines[:10])
+        with path.open("ab") as f:
+            f.write(b"garbage\n")
+        report, torn = verify_log(path, limit=limit)
+        assert (report.count, report.last_seq, torn) == (10, 10, None)
+        assert report.last_hash == lines[9][-66:-2].decode()
