@@ -19,7 +19,7 @@ import os
 import stat
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import attrs
 
@@ -45,6 +45,7 @@ __all__ = [
     "verify_chain",
     "verify_lines",
     "verify_log",
+    "verify_reader",
 ]
 
 FORMAT = "buddy-audit/1"
@@ -193,9 +194,9 @@ class LogReader:
     counted. Once read, :attr:`torn` describes a last line without its
     newline (a write cut off), whose bytes are :attr:`torn_bytes`, and
     :attr:`good_bytes` is the length of the whole lines before it. Memory is a
-    chunk or two, whatever the length of the log. With a ``limit``, only the
-    file's first ``limit`` bytes are read (a line they cut is the torn tail):
-    two readers given the same limit see the same lines while a writer appends.
+    chunk or two, whatever the length of the log. Given an open binary
+    ``file`` (a pipe: see :mod:`._verifier`), the reader reads it instead,
+    ``path`` naming it in messages; :meth:`chunks` reads the bytes as they come.
 
     >>> import tempfile
     >>> path = Path(tempfile.mkdtemp()) / "log.jsonl"
@@ -207,18 +208,21 @@ class LogReader:
     """
 
     def __init__(self, path: str | os.PathLike[str], *, chunk_bytes: int | None = None,
-                 limit: int | None = None) -> None:
+                 file: BinaryIO | None = None) -> None:
         self.path = p = Path(path)
-        try:
-            if not stat.S_ISREG(p.stat().st_mode):  # a FIFO would block the open for ever
-                raise AuditError(f"{p}: not a regular file")
-            self._file = p.open("rb", buffering=0)
-        except FileNotFoundError:
-            raise AuditError(f"{p}: no such file") from None
-        except OSError as exc:
-            raise AuditError(f"{p}: cannot read: {exc.strerror}") from None
+        self._file: BinaryIO
+        if file is not None:
+            self._file = file
+        else:
+            try:
+                if not stat.S_ISREG(p.stat().st_mode):  # a FIFO would block the open for ever
+                    raise AuditError(f"{p}: not a regular file")
+                self._file = p.open("rb", buffering=0)
+            except FileNotFoundError:
+                raise AuditError(f"{p}: no such file") from None
+            except OSError as exc:
+                raise AuditError(f"{p}: cannot read: {exc.strerror}") from None
         self.chunk_bytes = max(1, CHUNK_BYTES if chunk_bytes is None else chunk_bytes)
-        self.limit = limit              # bytes of the file to read at most (None: all)
         self.lines = 0                  # whole lines read so far
         self.good_bytes = 0             # their bytes, newlines included
         self.torn: str | None = None    # once read: the torn tail, described
@@ -230,12 +234,9 @@ class LogReader:
         Raises :class:`AuditError` when the file cannot be read, and
         :class:`AuditFormatError` naming the line that is not UTF-8.
         """
-        read: Callable[[int], bytes] = self._file.read
-        size, parts = self.chunk_bytes, []
-        if self.limit is not None:
-            read = self._read_to_limit
+        parts: list[bytes] = []
         try:
-            while chunk := read(size):
+            for chunk in self.chunks():
                 parts.append(chunk)
                 if b"\n" not in chunk:  # a line longer than a chunk: read on
                     continue
@@ -245,18 +246,22 @@ class LogReader:
                 self.lines += len(scan.raw)
                 self.good_bytes += scan.good_bytes
                 yield scan.raw
-        except OSError as exc:
-            raise AuditError(f"{self.path}: cannot read: {exc.strerror}") from None
         finally:
             self.close()
         tail = split_log(b"".join(parts), self.path, self.lines)  # no newline left in it
         self.torn, self.torn_bytes = tail.torn, tail.torn_bytes
 
-    def _read_to_limit(self, size: int) -> bytes:
-        """The next at most ``size`` bytes of the file before :attr:`limit`."""
-        assert self.limit is not None
-        left = self.limit - self._file.tell()
-        return self._file.read(min(size, left)) if left > 0 else b""
+    def chunks(self) -> Iterator[bytes]:
+        """The rest of the file's bytes, as read, a chunk at a time (nothing checked).
+
+        Raises :class:`AuditError` when the file cannot be read.
+        """
+        read, size = self._file.read, self.chunk_bytes
+        try:
+            while chunk := read(size):
+                yield chunk
+        except OSError as exc:
+            raise AuditError(f"{self.path}: cannot read: {exc.strerror}") from None
 
     def close(self) -> None:
         self._file.close()
@@ -333,18 +338,21 @@ def verify_chain(lines: Sequence[bytes], chain: Chain, source: str, *, seq: int 
 
 
 def verify_log(path: str | os.PathLike[str], *, key: bytes | None = None,
-               anchor: Anchor | None = None,
-               limit: int | None = None) -> tuple[ChainReport, str | None]:
+               anchor: Anchor | None = None) -> tuple[ChainReport, str | None]:
     """Verify the chain of a log file (and its anchor, when given), reading it in chunks.
 
     Returns the report and the torn tail's description (None when the last
     line is whole). Raises as :func:`verify_lines` does, and as
     :class:`LogReader` does for a file that cannot be read or is not UTF-8.
-    With a ``limit``, only the file's first ``limit`` bytes are verified (see
-    :class:`LogReader`).
     """
-    with LogReader(path, limit=limit) as reader:
-        check = ChainCheck(Chain(key), str(path), anchor=anchor)
+    return verify_reader(LogReader(path), key=key, anchor=anchor)
+
+
+def verify_reader(reader: LogReader, *, key: bytes | None = None,
+                  anchor: Anchor | None = None) -> tuple[ChainReport, str | None]:
+    """:func:`verify_log` of what ``reader`` reads (it is closed after)."""
+    with reader:
+        check = ChainCheck(Chain(key), str(reader.path), anchor=anchor)
         batches = reader.batches()
         try:
             for batch in batches:

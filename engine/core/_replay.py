@@ -57,11 +57,11 @@ from buddy.engine.core._events import (
     decode_verified,
     event_data,
 )
+from buddy.engine.core._verifier import BackgroundVerify, background_pays
 from buddy.machines import MACHINES, EscalationInputs, TaskInputs
 from buddy.machines._factory import CompiledTable, compile_table, fire
 from buddy.machines.escalation import SPEC as ESCALATION
 from buddy.machines.escalation import STATE_MODE
-from buddy.rules.base._files import split_lines
 from buddy.rules.base._values import ExecutionMode, RiskLevel
 from buddy.rules.base.errors import AuditChainBroken, AuditError, AuditFormatError
 from buddy.rules.tables._catalogue import ToolContractRegistry
@@ -218,7 +218,7 @@ class _Replayer:
         """Replay ``lines``, the lines ``seq + 1``... of the log (verified), as they come."""
         self.batch(b"\n".join(lines), len(lines), seq, lines)
 
-    def batch(self, data: bytes, count: int, seq: int,
+    def batch(self, data: bytes | memoryview, count: int, seq: int,
               lines: Sequence[bytes] | None = None) -> None:
         """Replay the ``count`` lines of ``data`` (``\\n``-separated), the lines
         ``seq + 1``... of the log; ``lines``: the same, split, when the caller has them.
@@ -240,7 +240,7 @@ class _Replayer:
                 done = 1
         done += self.fast(events[done:] if done else events, seq + done)
         if done < count:
-            rest = (split_lines(data)[0] if lines is None else lines)[done:]
+            rest = (bytes(data).split(b"\n") if lines is None else lines)[done:]
             self.slow(rest, seq + done)
 
     def slow(self, lines: Sequence[bytes], seq: int) -> None:
@@ -557,7 +557,7 @@ class _Replayer:
 def replay(log: str | os.PathLike[str] | AuditLog | list[str] | list[bytes], *,
            key: bytes | None = None,
            until: int | None = None, table: EscalationTable | None = None,
-           check_anchor: bool = True) -> ReplayReport:
+           check_anchor: bool = True, parallel: bool | None = None) -> ReplayReport:
     """Verify and replay an audit log.
 
     Parameters
@@ -577,6 +577,11 @@ def replay(log: str | os.PathLike[str] | AuditLog | list[str] | list[bytes], *,
         Verify a file log against its head anchor (the default; a missing
         anchor is then an error). False verifies the chain alone, which cannot
         tell a log cut short at its end.
+    parallel:
+        Verify a file log's chain in a second process while this one replays
+        it (:mod:`._verifier`: it is given the very bytes replayed). None (the
+        default) does so for a log of 32 MiB or more on a machine of more than
+        one CPU; False never; True for any file log. The report is the same.
 
     Raises
     ------
@@ -602,6 +607,7 @@ def replay(log: str | os.PathLike[str] | AuditLog | list[str] | list[bytes], *,
         anchor = read_anchor(path)
     reader = None
     batches: Iterator[list[bytes]]
+    torn: str | None = None
     if isinstance(log, AuditLog) and log.path is None:
         lines = log.raw_lines()
         if lines and not lines[0].startswith(b'{"seq":1,'):
@@ -617,14 +623,25 @@ def replay(log: str | os.PathLike[str] | AuditLog | list[str] | list[bytes], *,
         assert path is not None
         reader, source = LogReader(path), str(path)
         batches = reader.batches()
-    with reader or contextlib.nullcontext():
-        if path is not None and check_anchor and anchor is None:
-            drain(batches)  # a line that is not UTF-8 is reported first
-            raise AuditChainBroken(str(path), None, missing_anchor(
-                path, "replay with check_anchor=False (buddy replay --no-anchor) to verify "
-                "the chain without it"))
-        report = _run(batches, ChainCheck(Chain(key), source, anchor=anchor), table, until)
-    r, chain = report
+    streamed = None
+    if reader is not None and (anchor is not None or not check_anchor) and \
+            background_pays(_size(reader.path), parallel=parallel):
+        streamed = _beside(reader, source, key, anchor, table, until)
+        if streamed is None:  # the second process gave no verdict: all of it here
+            reader = LogReader(reader.path)
+            batches = reader.batches()
+    if streamed is not None:
+        r, chain, torn = streamed
+    else:
+        with reader or contextlib.nullcontext():
+            if path is not None and check_anchor and anchor is None:
+                drain(batches)  # a line that is not UTF-8 is reported first
+                raise AuditChainBroken(str(path), None, missing_anchor(
+                    path, "replay with check_anchor=False (buddy replay --no-anchor) to "
+                    "verify the chain without it"))
+            r, chain = _run(batches, ChainCheck(Chain(key), source, anchor=anchor), table,
+                            until)
+        torn = None if reader is None else reader.torn
     given = table is not None
     table = r.table
     # The chain holds seq n on line n: lines 1..until were replayed, the first the header.
@@ -633,7 +650,7 @@ def replay(log: str | os.PathLike[str] | AuditLog | list[str] | list[bytes], *,
         source=source, events=chain.count, replayed=replayed,
         last_seq=min(chain.last_seq, until) if until is not None else chain.last_seq,
         chain=chain.chain, decisions=r.decisions,
-        torn_tail=reader.torn if reader is not None and not isinstance(log, AuditLog) else None,
+        torn_tail=None if isinstance(log, AuditLog) else torn,
         divergence=r.divergence, states=dict(r.states), locked=r.locked,
         grants=tuple(g.id for g in r.grants.active(r.last_ts)), until=until,
         rules_recorded=tuple(r.digests), rules_replayed=table.digest,
@@ -671,3 +688,54 @@ def _run(batches: Iterator[list[bytes]], check: ChainCheck, table: EscalationTab
     if refused is not None:
         raise refused
     return r, chain
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0  # the reader opened it: it is read here, and says what fails
+
+
+def _beside(reader: LogReader, source: str, key: bytes | None, anchor: Anchor | None,
+            table: EscalationTable | None, until: int | None,
+            ) -> tuple[_Replayer, ChainReport, str | None] | None:
+    """Replay what ``reader`` reads while a second process verifies the very same bytes
+    (:class:`BackgroundVerify`, fed each chunk before it is decoded here): what replay
+    found, the chain and the torn tail; None when that process gave no verdict (the
+    caller then verifies and replays in this process).
+
+    Until the verdict the bytes are unverified: what the replayer makes of them counts
+    only once the chain holds. A broken chain is raised first, as in one process, and
+    what the replayer raised (the first line that does not fit) after it.
+    """
+    r = _Replayer(table or EscalationTable.default(), source, Chain(key).name,
+                  given=table is not None)
+    stop = None if until is None else max(0, until)
+    seq, tail = 0, b""
+    failed: Exception | None = None
+    with BackgroundVerify(source, key=key, anchor=anchor) as worker, reader:
+        for chunk in reader.chunks():
+            if not worker.feed(chunk):
+                break  # gone: result() raises its error, or gives no verdict
+            data = tail + chunk if tail else chunk
+            end = data.rfind(b"\n") + 1
+            if not end:  # a line longer than a chunk: read on
+                tail = data
+                continue
+            count = data.count(b"\n", 0, end)
+            if failed is None and (stop is None or seq < stop):
+                try:
+                    if stop is None or seq + count <= stop:
+                        r.batch(memoryview(data)[:end - 1], count, seq)
+                    else:
+                        r.lines(data[:end - 1].split(b"\n")[:stop - seq], seq)
+                except Exception as exc:  # noqa: BLE001 - judged once the chain's verdict is in
+                    failed = exc
+            seq, tail = seq + count, data[end:]
+        verdict = worker.result()
+    if verdict is None or verdict[0].count != seq:
+        return None  # no verdict, or one on other lines than these: verify here
+    if failed is not None:
+        raise failed
+    return r, verdict[0], verdict[1]

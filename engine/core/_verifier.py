@@ -1,123 +1,128 @@
-"""A log's chain verified in a second process, while this one replays its events.
+"""A log's chain verified in a second process, on the very bytes this one replays.
 
 :class:`BackgroundVerify` starts the worker (:mod:`._verify_worker`, a new
-Python that imports only the chain's module) on a file log's first ``limit``
-bytes, and :meth:`~BackgroundVerify.result` waits for its verdict: what
-:func:`verify_log` returns, or the same exception with the same message. A
-worker that cannot start, dies, is killed or replies anything but a verdict
-gives none: the log is then verified in this process, so no result is ever
-ok without a verification. :func:`background_pays` says when a second process
-is worth its start (some 150 ms on another CPU).
+Python that imports only the chain's module) and :meth:`~BackgroundVerify.feed`
+passes it each chunk of the log as this process reads it, through a pipe: the
+worker verifies exactly the bytes the replayer decodes (a file rewritten
+between two reads cannot give the two processes two logs). Its verdict
+(:meth:`~BackgroundVerify.result`) is what :func:`verify_reader` returns, or
+the same exception with the same message. A worker that cannot start, dies,
+is killed or replies anything but a verdict gives none (``result()`` is None):
+the caller then verifies in its own process, so no replay is ever ok without a
+verification. :func:`background_pays` says when a second process is worth its
+start (some 150 ms, on another CPU).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import attrs
 
-from buddy.engine.core._chain import Anchor, ChainReport, verify_log
+from buddy.engine.core._chain import Anchor, ChainReport
 from buddy.rules.base.errors import AuditChainBroken, AuditError, AuditFormatError
 
 __all__ = ["MIN_BACKGROUND_BYTES", "BackgroundVerify", "background_pays"]
 
 #: The smallest log worth verifying in a second process. The worker's verdict comes some
-#: 150 ms (its start: Python and the chain's imports) plus verify time V after it is
-#: started; the replay, now without V, takes R per event: it is sooner when
-#: 0.15 s + V n < (R + V) n, that is n > 0.15 s / R: ~40k events (~22 MB) at today's
-#: R ~ 4 us, ~75k (~40 MB) at 2 us. Alone (nothing to do beside it) it never pays.
+#: 150 ms (its start: Python and the chain's imports) after it is started, and verifying
+#: costs it about what replaying costs this process per event (2-3 us): beside a replay,
+#: the second process pays from some 50-100k events (30-60 MB).
 MIN_BACKGROUND_BYTES = 32 << 20
 
 _WORKER = Path(__file__).with_name("_verify_worker.py")
+#: Linux: F_SETPIPE_SZ. A pipe of a few chunks lets the replayer run ahead of the worker.
+_SETPIPE_SZ, _PIPE_BYTES = getattr(fcntl, "F_SETPIPE_SZ", 1031), 1 << 20
 
 
-def background_pays(size: int, *, jobs: int | None = None,
+def background_pays(size: int, *, parallel: bool | None = None,
                     min_bytes: int = MIN_BACKGROUND_BYTES) -> bool:
-    """Whether to verify a log of ``size`` bytes in a second process.
+    """Whether to verify a log of ``size`` bytes in a second process while it is replayed.
 
-    ``jobs``: processes allowed; None decides by the machine (more than one CPU),
-    1 (or less) forces it off. Any way, a log under ``min_bytes`` is verified in
-    the process that reads it.
+    ``parallel``: True always (given a file), False never, None when the machine has
+    more than one CPU and the log at least ``min_bytes``.
 
-    >>> background_pays(100 << 20, jobs=2), background_pays(100 << 20, jobs=1)
-    (True, False)
-    >>> background_pays(1 << 20, jobs=2)
-    False
+    >>> background_pays(100 << 20, parallel=False), background_pays(1 << 20, parallel=True)
+    (False, True)
     """
-    if jobs is None:
-        jobs = os.cpu_count() or 1
-    return jobs > 1 and size >= min_bytes
+    if parallel is not None:
+        return parallel
+    return (os.cpu_count() or 1) > 1 and size >= min_bytes
 
 
 class BackgroundVerify:
-    """:func:`verify_log` of a file's first ``limit`` bytes, in a worker process.
+    """:func:`verify_reader` of the bytes :meth:`feed` is given, in a worker process.
 
-    The worker starts when this is made; :meth:`result` waits for it,
-    :meth:`cancel` (or leaving the ``with`` block without a result) kills it.
+    The worker starts when this is made; :meth:`result` ends its input and waits
+    for its verdict, :meth:`cancel` (or leaving the ``with`` block) kills it.
     The key goes to the worker on its stdin, never on its command line or in
-    its environment (both show in ``/proc``).
+    its environment (both show in ``/proc``). ``source`` names the log in the
+    verdict's messages.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, key: bytes | None,
-                 anchor: Anchor | None, limit: int) -> None:
-        self.path, self.key, self.anchor, self.limit = path, key, anchor, limit
-        self._done: tuple[ChainReport, str | None] | None = None
-        job = json.dumps({"path": os.fspath(path), "key": None if key is None else key.hex(),
-                          "anchor": None if anchor is None else attrs.asdict(anchor),
-                          "limit": limit}).encode()
+    def __init__(self, source: str, *, key: bytes | None, anchor: Anchor | None) -> None:
+        job = json.dumps({"source": source, "key": None if key is None else key.hex(),
+                          "anchor": None if anchor is None else attrs.asdict(anchor)})
         self._proc: subprocess.Popen[bytes] | None
+        self._gone = False  # the worker stopped taking bytes: it gives no verdict
         try:
             self._proc = subprocess.Popen(
                 [sys.executable, "-P", str(_WORKER)], stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, close_fds=True)
         except OSError:
-            self._proc = None  # no worker: result() verifies here
+            self._proc, self._gone = None, True
             return
-        stdin: IO[bytes] | None = self._proc.stdin
-        assert stdin is not None
+        assert self._proc.stdin is not None
+        self._in = self._proc.stdin.fileno()
+        with contextlib.suppress(OSError):  # a bigger pipe where the system allows it
+            fcntl.fcntl(self._in, _SETPIPE_SZ, _PIPE_BYTES)
+        self.feed(job.encode() + b"\n")
+
+    def feed(self, chunk: bytes) -> bool:
+        """Pass the worker the log's next bytes; False once it is gone (no verdict)."""
+        if self._gone:
+            return False
+        view = memoryview(chunk)
         try:
-            stdin.write(job)  # some hundred bytes: the pipe takes them without blocking
-            stdin.close()
-        except OSError:
-            self.cancel()
+            while view:
+                view = view[os.write(self._in, view):]
+        except OSError:  # BrokenPipeError: it died
+            self._gone = True
+        return not self._gone
 
-    def result(self) -> tuple[ChainReport, str | None]:
-        """Wait for the verdict: the report and the torn tail, as :func:`verify_log` gives.
+    def result(self) -> tuple[ChainReport, str | None] | None:
+        """End the worker's input and wait for its verdict: the report and torn tail, as
+        :func:`verify_reader` gives; None when it gave none (verify in this process).
 
-        Raises what :func:`verify_log` would raise, with the same message: a
-        worker's error is raised as its class with its fields; without a
-        verdict from the worker, the log is verified in this process.
+        Raises what :func:`verify_reader` would raise, with the same message: a
+        worker's error is raised as its class with its fields.
         """
-        if self._done is not None:
-            return self._done
-        reply = self._reply()
-        verdict = _verdict(reply) if reply is not None else None
-        if verdict is None:
-            verdict = verify_log(self.path, key=self.key, anchor=self.anchor, limit=self.limit)
-        self._done = verdict
-        return verdict
-
-    def _reply(self) -> Any:
-        """The worker's reply, decoded, or None when it gave none (or it is not JSON)."""
         proc, self._proc = self._proc, None
         if proc is None:
             return None
+        gone = self._gone  # then it read part of the log: only an error is a verdict
         try:
-            assert proc.stdout is not None
+            assert proc.stdin is not None and proc.stdout is not None
+            with contextlib.suppress(OSError):
+                proc.stdin.close()
             out = proc.stdout.read()
-            proc.stdout.close()
             if proc.wait() != 0:
                 return None
-            return json.loads(out)
+            reply = json.loads(out)
         except (OSError, ValueError):
             return None
         finally:
             _stop(proc)
+        if gone and not (isinstance(reply, dict) and "error" in reply):
+            return None
+        return _verdict(reply)
 
     def cancel(self) -> None:
         """Kill the worker (when its verdict is not wanted any more)."""
@@ -136,8 +141,10 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         proc.kill()
     proc.wait()
-    if proc.stdout is not None:
-        proc.stdout.close()
+    for pipe in (proc.stdin, proc.stdout):
+        if pipe is not None:
+            with contextlib.suppress(OSError):
+                pipe.close()
 
 
 _REPORT = {"count": int, "last_seq": int, "last_hash": str, "chain": str}

@@ -7,9 +7,10 @@ what it imports. So before importing it, the packages above it are entered in
 ``sys.modules`` as found but not run (their ``__init__`` would import the rest);
 this process imports nothing else from buddy, and exits once it has replied.
 
-It reads one JSON object on stdin (``path``, ``key`` in hex or null, ``anchor``
-as a dict or null, ``limit``), verifies the log as :func:`verify_log` does and
-writes one JSON object on stdout: ``{"report": {...}, "torn": ...}``, or
+It reads one line of JSON on stdin (``source``, the log's name in messages,
+``key`` in hex or null, ``anchor`` as a dict or null), then the log's bytes to
+the end of its input, verifies them as :func:`verify_reader` does and writes
+one JSON object on stdout: ``{"report": {...}, "torn": ...}``, or
 ``{"error": <class name>, ...its fields}`` for an :class:`AuditError`. Anything
 else (a crash, a kill) leaves stdout without a verdict, and the parent verifies
 in its own process.
@@ -34,15 +35,17 @@ def main() -> int:
         sys.modules[name] = importlib.util.module_from_spec(spec)
     # Imported here, not on top: the stubs above must be in place first (the point of
     # this module); nothing here is imported by anything else.
-    from buddy.engine.core._chain import Anchor, verify_log
+    from buddy.engine.core._chain import Anchor, LogReader, verify_reader
     from buddy.rules.base.errors import AuditChainBroken, AuditError, AuditFormatError
 
-    job = json.loads(sys.stdin.buffer.read())
+    stdin = sys.stdin.buffer
+    job = json.loads(stdin.readline())
     key = None if job["key"] is None else bytes.fromhex(job["key"])
     anchor = None if job["anchor"] is None else Anchor(**job["anchor"])
     reply: dict[str, Any]
     try:
-        report, torn = verify_log(job["path"], key=key, anchor=anchor, limit=job["limit"])
+        report, torn = verify_reader(LogReader(job["source"], file=stdin), key=key,
+                                     anchor=anchor)
     except AuditError as exc:
         if type(exc) is AuditChainBroken:
             reply = {"error": "AuditChainBroken", "where": exc.where, "seq": exc.seq,

@@ -1,4 +1,5 @@
-"""BackgroundVerify: the worker's verdict is verify_log's, or the log is verified here."""
+"""BackgroundVerify: the worker's verdict on the bytes it is fed is verify_log's, or there
+is none; and replay beside it reports what replay in one process reports."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from buddy.engine import AuditLog
-from buddy.engine.core import _verifier
-from buddy.engine.core._chain import anchor_path, read_anchor, verify_log
+from buddy.engine.core import _replay, _verifier
+from buddy.engine.core._chain import read_anchor, verify_log
+from buddy.engine.core._replay import replay
 from buddy.engine.core._verifier import BackgroundVerify, background_pays
 from buddy.rules.base.errors import AuditChainBroken, AuditError, AuditFormatError
 from tests.helpers import ManualClock
@@ -33,13 +35,25 @@ def outcome(fn):
         return type(exc), str(exc), getattr(exc, "seq", None)
 
 
-def both(path: Path, key: bytes | None = None, limit: int | None = None):
-    """verify_log's outcome and the background's, on the same log."""
+def fed(path: Path, key: bytes | None = None, chunk: int = 97,
+        anchor: object = "read") -> BackgroundVerify:
+    """A worker fed ``path``'s bytes in ``chunk``-byte pieces (lines cut anywhere)."""
+    if anchor == "read":
+        anchor = outcome(lambda: read_anchor(path))
+        anchor = None if isinstance(anchor, tuple) else anchor
+    bv = BackgroundVerify(str(path), key=key, anchor=anchor)
+    data = path.read_bytes()
+    for start in range(0, len(data), chunk):
+        bv.feed(data[start:start + chunk])
+    return bv
+
+
+def both(path: Path, key: bytes | None = None, chunk: int = 97):
+    """verify_log's outcome and the worker's, on the same log."""
     anchor = outcome(lambda: read_anchor(path))
     anchor = None if isinstance(anchor, tuple) else anchor
-    size = path.stat().st_size if limit is None and path.exists() else (limit or 0)
-    here = outcome(lambda: verify_log(path, key=key, anchor=anchor, limit=size))
-    with BackgroundVerify(path, key=key, anchor=anchor, limit=size) as bv:
+    here = outcome(lambda: verify_log(path, key=key, anchor=anchor))
+    with fed(path, key, chunk) as bv:
         there = outcome(bv.result)
     return here, there
 
@@ -53,11 +67,34 @@ def edit(lines: list[bytes], i: int, new: bytes | None) -> bytes:
     return b"".join(line + b"\n" for line in lines)
 
 
+def broken(path: Path, change: str) -> None:
+    lines = write_log(path)
+    if change == "edit":
+        data = edit(lines, 7, lines[7].replace(b'"i":6', b'"i":9'))
+    elif change == "delete":
+        data = edit(lines, 7, None)
+    elif change == "swap":
+        data = edit(edit(lines, 7, lines[8]).split(b"\n")[:-1], 8, lines[7])
+    elif change == "seq":
+        data = edit(lines, 7, lines[7].replace(b'{"seq":8,', b'{"seq":9,'))
+    elif change == "header":
+        data = edit(lines, 0, lines[0][:20] + lines[0][21:])
+    elif change == "cut":
+        data = edit(lines, 29, None)
+    else:
+        data = edit(lines, 12, lines[12].replace(b'"i":11', b'"i":"\xff"'))
+    path.write_bytes(data)
+
+
+CHANGES = ["edit", "delete", "swap", "seq", "header", "cut", "utf8"]
+
+
 class TestSameVerdict:
-    def test_a_good_log(self, tmp_path):
+    @pytest.mark.parametrize("chunk", [1, 97, 1 << 20])
+    def test_a_good_log(self, tmp_path, chunk):
         path = tmp_path / "log.jsonl"
         write_log(path)
-        here, there = both(path)
+        here, there = both(path, chunk=chunk)
         assert here == there and here[0].count == 30 and here[1] is None
 
     def test_a_torn_tail(self, tmp_path):
@@ -69,36 +106,12 @@ class TestSameVerdict:
         assert here == there and here[1].endswith("torn last line (13 bytes, no newline; "
                                                   "a write was cut off)")
 
-    @pytest.mark.parametrize("change", ["edit", "delete", "swap", "seq", "header", "utf8"])
+    @pytest.mark.parametrize("change", CHANGES)
     def test_a_broken_log(self, tmp_path, change):
         path = tmp_path / "log.jsonl"
-        lines = write_log(path)
-        if change == "edit":
-            data = edit(lines, 7, lines[7].replace(b'"i":6', b'"i":9'))
-        elif change == "delete":
-            data = edit(lines, 7, None)
-        elif change == "swap":
-            data = edit(edit(lines, 7, lines[8]).split(b"\n")[:-1], 8, lines[7])
-        elif change == "seq":
-            data = edit(lines, 7, lines[7].replace(b'{"seq":8,', b'{"seq":9,'))
-        elif change == "header":
-            data = edit(lines, 0, lines[0][:20] + lines[0][21:])
-        else:
-            data = edit(lines, 12, lines[12].replace(b'"i":11', b'"i":"\xff"'))
-        path.write_bytes(data)
+        broken(path, change)
         here, there = both(path)
         assert here == there and here[0] in (AuditChainBroken, AuditFormatError)
-
-    def test_a_log_cut_short_of_its_anchor(self, tmp_path):
-        path = tmp_path / "log.jsonl"
-        lines = write_log(path)
-        path.write_bytes(edit(lines, 29, None))
-        here, there = both(path)
-        assert here == there and "events were cut from the end" in here[1]
-
-    def test_a_missing_file(self, tmp_path):
-        here, there = both(tmp_path / "nope.jsonl", limit=10)
-        assert here == there and here[0] is AuditError
 
     @pytest.mark.parametrize("key", [KEY, b"x" * 32, None])
     def test_a_keyed_log(self, tmp_path, key):
@@ -108,51 +121,33 @@ class TestSameVerdict:
         assert here == there
         assert (key == KEY) == (here[0] not in (AuditChainBroken, AuditFormatError))
 
-    def test_only_the_bytes_before_the_limit(self, tmp_path):
+    def test_the_verdict_is_on_the_bytes_fed_not_the_file(self, tmp_path):
+        """The worker never reads the file: a file changed after its bytes were read
+        cannot give the verifier and the replayer two different logs."""
         path = tmp_path / "log.jsonl"
-        lines = write_log(path)
-        limit = sum(len(line) + 1 for line in lines[:12]) + 3
-        anchor_path(path).unlink()  # it is at seq 30: verified to 12, the end is cut
-        with path.open("ab") as f:
-            f.write(b"appended after the limit was taken\n")
-        here, there = both(path, limit=limit)
-        assert here == there == outcome(lambda: verify_log(path, limit=limit))
-        assert here[0].count == 12 and "13: torn last line (3 bytes" in here[1]
+        write_log(path)
+        good = path.read_bytes()
+        with BackgroundVerify(str(path), key=None, anchor=read_anchor(path)) as bv:
+            bv.feed(good)
+            broken(path, "edit")  # rewritten under it: not what it was fed
+            assert bv.result()[0].count == 30
 
 
-class TestNoVerdictVerifiesHere:
-    def check(self, tmp_path, broken: bool) -> Path:
+class TestNoVerdict:
+    def test_a_worker_that_cannot_start(self, tmp_path, monkeypatch):
         path = tmp_path / "log.jsonl"
-        lines = write_log(path)
-        if broken:
-            path.write_bytes(edit(lines, 5, lines[5].replace(b'"i":4', b'"i":5')))
-        return path
-
-    def test_here_too_only_the_bytes_before_the_limit(self, tmp_path, monkeypatch):
-        path = self.check(tmp_path, broken=False)
-        limit = path.stat().st_size
-        with path.open("ab") as f:
-            f.write(b"appended after the limit was taken\n")
+        write_log(path)
         monkeypatch.setattr(sys, "executable", str(tmp_path / "no-python"))
-        bv = BackgroundVerify(path, key=None, anchor=read_anchor(path), limit=limit)
-        assert bv.result() == verify_log(path, anchor=read_anchor(path), limit=limit)
+        bv = fed(path)
+        assert bv._proc is None and not bv.feed(b"more") and bv.result() is None
 
-    @pytest.mark.parametrize("broken", [False, True])
-    def test_a_worker_that_cannot_start(self, tmp_path, monkeypatch, broken):
-        path = self.check(tmp_path, broken)
-        here = outcome(lambda: verify_log(path, limit=path.stat().st_size))
-        monkeypatch.setattr(sys, "executable", str(tmp_path / "no-python"))
-        bv = BackgroundVerify(path, key=None, anchor=None, limit=path.stat().st_size)
-        assert bv._proc is None and outcome(bv.result) == here
-
-    @pytest.mark.parametrize("broken", [False, True])
-    def test_a_killed_worker(self, tmp_path, broken):
-        path = self.check(tmp_path, broken)
-        here = outcome(lambda: verify_log(path, limit=path.stat().st_size))
-        bv = BackgroundVerify(path, key=None, anchor=None, limit=path.stat().st_size)
+    def test_a_killed_worker(self, tmp_path):
+        path = tmp_path / "log.jsonl"
+        write_log(path)
+        bv = fed(path)
         assert bv._proc is not None
         bv._proc.kill()
-        assert outcome(bv.result) == here
+        assert bv.result() is None
 
     @pytest.mark.parametrize("reply", [
         "", "not json", "[]", "{}", '{"report": {"count": 30}, "torn": null}',
@@ -164,25 +159,37 @@ class TestNoVerdictVerifiesHere:
         '{"error": "KeyError", "message": "m"}',
     ])
     def test_a_reply_that_is_not_a_verdict(self, tmp_path, monkeypatch, reply):
-        path = self.check(tmp_path, broken=True)
-        here = outcome(lambda: verify_log(path, limit=path.stat().st_size))
+        path = tmp_path / "log.jsonl"
+        write_log(path)
         fake = tmp_path / "fake_worker.py"
         fake.write_text(f"import sys\nsys.stdin.read()\nsys.stdout.write({reply!r})\n")
         monkeypatch.setattr(_verifier, "_WORKER", fake)
-        bv = BackgroundVerify(path, key=None, anchor=None, limit=path.stat().st_size)
-        assert outcome(bv.result) == here and here[0] is AuditChainBroken
+        assert fed(path).result() is None
+
+    def test_a_worker_gone_before_the_end_gives_only_an_error(self, tmp_path, monkeypatch):
+        """A worker that stopped reading saw part of the log: its "ok" is no verdict."""
+        path = tmp_path / "log.jsonl"
+        write_log(path)
+        fake = tmp_path / "early_worker.py"
+        fake.write_text("import sys\nsys.stdout.write('{\"report\": {\"count\": 30, "
+                        "\"last_seq\": 30, \"last_hash\": \"x\", \"chain\": \"sha256\"}, "
+                        "\"torn\": null}')\n")
+        monkeypatch.setattr(_verifier, "_WORKER", fake)
+        bv = BackgroundVerify(str(path), key=None, anchor=None)
+        bv._proc.wait()
+        assert not bv.feed(b"x" * (4 << 20)) and bv.result() is None
 
     def test_cancel_kills_the_worker(self, tmp_path, monkeypatch):
-        path = self.check(tmp_path, broken=False)
         fake = tmp_path / "slow_worker.py"
         fake.write_text("import time\ntime.sleep(60)\n")
         monkeypatch.setattr(_verifier, "_WORKER", fake)
-        with BackgroundVerify(path, key=None, anchor=None, limit=10) as bv:
+        with BackgroundVerify("log", key=None, anchor=None) as bv:
             proc = bv._proc
         assert proc is not None and proc.returncode is not None and bv._proc is None
 
     def test_the_key_is_not_on_the_command_line(self, tmp_path, monkeypatch):
-        path = self.check(tmp_path, broken=False)
+        path = tmp_path / "log.jsonl"
+        write_log(path, key=KEY)
         seen = []
         real = _verifier.subprocess.Popen
 
@@ -191,21 +198,95 @@ class TestNoVerdictVerifiesHere:
             return real(args, **kw)
 
         monkeypatch.setattr(_verifier.subprocess, "Popen", popen)
-        with BackgroundVerify(path, key=KEY, anchor=None, limit=10) as bv:
-            bv.result()
+        with fed(path, KEY) as bv:
+            assert bv.result()[0].count == 30
         (args, env), = seen
         assert env is None and not any(KEY.hex() in a or "k" * 32 in a for a in args)
 
 
 class TestBackgroundPays:
-    def test_by_size_and_jobs(self, monkeypatch):
+    def test_by_size_and_cpus(self, monkeypatch):
         big = _verifier.MIN_BACKGROUND_BYTES
-        assert background_pays(big, jobs=2) and not background_pays(big - 1, jobs=2)
-        assert not background_pays(big, jobs=1) and not background_pays(big, jobs=0)
-        assert background_pays(10, jobs=2, min_bytes=10)
+        monkeypatch.setattr(os, "cpu_count", lambda: 2)
+        assert background_pays(big) and not background_pays(big - 1)
+        assert not background_pays(big, parallel=False) and background_pays(1, parallel=True)
+        assert background_pays(10, min_bytes=10)
         monkeypatch.setattr(os, "cpu_count", lambda: 1)
         assert not background_pays(big)
         monkeypatch.setattr(os, "cpu_count", lambda: None)
         assert not background_pays(big)
-        monkeypatch.setattr(os, "cpu_count", lambda: 2)
-        assert background_pays(big)
+
+
+# -- replay beside the worker ----------------------------------------------------------
+
+def engine_log(path: Path, key: bytes | None = None, calls: int = 60) -> None:
+    """A log of decisions, runs and moves (simulated handlers), as the engine writes it."""
+    from buddy.engine import Engine
+    with AuditLog.open(path, clock=ManualClock(), key=key) as audit:
+        engine = Engine.default(clock=ManualClock(), audit=audit,
+                                approver=lambda r: r.confidence > 0.8)
+        engine.register_handler("form_fill", live=lambda a: "filled", dry_run=lambda a: "dry")
+        for i in range(calls):
+            if i % 3 == 0:
+                engine.execute(f"a{i % 4}", "form_fill", {"i": i}, confidence=(i % 10) / 10)
+            else:
+                engine.decide(f"a{i % 4}", "database_write", (i % 11) / 10)
+
+
+def replayed(path: Path, **kw):
+    return outcome(lambda: replay(path, **kw))
+
+
+class TestReplayBeside:
+    @pytest.mark.parametrize("kw", [{}, {"until": 40}, {"until": 0}, {"check_anchor": False},
+                                    {"table": "default"}])
+    def test_a_good_log_reports_alike(self, tmp_path, kw, monkeypatch):
+        from buddy.rules import EscalationTable
+        if kw.get("table") == "default":
+            kw = {"table": EscalationTable.default()}
+        monkeypatch.setattr("buddy.engine.core._chain.CHUNK_BYTES", 1000)  # many chunks
+        path = tmp_path / "log.jsonl"
+        engine_log(path)
+        with path.open("ab") as f:
+            f.write(b'{"seq":999,"torn')
+        verdicts = []
+        real = _replay._beside
+        monkeypatch.setattr(_replay, "_beside", lambda *a: verdicts.append(real(*a)) or
+                            verdicts[-1])
+        alone, beside = replayed(path, parallel=False, **kw), replayed(path, parallel=True, **kw)
+        assert alone == beside and alone.ok and alone.events > 100 and alone.torn_tail
+        assert len(verdicts) == 1 and verdicts[0] is not None  # the worker's, not a fallback
+
+    @pytest.mark.parametrize("change", CHANGES)
+    def test_a_broken_log_is_refused_alike(self, tmp_path, change, monkeypatch):
+        monkeypatch.setattr("buddy.engine.core._chain.CHUNK_BYTES", 1000)
+        path = tmp_path / "log.jsonl"
+        broken(path, change)
+        assert replayed(path, parallel=False) == replayed(path, parallel=True)
+
+    def test_a_forged_decision_diverges_alike(self, tmp_path):
+        from tests.helpers import rechain
+        path = tmp_path / "log.jsonl"
+        engine_log(path)
+        lines = path.read_text().splitlines()
+        n = next(i for i, line in enumerate(lines) if '"state":"DRY_RUN"' in line
+                 and '"kind":"decision"' in line)
+        lines[n] = lines[n].replace('"state":"DRY_RUN"', '"state":"LIVE"')
+        path.write_text("".join(line + "\n" for line in rechain(lines)))
+        alone = replayed(path, parallel=False, check_anchor=False)
+        assert alone == replayed(path, parallel=True, check_anchor=False)
+        assert alone.divergence.seq == n + 1
+
+    def test_a_keyed_log(self, tmp_path):
+        path = tmp_path / "log.jsonl"
+        engine_log(path, key=KEY)
+        assert replayed(path, key=KEY, parallel=True) == replayed(path, key=KEY,
+                                                                  parallel=False)
+        assert replayed(path, parallel=True)[0] is AuditChainBroken
+
+    def test_no_verdict_replays_here(self, tmp_path, monkeypatch):
+        path = tmp_path / "log.jsonl"
+        engine_log(path)
+        alone = replayed(path, parallel=False)
+        monkeypatch.setattr(sys, "executable", str(tmp_path / "no-python"))
+        assert replayed(path, parallel=True) == alone
