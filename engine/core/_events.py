@@ -323,7 +323,7 @@ def decode_verified(lines: Sequence[bytes], source: str, seq: int) -> Iterator[t
         yield decode_event(line, source, n)
 
 
-def decode_batch(data: bytes, count: int) -> list[Any]:
+def decode_batch(data: bytes | memoryview, count: int) -> list[Any]:
     """The events of the ``count`` lines of ``data`` (``\\n``-separated, as they are in
     the log), decoded in one call, each its kind's struct; ``[]`` when the batch
     cannot be decoded whole (a line that does not fit, or holds two values): then
