@@ -257,8 +257,12 @@ _KINDS = frozenset(KINDS)
 _WIRE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, RecursionError, _FieldError)
 #: An event of each kind, its data decoded with it: its record's struct for the kinds of
 #: DATA_RECORDS, raw for the others (a transition's, by machine, below).
+#: In a batch the chain has verified (its bytes end each line: ``"prev"`` and ``"hash"``
+#: are strings of 64 hex digits there, and replay reads neither), ``prev`` and ``hash``
+#: are kept as raw JSON: no string is made of them.
 _TAGGED = tuple(_struct(AuditEvent, f"{kind.title()}EventWire", kind,
-                        data=_DATA[kind][0].type if kind in _DATA else msgspec.Raw)
+                        data=_DATA[kind][0].type if kind in _DATA else msgspec.Raw,
+                        prev=msgspec.Raw, hash=msgspec.Raw)
                 for kind in KINDS)
 _LINES = msgspec.json.Decoder(Union[_TAGGED])  # noqa: UP007
 _RAW = frozenset(cls for cls in _TAGGED if cls.kind not in _DATA)  # type: ignore[attr-defined]

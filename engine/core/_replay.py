@@ -261,10 +261,10 @@ class _Replayer:
         re-decision remembered by the confidence's region (:meth:`Policy.cuts`);
         every other event goes through :meth:`event`.
         """
-        n, ts, decisions = seq, self.last_ts, 0
+        n, last, others = seq, None, 0  # others: events not counted as decisions here
         # Until a decision of the replayed table has recorded its digest, none is fast.
         digest = self.digest if self.replayed_digest_seen else None
-        decision, refusal = DECISION, REFUSAL_RULES
+        decision, refusal, locked_now = DECISION, REFUSAL_RULES, self.locked
         runnable, states, known, cuts_of = self.runnable, self.states, self.known, self.cuts
         step = self.event
         try:
@@ -275,20 +275,31 @@ class _Replayer:
                     data = event_data(e)
                     if data is UNFIT:
                         break
-                    step(e, data)
-                    n, ts = n + 1, e.ts
+                    n += 1
+                    kind = e.kind
+                    if kind == "transition":  # the next most common: no dispatch
+                        self.transition(n, e, data)
+                    elif kind == "execution":
+                        self.execution(n, e, data)
+                    else:
+                        step(e, data)
+                        locked_now = self.locked
+                    last, others = e, others + 1
                     continue
                 d = e.data
                 agent, tool, confidence, via = d.agent, d.tool, d.confidence, d.approved_by
                 if d.rules != digest or d.rule in refusal or type(agent) is not str or \
-                        not agent or type(tool) is not str or self.locked and not d.locked or \
+                        not agent or type(tool) is not str or locked_now and not d.locked or \
                         via is not None and via.startswith("grant:"):
-                    self.last_ts = ts = e.ts
-                    self.decision(n + 1, e.subject, d)
+                    self.last_ts = e.ts
+                    self.decision(n + 1, e.subject, d)  # counts it
                     n += 1
+                    last, others = e, others + 1
                     digest = self.digest if self.replayed_digest_seen else None
                     continue
-                n, ts, subject, decisions = n + 1, e.ts, e.subject, decisions + 1
+                n += 1
+                last = e
+                subject = e.subject
                 allowed, mode, state, locked = d.allowed, d.mode, d.state, d.locked
                 if "ctx-" <= subject < "ctx.":  # as decision() does
                     at = states.get(subject)
@@ -317,8 +328,9 @@ class _Replayer:
                 if got != (mode if allowed else "REFUSED", d.rule, state):
                     self.differs(n, subject, d, got)
         finally:
-            self.decisions += decisions
-            self.last_ts = ts
+            self.decisions += n - seq - others
+            if last is not None:
+                self.last_ts = last.ts
         return n - seq
 
     def diverge(self, seq: int, subject: str, field: str, expected: Any, got: Any) -> None:

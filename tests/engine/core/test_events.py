@@ -11,8 +11,10 @@ from tests.engine.core.test_replay import scenario
 
 
 def plain(pair):
+    """An event and its data as plain values (a batch keeps ``prev`` and ``hash`` raw)."""
     event, data = pair
     fields = {f: getattr(event, f) for f in event.__struct_fields__ if f not in ("data", "kind")}
+    fields |= {f: msgspec.json.decode(v) for f, v in fields.items() if isinstance(v, msgspec.Raw)}
     return event.kind, fields, None if data is None else msgspec.structs.asdict(data)
 
 
