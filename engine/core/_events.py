@@ -327,11 +327,12 @@ def decode_verified(lines: Sequence[bytes], source: str, seq: int) -> Iterator[t
         yield decode_event(line, source, n)
 
 
-def decode_batch(data: bytes | memoryview, count: int) -> list[Any]:
+def decode_batch(data: bytes | memoryview, count: int | None) -> list[Any]:
     """The events of the ``count`` lines of ``data`` (``\\n``-separated, as they are in
     the log), decoded in one call, each its kind's struct; ``[]`` when the batch
     cannot be decoded whole (a line that does not fit, or holds two values): then
-    :func:`decode_event` each line, which names the problem.
+    :func:`decode_event` each line, which names the problem. With ``count`` None,
+    the values of ``data``, however many lines hold them (the caller checks).
 
     An event's ``data`` is its record's struct (:data:`DECISION` events need no
     more checks) or, for the other kinds, checked by :func:`event_data`.
@@ -340,7 +341,7 @@ def decode_batch(data: bytes | memoryview, count: int) -> list[Any]:
         events = _LINES.decode_lines(data)
     except _WIRE_ERRORS:
         return []
-    return events if len(events) == count else []
+    return events if count is None or len(events) == count else []
 
 
 def event_data(event: Any) -> Any:

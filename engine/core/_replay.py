@@ -179,6 +179,10 @@ _INITIAL = (_MACHINE, _START)
 _UNSEEN: Any = object()
 
 
+class _TwoOnALine(Exception):  # noqa: N818 - not an error: a batch to replay again
+    """Unverified bytes held more values than lines (see :meth:`_Replayer.batch`)."""
+
+
 class _Replayer:
     """Replays events that :func:`decode_event` read: every field has its declared type."""
 
@@ -216,16 +220,26 @@ class _Replayer:
 
     def lines(self, lines: Sequence[bytes], seq: int) -> None:
         """Replay ``lines``, the lines ``seq + 1``... of the log (verified), as they come."""
-        self.batch(b"\n".join(lines), len(lines), seq, lines)
+        if lines:
+            self.batch(b"\n".join(lines), len(lines), seq, lines)
 
-    def batch(self, data: bytes | memoryview, count: int, seq: int,
-              lines: Sequence[bytes] | None = None) -> None:
+    def batch(self, data: bytes | memoryview, count: int | None, seq: int,
+              lines: Sequence[bytes] | None = None) -> int:
         """Replay the ``count`` lines of ``data`` (``\\n``-separated), the lines
         ``seq + 1``... of the log; ``lines``: the same, split, when the caller has them.
+        How many lines it replayed.
 
         Decoded in one call; :meth:`fast` replays them from there, and the lines
         from the first it cannot take (an event that does not fit: its error names
         it) go line by line through :func:`decode_verified`.
+
+        ``count`` None (lines not counted yet, bytes not verified yet: see
+        :func:`_beside`): the values are replayed as lines, and the lines counted
+        only when :meth:`fast` stops short. Lines the chain verifies each begin
+        with their seq and end with their hash: no value runs from one into the
+        next, so there are as many values as lines unless one holds two. That is
+        :class:`_TwoOnALine` where it shows here, and else a count that the
+        chain's own does not match: the caller replays again, line by line.
         """
         events = decode_batch(data, count)
         done = 0
@@ -239,9 +253,15 @@ class _Replayer:
                 self.event(header, checked)
                 done = 1
         done += self.fast(events[done:] if done else events, seq + done)
-        if done < count:
-            rest = (bytes(data).split(b"\n") if lines is None else lines)[done:]
-            self.slow(rest, seq + done)
+        if events and done == len(events) and count is None:
+            return done
+        if lines is None:
+            lines = bytes(data).split(b"\n")
+        if count is None and events and len(events) != len(lines):
+            raise _TwoOnALine(seq + done)
+        if done < len(lines):
+            self.slow(lines[done:], seq + done)
+        return len(lines)
 
     def slow(self, lines: Sequence[bytes], seq: int) -> None:
         """Replay ``lines``, decoded and checked one by one (see :meth:`batch`)."""
@@ -735,16 +755,23 @@ def _beside(reader: LogReader, source: str, key: bytes | None, anchor: Anchor | 
             if not end:  # a line longer than a chunk: read on
                 tail = data
                 continue
-            count = data.count(b"\n", 0, end)
-            if failed is None and (stop is None or seq < stop):
+            whole = memoryview(data)[:end - 1]
+            if failed is None and stop is None:
                 try:
-                    if stop is None or seq + count <= stop:
-                        r.batch(memoryview(data)[:end - 1], count, seq)
-                    else:
-                        r.lines(data[:end - 1].split(b"\n")[:stop - seq], seq)
+                    seq += r.batch(whole, None, seq)
+                except _TwoOnALine:
+                    return None  # replayed values that are no lines: replay here
                 except Exception as exc:  # noqa: BLE001 - judged once the chain's verdict is in
-                    failed = exc
-            seq, tail = seq + count, data[end:]
+                    failed, seq = exc, seq + bytes(whole).count(b"\n") + 1
+            else:
+                lines = bytes(whole).split(b"\n")
+                if failed is None and stop is not None and seq < stop:
+                    try:
+                        r.lines(lines[:stop - seq], seq)
+                    except Exception as exc:  # noqa: BLE001 - as above
+                        failed = exc
+                seq += len(lines)
+            tail = data[end:]
         verdict = worker.result()
     if verdict is None or verdict[0].count != seq:
         return None  # no verdict, or one on other lines than these: verify here

@@ -290,3 +290,45 @@ class TestReplayBeside:
         alone = replayed(path, parallel=False)
         monkeypatch.setattr(sys, "executable", str(tmp_path / "no-python"))
         assert replayed(path, parallel=True) == alone
+
+
+def chained(bodies: list[str]) -> str:
+    """Lines chained as a writer would (the attack), each ``body`` an object of its own
+    that gets the chain's ``prev`` and ``hash`` as its last fields."""
+    import hashlib
+    out, prev = [], "0" * 64
+    for body in bodies:
+        hashed = body[:-1] + f',"prev":"{prev}"}}'
+        prev = hashlib.sha256(hashed.encode()).hexdigest()
+        out.append(hashed[:-1] + f',"hash":"{prev}"}}\n')
+    return "".join(out)
+
+
+class TestTwoValuesOnALine:
+    """A chain-valid line holding two events: the second is no line of the log. Beside
+    the worker, values are replayed before lines are counted: such a line must be
+    refused as in one process, wherever it is (mid-batch, at a batch's end, last)."""
+
+    def bodies(self, tmp_path) -> list[str]:
+        import json
+        path = tmp_path / "base.jsonl"
+        engine_log(path, calls=40)
+        events = [json.loads(line) for line in path.read_text().splitlines()]
+        for e in events:
+            del e["prev"], e["hash"]
+        return [json.dumps(e, separators=(",", ":")) for e in events]
+
+    @pytest.mark.parametrize("where", ["middle", "before-last", "last"])
+    @pytest.mark.parametrize("chunk", [700, 1 << 20])
+    def test_it_is_refused_alike(self, tmp_path, monkeypatch, where, chunk):
+        monkeypatch.setattr("buddy.engine.core._chain.CHUNK_BYTES", chunk)
+        bodies = self.bodies(tmp_path)
+        k = {"middle": 10, "before-last": len(bodies) - 2, "last": len(bodies) - 1}[where]
+        nxt = bodies[k + 1] if k + 1 < len(bodies) else bodies[k].replace(
+            f'{{"seq":{k + 1},', f'{{"seq":{k + 2},', 1)
+        bodies[k] = bodies[k][:-1] + ',"prev":"x","hash":"y"} ' + nxt  # two values
+        path = tmp_path / "log.jsonl"
+        path.write_text(chained(bodies))
+        alone = replayed(path, parallel=False, check_anchor=False)
+        assert alone == replayed(path, parallel=True, check_anchor=False)
+        assert alone[0] is AuditFormatError and f":{k + 1}" in alone[1]
