@@ -240,20 +240,24 @@ def tools(risk: str | None, catalogue: Path | None, as_json: bool) -> None:
 @click.option("--fail-on-loosening", is_flag=True,
               help=f"Exit {EXIT_LOOSENING} when a what-if finds a loosening decision.")
 @click.option("--no-anchor", is_flag=True, help="Do not check the head anchor file.")
+@click.option("--parallel/--no-parallel", default=None,
+              help="Verify the chain in a second process while replaying (default: for "
+              "a log of 32 MiB or more on more than one CPU).")
 @_key_file_option
 @_key_env_option
 @_rules_option
 @_json_option
 def replay(log: Path, until: int | None, states: bool, fail_on_loosening: bool,
-           no_anchor: bool, key_file: Path | None, key_env: str | None, rules: Path | None,
-           as_json: bool) -> None:
+           no_anchor: bool, parallel: bool | None, key_file: Path | None, key_env: str | None,
+           rules: Path | None, as_json: bool) -> None:
     """Verify an audit LOG, replay it, time-travel (--until) or what-if (--rules).
 
     Exits 1 on a broken chain or a divergence.
     """
     key = _key(key_file, key_env)
     table = EscalationTable.from_dir(rules) if rules else None
-    report = run_replay(log, key=key, until=until, table=table, check_anchor=not no_anchor)
+    report = run_replay(log, key=key, until=until, table=table, check_anchor=not no_anchor,
+                        parallel=parallel)
     if as_json:
         _print_json(converter.unstructure(report) | {"ok": report.ok})
     else:

@@ -582,6 +582,18 @@ class TestReplay:
         report = json.loads(ok(capsys, "replay", "a.jsonl", "--until", "2", "--json"))
         assert (report["replayed"], report["last_seq"], report["locked"]) == (2, 2, True)
 
+    def test_parallel_replay_reports_alike(self, capsys) -> None:
+        """--parallel verifies in a second process: the same report, the same refusal."""
+        audited(capsys, "a.jsonl", ("form_fill", "-c", "0.7"), ("vision_inspect", "-c", "0.9"))
+        alone = json.loads(ok(capsys, "replay", "a.jsonl", "--no-parallel", "--json"))
+        assert json.loads(ok(capsys, "replay", "a.jsonl", "--parallel", "--json")) == alone
+        lines = Path("a.jsonl").read_text().splitlines()
+        lines[1] = lines[1].replace('"confidence":0.7', '"confidence":0.9')
+        Path("a.jsonl").write_text("".join(line + "\n" for line in lines))
+        refused = fails(capsys, "replay", "a.jsonl", "--no-parallel")
+        assert refused.startswith("AuditChainBroken: a.jsonl:2: chain broken at seq 2")
+        assert fails(capsys, "replay", "a.jsonl", "--parallel") == refused
+
     def test_a_locked_log_replays_locked(self, capsys) -> None:
         lock_log("a.jsonl")
         audited(capsys, "a.jsonl", ("form_fill", "-c", "0.9"))
