@@ -15,11 +15,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import operator
 import os
 import stat
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from itertools import repeat
+from operator import methodcaller
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 import attrs
 
@@ -378,7 +381,9 @@ class ChainCheck:
     :class:`ChainReport`. Each line is hashed once, and checked against what
     its predecessor's hash makes its tail (``,"prev":"<hash>","hash":"``) in
     one comparison; a line that fails it, and the header, go through
-    :meth:`line`, which says why.
+    :meth:`line`, which says why. A batch is first tried whole (:meth:`_bulk`:
+    its hashes, links and seqs in three joined comparisons); the loop runs only
+    when that fails.
     """
 
     def __init__(self, chain: Chain, source: str, *, seq: int = 0, prev: str = GENESIS,
@@ -397,6 +402,8 @@ class ChainCheck:
         if seq == 0 and lines:  # the header: checked for its chain too
             self.line(lines[0])
             seq, todo = 1, lines[1:]
+        if self._bulk(todo, seq):
+            return
         new, same, last = self.chain.new, hmac.compare_digest, self.last
         tail = b'%s%s","hash":"' % (_PREV, last)
         for line in todo:
@@ -409,6 +416,37 @@ class ChainCheck:
             seq, last = seq + 1, digest
             tail = b'%s%s","hash":"' % (_PREV, digest)
         self.seq, self.last = seq, last
+
+    def _bulk(self, lines: Sequence[bytes], seq: int) -> bool:
+        """Verify ``lines`` after line ``seq`` in a few joined comparisons; False if any fails.
+
+        Exactly what :meth:`feed`'s loop accepts, line for line (each slice of a line
+        is at most as long as its piece of the expected bytes, so equal joins are equal
+        pieces): its hash is the digest of its body, its ``,"prev":"<h>","hash":"`` the
+        digest before it, it starts ``{"seq":<seq>,``. On False nothing has changed: the
+        loop goes through the lines again and says where the chain breaks.
+        """
+        n = len(lines)
+        if not n:
+            return False
+        new, keyed = self.chain.new, self.chain.keyed
+        bodies = map(_concat, map(_cut, lines, repeat(_BODY)), repeat(b"}"))
+        digests = list(map(_HEXDIGEST, map(new, bodies)))  # str: ASCII hex
+        # The expected tails, from each line's prev to its end: prev, hash, in turn.
+        parts: list[str] = [_LINK] * (4 * n)
+        parts[0] = self.last.decode()
+        parts[2::4] = digests
+        parts[4::4] = digests[:-1]
+        parts[3::4] = [_NEXT] * n
+        parts[-1] = '"}'
+        tails = b"".join(map(_cut, lines, repeat(_TAIL)))
+        expected = (_PREV_TEXT + "".join(parts)).encode()
+        if not (hmac.compare_digest(tails, expected) if keyed else tails == expected):
+            return False
+        if not _seqs_follow(lines, seq + 1):
+            return False
+        self.seq, self.last = seq + n, digests[-1].encode()
+        return True
 
     def line(self, line: bytes) -> None:
         """Verify the next line alone, saying what breaks the chain there."""
@@ -440,6 +478,31 @@ class ChainCheck:
         if self.anchor is not None:
             _check_anchor(self.anchor, self.chain, self.at, seq, head, self.source)
         return ChainReport(seq - self.start, seq, head, self.chain.name)
+
+
+#: The pieces of a line :meth:`ChainCheck._bulk` cuts and joins.
+_BODY = slice(None, -_HASH_TAIL)    # the hashed body, but its closing brace
+_TAIL = slice(-149, None)           # ,"prev":"<64>","hash":"<64>"}
+_PREV_TEXT = _PREV.decode()
+_LINK = '","hash":"'
+_NEXT = '"},"prev":"'
+_HEXDIGEST = methodcaller("hexdigest")
+_cut = cast(Callable[[bytes, slice], bytes], operator.getitem)  # typed for map()
+_concat = bytes.__add__
+
+
+def _seqs_follow(lines: Sequence[bytes], seq: int) -> bool:
+    """Whether ``lines`` start ``{"seq":<seq>,``, ``{"seq":<seq + 1>,`` and so on."""
+    end, at = seq + len(lines), 0
+    while seq < end:  # a run of seqs of as many digits: one cut and one format each
+        digits = len(str(seq))
+        top = min(end, 10 ** digits)
+        run = lines[at:at + top - seq] if at or top < end else lines
+        heads = b"".join(map(_cut, run, repeat(slice(0, 8 + digits))))
+        if heads != (b'{"seq":%d,' * (top - seq)) % tuple(range(seq, top)):
+            return False
+        at, seq = at + top - seq, top
+    return True
 
 
 def _broken(source: str, seq: int, reason: str) -> AuditChainBroken:
