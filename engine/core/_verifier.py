@@ -19,6 +19,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -47,14 +48,23 @@ def background_pays(size: int, *, parallel: bool | None = None,
     """Whether to verify a log of ``size`` bytes in a second process while it is replayed.
 
     ``parallel``: True always (given a file), False never, None when the machine has
-    more than one CPU and the log at least ``min_bytes``.
+    more than one CPU, the log at least ``min_bytes`` and :data:`sys.executable` is
+    a Python (not the binary of an application that embeds one).
 
     >>> background_pays(100 << 20, parallel=False), background_pays(1 << 20, parallel=True)
     (False, True)
     """
     if parallel is not None:
         return parallel
-    return (os.cpu_count() or 1) > 1 and size >= min_bytes
+    return (os.cpu_count() or 1) > 1 and size >= min_bytes and _a_python(sys.executable)
+
+
+def _a_python(executable: str) -> bool:
+    """Whether ``executable`` is named as a Python interpreter is (``python``,
+    ``python3.11``, ``pypy3``...). An application that embeds Python (a server, a
+    plugin host) may name its own binary in :data:`sys.executable`: replay never
+    starts that of its own accord."""
+    return re.fullmatch(r"(python|pypy)[0-9.]*(\.exe)?", Path(executable).name) is not None
 
 
 class BackgroundVerify:

@@ -216,6 +216,16 @@ class TestBackgroundPays:
         monkeypatch.setattr(os, "cpu_count", lambda: None)
         assert not background_pays(big)
 
+    @pytest.mark.parametrize(("name", "python"), [
+        ("/usr/bin/python3", True), ("/v/.venv/bin/python", True), ("python3.11", True),
+        ("C:/Python311/python.exe", True), ("/opt/pypy3", True), ("/usr/bin/uwsgi", False),
+        ("", False), ("/usr/bin/python3-config", False), ("/srv/app", False)])
+    def test_only_a_python_is_started_of_its_own_accord(self, monkeypatch, name, python):
+        monkeypatch.setattr(os, "cpu_count", lambda: 2)
+        monkeypatch.setattr(sys, "executable", name)
+        assert background_pays(_verifier.MIN_BACKGROUND_BYTES) is python
+        assert background_pays(1, parallel=True)  # asked for: the caller knows
+
 
 # -- replay beside the worker ----------------------------------------------------------
 
