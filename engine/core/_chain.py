@@ -136,7 +136,8 @@ def missing_anchor(path: Path, hint: str) -> str:
 # -- reading and verifying ----------------------------------------------------
 
 def anchor_path(path: Path) -> Path:
-    return path.with_name(path.name + ".anchor")
+    """``<log>.anchor`` beside the log (for a path with no name, ``.anchor`` in it)."""
+    return path.with_name(path.name + ".anchor") if path.name else path / ".anchor"
 
 
 @attrs.frozen
@@ -150,17 +151,35 @@ class Anchor:
     mac: str | None = None
 
 
+#: The most of an anchor file read: an anchor is one line of some 200 bytes.
+MAX_ANCHOR_BYTES = 64 << 10
+
+
 def read_anchor(path: str | os.PathLike[str]) -> Anchor | None:
     """The head anchor beside ``path``, or None when there is none.
 
-    Raises :class:`AuditFormatError` when it is unreadable or malformed.
+    Raises :class:`AuditFormatError` when it is unreadable or malformed, or not
+    a regular file (a FIFO, a device: refused, never waited on) or larger than
+    :data:`MAX_ANCHOR_BYTES`.
     """
     ap = anchor_path(Path(path))
     try:
-        data = json.loads(ap.read_text(encoding="utf-8"))
+        regular = stat.S_ISREG(ap.stat().st_mode)
+        if regular:
+            with ap.open("rb") as f:
+                raw = f.read(MAX_ANCHOR_BYTES + 1)
     except FileNotFoundError:
         return None
-    except (OSError, ValueError) as exc:
+    except OSError as exc:
+        raise AuditFormatError(str(ap), f"unreadable anchor: {exc}") from None
+    if not regular:  # a FIFO would block the read for ever, a device never end
+        raise AuditFormatError(str(ap), "unreadable anchor: not a regular file")
+    if len(raw) > MAX_ANCHOR_BYTES:
+        raise AuditFormatError(str(ap), f"unreadable anchor: larger than {MAX_ANCHOR_BYTES} "
+                               "bytes")
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except ValueError as exc:
         raise AuditFormatError(str(ap), f"unreadable anchor: {exc}") from None
     anchor, problems = structure_checked(data, Anchor)
     if anchor is None:

@@ -191,6 +191,11 @@ class _Replayer:
         self.table = table
         self.digest = table.digest
         self.given = given      # a table given: decisions of another digest are a what-if
+        # Given another table than the shipped one, what was decided with the shipped one
+        # is still held to it (a what-if must not pass a forged decision): its replayer.
+        shipped = EscalationTable.default()
+        self.home = _Replayer(shipped, source, chain, given=False) \
+            if given and shipped.digest != table.digest else None
         self.chain = chain      # the chain that verified the log: its header must name it
         policy = Policy(ToolContractRegistry([]), table)
         self.reevaluate = policy.reevaluate
@@ -438,6 +443,10 @@ class _Replayer:
             got = self.fired(machine, table, current, trigger, data)
             if got != dst:
                 self.diverge(seq, subject, "dst", dst, got)
+        elif self.home is not None and rules == self.home.digest:  # a table we hold
+            got = self.home.fired(machine, table, current, trigger, data)
+            if got != dst:
+                self.diverge(seq, subject, "dst", dst, got)
         self.states[subject] = (machine, dst)
 
     def fired(self, machine: str, table: CompiledTable, current: str, trigger: str,
@@ -538,6 +547,16 @@ class _Replayer:
                 self.changes.append(Change(seq, data.agent, data.tool, data.risk,
                                            data.confidence, _mode(recorded_mode),
                                            _mode(got[0]), data.rule, got[1]))
+            home = self.home
+            if home is not None and digest == home.digest:  # decided by a table we hold
+                try:
+                    got = home.redecide(data.risk, data.requires_approval is True,
+                                        data.confidence, data.approval, locked)
+                except (KeyError, ValueError, TypeError, ArithmeticError) as exc:
+                    self.diverge(seq, subject, "inputs", "a decidable record", f"{exc!r}")
+                    return
+                if got != (recorded_mode, data.rule, data.state):
+                    self.differs(seq, subject, data, got)
             return
         if got != (recorded_mode, data.rule, data.state):
             self.differs(seq, subject, data, got)

@@ -20,6 +20,7 @@ import fcntl
 import json
 import os
 import re
+import select
 import subprocess
 import sys
 from pathlib import Path
@@ -39,6 +40,9 @@ __all__ = ["MIN_BACKGROUND_BYTES", "BackgroundVerify", "background_pays"]
 MIN_BACKGROUND_BYTES = 32 << 20
 
 _WORKER = Path(__file__).with_name("_verify_worker.py")
+#: A worker that takes no bytes, or gives no verdict, for this long is gone: replay goes
+#: on in one process (a worker verifies a chunk in milliseconds).
+STALL_SECONDS = 10.0
 #: Linux: F_SETPIPE_SZ. A pipe of a few chunks lets the replayer run ahead of the worker.
 _SETPIPE_SZ, _PIPE_BYTES = getattr(fcntl, "F_SETPIPE_SZ", 1031), 1 << 20
 
@@ -59,11 +63,13 @@ def background_pays(size: int, *, parallel: bool | None = None,
     return (os.cpu_count() or 1) > 1 and size >= min_bytes and _a_python(sys.executable)
 
 
-def _a_python(executable: str) -> bool:
+def _a_python(executable: str | None) -> bool:
     """Whether ``executable`` is named as a Python interpreter is (``python``,
     ``python3.11``, ``pypy3``...). An application that embeds Python (a server, a
     plugin host) may name its own binary in :data:`sys.executable`: replay never
     starts that of its own accord."""
+    if not executable:
+        return False
     return re.fullmatch(r"(python|pypy)[0-9.]*(\.exe)?", Path(executable).name) is not None
 
 
@@ -83,6 +89,8 @@ class BackgroundVerify:
         self._proc: subprocess.Popen[bytes] | None
         self._gone = False  # the worker stopped taking bytes: it gives no verdict
         try:
+            if not sys.executable:  # None or "": an embedded Python names no interpreter
+                raise FileNotFoundError(sys.executable)
             self._proc = subprocess.Popen(
                 [sys.executable, "-P", str(_WORKER)], stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, close_fds=True)
@@ -91,25 +99,35 @@ class BackgroundVerify:
             return
         assert self._proc.stdin is not None
         self._in = self._proc.stdin.fileno()
+        os.set_blocking(self._in, False)  # a worker that takes nothing cannot hold us
         with contextlib.suppress(OSError):  # a bigger pipe where the system allows it
             fcntl.fcntl(self._in, _SETPIPE_SZ, _PIPE_BYTES)
         self.feed(job.encode() + b"\n")
 
     def feed(self, chunk: bytes) -> bool:
-        """Pass the worker the log's next bytes; False once it is gone (no verdict)."""
+        """Pass the worker the log's next bytes; False once it is gone (no verdict): it
+        died, or took nothing for :data:`STALL_SECONDS` (stopped, or no verifier)."""
         if self._gone:
             return False
         view = memoryview(chunk)
         try:
             while view:
-                view = view[os.write(self._in, view):]
-        except OSError:  # BrokenPipeError: it died
+                try:
+                    view = view[os.write(self._in, view):]
+                except BlockingIOError:  # the pipe is full: wait for the worker, not for ever
+                    if not select.select([], [self._in], [], STALL_SECONDS)[1]:
+                        raise TimeoutError from None
+        except TimeoutError:  # stuck: it gives no verdict
+            self._gone = True
+            self.cancel()
+        except OSError:  # BrokenPipeError: it stopped reading (its error may be waiting)
             self._gone = True
         return not self._gone
 
     def result(self) -> tuple[ChainReport, str | None] | None:
         """End the worker's input and wait for its verdict: the report and torn tail, as
-        :func:`verify_reader` gives; None when it gave none (verify in this process).
+        :func:`verify_reader` gives; None when it gave none (verify in this process),
+        within :data:`STALL_SECONDS` of the end of its input.
 
         Raises what :func:`verify_reader` would raise, with the same message: a
         worker's error is raised as its class with its fields.
@@ -122,11 +140,11 @@ class BackgroundVerify:
             assert proc.stdin is not None and proc.stdout is not None
             with contextlib.suppress(OSError):
                 proc.stdin.close()
-            out = proc.stdout.read()
-            if proc.wait() != 0:
+            # Its verdict is one short line: the pipe holds it while the worker exits.
+            if proc.wait(timeout=STALL_SECONDS) != 0:
                 return None
-            reply = json.loads(out)
-        except (OSError, ValueError):
+            reply = json.loads(proc.stdout.read())
+        except (OSError, ValueError, subprocess.TimeoutExpired):
             return None
         finally:
             _stop(proc)

@@ -130,6 +130,28 @@ class TestWhatIf:
         assert [(c.seq > 0, c.before, c.after, c.direction, c.rule_after) for c in changes] == \
             [(True, L, D, "tightening", "medium.live")] * 3
 
+    @pytest.mark.parametrize("kind", ["decision", "transition"])
+    def test_a_what_if_still_holds_the_shipped_tables_decisions_to_it(self, kind):
+        """A decision (or move) recorded as made with the shipped table, forged and
+        re-chained, diverges in a what-if too: replay holds the shipped table, so a
+        policy check with another table cannot pass a log plain replay refuses."""
+        lines = scenario().audit.lines()
+        if kind == "decision":
+            index = next(i for i, line in enumerate(lines) if '"kind":"decision"' in line
+                         and '"confidence":0.85' in line and '"state":"LIVE"' in line)
+            forged = edit(lines, index, confidence=0.5)  # recorded LIVE all the same
+        else:
+            index = next(i for i, line in enumerate(lines) if '"kind":"transition"' in line
+                         and '"event":"request_live"' in line)
+            forged = edit(lines, index, confidence=0.1)  # the move's guard would not pass
+        forged = rechain(forged)
+        when = 'when = { all = [ { metric = "confidence", op = "ge", value = %s } ] }'
+        table = table_with('id = "medium.live"\nrisk = "MEDIUM"\n' + when % "0.80",
+                           'id = "medium.live"\nrisk = "MEDIUM"\n' + when % "0.95")
+        plain, what_if = replay(forged), replay(forged, table=table)
+        assert plain.divergence is not None and plain.divergence.seq == index + 1
+        assert what_if.divergence == plain.divergence and what_if.what_if
+
     def test_same_table_changes_nothing(self):
         assert replay(scenario().audit, table=EscalationTable.default()).changes == ()
 

@@ -342,3 +342,58 @@ class TestTwoValuesOnALine:
         alone = replayed(path, parallel=False, check_anchor=False)
         assert alone == replayed(path, parallel=True, check_anchor=False)
         assert alone[0] is AuditFormatError and f":{k + 1}" in alone[1]
+
+
+class TestAStuckWorker:
+    """A worker that takes no bytes, or gives no verdict, is gone after STALL_SECONDS:
+    replay goes on in one process, never waits for ever, and leaves no worker behind."""
+
+    @pytest.mark.parametrize("script", [
+        "import time\ntime.sleep(60)\n",                                 # reads nothing
+        "import sys, time\nsys.stdin.buffer.read()\ntime.sleep(60)\n",   # no verdict
+        "import sys\nwhile b := sys.stdin.buffer.read(4096):\n    sys.stdout.buffer.write(b)\n",
+    ])
+    def test_replay_goes_on_here(self, tmp_path, monkeypatch, script):
+        fake = tmp_path / "stuck_worker.py"
+        fake.write_text(script)
+        monkeypatch.setattr(_verifier, "_WORKER", fake)
+        monkeypatch.setattr(_verifier, "STALL_SECONDS", 0.5)
+        started = []
+        real = _verifier.subprocess.Popen
+        monkeypatch.setattr(_verifier.subprocess, "Popen",
+                            lambda *a, **kw: started.append(real(*a, **kw)) or started[-1])
+        path = tmp_path / "log.jsonl"
+        engine_log(path, calls=3000)  # more than the pipe holds
+        alone = replayed(path, parallel=False)
+        assert replayed(path, parallel=True) == alone and alone.ok
+        assert len(started) == 1 and started[0].poll() is not None  # not left behind
+
+    def test_an_executable_that_is_none(self, tmp_path, monkeypatch):
+        path = tmp_path / "log.jsonl"
+        engine_log(path)
+        monkeypatch.setattr(sys, "executable", None)
+        assert not background_pays(1 << 40)
+        assert replayed(path, parallel=True) == replayed(path, parallel=False)
+
+
+class TestAnchorsThatAreNoFiles:
+    def test_a_fifo_or_a_device_or_a_huge_anchor_is_refused(self, tmp_path):
+        path = tmp_path / "log.jsonl"
+        write_log(path)
+        anchor = tmp_path / "log.jsonl.anchor"
+        anchor.unlink()
+        os.mkfifo(anchor)
+        with pytest.raises(AuditFormatError, match="not a regular file"):
+            read_anchor(path)
+        anchor.unlink()
+        anchor.symlink_to("/dev/zero")
+        with pytest.raises(AuditFormatError, match="not a regular file"):
+            read_anchor(path)
+        anchor.unlink()
+        anchor.write_bytes(b" " * (1 << 20))
+        with pytest.raises(AuditFormatError, match="larger than"):
+            read_anchor(path)
+
+    def test_replay_of_a_path_with_no_name_is_one_error(self):
+        with pytest.raises(AuditError, match="not a regular file"):
+            replay("")
