@@ -177,6 +177,8 @@ _RANK = {mode.value: mode.rank for mode in ExecutionMode}
 _MACHINE, _START = ESCALATION.name, ESCALATION.initial.name
 _INITIAL = (_MACHINE, _START)
 _UNSEEN: Any = object()
+#: A call's inputs a run records as its decision did (after its agent and tool).
+_CALL_INPUTS = ("risk", "requires_approval", "confidence", "rules")
 
 
 class _TwoOnALine(Exception):  # noqa: N818 - not an error: a batch to replay again
@@ -213,7 +215,7 @@ class _Replayer:
         self.fires: dict[tuple[Any, ...], str | None] = {}
         self.states: dict[str, tuple[str, str]] = {}
         # Contexts an allowed decision lets run once: subject -> (seq, mode, agent, tool).
-        self.runnable: dict[str, tuple[int, str, Any, Any]] = {}
+        self.runnable: dict[str, tuple[Any, ...]] = {}
         self.locked = False
         self.grants = GrantBook()
         self.decisions = 0
@@ -330,7 +332,8 @@ class _Replayer:
                     at = states.get(subject)
                     if allowed and (at == (_MACHINE, state) if at is not None else
                                     state == _START and subject == f"ctx-{n}"):
-                        runnable[subject] = (n, mode, agent, tool)
+                        runnable[subject] = (n, mode, agent, tool, d.risk,
+                                             d.requires_approval, confidence, d.rules)
                     elif runnable:
                         runnable.pop(subject, None)
                 risk, needs, approval = d.risk, d.requires_approval is True, d.approval
@@ -485,7 +488,7 @@ class _Replayer:
         if e.src != state or machine != _MACHINE:
             self.diverge(seq, subject, "src", e.src, state)
             return
-        at, decided_mode, agent, tool = decided
+        at, decided_mode, agent, tool, *inputs = decided
         expected = _STATE_MODE.get(state)
         if mode != expected:
             self.diverge(seq, subject, "mode", mode, expected)
@@ -496,6 +499,13 @@ class _Replayer:
             self.diverge(seq, subject, "agent", data.agent, agent)
         elif data.tool != tool or type(data.tool) is not type(tool):
             self.diverge(seq, subject, "tool", data.tool, tool)
+        else:  # the call's inputs, as its decision recorded them
+            for field, decided_value in zip(_CALL_INPUTS, inputs):
+                value = getattr(data, field)
+                if value != decided_value or (type(value) is not type(decided_value)
+                                              and field != "confidence"):  # 1 is 1.0 here
+                    self.diverge(seq, subject, field, value, decided_value)
+                    break
 
     def decision(self, seq: int, subject: str, data: Any) -> None:
         self.decisions += 1
@@ -533,7 +543,8 @@ class _Replayer:
             at = self.states.get(subject)
             if allowed and (at == (_MACHINE, data.state) if at is not None else
                             data.state == _START and subject == f"ctx-{seq}"):
-                runnable[subject] = (seq, mode, agent, tool)
+                runnable[subject] = (seq, mode, agent, tool, data.risk,
+                                     data.requires_approval, data.confidence, data.rules)
             elif runnable:
                 runnable.pop(subject, None)
         try:

@@ -407,3 +407,23 @@ class TestReevaluateMemo:
         assert approved[1] == "LIVE"
         assert policy.reevaluate("HIGH", True, 0.99, 1, False)[1] == "DRY_RUN"
         assert policy.reevaluate("HIGH", True, 0.99, True, False) is approved
+
+
+class TestARunHoldsItsDecisionsInputs:
+    """A run records its call's inputs as its decision did: one forged (a confidence, a
+    digest, a risk) and re-chained diverges at the run, naming the field."""
+
+    @pytest.mark.parametrize(("field", "value"), [
+        ("confidence", 0.0), ("confidence", 0.91), ("rules", "0" * 16), ("risk", "LOW"),
+        ("requires_approval", True)])
+    def test_a_forged_run_diverges(self, field, value):
+        lines = scenario().audit.lines()
+        index = next(i for i, line in enumerate(lines) if '"kind":"execution"' in line
+                     and '"tool":"form_fill"' in line)
+        forged = rechain(edit(lines, index, **{field: value}))
+        report = replay(forged)
+        assert report.divergence is not None
+        assert (report.divergence.seq, report.divergence.field) == (index + 1, field)
+
+    def test_a_run_as_written_replays(self):
+        assert replay(scenario().audit).ok
