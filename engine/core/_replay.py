@@ -500,7 +500,7 @@ class _Replayer:
         elif data.tool != tool or type(data.tool) is not type(tool):
             self.diverge(seq, subject, "tool", data.tool, tool)
         else:  # the call's inputs, as its decision recorded them
-            for field, decided_value in zip(_CALL_INPUTS, inputs):
+            for field, decided_value in zip(_CALL_INPUTS, inputs, strict=True):
                 value = getattr(data, field)
                 if value != decided_value or (type(value) is not type(decided_value)
                                               and field != "confidence"):  # 1 is 1.0 here
