@@ -177,8 +177,8 @@ _RANK = {mode.value: mode.rank for mode in ExecutionMode}
 _MACHINE, _START = ESCALATION.name, ESCALATION.initial.name
 _INITIAL = (_MACHINE, _START)
 _UNSEEN: Any = object()
-#: A call's inputs a run records as its decision did (after its agent and tool).
-_CALL_INPUTS = ("risk", "requires_approval", "confidence", "rules")
+#: A call's inputs its run and moves record as its decision did.
+_CALL_INPUTS = ("agent", "tool", "risk", "requires_approval", "confidence", "rules")
 
 
 class _TwoOnALine(Exception):  # noqa: N818 - not an error: a batch to replay again
@@ -216,6 +216,10 @@ class _Replayer:
         self.states: dict[str, tuple[str, str]] = {}
         # Contexts an allowed decision lets run once: subject -> (seq, mode, agent, tool).
         self.runnable: dict[str, tuple[Any, ...]] = {}
+        # A context's call as its first event recorded it (its first move, or its decision
+        # once it runs): its other moves, decision and run are held to it (as many as the
+        # contexts that moved).
+        self.calls: dict[str, tuple[Any, ...]] = {}
         self.locked = False
         self.grants = GrantBook()
         self.decisions = 0
@@ -293,7 +297,7 @@ class _Replayer:
         digest = self.digest if self.replayed_digest_seen else None
         decision, refusal, locked_now = DECISION, REFUSAL_RULES, self.locked
         runnable, states, known, cuts_of = self.runnable, self.states, self.known, self.cuts
-        step = self.event
+        calls, step = self.calls, self.event
         try:
             for e in events:
                 if e.seq != n + 1:
@@ -330,6 +334,10 @@ class _Replayer:
                 allowed, mode, state, locked = d.allowed, d.mode, d.state, d.locked
                 if "ctx-" <= subject < "ctx.":  # as decision() does
                     at = states.get(subject)
+                    if at is not None and (call := calls.get(subject)) is not None and \
+                            (agent, tool, d.risk, d.requires_approval, confidence,
+                             d.rules) != call:
+                        self.same_call(n, subject, d, call)
                     if allowed and (at == (_MACHINE, state) if at is not None else
                                     state == _START and subject == f"ctx-{n}"):
                         runnable[subject] = (n, mode, agent, tool, d.risk,
@@ -441,6 +449,17 @@ class _Replayer:
             self.diverge(seq, subject, "dst", dst, f"no {trigger} from {current} "
                          f"to {dst} in machine {machine}")
             return
+        if machine == _MACHINE:  # a call's moves record its inputs as its first event did
+            call = self.calls.get(subject)
+            if call is None:
+                decided = self.runnable.get(subject)
+                if decided is None:  # its first event: it says what the call is
+                    self.calls[subject] = (data.agent, data.tool, data.risk,
+                                           data.requires_approval, data.confidence, data.rules)
+                else:
+                    call = self.calls[subject] = decided[2:]
+            if call is not None and not self.same_call(seq, subject, data, call):
+                return
         rules = data.rules
         if rules == self.digest or not self.what_if_of(seq, subject, rules):
             got = self.fired(machine, table, current, trigger, data)
@@ -488,24 +507,30 @@ class _Replayer:
         if e.src != state or machine != _MACHINE:
             self.diverge(seq, subject, "src", e.src, state)
             return
-        at, decided_mode, agent, tool, *inputs = decided
+        at, decided_mode = decided[:2]
         expected = _STATE_MODE.get(state)
         if mode != expected:
             self.diverge(seq, subject, "mode", mode, expected)
         elif _RANK[mode] > _RANK[decided_mode]:
             self.diverge(seq, subject, "mode", mode, f"at most {decided_mode}, as decided "
                          f"at seq {at}")
-        elif data.agent != agent or type(data.agent) is not type(agent):
-            self.diverge(seq, subject, "agent", data.agent, agent)
-        elif data.tool != tool or type(data.tool) is not type(tool):
-            self.diverge(seq, subject, "tool", data.tool, tool)
-        else:  # the call's inputs, as its decision recorded them
-            for field, decided_value in zip(_CALL_INPUTS, inputs, strict=True):
-                value = getattr(data, field)
-                if value != decided_value or (type(value) is not type(decided_value)
-                                              and field != "confidence"):  # 1 is 1.0 here
-                    self.diverge(seq, subject, field, value, decided_value)
-                    break
+        elif self.same_call(seq, subject, data, decided[2:]):
+            self.calls.setdefault(subject, decided[2:])  # the moves after it are held to it
+
+    def same_call(self, seq: int, subject: str, data: Any, call: tuple[Any, ...]) -> bool:
+        """Whether an event of a context records the call's inputs (``call``: agent, tool,
+        risk, requires_approval, confidence, rules) as its first event did; if not, the
+        first that differs is the divergence."""
+        if (data.agent, data.tool, data.risk, data.requires_approval, data.confidence,
+                data.rules) == call:
+            return True  # equal values, and a type apart only for a confidence (1 is 1.0)
+        for field, decided_value in zip(_CALL_INPUTS, call, strict=True):
+            value = getattr(data, field)
+            if value != decided_value or (type(value) is not type(decided_value)
+                                          and field != "confidence"):  # 1 is 1.0 here
+                self.diverge(seq, subject, field, value, decided_value)
+                return False
+        return True
 
     def decision(self, seq: int, subject: str, data: Any) -> None:
         self.decisions += 1
@@ -541,6 +566,8 @@ class _Replayer:
         # named by the seq of its decision. An agent's decision (Engine.decide) runs nothing.
         if "ctx-" <= subject < "ctx.":  # subject.startswith("ctx-"), at a third of its cost
             at = self.states.get(subject)
+            if at is not None and (call := self.calls.get(subject)) is not None:
+                self.same_call(seq, subject, data, call)  # its moves came first
             if allowed and (at == (_MACHINE, data.state) if at is not None else
                             data.state == _START and subject == f"ctx-{seq}"):
                 runnable[subject] = (seq, mode, agent, tool, data.risk,

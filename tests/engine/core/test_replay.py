@@ -427,3 +427,21 @@ class TestARunHoldsItsDecisionsInputs:
 
     def test_a_run_as_written_replays(self):
         assert replay(scenario().audit).ok
+
+
+class TestAMoveHoldsItsDecisionsInputs:
+    """A move of a context's escalation machine, before or after its run, records the
+    call's inputs as its decision did: one forged and re-chained diverges at the move."""
+
+    @pytest.mark.parametrize("event", ["request_live", "all_actions_succeeded"])
+    @pytest.mark.parametrize(("field", "value"), [
+        ("agent", "z"), ("tool", "database_write"), ("confidence", 0.99),
+        ("rules", "0" * 16), ("risk", "HIGH"), ("requires_approval", True)])
+    def test_a_forged_move_diverges(self, event, field, value):
+        lines = scenario().audit.lines()
+        index = next(i for i, line in enumerate(lines) if '"kind":"transition"' in line
+                     and f'"event":"{event}"' in line and '"tool":"form_fill"' in line)
+        report = replay(rechain(edit(lines, index, **{field: value})))
+        assert report.divergence is not None
+        assert report.divergence.seq == index + 1, report.divergence
+        assert report.divergence.field in (field, "dst", "rules"), report.divergence

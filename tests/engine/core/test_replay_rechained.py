@@ -92,8 +92,15 @@ class TestRuns:
         run = json.loads(lines[2])
         run["src"], run["data"]["mode"] = "LIVE", "LIVE"
         forged = renumbered([*lines[:2], *moves, json.dumps(run), *lines[3:]])
-        assert divergence(forged) == (5, "ctx-2", "mode", "LIVE",
-                                      "at most MOCK, as decided at seq 2")
+        # The moves were another call's (confidence 0.9, not ctx-2's 0.3): the first is
+        # refused where it stands, before the run that goes higher than decided.
+        assert divergence(forged) == (3, "ctx-2", "confidence", 0.9, 0.3)
+        # Made ctx-2's own (0.3), a move from MOCK to DRY_RUN is one its rows never make.
+        own = [json.dumps({**json.loads(m), "data": {**json.loads(m)["data"],
+                                                     "confidence": 0.3}},
+                          separators=(",", ":")) for m in moves]
+        forged = renumbered([*lines[:2], *own, json.dumps(run), *lines[3:]])
+        assert divergence(forged)[:3] == (3, "ctx-2", "dst")
 
     def test_a_second_run_of_one_decision(self):
         lines = runs()
@@ -340,3 +347,23 @@ class TestWhatReplayCannotCheck:
         assert str(err.value) == "<lines>:1: chain broken at seq 1: hash mismatch: a key " \
             "was given but the header says sha256: the log was never keyed, or was " \
             "re-chained without the key"
+
+
+def test_a_run_higher_than_its_decision_diverges():
+    """The cap on a run's mode, held directly: a context decided MOCK whose state says LIVE
+    (moves that went on after its decision) runs LIVE: refused, naming the decision."""
+    from buddy.engine.core._events import decode_event
+    from buddy.engine.core._replay import _Replayer
+    lines = runs()
+    run = json.loads(lines[2])
+    run["src"], run["data"]["mode"] = "LIVE", "LIVE"
+    e, data = decode_event(json.dumps(run, separators=(",", ":")).encode(), "<lines>", 3)
+    r = _Replayer(EscalationTable.default(), "<lines>", "sha256", given=False)
+    call = (data.agent, data.tool, data.risk, data.requires_approval, data.confidence,
+            data.rules)
+    r.runnable["ctx-2"] = (2, "MOCK", *call)
+    r.states["ctx-2"] = ("escalation", "LIVE")
+    r.execution(3, e, data)
+    d = r.divergence
+    assert (d.seq, d.field, d.expected, d.got) == (3, "mode", "LIVE",
+                                                   "at most MOCK, as decided at seq 2")
