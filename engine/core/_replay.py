@@ -175,6 +175,7 @@ _STATE_MODE: dict[str, str | None] = {
     for state in ESCALATION.states}
 _RANK = {mode.value: mode.rank for mode in ExecutionMode}
 _MACHINE, _START = ESCALATION.name, ESCALATION.initial.name
+_FINALS = frozenset(state.name for state in ESCALATION.finals)
 _INITIAL = (_MACHINE, _START)
 _UNSEEN: Any = object()
 #: A call's inputs its run and moves record as its decision did.
@@ -470,6 +471,8 @@ class _Replayer:
             if got != dst:
                 self.diverge(seq, subject, "dst", dst, got)
         self.states[subject] = (machine, dst)
+        if dst in _FINALS:  # nothing moves or runs from there: its call is not needed
+            self.calls.pop(subject, None)
 
     def fired(self, machine: str, table: CompiledTable, current: str, trigger: str,
               data: Any) -> str | None:
