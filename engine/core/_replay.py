@@ -691,6 +691,8 @@ def replay(log: str | os.PathLike[str] | AuditLog | list[str] | list[bytes], *,
     >>> replay(engine.audit).ok
     True
     """
+    if parallel is not None and parallel is not True and parallel is not False:
+        raise TypeError(f"parallel must be True, False or None (got {parallel!r})")
     anchor: Anchor | None = None
     path = log.path if isinstance(log, AuditLog) else \
         None if isinstance(log, list) else Path(log)

@@ -294,6 +294,30 @@ class TestReplayBeside:
                                                                   parallel=False)
         assert replayed(path, parallel=True)[0] is AuditChainBroken
 
+    def test_odd_values_in_a_run_replay_alike(self, tmp_path, monkeypatch):
+        """Line separators inside strings, integers past 64 bits, a secret, a NaN the
+        run's result cannot hold: the worker and the replayer split on \\n alone."""
+        from buddy.engine import Engine
+        monkeypatch.setattr("buddy.engine.core._chain.CHUNK_BYTES", 700)
+        path = tmp_path / "log.jsonl"
+        with AuditLog.open(path, clock=ManualClock()) as audit:
+            engine = Engine.default(clock=ManualClock(), audit=audit)
+            engine.register_handler("form_fill", live=lambda a: a, dry_run=lambda a: a)
+            for value in ("a\u2028b\u2029c\x85d", 2 ** 70, -(2 ** 64), float("nan"),
+                          {"password": "hunter2"}, "\n\r"):
+                engine.execute("a", "form_fill", {"v": value, "w": "\u2028" * 300},
+                               confidence=0.75)
+        assert "\u2028".encode() in path.read_bytes()
+        alone = replayed(path, parallel=False)
+        assert alone == replayed(path, parallel=True) and alone.ok and alone.events > 20
+
+    @pytest.mark.parametrize("parallel", ["yes", 1, 0])
+    def test_parallel_must_be_a_bool_or_none(self, tmp_path, parallel):
+        path = tmp_path / "log.jsonl"
+        write_log(path)
+        with pytest.raises(TypeError, match="parallel must be True, False or None"):
+            replay(path, parallel=parallel)
+
     def test_no_verdict_replays_here(self, tmp_path, monkeypatch):
         path = tmp_path / "log.jsonl"
         engine_log(path)
