@@ -1,7 +1,9 @@
 """The rule-table layer: each table's vocabulary, row types and checks, and the one loader.
 
 Every table file (``escalation.toml``, ``tools.toml``, ``conflicts.toml``,
-``anomalies.toml``, ``health.toml``, ``signals.toml``) is read by
+``anomalies.toml``, ``health.toml``, ``signals.toml``, and the wave tables
+``gates.toml``, ``retry.toml``, ``wave_health.toml``, ``wave_anomalies.toml``,
+``wave_signals.toml``) is read by
 :func:`load` against its :class:`TableSpec`, built on the one cattrs
 converter; problems read ``file:line: row[id].field: message``, all at once.
 The TOML files themselves ship one folder up, in ``buddy/rules/``. This layer
@@ -39,8 +41,34 @@ from buddy.rules.tables._signals import (
     Vocabulary,
 )
 from buddy.rules.tables._template import Template, compile_template
+from buddy.rules.tables._waves import (
+    GATE_METRICS,
+    RETRY_STRATEGIES,
+    SIGNAL_TARGETS,
+    WAVE_ANOMALY_SCOPES,
+    WAVE_SIGNAL_SCOPES,
+    WAVE_WEIGHTS,
+    FoundAnomaly,
+    FoundSignal,
+    GateRule,
+    GateTable,
+    RetryPolicy,
+    RetryTable,
+    WaveAnomalyRule,
+    WaveAnomalyTable,
+    WaveHealthTable,
+    WaveSignalRule,
+    WaveSignalTable,
+    load_metrics,
+)
 
 __all__ = [
+    "GATE_METRICS",
+    "RETRY_STRATEGIES",
+    "SIGNAL_TARGETS",
+    "WAVE_ANOMALY_SCOPES",
+    "WAVE_SIGNAL_SCOPES",
+    "WAVE_WEIGHTS",
     "Anomaly",
     "AnomalyRule",
     "AnomalyTable",
@@ -53,11 +81,17 @@ __all__ = [
     "EscalationRow",
     "EscalationTable",
     "EscalationThen",
+    "FoundAnomaly",
+    "FoundSignal",
+    "GateRule",
+    "GateTable",
     "HealthStatus",
     "HealthTable",
     "Loaded",
     "Op",
     "ResolutionStrategy",
+    "RetryPolicy",
+    "RetryTable",
     "RiskPolicy",
     "ShippedTable",
     "SignalRule",
@@ -69,10 +103,16 @@ __all__ = [
     "ToolContractRegistry",
     "ValidationResult",
     "Vocabulary",
+    "WaveAnomalyRule",
+    "WaveAnomalyTable",
+    "WaveHealthTable",
+    "WaveSignalRule",
+    "WaveSignalTable",
     "When",
     "check_when",
     "compile_template",
     "compile_when",
     "load",
+    "load_metrics",
     "read_toml",
 ]
