@@ -253,7 +253,8 @@ class RetryPolicy:
                 yield invalid(key, f"unknown key for formula {shown(self.formula)}")
             elif not given and key in takes:
                 yield invalid(key, f"is required for formula {shown(self.formula)}")
-        if self.base_s is not None and self.cap_s is not None and self.cap_s < self.base_s:
+        if (self.base_s is not None and self.cap_s is not None
+                and math.isfinite(self.base_s) and self.cap_s < self.base_s):
             yield invalid("cap_s", f"must be >= base_s ({self.base_s:g}) (got {self.cap_s:g})")
 
     def delay(self, retry: int) -> float:
