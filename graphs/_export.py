@@ -248,12 +248,17 @@ _MERMAID_KEYWORDS = frozenset({"state", "note", "direction", "class", "classdef"
                                "end", "as", "hide", "scale", "click", "accdescr", "acctitle"})
 
 
-def machine_to_mermaid(spec: MachineSpec) -> str:
+def machine_to_mermaid(spec: MachineSpec,
+                       counts: Mapping[tuple[str, str, str], int] | None = None) -> str:
     """A Mermaid ``stateDiagram-v2`` of a declared machine (GitHub renders it).
 
     Parameters
     ----------
     spec : MachineSpec
+    counts : mapping, optional
+        How many times each move was taken, by ``(source, trigger, dest)`` state
+        names: each edge's label then ends with ``(n)`` (``(0)`` for a move never
+        taken).
 
     Returns
     -------
@@ -284,7 +289,10 @@ def machine_to_mermaid(spec: MachineSpec) -> str:
             lines.append(f'{_INDENT}state "{_mermaid_text(name)}" as s{i}')
     lines.append(f"{_INDENT}[*] --> {ids[spec.initial]}")
     for u, v, data in _declared_edges(graph):
-        lines.append(f"{_INDENT}{ids[u]} --> {ids[v]}: {_mermaid_text(data['label'])}")
+        label = data["label"]
+        if counts is not None:
+            label = f"{label} ({counts.get((u.name, data['trigger'], v.name), 0)})"
+        lines.append(f"{_INDENT}{ids[u]} --> {ids[v]}: {_mermaid_text(label)}")
     lines += [f"{_INDENT}{ids[s]} --> [*]" for s, final in graph.nodes(data="final") if final]
     return "\n".join(lines) + "\n"
 

@@ -314,7 +314,7 @@ def _print_report(report: Any, *, show_states: bool) -> None:
         click.echo(printable(f"ReplayDivergence: {report.divergence}"), err=True)
 
 
-@cli.command("run")
+@cli.group("run", invoke_without_command=True)
 @click.option("--plans", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Plans to run (JSON list or JSON Lines); default: the simulated scenario.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
@@ -342,16 +342,21 @@ def _print_report(report: Any, *, show_states: bool) -> None:
               help="Rules directory: any of escalation.toml, conflicts.toml, anomalies.toml, "
                    "health.toml, signals.toml (the shipped table stands in for each missing; "
                    "no other *.toml).")
-def run_command(plans: Path | None, out_dir: Path, seed: int, dry_run_only: bool,
-                max_live: int | None, live_floor: float | None, plans_per_cycle: int,
-                start: float | None, key_file: Path | None, key_env: str | None,
-                catalogue: Path | None, rules: Path | None) -> None:
+@click.pass_context
+def run_command(ctx: click.Context, plans: Path | None, out_dir: Path, seed: int,
+                dry_run_only: bool, max_live: int | None, live_floor: float | None,
+                plans_per_cycle: int, start: float | None, key_file: Path | None,
+                key_env: str | None, catalogue: Path | None, rules: Path | None) -> None:
     """Run plans through the orchestration cycle and write every output.
 
     With no --plans, runs the default scenario: seeded sample plans over several
     agents whose tools are SIMULATED (deterministic stand-ins that touch nothing).
     Exits 1 when a plan was rejected (the others still run).
+
+    `buddy run waves` runs tasks in waves over many agents instead (Phase 21).
     """
+    if ctx.invoked_subcommand is not None:
+        return
     from rich.progress import Progress
 
     config = RunConfig(output_dir=out_dir, plans=plans, seed=seed, dry_run_only=dry_run_only,
@@ -393,6 +398,113 @@ def run_command(plans: Path | None, out_dir: Path, seed: int, dry_run_only: bool
                                       "trail (irreversible ones count as done)")
     out.print(table)
     if summary.rejected:
+        sys.exit(EXIT_FAILED)
+
+
+@run_command.command("waves")
+@click.option("--tasks", "tasks_path", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="predicted_tasks.jsonl to run (default: the SIMULATED "
+              "scenario of --agents x --waves x --tasks-per-wave).")
+@click.option("--schedule", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="predicted_schedule.jsonl pinning tasks to agents (or a run's "
+                   "agent_assignments.jsonl).")
+@click.option("--strict", is_flag=True,
+              help="Refuse an input file with any bad line (default: skip and count it).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("buddy-waves"), show_default=True,
+              help="Where to write the output tree (an audit trail there is continued).")
+@click.option("--agents", type=click.IntRange(1, 4096), default=4, show_default=True,
+              help="How many agents (agent_0, agent_1, ...).")
+@click.option("--waves", type=click.IntRange(1, 10_000), default=3, show_default=True,
+              help="Waves of the default scenario.")
+@click.option("--tasks-per-wave", type=click.IntRange(1, 10_000_000), default=20,
+              show_default=True, help="Tasks per wave of the default scenario.")
+@click.option("--strategy", default="LOAD_BALANCED", show_default=True,
+              help="Assignment strategy: ROUND_ROBIN, LOAD_BALANCED, PRIORITY_BASED, "
+                   "CONFIDENCE_BASED.")
+@click.option("--retry", "retry_strategy",
+              type=click.Choice(["EXPONENTIAL_BACKOFF", "LINEAR_BACKOFF", "NO_RETRY"],
+                                case_sensitive=False),
+              default="EXPONENTIAL_BACKOFF", show_default=True, help="Retry strategy.")
+@click.option("--max-retries", type=click.IntRange(0, 1000), default=None,
+              help="Retries after a task's first attempt (default: retry.toml's, 3).")
+@click.option("--timeout", "timeout_s", type=click.FloatRange(0, 86_400, min_open=True),
+              default=None, help="Per-task timeout in seconds (default: retry.toml's, 30).")
+@click.option("--max-parallel", type=click.IntRange(1, 4096), default=4, show_default=True,
+              help="Agents working at the same time.")
+@click.option("--backend", type=click.Choice(["virtual", "threads"]), default="virtual",
+              show_default=True, help="virtual: agents interleaved in virtual-time order "
+              "(deterministic); threads: a thread pool of --max-parallel.")
+@click.option("--seed", type=_Seed(), default=21, show_default=True,
+              help="Seed of the scenario and the simulated tools.")
+@click.option("--start", type=_Epoch(), default=None,
+              help="Start of the virtual clock, epoch seconds (default: now).")
+@click.option("--dry-run-only", is_flag=True, help="Cap every call at DRY_RUN.")
+@_key_file_option
+@_key_env_option
+@_catalogue_option
+@click.option("--rules", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Rules directory: any of escalation.toml, gates.toml, retry.toml, "
+                   "wave_anomalies.toml, wave_health.toml, wave_signals.toml, health.toml.")
+def run_waves_command(tasks_path: Path | None, schedule: Path | None, strict: bool,
+                      out_dir: Path, agents: int, waves: int, tasks_per_wave: int,
+                      strategy: str, retry_strategy: str, max_retries: int | None,
+                      timeout_s: float | None, max_parallel: int, backend: str, seed: int,
+                      start: float | None, dry_run_only: bool, key_file: Path | None,
+                      key_env: str | None, catalogue: Path | None, rules: Path | None) -> None:
+    """Run tasks in waves over many agents (Phase 21) and write the output tree.
+
+    Every task is a tool call the engine decides, runs and audits; the tools are
+    SIMULATED and time is a virtual clock. Exits 1 when an input line was skipped
+    (or, with --strict, refused).
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from buddy.engine.app._waves import WaveRunConfig, run_waves
+
+    config = WaveRunConfig(
+        output_dir=out_dir, tasks=tasks_path, schedule=schedule, strict=strict, agents=agents,
+        waves=waves, tasks_per_wave=tasks_per_wave, strategy=strategy,
+        retry_strategy=retry_strategy.upper(), max_retries=max_retries, timeout_s=timeout_s,
+        max_parallel=max_parallel, backend=backend, seed=seed, start=start,
+        dry_run_only=dry_run_only, catalogue=catalogue, rules_dir=rules,
+        audit_key=_key(key_file, key_env))
+    err = Console(stderr=True, highlight=False)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  console=err, transient=True, disable=not err.is_terminal) as bar:
+        task = bar.add_task("waves", total=None)
+
+        def progress(wave: int, total_waves: int, done: int, total: int) -> None:
+            bar.update(task, description=f"wave {wave}/{total_waves}", completed=done,
+                       total=total)
+            if not err.is_terminal:
+                click.echo(f"wave {wave}/{total_waves} done: {done}/{total} tasks", err=True)
+
+        summary = run_waves(config, progress=progress)
+    for line in summary.skipped:
+        click.echo(printable(f"SkippedLine: {line}"), err=True)
+    table = Table(title=Text.assemble(
+        "buddy run waves (", "default scenario" if tasks_path is None else plain(tasks_path),
+        f", SIMULATED tools, seed {seed})"))
+    table.add_column("")
+    table.add_column("")
+    table.add_row("tasks", f"{summary.tasks} ({summary.completed} completed, "
+                  f"{summary.failed} failed) in {summary.waves} waves over "
+                  f"{summary.agents} agents")
+    table.add_row("speed", f"{summary.tasks_per_second:,.0f} tasks/s "
+                  f"({summary.seconds:.2f} s wall clock)")
+    table.add_row("health", f"{summary.health_score} ({summary.health})")
+    table.add_row("anomalies", str(summary.anomalies))
+    table.add_row("learning signals", str(summary.signals))
+    table.add_row("report", plain(summary.report))
+    first, last = summary.audit_seq
+    table.add_row("audit trail", plain(f"{printable(summary.audit_log)} (buddy replay "
+                                       f"{printable(summary.audit_log)}), seq {first} to "
+                                       f"{last}"))
+    if summary.skipped:
+        table.add_row("skipped lines", Text(str(len(summary.skipped)), style="bold red"))
+    _out().print(table)
+    if summary.skipped:
         sys.exit(EXIT_FAILED)
 
 

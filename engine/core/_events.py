@@ -127,12 +127,19 @@ class EscalationStep:
 
 @attrs.frozen
 class TaskStep:
-    """The data of a move of the task machine: the inputs of its guards."""
+    """The data of a move of the task machine: the inputs of its guards (``attempts``:
+    the retries already made; ``max_retries``: the retries allowed), and what the move
+    is about: the task, its agent, the safety gate that refused it (None: none did),
+    the engine context of the attempt it ends, and the digest of the gate table."""
 
     attempts: int = 0
     max_retries: int = 0
     gate_allows: bool = True
     rules: str | None = None
+    task: str | None = None
+    agent: str | None = None
+    gate: str | None = None
+    context: str | None = None
 
 
 @attrs.frozen

@@ -461,6 +461,12 @@ class _Replayer:
                     call = self.calls[subject] = decided[2:]
             if call is not None and not self.same_call(seq, subject, data, call):
                 return
+        if machine != _MACHINE:  # its guards read no escalation table (a task's rules
+            got = self.fire(machine, table, current, trigger, data)  # name its gate table)
+            if got != dst:
+                self.diverge(seq, subject, "dst", dst, got)
+            self.states[subject] = (machine, dst)
+            return
         rules = data.rules
         if rules == self.digest or not self.what_if_of(seq, subject, rules):
             got = self.fired(machine, table, current, trigger, data)

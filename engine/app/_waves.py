@@ -1,0 +1,566 @@
+"""The wave run behind ``buddy run waves`` (Phase 21's harness): inputs, the loop, the tree.
+
+:func:`run_waves` loads the tasks (``predicted_tasks.jsonl``, and
+``predicted_schedule.jsonl`` when given) or makes the SIMULATED default
+scenario, runs them wave by wave through :class:`~buddy.engine.waves.WaveLoop`
+on a virtual clock, and writes under the output directory::
+
+    wave_N/<agent>/agent_assignments.jsonl   the wave's assignments (then reassignments)
+    wave_N/<agent>/executed_tasks.jsonl      what became of each task the agent ran last
+    wave_N/<agent>/agent_metrics.jsonl       the agent's metrics (kind agent), per task (kind task)
+    wave_N/<agent>/agent_feedback.jsonl      the learning signals about the agent
+    phase21_system_health.json               health, metrics, anomalies per wave; the trajectory
+    phase21_learning_signals.jsonl           every signal, in order
+    coordination_feedback.jsonl              signals for coordination (Phase 18)
+    heuristic_feedback.jsonl                 signals for heuristics (Phase 16)
+    prediction_feedback.jsonl                signals for prediction (Phase 20)
+    predicted_tasks.jsonl                    the tasks run (a valid input for another run)
+    phase21_health.png                       health and success per wave (needs matplotlib)
+    PHASE_21_AUTONOMOUS_EXECUTION.md         the report, for a person
+    phase21_execution_summary.json           written last: there only once the run finished
+    audit.jsonl (+ .anchor)                  the hash-chained audit trail
+
+``<agent>`` is the agent's id when it is a plain name (letters, digits, ``_``,
+``.``, ``-``), else ``agent_<index>``. Every input is checked before a file is
+touched; the run holds the directory (``.buddy-run.lock``) for its whole life;
+files are written whole (temp file, then rename), JSON Lines streams flushed
+per line; an audit trail already there is continued. The same seed, start and
+rules into a fresh directory give byte-identical files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import errno
+import math
+import os
+import re
+import shutil
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+import attrs
+import orjson
+
+from buddy.engine.app._harness import MAX_START, _iso, _Lines, _run_lock
+from buddy.engine.app._printable import md_cell, printable
+from buddy.engine.core._audit import AuditLog
+from buddy.engine.core._chain import anchor_path
+from buddy.engine.core._engine import Engine
+from buddy.engine.waves._agents import STRATEGIES, AgentManager
+from buddy.engine.waves._executor import (
+    ExecutorConfig,
+    ThreadBackend,
+    VirtualClock,
+    VirtualTimeBackend,
+    WaveExecutor,
+)
+from buddy.engine.waves._feedback import WaveFeedback
+from buddy.engine.waves._inputs import apply_schedule, by_wave, load_schedule, load_tasks, \
+    tasks_to_jsonl
+from buddy.engine.waves._loop import WaveLoop, WaveOutcome
+from buddy.engine.waves._monitor import WaveMonitor
+from buddy.engine.waves._records import LearningSignal, PredictedTask, RetryStrategy
+from buddy.engine.waves._scenario import agent_permissions, default_agents, default_tasks
+from buddy.engine.waves._simulator import WaveSimulator
+from buddy.graphs import machine_to_mermaid
+from buddy.machines import MACHINES
+from buddy.rules.base._files import write_atomic
+from buddy.rules.base._masking import shown
+from buddy.rules.base._values import ExecutionMode
+from buddy.rules.base.errors import InputError, RuleTableError
+from buddy.rules.tables._catalogue import ToolContractRegistry
+from buddy.rules.tables._escalation import EscalationTable
+from buddy.rules.tables._monitoring import HealthTable
+from buddy.rules.tables._waves import (
+    GateTable,
+    RetryTable,
+    WaveAnomalyTable,
+    WaveHealthTable,
+    WaveSignalTable,
+)
+
+__all__ = ["WAVE_RULE_TABLES", "WaveRunConfig", "WaveRunSummary", "run_waves"]
+
+#: The tables a rules directory may hold for a wave run, by file name.
+WAVE_RULE_TABLES: dict[str, Any] = {
+    "escalation.toml": EscalationTable, "gates.toml": GateTable, "retry.toml": RetryTable,
+    "wave_anomalies.toml": WaveAnomalyTable, "wave_health.toml": WaveHealthTable,
+    "wave_signals.toml": WaveSignalTable, "health.toml": HealthTable}
+AGENT_FILES = ("agent_assignments.jsonl", "executed_tasks.jsonl", "agent_metrics.jsonl",
+               "agent_feedback.jsonl")
+TARGET_FILES = {"coordination": "coordination_feedback.jsonl",
+                "heuristics": "heuristic_feedback.jsonl",
+                "prediction": "prediction_feedback.jsonl"}
+HEALTH_FILE = "phase21_system_health.json"
+SUMMARY_FILE = "phase21_execution_summary.json"
+SIGNALS_FILE = "phase21_learning_signals.jsonl"
+REPORT_FILE = "PHASE_21_AUTONOMOUS_EXECUTION.md"
+PLOT_FILE = "phase21_health.png"
+TASKS_FILE = "predicted_tasks.jsonl"
+AUDIT_FILE = "audit.jsonl"
+OUTPUT_FILES = (HEALTH_FILE, SUMMARY_FILE, SIGNALS_FILE, REPORT_FILE, PLOT_FILE, TASKS_FILE,
+                *TARGET_FILES.values())
+BACKENDS = ("virtual", "threads")
+_PLAIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_WAVE_DIR = re.compile(r"wave_\d+")
+
+
+def _whole(value: Any, low: int, high: int) -> bool:
+    return type(value) is int and low <= value <= high
+
+
+@attrs.frozen
+class WaveRunConfig:
+    """Settings of a wave run (Phase 21's harness configuration, and what a user adds).
+
+    ``tasks``/``schedule``: input files (None: the SIMULATED default scenario of
+    ``agents`` x ``waves`` x ``tasks_per_wave``). ``strategy``: an assignment
+    strategy's name (the four built-ins, or one registered). ``backend``:
+    ``virtual`` (deterministic virtual-time interleaving, the default) or
+    ``threads`` (a pool of ``max_parallel`` threads). ``strict``: refuse an input
+    file with any bad line (else the line is skipped, counted and reported).
+    Bad values raise :class:`InputError`.
+    """
+
+    output_dir: Path = Path("buddy-waves")
+    tasks: Path | None = None
+    schedule: Path | None = None
+    strict: bool = False
+    agents: int = 4
+    waves: int = 3
+    tasks_per_wave: int = 20
+    strategy: str = "LOAD_BALANCED"
+    retry_strategy: str = "EXPONENTIAL_BACKOFF"
+    max_retries: int | None = None
+    timeout_s: float | None = None
+    max_parallel: int = 4
+    backend: str = "virtual"
+    seed: int = 21
+    start: float | None = None
+    dry_run_only: bool = False
+    catalogue: Path | None = None
+    rules_dir: Path | None = None
+    audit_key: bytes | None = attrs.field(default=None, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        for name, high in (("agents", 4096), ("waves", 10_000), ("tasks_per_wave", 10_000_000)):
+            if not _whole(getattr(self, name), 1, high):
+                raise InputError(f"{name} must be a whole number in [1, {high}] "
+                                 f"(got {shown(getattr(self, name))})")
+        if self.strategy not in STRATEGIES:
+            raise InputError(f"strategy must be one of {', '.join(sorted(STRATEGIES))} "
+                             f"(got {shown(self.strategy)})")
+        if self.retry_strategy not in RetryStrategy.__members__:
+            raise InputError(f"retry_strategy must be one of "
+                             f"{', '.join(RetryStrategy.__members__)} "
+                             f"(got {shown(self.retry_strategy)})")
+        if self.backend not in BACKENDS:
+            raise InputError(f"backend must be one of {', '.join(BACKENDS)} "
+                             f"(got {shown(self.backend)})")
+        if not _whole(self.seed, -(2 ** 63), 2 ** 63 - 1):
+            raise InputError(f"seed must be a whole number in [-2**63, 2**63 - 1] "
+                             f"(got {shown(self.seed)})")
+        start = self.start
+        if start is not None and (isinstance(start, bool) or not isinstance(start, int | float)
+                                  or not 0 <= start <= MAX_START):
+            raise InputError(f"start must be epoch seconds in [0, {MAX_START}] "
+                             f"(got {shown(start)})")
+        if self.schedule is not None and self.tasks is None:
+            raise InputError("a schedule needs its tasks (--tasks FILE)")
+        ExecutorConfig(RetryStrategy[self.retry_strategy], self.max_retries, self.timeout_s,
+                       self.max_parallel)  # checks them
+
+
+@attrs.frozen
+class WaveRunSummary:
+    """What ``buddy run waves`` prints at the end."""
+
+    out_dir: Path
+    tasks: int
+    completed: int
+    failed: int
+    waves: int
+    agents: int
+    skipped: tuple[str, ...]
+    health_score: float
+    health: str
+    anomalies: int
+    signals: int
+    seconds: float
+    report: Path
+    audit_log: Path
+    audit_seq: tuple[int, int]
+
+    @property
+    def tasks_per_second(self) -> float:
+        return self.tasks / self.seconds if self.seconds > 0 else math.inf
+
+
+def _tables(rules_dir: Path | None) -> dict[str, Any]:
+    if rules_dir is None:
+        return {name: cls.default() for name, cls in WAVE_RULE_TABLES.items()}
+    known = ", ".join(WAVE_RULE_TABLES)
+    if not rules_dir.is_dir():
+        raise RuleTableError(f"{rules_dir}: no such directory")
+    present = sorted(p.name for p in rules_dir.glob("*.toml"))
+    unknown = [name for name in present if name not in WAVE_RULE_TABLES]
+    if unknown:
+        raise RuleTableError([f"{rules_dir / name}: not a rule table of a wave run "
+                              f"(known: {known})" for name in unknown])
+    if not present:
+        raise RuleTableError(f"{rules_dir}: holds none of the rule tables (known: {known})")
+    return {name: cls.from_toml(rules_dir / name) if name in present else cls.default()
+            for name, cls in WAVE_RULE_TABLES.items()}
+
+
+def _inputs(config: WaveRunConfig, registry: ToolContractRegistry,
+            ) -> tuple[list[PredictedTask], list[str], tuple[str, ...]]:
+    """The tasks, the agents (in order) and the lines skipped."""
+    agents = [f"agent_{i}" for i in range(config.agents)]
+    if config.tasks is None:
+        return default_tasks(config.seed, agents=config.agents, waves=config.waves,
+                             tasks_per_wave=config.tasks_per_wave), agents, ()
+    loaded = load_tasks(config.tasks, registry, strict=config.strict)
+    tasks, skipped = list(loaded.tasks), list(loaded.errors)
+    if config.schedule is not None:
+        schedule = load_schedule(config.schedule, strict=config.strict)
+        skipped += schedule.errors
+        tasks, problems = apply_schedule(tasks, schedule.entries)
+        if problems and config.strict:
+            raise InputError(problems[0])
+        skipped += problems
+    if not tasks:
+        raise InputError(f"{config.tasks}: no task to run")
+    for t in tasks:  # agents a schedule or a task names join the run, in order of mention
+        if t.agent_id is not None and t.agent_id not in agents:
+            agents.append(t.agent_id)
+    return tasks, agents, tuple(skipped)
+
+
+def _agent_dirs(agents: Sequence[str]) -> dict[str, str]:
+    """Each agent's directory name: its id when plain and unique, else ``agent_<index>``."""
+    names = {a: a if _PLAIN.fullmatch(a) else f"agent_{i}" for i, a in enumerate(agents)}
+    if len(set(names.values())) < len(names):
+        names = {a: f"agent_{i}" for i, a in enumerate(agents)}
+    return names
+
+
+def _check_output_paths(out: Path) -> None:
+    audit = out / AUDIT_FILE
+    for path in (*(out / name for name in OUTPUT_FILES), audit, anchor_path(audit)):
+        if path.is_dir():
+            raise IsADirectoryError(errno.EISDIR, "is a directory, where buddy run waves "
+                                    "writes a file (move it away, or use another --out)",
+                                    str(path))
+        if path.exists() and not path.is_file():
+            raise OSError(errno.EINVAL, "is not a regular file, where buddy run waves writes "
+                          "one (move it away, or use another --out)", str(path))
+
+
+def _remove_outputs(out: Path) -> None:
+    """The previous run's derived outputs (never the audit trail), and temp files."""
+    for name in OUTPUT_FILES:
+        (out / name).unlink(missing_ok=True)
+        for tmp in out.glob(f".{name}.*.tmp"):
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+    for child in out.iterdir():
+        if _WAVE_DIR.fullmatch(child.name) and child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+
+
+def _jsonl(items: Sequence[dict[str, Any]]) -> bytes:
+    return b"".join(orjson.dumps(i, option=orjson.OPT_NON_STR_KEYS) + b"\n" for i in items)
+
+
+def _dumps(obj: Any) -> bytes:
+    return orjson.dumps(obj, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS) + b"\n"
+
+
+def run_waves(config: WaveRunConfig, *,
+              progress: Callable[[int, int, int, int], None] | None = None) -> WaveRunSummary:
+    """Run the waves of ``config`` and write the output tree (see the module docstring).
+
+    ``progress(wave, waves, tasks done, tasks)`` is called as each wave ends.
+    Raises :class:`InputError` (a refused input, with ``strict``; bad settings),
+    :class:`RuleTableError`, :class:`OSError` for output paths that are not
+    regular files, :class:`BlockingIOError` when another run holds the directory.
+    """
+    registry = ToolContractRegistry.from_toml(config.catalogue) if config.catalogue else \
+        ToolContractRegistry.default()
+    tables = _tables(config.rules_dir)
+    tasks, agents, skipped = _inputs(config, registry)
+    waves = by_wave(tasks)
+    out = config.output_dir
+    _check_output_paths(out)
+    out.mkdir(parents=True, exist_ok=True)
+    with _run_lock(out):
+        return _run(config, registry, tables, tasks, waves, agents, skipped, progress)
+
+
+def _run(config: WaveRunConfig, registry: ToolContractRegistry, tables: dict[str, Any],
+         tasks: list[PredictedTask], waves: dict[int, list[PredictedTask]], agents: list[str],
+         skipped: tuple[str, ...],
+         progress: Callable[[int, int, int, int], None] | None) -> WaveRunSummary:
+    out = config.output_dir
+    simulated_scenario = config.tasks is None
+    start = time.time() if config.start is None else float(config.start)
+    clock = VirtualClock(start)
+    audit_path = out / AUDIT_FILE
+    audit = AuditLog.open(audit_path, clock=clock, key=config.audit_key, exclusive=True)
+    first_seq = audit.last_seq + 1
+    profiles = {p.agent_id: p for p in default_agents(config.agents, config.seed)}
+    _remove_outputs(out)
+    write_atomic(out / TASKS_FILE, tasks_to_jsonl(tasks), fsync=False)
+    engine = Engine(registry, tables["escalation.toml"], audit=audit, clock=clock,
+                    agents=agent_permissions(list(profiles.values()))
+                    if simulated_scenario else None)
+    WaveSimulator(registry, config.seed, profiles).install(engine)
+    manager = AgentManager(agents, config.strategy, clock=clock)
+    retry = RetryStrategy[config.retry_strategy]
+    exec_config = ExecutorConfig(retry, config.max_retries, config.timeout_s, config.max_parallel,
+                                 max_mode=ExecutionMode.DRY_RUN if config.dry_run_only else None)
+    backend = VirtualTimeBackend(config.max_parallel) if config.backend == "virtual" else \
+        ThreadBackend(config.max_parallel)
+    executor = WaveExecutor(engine, manager, tables["gates.toml"], tables["retry.toml"],
+                            exec_config, clock=clock, backend=backend)
+    monitor = WaveMonitor(tables["wave_anomalies.toml"], tables["wave_health.toml"],
+                          tables["health.toml"], clock=clock)
+    feedback = WaveFeedback(tables["wave_signals.toml"], clock=clock)
+    loop = WaveLoop(manager, executor, feedback, monitor, clock=clock, start=start)
+    sinks = {target: _Lines(out / name) for target, name in TARGET_FILES.items()}
+    every = _Lines(out / SIGNALS_FILE)
+    writes: list[_Lines] = [*sinks.values(), every]
+    for target, lines in sinks.items():
+        feedback.subscribe(target, lambda s, lines=lines: lines.write(s.to_json()))
+    counts: Counter[tuple[str, str, str]] = Counter()
+    dirs = _agent_dirs(agents)
+    waves_seen: list[dict[str, Any]] = []
+    done = [0, 0, 0]  # tasks, completed, signals
+    total = len(tasks)
+
+    def on_wave(o: WaveOutcome) -> None:
+        for s in o.signals:
+            every.write(s.to_json())
+        _write_wave(out, o, dirs)
+        counts.update(o.run.transitions)
+        done[0] += len(o.run.results)
+        done[1] += sum(r.success for r in o.run.results)
+        done[2] += len(o.signals)
+        waves_seen.append(_wave_row(o))
+        if progress is not None:
+            progress(len(waves_seen), len(waves), done[0], total)
+
+    began = time.perf_counter()
+    try:
+        loop.run(waves, on_wave)
+    finally:
+        seconds = time.perf_counter() - began
+        audit.close()
+        for lines in writes:
+            lines.close()
+    end = loop.now
+    history = monitor.history
+    last = history[-1]
+    health_doc = {
+        "wave": last.wave, "health_score": last.health_score,
+        "health_status": last.health_status, "metrics": dict(last.metrics),
+        "anomalies": [a.to_json() for h in history for a in h.anomalies],
+        "waves": [h.to_json() for h in history],
+        "confidence_trajectory": monitor.track_confidence_trajectory(),
+        "learning": feedback.waves,
+    }
+    write_atomic(out / HEALTH_FILE, _dumps(health_doc))
+    plot = _plot(out / PLOT_FILE, waves_seen)
+    summary = {
+        "pipeline_id": "phase21_" + dt.datetime.fromtimestamp(start, dt.UTC)
+        .strftime("%Y%m%d_%H%M%S"),
+        "start_time": _iso(start), "end_time": _iso(end),
+        "simulated": True,
+        "scenario": "default (simulated)" if simulated_scenario else str(config.tasks),
+        "seed": config.seed,
+        "total_tasks": done[0], "completed_tasks": done[1], "failed_tasks": done[0] - done[1],
+        "waves": len(waves), "agents": agents,
+        "agent_dirs": dirs,
+        "assignment_strategy": config.strategy, "retry_strategy": config.retry_strategy,
+        "max_retries": executor.max_retries, "timeout_s": executor.timeout_s,
+        "max_parallel": config.max_parallel, "backend": config.backend,
+        "skipped_lines": list(skipped),
+        "system_health": {"health_score": last.health_score,
+                          "health_status": last.health_status},
+        "per_wave": waves_seen,
+        "agent_performance": manager.evaluate_agent_performance(),
+        "task_transitions": [{"from": s, "trigger": t, "to": d, "count": n}
+                             for (s, t, d), n in sorted(counts.items())],
+        "learning_signals": done[2],
+        "rules": {name: table.digest for name, table in tables.items()},
+        "audit_log": AUDIT_FILE, "audit_seq": [first_seq, audit.last_seq],
+        "replay": f"buddy replay {AUDIT_FILE}" + (
+            " --key-file FILE (or --key-env VAR)" if config.audit_key is not None else ""),
+    }
+    report = out / REPORT_FILE
+    write_atomic(report, _report(summary, history, manager, counts, feedback.waves, plot))
+    write_atomic(out / SUMMARY_FILE, _dumps(summary))  # last: the run is done
+    return WaveRunSummary(out, done[0], done[1], done[0] - done[1], len(waves), len(agents),
+                          skipped, last.health_score, last.health_status,
+                          sum(len(h.anomalies) for h in history), done[2], seconds, report,
+                          audit_path, (first_seq, audit.last_seq))
+
+
+def _write_wave(out: Path, o: WaveOutcome, dirs: dict[str, str]) -> None:
+    """The wave's four files per agent (every agent that was assigned, ran or was
+    measured), each written whole."""
+    wave = o.plan.wave
+    assigned: dict[str, list[dict[str, Any]]] = {}
+    for a in (*o.plan.assignments, *o.run.reassigned):
+        assigned.setdefault(a.agent_id, []).append(a.to_json())
+    executed: dict[str, list[dict[str, Any]]] = {}
+    per_task: dict[str, list[dict[str, Any]]] = {}
+    for r, m in zip(o.run.results, o.run.metrics, strict=True):
+        executed.setdefault(r.agent_id, []).append(r.to_json())
+        per_task.setdefault(r.agent_id, []).append({"kind": "task", **m.to_json()})
+    feedback: dict[str, list[dict[str, Any]]] = {}
+    for s in o.signals:
+        agent = s.content.get("agent_id")
+        if isinstance(agent, str):
+            feedback.setdefault(agent, []).append(s.to_json())
+    for agent, name in dirs.items():
+        metrics = [{"kind": "agent", **m.to_json()} for m in o.agent_metrics.get(agent, ())]
+        if not (agent in assigned or agent in executed or metrics):
+            continue
+        d = out / f"wave_{wave}" / name
+        d.mkdir(parents=True, exist_ok=True)
+        for file, items in (("agent_assignments.jsonl", assigned.get(agent, [])),
+                            ("executed_tasks.jsonl", executed.get(agent, [])),
+                            ("agent_metrics.jsonl", metrics + per_task.get(agent, [])),
+                            ("agent_feedback.jsonl", feedback.get(agent, []))):
+            write_atomic(d / file, _jsonl(items), fsync=False)
+
+
+def _wave_row(o: WaveOutcome) -> dict[str, Any]:
+    h = o.health
+    m = h.metrics
+    return {"wave": h.wave, "tasks": m["tasks"], "completed": m["completed"],
+            "success_rate": m["success_rate"], "availability": m["availability"],
+            "accuracy": m["accuracy"], "load_balance": m["load_balance"],
+            "confidence": m["confidence"], "health_score": h.health_score,
+            "health_status": h.health_status, "anomalies": len(h.anomalies),
+            "signals": len(o.signals), "load_balance_planned": round(
+                o.plan.load_balance_score, 4), "reassigned": len(o.run.reassigned),
+            "retries": o.run.retries, "start": o.run.start, "end": o.run.end}
+
+
+def _plot(path: Path, rows: Sequence[dict[str, Any]]) -> Path | None:
+    """Health (0-100) and success (%) per wave as a PNG; None without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    waves = [r["wave"] for r in rows]
+    fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=100)
+    try:
+        ax.plot(waves, [r["health_score"] for r in rows], marker="o", label="health score")
+        ax.plot(waves, [100 * r["success_rate"] for r in rows], marker="s",
+                label="success rate (%)")
+        ax.set_xlabel("wave")
+        ax.set_ylim(0, 105)
+        ax.set_xticks(waves)
+        ax.set_title("buddy wave run (SIMULATED tools): health and success per wave")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower left")
+        fig.tight_layout()
+
+        def save(fh: IO[bytes]) -> None:
+            fig.savefig(fh, format="png", metadata={"Software": None})
+
+        write_atomic(path, save)
+    finally:
+        plt.close(fig)
+    return path
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def _report(summary: dict[str, Any], history: Sequence[Any], manager: AgentManager,
+            counts: Counter[tuple[str, str, str]], learning: Sequence[dict[str, Any]],
+            plot: Path | None) -> str:
+    """The Markdown report: health per wave, anomalies, agents, the lifecycle, learning."""
+    tasks = summary["total_tasks"]
+    lines = [
+        f"# buddy wave run {summary['pipeline_id']}", "",
+        ("The default scenario" if summary["scenario"].startswith("default") else
+         f"Tasks from {md_cell(summary['scenario'])}") +
+        f"; seed {summary['seed']}. Every task is a tool call decided, run and audited by "
+        "the engine; the tools' handlers are SIMULATED (seeded, deterministic stand-ins "
+        "that touch nothing) and time is a virtual clock.", "",
+        "| | |", "|---|---|",
+        f"| tasks | {tasks} ({summary['completed_tasks']} completed, "
+        f"{summary['failed_tasks']} failed) |",
+        f"| waves × agents | {summary['waves']} × {len(summary['agents'])} |",
+        f"| assignment strategy | {md_cell(summary['assignment_strategy'])} |",
+        f"| retry strategy | {summary['retry_strategy']} (max {summary['max_retries']} "
+        f"retries, timeout {summary['timeout_s']:g} s) |",
+        f"| final health | {summary['system_health']['health_score']} "
+        f"({summary['system_health']['health_status']}) |",
+        f"| learning signals | {summary['learning_signals']} |",
+        f"| skipped input lines | {len(summary['skipped_lines'])} |",
+        f"| audit trail | `{AUDIT_FILE}` (`{summary['replay']}`), seq "
+        f"{summary['audit_seq'][0]} to {summary['audit_seq'][1]} |", "",
+        "## Health per wave", "",
+        "Health = 40 % success + 20 % availability + 20 % accuracy + 20 % load balance "
+        "(`wave_health.toml`), tiers from `health.toml`.", "",
+        "| wave | tasks | success | availability | accuracy | load balance | confidence "
+        "| health | tier | anomalies |",
+        "|---|---|---|---|---|---|---|---|---|---|"]
+    for h in history:
+        m = h.metrics
+        lines.append(f"| {h.wave} | {m['tasks']} | {_pct(m['success_rate'])} | "
+                     f"{_pct(m['availability'])} | {_pct(m['accuracy'])} | "
+                     f"{m['load_balance']:.2f} | {m['confidence']:.2f} | {h.health_score} | "
+                     f"{h.health_status} | {len(h.anomalies)} |")
+    lines.append("")
+    if plot is not None:
+        lines += [f"![health and success per wave]({plot.name})", ""]
+    else:
+        lines += ["(No plot: matplotlib is not installed; `pip install 'buddy[graphs]'`.)", ""]
+    lines += ["## Anomalies", ""]
+    found = [a for h in history for a in h.anomalies]
+    if found:
+        lines += ["| wave | anomaly | severity | agent | metric | value | threshold | "
+                  "description | recommendation |", "|---|---|---|---|---|---|---|---|---|"]
+        for a in found:
+            lines.append(f"| {a.wave} | {a.anomaly_type} | {a.severity} | "
+                         f"{md_cell(a.agent_id or '-')} | {a.metric} | {a.value} | "
+                         f"{a.threshold} | {md_cell(a.description)} | "
+                         f"{md_cell(a.recommendation)} |")
+    else:
+        lines.append("None.")
+    lines += ["", "## Agents", "",
+              "| agent | status | tasks assigned | completed | failed | success rate | "
+              "avg latency (s) |", "|---|---|---|---|---|---|---|"]
+    for agent, s in manager.agents.items():
+        lines.append(f"| {md_cell(agent)} | {s.status.value} | {s.assigned_tasks} | "
+                     f"{s.completed_tasks} | {s.failed_tasks} | {_pct(s.success_rate)} | "
+                     f"{s.avg_latency:.3f} |")
+    lines += ["", "## The task lifecycle", "",
+              "Each edge is labelled with how many times the run's tasks took it.", "",
+              "```mermaid", machine_to_mermaid(MACHINES["task"], counts).rstrip(), "```", "",
+              "## Learning", "", "| wave | signals by target | patterns |", "|---|---|---|"]
+    for w in learning:
+        targets = ", ".join(f"{t} {n}" for t, n in w["signals_by_target"].items()) or "-"
+        lines.append(f"| {w['wave']} | {targets} | "
+                     f"{md_cell('; '.join(w['patterns']) or '-')} |")
+    if summary["skipped_lines"]:
+        lines += ["", "## Skipped input lines", ""]
+        lines += [f"- {md_cell(printable(line))}" for line in summary["skipped_lines"]]
+    return "\n".join(lines) + "\n"

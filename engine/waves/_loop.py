@@ -1,0 +1,111 @@
+"""The wave loop (Phase 21's harness without its files): assign, execute, feed back, monitor.
+
+For each wave, in order (waves are barriers: a wave starts when the one before
+has ended, on the run's clock):
+
+1. the manager assigns the wave's tasks to the available agents with its
+   strategy, using what the earlier waves taught it (success rates, agents
+   OFFLINE);
+2. the executor runs every task through its gates, the task machine and the
+   engine, agents in parallel behind its backend;
+3. the feedback loop compares outcomes with predictions and routes the
+   table's learning signals to their targets;
+4. the monitor computes the wave's metrics, health and anomalies.
+
+A HIGH anomaly against an agent stands for the next wave: the constraint gate
+reads it (``blocking_anomalies``), so a task pinned to that agent by a schedule
+is refused there, named and counted, rather than run on an agent just found
+failing.
+
+Files are the application's business (``buddy run waves`` writes the output
+tree); :meth:`WaveLoop.run_wave` returns everything a wave produced.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+import attrs
+
+from buddy.engine.waves._agents import AgentManager
+from buddy.engine.waves._executor import VirtualClock, WaveExecutor, WaveRun
+from buddy.engine.waves._feedback import WaveFeedback
+from buddy.engine.waves._monitor import WaveMetrics, WaveMonitor
+from buddy.engine.waves._records import (
+    AgentMetric,
+    CoordinationPlan,
+    LearningSignal,
+    PredictedTask,
+    SystemHealth,
+)
+
+__all__ = ["WaveLoop", "WaveOutcome"]
+
+
+@attrs.frozen
+class WaveOutcome:
+    """Everything one wave produced."""
+
+    plan: CoordinationPlan
+    run: WaveRun
+    metrics: WaveMetrics
+    agent_metrics: Mapping[str, Sequence[AgentMetric]]
+    health: SystemHealth
+    signals: tuple[LearningSignal, ...]
+    available_at_start: tuple[str, ...]
+
+
+class WaveLoop:
+    """Runs waves of tasks through manager, executor, feedback and monitor."""
+
+    def __init__(self, manager: AgentManager, executor: WaveExecutor, feedback: WaveFeedback,
+                 monitor: WaveMonitor, *, clock: VirtualClock | Callable[[], float],
+                 start: float) -> None:
+        self.manager = manager
+        self.executor = executor
+        self.feedback = feedback
+        self.monitor = monitor
+        self.clock = clock
+        self.now = start
+        #: task id -> whether it COMPLETED (the dependency gate reads it)
+        self.finished: dict[str, bool] = {}
+        self._blocking: dict[str, int] = {}
+
+    def run_wave(self, wave: int, tasks: Sequence[PredictedTask]) -> WaveOutcome:
+        """Run one wave's tasks; the next wave starts where this one ended."""
+        if isinstance(self.clock, VirtualClock):
+            self.clock.set(self.now)
+        manager = self.manager
+        available = tuple(a for a, s in manager.agents.items() if s.available)
+        plan = manager.assign_tasks_to_agents(tasks, wave)
+        run = self.executor.execute_wave(plan, {t.task_id: t for t in tasks}, self.finished,
+                                         start=self.now, blocking=self._blocking)
+        for r in run.results:
+            self.finished[r.task_id] = r.success
+        end = run.end
+        if isinstance(self.clock, VirtualClock):
+            self.clock.set(end)
+        metrics = self.monitor.calculate_metrics(run, manager, available)
+        health = self.monitor.generate_system_health(metrics, end)
+        signals = tuple(self.feedback.generate_feedback_signals(run, metrics))
+        self.feedback.route(signals)
+        self._blocking = {}
+        for anomaly in health.anomalies:
+            if anomaly.severity == "HIGH" and anomaly.agent_id is not None:
+                self._blocking[anomaly.agent_id] = self._blocking.get(anomaly.agent_id, 0) + 1
+        self.now = end
+        return WaveOutcome(plan, run, metrics, self.monitor.agent_metrics(metrics, end), health,
+                           signals, available)
+
+    def run(self, waves: Mapping[int, Sequence[PredictedTask]],
+            on_wave: Callable[[WaveOutcome], None] | None = None) -> list[WaveOutcome]:
+        """Every wave in order; ``on_wave`` gets each outcome as it ends (and the
+        outcomes are returned only when it is None, so a long run keeps none)."""
+        kept: list[WaveOutcome] = []
+        for wave in sorted(waves):
+            outcome = self.run_wave(wave, waves[wave])
+            if on_wave is not None:
+                on_wave(outcome)
+            else:
+                kept.append(outcome)
+        return kept

@@ -1,0 +1,206 @@
+"""Tests of buddy.engine.waves._executor: tasks through gates, the task machine and the engine."""
+
+from __future__ import annotations
+
+import attrs
+import pytest
+
+from buddy.engine import Engine, replay
+from buddy.engine.waves._agents import AgentManager
+from buddy.engine.waves._executor import (
+    ExecutorConfig,
+    ThreadBackend,
+    VirtualClock,
+    VirtualTimeBackend,
+    WaveExecutor,
+)
+from buddy.engine.waves._records import PredictedTask, RetryStrategy, TaskStatus
+from buddy.engine.waves._simulator import WaveSimulator
+from buddy.rules.base.errors import InputError
+from buddy.rules.tables._waves import GateTable, RetryTable
+
+START = 1_700_000_000.0
+
+
+@attrs.frozen
+class Profile:
+    capability: float = 0.9
+    speed: float = 1.0
+    timeout_rate: float = 0.0
+
+
+def setup(profiles, *, strategy=RetryStrategy.EXPONENTIAL_BACKOFF, max_retries=3,
+          backend=None, agents=None, seed=7, **config):
+    clock = VirtualClock(START)
+    engine = Engine.default(clock=clock, agents=agents)
+    WaveSimulator(engine.registry, seed, profiles).install(engine)
+    manager = AgentManager(list(profiles), "ROUND_ROBIN", clock=clock)
+    executor = WaveExecutor(engine, manager, GateTable.default(), RetryTable.default(),
+                            ExecutorConfig(strategy, max_retries, **config), clock=clock,
+                            backend=backend)
+    return engine, manager, executor
+
+
+def task(task_id, *, tool="math_compute", rate=0.9, wave=1, deps=(), agent=None, **kw):
+    return PredictedTask(task_id, tool, rate, wave=wave, dependencies=deps, agent_id=agent,
+                         **kw)
+
+
+def run(executor, manager, tasks, finished=None, blocking=None, wave=1):
+    plan = manager.assign_tasks_to_agents(tasks, wave)
+    return executor.execute_wave(plan, {t.task_id: t for t in tasks}, finished or {},
+                                 start=START, blocking=blocking)
+
+
+def moves(engine, task_id):
+    """The (src, trigger, dst) of one task's moves, in order."""
+    return [(r["src"], r["event"], r["dst"]) for r in engine.audit.records()
+            if r["machine"] == "task" and r["data"].get("task") == task_id]
+
+
+class TestLifecycle:
+    def test_first_attempt_succeeds(self):
+        engine, manager, ex = setup({"a": Profile(capability=1.5)})
+        result = run(ex, manager, [task("t1")])
+        [r] = result.results
+        assert (r.status, r.success, r.retry_count, r.gate) == (TaskStatus.COMPLETED, True, 0,
+                                                                None)
+        assert moves(engine, "t1") == [("PENDING", "start", "IN_PROGRESS"),
+                                       ("IN_PROGRESS", "succeed", "COMPLETED")]
+        assert r.mode == "LIVE" and r.context is not None and r.context.startswith("ctx-")
+        assert result.transitions == {("PENDING", "start", "IN_PROGRESS"): 1,
+                                      ("IN_PROGRESS", "succeed", "COMPLETED"): 1}
+
+    def test_retries_exhausted(self):
+        engine, manager, ex = setup({"a": Profile(capability=-1.0)}, max_retries=2)
+        [r] = run(ex, manager, [task("t1")]).results
+        assert (r.status, r.success, r.retry_count) == (TaskStatus.FAILED, False, 2)
+        assert moves(engine, "t1") == [
+            ("PENDING", "start", "IN_PROGRESS"), ("IN_PROGRESS", "fail", "RETRYING"),
+            ("RETRYING", "retry", "IN_PROGRESS"), ("IN_PROGRESS", "fail", "RETRYING"),
+            ("RETRYING", "retry", "IN_PROGRESS"), ("IN_PROGRESS", "fail", "FAILED")]
+        assert r.error_msg == "simulated math_compute failure"
+
+    def test_backoff_is_virtual_time(self):
+        # three failures then the last: delays 0.1 + 0.2 + 0.4 on the virtual clock
+        engine, manager, ex = setup({"a": Profile(capability=-1.0, speed=0.0)}, max_retries=3)
+        [r] = run(ex, manager, [task("t1")]).results
+        assert r.retry_count == 3
+        assert r.end_time - r.start_time == pytest.approx(0.1 + 0.2 + 0.4)
+
+    def test_linear_backoff_and_no_retry(self):
+        _, manager, ex = setup({"a": Profile(capability=-1.0, speed=0.0)},
+                               strategy=RetryStrategy.LINEAR_BACKOFF, max_retries=3)
+        [r] = run(ex, manager, [task("t1")]).results
+        assert r.end_time - r.start_time == pytest.approx(0.1 + 0.2 + 0.3)
+        _, manager, ex = setup({"a": Profile(capability=-1.0)},
+                               strategy=RetryStrategy.NO_RETRY, max_retries=3)
+        [r] = run(ex, manager, [task("t1")]).results
+        assert (r.status, r.retry_count) == (TaskStatus.FAILED, 0)
+
+    def test_gate_refusal_fails_the_task_with_the_gate_named(self):
+        engine, manager, ex = setup({"a": Profile(capability=1.5)})
+        result = run(ex, manager, [task("t2", deps=("t1",))], finished={"t1": False})
+        [r] = result.results
+        assert (r.status, r.gate, r.mode) == (TaskStatus.FAILED, "dependency_validation", None)
+        assert r.error_msg.startswith("safety gate dependency_validation: ")
+        assert moves(engine, "t2") == [("PENDING", "start", "FAILED")]
+        assert result.gate_refusals == {"dependency_validation": 1}
+        assert not [e for e in engine.audit.records() if e["kind"] == "decision"]
+
+    def test_dependency_met_runs(self):
+        _, manager, ex = setup({"a": Profile(capability=1.5)})
+        [r] = run(ex, manager, [task("t2", deps=("t1",))], finished={"t1": True}).results
+        assert r.status is TaskStatus.COMPLETED
+
+    def test_gate_rechecked_before_a_retry(self):
+        # a HIGH anomaly standing against the agent: the constraint gate refuses it
+        engine, manager, ex = setup({"a": Profile(capability=1.5)})
+        [r] = run(ex, manager, [task("t1")], blocking={"a": 1}).results
+        assert r.gate == "constraint_enforcement"
+
+    def test_permission_gate(self):
+        engine, manager, ex = setup({"a": Profile(capability=1.5)},
+                                    agents={"a": ["vision.read"]})
+        [r] = run(ex, manager, [task("t1", tool="form_fill")]).results
+        assert r.gate == "pre_execution_validation"
+
+    def test_policy_refusal_is_not_retried(self):
+        engine, manager, ex = setup({"a": Profile(capability=1.5)})
+        [r] = run(ex, manager, [task("t1", confidence=1.5)]).results
+        assert r.status is TaskStatus.FAILED and r.retry_count == 0
+        assert "input.confidence" in r.error_msg
+        assert moves(engine, "t1")[-1] == ("IN_PROGRESS", "cancel", "FAILED")
+
+
+class TestTimeouts:
+    def test_timeout_marks_offline_and_reassigns(self):
+        profiles = {"slow": Profile(timeout_rate=1.0), "ok": Profile(capability=1.5)}
+        engine, manager, ex = setup(profiles)
+        tasks = [task(f"t{i}") for i in range(4)]  # round robin: t0, t2 on slow
+        result = run(ex, manager, tasks)
+        assert result.offline == ("slow",)
+        assert not manager.agents["slow"].available
+        by_id = {r.task_id: r for r in result.results}
+        assert by_id["t0"].agent_id == "ok" and by_id["t0"].reassigned_from == "slow"
+        assert by_id["t0"].status is TaskStatus.COMPLETED and by_id["t0"].retry_count == 1
+        assert by_id["t2"].reassigned_from == "slow"  # never started on slow
+        assert all(r.success for r in result.results)
+        assert [a.task_id for a in result.reassigned] == ["t0", "t2"]
+        assert moves(engine, "t0")[:2] == [("PENDING", "start", "IN_PROGRESS"),
+                                           ("IN_PROGRESS", "fail", "RETRYING")]
+        # the timed-out attempt waited the timeout on the virtual clock
+        assert by_id["t0"].end_time - by_id["t0"].start_time >= 30.0
+
+    def test_no_backup_left(self):
+        engine, manager, ex = setup({"slow": Profile(timeout_rate=1.0)})
+        [r] = run(ex, manager, [task("t0")]).results
+        assert r.status is TaskStatus.FAILED
+        assert r.error_msg == "no agent available: every other agent is OFFLINE"
+
+    def test_timeout_with_no_retry_left_fails_there(self):
+        profiles = {"slow": Profile(timeout_rate=1.0), "ok": Profile(capability=1.5)}
+        _, manager, ex = setup(profiles, strategy=RetryStrategy.NO_RETRY)
+        result = run(ex, manager, [task("t0"), task("t1"), task("t2")])
+        by_id = {r.task_id: r for r in result.results}
+        assert by_id["t0"].status is TaskStatus.FAILED and by_id["t0"].timed_out
+        assert by_id["t2"].agent_id == "ok" and by_id["t2"].success
+
+
+class TestBackends:
+    def tasks(self):
+        return [task(f"t{i:02d}", rate=0.5 + i / 100) for i in range(40)]
+
+    def trail(self, backend):
+        profiles = {f"a{i}": Profile(capability=0.7 + i / 10) for i in range(4)}
+        engine, manager, ex = setup(profiles, backend=backend)
+        result = run(ex, manager, self.tasks())
+        return [(r.task_id, r.agent_id, r.status, r.retry_count, r.end_time)
+                for r in result.results], engine
+
+    def test_virtual_is_deterministic_and_replays(self):
+        first, engine = self.trail(VirtualTimeBackend(2))
+        again, engine2 = self.trail(VirtualTimeBackend(2))
+        assert first == again
+        assert [r["hash"] for r in engine.audit.records()] == \
+            [r["hash"] for r in engine2.audit.records()]
+        report = replay(engine.audit)
+        assert report.ok and report.decisions == 40 + sum(f[3] for f in first)
+        tasks = {s: st for s, (m, st) in report.states.items() if m == "task"}
+        assert len(tasks) == 40 and set(tasks.values()) <= {"COMPLETED", "FAILED"}
+
+    def test_threads_give_the_same_results(self):
+        virtual, _ = self.trail(VirtualTimeBackend(4))
+        threads, engine = self.trail(ThreadBackend(4))
+        assert threads == virtual  # outcomes and virtual times do not depend on scheduling
+        assert replay(engine.audit).ok
+
+
+class TestConfig:
+    @pytest.mark.parametrize("field,value", [
+        ("max_retries", -1), ("max_retries", True), ("max_retries", 10**40),
+        ("timeout_s", 0), ("timeout_s", float("nan")), ("timeout_s", True),
+        ("max_parallel", 0), ("learning_rate", 2.0)])
+    def test_bad_values(self, field, value):
+        with pytest.raises(InputError, match=field):
+            ExecutorConfig(**{field: value})
