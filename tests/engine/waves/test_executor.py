@@ -79,7 +79,7 @@ class TestLifecycle:
             ("PENDING", "start", "IN_PROGRESS"), ("IN_PROGRESS", "fail", "RETRYING"),
             ("RETRYING", "retry", "IN_PROGRESS"), ("IN_PROGRESS", "fail", "RETRYING"),
             ("RETRYING", "retry", "IN_PROGRESS"), ("IN_PROGRESS", "fail", "FAILED")]
-        assert r.error_msg == "simulated math_compute failure"
+        assert r.error_msg == "SimulatedFailure: simulated math_compute failure"
 
     def test_backoff_is_virtual_time(self):
         # three failures then the last: delays 0.1 + 0.2 + 0.4 on the virtual clock

@@ -162,7 +162,9 @@ class TestFeedback:
     def test_patterns(self):
         assert identify_patterns(self.run, self.metrics) == [
             "b timed out and went OFFLINE",
+            "a succeeded 100%, above the 80% predicted",
             "b succeeded 25%, below the 80% predicted",
+            "math_compute failed 3 of 8 tasks",
             "safety gate dependency_validation refused 2 tasks",
         ]
 
