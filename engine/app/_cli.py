@@ -493,7 +493,7 @@ def run_waves_command(tasks_path: Path | None, schedule: Path | None, strict: bo
                   f"{summary.agents} agents")
     table.add_row("speed", f"{summary.tasks_per_second:,.0f} tasks/s "
                   f"({summary.seconds:.2f} s wall clock)")
-    table.add_row("health", f"{summary.health_score} ({summary.health})")
+    table.add_row("health", f"{summary.health_score:.2f} ({summary.health}, last wave)")
     table.add_row("anomalies", str(summary.anomalies))
     table.add_row("learning signals", str(summary.signals))
     table.add_row("report", plain(summary.report))

@@ -34,7 +34,6 @@ import contextlib
 import datetime as dt
 import errno
 import math
-import os
 import re
 import shutil
 import time
@@ -60,8 +59,13 @@ from buddy.engine.waves._executor import (
     WaveExecutor,
 )
 from buddy.engine.waves._feedback import WaveFeedback
-from buddy.engine.waves._inputs import apply_schedule, by_wave, load_schedule, load_tasks, \
-    tasks_to_jsonl
+from buddy.engine.waves._inputs import (
+    apply_schedule,
+    by_wave,
+    load_schedule,
+    load_tasks,
+    tasks_to_jsonl,
+)
 from buddy.engine.waves._loop import WaveLoop, WaveOutcome
 from buddy.engine.waves._monitor import WaveMonitor
 from buddy.engine.waves._records import LearningSignal, PredictedTask, RetryStrategy
@@ -223,7 +227,7 @@ def _inputs(config: WaveRunConfig, registry: ToolContractRegistry,
     """The tasks, the agents (in order) and the lines skipped."""
     agents = [f"agent_{i}" for i in range(config.agents)]
     if config.tasks is None:
-        return default_tasks(config.seed, agents=config.agents, waves=config.waves,
+        return default_tasks(config.seed, waves=config.waves,
                              tasks_per_wave=config.tasks_per_wave), agents, ()
     loaded = load_tasks(config.tasks, registry, strict=config.strict)
     tasks, skipped = list(loaded.tasks), list(loaded.errors)
@@ -312,8 +316,9 @@ def _run(config: WaveRunConfig, registry: ToolContractRegistry, tables: dict[str
     start = time.time() if config.start is None else float(config.start)
     clock = VirtualClock(start)
     audit_path = out / AUDIT_FILE
+    continued = audit_path.exists() and audit_path.stat().st_size > 0
     audit = AuditLog.open(audit_path, clock=clock, key=config.audit_key, exclusive=True)
-    first_seq = audit.last_seq + 1
+    first_seq = audit.last_seq + 1 if continued else 1
     profiles = {p.agent_id: p for p in default_agents(config.agents, config.seed)}
     _remove_outputs(out)
     write_atomic(out / TASKS_FILE, tasks_to_jsonl(tasks), fsync=False)
@@ -337,7 +342,7 @@ def _run(config: WaveRunConfig, registry: ToolContractRegistry, tables: dict[str
     every = _Lines(out / SIGNALS_FILE)
     writes: list[_Lines] = [*sinks.values(), every]
     for target, lines in sinks.items():
-        feedback.subscribe(target, lambda s, lines=lines: lines.write(s.to_json()))
+        feedback.subscribe(target, _sink(lines))
     counts: Counter[tuple[str, str, str]] = Counter()
     dirs = _agent_dirs(agents)
     waves_seen: list[dict[str, Any]] = []
@@ -410,6 +415,13 @@ def _run(config: WaveRunConfig, registry: ToolContractRegistry, tables: dict[str
                           skipped, last.health_score, last.health_status,
                           sum(len(h.anomalies) for h in history), done[2], seconds, report,
                           audit_path, (first_seq, audit.last_seq))
+
+
+def _sink(lines: _Lines) -> Callable[[LearningSignal], None]:
+    """A signal sink writing each signal as a line of ``lines``."""
+    def write(signal: LearningSignal) -> None:
+        lines.write(signal.to_json())
+    return write
 
 
 def _write_wave(out: Path, o: WaveOutcome, dirs: dict[str, str]) -> None:

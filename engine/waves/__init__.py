@@ -7,6 +7,35 @@ orchestration: every attempt of a task is decided, run and audited by
 tables. Nothing here chooses an execution mode.
 """
 
+from buddy.engine.waves._agents import (
+    STRATEGIES,
+    AgentManager,
+    StrategyFn,
+    get_strategy,
+    register_strategy,
+)
+from buddy.engine.waves._executor import (
+    Backend,
+    ExecutorConfig,
+    Runner,
+    ThreadBackend,
+    VirtualClock,
+    VirtualTimeBackend,
+    WaveExecutor,
+    WaveRun,
+)
+from buddy.engine.waves._feedback import WaveFeedback, identify_patterns
+from buddy.engine.waves._inputs import (
+    ScheduleLoad,
+    TaskLoad,
+    apply_schedule,
+    by_wave,
+    load_schedule,
+    load_tasks,
+    tasks_to_jsonl,
+)
+from buddy.engine.waves._loop import WaveLoop, WaveOutcome
+from buddy.engine.waves._monitor import WaveMetrics, WaveMonitor
 from buddy.engine.waves._records import (
     AgentMetric,
     AgentState,
@@ -26,23 +55,63 @@ from buddy.engine.waves._records import (
     TaskStatus,
     load_balance,
 )
+from buddy.engine.waves._scenario import (
+    AgentProfile,
+    agent_permissions,
+    default_agents,
+    default_tasks,
+)
+from buddy.engine.waves._simulator import SimulatedFailure, SimulatedTimeout, WaveSimulator
 
 __all__ = [
+    "STRATEGIES",
+    "agent_permissions",
+    "AgentManager",
     "AgentMetric",
+    "AgentProfile",
     "AgentState",
     "AgentStatus",
+    "apply_schedule",
     "AssignmentStrategy",
+    "Backend",
+    "by_wave",
     "CoordinationPlan",
+    "default_agents",
+    "default_tasks",
     "ExecutionMetrics",
     "ExecutionOutcome",
     "ExecutionTask",
+    "ExecutorConfig",
+    "get_strategy",
+    "identify_patterns",
     "LearningSignal",
+    "load_balance",
+    "load_schedule",
+    "load_tasks",
     "PredictedTask",
+    "register_strategy",
     "RetryStrategy",
+    "Runner",
     "ScheduleEntry",
+    "ScheduleLoad",
+    "SimulatedFailure",
+    "SimulatedTimeout",
+    "StrategyFn",
     "SystemAnomaly",
     "SystemHealth",
     "TaskAssignment",
+    "TaskLoad",
+    "tasks_to_jsonl",
     "TaskStatus",
-    "load_balance",
+    "ThreadBackend",
+    "VirtualClock",
+    "VirtualTimeBackend",
+    "WaveExecutor",
+    "WaveFeedback",
+    "WaveLoop",
+    "WaveMetrics",
+    "WaveMonitor",
+    "WaveOutcome",
+    "WaveRun",
+    "WaveSimulator",
 ]

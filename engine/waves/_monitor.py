@@ -94,7 +94,7 @@ def wave_metrics(run: WaveRun, agents: Sequence[str], available_at_start: Sequen
     success = _ratio(completed, tasks)
     predicted = _ratio(math.fsum(r.predicted_success_rate for r in run.results), tasks)
     error = abs(predicted - success) if tasks else 0.0
-    loads = load_metrics(out[a]["load"] if a in out else 0 for a in available_at_start)
+    loads = load_metrics(int(out[a]["load"]) if a in out else 0 for a in available_at_start)
     system = {
         "tasks": tasks, "completed": completed, "failed": tasks - completed,
         "success_rate": success,

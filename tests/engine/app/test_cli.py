@@ -121,6 +121,10 @@ class TestHelp:
         (("run",), ("--plans", "--out", "--seed", "--dry-run-only", "--max-live",
                     "--live-floor", "--plans-per-cycle", "--start", "--key-file", "--key-env",
                     "--catalogue", "--rules")),
+        (("run", "waves"), ("--tasks", "--schedule", "--strict", "--out", "--agents",
+                             "--waves", "--tasks-per-wave", "--strategy", "--retry",
+                             "--max-retries", "--timeout", "--max-parallel", "--backend",
+                             "--seed", "--start", "--dry-run-only", "--rules")),
         (("graph",), ("machine", "tools")),
         (("graph", "machine"), ("NAME", "--format", "mermaid|dot|png|svg", "--output", "-o")),
         (("graph", "tools"), ("--format", "mermaid|dot|png|svg", "--output", "-o",
@@ -140,7 +144,7 @@ class TestHelp:
         assert block is not None
         synopses: dict[str, str] = {}
         for line in block.group(1).splitlines():
-            head = re.match(r"buddy ((?:graph )?\w+) ", line)
+            head = re.match(r"buddy ((?:graph |run (?=waves))?\w+) ", line)
             if head:
                 name = head.group(1)
             synopses[name] = synopses.get(name, "") + " " + line
@@ -173,6 +177,8 @@ def _commands():
     """(group or "-", name, command) of every buddy command."""
     for name, command in cli.commands.items():
         if isinstance(command, click.Group):
+            if command.invoke_without_command:  # `buddy run` runs, `buddy run waves` too
+                yield "-", name, command
             for sub, subcommand in command.commands.items():
                 yield name, sub, subcommand
         else:
