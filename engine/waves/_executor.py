@@ -40,6 +40,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 import attrs
+import orjson
 
 from buddy.engine.core._engine import Engine
 from buddy.engine.waves._agents import AgentManager
@@ -467,10 +468,19 @@ class WaveExecutor:
             data["gate"] = gate
         if context is not None:
             data["context"] = context
-        subject: Any = work.subject if work.subject is not None else _task_subject
-        seq = self.audit.append("transition", "task", subject, trigger, src, dst, data, ts=ts)
-        if work.subject is None:
-            work.subject = f"task-{seq}"
+        audit = self.audit
+        with audit.lock:  # the event's JSON made here, as the controller makes a call's
+            subject = work.subject
+            if subject is None and not audit.shared:  # no other writer: its seq is known
+                subject = work.subject = f"task-{audit.last_seq + 1}"
+            if subject is None:
+                seq = audit.append_locked("transition", "task", _task_subject, trigger, src,
+                                          dst, data, ts)
+                work.subject = f"task-{seq}"
+            else:
+                audit.append_encoded_locked(_MOVE % (_DUMPS(subject), _DUMPS(trigger),
+                                                     _DUMPS(src), _DUMPS(dst),
+                                                     _DUMPS(data)), ts)
         work.state = dst
         with self.lock:
             self.counts[(src, trigger, dst)] += 1
@@ -497,6 +507,10 @@ class WaveExecutor:
 
 
 _NO_INPUTS = TaskInputs(0, 0, True)
+_DUMPS = orjson.dumps
+#: A task move's JSON from ``"kind"`` to its data (what ``AuditLog.append`` writes).
+_MOVE = b'"kind":"transition","machine":"task","subject":%b,"event":%b,"src":%b,"dst":%b,' \
+    b'"data":%b'
 
 
 def _task_subject(seq: int) -> str:

@@ -204,3 +204,113 @@ class TestConfig:
     def test_bad_values(self, field, value):
         with pytest.raises(InputError, match=field):
             ExecutorConfig(**{field: value})
+
+
+class TestInvariants:
+    """Whatever the agents, tasks and strategy: every task ends once, COMPLETED or FAILED;
+    no call runs but as an attempt the task machine put IN_PROGRESS, after its gates;
+    retries stay within the budget; the trail replays."""
+
+    @staticmethod
+    def scenario():
+        from hypothesis import strategies as st
+
+        profile = st.builds(Profile, capability=st.floats(-0.5, 1.5),
+                            speed=st.floats(0.0, 2.0), timeout_rate=st.sampled_from([0, 0.3]))
+        return st.tuples(
+            st.lists(profile, min_size=1, max_size=4),
+            st.lists(st.tuples(st.floats(0.0, 1.0), st.integers(0, 3), st.booleans()),
+                     min_size=1, max_size=12),
+            st.sampled_from(["ROUND_ROBIN", "LOAD_BALANCED", "PRIORITY_BASED",
+                             "CONFIDENCE_BASED"]),
+            st.sampled_from(list(RetryStrategy)), st.integers(0, 3))
+
+    def test_property(self):
+        from hypothesis import given, settings
+
+        @settings(max_examples=40, deadline=None)
+        @given(self.scenario())
+        def check(case):
+            profiles, specs, strategy, retry, max_retries = case
+            agents = {f"a{i}": p for i, p in enumerate(profiles)}
+            clock = VirtualClock(START)
+            engine = Engine.default(clock=clock)
+            WaveSimulator(engine.registry, 3, agents).install(engine)
+            manager = AgentManager(list(agents), strategy, clock=clock)
+            ex = WaveExecutor(engine, manager, GateTable.default(), RetryTable.default(),
+                              ExecutorConfig(retry, max_retries), clock=clock)
+            tasks = [task(f"t{i}", rate=rate, priority=prio,
+                          deps=("gone",) if dep_fails else ())
+                     for i, (rate, prio, dep_fails) in enumerate(specs)]
+            result = run(ex, manager, tasks)
+            assert sorted(r.task_id for r in result.results) == sorted(t.task_id for t in tasks)
+            budget = ex.max_retries
+            for r in result.results:
+                assert r.status in (TaskStatus.COMPLETED, TaskStatus.FAILED)
+                assert r.retry_count <= budget
+                if r.gate == "dependency_validation":
+                    assert r.mode is None and r.retry_count == 0
+                if r.gate is not None:
+                    assert r.status is TaskStatus.FAILED
+            records = list(engine.audit.records())
+            in_progress: dict[str, int] = {}
+            by_context = {}
+            for rec in records:
+                if rec["machine"] == "task" and rec["dst"] == "IN_PROGRESS":
+                    in_progress[rec["data"]["task"]] = in_progress.get(rec["data"]["task"], 0) + 1
+                if rec["kind"] == "execution":
+                    by_context[rec["subject"]] = rec
+            for t, (_, _, dep_fails) in zip(tasks, specs, strict=True):
+                if dep_fails:  # its dependency never COMPLETED: it never ran
+                    assert t.task_id not in in_progress
+            runs = sum(1 for rec in records if rec["kind"] == "decision")
+            assert runs == sum(in_progress.values())  # one decided call per attempt, no more
+            assert replay(engine.audit).ok
+
+        check()
+
+
+def test_a_shared_file_trail_names_each_task_at_its_write(tmp_path):
+    from buddy.engine import AuditLog
+
+    clock = VirtualClock(START)
+    audit = AuditLog.open(tmp_path / "audit.jsonl", clock=clock)  # shared: not exclusive
+    engine = Engine.default(clock=clock, audit=audit)
+    WaveSimulator(engine.registry, 1, {"a": Profile(capability=1.5)}).install(engine)
+    manager = AgentManager(["a"], "ROUND_ROBIN", clock=clock)
+    ex = WaveExecutor(engine, manager, GateTable.default(), RetryTable.default(), clock=clock)
+    result = run(ex, manager, [task("t1"), task("t2")])
+    audit.close()
+    assert [r.status for r in result.results] == [TaskStatus.COMPLETED] * 2
+    report = replay(tmp_path / "audit.jsonl")
+    assert report.ok
+    assert sorted(st for s, (m, st) in report.states.items() if m == "task") == \
+        ["COMPLETED", "COMPLETED"]
+
+
+def test_real_callables_on_a_real_clock_with_threads():
+    """The embedding case: a real clock, real handlers, a thread pool; backoff is slept
+    (on the injected sleep) and a handler's exception is a failed attempt."""
+    import time
+
+    slept: list[float] = []
+    calls: dict[str, int] = {}
+
+    def flaky(args):
+        calls[args["id"]] = calls.get(args["id"], 0) + 1
+        if calls[args["id"]] < 2:
+            raise ConnectionError("try again")
+        return "ok"
+
+    engine = Engine.default()
+    engine.register_handler("math_compute", live=flaky, dry_run=flaky)
+    manager = AgentManager(["a", "b"], "ROUND_ROBIN", clock=time.time)
+    ex = WaveExecutor(engine, manager, GateTable.default(), RetryTable.default(),
+                      clock=time.time, backend=ThreadBackend(2), sleep=slept.append)
+    tasks = [task(f"t{i}", args={"id": f"t{i}"}) for i in range(4)]
+    result = run(ex, manager, tasks)
+    assert [(r.status, r.retry_count) for r in result.results] == [
+        (TaskStatus.COMPLETED, 1)] * 4
+    assert slept == [0.1] * 4
+    assert result.results[0].error_msg is None
+    assert replay(engine.audit).ok

@@ -178,3 +178,13 @@ def test_manager_reads_results():
     m.record_result(result(0, "a", True))
     m.record_result(result(1, "a", False))
     assert m.agents["a"].success_rate == 0.5
+
+
+def test_a_gate_refusal_raises_an_anomaly():
+    def found(refusals):
+        run = wave_run(outcomes({"a": [True] * 4}), refusals=refusals)
+        metrics = wave_metrics(run, ["a"], ["a"], 1)
+        return [a.anomaly_type for a in monitor().generate_system_health(metrics, 0.0).anomalies]
+
+    assert "safety_gate_refusal" not in found({})
+    assert "safety_gate_refusal" in found({"dependency_validation": 1})
