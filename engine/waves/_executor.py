@@ -355,8 +355,7 @@ class WaveExecutor:
         trigger = "start" if work.state == _PENDING else "retry"
         metrics = self._gate_metrics(agent, work)
         refused = self.gates.check(metrics)
-        self._move(work, agent, trigger, TaskInputs(work.retries, self.max_retries,
-                                                    refused is None), now,
+        self._move(work, agent, trigger, self._inputs(work, refused is None), now,
                    gate=None if refused is None else refused.id)
         if refused is not None:
             with self.lock:
@@ -385,13 +384,13 @@ class WaveExecutor:
         work.decided = _VALUE[result.decision.mode]
         end = self._now(runner)
         if result.ok and not timed_out:
-            self._move(work, agent, "succeed", _NO_INPUTS, end, context=result.context)
+            self._move(work, agent, "succeed", self._inputs(work), end, context=result.context)
             self._finish(work, agent, end, None)
             return True
         decision = result.decision
         if not decision.allowed and decision.rule not in self.retry_on:
             work.error = f"refused by the policy ({decision.rule}): {decision.reason}"
-            self._move(work, agent, "cancel", _NO_INPUTS, end, context=result.context)
+            self._move(work, agent, "cancel", self._inputs(work), end, context=result.context)
             self._finish(work, agent, end, work.error)
             return True
         if timed_out:
@@ -403,8 +402,7 @@ class WaveExecutor:
         else:
             work.error = result.error or (f"refused by the policy ({decision.rule}): "
                                           f"{decision.reason}")
-        self._move(work, agent, "fail", TaskInputs(work.retries, self.max_retries, True), end,
-                   context=result.context)
+        self._move(work, agent, "fail", self._inputs(work), end, context=result.context)
         if work.state == _FAILED:
             self._finish(work, agent, end, work.error)
             return True
@@ -418,6 +416,11 @@ class WaveExecutor:
             self.sleep(delay)
             runner.t = self.clock()
         return False  # retrying (on a backup agent when this one timed out)
+
+    def _inputs(self, work: _Work, gate_allows: bool = True) -> TaskInputs:
+        """The task machine's guard inputs for ``work`` now: the retries it made, the
+        budget, the gates' verdict (every move records them, whatever its guards read)."""
+        return TaskInputs(work.retries, self.max_retries, gate_allows)
 
     def _now(self, runner: Runner) -> float:
         if self.virtual:
@@ -487,7 +490,7 @@ class WaveExecutor:
 
     def _cancel(self, work: _Work, at: float, why: str) -> None:
         work.error = why
-        self._move(work, work.assignment.agent_id, "cancel", _NO_INPUTS, at)
+        self._move(work, work.assignment.agent_id, "cancel", self._inputs(work), at)
         self._finish(work, work.assignment.agent_id, at, why)
 
     def _finish(self, work: _Work, agent: str, end: float, error: str | None, *,
@@ -506,7 +509,6 @@ class WaveExecutor:
             self.manager.record_result(result)
 
 
-_NO_INPUTS = TaskInputs(0, 0, True)
 _DUMPS = orjson.dumps
 #: A task move's JSON from ``"kind"`` to its data (what ``AuditLog.append`` writes).
 _MOVE = b'"kind":"transition","machine":"task","subject":%b,"event":%b,"src":%b,"dst":%b,' \
