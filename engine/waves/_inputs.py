@@ -36,6 +36,24 @@ and ignored, and a line with a ``reassigned_from`` agent records the loop
 moving a task off an OFFLINE agent, not the schedule, so it is passed over
 (the task's first assignment stands). :func:`apply_schedule` puts the tasks on
 the agents named.
+
+Both are read only when they are regular files (a FIFO, a device, a directory
+or a socket is refused before it is opened for reading, ``<path>: not a
+regular file``, so a FIFO without a writer never blocks and ``/dev/zero`` is
+never read), of at most :data:`MAX_INPUT_BYTES`, and never more than that is
+read. A line longer than :data:`MAX_LINE_BYTES` is a bad line like any other::
+
+    tasks.jsonl:4: line longer than 1 MiB (2097152 bytes)
+
+The agents' permissions (:func:`load_permissions`, ``buddy run waves
+--agents-file``) are one JSON object, agent id to the permissions it holds::
+
+    {"agent_0": ["forms.write", "vision.read"], "agent_1": []}
+
+read under the same rules (at most :data:`MAX_PERMISSIONS_BYTES`), and refused
+whole at its first problem, which names the agent::
+
+    agents.json: agent[agent_0]: must be a list of permission strings (got a number)
 """
 
 from __future__ import annotations
@@ -43,6 +61,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeGuard
@@ -59,6 +78,10 @@ from buddy.rules.base.errors import InputError
 from buddy.rules.tables._catalogue import ToolContractRegistry
 
 __all__ = [
+    "MAX_AGENT_ID_CHARS",
+    "MAX_INPUT_BYTES",
+    "MAX_LINE_BYTES",
+    "MAX_PERMISSIONS_BYTES",
     "MAX_PRIORITY",
     "MAX_WAVE",
     "MIN_PRIORITY",
@@ -67,6 +90,7 @@ __all__ = [
     "TaskLoad",
     "apply_schedule",
     "by_wave",
+    "load_permissions",
     "load_schedule",
     "load_tasks",
     "tasks_to_jsonl",
@@ -89,12 +113,25 @@ _ENTRY_KEYS = _SCHEDULE_KEYS | _ASSIGNMENT_KEYS
 MAX_WAVE = 1_000_000
 #: A priority is a signed 32-bit whole number.
 MIN_PRIORITY, MAX_PRIORITY = -2**31, 2**31 - 1
+#: The largest tasks or schedule file read (1 GiB).
+MAX_INPUT_BYTES = 1 << 30
+#: The longest line of a tasks or schedule file (1 MiB, its ``\n`` not counted).
+MAX_LINE_BYTES = 1 << 20
+#: The largest permissions file read (16 MiB).
+MAX_PERMISSIONS_BYTES = 16 << 20
+#: The longest agent id of a permissions file, in characters.
+MAX_AGENT_ID_CHARS = 256
 
 _PLAIN = re.compile(r"[A-Za-z0-9_]{1,60}")
 _BOM = b"\xef\xbb\xbf"
 _DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
 _LONG_RUN = b"0" * 19  # 2**63 has 19 digits: fewer in a row make no number past 64 bits
 _EARLIER = "waves are the barriers: a dependency must be in an earlier wave"
+# Opened without blocking (a FIFO swapped in after the stat would wait for a writer) and
+# without leaking the descriptor into a child; 0 where the platform has no such flag.
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+#: Bytes asked of the file at a time once its stated size has been read.
+_READ_CHUNK = 1 << 20
 
 
 @attrs.frozen
@@ -119,6 +156,51 @@ class ScheduleLoad:
     lines: tuple[int, ...] = ()
 
 
+# -- reading files -----------------------------------------------------------------
+
+
+def _size(n: int) -> str:
+    """A byte count as the caps are named: ``1 GiB``, ``16 MiB``, ``100 bytes``."""
+    for unit, name in ((1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")):
+        if n >= unit and n % unit == 0:
+            return f"{n // unit} {name}"
+    return f"{n} bytes"
+
+
+def _read_file(p: Path, cap: int) -> bytes:
+    """The bytes of ``p``, a regular file of at most ``cap`` bytes, reading at most
+    ``cap + 1`` of them.
+
+    Raises :class:`InputError` when ``p`` is not a regular file (checked before it is
+    opened, and again on what was opened) or holds more than ``cap`` bytes (by its
+    size, or by what was read: a file that grew, or one of ``/proc`` stated as empty);
+    :class:`OSError` when it cannot be read.
+    """
+    if not stat.S_ISREG(os.stat(p).st_mode):  # a FIFO's open would wait for a writer
+        raise InputError(f"{p}: not a regular file")
+    fd = os.open(p, _OPEN_FLAGS)
+    with open(fd, "rb", buffering=0) as f:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):  # another file put in its place since the stat
+            raise InputError(f"{p}: not a regular file")
+        if st.st_size > cap:
+            raise InputError(f"{p}: larger than {_size(cap)} ({st.st_size} bytes)")
+        # A read asks for the whole stated size and a byte more (to see the end) at once;
+        # a read of cap + 1 bytes would allocate them all, however small the file.
+        parts: list[bytes] = []
+        total, ask = 0, st.st_size + 1
+        while total <= cap:
+            part = f.read(min(ask, cap + 1 - total))
+            if not part:
+                break
+            parts.append(part)
+            total += len(part)
+            ask = _READ_CHUNK
+    if total > cap:
+        raise InputError(f"{p}: larger than {_size(cap)} (at least {total} bytes)")
+    return b"".join(parts)  # one part (the usual case): that part, not a copy
+
+
 # -- reading lines -----------------------------------------------------------------
 
 
@@ -132,7 +214,12 @@ def _lines(p: Path, data: bytes, errors: list[tuple[int, str]]) -> Iterator[tupl
     # Only a file with 19 digits in a row may hold an integer beyond 64 bits, which
     # orjson reads as a float and _loads reads exactly; a bytes scan finds out at once.
     loads = _loads if _LONG_RUN in data.translate(_DIGITS_AS_ZERO) else orjson.loads
+    longest = MAX_LINE_BYTES
     for n, line in enumerate(whole, 1):
+        if len(line) > longest:  # before anything reads it: a blank one too
+            errors.append((n, f"{p}:{n}: line longer than {_size(longest)} "
+                              f"({len(line)} bytes)"))
+            continue
         if not line.strip():
             continue
         try:
@@ -188,7 +275,8 @@ def load_tasks(path: str | os.PathLike[str], registry: ToolContractRegistry | No
     ------
     InputError
         With ``strict``, the first problem; always, when the file holds no task
-        (``no tasks in <path>``), or only refused lines (naming the first).
+        (``no tasks in <path>``), or only refused lines (naming the first), or
+        is not a regular file, or is larger than :data:`MAX_INPUT_BYTES`.
     OSError
         When the file cannot be read.
 
@@ -212,7 +300,7 @@ def load_tasks(path: str | os.PathLike[str], registry: ToolContractRegistry | No
     buddy.rules.base.errors.InputError: ...:2: predicted_success_rate: must be ... (got 1.5)
     """
     p = Path(path)
-    data = p.read_bytes()
+    data = _read_file(p, MAX_INPUT_BYTES)
     errors: list[tuple[int, str]] = []
     read: list[tuple[int, PredictedTask]] = []
     first_line: dict[str, int] = {}   # each task id named by any line: the first such line
@@ -409,7 +497,8 @@ def load_schedule(path: str | os.PathLike[str], *, strict: bool = False) -> Sche
     Raises
     ------
     InputError
-        With ``strict``, the first problem.
+        With ``strict``, the first problem; always, when the file is not a
+        regular file or is larger than :data:`MAX_INPUT_BYTES`.
     OSError
         When the file cannot be read.
 
@@ -426,7 +515,7 @@ def load_schedule(path: str | os.PathLike[str], *, strict: bool = False) -> Sche
     schedule.jsonl:2: task_id: duplicate task id 'a' (first on line 1)
     """
     p = Path(path)
-    data = p.read_bytes()
+    data = _read_file(p, MAX_INPUT_BYTES)
     errors: list[tuple[int, str]] = []
     entries: list[ScheduleEntry] = []
     lines: list[int] = []
@@ -537,3 +626,130 @@ def apply_schedule(tasks: Iterable[PredictedTask],
     if strict and errors:
         raise InputError(errors[0])
     return out, errors
+
+
+# -- the agents' permissions ---------------------------------------------------------
+
+
+def load_permissions(path: str | os.PathLike[str]) -> dict[str, frozenset[str]]:
+    """The agents of ``path`` and the permissions each holds, in file order.
+
+    The file is one JSON object (a UTF-8 byte order mark at its start ignored):
+    each key an agent id (a non-empty string of at most
+    :data:`MAX_AGENT_ID_CHARS` characters, none of them a control character),
+    each value the list of its permissions (non-empty strings; the list may be
+    empty, a permission may be listed twice). Nothing else is accepted, and an
+    agent id listed twice is refused (JSON would keep the later silently). It
+    is the engine's ``agents=`` map: an agent it names may call only the tools
+    whose permissions it holds, and an agent it does not name nothing.
+
+    Raises
+    ------
+    InputError
+        At the first problem, on one line naming the file and, where there is
+        one, the agent: ``agents.json: agent[agent_0]: must be a list of
+        permission strings (got a number)``; the file's shape (not a regular
+        file, larger than :data:`MAX_PERMISSIONS_BYTES`, empty, not UTF-8,
+        invalid JSON, not an object, ``no agents``) comes first, then the agents in
+        file order, then an agent id listed twice.
+    OSError
+        When the file cannot be read.
+
+    Examples
+    --------
+    >>> import pathlib, tempfile
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "agents.json"
+    >>> _ = path.write_text('{"agent_0": ["forms.write", "vision.read"], "ops": []}')
+    >>> load_permissions(path) == {"agent_0": frozenset({"forms.write", "vision.read"}),
+    ...                            "ops": frozenset()}
+    True
+    >>> _ = path.write_text('{"agent_0": ["forms.write"], "agent_1": 3}')
+    >>> load_permissions(path)
+    Traceback (most recent call last):
+    ...
+    buddy.rules.base.errors.InputError: ...: agent[agent_1]: must be a list of ... (got a number)
+    """
+    p = Path(path)
+    data = _read_file(p, MAX_PERMISSIONS_BYTES)
+    if data.startswith(_BOM):
+        data = data[len(_BOM):]
+    if not data.strip():
+        raise InputError(f"{p}: no agents (the file is empty)")
+    try:
+        document = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise InputError(f"{p}: {_document_not_json(data, exc)}") from None
+    if type(document) is not dict:
+        raise InputError(f"{p}: must be a JSON object of agent ids to permission lists "
+                         f"(got {_kind(document)})")
+    if not document:
+        raise InputError(f"{p}: no agents")
+    agents: dict[str, frozenset[str]] = {}
+    for agent, held in document.items():
+        error = _agent_error(agent, held)
+        if error is not None:
+            raise InputError(f"{p}: agent[{_field(agent)}]{error}")
+        agents[agent] = frozenset(held)
+    _listed_once(p, data)
+    return agents
+
+
+def _document_not_json(data: bytes, exc: orjson.JSONDecodeError) -> str:
+    """Why a whole JSON document was refused, at its line and column."""
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as bad:
+        line = data.count(b"\n", 0, bad.start) + 1
+        column = bad.start - data.rfind(b"\n", 0, bad.start)
+        return f"not UTF-8: byte 0x{data[bad.start]:02x} at line {line} column {column}"
+    return (f"invalid JSON: {' '.join(exc.msg.split())} at line {exc.lineno} "
+            f"column {exc.colno}")
+
+
+def _agent_error(agent: str, held: Any) -> str | None:
+    """The first problem with one agent of a permissions file, as it follows
+    ``agent[<id>]`` in the message."""
+    if agent == "":
+        return ": the agent id is empty"
+    if len(agent) > MAX_AGENT_ID_CHARS:
+        return f": the agent id is longer than {MAX_AGENT_ID_CHARS} characters ({len(agent)})"
+    if not agent.isprintable():  # only then may it hold a control character
+        for i, ch in enumerate(agent):
+            if ch < " " or "\x7f" <= ch <= "\x9f":
+                return (f": the agent id holds a control character (U+{ord(ch):04X} at "
+                        f"character {i + 1})")
+    if type(held) is not list:
+        return f": must be a list of permission strings (got {_kind(held)})"
+    for i, permission in enumerate(held):
+        if not _string(permission):
+            return f"[{i}]: must be a non-empty string (got {shown(permission)})"
+    return None
+
+
+def _listed_once(p: Path, data: bytes) -> None:
+    """Refuse a key the top object of ``data`` (valid JSON, whose last value for each
+    key is a flat list) holds twice.
+
+    orjson keeps the last value of a key; the standard library hands a hook every
+    pair. The values a repeated key replaced may nest deeper than it reads: such a
+    file is refused too.
+    """
+    def pairs(items: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
+        return items
+    try:
+        top: list[tuple[str, Any]] = json.loads(data, object_pairs_hook=pairs,
+                                                 parse_int=_nothing, parse_float=_nothing)
+    except RecursionError:
+        raise InputError(f"{p}: an agent id is listed twice, once with a value nested "
+                         "too deeply to read") from None
+    seen: set[str] = set()
+    for key, _ in top:
+        if key in seen:
+            raise InputError(f"{p}: agent[{_field(key)}]: listed twice (an agent's "
+                             "permissions are one list)")
+        seen.add(key)
+
+
+def _nothing(_: str) -> None:
+    """A number the duplicate check need not read."""
+    return None

@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
+import stat
+import sys
+import tempfile
+import threading
 
 import pytest
 from hypothesis import given
@@ -10,7 +16,12 @@ from hypothesis import strategies as st
 
 from buddy.engine import ToolContractRegistry
 from buddy.engine.orchestration._plans import MAX_ARGS_DEPTH
+from buddy.engine.waves import _inputs
 from buddy.engine.waves._inputs import (
+    MAX_AGENT_ID_CHARS,
+    MAX_INPUT_BYTES,
+    MAX_LINE_BYTES,
+    MAX_PERMISSIONS_BYTES,
     MAX_PRIORITY,
     MAX_WAVE,
     MIN_PRIORITY,
@@ -19,11 +30,13 @@ from buddy.engine.waves._inputs import (
     TaskLoad,
     apply_schedule,
     by_wave,
+    load_permissions,
     load_schedule,
     load_tasks,
     tasks_to_jsonl,
 )
 from buddy.engine.waves._records import PredictedTask, ScheduleEntry, TaskAssignment
+from buddy.rules.base import shown
 from buddy.rules.base.errors import InputError
 
 REG = ToolContractRegistry.default()
@@ -479,3 +492,330 @@ class TestApplySchedule:
                                                         ScheduleEntry("b", "y")))
         assert tasks == [PredictedTask("a", "math_compute", 0.9, agent_id="x")]
         assert errors == ["schedule[1]: task_id: 'b' names no task"]
+
+
+# -- hostile files ----------------------------------------------------------------------
+
+LOADERS = [pytest.param(load_tasks, id="tasks"), pytest.param(load_schedule, id="schedule"),
+           pytest.param(load_permissions, id="permissions")]
+
+
+def finished(load, path, **kwargs):
+    """``load(path)`` run in a thread given 5 seconds: what it raised (it must raise)."""
+    outcome = []
+
+    def run():
+        try:
+            load(path, **kwargs)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            outcome.append(exc)
+        else:
+            outcome.append(None)
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout=5)
+    if thread.is_alive():  # a blocked open or read: give it a writer, an end, and fail
+        with open(path, "wb"):
+            pass
+        pytest.fail(f"{load.__name__} blocked on {path}")
+    assert outcome and outcome[0] is not None, "no error raised"
+    return outcome[0]
+
+
+def short_dir():
+    """A directory of a short path (a socket's path has some 100 bytes at most)."""
+    return tempfile.TemporaryDirectory(dir="/tmp" if os.path.isdir("/tmp") else None)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+class TestNotARegularFile:
+    @pytest.mark.parametrize("load", LOADERS)
+    @pytest.mark.parametrize("strict", [False, True])
+    def test_a_fifo_without_a_writer_is_refused_not_waited_on(self, tmp_path, load, strict):
+        path = tmp_path / "tasks.jsonl"
+        os.mkfifo(path)
+        kwargs = {} if load is load_permissions else {"strict": strict}
+        exc = finished(load, path, **kwargs)
+        assert type(exc) is InputError
+        assert str(exc) == f"{path}: not a regular file"
+
+    @pytest.mark.parametrize("load", LOADERS)
+    def test_dev_zero_is_refused_unread(self, load):
+        if not os.path.exists("/dev/zero"):
+            pytest.skip("no /dev/zero")
+        exc = finished(load, "/dev/zero")
+        assert type(exc) is InputError and str(exc) == "/dev/zero: not a regular file"
+
+    @pytest.mark.parametrize("load", LOADERS)
+    def test_a_directory(self, tmp_path, load):
+        with pytest.raises(InputError) as raised:
+            load(tmp_path)
+        assert str(raised.value) == f"{tmp_path}: not a regular file"
+
+    @pytest.mark.parametrize("load", LOADERS)
+    def test_a_socket(self, load):
+        with short_dir() as directory, socket.socket(socket.AF_UNIX) as sock:
+            path = os.path.join(directory, "s")
+            sock.bind(path)
+            with pytest.raises(InputError) as raised:
+                load(path)
+        assert str(raised.value) == f"{path}: not a regular file"
+
+    @pytest.mark.parametrize("load", LOADERS)
+    def test_a_link_to_a_regular_file_is_read(self, tmp_path, load):
+        target = write(tmp_path, [A], "real.jsonl")
+        if load is load_permissions:
+            target.write_text('{"agent_0": []}')
+        link = tmp_path / "link"
+        link.symlink_to(target)
+        assert load(link)
+
+    def test_a_fifo_swapped_in_after_the_stat_is_refused_after_the_open(self, tmp_path,
+                                                                         monkeypatch):
+        path = write(tmp_path, [A])
+        real_stat = os.stat
+
+        def stat_then_swap(p, *args, **kwargs):
+            result = real_stat(p, *args, **kwargs)
+            if os.fspath(p) == str(path) and stat.S_ISREG(result.st_mode):
+                os.unlink(path)
+                os.mkfifo(path)
+            return result
+        monkeypatch.setattr(os, "stat", stat_then_swap)
+        exc = finished(load_tasks, path)
+        monkeypatch.undo()
+        assert type(exc) is InputError and str(exc) == f"{path}: not a regular file"
+
+    def test_a_missing_file_is_still_an_os_error(self, tmp_path):
+        for load in (load_tasks, load_schedule, load_permissions):
+            with pytest.raises(FileNotFoundError):
+                load(tmp_path / "nope")
+
+
+class TestSizeCaps:
+    def test_the_caps(self):
+        assert (MAX_INPUT_BYTES, MAX_LINE_BYTES, MAX_PERMISSIONS_BYTES) == (
+            1 << 30, 1 << 20, 16 << 20)
+        assert MAX_AGENT_ID_CHARS == 256
+
+    @pytest.mark.parametrize("load", [load_tasks, load_schedule])
+    def test_a_file_over_1_gib_is_refused_by_its_size_unread(self, tmp_path, load):
+        path = tmp_path / "tasks.jsonl"
+        with open(path, "wb") as f:  # sparse: no disk, and never read
+            f.truncate(MAX_INPUT_BYTES + 1)
+        with pytest.raises(InputError) as raised:
+            load(path, strict=False)
+        assert str(raised.value) == f"{path}: larger than 1 GiB ({MAX_INPUT_BYTES + 1} bytes)"
+
+    def test_a_permissions_file_over_16_mib(self, tmp_path):
+        path = tmp_path / "agents.json"
+        with open(path, "wb") as f:
+            f.truncate(MAX_PERMISSIONS_BYTES + 1)
+        with pytest.raises(InputError) as raised:
+            load_permissions(path)
+        assert str(raised.value) == (f"{path}: larger than 16 MiB "
+                                     f"({MAX_PERMISSIONS_BYTES + 1} bytes)")
+
+    def test_a_file_of_exactly_the_cap_is_read(self, tmp_path, monkeypatch):
+        path = write(tmp_path, [A])
+        monkeypatch.setattr(_inputs, "MAX_INPUT_BYTES", path.stat().st_size)
+        assert load_tasks(path).tasks == (TASK_A,)
+        monkeypatch.setattr(_inputs, "MAX_INPUT_BYTES", path.stat().st_size - 1)
+        with pytest.raises(InputError, match=r"larger than \d+ bytes \(\d+ bytes\)$"):
+            load_tasks(path)
+
+    @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs /proc")
+    def test_no_more_than_the_cap_and_a_byte_is_read(self, monkeypatch):
+        # A /proc file is regular and stated as empty, yet holds bytes: only the read
+        # finds it too large, having read the cap and one byte more.
+        path = "/proc/self/status"
+        assert os.stat(path).st_size == 0
+        monkeypatch.setattr(_inputs, "MAX_INPUT_BYTES", 100)
+        monkeypatch.setattr(_inputs, "_READ_CHUNK", 7)
+        with pytest.raises(InputError) as raised:
+            load_tasks(path)
+        assert str(raised.value) == f"{path}: larger than 100 bytes (at least 101 bytes)"
+
+    def test_bytes_as_caps_are_named(self):
+        assert [_inputs._size(n) for n in (1 << 30, 16 << 20, 1 << 20, 4096, 100, 1025)] == [
+            "1 GiB", "16 MiB", "1 MiB", "4 KiB", "100 bytes", "1025 bytes"]
+
+
+class TestLongLines:
+    def long(self, extra=1):
+        """A valid task line of ``MAX_LINE_BYTES + extra`` bytes (spaces before its end)."""
+        text = line(task_id="long")
+        return text[:-1] + " " * (MAX_LINE_BYTES + extra - len(text)) + "}"
+
+    def test_a_line_over_1_mib_between_good_lines_is_one_bad_line(self, tmp_path):
+        path = write(tmp_path, [A, self.long(), C])
+        loaded = load_tasks(path, REG)
+        error = f"{path}:2: line longer than 1 MiB ({MAX_LINE_BYTES + 1} bytes)"
+        assert loaded == TaskLoad((TASK_A, TASK_C), (error,), 1)
+        with pytest.raises(InputError) as raised:
+            load_tasks(path, REG, strict=True)
+        assert str(raised.value) == error
+
+    def test_a_line_of_exactly_1_mib_is_read(self, tmp_path):
+        path = write(tmp_path, [A, self.long(0), C])
+        assert [t.task_id for t in load_tasks(path, strict=True).tasks] == ["a", "long", "c"]
+
+    def test_the_newline_is_not_counted_the_carriage_return_is(self, tmp_path):
+        path = tmp_path / "tasks.jsonl"
+        path.write_bytes(json.dumps(A).encode() + b"\n" + self.long(0).encode() + b"\r\n")
+        error = f"{path}:2: line longer than 1 MiB ({MAX_LINE_BYTES + 1} bytes)"
+        assert load_tasks(path).errors == (error,)
+
+    def test_a_long_blank_line_and_a_long_last_line(self, tmp_path):
+        path = tmp_path / "tasks.jsonl"
+        path.write_bytes(json.dumps(A).encode() + b"\n" + b" " * (MAX_LINE_BYTES + 5)
+                         + b"\n" + b"x" * (MAX_LINE_BYTES + 2))
+        assert load_tasks(path).errors == (
+            f"{path}:2: line longer than 1 MiB ({MAX_LINE_BYTES + 5} bytes)",
+            f"{path}:3: line longer than 1 MiB ({MAX_LINE_BYTES + 2} bytes)")
+
+    def test_a_file_of_long_lines_only_has_no_tasks(self, tmp_path):
+        path = write(tmp_path, [self.long()])
+        with pytest.raises(InputError) as raised:
+            load_tasks(path)
+        assert str(raised.value) == (f"no tasks in {path}: 1 line(s) refused, the first: "
+                                     f"{path}:1: line longer than 1 MiB "
+                                     f"({MAX_LINE_BYTES + 1} bytes)")
+
+    def test_in_a_schedule(self, tmp_path):
+        entry = json.dumps({"task_id": "x", "agent_id": "agent_1"})
+        long_entry = entry[:-1] + " " * (MAX_LINE_BYTES + 1 - len(entry)) + "}"
+        path = write(tmp_path, [{"task_id": "c", "agent_id": "agent_0"}, long_entry,
+                                {"task_id": "b", "agent_id": "agent_1"}], "schedule.jsonl")
+        loaded = load_schedule(path)
+        error = f"{path}:2: line longer than 1 MiB ({MAX_LINE_BYTES + 1} bytes)"
+        assert (loaded.entries, loaded.errors, loaded.skipped, loaded.lines) == (
+            (ScheduleEntry("c", "agent_0"), ScheduleEntry("b", "agent_1")), (error,), 1, (1, 3))
+        with pytest.raises(InputError) as raised:
+            load_schedule(path, strict=True)
+        assert str(raised.value) == error
+
+
+# -- the agents' permissions --------------------------------------------------------------
+
+
+def permissions_file(tmp_path, content, name="agents.json"):
+    path = tmp_path / name
+    path.write_bytes(content if isinstance(content, bytes)
+                     else content.encode() if isinstance(content, str)
+                     else json.dumps(content).encode())
+    return path
+
+
+class TestLoadPermissions:
+    def test_agents_and_their_permissions_in_file_order(self, tmp_path):
+        path = permissions_file(tmp_path, {"agent_1": ["forms.write", "vision.read"],
+                                           "agent_0": [], "ops bot": ["x", "x"],
+                                           "東京": ["mail.send"]})
+        loaded = load_permissions(path)
+        assert loaded == {"agent_1": frozenset({"forms.write", "vision.read"}),
+                          "agent_0": frozenset(), "ops bot": frozenset({"x"}),
+                          "東京": frozenset({"mail.send"})}
+        assert list(loaded) == ["agent_1", "agent_0", "ops bot", "東京"]
+        assert all(type(p) is frozenset for p in loaded.values())
+
+    def test_a_byte_order_mark_whitespace_and_the_longest_id(self, tmp_path):
+        agent = "a" * MAX_AGENT_ID_CHARS
+        path = permissions_file(tmp_path, b"\xef\xbb\xbf\r\n " + json.dumps(
+            {agent: ["p"]}).encode() + b"\n\n")
+        assert load_permissions(path) == {agent: frozenset({"p"})}
+
+    def test_the_map_the_engine_takes(self, tmp_path):
+        from buddy.engine import Engine
+        path = permissions_file(tmp_path, {"agent_0": [], "agent_1": ["nothing.useful"]})
+        engine = Engine.default(clock=lambda: 0.0, agents=load_permissions(path))
+        assert engine.agents == {"agent_0": frozenset(), "agent_1": frozenset({"nothing.useful"})}
+
+    @pytest.mark.parametrize("content, error", [
+        # the document
+        ("", "no agents (the file is empty)"),
+        (b"\xef\xbb\xbf \r\n\t", "no agents (the file is empty)"),
+        ("{\n  \"agent_0\": [1,]\n}",
+         "invalid JSON: trailing comma is not allowed at line 2 column 16"),
+        ('{"a": NaN}', "invalid JSON: unexpected character, expected a JSON value "
+                       "at line 1 column 7"),
+        ('{"a": []}{"b": []}',
+         "invalid JSON: unexpected content after document at line 1 column 10"),
+        ('{"a": ["\\ud800"]}', "invalid JSON: no low surrogate in string at line 1 column 9"),
+        (b'{"a": []}\n{"\xff": []}', "not UTF-8: byte 0xff at line 2 column 3"),
+        ([["agent_0", ["p"]]], "must be a JSON object of agent ids to permission lists "
+                               "(got a list)"),
+        ("null", "must be a JSON object of agent ids to permission lists (got null)"),
+        ('"agent_0"', "must be a JSON object of agent ids to permission lists (got a string)"),
+        ({}, "no agents"),
+        # an agent
+        ({"agent_0": 3}, "agent[agent_0]: must be a list of permission strings (got a number)"),
+        ({"agent_0": "forms.write"},
+         "agent[agent_0]: must be a list of permission strings (got a string)"),
+        ({"agent_0": None}, "agent[agent_0]: must be a list of permission strings (got null)"),
+        ({"agent_0": True},
+         "agent[agent_0]: must be a list of permission strings (got a boolean)"),
+        ({"agent_0": {"permissions": ["p"]}},
+         "agent[agent_0]: must be a list of permission strings (got an object)"),
+        ({"agent_0": ["p", ""]}, "agent[agent_0][1]: must be a non-empty string (got '')"),
+        ({"agent_0": [7]}, "agent[agent_0][0]: must be a non-empty string (got 7)"),
+        ({"agent_0": [["p"]]}, "agent[agent_0][0]: must be a non-empty string (got ['p'])"),
+        ({"agent_0": [None]}, "agent[agent_0][0]: must be a non-empty string (got None)"),
+        ({"agent_0": ["password: hunter2", 0]},
+         "agent[agent_0][1]: must be a non-empty string (got 0)"),
+        ({"": ["p"]}, "agent['']: the agent id is empty"),
+        ({"a" * (MAX_AGENT_ID_CHARS + 1): []},
+         f"agent[{shown('a' * 257)}]: the agent id is longer than 256 characters (257)"),
+        ({"agent\x1b[2J": []},
+         "agent['agent\\x1b[2J']: the agent id holds a control character (U+001B at "
+         "character 6)"),
+        ({"a\nb": []}, "agent['a\\nb']: the agent id holds a control character (U+000A at "
+                       "character 2)"),
+        ({"a\x85": []}, "agent['a\\x85']: the agent id holds a control character (U+0085 at "
+                        "character 2)"),
+        ({"password: hunter2": 1},
+         "agent['password: ***']: must be a list of permission strings (got a number)"),
+        # across agents: the first problem in file order, then a repeated id
+        ({"agent_0": ["p"], "agent_1": 1, "agent_2": 2},
+         "agent[agent_1]: must be a list of permission strings (got a number)"),
+        ('{"agent_0": ["p"], "agent_1": [], "agent_0": ["q"]}',
+         "agent[agent_0]: listed twice (an agent's permissions are one list)"),
+        ('{"agent_0": 5, "agent_0": ["q"]}',
+         "agent[agent_0]: listed twice (an agent's permissions are one list)"),
+        ('{"a": [], "b": {"x": 1, "x": 2}, "b": []}',
+         "agent[b]: listed twice (an agent's permissions are one list)"),
+        ('{"a": ' + "[" * 1000 + "]" * 1000 + ', "a": []}',
+         "an agent id is listed twice, once with a value nested too deeply to read"),
+    ])
+    def test_each_problem_gives_one_exact_error(self, tmp_path, content, error):
+        path = permissions_file(tmp_path, content)
+        with pytest.raises(InputError) as raised:
+            load_permissions(path)
+        assert str(raised.value) == f"{path}: {error}"
+        assert "\n" not in str(raised.value)
+        assert raised.value.__context__ is None or raised.value.__suppress_context__
+
+    def test_a_permissions_file_of_exactly_its_cap_is_read(self, tmp_path, monkeypatch):
+        path = permissions_file(tmp_path, {"agent_0": ["p"]})
+        monkeypatch.setattr(_inputs, "MAX_PERMISSIONS_BYTES", path.stat().st_size)
+        assert load_permissions(path) == {"agent_0": frozenset({"p"})}
+        monkeypatch.setattr(_inputs, "MAX_PERMISSIONS_BYTES", path.stat().st_size - 1)
+        with pytest.raises(InputError, match=r": larger than \d+ bytes \(\d+ bytes\)$"):
+            load_permissions(path)
+
+    @given(st.one_of(
+        st.binary(max_size=60),
+        st.dictionaries(st.text(max_size=4), st.one_of(
+            st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=3),
+            st.lists(st.one_of(st.text(max_size=3), st.integers(), st.none()), max_size=3),
+            st.dictionaries(st.text(max_size=2), st.integers(), max_size=2)), max_size=4)))
+    def test_no_content_gives_a_traceback(self, tmp_path_factory, content):
+        path = tmp_path_factory.mktemp("perm") / "agents.json"
+        path.write_bytes(content if isinstance(content, bytes) else json.dumps(content).encode())
+        try:
+            loaded = load_permissions(path)
+        except InputError as exc:
+            assert str(exc).startswith(f"{path}: ") and "\n" not in str(exc)
+            return
+        assert loaded and all(type(a) is str and 1 <= len(a) <= MAX_AGENT_ID_CHARS
+                              and type(p) is frozenset for a, p in loaded.items())
