@@ -3,8 +3,10 @@
 Five files of ``buddy/rules/``, each read by :func:`~buddy.rules.tables.load`
 against its :class:`~buddy.rules.tables.TableSpec`:
 
-- ``gates.toml``: the four safety gates checked before every attempt of a
-  task, in file order (:class:`GateTable`);
+- ``gates.toml``: the safety gates checked before every attempt of a task, in
+  file order; the four of Phase 13 are required, with their conditions, in
+  their order (a file may add to them, never drop or reorder them)
+  (:class:`GateTable`);
 - ``retry.toml``: the backoff of each retry strategy, the retry limit, the task
   timeout and which refusals are worth a retry (:class:`RetryTable`);
 - ``wave_health.toml``: the weights of the wave health score
@@ -22,6 +24,7 @@ with the type of its values.
 
 from __future__ import annotations
 
+import json
 import math
 import operator
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -43,7 +46,7 @@ from buddy.rules.tables._checks import (
     raise_all,
     row_id,
 )
-from buddy.rules.tables._conditions import When, check_when, compile_when
+from buddy.rules.tables._conditions import Condition, Op, When, check_when, compile_when
 from buddy.rules.tables._loader import NoKeys, ShippedTable, TableSpec, load
 from buddy.rules.tables._signals import ConfidenceRule, Vocabulary, _confidence_problems
 from buddy.rules.tables._template import Template, check_template
@@ -51,6 +54,7 @@ from buddy.rules.tables._template import Template, check_template
 __all__ = [
     "FORMULAS",
     "GATE_METRICS",
+    "REQUIRED_GATES",
     "RETRY_STRATEGIES",
     "SEVERITIES",
     "SIGNAL_TARGETS",
@@ -88,11 +92,17 @@ GATE_METRICS: Mapping[str, type] = {
     "max_agent_load": int,            # the configured cap
     "dependencies_met": bool,         # every dependency COMPLETED
     "failed_dependencies": int,       # dependencies FAILED or not COMPLETED
+    "tool_dependencies_met": bool,    # every tool the task's tool depends on (by its
+                                      # contract) is the tool of a dependency task that
+                                      # COMPLETED
     "attempt": int,                   # 1 = the first
     "max_attempts": int,
     "predicted_success_rate": float,
     "blocking_anomalies": int,        # HIGH anomalies standing against this agent
     "locked": bool,                   # the system lock
+    "duplicate_action": bool,         # the tool is irreversible and the same action (tool
+                                      # + arguments) already succeeded LIVE, in this run
+                                      # or an earlier one in the audit trail
     "load_headroom": int,             # derived: max_agent_load - agent_load
     "attempts_left": int,             # derived: max_attempts - attempt
 }
@@ -142,9 +152,94 @@ def _compile_gate(row: GateRow) -> tuple[GateRule | None, list[Problem]]:
                     compile_when(when, _GATE_GETTERS)), []
 
 
+#: The safety gates of Phase 13: a gates table must have each of these rows, in this
+#: order relative to each other, and each condition here in the row's ``when.all``
+#: (the same metric, op and value). It may add conditions (to ``all`` or ``any``) and
+#: rows of its own, anywhere: gates only tighten.
+REQUIRED_GATES: Mapping[str, tuple[Condition, ...]] = {
+    "pre_execution_validation": (Condition("task_valid", Op.EQ, True),
+                                 Condition("agent_permitted", Op.EQ, True)),
+    "resource_verification": (Condition("agent_available", Op.EQ, True),
+                              Condition("load_headroom", Op.GE, 0)),
+    "dependency_validation": (Condition("dependencies_met", Op.EQ, True),
+                              Condition("tool_dependencies_met", Op.EQ, True)),
+    "constraint_enforcement": (Condition("attempts_left", Op.GE, 0),
+                               Condition("blocking_anomalies", Op.EQ, 0),
+                               Condition("duplicate_action", Op.EQ, False)),
+}
+
+
+def _written(cond: Condition) -> str:
+    """``cond`` as a gates file writes it: ``{ metric = "m", op = "eq", value = true }``."""
+    value = cond.value
+    text = ("true" if value else "false") if isinstance(value, bool) else (
+        json.dumps(value) if isinstance(value, str) else str(value))
+    return f'{{ metric = "{cond.metric}", op = "{cond.op.value}", value = {text} }}'
+
+
+def _among(cond: Condition, conditions: Iterable[Condition]) -> bool:
+    """Whether ``conditions`` hold ``cond``: the same metric, op, value (and type of value)."""
+    return any(c == cond and type(c.value) is type(cond.value) for c in conditions)
+
+
+def _in_order(ranks: Sequence[int]) -> set[int]:
+    """The positions of a longest increasing run of ``ranks`` (the earliest such, on a tie)."""
+    best: list[tuple[int, int]] = []  # per position: (length ending here, previous position)
+    for i, rank in enumerate(ranks):
+        length, previous = 1, -1
+        for j in range(i):
+            if ranks[j] < rank and best[j][0] + 1 > length:
+                length, previous = best[j][0] + 1, j
+        best.append((length, previous))
+    end = max(range(len(ranks)), key=lambda i: best[i][0], default=-1)
+    kept: set[int] = set()
+    while end >= 0:
+        kept.add(end)
+        end = best[end][1]
+    return kept
+
+
 def _check_gates(file: NoKeys, rows: Sequence[GateRule]) -> Iterable[Problem]:
+    """The required gates (:data:`REQUIRED_GATES`): each present, its conditions in its
+    ``when.all``, and in their order; one problem per thing missing or misplaced."""
+    order = list(REQUIRED_GATES)
     if not rows:
-        yield Problem((), "needs at least one gate row")
+        yield Problem((), f"needs at least one gate row: the safety gates {', '.join(order)}, "
+                          "in this order, are required")
+        return
+    at = {row.id: i for i, row in enumerate(rows) if row.id in REQUIRED_GATES}
+    for rank, gate in enumerate(order):
+        if gate in at:
+            continue
+        after = [at[g] for g in order[:rank] if g in at]
+        before = [at[g] for g in order[rank + 1:] if g in at]
+        index, where = ((min(before), "before") if before else
+                        (max(after), "after") if after else (0, "before"))
+        required = " and ".join(_written(c) for c in REQUIRED_GATES[gate])
+        yield Problem(("row", index, "id"), f"the required safety gate {gate} is missing "
+                      f"(it goes {where} this row; when.all must hold {required})")
+    for gate, index in at.items():
+        when = rows[index].when
+        for cond in REQUIRED_GATES[gate]:
+            if _among(cond, when.all):
+                continue
+            hint = " (it is in when.any, which does not count: a required condition must " \
+                   "be in all)" if _among(cond, when.any) else ""
+            yield Problem(("row", index, "when", "all"), f"the required condition "
+                          f"{_written(cond)} of safety gate {gate} is missing{hint}")
+    present = sorted(at.values())
+    ranks = [order.index(rows[i].id) for i in present]
+    kept = _in_order(ranks)
+    for k, index in enumerate(present):
+        if k in kept:
+            continue
+        earlier = [order[ranks[j]] for j in kept if ranks[j] < ranks[k]]
+        later = [order[ranks[j]] for j in kept if ranks[j] > ranks[k]]
+        bounds = ([f"after {max(earlier, key=order.index)}"] if earlier else []) + (
+            [f"before {min(later, key=order.index)}"] if later else [])
+        yield Problem(("row", index, "id"), f"safety gate {rows[index].id} is out of order: it "
+                      f"must come {' and '.join(bounds)} (the safety gates run in the order "
+                      f"{', '.join(order)}; other rows may come between them)")
 
 
 GATES: TableSpec[NoKeys, GateRow, GateRule] = TableSpec(
@@ -155,17 +250,28 @@ GATES: TableSpec[NoKeys, GateRow, GateRule] = TableSpec(
 class GateTable(ShippedTable):
     """The safety gates (``rules/gates.toml``), checked in file order.
 
+    Gates only tighten: a gates table (the shipped one, or a user's given with
+    ``--rules DIR``) must hold the four safety gates of Phase 13
+    (:data:`REQUIRED_GATES`), each with its required conditions in its
+    ``when.all`` (the same metric, op and value; one in ``when.any`` does not
+    count), and in their shipped order relative to each other. It may add
+    conditions to them and rows of its own (extra gates, anywhere); loading a
+    table that drops a gate or a condition, or reorders the gates, raises
+    :class:`~buddy.rules.base.errors.RuleTableError`, one problem each.
+
     >>> table = GateTable.default()
     >>> [g.id for g in table.gates]  # doctest: +NORMALIZE_WHITESPACE
     ['pre_execution_validation', 'resource_verification', 'dependency_validation',
      'constraint_enforcement']
     >>> metrics = {"task_valid": True, "agent_permitted": True, "agent_available": True,
-    ...            "agent_load": 2, "max_agent_load": 100, "dependencies_met": False,
-    ...            "failed_dependencies": 1, "attempt": 1, "max_attempts": 4,
-    ...            "predicted_success_rate": 0.9, "blocking_anomalies": 0, "locked": False}
+    ...            "agent_load": 2, "max_agent_load": 100, "dependencies_met": True,
+    ...            "failed_dependencies": 0, "tool_dependencies_met": True, "attempt": 1,
+    ...            "max_attempts": 4, "predicted_success_rate": 0.9, "blocking_anomalies": 0,
+    ...            "locked": False, "duplicate_action": True}
     >>> gate = table.check(metrics)
-    >>> gate.id, table.refusal(gate, metrics)
-    ('dependency_validation', '1 dependency(ies) failed or not completed')
+    >>> gate.id, table.refusal(gate, metrics)  # doctest: +NORMALIZE_WHITESPACE
+    ('constraint_enforcement', 'constraint violated (attempt 1 of 4, 0 blocking anomaly(ies))
+     or the same irreversible action already ran LIVE (duplicate action: True)')
     """
 
     FILE: ClassVar[str] = "gates.toml"

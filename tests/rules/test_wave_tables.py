@@ -10,6 +10,7 @@ import pytest
 
 from buddy.rules.base.errors import InputError, RuleTableError
 from buddy.rules.tables import (
+    GATE_METRICS,
     GateTable,
     HealthStatus,
     HealthTable,
@@ -20,6 +21,7 @@ from buddy.rules.tables import (
     WaveSignalTable,
     load_metrics,
 )
+from buddy.rules.tables._waves import REQUIRED_GATES
 
 
 def shipped(name: str) -> str:
@@ -56,8 +58,9 @@ def test_shipped_tables_load(table):
 def passing() -> dict:
     return {"task_valid": True, "agent_permitted": True, "agent_available": True,
             "agent_load": 3, "max_agent_load": 3, "dependencies_met": True,
-            "failed_dependencies": 0, "attempt": 4, "max_attempts": 4,
-            "predicted_success_rate": 0.8, "blocking_anomalies": 0, "locked": False}
+            "failed_dependencies": 0, "tool_dependencies_met": True, "attempt": 4,
+            "max_attempts": 4, "predicted_success_rate": 0.8, "blocking_anomalies": 0,
+            "locked": False, "duplicate_action": False}
 
 
 class TestGates:
@@ -81,11 +84,20 @@ class TestGates:
         ({"agent_load": 4}, "resource_verification",
          "agent unavailable or overloaded (available: True, load 4 of 3)"),
         ({"dependencies_met": False, "failed_dependencies": 2}, "dependency_validation",
-         "2 dependency(ies) failed or not completed"),
+         "2 dependency(ies) failed or not completed, or its tool's dependencies (another "
+         "task's tool) not completed (tool dependencies met: True)"),
+        ({"tool_dependencies_met": False}, "dependency_validation",
+         "0 dependency(ies) failed or not completed, or its tool's dependencies (another "
+         "task's tool) not completed (tool dependencies met: False)"),
         ({"attempt": 5}, "constraint_enforcement",
-         "constraint violated (attempt 5 of 4, 0 blocking anomaly(ies))"),
+         "constraint violated (attempt 5 of 4, 0 blocking anomaly(ies)) or the same "
+         "irreversible action already ran LIVE (duplicate action: False)"),
         ({"blocking_anomalies": 1}, "constraint_enforcement",
-         "constraint violated (attempt 4 of 4, 1 blocking anomaly(ies))"),
+         "constraint violated (attempt 4 of 4, 1 blocking anomaly(ies)) or the same "
+         "irreversible action already ran LIVE (duplicate action: False)"),
+        ({"duplicate_action": True}, "constraint_enforcement",
+         "constraint violated (attempt 4 of 4, 0 blocking anomaly(ies)) or the same "
+         "irreversible action already ran LIVE (duplicate action: True)"),
     ])
     def test_each_gate_refuses_exactly_when_its_condition_fails(self, change, gate, message):
         metrics = {**passing(), **change}
@@ -110,18 +122,19 @@ class TestGates:
 
     @pytest.mark.parametrize(("old", "new", "problem"), [
         ('"task_valid", op = "eq", value = true', '"task_valid", op = "eq", value = 1',
-         "x.toml:26: row[pre_execution_validation].when.all[0].value: must be true or false "
+         "x.toml:42: row[pre_execution_validation].when.all[0].value: must be true or false "
          "(got 1)"),
         ('"task_valid", op = "eq", value = true', '"task_valid", op = "ge", value = true',
-         "x.toml:26: row[pre_execution_validation].when.all[0].op: task_valid is not a number:"
+         "x.toml:42: row[pre_execution_validation].when.all[0].op: task_valid is not a number:"
          " must be eq or ne (got 'ge')"),
         ('"blocking_anomalies", op = "eq"', '"blocking_anomalies", op = "=>"',
-         "x.toml:44: row[constraint_enforcement].when.all[1].op: must be one of ge, gt, le, "
+         "x.toml:60: row[constraint_enforcement].when.all[1].op: must be one of ge, gt, le, "
          "lt, eq, ne (got '=>')"),
-        ('{ all = [ { metric = "dependencies_met", op = "eq", value = true } ] }', "{}",
-         "x.toml:38: row[dependency_validation].when: must hold at least one condition"),
+        ('{ all = [ { metric = "dependencies_met", op = "eq", value = true }, '
+         '{ metric = "tool_dependencies_met", op = "eq", value = true } ] }', "{}",
+         "x.toml:54: row[dependency_validation].when: must hold at least one condition"),
         ('id = "constraint_enforcement"', 'id = "resource_verification"',
-         "x.toml:42: row[resource_verification].id: duplicate id (first at line 29)"),
+         "x.toml:58: row[resource_verification].id: duplicate id (first at line 45)"),
     ])
     def test_malformed(self, old, new, problem):
         assert problems(GateTable, edit(GATES, old, new)) == [problem]
@@ -131,14 +144,220 @@ class TestGates:
                     "{failed_dependencies} dep", "{failed} dep")
         found = problems(GateTable, text)
         assert [p.split(": ")[:2] for p in found] == [
-            ["x.toml:38", "row[dependency_validation].when.all[0].metric"],
-            ["x.toml:39", "row[dependency_validation].then.refusal"]]
+            ["x.toml:54", "row[dependency_validation].when.all[0].metric"],
+            ["x.toml:55", "row[dependency_validation].then.refusal"]]
         assert found[0].endswith("(got 'deps_met')")
         assert "unknown field {failed} (allowed: agent_available," in found[1]
 
     def test_no_rows(self):
         assert problems(GateTable, 'table = "gates"\n') == [
-            "x.toml: gates: needs at least one gate row"]
+            "x.toml: gates: needs at least one gate row: the safety gates "
+            "pre_execution_validation, resource_verification, dependency_validation, "
+            "constraint_enforcement, in this order, are required"]
+
+
+
+def line(text: str, needle: str) -> int:
+    """The line (1-based) of the one occurrence of ``needle`` in ``text``."""
+    assert text.count(needle) == 1, needle
+    return text[:text.index(needle)].count("\n") + 1
+
+
+def id_line(text: str, gate: str) -> int:
+    """The line of ``gate``'s ``id`` in ``text``."""
+    return line(text, f'id = "{gate}"')
+
+
+def block(gate: str) -> str:
+    """The shipped ``[[row]]`` of ``gate``, blank line after it included."""
+    start = GATES.index(f'[[row]]\nid = "{gate}"')
+    end = GATES.find("[[row]]", start + 1)
+    return GATES[start:] if end < 0 else GATES[start:end]
+
+
+ORDER = ("pre_execution_validation", "resource_verification", "dependency_validation",
+         "constraint_enforcement")
+EXTRA = ('[[row]]\nid = "no_lock"\ndescription = "Nothing runs under the system lock"\n'
+         'when = { all = [ { metric = "locked", op = "eq", value = false } ] }\n'
+         'then = { refusal = "the system is locked" }\n\n')
+
+
+class TestRequiredGates:
+    """Gates only tighten: a file must keep the four Phase 13 gates, their conditions, their
+    order; it may add conditions and rows."""
+
+    def test_shipped_table_is_exactly_the_required_gates(self):
+        table = GateTable.default()
+        assert tuple(REQUIRED_GATES) == ORDER
+        assert {g.id: g.when.all for g in table.gates} == dict(REQUIRED_GATES)
+        assert all(not g.when.any for g in table.gates)
+        assert {"duplicate_action", "tool_dependencies_met"} <= set(GATE_METRICS)
+        assert GATE_METRICS["duplicate_action"] is bool
+        assert GATE_METRICS["tool_dependencies_met"] is bool
+
+    def test_new_conditions_as_shipped(self):
+        gates = {g.id: g for g in GateTable.default().gates}
+        assert str(gates["dependency_validation"].when) == (
+            "dependencies_met == True and tool_dependencies_met == True")
+        assert str(gates["constraint_enforcement"].when) == (
+            "attempts_left >= 0 and blocking_anomalies == 0 and duplicate_action == False")
+
+    @pytest.mark.parametrize(("change", "first"), [
+        ({"tool_dependencies_met": False}, "dependency_validation"),
+        ({"duplicate_action": True}, "constraint_enforcement"),
+        # an earlier gate refuses first, whatever the new metrics say
+        ({"tool_dependencies_met": False, "duplicate_action": True, "agent_available": False},
+         "resource_verification"),
+        ({"tool_dependencies_met": False, "duplicate_action": True}, "dependency_validation"),
+        ({"dependencies_met": True, "tool_dependencies_met": True, "duplicate_action": False},
+         None),
+    ])
+    def test_new_metrics_refuse_exactly_when_they_should(self, change, first):
+        rule = GateTable.default().check({**passing(), **change})
+        assert (rule.id if rule else None) == first
+
+    @pytest.mark.parametrize("metric", ["duplicate_action", "tool_dependencies_met"])
+    def test_new_metrics_are_required_inputs(self, metric):
+        metrics = passing()
+        del metrics[metric]
+        with pytest.raises(InputError, match=f"gate metrics: missing '{metric}'"):
+            GateTable.default().check(metrics)
+
+    @pytest.mark.parametrize("gate", ORDER)
+    def test_dropping_a_gate(self, gate):
+        text = edit(GATES, block(gate), "")
+        [found] = problems(GateTable, text)
+        following = ORDER[ORDER.index(gate) + 1:]
+        if following:
+            at, where = following[0], "before"
+        else:
+            at, where = ORDER[-2], "after"
+        assert found.startswith(f"x.toml:{id_line(text, at)}: "
+                                f"row[{at}].id: the required safety gate {gate} is missing "
+                                f"(it goes {where} this row; when.all must hold ")
+        for cond in REQUIRED_GATES[gate]:
+            assert f'metric = "{cond.metric}", op = "{cond.op.value}"' in found
+
+    def test_dropping_a_gate_names_it_exactly(self):
+        text = edit(GATES, block("dependency_validation"), "")
+        assert problems(GateTable, text) == [
+            f"x.toml:{id_line(text, 'constraint_enforcement')}: "
+            "row[constraint_enforcement].id: the required safety gate dependency_validation is "
+            "missing (it goes before this row; when.all must hold "
+            '{ metric = "dependencies_met", op = "eq", value = true } and '
+            '{ metric = "tool_dependencies_met", op = "eq", value = true })']
+
+    def test_renaming_a_gate_drops_it(self):
+        text = edit(GATES, 'id = "resource_verification"', 'id = "resources"')
+        [found] = problems(GateTable, text)
+        assert found.startswith(f"x.toml:{id_line(text, 'dependency_validation')}"
+                                ": row[dependency_validation].id: the required safety gate "
+                                "resource_verification is missing")
+
+    @pytest.mark.parametrize(("gate", "condition", "written"), [
+        ("dependency_validation", ', { metric = "tool_dependencies_met", op = "eq", value = true }',
+         '{ metric = "tool_dependencies_met", op = "eq", value = true }'),
+        ("constraint_enforcement", ', { metric = "duplicate_action", op = "eq", value = false }',
+         '{ metric = "duplicate_action", op = "eq", value = false }'),
+        ("resource_verification", ', { metric = "load_headroom", op = "ge", value = 0 }',
+         '{ metric = "load_headroom", op = "ge", value = 0 }'),
+    ])
+    def test_dropping_a_condition(self, gate, condition, written):
+        text = edit(GATES, condition, "")
+        at = id_line(text, gate) + 2  # the row's `when`
+        assert problems(GateTable, text) == [
+            f"x.toml:{at}: row[{gate}].when.all: the required condition {written} of safety "
+            f"gate {gate} is missing"]
+
+    def test_weakening_a_condition_drops_it(self):
+        text = edit(GATES, '"duplicate_action", op = "eq", value = false',
+                    '"duplicate_action", op = "ne", value = true')
+        [found] = problems(GateTable, text)
+        assert "the required condition { metric = \"duplicate_action\", op = \"eq\", " \
+               "value = false } of safety gate constraint_enforcement is missing" in found
+
+    def test_moving_a_required_condition_into_any(self):
+        text = edit(GATES,
+                    '{ all = [ { metric = "dependencies_met", op = "eq", value = true }, '
+                    '{ metric = "tool_dependencies_met", op = "eq", value = true } ] }',
+                    '{ all = [ { metric = "dependencies_met", op = "eq", value = true } ], '
+                    'any = [ { metric = "tool_dependencies_met", op = "eq", value = true } ] }')
+        at = id_line(text, "dependency_validation") + 2
+        assert problems(GateTable, text) == [
+            f"x.toml:{at}: row[dependency_validation].when.all: the required condition "
+            '{ metric = "tool_dependencies_met", op = "eq", value = true } of safety gate '
+            "dependency_validation is missing (it is in when.any, which does not count: a "
+            "required condition must be in all)"]
+
+    def test_swapping_two_gates(self):
+        text = edit(GATES, block("dependency_validation") + block("constraint_enforcement"),
+                    block("constraint_enforcement") + "\n" + block("dependency_validation"))
+        assert problems(GateTable, text) == [
+            f"x.toml:{id_line(text, 'dependency_validation')}: "
+            "row[dependency_validation].id: safety gate dependency_validation is out of order: "
+            "it must come after resource_verification and before constraint_enforcement (the "
+            "safety gates run in the order pre_execution_validation, resource_verification, "
+            "dependency_validation, constraint_enforcement; other rows may come between them)"]
+
+    def test_moving_the_last_gate_first_is_one_problem(self):
+        last = block("constraint_enforcement")
+        text = edit(GATES, last, "")
+        text = edit(text, '[[row]]\nid = "pre_execution_validation"',
+                    last.rstrip("\n") + '\n\n[[row]]\nid = "pre_execution_validation"')
+        [found] = problems(GateTable, text)
+        assert found.startswith(
+            f"x.toml:{id_line(text, 'constraint_enforcement')}: "
+            "row[constraint_enforcement].id: safety gate constraint_enforcement is out of order: "
+            "it must come after dependency_validation (")
+
+    def test_every_problem_at_once(self):
+        text = edit(GATES, block("pre_execution_validation"), "")
+        text = edit(text, ', { metric = "duplicate_action", op = "eq", value = false }', "")
+        found = problems(GateTable, text)
+        assert [p.split(": ")[1] for p in found] == [
+            "row[resource_verification].id", "row[constraint_enforcement].when.all"]
+        assert "pre_execution_validation is missing" in found[0]
+        assert "duplicate_action" in found[1]
+
+    def test_a_stricter_condition_loads(self):
+        text = edit(GATES, '{ metric = "load_headroom", op = "ge", value = 0 }',
+                    '{ metric = "load_headroom", op = "ge", value = 0 }, '
+                    '{ metric = "load_headroom", op = "ge", value = 2 }')
+        text = edit(text, '{ metric = "duplicate_action", op = "eq", value = false } ] }',
+                    '{ metric = "duplicate_action", op = "eq", value = false } ], any = [ '
+                    '{ metric = "predicted_success_rate", op = "ge", value = 0.5 } ] }')
+        table = GateTable.from_toml(text=text)
+        roomy = {**passing(), "agent_load": 1}  # headroom 2 of 3
+        assert table.check(roomy) is None
+        assert table.check(passing()).id == "resource_verification"  # headroom 0: now refused
+        assert table.check({**roomy, "predicted_success_rate": 0.4}).id == (
+            "constraint_enforcement")
+        assert table.check({**roomy, "duplicate_action": True}).id == "constraint_enforcement"
+
+    @pytest.mark.parametrize("before", [*ORDER, None])
+    def test_an_extra_gate_loads_anywhere(self, before):
+        if before is None:
+            text = GATES.rstrip("\n") + "\n\n" + EXTRA
+        else:
+            text = edit(GATES, f'[[row]]\nid = "{before}"', EXTRA + f'[[row]]\nid = "{before}"')
+        table = GateTable.from_toml(text=text)
+        ids = [g.id for g in table.gates]
+        assert [i for i in ids if i != "no_lock"] == list(ORDER)
+        assert table.check(passing()) is None
+        assert ids.index("no_lock") == (ORDER.index(before) if before else len(ORDER))
+        assert table.check({**passing(), "locked": True}).id == "no_lock"
+        refused = table.check({**passing(), "locked": True, "duplicate_action": True})
+        assert refused.id == ("no_lock" if ids.index("no_lock") < ids.index(
+            "constraint_enforcement") else "constraint_enforcement")
+
+    def test_a_user_file_from_a_path(self, tmp_path):
+        path = tmp_path / "gates.toml"
+        path.write_text(edit(GATES, block("dependency_validation"), ""), encoding="utf-8")
+        with pytest.raises(RuleTableError) as info:
+            GateTable.from_toml(path)
+        [found] = info.value.problems
+        assert found.startswith(f"{path}:")
+        assert "the required safety gate dependency_validation is missing" in found
 
 
 # -- retry -----------------------------------------------------------------------------------
