@@ -96,6 +96,21 @@ class _Seed(click.ParamType):
         return number
 
 
+class _Seconds(click.ParamType):
+    name = "SECONDS"
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> float:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = math.nan
+        if not (math.isfinite(number) and 0 < number <= 86_400):
+            self.fail(f"must be a number of seconds in (0, 86400] (got {shown(value)})", param,
+                      ctx)
+        return number
+
+
 class _Risk(click.Choice):
     """A risk level in any case (``high``, ``High``); help and errors name them as declared."""
 
@@ -355,7 +370,15 @@ def run_command(ctx: click.Context, plans: Path | None, out_dir: Path, seed: int
 
     `buddy run waves` runs tasks in waves over many agents instead (Phase 21).
     """
-    if ctx.invoked_subcommand is not None:
+    if ctx.invoked_subcommand is not None:  # `buddy run OPTION waves`: not an option of waves
+        default = click.core.ParameterSource.DEFAULT
+        given = [p for p in ctx.command.params
+                 if ctx.get_parameter_source(p.name or "") is not default]
+        if given:
+            flag = given[0].opts[0]
+            raise click.UsageError(f"{flag} is an option of `buddy run` (plans), not of "
+                                   f"`buddy run {ctx.invoked_subcommand}`; give "
+                                   f"{ctx.invoked_subcommand}'s options after its name")
         return
     from rich.progress import Progress
 
@@ -410,6 +433,9 @@ def run_command(ctx: click.Context, plans: Path | None, out_dir: Path, seed: int
                    "agent_assignments.jsonl).")
 @click.option("--strict", is_flag=True,
               help="Refuse an input file with any bad line (default: skip and count it).")
+@click.option("--agents-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="JSON {agent: [permission, ...]}: the run's agents and what each may use "
+                   "(default: agent_0... holding the default scenario's permissions).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
               default=Path("buddy-waves"), show_default=True,
               help="Where to write the output tree (an audit trail there is continued).")
@@ -428,8 +454,8 @@ def run_command(ctx: click.Context, plans: Path | None, out_dir: Path, seed: int
               default="EXPONENTIAL_BACKOFF", show_default=True, help="Retry strategy.")
 @click.option("--max-retries", type=click.IntRange(0, 1000), default=None,
               help="Retries after a task's first attempt (default: retry.toml's, 3).")
-@click.option("--timeout", "timeout_s", type=click.FloatRange(0, 86_400, min_open=True),
-              default=None, help="Per-task timeout in seconds (default: retry.toml's, 30).")
+@click.option("--timeout", "timeout_s", type=_Seconds(), default=None,
+              help="Per-task timeout in seconds, in (0, 86400] (default: retry.toml's, 30).")
 @click.option("--max-parallel", type=click.IntRange(1, 4096), default=4, show_default=True,
               help="Agents working at the same time.")
 @click.option("--backend", type=click.Choice(["virtual", "threads"]), default="virtual",
@@ -447,7 +473,8 @@ def run_command(ctx: click.Context, plans: Path | None, out_dir: Path, seed: int
               help="Rules directory: any of escalation.toml, gates.toml, retry.toml, "
                    "wave_anomalies.toml, wave_health.toml, wave_signals.toml, health.toml.")
 def run_waves_command(tasks_path: Path | None, schedule: Path | None, strict: bool,
-                      out_dir: Path, agents: int, waves: int, tasks_per_wave: int,
+                      agents_file: Path | None, out_dir: Path, agents: int, waves: int,
+                      tasks_per_wave: int,
                       strategy: str, retry_strategy: str, max_retries: int | None,
                       timeout_s: float | None, max_parallel: int, backend: str, seed: int,
                       start: float | None, dry_run_only: bool, key_file: Path | None,
@@ -461,10 +488,12 @@ def run_waves_command(tasks_path: Path | None, schedule: Path | None, strict: bo
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from buddy.engine.app._waves import WaveRunConfig, run_waves
+    from buddy.engine.waves import STRATEGIES
 
     config = WaveRunConfig(
         output_dir=out_dir, tasks=tasks_path, schedule=schedule, strict=strict, agents=agents,
-        waves=waves, tasks_per_wave=tasks_per_wave, strategy=strategy,
+        agents_file=agents_file, waves=waves, tasks_per_wave=tasks_per_wave,
+        strategy=strategy.upper() if strategy.upper() in STRATEGIES else strategy,
         retry_strategy=retry_strategy.upper(), max_retries=max_retries, timeout_s=timeout_s,
         max_parallel=max_parallel, backend=backend, seed=seed, start=start,
         dry_run_only=dry_run_only, catalogue=catalogue, rules_dir=rules,
@@ -485,12 +514,20 @@ def run_waves_command(tasks_path: Path | None, schedule: Path | None, strict: bo
         click.echo(printable(f"SkippedLine: {line}"), err=True)
     table = Table(title=Text.assemble(
         "buddy run waves (", "default scenario" if tasks_path is None else plain(tasks_path),
-        f", SIMULATED tools, seed {seed})"))
+        f", SIMULATED tools, seed {seed})"), show_header=False)
     table.add_column("")
     table.add_column("")
+    if summary.lock_note:  # every call decided while locked ran MOCK only: say it first
+        table.add_row("system lock", Text(summary.lock_note, style="bold red"))
     table.add_row("tasks", f"{summary.tasks} ({summary.completed} completed, "
-                  f"{summary.failed} failed) in {summary.waves} waves over "
-                  f"{summary.agents} agents")
+                  f"{summary.failed} failed) in {summary.waves} "
+                  f"wave{'' if summary.waves == 1 else 's'} over "
+                  f"{summary.agents} agent{'' if summary.agents == 1 else 's'}")
+    table.add_row("by mode", ", ".join(f"{m} {n}" for m, n in summary.tasks_by_mode.items())
+                  + (" (capped at DRY_RUN)" if dry_run_only else ""))
+    if summary.recovered:
+        table.add_row("recovered", f"{summary.recovered} unfinished task(s) of an "
+                      "interrupted earlier run closed as FAILED")
     table.add_row("speed", f"{summary.tasks_per_second:,.0f} tasks/s "
                   f"({summary.seconds:.2f} s wall clock)")
     table.add_row("health", f"{summary.health_score:.2f} ({summary.health}, last wave)")
@@ -498,9 +535,8 @@ def run_waves_command(tasks_path: Path | None, schedule: Path | None, strict: bo
     table.add_row("learning signals", str(summary.signals))
     table.add_row("report", plain(summary.report))
     first, last = summary.audit_seq
-    table.add_row("audit trail", plain(f"{printable(summary.audit_log)} (buddy replay "
-                                       f"{printable(summary.audit_log)}), seq {first} to "
-                                       f"{last}"))
+    table.add_row("audit trail", plain(f"{printable(summary.audit_log)} "
+                                       f"({printable(summary.replay)}), seq {first} to {last}"))
     if summary.skipped:
         table.add_row("skipped lines", Text(str(len(summary.skipped)), style="bold red"))
     _out().print(table)

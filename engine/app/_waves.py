@@ -35,21 +35,23 @@ import datetime as dt
 import errno
 import math
 import re
+import shlex
 import shutil
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
 import attrs
 import orjson
 
-from buddy.engine.app._harness import MAX_START, _iso, _Lines, _run_lock
+from buddy.engine.app._harness import MAX_START, _iso, _Lines, _lock_note, _run_lock
 from buddy.engine.app._printable import md_cell, printable
 from buddy.engine.core._audit import AuditLog
 from buddy.engine.core._chain import anchor_path
 from buddy.engine.core._engine import Engine
+from buddy.engine.orchestration._execution_ledger import ExecutionLedger
 from buddy.engine.waves._agents import STRATEGIES, AgentManager
 from buddy.engine.waves._executor import (
     ExecutorConfig,
@@ -62,6 +64,7 @@ from buddy.engine.waves._feedback import WaveFeedback
 from buddy.engine.waves._inputs import (
     apply_schedule,
     by_wave,
+    load_permissions,
     load_schedule,
     load_tasks,
     tasks_to_jsonl,
@@ -69,12 +72,12 @@ from buddy.engine.waves._inputs import (
 from buddy.engine.waves._loop import WaveLoop, WaveOutcome
 from buddy.engine.waves._monitor import WaveMonitor
 from buddy.engine.waves._records import LearningSignal, PredictedTask, RetryStrategy
-from buddy.engine.waves._scenario import agent_permissions, default_agents, default_tasks
+from buddy.engine.waves._scenario import SCENARIO_PERMISSIONS, default_agents, default_tasks
 from buddy.engine.waves._simulator import WaveSimulator
 from buddy.graphs import machine_to_mermaid
 from buddy.machines import MACHINES
 from buddy.rules.base._files import write_atomic
-from buddy.rules.base._masking import shown
+from buddy.rules.base._masking import Masker, shown
 from buddy.rules.base._values import ExecutionMode
 from buddy.rules.base.errors import InputError, RuleTableError
 from buddy.rules.tables._catalogue import ToolContractRegistry
@@ -110,6 +113,10 @@ AUDIT_FILE = "audit.jsonl"
 OUTPUT_FILES = (HEALTH_FILE, SUMMARY_FILE, SIGNALS_FILE, REPORT_FILE, PLOT_FILE, TASKS_FILE,
                 *TARGET_FILES.values())
 BACKENDS = ("virtual", "threads")
+#: The most tasks the default scenario makes (they are built before the first wave runs).
+MAX_TASKS = 10_000_000
+#: The file buddy leaves in each ``wave_N`` directory it writes: only those it removes.
+WAVE_MARK = ".buddy-wave"
 _PLAIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _WAVE_DIR = re.compile(r"wave_\d+")
 
@@ -147,6 +154,7 @@ class WaveRunConfig:
     seed: int = 21
     start: float | None = None
     dry_run_only: bool = False
+    agents_file: Path | None = None
     catalogue: Path | None = None
     rules_dir: Path | None = None
     audit_key: bytes | None = attrs.field(default=None, repr=False)
@@ -156,6 +164,9 @@ class WaveRunConfig:
             if not _whole(getattr(self, name), 1, high):
                 raise InputError(f"{name} must be a whole number in [1, {high}] "
                                  f"(got {shown(getattr(self, name))})")
+        if self.tasks is None and self.waves * self.tasks_per_wave > MAX_TASKS:
+            raise InputError(f"waves x tasks_per_wave must be at most {MAX_TASKS:,} "
+                             f"(got {self.waves * self.tasks_per_wave:,})")
         if self.strategy not in STRATEGIES:
             raise InputError(f"strategy must be one of {', '.join(sorted(STRATEGIES))} "
                              f"(got {shown(self.strategy)})")
@@ -199,6 +210,10 @@ class WaveRunSummary:
     report: Path
     audit_log: Path
     audit_seq: tuple[int, int]
+    replay: str = ""
+    tasks_by_mode: dict[str, int] = attrs.field(factory=dict)
+    lock_note: str | None = None
+    recovered: int = 0
 
     @property
     def tasks_per_second(self) -> float:
@@ -222,28 +237,82 @@ def _tables(rules_dir: Path | None) -> dict[str, Any]:
             for name, cls in WAVE_RULE_TABLES.items()}
 
 
-def _inputs(config: WaveRunConfig, registry: ToolContractRegistry,
-            ) -> tuple[list[PredictedTask], list[str], tuple[str, ...]]:
-    """The tasks, the agents (in order) and the lines skipped."""
-    agents = [f"agent_{i}" for i in range(config.agents)]
+@attrs.frozen
+class _Inputs:
+    tasks: list[PredictedTask]
+    agents: list[str]                       # in order
+    permissions: dict[str, frozenset[str]]  # what each agent may use (the engine enforces it)
+    skipped: tuple[str, ...]
+
+
+def _inputs(config: WaveRunConfig, registry: ToolContractRegistry) -> _Inputs:
+    """The tasks, the agents and their permissions, and the lines skipped.
+
+    Agents: ``--agents-file``'s, else ``agent_0``... and any a task or the schedule
+    pins a task to; without an agents file each holds the default scenario's
+    permissions (so a tool needing another is refused: fail closed).
+    """
+    permissions = load_permissions(config.agents_file) if config.agents_file else None
+    agents = list(permissions) if permissions is not None else \
+        [f"agent_{i}" for i in range(config.agents)]
+    skipped: list[str] = []
     if config.tasks is None:
-        return default_tasks(config.seed, waves=config.waves,
-                             tasks_per_wave=config.tasks_per_wave), agents, ()
-    loaded = load_tasks(config.tasks, registry, strict=config.strict)
-    tasks, skipped = list(loaded.tasks), list(loaded.errors)
-    if config.schedule is not None:
-        schedule = load_schedule(config.schedule, strict=config.strict)
-        skipped += schedule.errors
-        tasks, problems = apply_schedule(tasks, schedule.entries)
-        if problems and config.strict:
-            raise InputError(problems[0])
-        skipped += problems
-    if not tasks:
-        raise InputError(f"{config.tasks}: no task to run")
-    for t in tasks:  # agents a schedule or a task names join the run, in order of mention
-        if t.agent_id is not None and t.agent_id not in agents:
-            agents.append(t.agent_id)
-    return tasks, agents, tuple(skipped)
+        tasks = default_tasks(config.seed, waves=config.waves,
+                              tasks_per_wave=config.tasks_per_wave)
+    else:
+        loaded = load_tasks(config.tasks, registry, strict=config.strict)
+        tasks, skipped = list(loaded.tasks), list(loaded.errors)
+        if config.schedule is not None:
+            schedule = load_schedule(config.schedule, strict=config.strict)
+            skipped += schedule.errors
+            tasks, problems = apply_schedule(tasks, schedule, strict=config.strict)
+            if problems and config.strict:
+                raise InputError(problems[0])
+            skipped += problems
+        if not tasks:
+            raise InputError(f"{config.tasks}: no task to run")
+        if permissions is None:  # agents a task or the schedule names join, in order
+            for t in tasks:
+                if t.agent_id is not None and t.agent_id not in agents:
+                    agents.append(t.agent_id)
+    if permissions is None:
+        permissions = {a: SCENARIO_PERMISSIONS for a in agents}
+    return _Inputs(tasks, agents, permissions, tuple(skipped))
+
+
+def _read_trail(audit: AuditLog, ledger: ExecutionLedger) -> tuple[int | None, int]:
+    """Read the trail a run continues, once: its irreversible actions done LIVE go to
+    ``ledger`` (a duplicate is refused by the constraint gate), and every task an
+    earlier run left unfinished (killed mid-wave) is closed with a ``cancel`` move, so
+    no task stays IN_PROGRESS. Returns the seq of the lock event in force (None:
+    unlocked) and how many tasks were closed."""
+    lock: int | None = None
+    open_tasks: dict[str, tuple[str, str, dict[str, Any]]] = {}
+
+    def executions() -> Iterator[dict[str, Any]]:
+        nonlocal lock
+        for r in audit.records():
+            kind = r["kind"]
+            if kind == "execution":
+                yield r
+            elif kind == "transition" and r["machine"] == "task":
+                if r["dst"] in ("COMPLETED", "FAILED"):
+                    open_tasks.pop(r["subject"], None)
+                else:
+                    open_tasks[r["subject"]] = (r["dst"], r["event"], r["data"])
+            elif kind == "lock":
+                lock = r["seq"]
+            elif kind == "unlock":
+                lock = None
+
+    ledger.load_history(executions())
+    for subject, (state, event, data) in open_tasks.items():
+        retries = data.get("attempts", 0) + (state == "RETRYING" and event == "fail")
+        audit.append("transition", "task", subject, "cancel", state, "FAILED", {
+            "attempts": retries, "max_retries": data.get("max_retries", 0),
+            "gate_allows": True, "rules": data.get("rules"), "task": data.get("task"),
+            "agent": data.get("agent")})
+    return lock, len(open_tasks)
 
 
 def _agent_dirs(agents: Sequence[str]) -> dict[str, str]:
@@ -254,7 +323,24 @@ def _agent_dirs(agents: Sequence[str]) -> dict[str, str]:
     return names
 
 
-def _check_output_paths(out: Path) -> None:
+def _check_output_paths(out: Path, waves: Sequence[int], dirs: Sequence[str]) -> None:
+    """Refuse, before anything is touched, an output path that is not what buddy writes
+    there: a directory or anything but a regular file where a file goes; a ``wave_N``
+    this run writes that is not a directory buddy made (a user's ``wave_7/notes``
+    would be lost), or whose agent directories are not directories."""
+    for n in waves:
+        wave = out / f"wave_{n}"
+        if wave.is_symlink() or wave.exists() and not (wave.is_dir()
+                                                       and (wave / WAVE_MARK).is_file()):
+            raise FileExistsError(errno.EEXIST, "exists and is not a directory buddy run "
+                                  "waves wrote (move it away, or use another --out)",
+                                  str(wave))
+        for name in dirs:
+            path = wave / name
+            if path.is_symlink() or path.exists() and not path.is_dir():
+                raise FileExistsError(errno.EEXIST, "exists and is not a directory, where "
+                                      "buddy run waves writes one (move it away, or use "
+                                      "another --out)", str(path))
     audit = out / AUDIT_FILE
     for path in (*(out / name for name in OUTPUT_FILES), audit, anchor_path(audit)):
         if path.is_dir():
@@ -273,8 +359,9 @@ def _remove_outputs(out: Path) -> None:
         for tmp in out.glob(f".{name}.*.tmp"):
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
-    for child in out.iterdir():
-        if _WAVE_DIR.fullmatch(child.name) and child.is_dir() and not child.is_symlink():
+    for child in out.iterdir():  # only the wave directories buddy wrote (marked)
+        if _WAVE_DIR.fullmatch(child.name) and child.is_dir() and not child.is_symlink() \
+                and (child / WAVE_MARK).is_file():
             shutil.rmtree(child)
 
 
@@ -298,19 +385,21 @@ def run_waves(config: WaveRunConfig, *,
     registry = ToolContractRegistry.from_toml(config.catalogue) if config.catalogue else \
         ToolContractRegistry.default()
     tables = _tables(config.rules_dir)
-    tasks, agents, skipped = _inputs(config, registry)
-    waves = by_wave(tasks)
+    inputs = _inputs(config, registry)
+    waves = by_wave(inputs.tasks)
     out = config.output_dir
-    _check_output_paths(out)
+    dirs = _agent_dirs(inputs.agents)
+    _check_output_paths(out, list(waves), list(dirs.values()))
     out.mkdir(parents=True, exist_ok=True)
     with _run_lock(out):
-        return _run(config, registry, tables, tasks, waves, agents, skipped, progress)
+        _check_output_paths(out, list(waves), list(dirs.values()))  # held now: again
+        return _run(config, registry, tables, inputs, waves, dirs, progress)
 
 
 def _run(config: WaveRunConfig, registry: ToolContractRegistry, tables: dict[str, Any],
-         tasks: list[PredictedTask], waves: dict[int, list[PredictedTask]], agents: list[str],
-         skipped: tuple[str, ...],
+         inputs: _Inputs, waves: dict[int, list[PredictedTask]], dirs: dict[str, str],
          progress: Callable[[int, int, int, int], None] | None) -> WaveRunSummary:
+    tasks, agents, skipped = inputs.tasks, inputs.agents, inputs.skipped
     out = config.output_dir
     simulated_scenario = config.tasks is None
     start = time.time() if config.start is None else float(config.start)
@@ -318,13 +407,22 @@ def _run(config: WaveRunConfig, registry: ToolContractRegistry, tables: dict[str
     audit_path = out / AUDIT_FILE
     continued = audit_path.exists() and audit_path.stat().st_size > 0
     audit = AuditLog.open(audit_path, clock=clock, key=config.audit_key, exclusive=True)
-    first_seq = audit.last_seq + 1 if continued else 1
+    try:
+        first_seq = audit.last_seq + 1 if continued else 1
+        ledger = ExecutionLedger(keep_history=False)
+        lock_at_start, recovered = None, 0
+        if continued:  # what earlier runs did: irreversible actions done; tasks cut short
+            lock_at_start, recovered = _read_trail(audit, ledger)
+    except BaseException:
+        audit.close()
+        raise
     profiles = {p.agent_id: p for p in default_agents(config.agents, config.seed)}
     _remove_outputs(out)
-    write_atomic(out / TASKS_FILE, tasks_to_jsonl(tasks), fsync=False)
+    masker = Masker()
+    write_atomic(out / TASKS_FILE, tasks_to_jsonl(
+        [attrs.evolve(t, args=masker.mask(dict(t.args))) for t in tasks]), fsync=False)
     engine = Engine(registry, tables["escalation.toml"], audit=audit, clock=clock,
-                    agents=agent_permissions(list(profiles.values()))
-                    if simulated_scenario else None)
+                    agents=inputs.permissions)
     WaveSimulator(registry, config.seed, profiles).install(engine)
     manager = AgentManager(agents, config.strategy, clock=clock)
     retry = RetryStrategy[config.retry_strategy]
@@ -333,7 +431,7 @@ def _run(config: WaveRunConfig, registry: ToolContractRegistry, tables: dict[str
     backend = VirtualTimeBackend(config.max_parallel) if config.backend == "virtual" else \
         ThreadBackend(config.max_parallel)
     executor = WaveExecutor(engine, manager, tables["gates.toml"], tables["retry.toml"],
-                            exec_config, clock=clock, backend=backend)
+                            exec_config, clock=clock, backend=backend, ledger=ledger)
     monitor = WaveMonitor(tables["wave_anomalies.toml"], tables["wave_health.toml"],
                           tables["health.toml"], clock=clock)
     feedback = WaveFeedback(tables["wave_signals.toml"], clock=clock)
@@ -344,7 +442,7 @@ def _run(config: WaveRunConfig, registry: ToolContractRegistry, tables: dict[str
     for target, lines in sinks.items():
         feedback.subscribe(target, _sink(lines))
     counts: Counter[tuple[str, str, str]] = Counter()
-    dirs = _agent_dirs(agents)
+    modes: Counter[str] = Counter()  # the mode of each task's last attempt ("NOT_RUN")
     waves_seen: list[dict[str, Any]] = []
     done = [0, 0, 0]  # tasks, completed, signals
     total = len(tasks)
@@ -354,6 +452,7 @@ def _run(config: WaveRunConfig, registry: ToolContractRegistry, tables: dict[str
             every.write(s.to_json())
         _write_wave(out, o, dirs)
         counts.update(o.run.transitions)
+        modes.update(r.mode or "NOT_RUN" for r in o.run.results)
         done[0] += len(o.run.results)
         done[1] += sum(r.success for r in o.run.results)
         done[2] += len(o.signals)
@@ -382,7 +481,7 @@ def _run(config: WaveRunConfig, registry: ToolContractRegistry, tables: dict[str
     }
     write_atomic(out / HEALTH_FILE, _dumps(health_doc))
     plot = _plot(out / PLOT_FILE, waves_seen)
-    summary = {
+    summary: dict[str, Any] = {
         "pipeline_id": "phase21_" + dt.datetime.fromtimestamp(start, dt.UTC)
         .strftime("%Y%m%d_%H%M%S"),
         "start_time": _iso(start), "end_time": _iso(end),
@@ -395,6 +494,11 @@ def _run(config: WaveRunConfig, registry: ToolContractRegistry, tables: dict[str
         "assignment_strategy": config.strategy, "retry_strategy": config.retry_strategy,
         "max_retries": executor.max_retries, "timeout_s": executor.timeout_s,
         "max_parallel": config.max_parallel, "backend": config.backend,
+        "dry_run_only": config.dry_run_only,
+        "tasks_by_mode": {m: modes[m] for m in ("LIVE", "DRY_RUN", "MOCK", "NOT_RUN")},
+        "system_lock": {"at_start": lock_at_start, "at_end": _lock_seq(audit_path)
+                        if audit.locked else None},
+        "recovered_tasks": recovered,
         "skipped_lines": list(skipped),
         "system_health": {"health_score": last.health_score,
                           "health_status": last.health_status},
@@ -409,12 +513,29 @@ def _run(config: WaveRunConfig, registry: ToolContractRegistry, tables: dict[str
             " --key-file FILE (or --key-env VAR)" if config.audit_key is not None else ""),
     }
     report = out / REPORT_FILE
-    write_atomic(report, _report(summary, history, manager, counts, feedback.waves, plot))
+    write_atomic(report, _report({**summary, "lock_note": _lock_note(
+        lock_at_start, summary["system_lock"]["at_end"])}, history, manager, counts,
+        feedback.waves, plot))
     write_atomic(out / SUMMARY_FILE, _dumps(summary))  # last: the run is done
     return WaveRunSummary(out, done[0], done[1], done[0] - done[1], len(waves), len(agents),
                           skipped, last.health_score, last.health_status,
                           sum(len(h.anomalies) for h in history), done[2], seconds, report,
-                          audit_path, (first_seq, audit.last_seq))
+                          audit_path, (first_seq, audit.last_seq),
+                          replay=f"buddy replay {shlex.quote(str(audit_path))}" + (
+                              " --key-file FILE (or --key-env VAR)"
+                              if config.audit_key is not None else ""),
+                          tasks_by_mode=summary["tasks_by_mode"],
+                          lock_note=_lock_note(lock_at_start, summary["system_lock"]["at_end"]),
+                          recovered=recovered)
+
+
+def _lock_seq(path: Path) -> int | None:
+    """The seq of the last lock event of the trail at ``path`` (it is locked)."""
+    seq = None
+    for r in AuditLog.read_records(path):
+        if r["kind"] == "lock":
+            seq = r["seq"]
+    return seq
 
 
 def _sink(lines: _Lines) -> Callable[[LearningSignal], None]:
@@ -446,7 +567,10 @@ def _write_wave(out: Path, o: WaveOutcome, dirs: dict[str, str]) -> None:
         if not (agent in assigned or agent in executed or metrics):
             continue
         d = out / f"wave_{wave}" / name
-        d.mkdir(parents=True, exist_ok=True)
+        if not d.parent.is_dir():
+            d.parent.mkdir()
+            (d.parent / WAVE_MARK).write_bytes(b"written by buddy run waves\n")
+        d.mkdir(exist_ok=True)
         for file, items in (("agent_assignments.jsonl", assigned.get(agent, [])),
                             ("executed_tasks.jsonl", executed.get(agent, [])),
                             ("agent_metrics.jsonl", metrics + per_task.get(agent, [])),
@@ -516,8 +640,15 @@ def _report(summary: dict[str, Any], history: Sequence[Any], manager: AgentManag
         "the engine; the tools' handlers are SIMULATED (seeded, deterministic stand-ins "
         "that touch nothing) and time is a virtual clock.", "",
         "| | |", "|---|---|",
+        *([f"| system lock | {summary['lock_note']} |"] if summary.get("lock_note") else []),
+        *(["| mode cap | every call capped at DRY_RUN (--dry-run-only) |"]
+          if summary["dry_run_only"] else []),
         f"| tasks | {tasks} ({summary['completed_tasks']} completed, "
         f"{summary['failed_tasks']} failed) |",
+        "| tasks by mode (last attempt) | " + ", ".join(
+            f"{m} {n}" for m, n in summary["tasks_by_mode"].items()) + " |",
+        *([f"| recovered | {summary['recovered_tasks']} task(s) an interrupted earlier run "
+           "left unfinished, closed as FAILED |"] if summary["recovered_tasks"] else []),
         f"| waves × agents | {summary['waves']} × {len(summary['agents'])} |",
         f"| assignment strategy | {md_cell(summary['assignment_strategy'])} |",
         f"| retry strategy | {summary['retry_strategy']} (max {summary['max_retries']} "
@@ -558,7 +689,8 @@ def _report(summary: dict[str, Any], history: Sequence[Any], manager: AgentManag
     else:
         lines.append("None.")
     lines += ["", "## Agents", "",
-              "| agent | status | tasks assigned | completed | failed | success rate | "
+              "| agent | status | tasks held (after reassignments) | completed | failed | "
+              "success rate | "
               "avg latency (s) |", "|---|---|---|---|---|---|---|"]
     for agent, s in manager.agents.items():
         lines.append(f"| {md_cell(agent)} | {s.status.value} | {s.assigned_tasks} | "

@@ -399,8 +399,8 @@ class AgentManager:
         return state
 
     # -- assignment ----------------------------------------------------------------------
-    def assign_tasks_to_agents(self, tasks: Sequence[PredictedTask], wave: int,
-                               ) -> CoordinationPlan:
+    def assign_tasks_to_agents(self, tasks: Sequence[PredictedTask], wave: int, *,
+                               exclude: Collection[str] = ()) -> CoordinationPlan:
         """Plan one wave: put every task on an available agent.
 
         Every agent's ``current_load`` restarts at 0. A task whose ``agent_id``
@@ -417,6 +417,9 @@ class AgentManager:
             The wave's tasks; task ids unique.
         wave:
             The wave number (a whole number >= 1), copied into every assignment.
+        exclude:
+            Agents the strategy places no task on this wave (a task pinned to one
+            stays pinned: the safety gates decide whether it runs there).
 
         Returns
         -------
@@ -465,7 +468,10 @@ class AgentManager:
                 free.append(k)
         if free:
             free_tasks = [tasks[k] for k in free]
-            views = [attrs.evolve(s, current_load=load[s.agent_id]) for s in available]
+            views = [attrs.evolve(s, current_load=load[s.agent_id]) for s in available
+                     if s.agent_id not in exclude] or \
+                [attrs.evolve(s, current_load=load[s.agent_id]) for s in available]
+            open_to = {v.agent_id for v in views}
             chosen = self._strategy(free_tasks, views)
             if not isinstance(chosen, list | tuple) or len(chosen) != len(free):
                 if isinstance(chosen, list | tuple):
@@ -475,7 +481,7 @@ class AgentManager:
                 raise InputError(f"strategy {self.strategy_name!r} returned {got} "
                                  f"for {len(free)} tasks (one agent id per task expected)")
             for k, agent_id in zip(free, chosen, strict=True):
-                if not isinstance(agent_id, str) or agent_id not in load:
+                if not isinstance(agent_id, str) or agent_id not in open_to:
                     raise InputError(f"strategy {self.strategy_name!r} put task "
                                      f"{tasks[k].task_id!r} on {shown(agent_id)}, which is "
                                      f"not an available agent")

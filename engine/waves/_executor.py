@@ -43,6 +43,8 @@ import attrs
 import orjson
 
 from buddy.engine.core._engine import Engine
+from buddy.engine.orchestration._conflict_records import ExecutedCall
+from buddy.engine.orchestration._execution_ledger import ExecutionLedger
 from buddy.engine.waves._agents import AgentManager
 from buddy.engine.waves._records import (
     CoordinationPlan,
@@ -56,6 +58,7 @@ from buddy.engine.waves._simulator import ATTEMPT, Attempt
 from buddy.machines._factory import compile_table, fire
 from buddy.machines.task import SPEC as TASK
 from buddy.machines.task import TaskInputs, TaskState
+from buddy.rules.base._canonical import args_digest
 from buddy.rules.base._values import ExecutionMode, valid_confidence
 from buddy.rules.base.errors import InputError
 from buddy.rules.tables._waves import GateTable, RetryTable
@@ -68,6 +71,7 @@ _PENDING, _IN_PROGRESS, _RETRYING = "PENDING", "IN_PROGRESS", "RETRYING"
 _COMPLETED, _FAILED = "COMPLETED", "FAILED"
 _STATE = {s.name: s for s in TaskState}
 _VALUE = {m: m.value for m in ExecutionMode}
+_LIVE = ExecutionMode.LIVE
 
 
 class VirtualClock:
@@ -262,7 +266,8 @@ class WaveExecutor:
     def __init__(self, engine: Engine, manager: AgentManager, gates: GateTable,
                  retry: RetryTable, config: ExecutorConfig = ExecutorConfig(), *,
                  clock: VirtualClock | Callable[[], float], backend: Backend | None = None,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep,
+                 ledger: ExecutionLedger | None = None) -> None:
         self.engine = engine
         self.audit = engine.audit
         self.manager = manager
@@ -281,6 +286,9 @@ class WaveExecutor:
             VirtualTimeBackend(config.max_parallel) if self.virtual
             else ThreadBackend(config.max_parallel))
         self.lock = threading.Lock()
+        #: the irreversible actions done LIVE (those the application loads, e.g. from an
+        #: audit trail, and this run's): the constraint gate refuses a duplicate.
+        self.ledger = ledger if ledger is not None else ExecutionLedger(keep_history=False)
         self._reset(0)
 
     def _reset(self, wave: int) -> None:
@@ -295,11 +303,12 @@ class WaveExecutor:
 
     # -- a wave ----------------------------------------------------------------
     def execute_wave(self, plan: CoordinationPlan, tasks: Mapping[str, PredictedTask],
-                     finished: Mapping[str, bool], *, start: float,
+                     finished: Mapping[str, str | None], *, start: float,
                      blocking: Mapping[str, int] | None = None) -> WaveRun:
-        """Run ``plan``'s tasks (``tasks`` by id) from ``start``; ``finished``: whether
-        each earlier task COMPLETED (the dependency gate reads it); ``blocking``: HIGH
-        anomalies standing against each agent (the constraint gate reads them)."""
+        """Run ``plan``'s tasks (``tasks`` by id) from ``start``; ``finished``: each
+        earlier task's tool when it COMPLETED, None when it FAILED (the dependency gate
+        reads it); ``blocking``: HIGH anomalies standing against each agent (the
+        constraint gate reads them)."""
         self._reset(plan.wave)
         self.finished = finished
         self.blocking = dict(blocking or {})
@@ -318,6 +327,8 @@ class WaveExecutor:
             extra: dict[str, tuple[list[_Work], float]] = {}
             for r in runners:
                 ends[r.agent] = max(ends.get(r.agent, start), r.t)
+                if self.virtual:  # the manager stamps reassignments with the clock
+                    self.clock.set(r.t)  # type: ignore[union-attr]
                 for work in r.leftover:
                     backup = self.manager.backup_for(r.agent)
                     if backup is None:
@@ -377,28 +388,39 @@ class WaveExecutor:
         finally:
             ATTEMPT.reset(token)
         latency = attempt.latency if self.virtual else time.perf_counter() - began
-        timed_out = result.timed_out or (not self.virtual and latency > self.timeout_s)
+        late = result.timed_out or latency > self.timeout_s
         runner.t = now + latency
         work.context = result.context
         work.mode = _VALUE[result.mode] if result.mode is not None else None
         work.decided = _VALUE[result.decision.mode]
         end = self._now(runner)
-        if result.ok and not timed_out:
+        if late:  # too slow: the agent is taken out, whatever came of the call
+            self._offline(agent)
+        if result.ok:  # done, even if late: a call that succeeded is never run again
+            if result.mode is _LIVE and self.ledger is not None:
+                self._record_done(agent, task, result.context)
             self._move(work, agent, "succeed", self._inputs(work), end, context=result.context)
-            self._finish(work, agent, end, None)
+            self._finish(work, agent, end, None if not late else
+                         f"succeeded after the {self.timeout_s:g} s timeout; {agent} marked "
+                         "OFFLINE")
             return True
         decision = result.decision
+        irreversible = not self.engine.registry.get(task.tool).reversible
         if not decision.allowed and decision.rule not in self.retry_on:
             work.error = f"refused by the policy ({decision.rule}): {decision.reason}"
+        elif late and irreversible and result.mode is not None:
+            work.timed_out = True  # what it did is unknown: an irreversible action is not
+            work.error = (f"timed out after {self.timeout_s:g} s; {agent} marked OFFLINE; "
+                          f"{task.tool} is irreversible and its outcome unknown: not retried")
+        else:
+            work.error = None
+        if work.error is not None:
             self._move(work, agent, "cancel", self._inputs(work), end, context=result.context)
             self._finish(work, agent, end, work.error)
             return True
-        if timed_out:
+        if late:
             work.timed_out = True
             work.error = f"timed out after {self.timeout_s:g} s; {agent} marked OFFLINE"
-            with self.lock:
-                self.manager.mark_offline(agent)
-                self.offline.append(agent)
         else:
             work.error = result.error or (f"refused by the policy ({decision.rule}): "
                                           f"{decision.reason}")
@@ -410,12 +432,31 @@ class WaveExecutor:
         with self.lock:
             self.retries += 1
         delay = self.retry.delay(self.strategy, work.retries)
+        if not decision.allowed:  # a rate limit: wait at least for its next token
+            limit = self.engine.registry.get(task.tool).rate_limit_per_minute
+            if limit:
+                delay = max(delay, 60.0 / limit)
         if self.virtual:
             runner.t = end + delay
         else:
             self.sleep(delay)
             runner.t = self.clock()
         return False  # retrying (on a backup agent when this one timed out)
+
+    def _offline(self, agent: str) -> None:
+        with self.lock:
+            if self.manager.agents[agent].available:
+                self.manager.mark_offline(agent)
+                self.offline.append(agent)
+
+    def _record_done(self, agent: str, task: PredictedTask, context: str) -> None:
+        """An irreversible action succeeded LIVE: the same action is a duplicate now."""
+        if self.engine.registry.get(task.tool).reversible:
+            return
+        with self.lock:
+            assert self.ledger is not None
+            self.ledger.record(ExecutedCall(context, task.tool, agent,
+                                            args_digest(task.args), True, _LIVE))
 
     def _inputs(self, work: _Work, gate_allows: bool = True) -> TaskInputs:
         """The task machine's guard inputs for ``work`` now: the retries it made, the
@@ -438,7 +479,15 @@ class WaveExecutor:
         permitted = known and (held is None or (
             agent in held and registry.get(task.tool).permissions <= held[agent]))
         finished = self.finished
-        missing = sum(1 for d in task.dependencies if not finished.get(d, False))
+        missing = sum(1 for d in task.dependencies if finished.get(d) is None)
+        contract = registry.get(task.tool) if known else None
+        needs = contract.dependencies if contract is not None else ()
+        tools_met = not needs or set(needs) <= {
+            finished.get(d) for d in task.dependencies}
+        duplicate = False
+        ledger = self.ledger
+        if contract is not None and not contract.reversible and ledger is not None:
+            duplicate = (task.tool, args_digest(task.args)) in ledger.done_actions
         state = self.manager.agents[agent]
         return {
             "task_valid": known and valid_confidence(task.predicted_success_rate)
@@ -448,6 +497,8 @@ class WaveExecutor:
             "agent_load": state.current_load,
             "max_agent_load": self.config.max_agent_load,
             "dependencies_met": missing == 0,
+            "tool_dependencies_met": tools_met,
+            "duplicate_action": duplicate,
             "failed_dependencies": missing,
             "attempt": work.attempts + 1,
             "max_attempts": self.max_retries + 1,

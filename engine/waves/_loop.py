@@ -67,8 +67,9 @@ class WaveLoop:
         self.monitor = monitor
         self.clock = clock
         self.now = start
-        #: task id -> whether it COMPLETED (the dependency gate reads it)
-        self.finished: dict[str, bool] = {}
+        #: task id -> its tool when it COMPLETED, None when it FAILED (the dependency
+        #: gate reads it)
+        self.finished: dict[str, str | None] = {}
         self._blocking: dict[str, int] = {}
 
     def run_wave(self, wave: int, tasks: Sequence[PredictedTask]) -> WaveOutcome:
@@ -77,11 +78,16 @@ class WaveLoop:
             self.clock.set(self.now)
         manager = self.manager
         available = tuple(a for a, s in manager.agents.items() if s.available)
-        plan = manager.assign_tasks_to_agents(tasks, wave)
+        # an agent a HIGH anomaly stands against sits this wave out (a task pinned to it
+        # meets the constraint gate), unless that would leave no agent at all
+        benched = [a for a in self._blocking if a in available]
+        if len(benched) == len(available):
+            benched = []
+        plan = manager.assign_tasks_to_agents(tasks, wave, exclude=benched)
         run = self.executor.execute_wave(plan, {t.task_id: t for t in tasks}, self.finished,
                                          start=self.now, blocking=self._blocking)
         for r in run.results:
-            self.finished[r.task_id] = r.success
+            self.finished[r.task_id] = r.tool if r.success else None
         end = run.end
         if isinstance(self.clock, VirtualClock):
             self.clock.set(end)

@@ -13,10 +13,11 @@ The metrics of a wave (fractions in [0, 1] unless said):
 - ``availability``: agents not OFFLINE at the wave's end / agents;
 - ``prediction_error``: |mean predicted success - success_rate|, and
   ``accuracy`` = 1 - prediction_error;
-- ``load_balance``: min load / max load over the agents available at the
-  wave's start (a load: the tasks an agent finished, reassigned ones counted
-  where they ended); ``load_imbalance_ratio``: max / min (min 0: max / 1);
-  ``load_spread``: (max - min) / max (:func:`~buddy.rules.tables._waves.load_metrics`);
+- ``load_balance``: min load / max load over the agents available from the
+  wave's start to its end (a load: the tasks an agent finished, reassigned ones
+  counted where they ended; an agent that went OFFLINE handed its load on);
+  ``load_imbalance_ratio``: max / min (min 0: max / 1); ``load_spread``:
+  (max - min) / max (:func:`~buddy.rules.tables._waves.load_metrics`);
 - ``confidence``: the mean predicted success rate.
 """
 
@@ -60,49 +61,63 @@ def _ratio(a: float, b: float, empty: float = 0.0) -> float:
     return a / b if b else empty
 
 
+def _blank() -> dict[str, float]:
+    return {"tasks": 0, "completed": 0, "failed": 0, "timeouts": 0, "gate_refusals": 0,
+            "retries": 0, "_latency": 0.0, "_predicted": 0.0}
+
+
 def wave_metrics(run: WaveRun, agents: Sequence[str], available_at_start: Sequence[str],
-                 available_at_end: int) -> WaveMetrics:
+                 available_at_end: Sequence[str] | int) -> WaveMetrics:
     """The metrics of ``run`` (see the module docstring). ``agents``: every agent, in
-    order; ``available_at_start``: those the wave could use."""
-    per: dict[str, dict[str, float]] = {}
-    for agent in agents:
-        per[agent] = {"tasks": 0, "completed": 0, "failed": 0, "timeouts": 0,
-                      "gate_refusals": 0, "retries": 0, "_latency": 0.0, "_predicted": 0.0}
+    order; ``available_at_start``/``available_at_end``: those not OFFLINE when the wave
+    began and ended (at the end, a count will do: loads are then over those at the start).
+
+    An agent's ``success_rate`` and ``prediction_error`` are over the tasks it
+    attempted: a task a safety gate refused never ran, and is not held against it.
+    """
+    per: dict[str, dict[str, float]] = {agent: _blank() for agent in agents}
     for r in run.results:
-        m = per.setdefault(r.agent_id, {"tasks": 0, "completed": 0, "failed": 0, "timeouts": 0,
-                                        "gate_refusals": 0, "retries": 0, "_latency": 0.0,
-                                        "_predicted": 0.0})
+        m = per.setdefault(r.agent_id, _blank())
         m["tasks"] += 1
         m["completed" if r.success else "failed"] += 1
         m["timeouts"] += r.timed_out
-        m["gate_refusals"] += r.gate is not None
         m["retries"] += r.retry_count
         m["_latency"] += r.latency
-        m["_predicted"] += r.predicted_success_rate
+        if r.gate is not None:
+            m["gate_refusals"] += 1
+        else:
+            m["_predicted"] += r.predicted_success_rate
     out: dict[str, dict[str, float]] = {}
     for agent, m in per.items():
         n = int(m["tasks"])
-        success = _ratio(m["completed"], n)
-        predicted = _ratio(m.pop("_predicted"), n)
+        tried = n - int(m["gate_refusals"])
+        success = _ratio(m["completed"], tried, 1.0)
+        predicted = _ratio(m.pop("_predicted"), tried)
         latency = _ratio(m.pop("_latency"), n)
         out[agent] = {**{k: int(v) for k, v in m.items()}, "success_rate": success,
                       "avg_latency": latency, "mean_predicted": predicted,
-                      "prediction_error": abs(predicted - success) if n else 0.0,
+                      "prediction_error": abs(predicted - success) if tried else 0.0,
                       "load": n}
+    if isinstance(available_at_end, int):
+        end_count, balanced = available_at_end, list(available_at_start)
+    else:
+        end_count = len(available_at_end)
+        ended = set(available_at_end)
+        balanced = [a for a in available_at_start if a in ended] or list(available_at_start)
     tasks = len(run.results)
     completed = sum(r.success for r in run.results)
     success = _ratio(completed, tasks)
     predicted = _ratio(math.fsum(r.predicted_success_rate for r in run.results), tasks)
     error = abs(predicted - success) if tasks else 0.0
-    loads = load_metrics(int(out[a]["load"]) if a in out else 0 for a in available_at_start)
+    loads = load_metrics(int(out[a]["load"]) if a in out else 0 for a in balanced)
     system = {
         "tasks": tasks, "completed": completed, "failed": tasks - completed,
         "success_rate": success,
-        "availability": _ratio(available_at_end, len(agents), 1.0),
+        "availability": _ratio(end_count, len(agents), 1.0),
         "prediction_error": error, "accuracy": 1.0 - error,
         **loads,
         "confidence": predicted,
-        "agents": len(agents), "available_agents": available_at_end,
+        "agents": len(agents), "available_agents": end_count,
         "timeouts": sum(r.timed_out for r in run.results),
         "gate_refusals": sum(run.gate_refusals.values()),
         "retries": run.retries,
@@ -126,7 +141,7 @@ class WaveMonitor:
     def calculate_metrics(self, run: WaveRun, manager: AgentManager,
                           available_at_start: Sequence[str]) -> WaveMetrics:
         """The wave's metrics (Phase 21's ``calculate_metrics``)."""
-        end = sum(s.available for s in manager.agents.values())
+        end = [a for a, s in manager.agents.items() if s.available]
         return wave_metrics(run, list(manager.agents), available_at_start, end)
 
     def agent_metrics(self, metrics: WaveMetrics, at: float) -> dict[str, list[AgentMetric]]:

@@ -9,8 +9,9 @@ results whatever the backend or the thread scheduling:
   0.01, 0.995)``: an agent of capability 0.9 does as predicted, a better one
   beats the prediction, a weaker one falls short (prediction drift to find);
 - latency ``base(tool) * speed * U(0.5, 1.5)`` seconds of the virtual clock;
-- with probability ``timeout_rate`` the attempt hangs past the task's timeout
-  and raises :class:`SimulatedTimeout` (a :class:`TimeoutError`).
+- with probability ``timeout_rate`` the attempt hangs past the task's timeout,
+  and so does one whose latency is over the timeout: it raises
+  :class:`SimulatedTimeout` (a :class:`TimeoutError`) at the timeout.
 
 Every result says ``"simulated": True``. The executor tells the handler which
 attempt it runs through :data:`ATTEMPT` (a context variable, so threads each
@@ -128,6 +129,10 @@ class WaveSimulator:
                 raise SimulatedTimeout(f"simulated {tool} hung past its "
                                        f"{attempt.timeout_s:g} s timeout")
             attempt.latency = base * factor
+            if attempt.latency > attempt.timeout_s:  # ran past the task's timeout
+                attempt.latency = attempt.timeout_s
+                raise SimulatedTimeout(f"simulated {tool} ran past its "
+                                       f"{attempt.timeout_s:g} s timeout")
             if not ok:
                 raise SimulatedFailure(f"simulated {tool} failure")
             return {"simulated": True, "tool": tool, "task": attempt.task,

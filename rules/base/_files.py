@@ -25,6 +25,7 @@ def write_atomic(path: str | os.PathLike[str], data: str | bytes | Callable[[IO[
     target = Path(path)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # as open() would make it, not mkstemp's 0600
         with os.fdopen(fd, "wb") as fh:
             if callable(data):
                 data(fh)
@@ -39,6 +40,18 @@ def write_atomic(path: str | os.PathLike[str], data: str | bytes | Callable[[IO[
             os.unlink(tmp)
         raise
     return target
+
+
+def _umask() -> int:
+    """The process's umask (read by setting it and setting it back: no other way)."""
+    global _UMASK
+    if _UMASK is None:
+        _UMASK = os.umask(0o022)
+        os.umask(_UMASK)
+    return _UMASK
+
+
+_UMASK: int | None = None
 
 
 def split_lines(data: bytes) -> tuple[list[bytes], bytes]:

@@ -201,3 +201,94 @@ def test_a_run_continues_the_trail_and_replays(capsys):
     summary = json.loads(Path("o", SUMMARY_FILE).read_bytes())
     assert summary["audit_seq"][0] > 1
     assert replay(Path("o", AUDIT_FILE)).ok
+
+
+class TestReview:
+    """What a hostile review of the first version found, held."""
+
+    def test_an_option_of_run_before_waves_is_refused(self, capsys):
+        code, out, err = cli(capsys, "run", "--dry-run-only", "waves", "--out", "o")
+        assert code == 2 and not Path("o").exists()
+        assert err.startswith("UsageError: --dry-run-only is an option of `buddy run` (plans)")
+
+    def test_a_users_wave_directory_is_never_removed(self, capsys):
+        Path("o/wave_7").mkdir(parents=True)
+        Path("o/wave_7/notes.txt").write_text("thesis")
+        assert cli(capsys, "run", "waves", "--out", "o", "--start", START)[0] == 0
+        assert Path("o/wave_7/notes.txt").read_text() == "thesis"
+        Path("o/wave_2").rename("o/mine")  # a wave_N buddy did not write: refused
+        Path("o/wave_2").mkdir()
+        code, _, err = cli(capsys, "run", "waves", "--out", "o", "--start", START)
+        assert code == 1 and err.startswith("FileExistsError: o/wave_2: exists and is not a "
+                                            "directory buddy run waves wrote")
+
+    def test_a_file_where_a_wave_goes_is_refused_before_anything(self, capsys):
+        Path("o").mkdir()
+        Path("o/wave_1").write_text("x")
+        code, _, err = cli(capsys, "run", "waves", "--out", "o")
+        assert code == 1 and "o/wave_1: exists and is not a directory" in err
+        assert not Path("o", AUDIT_FILE).exists()
+
+    def test_an_interrupted_run_is_closed_on_the_next(self, capsys):
+        from buddy.engine.core._audit import AuditLog
+
+        Path("o").mkdir()
+        log = AuditLog.open(Path("o", AUDIT_FILE), clock=lambda: float(START))
+        log.append("transition", "task", lambda seq: f"task-{seq}", "start", "PENDING",
+                   "IN_PROGRESS", {"attempts": 0, "max_retries": 3, "gate_allows": True,
+                                   "task": "w1-t00001", "agent": "agent_0"})
+        log.close()
+        assert cli(capsys, "run", "waves", "--out", "o", "--start", START)[0] == 0
+        summary = json.loads(Path("o", SUMMARY_FILE).read_bytes())
+        assert summary["recovered_tasks"] == 1
+        report = replay(Path("o", AUDIT_FILE))
+        assert report.ok and report.states["task-2"] == ("task", "FAILED")
+
+    def test_a_locked_trail_runs_mock_only_and_says_so(self, capsys):
+        from buddy.engine.core._audit import AuditLog
+
+        Path("o").mkdir()
+        log = AuditLog.open(Path("o", AUDIT_FILE), clock=lambda: float(START))
+        log.set_locked(True, "incident")
+        log.close()
+        code, out, _ = cli(capsys, "run", "waves", "--out", "o", "--start", START)
+        assert code == 0 and "LOCKED" in out
+        summary = json.loads(Path("o", SUMMARY_FILE).read_bytes())
+        assert summary["tasks_by_mode"]["LIVE"] == 0 == summary["tasks_by_mode"]["DRY_RUN"]
+        assert "LOCKED" in Path("o", REPORT_FILE).read_text()
+
+    def test_secrets_are_not_copied_out(self):
+        Path("t.jsonl").write_text(json.dumps({
+            "task_id": "t", "tool": "math_compute", "predicted_success_rate": 0.9,
+            "args": {"password": "hunter2", "x": 1}}) + "\n")
+        run_waves(WaveRunConfig(output_dir=Path("o"), tasks=Path("t.jsonl"), start=START))
+        assert "hunter2" not in Path("o/predicted_tasks.jsonl").read_text()
+        assert "hunter2" not in Path("o", AUDIT_FILE).read_text()
+
+    def test_files_follow_the_umask(self):
+        import os
+        import stat
+
+        old = os.umask(0o022)
+        try:
+            run_waves(WaveRunConfig(output_dir=Path("o"), start=START, tasks_per_wave=4))
+        finally:
+            os.umask(old)
+        for name in (SUMMARY_FILE, REPORT_FILE, "predicted_tasks.jsonl"):
+            assert stat.S_IMODE(Path("o", name).stat().st_mode) == 0o644, name
+
+    def test_cli_details(self, capsys):
+        code, _, err = cli(capsys, "run", "waves", "--timeout", "nan", "--out", "o")
+        assert code == 2 and "must be a number of seconds in (0, 86400]" in err
+        code, out, err = cli(capsys, "run", "waves", "--strategy", "round_robin", "--out", "o",
+                             "--waves", "1", "--tasks-per-wave", "3")
+        assert code == 0, err
+        assert "in 1 wave over 4 agents" in out
+        with pytest.raises(InputError, match="at most 10,000,000"):
+            WaveRunConfig(waves=10_000, tasks_per_wave=10_000_000)
+
+    def test_keyed_trail_prints_how_to_replay(self, capsys, monkeypatch):
+        monkeypatch.setenv("WAVE_KEY", "k" * 32)
+        code, out, _ = cli(capsys, "run", "waves", "--out", "o", "--key-env", "WAVE_KEY",
+                           "--tasks-per-wave", "3")
+        assert code == 0 and "--key-file FILE (or --key-env VAR)" in out

@@ -100,7 +100,7 @@ class TestLifecycle:
 
     def test_gate_refusal_fails_the_task_with_the_gate_named(self):
         engine, manager, ex = setup({"a": Profile(capability=1.5)})
-        result = run(ex, manager, [task("t2", deps=("t1",))], finished={"t1": False})
+        result = run(ex, manager, [task("t2", deps=("t1",))], finished={"t1": None})
         [r] = result.results
         assert (r.status, r.gate, r.mode) == (TaskStatus.FAILED, "dependency_validation", None)
         assert r.error_msg.startswith("safety gate dependency_validation: ")
@@ -110,7 +110,7 @@ class TestLifecycle:
 
     def test_dependency_met_runs(self):
         _, manager, ex = setup({"a": Profile(capability=1.5)})
-        [r] = run(ex, manager, [task("t2", deps=("t1",))], finished={"t1": True}).results
+        [r] = run(ex, manager, [task("t2", deps=("t1",))], finished={"t1": "math_compute"}).results
         assert r.status is TaskStatus.COMPLETED
 
     def test_gate_rechecked_before_a_retry(self):
@@ -314,3 +314,78 @@ def test_real_callables_on_a_real_clock_with_threads():
     assert slept == [0.1] * 4
     assert result.results[0].error_msg is None
     assert replay(engine.audit).ok
+
+
+class TestSafety:
+    def test_a_duplicate_irreversible_action_is_refused(self):
+        engine, manager, ex = setup({"a": Profile(capability=1.5)})
+        args = {"email": "ada@example.com"}
+        tasks = [task(f"t{i}", tool="ghl_update_contact", args=args) for i in range(3)]
+        result = run(ex, manager, tasks)
+        assert [r.status for r in result.results] == [TaskStatus.COMPLETED, TaskStatus.FAILED,
+                                                      TaskStatus.FAILED]
+        assert {r.gate for r in result.results[1:]} == {"constraint_enforcement"}
+        runs = [e for e in engine.audit.records() if e["kind"] == "execution"]
+        assert len(runs) == 1 and runs[0]["data"]["mode"] == "LIVE"
+
+    def test_a_reversible_action_may_repeat(self):
+        _, manager, ex = setup({"a": Profile(capability=1.5)})
+        tasks = [task(f"t{i}", args={"same": 1}) for i in range(2)]
+        assert all(r.success for r in run(ex, manager, tasks).results)
+
+    def test_tool_dependencies_come_from_dependency_tasks(self):
+        _, manager, ex = setup({"a": Profile(capability=1.5)})
+        [r] = run(ex, manager, [task("click", tool="button_click")]).results
+        assert r.gate == "dependency_validation"
+        deps = {"look": "vision_inspect", "fill": "form_fill"}
+        [r] = run(ex, manager, [task("click", tool="button_click", deps=tuple(deps))],
+                  finished=deps).results
+        assert r.status is TaskStatus.COMPLETED
+
+    def test_an_irreversible_call_that_timed_out_is_not_retried(self):
+        profiles = {"slow": Profile(timeout_rate=1.0), "ok": Profile(capability=1.5)}
+        engine, manager, ex = setup(profiles)
+        [r, _] = run(ex, manager, [task("t0", tool="ghl_update_contact"), task("t1")]).results
+        assert (r.status, r.retry_count, r.timed_out) == (TaskStatus.FAILED, 0, True)
+        assert "irreversible" in r.error_msg and r.agent_id == "slow"
+        assert sum(e["kind"] == "execution" for e in engine.audit.records()
+                   if e["data"].get("tool") == "ghl_update_contact") == 1
+
+    def test_a_call_over_the_timeout_times_out_on_the_virtual_clock(self):
+        # vision_inspect takes 0.2-0.6 s here; a 0.01 s timeout: every attempt overruns
+        profiles = {"a": Profile(capability=1.5), "b": Profile(capability=1.5)}
+        _, manager, ex = setup(profiles, timeout_s=0.01)
+        result = run(ex, manager, [task("t0", tool="vision_inspect")])
+        assert result.results[0].status is TaskStatus.FAILED
+        assert set(result.offline) == {"a", "b"}
+
+    def test_a_late_success_on_a_real_clock_is_kept_not_retried(self):
+        import time
+
+        calls: list[str] = []
+
+        def slow(args):
+            calls.append(args["id"])
+            time.sleep(0.05)
+            return "done"
+
+        engine = Engine.default()
+        engine.register_handler("ghl_update_contact", live=slow, dry_run=slow)
+        manager = AgentManager(["a", "b"], "ROUND_ROBIN", clock=time.time)
+        ex = WaveExecutor(engine, manager, GateTable.default(), RetryTable.default(),
+                          ExecutorConfig(timeout_s=0.01), clock=time.time,
+                          backend=ThreadBackend(2), sleep=lambda s: None)
+        [r] = run(ex, manager, [task("t0", tool="ghl_update_contact",
+                                     args={"id": "t0"})]).results
+        assert calls == ["t0"]  # once, never again on a backup
+        assert r.status is TaskStatus.COMPLETED and "after the 0.01 s timeout" in r.error_msg
+        assert not manager.agents["a"].available
+
+    def test_a_rate_limited_retry_waits_for_a_token(self):
+        # form_fill: 60 calls a minute; a refusal waits 1 s, not the 0.1 s backoff
+        engine, manager, ex = setup({"a": Profile(capability=1.5, speed=0.0)})
+        limit = engine.registry.get("form_fill").rate_limit_per_minute
+        tasks = [task(f"t{i}", tool="form_fill", rate=0.9) for i in range(limit + 1)]
+        result = run(ex, manager, tasks)
+        last = result.results[-1]
+        assert last.retry_count >= 1 and last.end_time - last.start_time >= 60 / limit
