@@ -439,11 +439,11 @@ def tasks_to_jsonl(tasks: Iterable[PredictedTask]) -> bytes:
                 "predicted_success_rate": t.predicted_success_rate, "wave": t.wave,
                 "priority": t.priority, "args": t.args, "dependencies": list(t.dependencies),
                 "confidence": t.confidence, "agent_id": t.agent_id}
-        try:
-            out.append(orjson.dumps(line))
+        try:  # + b"\n" copies it: orjson's own buffer is kilobytes, whatever it holds
+            out.append(orjson.dumps(line) + b"\n")
         except (orjson.JSONEncodeError, TypeError):
-            out.append(_dumps_exactly(t.task_id, line))
-    return b"".join(o + b"\n" for o in out)
+            out.append(_dumps_exactly(t.task_id, line) + b"\n")
+    return b"".join(out)
 
 
 def _dumps_exactly(task_id: str, line: dict[str, Any]) -> bytes:
