@@ -23,12 +23,20 @@ tree); :meth:`WaveLoop.run_wave` returns everything a wave produced.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping, Sequence
 
 import attrs
 
+from buddy.engine.core._engine import Engine
 from buddy.engine.waves._agents import AgentManager
-from buddy.engine.waves._executor import VirtualClock, WaveExecutor, WaveRun
+from buddy.engine.waves._executor import (
+    Backend,
+    ExecutorConfig,
+    VirtualClock,
+    WaveExecutor,
+    WaveRun,
+)
 from buddy.engine.waves._feedback import WaveFeedback
 from buddy.engine.waves._monitor import WaveMetrics, WaveMonitor
 from buddy.engine.waves._records import (
@@ -37,6 +45,14 @@ from buddy.engine.waves._records import (
     LearningSignal,
     PredictedTask,
     SystemHealth,
+)
+from buddy.rules.tables._monitoring import HealthTable
+from buddy.rules.tables._waves import (
+    GateTable,
+    RetryTable,
+    WaveAnomalyTable,
+    WaveHealthTable,
+    WaveSignalTable,
 )
 
 __all__ = ["WaveLoop", "WaveOutcome"]
@@ -71,6 +87,27 @@ class WaveLoop:
         #: gate reads it)
         self.finished: dict[str, str | None] = {}
         self._blocking: dict[str, int] = {}
+
+    @classmethod
+    def build(cls, engine: Engine, agents: Sequence[str], *,
+              strategy: str = "LOAD_BALANCED", config: ExecutorConfig | None = None,
+              clock: Callable[[], float] = time.time, backend: Backend | None = None,
+              sleep: Callable[[float], None] = time.sleep) -> WaveLoop:
+        """A loop over ``engine`` with the shipped tables: the embedding case.
+
+        ``agents`` in order; a real ``clock`` (the engine's should be the same) with
+        a :class:`ThreadBackend` of ``config.max_parallel`` threads unless told
+        otherwise (a :class:`VirtualClock` gets the deterministic virtual-time
+        backend); backoff delays are slept with ``sleep``.
+        """
+        manager = AgentManager(agents, strategy, clock=clock)
+        executor = WaveExecutor(engine, manager, GateTable.default(), RetryTable.default(),
+                                config or ExecutorConfig(), clock=clock, backend=backend,
+                                sleep=sleep)
+        feedback = WaveFeedback(WaveSignalTable.default(), clock=clock)
+        monitor = WaveMonitor(WaveAnomalyTable.default(), WaveHealthTable.default(),
+                              HealthTable.default(), clock=clock)
+        return cls(manager, executor, feedback, monitor, clock=clock, start=clock())
 
     def run_wave(self, wave: int, tasks: Sequence[PredictedTask]) -> WaveOutcome:
         """Run one wave's tasks; the next wave starts where this one ended."""
