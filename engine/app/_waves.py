@@ -653,7 +653,7 @@ def _report(summary: dict[str, Any], history: Sequence[Any], manager: AgentManag
         f"| assignment strategy | {md_cell(summary['assignment_strategy'])} |",
         f"| retry strategy | {summary['retry_strategy']} (max {summary['max_retries']} "
         f"retries, timeout {summary['timeout_s']:g} s) |",
-        f"| final health | {summary['system_health']['health_score']} "
+        f"| final health | {summary['system_health']['health_score']:.2f} "
         f"({summary['system_health']['health_status']}) |",
         f"| learning signals | {summary['learning_signals']} |",
         f"| skipped input lines | {len(summary['skipped_lines'])} |",
@@ -669,7 +669,7 @@ def _report(summary: dict[str, Any], history: Sequence[Any], manager: AgentManag
         m = h.metrics
         lines.append(f"| {h.wave} | {m['tasks']} | {_pct(m['success_rate'])} | "
                      f"{_pct(m['availability'])} | {_pct(m['accuracy'])} | "
-                     f"{m['load_balance']:.2f} | {m['confidence']:.2f} | {h.health_score} | "
+                     f"{m['load_balance']:.2f} | {m['confidence']:.2f} | {h.health_score:.2f} | "
                      f"{h.health_status} | {len(h.anomalies)} |")
     lines.append("")
     if plot is not None:
