@@ -9,6 +9,10 @@
 - it rebuilds each subject's machine from its transitions, checking that every
   recorded move is one the declared machine makes from that state with the
   recorded inputs;
+- it holds a task's moves to one another and to the calls they end: every move
+  of a task records the task and the retry budget of its first move and the
+  retries its earlier moves made, and a move that ends an attempt agrees with
+  the run of the context it cites (:meth:`_Replayer.task_move`);
 - it re-evaluates every recorded decision from its recorded inputs and reports
   the first divergence;
 - it refuses what no buddy writes, though the chain verifies: a log that does
@@ -31,6 +35,7 @@ import contextlib
 import os
 from bisect import bisect_left
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -180,6 +185,14 @@ _INITIAL = (_MACHINE, _START)
 _UNSEEN: Any = object()
 #: A call's inputs its run and moves record as its decision did.
 _CALL_INPUTS = ("agent", "tool", "risk", "requires_approval", "confidence", "rules")
+_TASK = MACHINES["task"].name
+_TASK_FINALS = frozenset(state.name for state in MACHINES["task"].finals)
+#: How many contexts' outcomes (a run's ``ok``, or a refusal) replay keeps for the task
+#: moves that cite them: at least the most recent this many, at most twice as many (see
+#: :meth:`_Replayer.forget_oldest`). The wave executor writes a task's move right after its
+#: call's events (with threads, after those of the other agents' calls meanwhile: one
+#: per thread at most), far nearer than that.
+OUTCOMES_KEPT = 4096
 
 
 class _TwoOnALine(Exception):  # noqa: N818 - not an error: a batch to replay again
@@ -221,6 +234,14 @@ class _Replayer:
         # once it runs): its other moves, decision and run are held to it (as many as the
         # contexts that moved).
         self.calls: dict[str, tuple[Any, ...]] = {}
+        # A task's (max_retries, task id, retries made) as its moves so far recorded them,
+        # by subject, until it ends (COMPLETED or FAILED): as many as the tasks under way.
+        self.tasks: dict[str, tuple[Any, Any, int]] = {}
+        # What came of a context's call, until a task move cites it: ctx -> (ok, agent),
+        # ok None when its decision refused it. Bounded (OUTCOMES_KEPT): a context named
+        # by a seq up to ``forgot`` may have been dropped (see forget_oldest).
+        self.outcomes: dict[str, tuple[bool | None, Any]] = {}
+        self.forgot = 0
         self.locked = False
         self.grants = GrantBook()
         self.decisions = 0
@@ -343,6 +364,8 @@ class _Replayer:
                                     state == _START and subject == f"ctx-{n}"):
                         runnable[subject] = (n, mode, agent, tool, d.risk,
                                              d.requires_approval, confidence, d.rules)
+                    elif not allowed:
+                        self.refused(n, subject, agent)
                     elif runnable:
                         runnable.pop(subject, None)
                 risk, needs, approval = d.risk, d.requires_approval is True, d.approval
@@ -462,7 +485,9 @@ class _Replayer:
             if call is not None and not self.same_call(seq, subject, data, call):
                 return
         if machine != _MACHINE:  # its guards read no escalation table (a task's rules
-            got = self.fire(machine, table, current, trigger, data)  # name its gate table)
+            if machine == _TASK:  # name its gate table)
+                self.task_move(seq, subject, trigger, dst, data)
+            got = self.fire(machine, table, current, trigger, data)
             if got != dst:
                 self.diverge(seq, subject, "dst", dst, got)
             self.states[subject] = (machine, dst)
@@ -512,6 +537,10 @@ class _Replayer:
             self.diverge(seq, subject, "subject", subject, "no allowed decision of this "
                          "context left to run")
             return
+        outcomes = self.outcomes  # kept for the task move that cites it, if any
+        outcomes[subject] = (data.ok, data.agent)
+        if len(outcomes) > 2 * OUTCOMES_KEPT:
+            self.forget_oldest(seq)
         machine, state = self.states.get(subject, _INITIAL)
         if e.src != state or machine != _MACHINE:
             self.diverge(seq, subject, "src", e.src, state)
@@ -525,6 +554,94 @@ class _Replayer:
                          f"at seq {at}")
         elif self.same_call(seq, subject, data, decided[2:]):
             self.calls.setdefault(subject, decided[2:])  # the moves after it are held to it
+
+    def refused(self, seq: int, subject: str, agent: Any) -> None:
+        """A context's decision refused its call: nothing of it runs (kept, as a run's
+        ``ok`` is, for the task move that cites it)."""
+        if self.runnable:
+            self.runnable.pop(subject, None)
+        outcomes = self.outcomes
+        outcomes[subject] = (None, agent)
+        if len(outcomes) > 2 * OUTCOMES_KEPT:
+            self.forget_oldest(seq)
+
+    def forget_oldest(self, seq: int) -> None:
+        """Drop what came of the oldest contexts' calls, down to :data:`OUTCOMES_KEPT`
+        (at ``seq``, past twice as many): a plain log, whose calls no task move cites,
+        keeps no more. A context named by a seq up to ``seq`` may be among them."""
+        outcomes = self.outcomes
+        for old in list(islice(outcomes, len(outcomes) - OUTCOMES_KEPT)):
+            del outcomes[old]
+        self.forgot = seq
+
+    def task_move(self, seq: int, subject: str, trigger: str, dst: str, data: Any) -> None:
+        """A move of the task machine, held to the task's earlier moves and to its call.
+
+        Every move of a task records the ``task`` and the ``max_retries`` of its first
+        move, and as ``attempts`` the retries made before it (its ``fail`` moves to
+        RETRYING); a ``succeed`` or ``fail``, and a ``cancel`` that cites a context,
+        agree with the call of that context (:meth:`ended`). A task that ends
+        (COMPLETED or FAILED) is forgotten: no move leaves there.
+        """
+        known = self.tasks.get(subject)
+        if known is None:
+            budget, task, retries = data.max_retries, data.task, 0
+        else:
+            budget, task, retries = known
+            if data.max_retries != budget:
+                self.diverge(seq, subject, "max_retries", data.max_retries, budget)
+            elif data.task != task:
+                self.diverge(seq, subject, "task", data.task, task)
+        if data.attempts != retries:
+            self.diverge(seq, subject, "attempts", data.attempts, retries)
+        if trigger == "succeed" or trigger == "fail" or data.context is not None:
+            self.ended(seq, subject, trigger, data)
+        if dst in _TASK_FINALS:
+            if known is not None:
+                del self.tasks[subject]
+        else:
+            self.tasks[subject] = (budget, task, retries + 1 if dst == "RETRYING" and
+                                   trigger == "fail" else retries)
+
+    def ended(self, seq: int, subject: str, trigger: str, data: Any) -> None:
+        """A task move that ends an attempt: the context it cites is one whose call
+        has not ended another move, of the move's agent, and its outcome allows the
+        move. ``succeed``: a run that was ok. ``fail``: any run (one that was ok ran
+        past the task's timeout on a real clock), or a call refused or decided and not
+        run. ``cancel``: a call refused, or decided and not run. A context replay may
+        have dropped (:meth:`forget_oldest`) is taken as it is recorded: unverifiable."""
+        ctx = data.context
+        if ctx is None or trigger not in ("succeed", "fail", "cancel"):
+            self.diverge(seq, subject, "context", ctx, f"the context of the attempt a "
+                         f"{trigger} ends" if ctx is None else f"none on a {trigger}")
+            return
+        outcome = self.outcomes.pop(ctx, None)
+        if outcome is None:
+            decided = self.runnable.get(ctx)
+            if decided is not None:  # decided, allowed, not run
+                outcome = (None, decided[2])
+            elif not self.dropped(ctx):
+                self.diverge(seq, subject, "context", ctx, "a context decided before, "
+                             "whose call no other task move ended")
+                return
+            else:
+                return
+        ok, agent = outcome
+        if agent != data.agent:
+            self.diverge(seq, subject, "agent", data.agent, f"{agent!r}, the agent of "
+                         f"the call of {ctx}")
+        elif trigger == "succeed" and ok is not True:
+            self.diverge(seq, subject, "event", trigger, f"fail or cancel: {ctx} "
+                         f"{'did not run' if ok is None else 'ran and was not ok'}")
+        elif trigger == "cancel" and ok is not None:
+            self.diverge(seq, subject, "event", trigger, f"succeed or fail: {ctx} ran")
+
+    def dropped(self, ctx: str) -> bool:
+        """Whether replay may have dropped what came of context ``ctx``
+        (:meth:`forget_oldest`)."""
+        number = ctx[4:]  # ctx-<seq>; a number of 20 digits is past any seq replay saw
+        return ctx.startswith("ctx-") and 0 < len(number) <= 19 and number.isascii() and \
+            number.isdigit() and int(number) <= self.forgot
 
     def same_call(self, seq: int, subject: str, data: Any, call: tuple[Any, ...]) -> bool:
         """Whether an event of a context records the call's inputs (``call``: agent, tool,
@@ -556,7 +673,9 @@ class _Replayer:
         recorded_mode = mode if allowed else "REFUSED"
         runnable = self.runnable
         if data.rule in REFUSAL_RULES:
-            if runnable:
+            if "ctx-" <= subject < "ctx.":
+                self.refused(seq, subject, data.agent)
+            elif runnable:
                 runnable.pop(subject, None)
             if allowed or mode != "MOCK":
                 self.diverge(seq, subject, "allowed", allowed, False)
@@ -581,6 +700,8 @@ class _Replayer:
                             data.state == _START and subject == f"ctx-{seq}"):
                 runnable[subject] = (seq, mode, agent, tool, data.risk,
                                      data.requires_approval, data.confidence, data.rules)
+            elif not allowed:
+                self.refused(seq, subject, agent)
             elif runnable:
                 runnable.pop(subject, None)
         try:
