@@ -606,9 +606,10 @@ class _Replayer:
     def ended(self, seq: int, subject: str, trigger: str, data: Any) -> None:
         """A task move that ends an attempt: the context it cites is one whose call
         has not ended another move, of the move's agent, and its outcome allows the
-        move. ``succeed``: a run that was ok. ``fail``: any run (one that was ok ran
-        past the task's timeout on a real clock), or a call refused or decided and not
-        run. ``cancel``: a call refused, or decided and not run. A context replay may
+        move. ``succeed``: a run that was ok. ``fail`` and ``cancel``: a run that was
+        not ok (an irreversible one that timed out is cancelled, not retried), or a
+        call refused, or decided and not run: a call that succeeded, even past the
+        task's timeout, always ends its task COMPLETED. A context replay may
         have dropped (:meth:`forget_oldest`) is taken as it is recorded: unverifiable."""
         ctx = data.context
         if ctx is None or trigger not in ("succeed", "fail", "cancel"):
@@ -633,8 +634,8 @@ class _Replayer:
         elif trigger == "succeed" and ok is not True:
             self.diverge(seq, subject, "event", trigger, f"fail or cancel: {ctx} "
                          f"{'did not run' if ok is None else 'ran and was not ok'}")
-        elif trigger == "cancel" and ok is not None:
-            self.diverge(seq, subject, "event", trigger, f"succeed or fail: {ctx} ran")
+        elif trigger != "succeed" and ok is True:  # a call that succeeded never fails a task
+            self.diverge(seq, subject, "event", trigger, f"succeed: {ctx} ran and was ok")
 
     def dropped(self, ctx: str) -> bool:
         """Whether replay may have dropped what came of context ``ctx``

@@ -154,9 +154,9 @@ class TestTrailsReplay:
         engine, _ = trail(profiles, tasks, backend=VirtualTimeBackend(2))
         assert replay(engine.audit).ok
 
-    def test_a_run_past_its_timeout_on_a_real_clock_fails_though_ok(self):
-        # the run returned (ok: true) but after the task's timeout: the executor fails the
-        # task and retries it on the other agent. Replay accepts a fail citing an ok run.
+    def test_a_run_past_its_timeout_on_a_real_clock_still_completes(self):
+        # the run returned (ok: true) after the task's timeout: the task is COMPLETED (a
+        # call that succeeded is never run again), the agent goes OFFLINE; replay agrees
         first = []
 
         def slow_once(args):
@@ -173,11 +173,18 @@ class TestTrailsReplay:
                           backend=ThreadBackend(1), sleep=lambda s: None)
         plan = manager.assign_tasks_to_agents([task("t0", "a")], 1)
         [r] = ex.execute_wave(plan, {"t0": task("t0", "a")}, {}, start=time.time()).results
-        assert (r.status, r.retry_count, r.timed_out) == (TaskStatus.COMPLETED, 1, True)
+        assert (r.status, r.retry_count) == (TaskStatus.COMPLETED, 0)
+        assert not manager.agents["a"].available
         records = list(engine.audit.records())
-        fail = move(records, "t0", "fail")
-        assert execution(records, fail["data"]["context"])["data"]["ok"] is True
+        done = move(records, "t0", "succeed")
+        assert execution(records, done["data"]["context"])["data"]["ok"] is True
         assert replay(engine.audit).ok
+
+        def relabel(rec):  # forged: the ok run said to have failed the task
+            rec["event"], rec["dst"] = "fail", "RETRYING"
+
+        d = diverges(forge(records, (done["seq"], relabel)), done["seq"], "event")
+        assert d.got == f"succeed: {done['data']['context']} ran and was ok"
 
 
 class TestForgedMoves:
