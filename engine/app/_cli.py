@@ -65,8 +65,14 @@ class _Confidence(click.ParamType):
         return number
 
 
-class _Epoch(click.ParamType):
+class _Number(click.ParamType):
+    """A finite number in ``[low, high]`` (``(low, high]`` with ``open_low``), read as a
+    float; ``what`` names it in the error."""
+
     name = "SECONDS"
+
+    def __init__(self, low: float, high: float, what: str, *, open_low: bool = False) -> None:
+        self.low, self.high, self.what, self.open_low = low, high, what, open_low
 
     def convert(self, value: Any, param: click.Parameter | None,
                 ctx: click.Context | None) -> float:
@@ -74,10 +80,21 @@ class _Epoch(click.ParamType):
             number = float(value)
         except (TypeError, ValueError):
             number = math.nan
-        if not (math.isfinite(number) and 0 <= number <= MAX_START):
-            self.fail(f"must be epoch seconds in [0, {MAX_START}] (got {shown(value)})", param,
-                      ctx)
+        above = number > self.low if self.open_low else number >= self.low
+        if not (math.isfinite(number) and above and number <= self.high):
+            low, high = (f"{x:d}" if isinstance(x, int) else f"{x:g}"
+                         for x in (self.low, self.high))
+            bounds = f"{'(' if self.open_low else '['}{low}, {high}]"
+            self.fail(f"must be {self.what} in {bounds} (got {shown(value)})", param, ctx)
         return number
+
+
+def _Epoch() -> _Number:  # noqa: N802 - a parameter type, named like one
+    return _Number(0, MAX_START, "epoch seconds")
+
+
+def _Seconds() -> _Number:  # noqa: N802
+    return _Number(0, 86_400, "a number of seconds", open_low=True)
 
 
 class _Seed(click.ParamType):
@@ -93,21 +110,6 @@ class _Seed(click.ParamType):
         if number is None or not -(2 ** 63) <= number < 2 ** 63:
             self.fail(f"must be a whole number in [-2**63, 2**63 - 1] (got {shown(value)})",
                       param, ctx)
-        return number
-
-
-class _Seconds(click.ParamType):
-    name = "SECONDS"
-
-    def convert(self, value: Any, param: click.Parameter | None,
-                ctx: click.Context | None) -> float:
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            number = math.nan
-        if not (math.isfinite(number) and 0 < number <= 86_400):
-            self.fail(f"must be a number of seconds in (0, 86400] (got {shown(value)})", param,
-                      ctx)
         return number
 
 

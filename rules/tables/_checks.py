@@ -11,6 +11,7 @@ an error for checks across fields; :func:`raise_all` raises several at once.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Sequence
 from typing import Any, TypeGuard
@@ -140,3 +141,10 @@ def one_of(*choices: Any) -> Validator:
             raise invalid(attribute.name, f"must be one of {allowed} (got {shown(value)})")
     return check
 
+
+def sums_to_one(record: Any, tolerance: float = 1e-9) -> None:
+    """Raise (as :func:`invalid`) unless the fields of the attrs ``record`` (weights)
+    sum to 1 within ``tolerance``."""
+    total = math.fsum(attrs.astuple(record))
+    if abs(total - 1.0) > tolerance:
+        raise invalid(None, f"must sum to 1 (got {total:.6g})")

@@ -19,7 +19,14 @@ from typing import Any, ClassVar
 import attrs
 
 from buddy.rules.base._convert import Problem
-from buddy.rules.tables._checks import at_least, between, in_unit_interval, invalid, one_of, row_id
+from buddy.rules.tables._checks import (
+    at_least,
+    between,
+    in_unit_interval,
+    one_of,
+    row_id,
+    sums_to_one,
+)
 from buddy.rules.tables._conditions import Condition, When, check_when, compile_when
 from buddy.rules.tables._loader import NoKeys, ShippedTable, TableSpec, load
 from buddy.rules.tables._template import Template, check_template
@@ -51,7 +58,6 @@ METRICS = ("tool_success_rate", "execution_latency_ms", "rollback_frequency", "c
 _DIGITS = {"confidence_drift": 4}
 #: The health terms, each in [0, 1], in the order they are summed.
 WEIGHTS = ("success_rate", "rollback", "conflict", "confidence_drift", "approval_rate")
-_WEIGHT_SUM_TOLERANCE = 1e-9
 #: What a health tier row may test.
 HEALTH_METRICS: Mapping[str, type] = {"health_score": float}
 
@@ -78,9 +84,7 @@ class Weights:
     approval_rate: float = attrs.field(validator=in_unit_interval())
 
     def __attrs_post_init__(self) -> None:
-        total = math.fsum(attrs.astuple(self))
-        if abs(total - 1.0) > _WEIGHT_SUM_TOLERANCE:
-            raise invalid(None, f"must sum to 1 (got {total:.6g})")
+        sums_to_one(self)
 
 
 @attrs.frozen

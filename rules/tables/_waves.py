@@ -45,6 +45,7 @@ from buddy.rules.tables._checks import (
     one_of,
     raise_all,
     row_id,
+    sums_to_one,
 )
 from buddy.rules.tables._conditions import Condition, Op, When, check_when, compile_when
 from buddy.rules.tables._loader import NoKeys, ShippedTable, TableSpec, load
@@ -495,7 +496,6 @@ class RetryTable(ShippedTable):
 
 #: The wave health terms, each a fraction in [0, 1], in the order they are summed.
 WAVE_WEIGHTS = ("success_rate", "availability", "accuracy", "load_balance")
-_WEIGHT_SUM_TOLERANCE = 1e-9
 
 
 @attrs.frozen
@@ -508,9 +508,7 @@ class WaveWeights:
     load_balance: float = attrs.field(validator=in_unit_interval())
 
     def __attrs_post_init__(self) -> None:
-        total = math.fsum(attrs.astuple(self))
-        if abs(total - 1.0) > _WEIGHT_SUM_TOLERANCE:
-            raise invalid(None, f"must sum to 1 (got {total:.6g})")
+        sums_to_one(self)
 
 
 @attrs.frozen
