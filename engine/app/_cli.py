@@ -11,6 +11,7 @@ characters as ``\\xNN``/``\\uNNNN``, and never read as rich markup
 from __future__ import annotations
 
 import math
+import shlex
 import sys
 import time
 from collections.abc import Sequence
@@ -492,6 +493,9 @@ def run_waves_command(tasks_path: Path | None, schedule: Path | None, strict: bo
     from buddy.engine.app._waves import WaveRunConfig, run_waves
     from buddy.engine.waves import STRATEGIES
 
+    if strategy.upper() not in STRATEGIES and strategy not in STRATEGIES:
+        raise click.BadParameter(f"must be one of {', '.join(sorted(STRATEGIES))} (got "
+                                 f"{shown(strategy)})", param_hint="'--strategy'")
     config = WaveRunConfig(
         output_dir=out_dir, tasks=tasks_path, schedule=schedule, strict=strict, agents=agents,
         agents_file=agents_file, waves=waves, tasks_per_wave=tasks_per_wave,
@@ -537,8 +541,13 @@ def run_waves_command(tasks_path: Path | None, schedule: Path | None, strict: bo
     table.add_row("learning signals", str(summary.signals))
     table.add_row("report", plain(summary.report))
     first, last = summary.audit_seq
+    how = summary.replay
+    if key_env is not None or key_file is not None:  # the key as it was given
+        how = how.split(" --key-file")[0] + (f" --key-env {shlex.quote(key_env)}"
+                                             if key_env is not None else
+                                             f" --key-file {shlex.quote(str(key_file))}")
     table.add_row("audit trail", plain(f"{printable(summary.audit_log)} "
-                                       f"({printable(summary.replay)}), seq {first} to {last}"))
+                                       f"({printable(how)}), seq {first} to {last}"))
     if summary.skipped:
         table.add_row("skipped lines", Text(str(len(summary.skipped)), style="bold red"))
     _out().print(table)

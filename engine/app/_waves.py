@@ -113,6 +113,8 @@ AUDIT_FILE = "audit.jsonl"
 OUTPUT_FILES = (HEALTH_FILE, SUMMARY_FILE, SIGNALS_FILE, REPORT_FILE, PLOT_FILE, TASKS_FILE,
                 *TARGET_FILES.values())
 BACKENDS = ("virtual", "threads")
+#: The most agents a run takes (``--agents``, an agents file, agents tasks name).
+MAX_AGENTS = 4096
 #: The most tasks the default scenario makes (they are built before the first wave runs).
 MAX_TASKS = 10_000_000
 #: The file buddy leaves in each ``wave_N`` directory it writes: only those it removes.
@@ -253,6 +255,9 @@ def _inputs(config: WaveRunConfig, registry: ToolContractRegistry) -> _Inputs:
     permissions (so a tool needing another is refused: fail closed).
     """
     permissions = load_permissions(config.agents_file) if config.agents_file else None
+    if permissions is not None and len(permissions) > MAX_AGENTS:
+        raise InputError(f"{config.agents_file}: {len(permissions):,} agents; a run takes at "
+                         f"most {MAX_AGENTS:,}")
     agents = list(permissions) if permissions is not None else \
         [f"agent_{i}" for i in range(config.agents)]
     skipped: list[str] = []
@@ -275,25 +280,45 @@ def _inputs(config: WaveRunConfig, registry: ToolContractRegistry) -> _Inputs:
             for t in tasks:
                 if t.agent_id is not None and t.agent_id not in agents:
                     agents.append(t.agent_id)
+            if len(agents) > MAX_AGENTS:
+                raise InputError(f"{config.tasks}: its tasks name {len(agents):,} agents; a "
+                                 f"run takes at most {MAX_AGENTS:,}")
+        else:  # a task pinned to an agent the agents file does not name: refused
+            known = set(agents)
+            stray = [f"{config.tasks}: task {shown(t.task_id)}: agent_id {shown(t.agent_id)} "
+                     f"is not an agent of {config.agents_file}" for t in tasks
+                     if t.agent_id is not None and t.agent_id not in known]
+            if stray and config.strict:
+                raise InputError(stray[0])
+            skipped += stray
+            tasks = [t for t in tasks if t.agent_id is None or t.agent_id in known]
+            if not tasks:
+                raise InputError(f"{config.tasks}: no task to run")
     if permissions is None:
         permissions = {a: SCENARIO_PERMISSIONS for a in agents}
     return _Inputs(tasks, agents, permissions, tuple(skipped))
 
 
-def _read_trail(audit: AuditLog, ledger: ExecutionLedger) -> tuple[int | None, int]:
-    """Read the trail a run continues, once: its irreversible actions done LIVE go to
+def _read_trail(audit: AuditLog, ledger: ExecutionLedger, registry: ToolContractRegistry,
+                ) -> tuple[int | None, int]:
+    """Read the trail a run continues, once: its irreversible actions run LIVE (ok or
+    not: a failed call may have acted) or cut short mid-call by a crash go to
     ``ledger`` (a duplicate is refused by the constraint gate), and every task an
     earlier run left unfinished (killed mid-wave) is closed with a ``cancel`` move, so
     no task stays IN_PROGRESS. Returns the seq of the lock event in force (None:
     unlocked) and how many tasks were closed."""
     lock: int | None = None
     open_tasks: dict[str, tuple[str, str, dict[str, Any]]] = {}
+    irreversible_failed: list[tuple[Any, Any, dict[str, Any]]] = []
 
     def executions() -> Iterator[dict[str, Any]]:
         nonlocal lock
         for r in audit.records():
             kind = r["kind"]
             if kind == "execution":
+                d = r["data"]
+                if d.get("mode") == "LIVE" and not d.get("ok"):  # it may have happened
+                    irreversible_failed.append((d.get("tool"), d.get("args_digest"), r))
                 yield r
             elif kind == "transition" and r["machine"] == "task":
                 if r["dst"] in ("COMPLETED", "FAILED"):
@@ -306,7 +331,14 @@ def _read_trail(audit: AuditLog, ledger: ExecutionLedger) -> tuple[int | None, i
                 lock = None
 
     ledger.load_history(executions())
+    for tool, digest, r in irreversible_failed:  # a failed LIVE run counts as done too
+        if isinstance(tool, str) and isinstance(digest, str) and tool in registry and \
+                not registry.get(tool).reversible:
+            ledger.done_actions.setdefault((tool, digest), str(r.get("subject")))
     for subject, (state, event, data) in open_tasks.items():
+        tool, digest = data.get("tool"), data.get("args_digest")
+        if state == "IN_PROGRESS" and isinstance(tool, str) and isinstance(digest, str):
+            ledger.done_actions.setdefault((tool, digest), subject)  # cut short mid-call
         retries = data.get("attempts", 0) + (state == "RETRYING" and event == "fail")
         audit.append("transition", "task", subject, "cancel", state, "FAILED", {
             "attempts": retries, "max_retries": data.get("max_retries", 0),
@@ -406,13 +438,15 @@ def _run(config: WaveRunConfig, registry: ToolContractRegistry, tables: dict[str
     clock = VirtualClock(start)
     audit_path = out / AUDIT_FILE
     continued = audit_path.exists() and audit_path.stat().st_size > 0
-    audit = AuditLog.open(audit_path, clock=clock, key=config.audit_key, exclusive=True)
+    # shared, not exclusive: another process may lock the system (an emergency stop)
+    # while the run goes on, and every call after its lock event runs MOCK only
+    audit = AuditLog.open(audit_path, clock=clock, key=config.audit_key)
     try:
         first_seq = audit.last_seq + 1 if continued else 1
         ledger = ExecutionLedger(keep_history=False)
         lock_at_start, recovered = None, 0
         if continued:  # what earlier runs did: irreversible actions done; tasks cut short
-            lock_at_start, recovered = _read_trail(audit, ledger)
+            lock_at_start, recovered = _read_trail(audit, ledger, registry)
     except BaseException:
         audit.close()
         raise

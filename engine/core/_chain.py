@@ -27,7 +27,7 @@ from typing import Any, BinaryIO, cast
 import attrs
 
 from buddy.rules.base._convert import structure_checked
-from buddy.rules.base._files import split_lines
+from buddy.rules.base._files import NotReadable, read_regular, split_lines
 from buddy.rules.base.errors import AuditChainBroken, AuditError, AuditFormatError
 
 __all__ = [
@@ -75,7 +75,9 @@ def load_key(*, file: str | os.PathLike[str] | None = None, env: str | None = No
     """
     if file is not None:
         try:
-            key = Path(file).read_bytes().strip()
+            key = read_regular(file, 64 * 1024).strip()
+        except NotReadable as exc:
+            raise AuditError(f"{file}: cannot read audit key: {exc}") from None
         except OSError as exc:
             raise AuditError(f"{file}: cannot read audit key: {exc.strerror}") from None
         if not key:

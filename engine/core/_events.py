@@ -140,6 +140,8 @@ class TaskStep:
     agent: str | None = None
     gate: str | None = None
     context: str | None = None
+    tool: str | None = None           # an irreversible action an attempt starts: its
+    args_digest: str | None = None    # tool and arguments (a run cut short counts as done)
 
 
 @attrs.frozen

@@ -43,7 +43,6 @@ import attrs
 import orjson
 
 from buddy.engine.core._engine import Engine
-from buddy.engine.orchestration._conflict_records import ExecutedCall
 from buddy.engine.orchestration._execution_ledger import ExecutionLedger
 from buddy.engine.waves._agents import AgentManager
 from buddy.engine.waves._records import (
@@ -303,11 +302,12 @@ class WaveExecutor:
 
     # -- a wave ----------------------------------------------------------------
     def execute_wave(self, plan: CoordinationPlan, tasks: Mapping[str, PredictedTask],
-                     finished: Mapping[str, str | None], *, start: float,
+                     finished: Mapping[str, tuple[str, str | None] | None], *, start: float,
                      blocking: Mapping[str, int] | None = None) -> WaveRun:
         """Run ``plan``'s tasks (``tasks`` by id) from ``start``; ``finished``: each
-        earlier task's tool when it COMPLETED, None when it FAILED (the dependency gate
-        reads it); ``blocking``: HIGH anomalies standing against each agent (the
+        earlier task's (tool, mode its last attempt ran in) when it COMPLETED, None when
+        it FAILED (the dependency gate reads it, and caps a task whose tool depends on
+        theirs at their mode); ``blocking``: HIGH anomalies standing against each agent (the
         constraint gate reads them)."""
         self._reset(plan.wave)
         self.finished = finished
@@ -366,8 +366,13 @@ class WaveExecutor:
         trigger = "start" if work.state == _PENDING else "retry"
         metrics = self._gate_metrics(agent, work)
         refused = self.gates.check(metrics)
+        contract = self.engine.registry.get(task.tool) if task.tool in self.engine.registry \
+            else None
+        irreversible = contract is not None and not contract.reversible
         self._move(work, agent, trigger, self._inputs(work, refused is None), now,
-                   gate=None if refused is None else refused.id)
+                   gate=None if refused is None else refused.id,
+                   action=(task.tool, args_digest(task.args))
+                   if irreversible and refused is None else None)
         if refused is not None:
             with self.lock:
                 self.refusals[refused.id] += 1
@@ -380,11 +385,11 @@ class WaveExecutor:
                           self.timeout_s)
         token = ATTEMPT.set(attempt)
         began = time.perf_counter()
+        cap, why = self._cap(task, contract)
         try:
             result = self.engine.execute(agent, task.tool, task.args,
                                          confidence=task.decision_confidence,
-                                         max_mode=self.config.max_mode,
-                                         cap_reason="the wave run's mode cap")
+                                         max_mode=cap, cap_reason=why)
         finally:
             ATTEMPT.reset(token)
         latency = attempt.latency if self.virtual else time.perf_counter() - began
@@ -396,22 +401,23 @@ class WaveExecutor:
         end = self._now(runner)
         if late:  # too slow: the agent is taken out, whatever came of the call
             self._offline(agent)
+        if result.mode is _LIVE and irreversible:  # done, whatever came of it
+            self._record_done(agent, task, result.context)
         if result.ok:  # done, even if late: a call that succeeded is never run again
-            if result.mode is _LIVE and self.ledger is not None:
-                self._record_done(agent, task, result.context)
             self._move(work, agent, "succeed", self._inputs(work), end, context=result.context)
             self._finish(work, agent, end, None if not late else
-                         f"succeeded after the {self.timeout_s:g} s timeout; {agent} marked "
+                         f"succeeded, past the {self.timeout_s:g} s timeout; {agent} marked "
                          "OFFLINE")
             return True
         decision = result.decision
-        irreversible = not self.engine.registry.get(task.tool).reversible
         if not decision.allowed and decision.rule not in self.retry_on:
             work.error = f"refused by the policy ({decision.rule}): {decision.reason}"
-        elif late and irreversible and result.mode is not None:
-            work.timed_out = True  # what it did is unknown: an irreversible action is not
-            work.error = (f"timed out after {self.timeout_s:g} s; {agent} marked OFFLINE; "
-                          f"{task.tool} is irreversible and its outcome unknown: not retried")
+        elif irreversible and result.mode is _LIVE:
+            work.timed_out = late  # what it did is unknown: an irreversible action is not
+            work.error = (f"{_late(latency, self.timeout_s, agent) + '; ' if late else ''}"
+                          f"{task.tool} is irreversible and ran LIVE "
+                          f"({result.error or 'no result'}): what it did is unknown, "
+                          "not retried")
         else:
             work.error = None
         if work.error is not None:
@@ -420,7 +426,7 @@ class WaveExecutor:
             return True
         if late:
             work.timed_out = True
-            work.error = f"timed out after {self.timeout_s:g} s; {agent} marked OFFLINE"
+            work.error = _late(latency, self.timeout_s, agent)
         else:
             work.error = result.error or (f"refused by the policy ({decision.rule}): "
                                           f"{decision.reason}")
@@ -450,13 +456,27 @@ class WaveExecutor:
                 self.offline.append(agent)
 
     def _record_done(self, agent: str, task: PredictedTask, context: str) -> None:
-        """An irreversible action succeeded LIVE: the same action is a duplicate now."""
-        if self.engine.registry.get(task.tool).reversible:
-            return
+        """An irreversible action ran LIVE (whether it succeeded or not, it may have
+        happened): the same action is a duplicate now."""
         with self.lock:
-            assert self.ledger is not None
-            self.ledger.record(ExecutedCall(context, task.tool, agent,
-                                            args_digest(task.args), True, _LIVE))
+            self.ledger.done_actions.setdefault((task.tool, args_digest(task.args)), context)
+
+    def _cap(self, task: PredictedTask, contract: Any) -> tuple[ExecutionMode | None, str]:
+        """The mode cap of an attempt: the run's, and no higher than the lowest mode a
+        task its tool depends on (by contract) COMPLETED in: a click after a form filled
+        in MOCK is no LIVE click."""
+        cap, why = self.config.max_mode, "the wave run's mode cap"
+        if contract is None or not contract.dependencies:
+            return cap, why
+        finished = self.finished
+        for dep in task.dependencies:
+            done = finished.get(dep)
+            if done is None or done[0] not in contract.dependencies or done[1] is None:
+                continue
+            mode = ExecutionMode(done[1])
+            if cap is None or mode.rank < cap.rank:
+                cap, why = mode, f"its dependency {dep} ({done[0]}) completed in {done[1]}"
+        return cap, why
 
     def _inputs(self, work: _Work, gate_allows: bool = True) -> TaskInputs:
         """The task machine's guard inputs for ``work`` now: the retries it made, the
@@ -483,7 +503,7 @@ class WaveExecutor:
         contract = registry.get(task.tool) if known else None
         needs = contract.dependencies if contract is not None else ()
         tools_met = not needs or set(needs) <= {
-            finished.get(d) for d in task.dependencies}
+            done[0] for d in task.dependencies if (done := finished.get(d)) is not None}
         duplicate = False
         ledger = self.ledger
         if contract is not None and not contract.reversible and ledger is not None:
@@ -508,7 +528,8 @@ class WaveExecutor:
         }
 
     def _move(self, work: _Work, agent: str, trigger: str, inputs: TaskInputs, ts: float, *,
-              gate: str | None = None, context: str | None = None) -> None:
+              gate: str | None = None, context: str | None = None,
+              action: tuple[str, str] | None = None) -> None:
         """Fire ``trigger`` on the task's machine and record the move."""
         src = work.state
         option = fire(_TABLE, src, trigger, inputs)
@@ -522,6 +543,8 @@ class WaveExecutor:
             data["gate"] = gate
         if context is not None:
             data["context"] = context
+        if action is not None:  # an irreversible action about to run: a run cut short by
+            data["tool"], data["args_digest"] = action  # a crash counts as done
         audit = self.audit
         with audit.lock:  # the event's JSON made here, as the controller makes a call's
             subject = work.subject
@@ -561,6 +584,11 @@ class WaveExecutor:
 
 
 _DUMPS = orjson.dumps
+
+
+def _late(latency: float, timeout: float, agent: str) -> str:
+    took = f"after {latency:.3g} s" if latency < timeout else f"past the {timeout:g} s timeout"
+    return f"timed out ({took}); {agent} marked OFFLINE"
 #: A task move's JSON from ``"kind"`` to its data (what ``AuditLog.append`` writes).
 _MOVE = b'"kind":"transition","machine":"task","subject":%b,"event":%b,"src":%b,"dst":%b,' \
     b'"data":%b'

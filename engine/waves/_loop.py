@@ -45,6 +45,7 @@ from buddy.engine.waves._records import (
     LearningSignal,
     PredictedTask,
     SystemHealth,
+    TaskAssignment,
 )
 from buddy.rules.tables._monitoring import HealthTable
 from buddy.rules.tables._waves import (
@@ -83,9 +84,9 @@ class WaveLoop:
         self.monitor = monitor
         self.clock = clock
         self.now = start
-        #: task id -> its tool when it COMPLETED, None when it FAILED (the dependency
-        #: gate reads it)
-        self.finished: dict[str, str | None] = {}
+        #: task id -> (its tool, the mode its last attempt ran in) when it COMPLETED,
+        #: None when it FAILED (the dependency gate reads it)
+        self.finished: dict[str, tuple[str, str | None] | None] = {}
         self._blocking: dict[str, int] = {}
 
     @classmethod
@@ -120,11 +121,14 @@ class WaveLoop:
         benched = [a for a in self._blocking if a in available]
         if len(benched) == len(available):
             benched = []
-        plan = manager.assign_tasks_to_agents(tasks, wave, exclude=benched)
+        if available:
+            plan = manager.assign_tasks_to_agents(tasks, wave, exclude=benched)
+        else:  # every agent OFFLINE: each task meets the resource gate, named and counted
+            plan = _stranded(manager, tasks, wave)
         run = self.executor.execute_wave(plan, {t.task_id: t for t in tasks}, self.finished,
                                          start=self.now, blocking=self._blocking)
         for r in run.results:
-            self.finished[r.task_id] = r.tool if r.success else None
+            self.finished[r.task_id] = (r.tool, r.mode) if r.success else None
         end = run.end
         if isinstance(self.clock, VirtualClock):
             self.clock.set(end)
@@ -152,3 +156,16 @@ class WaveLoop:
             else:
                 kept.append(outcome)
         return kept
+
+
+def _stranded(manager: AgentManager, tasks: Sequence[PredictedTask],
+              wave: int) -> CoordinationPlan:
+    """A wave's plan when no agent is available: each task on its pinned agent, else
+    round robin over all of them; the resource gate refuses every one."""
+    agents = list(manager.agents)
+    now = manager._now()
+    return CoordinationPlan(wave, 0, len(tasks), manager.strategy_name, tuple(
+        TaskAssignment(t.task_id, t.agent_id if t.agent_id in manager.agents
+                       else agents[i % len(agents)], t.predicted_success_rate, now, wave,
+                       manager.strategy_name, t.priority)
+        for i, t in enumerate(tasks)), 0.0)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
-__all__ = ["split_lines", "write_atomic"]
+__all__ = ["NotReadable", "read_regular", "split_lines", "write_atomic"]
 
 
 def write_atomic(path: str | os.PathLike[str], data: str | bytes | Callable[[IO[bytes]], object],
@@ -67,3 +68,39 @@ def split_lines(data: bytes) -> tuple[list[bytes], bytes]:
     lines = data[:end].split(b"\n")
     lines.pop()  # the empty piece after the last newline
     return lines, data[end:]
+
+
+class NotReadable(ValueError):
+    """A file that is not a regular file, or larger than its reader takes (one line)."""
+
+
+def read_regular(path: str | os.PathLike[str], limit: int) -> bytes:
+    """The bytes of the regular file at ``path``, at most ``limit`` of them.
+
+    A FIFO, a device (``/dev/zero``), a directory or a socket is refused before
+    it is read (a FIFO without a writer would block; ``/dev/zero`` never ends),
+    and so is a file larger than ``limit``: :class:`NotReadable`, its message
+    without the path (the caller names the file as its messages do).
+    :class:`OSError` when the file cannot be opened or read.
+    """
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise NotReadable("not a regular file")
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        info = os.fstat(fd)  # what was opened, not what the name pointed to before
+        if not stat.S_ISREG(info.st_mode):
+            raise NotReadable("not a regular file")
+        if info.st_size > limit:
+            raise NotReadable(f"larger than {limit:,} bytes ({info.st_size:,})")
+        chunks, size = [], 0
+        while size <= limit:
+            chunk = os.read(fd, min(1 << 20, limit + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > limit:
+            raise NotReadable(f"larger than {limit:,} bytes")
+        return b"".join(chunks)
+    finally:
+        os.close(fd)

@@ -40,6 +40,7 @@ import attrs
 import tomli
 
 from buddy.rules.base._convert import Problem, structure_checked, structurer
+from buddy.rules.base._files import NotReadable, read_regular
 from buddy.rules.base._masking import shown
 from buddy.rules.base.errors import RuleTableError
 from buddy.rules.tables._checks import is_row_id
@@ -61,6 +62,8 @@ F = TypeVar("F")
 R = TypeVar("R")
 C = TypeVar("C")
 
+#: The largest table file read (a 10,000-tool catalogue is about 3 MB).
+MAX_TABLE_BYTES = 64 * 1024 * 1024
 #: The version of the format a file may state (``version = 1``); it may also name its
 #: table (``table = "health"``), so that a file loaded as the wrong table says so.
 VERSION = 1
@@ -158,9 +161,11 @@ def read_toml(path: Path | str | None = None, *, text: str | None = None,
         if path is None:
             raise TypeError("read_toml needs a path or a text")
         try:
-            text = Path(path).read_text(encoding="utf-8")
+            text = read_regular(path, MAX_TABLE_BYTES).decode("utf-8")
         except FileNotFoundError:
             raise RuleTableError(f"{source}: no such file") from None
+        except NotReadable as exc:
+            raise RuleTableError(f"{source}: {exc}") from None
         except (OSError, UnicodeDecodeError) as exc:
             raise RuleTableError(f"{source}: cannot read: {exc}") from None
     try:

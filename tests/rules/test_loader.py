@@ -409,8 +409,16 @@ class TestReadToml:
     def test_directory(self, tmp_path):
         with pytest.raises(RuleTableError) as info:
             read_toml(tmp_path)
-        assert str(info.value) == (
-            f"{tmp_path}: cannot read: [Errno 21] Is a directory: '{tmp_path}'")
+        assert str(info.value) == f"{tmp_path}: not a regular file"
+
+    def test_a_fifo_or_a_device_is_refused_unread(self, tmp_path):
+        import os
+
+        fifo = tmp_path / "gates.toml"
+        os.mkfifo(fifo)  # no writer: reading it would block for ever
+        for path in (fifo, "/dev/zero"):
+            with pytest.raises(RuleTableError, match="not a regular file"):
+                read_toml(path)
 
 
 class TestKeyLines:

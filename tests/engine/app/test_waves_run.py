@@ -172,7 +172,7 @@ class TestInputs:
 
     def test_unknown_strategy(self, capsys):
         code, _, err = cli(capsys, "run", "waves", "--strategy", "FASTEST", "--out", "o")
-        assert code == 1 and err.startswith("InputError: strategy must be one of ")
+        assert code == 2 and "--strategy" in err and "must be one of " in err
         assert "Traceback" not in err
 
     def test_bad_settings(self):
@@ -291,4 +291,92 @@ class TestReview:
         monkeypatch.setenv("WAVE_KEY", "k" * 32)
         code, out, _ = cli(capsys, "run", "waves", "--out", "o", "--key-env", "WAVE_KEY",
                            "--tasks-per-wave", "3")
-        assert code == 0 and "--key-file FILE (or --key-env VAR)" in out
+        assert code == 0 and "--key-env WAVE_KEY" in out
+
+
+class TestSecondReview:
+    def tasks_file(self, rows):
+        Path("t.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return Path("t.jsonl")
+
+    def test_a_pin_to_an_agent_the_agents_file_lacks_is_refused(self, capsys):
+        Path("agents.json").write_text(json.dumps({"a1": ["crm.write"]}))
+        path = self.tasks_file([
+            {"task_id": "x", "tool": "math_compute", "predicted_success_rate": 0.9,
+             "agent_id": "ghost"},
+            {"task_id": "y", "tool": "math_compute", "predicted_success_rate": 0.9}])
+        code, _, err = cli(capsys, "run", "waves", "--tasks", path, "--agents-file",
+                           "agents.json", "--out", "o", "--start", START)
+        assert code == 1
+        assert "SkippedLine: t.jsonl: task 'x': agent_id 'ghost' is not an agent of " \
+               "agents.json" in err
+        summary = json.loads(Path("o", SUMMARY_FILE).read_bytes())
+        assert summary["total_tasks"] == 1 and summary["agents"] == ["a1"]
+
+    def test_an_irreversible_call_cut_short_by_a_crash_counts_as_done(self):
+        # a trail cut between a LIVE decision and its run (kill -9 in the handler): the
+        # next run into the directory must not do the action again
+        Path("agents.json").write_text(json.dumps({"a1": ["crm.write"]}))
+        row = {"task_id": "bob", "tool": "ghl_update_contact", "predicted_success_rate": 0.9,
+               "args": {"name": "Bob"}}
+        path = self.tasks_file([row])
+        run_waves(WaveRunConfig(output_dir=Path("o"), tasks=path, start=START,
+                                agents_file=Path("agents.json")))
+        lines = Path("o", AUDIT_FILE).read_bytes().splitlines(keepends=True)
+        cut = next(i for i, line in enumerate(lines) if b'"kind":"execution"' in line)
+        Path("o", AUDIT_FILE).write_bytes(b"".join(lines[:cut]))
+        from buddy.engine.core._chain import anchor_path
+
+        anchor_path(Path("o", AUDIT_FILE)).unlink()
+        from buddy.engine.core._audit import AuditLog
+
+        AuditLog.open(Path("o", AUDIT_FILE), clock=lambda: float(START),
+                      allow_missing_anchor=True).close()
+        again = run_waves(WaveRunConfig(output_dir=Path("o"), tasks=path, start=START,
+                                        agents_file=Path("agents.json")))
+        assert again.recovered == 1 and again.tasks_by_mode["LIVE"] == 0
+        [task] = lines_of_executed(Path("o"))
+        assert task["gate"] == "constraint_enforcement"
+        assert replay(Path("o", AUDIT_FILE)).ok
+
+    def test_another_process_can_lock_the_system_mid_run(self, monkeypatch):
+        from buddy.engine.core._audit import AuditLog
+        from buddy.engine.waves import _simulator
+
+        calls = []
+        real = _simulator.WaveSimulator.outcome
+
+        def outcome(self, attempt):  # at the 5th attempt, an operator locks the system
+            calls.append(attempt.task)
+            if len(calls) == 5:
+                other = AuditLog.open(Path("o", AUDIT_FILE), clock=lambda: float(START))
+                other.set_locked(True, "operator: stop")
+                other.close()
+            return real(self, attempt)
+
+        monkeypatch.setattr(_simulator.WaveSimulator, "outcome", outcome)
+        summary = run_waves(WaveRunConfig(output_dir=Path("o"), start=START))
+        assert summary.lock_note and "LOCKED at the end" in summary.lock_note
+        executed = lines_of_executed(Path("o"))
+        assert {t["mode"] for t in executed[10:]} <= {"MOCK", None}
+        assert replay(Path("o", AUDIT_FILE)).ok
+
+    def test_every_agent_offline_still_finishes_the_run(self):
+        summary = run_waves(WaveRunConfig(output_dir=Path("o"), start=START, timeout_s=0.01))
+        assert summary.tasks == 60 and summary.completed == 0
+        assert Path("o", SUMMARY_FILE).is_file()
+        assert replay(Path("o", AUDIT_FILE)).ok
+
+    def test_hostile_rule_and_key_files_are_refused(self, capsys):
+        import os
+
+        os.mkfifo("fifo")
+        for argv in (("--catalogue", "/dev/zero"), ("--catalogue", "fifo"),
+                     ("--key-file", "fifo"), ("--key-file", "/dev/zero")):
+            code, _, err = cli(capsys, "run", "waves", "--out", "o", *argv)
+            assert code == 1 and "not a regular file" in err, argv
+
+
+def lines_of_executed(out: Path) -> list[dict]:
+    return sorted((t for p in sorted(out.glob("wave_*/*/executed_tasks.jsonl"))
+                   for t in lines(p)), key=lambda t: (t["wave"], t["start_time"], t["task_id"]))

@@ -95,7 +95,8 @@ def mutated(draw: st.DrawFn) -> tuple[bytes | None, list[bytes]]:
             rechain(lines, key, i, relink=False, stop=i + 1)
             rechain(lines, key, i + 1, relink=True)  # the rest follows it: one break
         elif kind == "key":  # the header says the other chain, or lines of the other log
-            lines[i] = LOGS[KEY if key is None else None][i]
+            other = LOGS[KEY if key is None else None]
+            lines[i] = other[min(i, len(other) - 1)]  # (a log grown by "dup" is longer)
     if draw(st.booleans()):  # hashed again by one who has the key: only links and seqs break
         rechain(lines, key, draw(st.integers(0, len(lines))), relink=draw(st.booleans()))
     return key, lines

@@ -337,10 +337,30 @@ class TestSafety:
         _, manager, ex = setup({"a": Profile(capability=1.5)})
         [r] = run(ex, manager, [task("click", tool="button_click")]).results
         assert r.gate == "dependency_validation"
-        deps = {"look": "vision_inspect", "fill": "form_fill"}
+        deps = {"look": ("vision_inspect", "LIVE"), "fill": ("form_fill", "LIVE")}
         [r] = run(ex, manager, [task("click", tool="button_click", deps=tuple(deps))],
                   finished=deps).results
-        assert r.status is TaskStatus.COMPLETED
+        assert (r.status, r.mode) == (TaskStatus.COMPLETED, "LIVE")
+
+    def test_a_task_runs_no_higher_than_what_its_tool_depends_on_ran(self):
+        # the form was filled in MOCK only: the click is capped at MOCK, not run LIVE
+        _, manager, ex = setup({"a": Profile(capability=1.5)})
+        deps = {"look": ("vision_inspect", "LIVE"), "fill": ("form_fill", "MOCK")}
+        [r] = run(ex, manager, [task("click", tool="button_click", deps=tuple(deps))],
+                  finished=deps).results
+        assert (r.status, r.decided, r.mode) == (TaskStatus.COMPLETED, "LIVE", "MOCK")
+
+    def test_an_irreversible_live_failure_is_not_retried_and_counts_as_done(self):
+        engine, manager, ex = setup({"a": Profile(capability=-1.0)})
+        args = {"id": 9}
+        tasks = [task("t0", tool="ghl_update_contact", args=args),
+                 task("t1", tool="ghl_update_contact", args=args)]
+        first, second = run(ex, manager, tasks).results
+        assert (first.status, first.retry_count, first.mode) == (TaskStatus.FAILED, 0, "LIVE")
+        assert "irreversible and ran LIVE" in first.error_msg
+        assert second.gate == "constraint_enforcement"  # the same action: maybe done
+        assert sum(e["kind"] == "execution" for e in engine.audit.records()) == 1
+        assert replay(engine.audit).ok
 
     def test_an_irreversible_call_that_timed_out_is_not_retried(self):
         profiles = {"slow": Profile(timeout_rate=1.0), "ok": Profile(capability=1.5)}
@@ -378,7 +398,7 @@ class TestSafety:
         [r] = run(ex, manager, [task("t0", tool="ghl_update_contact",
                                      args={"id": "t0"})]).results
         assert calls == ["t0"]  # once, never again on a backup
-        assert r.status is TaskStatus.COMPLETED and "after the 0.01 s timeout" in r.error_msg
+        assert r.status is TaskStatus.COMPLETED and "past the 0.01 s timeout" in r.error_msg
         assert not manager.agents["a"].available
 
     def test_a_rate_limited_retry_waits_for_a_token(self):
