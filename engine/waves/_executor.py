@@ -288,6 +288,8 @@ class WaveExecutor:
         #: the irreversible actions done LIVE (those the application loads, e.g. from an
         #: audit trail, and this run's): the constraint gate refuses a duplicate.
         self.ledger = ledger if ledger is not None else ExecutionLedger(keep_history=False)
+        #: irreversible actions an agent is running now (a second one is a duplicate)
+        self.in_flight: set[tuple[str, str]] = set()
         self._reset(0)
 
     def _reset(self, wave: int) -> None:
@@ -364,15 +366,36 @@ class WaveExecutor:
         if work.started is None:
             work.started = now
         trigger = "start" if work.state == _PENDING else "retry"
-        metrics = self._gate_metrics(agent, work)
-        refused = self.gates.check(metrics)
         contract = self.engine.registry.get(task.tool) if task.tool in self.engine.registry \
             else None
         irreversible = contract is not None and not contract.reversible
+        action = (task.tool, args_digest(task.args)) if irreversible else None
+        if action is None:
+            metrics = self._gate_metrics(agent, work, None)
+            refused = self.gates.check(metrics)
+        else:  # checked and reserved at once: two agents never run one action together
+            with self.lock:
+                metrics = self._gate_metrics(agent, work, action)
+                refused = self.gates.check(metrics)
+                if refused is None:
+                    self.in_flight.add(action)
+        try:
+            return self._attempt(runner, work, trigger, now, metrics, refused, contract,
+                                 action)
+        finally:
+            if action is not None and refused is None:
+                with self.lock:
+                    self.in_flight.discard(action)
+
+    def _attempt(self, runner: Runner, work: _Work, trigger: str, now: float,
+                 metrics: dict[str, Any], refused: Any, contract: Any,
+                 action: tuple[str, str] | None) -> bool:
+        """:meth:`attempt` once the gates have answered."""
+        agent, task = runner.agent, work.task
+        irreversible = action is not None
         self._move(work, agent, trigger, self._inputs(work, refused is None), now,
                    gate=None if refused is None else refused.id,
-                   action=(task.tool, args_digest(task.args))
-                   if irreversible and refused is None else None)
+                   action=action if refused is None else None)
         if refused is not None:
             with self.lock:
                 self.refusals[refused.id] += 1
@@ -490,7 +513,8 @@ class WaveExecutor:
         runner.t = self.clock()
         return runner.t
 
-    def _gate_metrics(self, agent: str, work: _Work) -> dict[str, Any]:
+    def _gate_metrics(self, agent: str, work: _Work,
+                      action: tuple[str, str] | None) -> dict[str, Any]:
         task = work.task
         engine = self.engine
         registry = engine.registry
@@ -504,10 +528,8 @@ class WaveExecutor:
         needs = contract.dependencies if contract is not None else ()
         tools_met = not needs or set(needs) <= {
             done[0] for d in task.dependencies if (done := finished.get(d)) is not None}
-        duplicate = False
-        ledger = self.ledger
-        if contract is not None and not contract.reversible and ledger is not None:
-            duplicate = (task.tool, args_digest(task.args)) in ledger.done_actions
+        duplicate = action is not None and (action in self.ledger.done_actions
+                                            or action in self.in_flight)
         state = self.manager.agents[agent]
         return {
             "task_valid": known and valid_confidence(task.predicted_success_rate)

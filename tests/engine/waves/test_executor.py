@@ -409,3 +409,26 @@ class TestSafety:
         result = run(ex, manager, tasks)
         last = result.results[-1]
         assert last.retry_count >= 1 and last.end_time - last.start_time >= 60 / limit
+
+
+def test_agents_in_threads_never_run_one_irreversible_action_together():
+    import time
+
+    runs: list[str] = []
+
+    def slow(args):
+        runs.append(args["name"])
+        time.sleep(0.05)  # long enough for every other thread to reach its gates
+        return "updated"
+
+    engine = Engine.default()
+    engine.register_handler("ghl_update_contact", live=slow, dry_run=slow)
+    manager = AgentManager([f"a{i}" for i in range(4)], "ROUND_ROBIN", clock=time.time)
+    ex = WaveExecutor(engine, manager, GateTable.default(), RetryTable.default(),
+                      clock=time.time, backend=ThreadBackend(4), sleep=lambda s: None)
+    tasks = [task(f"t{i}", tool="ghl_update_contact", args={"name": "Bob"}) for i in range(4)]
+    result = run(ex, manager, tasks)
+    assert runs == ["Bob"]
+    assert sorted(r.gate or "ran" for r in result.results) == [
+        "constraint_enforcement"] * 3 + ["ran"]
+    assert replay(engine.audit).ok
