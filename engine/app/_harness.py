@@ -49,7 +49,7 @@ import shutil
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -232,29 +232,31 @@ def _lock_note(start: int | None, end: int | None) -> str | None:
     ]) + ": calls decided while locked ran MOCK only"
 
 
-def _tables(rules_dir: Path | None) -> dict[str, Any]:
-    """Every rule table by file name: the user's from ``rules_dir``, else the shipped one.
+def _tables(rules_dir: Path | None, tables: Mapping[str, Any] = RULE_TABLES, *,
+            of: str = "") -> dict[str, Any]:
+    """Every rule table of ``tables`` by file name: the user's from ``rules_dir``, else
+    the shipped one (``of``: whose tables they are, for messages: " of a wave run").
 
     Raises :class:`RuleTableError` when ``rules_dir`` is not a directory, holds a
     ``*.toml`` that is no rule table (a misspelt name would silently run the
     shipped table), or holds none of them.
     """
     if rules_dir is None:
-        return {name: cls.default() for name, cls in RULE_TABLES.items()}
-    known = ", ".join(RULE_TABLES)
+        return {name: cls.default() for name, cls in tables.items()}
+    known = ", ".join(tables)
     if not rules_dir.is_dir():
         raise RuleTableError(f"{rules_dir}: no such directory")
     present = sorted(p.name for p in rules_dir.glob("*.toml"))
-    unknown = [name for name in present if name not in RULE_TABLES]
+    unknown = [name for name in present if name not in tables]
     if unknown:
         raise RuleTableError([
-            f"{rules_dir / name}: not a rule table (known: {known})"
+            f"{rules_dir / name}: not a rule table{of} (known: {known})"
             + ("; the tool catalogue is given with --catalogue" if name == "tools.toml" else "")
             for name in unknown])
     if not present:
         raise RuleTableError(f"{rules_dir}: holds none of the rule tables (known: {known})")
     return {name: cls.from_toml(rules_dir / name) if name in present else cls.default()
-            for name, cls in RULE_TABLES.items()}
+            for name, cls in tables.items()}
 
 
 def _iso(ts: float) -> str:

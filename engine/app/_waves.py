@@ -46,7 +46,14 @@ from typing import IO, Any
 import attrs
 import orjson
 
-from buddy.engine.app._harness import MAX_START, _iso, _Lines, _lock_note, _run_lock
+from buddy.engine.app._harness import (
+    MAX_START,
+    _iso,
+    _Lines,
+    _lock_note,
+    _run_lock,
+    _tables,
+)
 from buddy.engine.app._printable import md_cell, printable
 from buddy.engine.core._audit import AuditLog
 from buddy.engine.core._chain import anchor_path
@@ -79,7 +86,7 @@ from buddy.machines import MACHINES
 from buddy.rules.base._files import write_atomic
 from buddy.rules.base._masking import Masker, shown
 from buddy.rules.base._values import ExecutionMode
-from buddy.rules.base.errors import InputError, RuleTableError
+from buddy.rules.base.errors import InputError
 from buddy.rules.tables._catalogue import ToolContractRegistry
 from buddy.rules.tables._escalation import EscalationTable
 from buddy.rules.tables._monitoring import HealthTable
@@ -220,23 +227,6 @@ class WaveRunSummary:
     @property
     def tasks_per_second(self) -> float:
         return self.tasks / self.seconds if self.seconds > 0 else math.inf
-
-
-def _tables(rules_dir: Path | None) -> dict[str, Any]:
-    if rules_dir is None:
-        return {name: cls.default() for name, cls in WAVE_RULE_TABLES.items()}
-    known = ", ".join(WAVE_RULE_TABLES)
-    if not rules_dir.is_dir():
-        raise RuleTableError(f"{rules_dir}: no such directory")
-    present = sorted(p.name for p in rules_dir.glob("*.toml"))
-    unknown = [name for name in present if name not in WAVE_RULE_TABLES]
-    if unknown:
-        raise RuleTableError([f"{rules_dir / name}: not a rule table of a wave run "
-                              f"(known: {known})" for name in unknown])
-    if not present:
-        raise RuleTableError(f"{rules_dir}: holds none of the rule tables (known: {known})")
-    return {name: cls.from_toml(rules_dir / name) if name in present else cls.default()
-            for name, cls in WAVE_RULE_TABLES.items()}
 
 
 @attrs.frozen
@@ -416,7 +406,7 @@ def run_waves(config: WaveRunConfig, *,
     """
     registry = ToolContractRegistry.from_toml(config.catalogue) if config.catalogue else \
         ToolContractRegistry.default()
-    tables = _tables(config.rules_dir)
+    tables = _tables(config.rules_dir, WAVE_RULE_TABLES, of=" of a wave run")
     inputs = _inputs(config, registry)
     waves = by_wave(inputs.tasks)
     out = config.output_dir

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from buddy.engine.waves._executor import WaveRun
-from buddy.engine.waves._monitor import WaveMetrics
+from buddy.engine.waves._monitor import WaveMetrics, _round
 from buddy.engine.waves._records import ExecutionOutcome, ExecutionTask, LearningSignal
 from buddy.rules.base.errors import InputError
 from buddy.rules.tables._waves import WaveSignalTable
@@ -143,8 +143,4 @@ class WaveFeedback:
 
 def _unit(x: float) -> float:
     return min(1.0, max(0.0, x))
-
-
-def _round(value: Any) -> Any:
-    return round(value, 4) if isinstance(value, float) else value
 

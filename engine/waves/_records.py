@@ -21,6 +21,7 @@ from typing import Any
 import attrs
 
 from buddy.machines.task import TaskState
+from buddy.rules.tables._waves import load_metrics
 
 __all__ = [
     "AgentMetric",
@@ -189,15 +190,13 @@ class TaskAssignment:
 
 
 def load_balance(loads: Mapping[str, int]) -> float:
-    """``min_load / max_load`` over the agents given (1.0 when none has a task).
+    """``min_load / max_load`` over the agents given (1.0 when none has a task), as the
+    monitor reads it (:func:`~buddy.rules.tables._waves.load_metrics`).
 
     >>> load_balance({"a": 5, "b": 5}), load_balance({"a": 2, "b": 4}), load_balance({})
     (1.0, 0.5, 1.0)
     """
-    if not loads:
-        return 1.0
-    high = max(loads.values())
-    return 1.0 if high == 0 else min(loads.values()) / high
+    return load_metrics(loads.values())["load_balance"]
 
 
 @attrs.frozen
