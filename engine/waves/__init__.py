@@ -36,6 +36,7 @@ from buddy.engine.waves._inputs import (
 )
 from buddy.engine.waves._loop import WaveLoop, WaveOutcome
 from buddy.engine.waves._monitor import WaveMetrics, WaveMonitor
+from buddy.engine.waves._optimizer import OBJECTIVES, Schedule, as_strategy, optimize, pair_scores
 from buddy.engine.waves._records import (
     AgentMetric,
     AgentState,
@@ -64,12 +65,14 @@ from buddy.engine.waves._scenario import (
 from buddy.engine.waves._simulator import SimulatedFailure, SimulatedTimeout, WaveSimulator
 
 __all__ = [
+    "OBJECTIVES",
     "STRATEGIES",
     "agent_permissions",
     "AgentManager",
     "AgentMetric",
     "AgentProfile",
     "AgentState",
+    "as_strategy",
     "AgentStatus",
     "apply_schedule",
     "AssignmentStrategy",
@@ -85,6 +88,8 @@ __all__ = [
     "get_strategy",
     "identify_patterns",
     "LearningSignal",
+    "optimize",
+    "pair_scores",
     "load_balance",
     "load_schedule",
     "load_tasks",
@@ -92,6 +97,7 @@ __all__ = [
     "register_strategy",
     "RetryStrategy",
     "Runner",
+    "Schedule",
     "ScheduleEntry",
     "ScheduleLoad",
     "SimulatedFailure",

@@ -33,6 +33,7 @@ from buddy.rules.tables._monitoring import (
     HealthStatus,
     HealthTable,
 )
+from buddy.rules.tables._optimizer import OPTIMIZER_WEIGHTS, OptimizerTable
 from buddy.rules.tables._signals import (
     ConfidenceRule,
     SignalRule,
@@ -63,6 +64,8 @@ from buddy.rules.tables._waves import (
 )
 
 __all__ = [
+    "OPTIMIZER_WEIGHTS",
+    "OptimizerTable",
     "GATE_METRICS",
     "RETRY_STRATEGIES",
     "SIGNAL_TARGETS",
