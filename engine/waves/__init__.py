@@ -36,6 +36,12 @@ from buddy.engine.waves._inputs import (
 )
 from buddy.engine.waves._loop import WaveLoop, WaveOutcome
 from buddy.engine.waves._monitor import WaveMetrics, WaveMonitor
+from buddy.engine.waves._opt_feedback import (
+    OptimizationFeedbackLoop,
+    evaluate_strategy_effectiveness,
+    heuristic_errors,
+)
+from buddy.engine.waves._opt_monitor import OptimizationMonitor, agent_values, comparison_values
 from buddy.engine.waves._optimizer import OBJECTIVES, Schedule, as_strategy, optimize, pair_scores
 from buddy.engine.waves._records import (
     AgentMetric,
@@ -66,6 +72,12 @@ from buddy.engine.waves._simulator import SimulatedFailure, SimulatedTimeout, Wa
 
 __all__ = [
     "OBJECTIVES",
+    "OptimizationFeedbackLoop",
+    "OptimizationMonitor",
+    "agent_values",
+    "comparison_values",
+    "evaluate_strategy_effectiveness",
+    "heuristic_errors",
     "STRATEGIES",
     "agent_permissions",
     "AgentManager",

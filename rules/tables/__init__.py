@@ -3,7 +3,9 @@
 Every table file (``escalation.toml``, ``tools.toml``, ``conflicts.toml``,
 ``anomalies.toml``, ``health.toml``, ``signals.toml``, and the wave tables
 ``gates.toml``, ``retry.toml``, ``wave_health.toml``, ``wave_anomalies.toml``,
-``wave_signals.toml``) is read by
+``wave_signals.toml``, and the optimization tables ``optimization_metrics.toml``,
+``scheduling_anomalies.toml``, ``optimization_health.toml``,
+``optimization_signals.toml``, ``heuristics.toml``) is read by
 :func:`load` against its :class:`TableSpec`, built on the one cattrs
 converter; problems read ``file:line: row[id].field: message``, all at once.
 The TOML files themselves ship one folder up, in ``buddy/rules/``. This layer
@@ -32,6 +34,15 @@ from buddy.rules.tables._monitoring import (
     AnomalyTable,
     HealthStatus,
     HealthTable,
+)
+from buddy.rules.tables._optimization import (
+    COMPARISON_VALUES,
+    HeuristicsTable,
+    OptimizationHealthTable,
+    OptimizationMetricsTable,
+    OptimizationSignalTable,
+    SchedulingAnomalyTable,
+    hedge_update,
 )
 from buddy.rules.tables._optimizer import OPTIMIZER_WEIGHTS, OptimizerTable
 from buddy.rules.tables._signals import (
@@ -64,6 +75,13 @@ from buddy.rules.tables._waves import (
 )
 
 __all__ = [
+    "COMPARISON_VALUES",
+    "HeuristicsTable",
+    "OptimizationHealthTable",
+    "OptimizationMetricsTable",
+    "OptimizationSignalTable",
+    "SchedulingAnomalyTable",
+    "hedge_update",
     "OPTIMIZER_WEIGHTS",
     "OptimizerTable",
     "GATE_METRICS",

@@ -10,6 +10,7 @@ they are weighed and how much work one agent may take.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,8 +18,9 @@ from typing import Any, ClassVar
 
 import attrs
 
-from buddy.rules.base._convert import Problem
+from buddy.rules.base._convert import Problem, structure_checked
 from buddy.rules.base._masking import shown
+from buddy.rules.base.errors import InputError
 from buddy.rules.tables._checks import between, in_unit_interval, invalid, sums_to_one
 from buddy.rules.tables._loader import ShippedTable, TableSpec, load
 
@@ -97,6 +99,17 @@ class OptimizerTable(ShippedTable):
         return cls(attrs.asdict(loaded.file.weights),
                    max_load_factor=loaded.file.capacity.max_load_factor,
                    source=loaded.source, digest=loaded.digest)
+
+    def with_weights(self, weights: Mapping[str, float]) -> OptimizerTable:
+        """This table with other balanced weights (learned ones), checked as the file's are;
+        its source and digest say so (``optimizer.toml+learned``, a digest of the weights)."""
+        value, problems = structure_checked(dict(weights), OptimizerWeights)
+        if value is None:
+            raise InputError(f"weights: {'; '.join(map(str, problems))}")
+        checked = attrs.asdict(value)
+        text = ",".join(f"{k}={checked[k]!r}" for k in OPTIMIZER_WEIGHTS)
+        return attrs.evolve(self, weights=checked, source=f"{self.source}+learned",
+                            digest=hashlib.sha256(text.encode()).hexdigest()[:16])
 
     def capacity(self, tasks: int, agents: int) -> int:
         """The most tasks one agent may hold: ``ceil(tasks / agents * max_load_factor)``
