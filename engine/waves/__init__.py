@@ -36,6 +36,16 @@ from buddy.engine.waves._inputs import (
 )
 from buddy.engine.waves._loop import WaveLoop, WaveOutcome
 from buddy.engine.waves._monitor import WaveMetrics, WaveMonitor
+from buddy.engine.waves._opt_inputs import (
+    AgentPerformance,
+    CoordinationHealth,
+    CoordinationHistory,
+    CoordinationPattern,
+    CoordinationSignal,
+    CoordinationSummary,
+    agent_states,
+    load_coordination,
+)
 from buddy.engine.waves._optimizer import OBJECTIVES, Schedule, as_strategy, optimize, pair_scores
 from buddy.engine.waves._records import (
     AgentMetric,
@@ -68,8 +78,10 @@ __all__ = [
     "OBJECTIVES",
     "STRATEGIES",
     "agent_permissions",
+    "agent_states",
     "AgentManager",
     "AgentMetric",
+    "AgentPerformance",
     "AgentProfile",
     "AgentState",
     "as_strategy",
@@ -78,7 +90,12 @@ __all__ = [
     "AssignmentStrategy",
     "Backend",
     "by_wave",
+    "CoordinationHealth",
+    "CoordinationHistory",
+    "CoordinationPattern",
     "CoordinationPlan",
+    "CoordinationSignal",
+    "CoordinationSummary",
     "default_agents",
     "default_tasks",
     "ExecutionMetrics",
@@ -91,6 +108,7 @@ __all__ = [
     "optimize",
     "pair_scores",
     "load_balance",
+    "load_coordination",
     "load_schedule",
     "load_tasks",
     "PredictedTask",
