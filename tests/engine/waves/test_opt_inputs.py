@@ -147,8 +147,8 @@ class TestPhase18Examples:
         line = SIGNALS.splitlines()[0] + "\u2028" + SIGNALS.splitlines()[1] + "\n"
         h = load_coordination(phase18(signals=line))
         assert h.signals == ()
-        assert h.errors == ("d/learning_signals.jsonl:1: invalid JSON: unexpected content after document "
-                            "at column 123",)
+        assert h.errors == ("d/learning_signals.jsonl:1: invalid JSON: unexpected content "
+                            "after document at column 123",)
 
 
 class TestRefusedSummary:
