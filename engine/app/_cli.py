@@ -31,6 +31,7 @@ from buddy.engine.core._audit import AuditLog
 from buddy.engine.core._chain import load_key
 from buddy.engine.core._engine import Engine
 from buddy.engine.core._replay import replay as run_replay
+from buddy.engine.waves._optimizer import OBJECTIVES
 from buddy.graphs import dependency_graph, render, to_png
 from buddy.machines import MACHINES
 from buddy.rules.base._convert import converter
@@ -551,6 +552,81 @@ def run_waves_command(tasks_path: Path | None, schedule: Path | None, strict: bo
     if summary.skipped:
         table.add_row("skipped lines", Text(str(len(summary.skipped)), style="bold red"))
     _out().print(table)
+    if summary.skipped:
+        sys.exit(EXIT_FAILED)
+
+
+@cli.command("optimize")
+@click.option("--from", "source", type=click.Path(file_okay=False, path_type=Path),
+              required=True, help="The history: Phase 18's directory (multi_agent_summary.json "
+              "...) or a `buddy run waves --out` directory.")
+@click.option("--tasks", "tasks_path", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="predicted_tasks.jsonl to plan (default: the one in --from).")
+@click.option("--objective", type=click.Choice(OBJECTIVES), default="maximize_success",
+              show_default=True, help="What the plan makes as high as it can be.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              default=None, help="Where to write the plan (default: --from's phase19_plan).")
+@click.option("--rules", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Rules directory holding optimizer.toml (default: buddy's shipped table).")
+@click.option("--strict", is_flag=True,
+              help="Refuse an input file with any bad line (default: skip and count it).")
+def optimize_command(source: Path, tasks_path: Path | None, objective: str,
+                     out_dir: Path | None, rules: Path | None, strict: bool) -> None:
+    """Plan tasks on the agents of an earlier run's history (Phase 19); nothing runs.
+
+    Each wave's tasks go to the agents so the objective is as high as it can be;
+    writes optimization_summary.json and wave_N/<agent>/scheduled_tasks.jsonl.
+    Exits 1 when an input line was skipped (or, with --strict, refused).
+    """
+    from buddy.engine.app._optimize import OptimizeConfig, plan_from
+
+    config = OptimizeConfig(source, tasks=tasks_path, objective=objective, output_dir=out_dir,
+                            rules_dir=rules, strict=strict)
+    try:  # the one-line errors of main(), here too, so the command is whole on its own
+        summary = plan_from(config)
+    except RuleTableError as exc:
+        for problem in exc.problems:
+            _error(f"RuleTableError: {problem}")
+        sys.exit(EXIT_FAILED)
+    except BuddyError as exc:
+        _error(f"{type(exc).__name__}: {exc}")
+        sys.exit(EXIT_FAILED)
+    except OSError as exc:
+        if exc.filename is None:
+            raise
+        _error(f"{type(exc).__name__}: {exc.filename}: {exc.strerror or exc}")
+        sys.exit(EXIT_FAILED)
+    for line in summary.skipped:
+        click.echo(printable(f"SkippedLine: {line}"), err=True)
+    out = _out()
+    for plan in summary.waves:
+        s = plan.schedule
+        table = Table(title=f"wave {plan.wave}: {len(s.assignments)} tasks, expected success "
+                            f"{s.expected_success:.1%}, {s.expected_throughput:,.2f} tasks/s")
+        for name in ("agent", "tasks", "expected success", "expected busy (s)",
+                     "expected throughput (tasks/s)"):
+            table.add_column(name, justify="left" if name == "agent" else "right")
+        for agent, ids in s.order.items():
+            busy = plan.busy_s(agent)
+            mean = sum(s.task_success[t] for t in ids) / len(ids)
+            table.add_row(plain(agent), str(len(ids)), f"{mean:.1%}", f"{busy:,.2f}",
+                          f"{len(ids) / busy:,.2f}" if busy > 0 else "-")
+        out.print(table)
+    table = Table(title=Text.assemble("buddy optimize (from ", plain(source), ", ",
+                                      summary.source, ")"), show_header=False)
+    table.add_column("")
+    table.add_column("")
+    table.add_row("objective", summary.objective)
+    table.add_row("planned", f"{summary.tasks} tasks in {len(summary.waves)} "
+                  f"wave{'' if len(summary.waves) == 1 else 's'} over "
+                  f"{len(summary.agents)} agent{'' if len(summary.agents) == 1 else 's'} "
+                  "(nothing ran)")
+    table.add_row("expected", f"{summary.expected_success_rate:.1%} success, "
+                  f"{summary.expected_throughput:,.2f} tasks/s")
+    table.add_row("plan", plain(summary.summary_path))
+    if summary.skipped:
+        table.add_row("skipped lines", Text(str(len(summary.skipped)), style="bold red"))
+    out.print(table)
     if summary.skipped:
         sys.exit(EXIT_FAILED)
 

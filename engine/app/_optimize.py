@@ -1,0 +1,285 @@
+"""``buddy optimize --from DIR``: the optimizer alone, planning tasks from an earlier run's history.
+
+:func:`plan_from` reads the history in ``DIR`` (:func:`~buddy.engine.waves.load_coordination`:
+Phase 18's four files or a ``buddy run waves`` tree), the tasks to plan
+(``--tasks FILE``, else ``DIR/predicted_tasks.jsonl``), puts each wave's tasks
+on the history's agents (:func:`~buddy.engine.waves.agent_states`) with
+:func:`~buddy.engine.waves.optimize` for the objective chosen, and writes under
+the output directory (default ``DIR/phase19_plan``)::
+
+    wave_N/<agent>/scheduled_tasks.jsonl   the agent's tasks in plan order (ScheduledTask)
+    optimization_summary.json              002's fields, written last
+
+Nothing runs: every ``actual_*`` field is null and every status ``scheduled``.
+A task's scheduled start and end are seconds since its wave began, each agent
+running its tasks one after another in plan order, each taking the agent's
+mean time per task (1 s for an agent with none). ``confidence`` is the plan's
+p(t, a), the success it expects of the task on that agent.
+
+The directory is held for the run (``.buddy-run.lock``, as ``buddy run``
+holds its own); files are written whole (temp file, then rename); only the
+``wave_N`` directories a plan wrote (marked with a ``.buddy-plan`` file) are
+replaced, and a ``wave_N`` it needs that it did not write is refused before
+anything is touched.
+"""
+
+from __future__ import annotations
+
+import errno
+import math
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+import orjson
+
+from buddy.engine.app._harness import _iso, _run_lock
+from buddy.engine.app._waves import _agent_dirs
+from buddy.engine.waves._inputs import by_wave, load_tasks
+from buddy.engine.waves._opt_inputs import CoordinationHistory, agent_states, load_coordination
+from buddy.engine.waves._opt_records import ScheduledTask
+from buddy.engine.waves._optimizer import DEFAULT_DURATION_S, OBJECTIVES, Schedule, optimize
+from buddy.engine.waves._records import AgentState, PredictedTask
+from buddy.rules.base._files import write_atomic
+from buddy.rules.base._masking import shown
+from buddy.rules.base.errors import InputError, RuleTableError
+from buddy.rules.tables._optimizer import OptimizerTable
+
+__all__ = ["PLAN_DIR", "PLAN_MARK", "SUMMARY_FILE", "OptimizeConfig", "OptimizeSummary",
+           "WavePlan", "plan_from"]
+
+#: The output directory under ``--from`` when no ``--out`` is given.
+PLAN_DIR = "phase19_plan"
+SUMMARY_FILE = "optimization_summary.json"
+SCHEDULE_FILE = "scheduled_tasks.jsonl"
+TASKS_FILE = "predicted_tasks.jsonl"
+RULES_FILE = "optimizer.toml"
+#: The file a plan leaves in each ``wave_N`` directory it writes: only those it replaces.
+PLAN_MARK = ".buddy-plan"
+
+
+def _objective(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value not in OBJECTIVES:
+        raise InputError(f"objective must be one of {', '.join(OBJECTIVES)} "
+                         f"(got {shown(value)})")
+
+
+@attrs.frozen
+class OptimizeConfig:
+    """Settings of ``buddy optimize``: the history directory, the tasks file (None:
+    ``source/predicted_tasks.jsonl``), the objective, the output directory (None:
+    ``source/phase19_plan``), a rules directory holding ``optimizer.toml`` (None: the
+    shipped table), and whether a bad input line refuses the run (``strict``)."""
+
+    source: Path
+    tasks: Path | None = None
+    objective: str = attrs.field(default="maximize_success", validator=_objective)
+    output_dir: Path | None = None
+    rules_dir: Path | None = None
+    strict: bool = False
+
+    @property
+    def out(self) -> Path:
+        return self.output_dir if self.output_dir is not None else self.source / PLAN_DIR
+
+
+@attrs.frozen
+class WavePlan:
+    """One wave's plan: the optimizer's schedule and each task's place in it (by agent,
+    in plan order)."""
+
+    wave: int
+    schedule: Schedule
+    tasks: tuple[ScheduledTask, ...]
+
+    def busy_s(self, agent: str) -> float:
+        """The seconds ``agent`` is expected to work this wave."""
+        return max((t.scheduled_end_time for t in self.tasks if t.agent_id == agent),
+                   default=0.0)
+
+    def to_json(self) -> dict[str, Any]:
+        """The wave's entry of ``optimization_results`` (002's fields first)."""
+        s = self.schedule
+        return {"wave": self.wave, "strategy": s.objective,
+                "expected_success_rate": round(s.expected_success, 6),
+                "agent_assignments": {a: list(ts) for a, ts in s.order.items()},
+                "expected_throughput": round(s.expected_throughput, 6),
+                "objective_value": round(s.objective_value, 6),
+                "expected_makespan_s": round(s.expected_makespan_s, 6),
+                "tasks": len(s.assignments), "capacity": s.capacity}
+
+
+@attrs.frozen
+class OptimizeSummary:
+    """What ``buddy optimize`` prints at the end."""
+
+    out_dir: Path
+    source: str
+    objective: str
+    agents: tuple[str, ...]
+    waves: tuple[WavePlan, ...]
+    tasks: int
+    expected_success_rate: float
+    expected_throughput: float
+    skipped: tuple[str, ...]
+    summary_path: Path
+
+
+def _duration(agent: AgentState) -> float:
+    """The agent's expected seconds per task, as the optimizer reckons them."""
+    latency = agent.avg_latency
+    return latency if math.isfinite(latency) and latency > 0 else DEFAULT_DURATION_S
+
+
+def _scheduled(wave: int, schedule: Schedule, tasks: Sequence[PredictedTask],
+               agents: Sequence[AgentState]) -> tuple[ScheduledTask, ...]:
+    """Each task of the schedule with its expected start and end, by agent in plan order."""
+    by_id = {t.task_id: t for t in tasks}
+    durations = {a.agent_id: _duration(a) for a in agents}
+    out: list[ScheduledTask] = []
+    for agent, ids in schedule.order.items():
+        at = 0.0
+        for position, tid in enumerate(ids):
+            end = at + durations[agent]
+            task = by_id[tid]
+            out.append(ScheduledTask(tid, agent, wave, at, end, task.priority,
+                                     schedule.task_success[tid], tool=task.tool,
+                                     position=position))
+            at = end
+    return tuple(out)
+
+
+def _table(rules_dir: Path | None) -> OptimizerTable:
+    if rules_dir is None:
+        return OptimizerTable.default()
+    if not rules_dir.is_dir():
+        raise RuleTableError(f"{rules_dir}: no such directory")
+    path = rules_dir / RULES_FILE
+    if not path.exists():
+        raise RuleTableError(f"{rules_dir}: holds no {RULES_FILE} (the optimizer's table)")
+    return OptimizerTable.from_toml(path)
+
+
+def _check_out(out: Path, waves: Sequence[int]) -> None:
+    """Refuse an output directory that is a file, or a ``wave_N`` (or the summary) there
+    that a plan did not write."""
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "is not a directory, where buddy optimize "
+                                 "writes its plan (use another --out)", str(out))
+    for n in waves:
+        wave = out / f"wave_{n}"
+        if wave.is_symlink() or wave.exists() and not (wave.is_dir()
+                                                       and (wave / PLAN_MARK).is_file()):
+            raise FileExistsError(errno.EEXIST, "exists and is not a directory buddy "
+                                  "optimize wrote (move it away, or use another --out)",
+                                  str(wave))
+    summary = out / SUMMARY_FILE
+    if summary.is_symlink() or summary.exists() and not summary.is_file():
+        raise OSError(errno.EINVAL, "is not a regular file, where buddy optimize writes "
+                      "one (move it away, or use another --out)", str(summary))
+
+
+def _dumps(obj: Any) -> bytes:
+    return orjson.dumps(obj, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS) + b"\n"
+
+
+def plan_from(config: OptimizeConfig, *, clock: Callable[[], float] = time.time,
+              timer: Callable[[], float] = time.perf_counter) -> OptimizeSummary:
+    """Plan the tasks of ``config`` on the agents of its history; write the plan.
+
+    ``clock`` stamps the summary (epoch seconds); ``timer`` measures the planning
+    (``execution_time_ms``).
+
+    Raises
+    ------
+    InputError
+        The history or the tasks cannot be used (with ``strict``: any bad line).
+    RuleTableError
+        The rules directory or its ``optimizer.toml``.
+    OSError
+        An output path that is not what a plan writes there (a file where the
+        directory goes, a ``wave_N`` it did not write); a file that cannot be read.
+    BlockingIOError
+        Another run holds the output directory.
+    """
+    began = timer()
+    table = _table(config.rules_dir)
+    history = load_coordination(config.source, strict=config.strict)
+    tasks_path = config.tasks if config.tasks is not None else config.source / TASKS_FILE
+    if config.tasks is None and not tasks_path.exists():
+        raise InputError(f"{config.source}: holds no {TASKS_FILE}: give the tasks to plan "
+                         "with --tasks FILE")
+    loaded = load_tasks(tasks_path, strict=config.strict)
+    agents = agent_states(history)
+    if not agents:
+        raise InputError(f"{config.source}: the history names no agent to plan for")
+    plans: list[WavePlan] = []
+    for wave, group in by_wave(loaded.tasks).items():
+        schedule = optimize(group, agents, config.objective, table=table)
+        plans.append(WavePlan(wave, schedule, _scheduled(wave, schedule, group, agents)))
+    out = config.out
+    _check_out(out, [p.wave for p in plans])
+    out.mkdir(parents=True, exist_ok=True)
+    with _run_lock(out):
+        _check_out(out, [p.wave for p in plans])  # held now: again
+        return _write(config, out, history, agents, plans, tuple(loaded.errors), table,
+                      tasks_path, began, clock, timer)
+
+
+def _write(config: OptimizeConfig, out: Path, history: CoordinationHistory,
+           agents: Sequence[AgentState], plans: Sequence[WavePlan], task_errors: tuple[str, ...],
+           table: OptimizerTable, tasks_path: Path, began: float, clock: Callable[[], float],
+           timer: Callable[[], float]) -> OptimizeSummary:
+    for child in out.iterdir():  # only the wave directories a plan wrote (marked)
+        if child.name.startswith("wave_") and child.is_dir() and not child.is_symlink() \
+                and (child / PLAN_MARK).is_file():
+            shutil.rmtree(child)
+    dirs = _agent_dirs([a.agent_id for a in agents])
+    for plan in plans:
+        wave_dir = out / f"wave_{plan.wave}"
+        wave_dir.mkdir()
+        (wave_dir / PLAN_MARK).write_bytes(b"written by buddy optimize\n")
+        for agent in plan.schedule.order:
+            d = wave_dir / dirs[agent]
+            d.mkdir()
+            write_atomic(d / SCHEDULE_FILE, b"".join(
+                orjson.dumps(t.to_json()) + b"\n" for t in plan.tasks if t.agent_id == agent),
+                fsync=False)
+    total = sum(len(p.tasks) for p in plans)
+    makespan = math.fsum(p.schedule.expected_makespan_s for p in plans)
+    success = math.fsum(t.confidence for p in plans for t in p.tasks) / total if total else 0.0
+    throughput = total / makespan if makespan > 0 else 0.0
+    skipped = (*history.errors, *task_errors)
+    doc = {
+        "phase": 19, "timestamp": _iso(clock()), "total_waves_optimized": len(plans),
+        "total_agents": len(agents), "total_tasks": total,
+        "optimization_strategy": config.objective,
+        "overall_metrics": {"expected_success_rate": round(success, 6),
+                            "actual_success_rate": None, "prediction_accuracy": None,
+                            "expected_throughput": round(throughput, 6),
+                            "actual_throughput": None, "schedule_adherence": None},
+        "optimization_results": [p.to_json() for p in plans],
+        "system_health_score": None,
+        "execution_time_ms": round(1000 * (timer() - began), 3),
+        # buddy's own: what was planned from what
+        "simulated": False, "executed": False,
+        "history": {"directory": str(config.source), "source": history.source,
+                    "health_score": None if history.health is None
+                    else history.health.overall_health_score},
+        "tasks_file": str(tasks_path),
+        "agents": {a.agent_id: {"prior": round(a.success_rate, 6),
+                                "expected_task_s": round(_duration(a), 6),
+                                "dir": dirs[a.agent_id]} for a in agents},
+        "rules": {RULES_FILE: table.digest},
+        "skipped_lines": list(skipped),
+    }
+    # TODO(recommendations): once the optimizer has generate_schedule_recommendations
+    # (and simulate_schedule), add its recommendations for each plan here, as
+    # doc["recommendations"], and print them under the tables in `buddy optimize`.
+    summary_path = write_atomic(out / SUMMARY_FILE, _dumps(doc))  # last: the plan is done
+    return OptimizeSummary(out, history.source, config.objective,
+                           tuple(a.agent_id for a in agents), tuple(plans), total, success,
+                           throughput, skipped, summary_path)
