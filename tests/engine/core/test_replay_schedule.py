@@ -571,3 +571,23 @@ def test_memory_holds_one_wave_s_schedule():
     assert r.divergence is None and r.plans == 50
     assert len(r.scheduled) == 20 and r.schedule_wave == 50
     assert r.tasks == {}
+
+
+def test_buddy_replay_counts_the_scheduler_s_decisions(tmp_path):
+    from click.testing import CliRunner
+
+    from buddy.engine.app._cli import cli
+
+    path = tmp_path / "audit.jsonl"
+    with AuditLog.open(path, clock=lambda: START) as audit:
+        plan(audit, 1, "a", ["t1", "t2"])
+        plan(audit, 1, "b", ["t3"])
+        reassign(audit, 1, "t2", "a", "b")
+        run(audit, "t1", "a")
+    result = CliRunner().invoke(cli, ["replay", str(path)])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[-1] == (
+        "replayed 6 events: 0 decisions and every transition reproduced; 2 scheduler plans "
+        "and 1 reassignment held to the task moves")
+    result = CliRunner().invoke(cli, ["replay", "--json", str(path)])
+    assert json.loads(result.output)["plans"] == 2
