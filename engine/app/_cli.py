@@ -316,9 +316,13 @@ def _print_report(report: Any, *, show_states: bool) -> None:
                               _mode_name(c.before), _mode_name(c.after), plain(c.rule_after))
             out.print(table)
     elif report.divergence is None:
+        scheduled = "" if not (report.plans or report.reassignments) else (
+            f"; {report.plans} scheduler plan{'' if report.plans == 1 else 's'} and "
+            f"{report.reassignments} reassignment{'' if report.reassignments == 1 else 's'} "
+            "held to the task moves")
         out.print(f"replayed {report.replayed} events{upto}: {report.decisions} "
                   f"decision{'' if report.decisions == 1 else 's'} and every transition "
-                  "reproduced")
+                  f"reproduced{scheduled}")
     if show_states:
         table = Table(title=f"state at seq {report.last_seq}")
         for column in ("subject", "machine", "state"):

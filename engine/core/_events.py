@@ -3,7 +3,8 @@
 The envelope of every line is :class:`AuditEvent`; its ``kind`` is one of
 :data:`KINDS`, a closed set (the kinds buddy's writers append); the ``data``
 of each kind replay reads is a record too (:data:`DATA_RECORDS`; a
-transition's, by machine, :data:`STEP_RECORDS`). :func:`decode_event` reads a line and holds it
+transition's, by machine, :data:`STEP_RECORDS`; a schedule's, by event,
+:data:`SCHEDULE_RECORDS`). :func:`decode_event` reads a line and holds it
 to them in one pass, with msgspec decoders compiled from these same attrs
 records (C speed: replay reads every event once; :func:`decode_verified` a
 batch of lines in one call); when a line does not fit,
@@ -15,6 +16,7 @@ names the field in its words (:func:`event_problem`). The writer
 from __future__ import annotations
 
 import enum
+import math
 import types
 import typing
 from collections.abc import Iterator, Sequence
@@ -32,6 +34,7 @@ from buddy.rules.base.errors import AuditFormatError
 
 __all__ = [
     "DATA_RECORDS",
+    "SCHEDULE_RECORDS",
     "STEP_RECORDS",
     "AuditEvent",
     "KINDS",
@@ -40,6 +43,8 @@ __all__ = [
     "ExecutionData",
     "GrantData",
     "OpenData",
+    "PlanData",
+    "ReassignData",
     "TaskStep",
     "check_event",
     "decode_event",
@@ -164,6 +169,104 @@ class ExecutionData:
     error: str | None = None          # a run that failed: its error in one line
 
 
+#: The metadata of a field whose key in the log is not its name (a Python keyword).
+_KEY = "audit_key"
+
+
+def _key(attribute: Any) -> str:
+    """A field's key in the log (its name, but for a Python keyword: see :data:`_KEY`)."""
+    key: str = attribute.metadata.get(_KEY, attribute.name)
+    return key
+
+
+def _wave(instance: Any, attribute: Any, value: int) -> None:
+    if value < 1:
+        raise _FieldError("wave", f"must be a whole number >= 1 (got {shown(value)})")
+
+
+def _finite(instance: Any, attribute: Any, value: float | None) -> None:
+    if value is not None and not math.isfinite(value):
+        raise _FieldError(_key(attribute), f"must be a finite number (got {shown(value)})")
+
+
+def _probability(instance: Any, attribute: Any, value: float) -> None:
+    if not 0.0 <= value <= 1.0:  # NaN fails too
+        raise _FieldError(_key(attribute), f"must be a number in [0, 1] (got {shown(value)})")
+
+
+def _named(instance: Any, attribute: Any, value: str) -> None:
+    if not value:
+        raise _FieldError(_key(attribute), "must be a non-empty string (got '')")
+
+
+def _task_ids(instance: Any, attribute: Any, value: tuple[str, ...]) -> None:
+    seen: set[str] = set()
+    for i, task in enumerate(value):
+        if not task:
+            raise _FieldError(f"tasks.{i}", "must be a non-empty string (got '')")
+        if task in seen:
+            raise _FieldError(f"tasks.{i}", f"task {shown(task)} is listed twice: a plan "
+                              "runs each task once")
+        seen.add(task)
+
+
+def _capacity(instance: Any, attribute: Any, value: int | None) -> None:
+    if value is not None and value < 0:
+        raise _FieldError("capacity", f"must be a whole number >= 0 or null "
+                          f"(got {shown(value)})")
+
+
+def _digest(instance: Any, attribute: Any, value: str | None) -> None:
+    if value is not None and (not value or value.strip("0123456789abcdef")):
+        raise _FieldError("inputs", f"must be a hex digest (lowercase) or null "
+                          f"(got {shown(value)})")
+
+
+@attrs.frozen
+class PlanData:
+    """A ``schedule`` ``plan``'s data: one agent's tasks in a wave, as the scheduler put
+    them there before the wave ran (one plan per agent with tasks).
+
+    ``tasks``: their ids, in the order the agent runs them, each once;
+    ``expected_success``: the mean predicted success of those tasks;
+    ``objective``/``objective_value``: what the optimizer maximised and the value its
+    assignment reached (None: a strategy without one); ``capacity``: the most tasks
+    the agent could take (None: unbounded); ``inputs``: a hex digest of the
+    optimizer's inputs (None: none recorded). Replay holds the wave's task moves to
+    the agent each task is planned on.
+    """
+
+    wave: int = attrs.field(validator=_wave)
+    strategy: str = attrs.field(validator=_named)
+    agent: str = attrs.field(validator=_named)
+    tasks: tuple[str, ...] = attrs.field(validator=_task_ids)
+    expected_success: float = attrs.field(validator=_probability)
+    objective: str | None = None
+    objective_value: float | None = attrs.field(default=None, validator=_finite)
+    capacity: int | None = attrs.field(default=None, validator=_capacity)
+    inputs: str | None = attrs.field(default=None, validator=_digest)
+
+
+def _other_agent(instance: ReassignData, attribute: Any, value: str) -> None:
+    _named(instance, attribute, value)
+    if value == instance.from_:
+        raise _FieldError("to", f"must be another agent than from (got {shown(value)})")
+
+
+@attrs.frozen
+class ReassignData:
+    """A ``schedule`` ``reassign``'s data: the scheduler moved ``task`` from agent
+    ``from`` (its agent until then) to ``to`` during ``wave``, for ``reason`` (its
+    agent went OFFLINE, or was over its load threshold). ``from`` is a keyword in
+    Python: the record's field is ``from_``, its key in the log ``from``."""
+
+    wave: int = attrs.field(validator=_wave)
+    task: str = attrs.field(validator=_named)
+    from_: str = attrs.field(validator=_named, metadata={_KEY: "from"})
+    to: str = attrs.field(validator=_other_agent)
+    reason: str = ""
+
+
 def _grant_calls(instance: GrantData, attribute: Any, value: int | None) -> None:
     if value is not None and value < 1:
         raise _FieldError("calls", f"must be a whole number >= 1 or null (got {shown(value)})")
@@ -191,16 +294,19 @@ class GrantData:
 
 #: Every kind of event buddy writes (``grep -rn 'append(' engine/``): the log's header, the
 #: engine's (decisions, moves of a call's machine, approvals, runs, undos, grants, the system
-#: lock), the writer's own (``recover``) and ``buddy run``'s (conflicts). The set is closed:
+#: lock), the writer's own (``recover``), ``buddy run``'s (conflicts) and ``buddy run waves``'
+#: (``schedule``: the scheduler's plans and reassignments). The set is closed:
 #: an event of another kind is refused, as it could hide a decision from replay.
 KINDS = ("open", "decision", "transition", "approval", "execution", "rollback", "grant",
-         "revoke", "lock", "unlock", "recover", "conflict", "resolution")
+         "revoke", "lock", "unlock", "recover", "conflict", "resolution", "schedule")
 #: The record the ``data`` of each kind replay reads must structure into; the ``data`` of
 #: the other kinds is any object.
 DATA_RECORDS: dict[str, type] = {"open": OpenData, "decision": DecisionData,
                                  "execution": ExecutionData, "grant": GrantData}
 #: The record of a transition's ``data``, by machine.
 STEP_RECORDS: dict[str, type] = {"escalation": EscalationStep, "task": TaskStep}
+#: The record of a ``schedule`` event's ``data``, by event (the closed set of its events).
+SCHEDULE_RECORDS: dict[str, type] = {"plan": PlanData, "reassign": ReassignData}
 
 
 def _wire(hint: Any, cls: type, name: str) -> Any:
@@ -218,6 +324,8 @@ def _wire(hint: Any, cls: type, name: str) -> Any:
         return inner | None
     if typing.get_origin(hint) is dict and args == (str, Any):
         return dict[str, Any]
+    if typing.get_origin(hint) is tuple and len(args) == 2 and args[1] is Ellipsis:
+        return tuple[_wire(args[0], cls, name), ...]  # type: ignore[misc]
     if isinstance(hint, type) and issubclass(hint, enum.Enum) and \
             all(type(m.value) is str for m in hint):
         return Literal[tuple(m.value for m in hint)]  # by value, kept as strings
@@ -236,16 +344,20 @@ def _struct(cls: type, name: str = "", tag: str | None = None, **override: Any) 
     """
     hints = typing.get_type_hints(cls)
     fields: list[Any] = []
+    keys: dict[str, str] = {}  # a field whose key in the log is not its name
     for f in attrs.fields(cls):
         if f.name == "kind" and tag is not None:
             continue
         wire = override.get(f.name) or _wire(hints[f.name], cls, f.name)
         fields.append((f.name, wire) if f.default is attrs.NOTHING else
                       (f.name, wire, f.default))
+        if _KEY in f.metadata:
+            keys[f.name] = f.metadata[_KEY]
     tagged: dict[str, Any] = {} if tag is None else \
         {"tag_field": "kind", "tag": tag, "namespace": {"kind": tag}}
     return msgspec.defstruct(name or f"{cls.__name__}Wire", fields, kw_only=True,
-                             frozen=True, forbid_unknown_fields=True, gc=False, **tagged)
+                             frozen=True, forbid_unknown_fields=True, gc=False,
+                             rename=keys or None, **tagged)
 
 
 def _compile(cls: type, **override: Any) -> msgspec.json.Decoder[Any]:
@@ -262,6 +374,7 @@ def _wired(cls: type) -> tuple[msgspec.json.Decoder[Any], type | None]:
 _EVENT = _compile(AuditEvent, data=msgspec.Raw)   # data: decoded by kind, below
 _DATA = {kind: _wired(cls) for kind, cls in DATA_RECORDS.items()}
 _STEPS = {machine: _wired(cls) for machine, cls in STEP_RECORDS.items()}
+_SCHEDULES = {event: _wired(cls) for event, cls in SCHEDULE_RECORDS.items()}
 _KINDS = frozenset(KINDS)
 _WIRE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, RecursionError, _FieldError)
 #: An event of each kind, its data decoded with it: its record's struct for the kinds of
@@ -298,9 +411,11 @@ def decode_event(line: bytes, source: str, seq: int) -> tuple[Any, Any]:
         event = _EVENT.decode(line)
         if event.seq == seq:
             kind = event.kind
-            wire = _STEPS.get(event.machine) if kind == "transition" else _DATA.get(kind)
+            wire = _STEPS.get(event.machine) if kind == "transition" else \
+                _SCHEDULES.get(event.event) if kind == "schedule" else _DATA.get(kind)
             if wire is None:
-                if kind in _KINDS and memoryview(event.data)[0] == 0x7B:  # an object ({)
+                if kind in _KINDS and kind != "schedule" and \
+                        memoryview(event.data)[0] == 0x7B:  # an object ({)
                     return event, None
             else:
                 decoder, validated = wire
@@ -362,7 +477,15 @@ def event_data(event: Any) -> Any:
     if cls in _RAW:  # data left raw: a transition's, by machine, or any object
         if memoryview(data)[0] != 0x7B:  # not an object ({)
             return UNFIT
-        wire = _STEPS.get(event.machine) if event.kind == "transition" else None
+        kind = event.kind
+        if kind == "transition":
+            wire = _STEPS.get(event.machine)
+        elif kind == "schedule":  # by event, a closed set
+            wire = _SCHEDULES.get(event.event)
+            if wire is None:
+                return UNFIT
+        else:
+            wire = None
         return None if wire is None else _checked(wire, data)
     if cls in _VALIDATED:
         return _checked((None, _VALIDATED[cls]), data)
@@ -427,9 +550,33 @@ def event_problem(event: Any, seq: int) -> Problem | None:
     kind = event["kind"]
     if kind not in _KINDS:
         return Problem(("kind",), f"must be one of {', '.join(KINDS)} (got {shown(kind)})")
+    if kind == "schedule":
+        cls = SCHEDULE_RECORDS.get(event["event"])
+        if cls is None:
+            return Problem(("event",), f"must be one of {', '.join(SCHEDULE_RECORDS)} for a "
+                                       f"schedule (got {shown(event['event'])})")
+        return _keyed_problem(event["data"], cls)
     cls = STEP_RECORDS.get(event["machine"]) if kind == "transition" else DATA_RECORDS.get(kind)
     problems = [] if cls is None else structure_checked(event["data"], cls)[1]
     return Problem(("data", *problems[0].path), problems[0].message) if problems else None
+
+
+def _keyed_problem(data: dict[str, Any], cls: type) -> Problem | None:
+    """The first problem of ``data`` as ``cls``, whose fields may have other keys in the
+    log than their names (:data:`_KEY`): keys and names are swapped on the way in and
+    out, and a field's name used as a key is unknown, as the decoder says."""
+    keys = {f.metadata[_KEY]: f.name for f in attrs.fields(cls) if _KEY in f.metadata}
+    names = {name: key for key, name in keys.items()}
+    unknown = sorted(k for k in data if k in names)
+    if unknown:
+        return Problem(("data", unknown[0]), "unknown key")
+    problems = structure_checked({keys.get(k, k): v for k, v in data.items()}, cls)[1]
+    if not problems:
+        return None
+    path = problems[0].path
+    field = names.get(path[0], path[0]) if path and isinstance(path[0], str) else None
+    return Problem(("data", *((field, *path[1:]) if field is not None else path)),
+                   problems[0].message)
 
 
 def check_event(event: Any, where: str, seq: int) -> None:

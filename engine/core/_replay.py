@@ -13,6 +13,10 @@
   of a task records the task and the retry budget of its first move and the
   retries its earlier moves made, and a move that ends an attempt agrees with
   the run of the context it cites (:meth:`_Replayer.task_move`);
+- it holds a wave's task moves to the scheduler's decisions (``schedule`` events):
+  a move of a task a plan names is by the agent the plan, or a reassignment
+  since, put it on; a task is planned once a wave, and reassigned only from
+  the agent it is on (:meth:`_Replayer.schedule`);
 - it re-evaluates every recorded decision from its recorded inputs and reports
   the first divergence;
 - it refuses what no buddy writes, though the chain verifies: a log that does
@@ -139,6 +143,8 @@ class ReplayReport:
     rules_replayed: str                     # digest of the table replay used
     changes: tuple[Change, ...]             # what-if: decisions that change, loosenings first
     rules_given: bool = False               # replay was given the table (a what-if may be)
+    plans: int = 0                          # scheduler plans replayed (schedule: plan)
+    reassignments: int = 0                  # tasks the scheduler moved (schedule: reassign)
 
     @property
     def ok(self) -> bool:
@@ -242,6 +248,15 @@ class _Replayer:
         # by a seq up to ``forgot`` may have been dropped (see forget_oldest).
         self.outcomes: dict[str, tuple[bool | None, Any]] = {}
         self.forgot = 0
+        # The schedule of the wave under way: task id -> the agent its plan, or a
+        # reassignment since, put it on; the wave, the agents it planned, and whether its
+        # tasks began to move. One schedule at a time: a plan of another drops it.
+        self.scheduled: dict[str, str] = {}
+        self.schedule_wave = 0
+        self.schedule_agents: dict[str, int] = {}   # agent -> the seq of its plan
+        self.schedule_ran = False
+        self.plans = 0
+        self.reassignments = 0
         self.locked = False
         self.grants = GrantBook()
         self.decisions = 0
@@ -424,6 +439,8 @@ class _Replayer:
                 self.grants.revoke(subject)
         elif kind == "open":
             self.header(seq, subject, data)
+        elif kind == "schedule":
+            self.schedule(seq, e, data)
 
     def first(self, e: Any) -> None:
         """Check the first event of the log: its header."""
@@ -583,6 +600,13 @@ class _Replayer:
         agree with the call of that context (:meth:`ended`). A task that ends
         (COMPLETED or FAILED) is forgotten: no move leaves there.
         """
+        scheduled = self.scheduled
+        if scheduled and (agent := scheduled.get(data.task)) is not None:
+            self.schedule_ran = True
+            if data.agent != agent:
+                self.diverge(seq, subject, "agent", data.agent, f"{agent!r}, the agent the "
+                             f"schedule of wave {self.schedule_wave} puts task "
+                             f"{data.task!r} on")
         known = self.tasks.get(subject)
         if known is None:
             budget, task, retries = data.max_retries, data.task, 0
@@ -602,6 +626,58 @@ class _Replayer:
         else:
             self.tasks[subject] = (budget, task, retries + 1 if dst == "RETRYING" and
                                    trigger == "fail" else retries)
+
+    def schedule(self, seq: int, e: Any, data: Any) -> None:
+        """A scheduler's decision: a ``plan`` (an agent's tasks in a wave) or a
+        ``reassign`` (a task moved to another agent during the wave).
+
+        The plans of a wave make one schedule, task id -> agent, that the wave's task
+        moves are held to (:meth:`task_move`); a task two plans of it list is a
+        divergence. A plan starts another schedule (the one held is dropped: waves are
+        barriers, so replay keeps one wave's tasks) when its wave differs, when the
+        held schedule's tasks began to move, or when its agent was planned in it
+        already (a later run continuing the trail plans its waves anew). A reassign
+        is of the wave held, of a task it plans, from the agent the task is on.
+        """
+        subject, wave = e.subject, data.wave
+        if e.machine != "scheduler":
+            self.diverge(seq, subject, "machine", e.machine, "scheduler")
+            return
+        if subject != f"wave-{wave}":
+            self.diverge(seq, subject, "subject", subject, f"wave-{wave}, the wave of its data")
+            return
+        scheduled = self.scheduled
+        if e.event == "reassign":
+            self.reassignments += 1
+            task, held = data.task, self.schedule_wave
+            at = scheduled.get(task)
+            if wave != held:
+                self.diverge(seq, subject, "wave", wave, f"{held}, the wave planned last"
+                             if held else "a planned wave (no plan came before)")
+            elif at is None:
+                self.diverge(seq, subject, "task", task, f"a task the schedule of wave "
+                             f"{held} plans")
+            elif data.from_ != at:
+                self.diverge(seq, subject, "from", data.from_, f"{at!r}, the agent task "
+                             f"{task!r} is on")
+            else:
+                scheduled[task] = data.to
+                self.schedule_ran = True
+            return
+        self.plans += 1
+        agent, agents = data.agent, self.schedule_agents
+        if wave != self.schedule_wave or self.schedule_ran or agent in agents:
+            scheduled.clear()
+            agents.clear()
+            self.schedule_wave, self.schedule_ran = wave, False
+        agents[agent] = seq
+        for task in data.tasks:
+            other = scheduled.setdefault(task, agent)
+            if other != agent:
+                self.diverge(seq, subject, "tasks", task, f"a task no other plan of wave "
+                             f"{wave} lists (the plan at seq {agents.get(other)} puts it on "
+                             f"{other!r})")
+                return
 
     def ended(self, seq: int, subject: str, trigger: str, data: Any) -> None:
         """A task move that ends an attempt: the context it cites is one whose call
@@ -877,7 +953,7 @@ def replay(log: str | os.PathLike[str] | AuditLog | list[str] | list[bytes], *,
         grants=tuple(g.id for g in r.grants.active(r.last_ts)), until=until,
         rules_recorded=tuple(r.digests), rules_replayed=table.digest,
         changes=tuple(sorted(r.changes, key=lambda c: (c.direction != "loosening", c.seq))),
-        rules_given=given,
+        rules_given=given, plans=r.plans, reassignments=r.reassignments,
     )
 
 
