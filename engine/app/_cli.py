@@ -455,7 +455,13 @@ def run_command(ctx: click.Context, plans: Path | None, out_dir: Path, seed: int
               show_default=True, help="Tasks per wave of the default scenario.")
 @click.option("--strategy", default="LOAD_BALANCED", show_default=True,
               help="Assignment strategy: ROUND_ROBIN, LOAD_BALANCED, PRIORITY_BASED, "
-                   "CONFIDENCE_BASED.")
+                   "CONFIDENCE_BASED; or an optimizer objective (maximize_success, "
+                   "maximize_throughput, maximize_confidence, balanced): the optimizer "
+                   "plans each wave from the earlier ones and Phase 19's files go to "
+                   "OUT/phase19/.")
+@click.option("--load-threshold", type=click.FloatRange(min=1.0), default=2.0,
+              show_default=True, help="With an optimizer objective: an agent expected to "
+              "be busy more than this times the mean sheds tasks to the least busy.")
 @click.option("--retry", "retry_strategy",
               type=click.Choice(["EXPONENTIAL_BACKOFF", "LINEAR_BACKOFF", "NO_RETRY"],
                                 case_sensitive=False),
@@ -479,11 +485,15 @@ def run_command(ctx: click.Context, plans: Path | None, out_dir: Path, seed: int
 @_catalogue_option
 @click.option("--rules", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Rules directory: any of escalation.toml, gates.toml, retry.toml, "
-                   "wave_anomalies.toml, wave_health.toml, wave_signals.toml, health.toml.")
+                   "wave_anomalies.toml, wave_health.toml, wave_signals.toml, health.toml; "
+                   "with an objective also optimizer.toml, optimization_metrics.toml, "
+                   "scheduling_anomalies.toml, optimization_health.toml, "
+                   "optimization_signals.toml, heuristics.toml.")
 def run_waves_command(tasks_path: Path | None, schedule: Path | None, strict: bool,
                       agents_file: Path | None, out_dir: Path, agents: int, waves: int,
                       tasks_per_wave: int,
-                      strategy: str, retry_strategy: str, max_retries: int | None,
+                      strategy: str, load_threshold: float, retry_strategy: str,
+                      max_retries: int | None,
                       timeout_s: float | None, max_parallel: int, backend: str, seed: int,
                       start: float | None, dry_run_only: bool, key_file: Path | None,
                       key_env: str | None, catalogue: Path | None, rules: Path | None) -> None:
@@ -496,15 +506,20 @@ def run_waves_command(tasks_path: Path | None, schedule: Path | None, strict: bo
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from buddy.engine.app._waves import WaveRunConfig, run_waves
-    from buddy.engine.waves import STRATEGIES
+    from buddy.engine.waves import OBJECTIVES, STRATEGIES
 
-    if strategy.upper() not in STRATEGIES and strategy not in STRATEGIES:
-        raise click.BadParameter(f"must be one of {', '.join(sorted(STRATEGIES))} (got "
+    if strategy.upper() not in STRATEGIES and strategy not in STRATEGIES and \
+            strategy.lower() not in OBJECTIVES:
+        raise click.BadParameter(f"must be one of "
+                                 f"{', '.join([*sorted(STRATEGIES), *OBJECTIVES])} (got "
                                  f"{shown(strategy)})", param_hint="'--strategy'")
+    if strategy.lower() in OBJECTIVES:
+        strategy = strategy.lower()
     config = WaveRunConfig(
         output_dir=out_dir, tasks=tasks_path, schedule=schedule, strict=strict, agents=agents,
         agents_file=agents_file, waves=waves, tasks_per_wave=tasks_per_wave,
         strategy=strategy.upper() if strategy.upper() in STRATEGIES else strategy,
+        load_threshold=load_threshold,
         retry_strategy=retry_strategy.upper(), max_retries=max_retries, timeout_s=timeout_s,
         max_parallel=max_parallel, backend=backend, seed=seed, start=start,
         dry_run_only=dry_run_only, catalogue=catalogue, rules_dir=rules,
@@ -545,6 +560,15 @@ def run_waves_command(tasks_path: Path | None, schedule: Path | None, strict: bo
     table.add_row("anomalies", str(summary.anomalies))
     table.add_row("learning signals", str(summary.signals))
     table.add_row("report", plain(summary.report))
+    if summary.phase19 is not None:
+        p19 = summary.phase19
+        first_score, last_score = p19["first_wave"], p19["last_wave"]
+        if first_score is not None:
+            fmt = "{:.2f}/s" if p19["objective"] == "maximize_throughput" else "{:.1%}"
+            table.add_row(p19["objective"], f"{p19['measure']}: "
+                          f"{fmt.format(first_score)} in wave 1, "
+                          f"{fmt.format(last_score)} in the last")
+        table.add_row("phase 19", plain(p19["report"]))
     first, last = summary.audit_seq
     how = summary.replay
     if key_env is not None or key_file is not None:  # the key as it was given

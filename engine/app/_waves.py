@@ -54,6 +54,9 @@ from buddy.engine.app._harness import (
     _run_lock,
     _tables,
 )
+from buddy.engine.app._phase19 import PHASE19_DIR, Phase19Writer
+from buddy.engine.app._phase19 import REPORT as REPORT19
+from buddy.engine.app._phase19 import SUMMARY as SUMMARY19
 from buddy.engine.app._printable import md_cell, printable
 from buddy.engine.core._audit import AuditLog
 from buddy.engine.core._chain import anchor_path
@@ -78,8 +81,12 @@ from buddy.engine.waves._inputs import (
 )
 from buddy.engine.waves._loop import WaveLoop, WaveOutcome
 from buddy.engine.waves._monitor import WaveMonitor
+from buddy.engine.waves._opt_feedback import OptimizationFeedbackLoop
+from buddy.engine.waves._opt_monitor import OptimizationMonitor
+from buddy.engine.waves._optimizer import OBJECTIVES
 from buddy.engine.waves._records import LearningSignal, PredictedTask, RetryStrategy
 from buddy.engine.waves._scenario import SCENARIO_PERMISSIONS, default_agents, default_tasks
+from buddy.engine.waves._scheduler import LOAD_THRESHOLD, AdaptiveScheduler
 from buddy.engine.waves._simulator import WaveSimulator
 from buddy.graphs import machine_to_mermaid
 from buddy.machines import MACHINES
@@ -90,6 +97,14 @@ from buddy.rules.base.errors import InputError
 from buddy.rules.tables._catalogue import ToolContractRegistry
 from buddy.rules.tables._escalation import EscalationTable
 from buddy.rules.tables._monitoring import HealthTable
+from buddy.rules.tables._optimization import (
+    HeuristicsTable,
+    OptimizationHealthTable,
+    OptimizationMetricsTable,
+    OptimizationSignalTable,
+    SchedulingAnomalyTable,
+)
+from buddy.rules.tables._optimizer import OptimizerTable
 from buddy.rules.tables._waves import (
     GateTable,
     RetryTable,
@@ -104,7 +119,11 @@ __all__ = ["WAVE_RULE_TABLES", "WaveRunConfig", "WaveRunSummary", "run_waves"]
 WAVE_RULE_TABLES: dict[str, Any] = {
     "escalation.toml": EscalationTable, "gates.toml": GateTable, "retry.toml": RetryTable,
     "wave_anomalies.toml": WaveAnomalyTable, "wave_health.toml": WaveHealthTable,
-    "wave_signals.toml": WaveSignalTable, "health.toml": HealthTable}
+    "wave_signals.toml": WaveSignalTable, "health.toml": HealthTable,
+    "optimizer.toml": OptimizerTable, "optimization_metrics.toml": OptimizationMetricsTable,
+    "scheduling_anomalies.toml": SchedulingAnomalyTable,
+    "optimization_health.toml": OptimizationHealthTable,
+    "optimization_signals.toml": OptimizationSignalTable, "heuristics.toml": HeuristicsTable}
 AGENT_FILES = ("agent_assignments.jsonl", "executed_tasks.jsonl", "agent_metrics.jsonl",
                "agent_feedback.jsonl")
 TARGET_FILES = {"coordination": "coordination_feedback.jsonl",
@@ -140,7 +159,10 @@ class WaveRunConfig:
 
     ``tasks``/``schedule``: input files (None: the SIMULATED default scenario of
     ``agents`` x ``waves`` x ``tasks_per_wave``). ``strategy``: an assignment
-    strategy's name (the four built-ins, or one registered). ``backend``:
+    strategy's name (the four built-ins, or one registered), or an optimizer
+    objective (:data:`~buddy.engine.waves.OBJECTIVES`): the adaptive scheduler
+    then plans each wave and the Phase 19 files are written under ``phase19/``;
+    ``load_threshold`` is its load threshold. ``backend``:
     ``virtual`` (deterministic virtual-time interleaving, the default) or
     ``threads`` (a pool of ``max_parallel`` threads). ``strict``: refuse an input
     file with any bad line (else the line is skipped, counted and reported).
@@ -155,6 +177,7 @@ class WaveRunConfig:
     waves: int = 3
     tasks_per_wave: int = 20
     strategy: str = "LOAD_BALANCED"
+    load_threshold: float = LOAD_THRESHOLD
     retry_strategy: str = "EXPONENTIAL_BACKOFF"
     max_retries: int | None = None
     timeout_s: float | None = None
@@ -176,9 +199,13 @@ class WaveRunConfig:
         if self.tasks is None and self.waves * self.tasks_per_wave > MAX_TASKS:
             raise InputError(f"waves x tasks_per_wave must be at most {MAX_TASKS:,} "
                              f"(got {self.waves * self.tasks_per_wave:,})")
-        if self.strategy not in STRATEGIES:
-            raise InputError(f"strategy must be one of {', '.join(sorted(STRATEGIES))} "
+        if self.strategy not in STRATEGIES and self.strategy not in OBJECTIVES:
+            raise InputError(f"strategy must be one of "
+                             f"{', '.join([*sorted(STRATEGIES), *OBJECTIVES])} "
                              f"(got {shown(self.strategy)})")
+        lt = self.load_threshold
+        if isinstance(lt, bool) or not isinstance(lt, int | float) or math.isnan(lt) or lt < 1:
+            raise InputError(f"load_threshold must be a number >= 1 (got {shown(lt)})")
         if self.retry_strategy not in RetryStrategy.__members__:
             raise InputError(f"retry_strategy must be one of "
                              f"{', '.join(RetryStrategy.__members__)} "
@@ -223,6 +250,9 @@ class WaveRunSummary:
     tasks_by_mode: dict[str, int] = attrs.field(factory=dict)
     lock_note: str | None = None
     recovered: int = 0
+    #: with an optimizer objective: its report's path, the objective, what its score
+    #: measures and the first and last waves' scores
+    phase19: dict[str, Any] | None = None
 
     @property
     def tasks_per_second(self) -> float:
@@ -363,6 +393,10 @@ def _check_output_paths(out: Path, waves: Sequence[int], dirs: Sequence[str]) ->
                 raise FileExistsError(errno.EEXIST, "exists and is not a directory, where "
                                       "buddy run waves writes one (move it away, or use "
                                       "another --out)", str(path))
+    p19 = out / PHASE19_DIR
+    if p19.is_symlink() or p19.exists() and not (p19.is_dir() and (p19 / WAVE_MARK).is_file()):
+        raise FileExistsError(errno.EEXIST, "exists and is not a directory buddy run waves "
+                              "wrote (move it away, or use another --out)", str(p19))
     audit = out / AUDIT_FILE
     for path in (*(out / name for name in OUTPUT_FILES), audit, anchor_path(audit)):
         if path.is_dir():
@@ -381,6 +415,9 @@ def _remove_outputs(out: Path) -> None:
         for tmp in out.glob(f".{name}.*.tmp"):
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
+    p19 = out / PHASE19_DIR
+    if p19.is_dir() and not p19.is_symlink() and (p19 / WAVE_MARK).is_file():
+        shutil.rmtree(p19)
     for child in out.iterdir():  # only the wave directories buddy wrote (marked)
         if _WAVE_DIR.fullmatch(child.name) and child.is_dir() and not child.is_symlink() \
                 and (child / WAVE_MARK).is_file():
@@ -448,7 +485,12 @@ def _run(config: WaveRunConfig, registry: ToolContractRegistry, tables: dict[str
     engine = Engine(registry, tables["escalation.toml"], audit=audit, clock=clock,
                     agents=inputs.permissions)
     WaveSimulator(registry, config.seed, profiles).install(engine)
-    manager = AgentManager(agents, config.strategy, clock=clock)
+    scheduler = None
+    if config.strategy in OBJECTIVES:
+        scheduler = AdaptiveScheduler(config.strategy, tables["optimizer.toml"],
+                                      load_threshold=config.load_threshold,
+                                      max_parallel=config.max_parallel)
+    manager = AgentManager(agents, scheduler or config.strategy, clock=clock)
     retry = RetryStrategy[config.retry_strategy]
     exec_config = ExecutorConfig(retry, config.max_retries, config.timeout_s, config.max_parallel,
                                  max_mode=ExecutionMode.DRY_RUN if config.dry_run_only else None)
@@ -459,10 +501,21 @@ def _run(config: WaveRunConfig, registry: ToolContractRegistry, tables: dict[str
     monitor = WaveMonitor(tables["wave_anomalies.toml"], tables["wave_health.toml"],
                           tables["health.toml"], clock=clock)
     feedback = WaveFeedback(tables["wave_signals.toml"], clock=clock)
-    loop = WaveLoop(manager, executor, feedback, monitor, clock=clock, start=start)
+    loop = WaveLoop(manager, executor, feedback, monitor, clock=clock, start=start,
+                    scheduler=scheduler)
     sinks = {target: _Lines(out / name) for target, name in TARGET_FILES.items()}
     every = _Lines(out / SIGNALS_FILE)
-    writes: list[_Lines] = [*sinks.values(), every]
+    writes: list[_Lines | Phase19Writer] = [*sinks.values(), every]
+    phase19 = None
+    if scheduler is not None:
+        phase19 = Phase19Writer(
+            out / PHASE19_DIR, dirs, scheduler, OptimizationMonitor(
+                tables["optimization_metrics.toml"], tables["scheduling_anomalies.toml"],
+                tables["optimization_health.toml"], tables["health.toml"], clock=clock),
+            OptimizationFeedbackLoop(tables["optimization_signals.toml"],
+                                     tables["heuristics.toml"], clock=clock),
+            clock=clock, mark=WAVE_MARK)
+        writes.append(phase19)
     for target, lines in sinks.items():
         feedback.subscribe(target, _sink(lines))
     counts: Counter[tuple[str, str, str]] = Counter()
@@ -475,6 +528,8 @@ def _run(config: WaveRunConfig, registry: ToolContractRegistry, tables: dict[str
         for s in o.signals:
             every.write(s.to_json())
         _write_wave(out, o, dirs)
+        if phase19 is not None:
+            phase19.wave(o)
         counts.update(o.run.transitions)
         modes.update(r.mode or "NOT_RUN" for r in o.run.results)
         done[0] += len(o.run.results)
@@ -490,8 +545,8 @@ def _run(config: WaveRunConfig, registry: ToolContractRegistry, tables: dict[str
     finally:
         seconds = time.perf_counter() - began
         audit.close()
-        for lines in writes:
-            lines.close()
+        for stream in writes:
+            stream.close()
     end = loop.now
     history = monitor.history
     last = history[-1]
@@ -540,6 +595,13 @@ def _run(config: WaveRunConfig, registry: ToolContractRegistry, tables: dict[str
     write_atomic(report, _report({**summary, "lock_note": _lock_note(
         lock_at_start, summary["system_lock"]["at_end"])}, history, manager, counts,
         feedback.waves, plot))
+    p19: dict[str, Any] | None = None
+    if phase19 is not None:
+        summary["phase19"] = f"{PHASE19_DIR}/{SUMMARY19}"
+        trend = phase19.finish({"agents": len(agents), "simulated": True,
+                                "audit_log": AUDIT_FILE}, seconds)["objective_trend"]
+        p19 = {"report": out / PHASE19_DIR / REPORT19, "objective": config.strategy,
+               **trend}
     write_atomic(out / SUMMARY_FILE, _dumps(summary))  # last: the run is done
     return WaveRunSummary(out, done[0], done[1], done[0] - done[1], len(waves), len(agents),
                           skipped, last.health_score, last.health_status,
@@ -550,7 +612,7 @@ def _run(config: WaveRunConfig, registry: ToolContractRegistry, tables: dict[str
                               if config.audit_key is not None else ""),
                           tasks_by_mode=summary["tasks_by_mode"],
                           lock_note=_lock_note(lock_at_start, summary["system_lock"]["at_end"]),
-                          recovered=recovered)
+                          recovered=recovered, phase19=p19)
 
 
 def _lock_seq(path: Path) -> int | None:

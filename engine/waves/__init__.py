@@ -34,7 +34,7 @@ from buddy.engine.waves._inputs import (
     load_tasks,
     tasks_to_jsonl,
 )
-from buddy.engine.waves._loop import WaveLoop, WaveOutcome
+from buddy.engine.waves._loop import WaveLoop, WaveOutcome, record_plan
 from buddy.engine.waves._monitor import WaveMetrics, WaveMonitor
 from buddy.engine.waves._opt_feedback import (
     OptimizationFeedbackLoop,
@@ -52,6 +52,16 @@ from buddy.engine.waves._opt_inputs import (
     load_coordination,
 )
 from buddy.engine.waves._opt_monitor import OptimizationMonitor, agent_values, comparison_values
+from buddy.engine.waves._opt_records import (
+    FeedbackEvent,
+    HeuristicWeights,
+    OptimizationHealth,
+    OptimizationMetric,
+    OptimizationSignal,
+    ScheduleComparison,
+    ScheduledTask,
+    SchedulingAnomaly,
+)
 from buddy.engine.waves._optimizer import OBJECTIVES, Schedule, as_strategy, optimize, pair_scores
 from buddy.engine.waves._records import (
     AgentMetric,
@@ -78,11 +88,13 @@ from buddy.engine.waves._scenario import (
     default_agents,
     default_tasks,
 )
+from buddy.engine.waves._scheduler import AdaptiveScheduler, ScheduledWave, schedule_adherence
 from buddy.engine.waves._simulator import SimulatedFailure, SimulatedTimeout, WaveSimulator
 
 __all__ = [
     "OBJECTIVES",
     "STRATEGIES",
+    "AdaptiveScheduler",
     "agent_permissions",
     "agent_states",
     "agent_values",
@@ -111,8 +123,10 @@ __all__ = [
     "ExecutionOutcome",
     "ExecutionTask",
     "ExecutorConfig",
+    "FeedbackEvent",
     "get_strategy",
     "heuristic_errors",
+    "HeuristicWeights",
     "identify_patterns",
     "LearningSignal",
     "load_balance",
@@ -120,16 +134,25 @@ __all__ = [
     "load_schedule",
     "load_tasks",
     "OptimizationFeedbackLoop",
+    "OptimizationHealth",
+    "OptimizationMetric",
     "OptimizationMonitor",
+    "OptimizationSignal",
     "optimize",
     "pair_scores",
     "PredictedTask",
+    "record_plan",
     "register_strategy",
     "RetryStrategy",
     "Runner",
     "Schedule",
+    "schedule_adherence",
+    "ScheduleComparison",
+    "ScheduledTask",
+    "ScheduledWave",
     "ScheduleEntry",
     "ScheduleLoad",
+    "SchedulingAnomaly",
     "SimulatedFailure",
     "SimulatedTimeout",
     "StrategyFn",

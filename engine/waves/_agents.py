@@ -325,7 +325,8 @@ class AgentManager:
         The agents, in the order strategies see them; non-empty, unique strings.
     strategy:
         The name of a registered strategy (or an :class:`AssignmentStrategy`),
-        looked up once, here.
+        looked up once, here; or a strategy function itself (named by its
+        ``__name__``), such as an :class:`~buddy.engine.waves.AdaptiveScheduler`.
     clock:
         Seconds (the run's clock, virtual or real), read for ``assigned_at``.
     priors:
@@ -358,7 +359,8 @@ class AgentManager:
     """
 
     def __init__(self, agent_ids: Sequence[str],
-                 strategy: str | AssignmentStrategy = AssignmentStrategy.LOAD_BALANCED.value,
+                 strategy: str | AssignmentStrategy | StrategyFn =
+                 AssignmentStrategy.LOAD_BALANCED.value,
                  *, clock: Callable[[], float],
                  priors: Mapping[str, float] | None = None) -> None:
         if isinstance(agent_ids, str) or not isinstance(agent_ids, Sequence):
@@ -378,9 +380,13 @@ class AgentManager:
             self.agents[agent_id].prior = _rate(prior, f"the prior of agent {agent_id!r}")
         if not callable(clock):
             raise InputError(f"clock must be callable (got {shown(clock)})")
-        self._strategy = get_strategy(strategy)
-        self.strategy_name: str = (strategy.value if isinstance(strategy, AssignmentStrategy)
-                                   else strategy)
+        if callable(strategy) and not isinstance(strategy, str | AssignmentStrategy):
+            self._strategy: StrategyFn = strategy  # e.g. an AdaptiveScheduler
+            self.strategy_name: str = str(getattr(strategy, "__name__", "custom"))
+        else:
+            self._strategy = get_strategy(strategy)
+            self.strategy_name = (strategy.value if isinstance(strategy, AssignmentStrategy)
+                                  else strategy)
         self._clock = clock
         self._order = {agent_id: i for i, agent_id in enumerate(self.agents)}
 

@@ -167,6 +167,9 @@ class WaveRun:
     retries: int
     start: float
     end: float
+    #: agent id -> (attempts the policy let it run, of them succeeded in time, seconds
+    #: they took)
+    attempts: Mapping[str, tuple[int, int, float]] = attrs.field(factory=dict)
 
 
 class Backend(Protocol):
@@ -269,6 +272,8 @@ class WaveExecutor:
                  ledger: ExecutionLedger | None = None) -> None:
         self.engine = engine
         self.audit = engine.audit
+        #: reassignments are audit events (set by the loop, which records each plan)
+        self.record_schedule = False
         self.manager = manager
         self.gates = gates
         self.retry = retry
@@ -301,6 +306,7 @@ class WaveExecutor:
         self.retries = 0
         self.offline: list[str] = []
         self.reassigned: list[TaskAssignment] = []
+        self.tally: dict[str, tuple[int, int, float]] = {}
 
     # -- a wave ----------------------------------------------------------------
     def execute_wave(self, plan: CoordinationPlan, tasks: Mapping[str, PredictedTask],
@@ -338,6 +344,12 @@ class WaveExecutor:
                                      "is OFFLINE")
                         continue
                     moved = self.manager.reassign(work.assignment, backup)
+                    if self.record_schedule:  # the plan is in the trail: so is this move
+                        self.audit.append("schedule", "scheduler", f"wave-{plan.wave}",
+                                          "reassign", None, None, {
+                                              "wave": plan.wave, "task": moved.task_id,
+                                              "from": r.agent, "to": backup,
+                                              "reason": "offline"})
                     self.reassigned.append(moved)
                     work.assignment = moved
                     queue, at = extra.setdefault(backup, ([], ends.get(backup, start)))
@@ -353,7 +365,7 @@ class WaveExecutor:
             for r in results)
         return WaveRun(plan.wave, results, metrics, dict(self.counts), tuple(self.reassigned),
                        tuple(self.offline), dict(self.refusals), self.retries, start,
-                       max(ends.values(), default=start))
+                       max(ends.values(), default=start), dict(self.tally))
 
     def offline_now(self, agent: str) -> bool:
         return not self.manager.agents[agent].available
@@ -418,6 +430,10 @@ class WaveExecutor:
         latency = attempt.latency if self.virtual else time.perf_counter() - began
         late = result.timed_out or latency > self.timeout_s
         runner.t = now + latency
+        if result.decision.allowed:  # what each agent's runs came to (the scheduler
+            with self.lock:          # learns from them; a refusal is not the agent's doing)
+                n, ok, secs = self.tally.get(agent, (0, 0, 0.0))
+                self.tally[agent] = (n + 1, ok + (result.ok and not late), secs + latency)
         work.context = result.context
         work.mode = _VALUE[result.mode] if result.mode is not None else None
         work.decided = _VALUE[result.decision.mode]

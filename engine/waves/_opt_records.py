@@ -99,7 +99,11 @@ class ScheduleComparison:
     mean score per task for its objective) and per agent (``agents``: agent id ->
     ``{"planned_tasks", "actual_tasks", "expected_success", "actual_success"}``,
     ``expected_success`` the mean p(t, a) of its planned tasks, ``actual_success``
-    completed / tasks it ran last, None when it ran none).
+    completed / tasks it ran last, None when it ran none);
+    ``first_attempt_success_rate`` (tasks that succeeded at their first attempt /
+    tasks) and ``objective_score``: the strategy's objective as it turned out,
+    the number whose trend across waves says whether planning improved (the
+    scheduler's docstring defines it for each objective).
     """
 
     wave: int
@@ -119,6 +123,8 @@ class ScheduleComparison:
     max_load_ratio: float = 1.0
     planned_objective: float = 0.0
     agents: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)
+    first_attempt_success_rate: float = 0.0
+    objective_score: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         return {"wave": self.wave,
@@ -135,6 +141,8 @@ class ScheduleComparison:
                 "availability": _r(self.availability), "retry_rate": _r(self.retry_rate),
                 "max_load_ratio": _r(self.max_load_ratio),
                 "planned_objective": _r(self.planned_objective),
+                "first_attempt_success_rate": _r(self.first_attempt_success_rate),
+                "objective_score": _r(self.objective_score),
                 "agents": {a: dict(v) for a, v in self.agents.items()}}
 
 

@@ -231,7 +231,7 @@ def optimize(tasks: Sequence[PredictedTask], agents: Sequence[AgentState], objec
     >>> tasks = [PredictedTask("hard", "form_fill", 0.5), PredictedTask("easy", "form_fill", 0.9)]
     >>> s = optimize(tasks, agents, "maximize_success", table=OptimizerTable.default())
     >>> dict(s.assignments), round(s.objective_value, 6)
-    ({'hard': 'b', 'easy': 'a'}, 1.357143)
+    ({'hard': 'a', 'easy': 'a'}, 1.642857)
     >>> optimize(tasks, agents, "fastest", table=OptimizerTable.default())
     Traceback (most recent call last):
     ...
@@ -329,7 +329,7 @@ def as_strategy(objective: str, table: OptimizerTable, *,
     >>> fn = as_strategy("maximize_success", OptimizerTable.default())
     >>> fn([PredictedTask("t0", "form_fill", 0.9), PredictedTask("t1", "form_fill", 0.5)],
     ...    [AgentState("a", prior=0.5), AgentState("b", prior=0.9)])
-    ['b', 'a']
+    ['b', 'b']
     """
     _check_objective(objective)
 

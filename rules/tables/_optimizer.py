@@ -76,9 +76,9 @@ class OptimizerTable(ShippedTable):
 
     >>> table = OptimizerTable.default()
     >>> dict(table.weights), table.max_load_factor
-    ({'success': 0.5, 'throughput': 0.25, 'confidence': 0.25}, 1.0)
+    ({'success': 0.5, 'throughput': 0.25, 'confidence': 0.25}, 1.5)
     >>> table.capacity(tasks=10, agents=4)
-    3
+    4
     """
 
     FILE: ClassVar[str] = "optimizer.toml"

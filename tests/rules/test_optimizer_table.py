@@ -26,7 +26,7 @@ def edit(old: str, new: str) -> str:
 def test_shipped_table_loads():
     table = OptimizerTable.default()
     assert dict(table.weights) == {"success": 0.5, "throughput": 0.25, "confidence": 0.25}
-    assert table.max_load_factor == 1.0
+    assert table.max_load_factor == 1.5
     assert table.source == "buddy/rules/optimizer.toml"
     assert len(table.digest) == 16
 
@@ -47,21 +47,21 @@ def test_balanced_is_the_weighted_sum():
 
 @pytest.mark.parametrize(("old", "new", "problem"), [
     ("confidence = 0.25", "confidence = 0.35",
-     "x.toml:25: optimizer.weights: must sum to 1 (got 1.1)"),
+     "x.toml:27: optimizer.weights: must sum to 1 (got 1.1)"),
     ("throughput = 0.25", "throughput = 1.25",
-     "x.toml:27: optimizer.weights.throughput: must be in [0, 1] (got 1.25)"),
+     "x.toml:29: optimizer.weights.throughput: must be in [0, 1] (got 1.25)"),
     ("success = 0.50\n", "success = 0.50\nspeed = 0.0\n",
-     "x.toml:27: optimizer.weights.speed: unknown key"),
-    ("max_load_factor = 1.0", "max_load_factor = 1.0\nslack = 2",
-     "x.toml:32: optimizer.capacity.slack: unknown key"),
-    ("max_load_factor = 1.0", "max_load_factor = 0.5",
-     "x.toml:31: optimizer.capacity.max_load_factor: must be >= 1 (got 0.5)"),
-    ("max_load_factor = 1.0", "max_load_factor = inf",
-     "x.toml:31: optimizer.capacity.max_load_factor: must be a finite number (got inf)"),
-    ("max_load_factor = 1.0", 'max_load_factor = 1.0\n[[row]]\nid = "x"',
-     "x.toml:32: row[x]: optimizer.toml takes no rows: only [weights] and [capacity]"),
+     "x.toml:29: optimizer.weights.speed: unknown key"),
+    ("max_load_factor = 1.5", "max_load_factor = 1.5\nslack = 2",
+     "x.toml:34: optimizer.capacity.slack: unknown key"),
+    ("max_load_factor = 1.5", "max_load_factor = 0.5",
+     "x.toml:33: optimizer.capacity.max_load_factor: must be >= 1 (got 0.5)"),
+    ("max_load_factor = 1.5", "max_load_factor = inf",
+     "x.toml:33: optimizer.capacity.max_load_factor: must be a finite number (got inf)"),
+    ("max_load_factor = 1.5", 'max_load_factor = 1.5\n[[row]]\nid = "x"',
+     "x.toml:34: row[x]: optimizer.toml takes no rows: only [weights] and [capacity]"),
     ('table = "optimizer"', 'table = "wave_health"',
-     "x.toml:22: optimizer.table: must be 'optimizer' (got 'wave_health')"),
+     "x.toml:24: optimizer.table: must be 'optimizer' (got 'wave_health')"),
 ])
 def test_malformed_gives_one_problem_naming_file_and_line(old, new, problem):
     assert problems(edit(old, new)) == [problem]

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+import buddy.rules
 from buddy.engine.app._cli import cli
 from buddy.engine.app._optimize import OptimizeConfig, plan_from
 from buddy.engine.app._waves import WaveRunConfig, run_waves
@@ -21,6 +22,8 @@ SUMMARY_002 = {
     "agent_performance": {"agent_0": {"success_rate": 0.95, "tasks": 20},
                           "agent_1": {"success_rate": 0.5, "tasks": 20}},
     "timestamp": "2026-02-05T12:00:00Z"}
+
+SHIPPED_OPTIMIZER = Path(buddy.rules.__file__).parent / "optimizer.toml"
 
 
 @pytest.fixture(autouse=True)
@@ -195,7 +198,12 @@ class TestOnPhase18Files:
         Path("t.jsonl").write_text(
             '{"task_id": "a", "tool": "form_fill", "predicted_success_rate": 0.9}\n'
             '{"task_id": "b", "tool": "form_fill", "predicted_success_rate": 0.5}\n')
-        result = invoke("optimize", "--from", "p18", "--tasks", "t.jsonl")
+        # one task per agent at most (the shipped 1.5 would let agent_0 take both)
+        Path("r").mkdir()
+        Path("r/optimizer.toml").write_text(SHIPPED_OPTIMIZER.read_text()
+                                            .replace("max_load_factor = 1.5",
+                                                     "max_load_factor = 1.0"))
+        result = invoke("optimize", "--from", "p18", "--tasks", "t.jsonl", "--rules", "r")
         assert result.exit_code == 0, result.output
         doc = json.loads(Path("p18/phase19_plan/optimization_summary.json").read_text())
         # p(t, a) = rate x agent rate / mean agent rate (0.725): the better task goes to

@@ -21,7 +21,7 @@ from buddy.engine.waves._records import AgentState, AgentStatus, PredictedTask
 from buddy.rules.base.errors import InputError
 from buddy.rules.tables._optimizer import OptimizerTable
 
-TABLE = OptimizerTable.default()
+TABLE = OptimizerTable(OptimizerTable.default().weights, max_load_factor=1.0)  # even loads
 
 
 def task(task_id, p, *, priority=0, confidence=None):
