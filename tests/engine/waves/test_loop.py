@@ -54,3 +54,21 @@ def test_waves_learn_from_the_earlier_ones_and_replay():
     first_top = next(a for a in outcomes[1].plan.assignments if a.priority == 2)
     assert first_top.agent_id == best
     assert replay(engine.audit).ok
+
+
+def test_an_objective_builds_a_loop_the_optimizer_plans():
+    clock = VirtualClock(1_700_000_000.0)
+    engine = Engine.default(clock=clock)
+    from buddy.engine.waves import WaveSimulator, default_agents, default_tasks
+
+    profiles = {p.agent_id: p for p in default_agents(4, 21)}
+    WaveSimulator(engine.registry, 21, profiles).install(engine)
+    loop = WaveLoop.build(engine, list(profiles), strategy="maximize_success", clock=clock)
+    assert loop.scheduler is not None and loop.manager.strategy_name == "maximize_success"
+    tasks = default_tasks(21, waves=2, tasks_per_wave=16)
+    outcomes = loop.run({w: [t for t in tasks if t.wave == w] for w in (1, 2)})
+    for o in outcomes:
+        assert o.comparison is not None and o.comparison.tasks == 16
+        assert {t.task_id for t in o.scheduled_tasks} == {a.task_id for a in o.plan.assignments}
+    report = replay(engine.audit)
+    assert report.ok and report.plans >= 2
