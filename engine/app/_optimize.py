@@ -37,6 +37,7 @@ import attrs
 import orjson
 
 from buddy.engine.app._harness import _iso, _run_lock
+from buddy.engine.app._outputs import json_doc
 from buddy.engine.app._waves import _agent_dirs
 from buddy.engine.waves._inputs import by_wave, load_tasks
 from buddy.engine.waves._opt_inputs import CoordinationHistory, agent_states, load_coordination
@@ -182,10 +183,6 @@ def _check_out(out: Path, waves: Sequence[int]) -> None:
                       "one (move it away, or use another --out)", str(summary))
 
 
-def _dumps(obj: Any) -> bytes:
-    return orjson.dumps(obj, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS) + b"\n"
-
-
 def plan_from(config: OptimizeConfig, *, clock: Callable[[], float] = time.time,
               timer: Callable[[], float] = time.perf_counter) -> OptimizeSummary:
     """Plan the tasks of ``config`` on the agents of its history; write the plan.
@@ -279,7 +276,7 @@ def _write(config: OptimizeConfig, out: Path, history: CoordinationHistory,
     # TODO(recommendations): once the optimizer has generate_schedule_recommendations
     # (and simulate_schedule), add its recommendations for each plan here, as
     # doc["recommendations"], and print them under the tables in `buddy optimize`.
-    summary_path = write_atomic(out / SUMMARY_FILE, _dumps(doc))  # last: the plan is done
+    summary_path = write_atomic(out / SUMMARY_FILE, json_doc(doc))  # last: the plan is done
     return OptimizeSummary(out, history.source, config.objective,
                            tuple(a.agent_id for a in agents), tuple(plans), total, success,
                            throughput, skipped, summary_path)

@@ -21,15 +21,14 @@ JSON Lines files are streamed, flushed per line; the others written whole
 
 from __future__ import annotations
 
-import datetime as dt
 import math
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-import orjson
-
+from buddy.engine.app._harness import _iso as iso
 from buddy.engine.app._harness import _Lines
+from buddy.engine.app._outputs import json_doc, jsonl, pct, per_wave_png
 from buddy.engine.app._printable import md_cell
 from buddy.engine.waves._loop import WaveOutcome
 from buddy.engine.waves._opt_feedback import OptimizationFeedbackLoop
@@ -59,18 +58,6 @@ REPORT = "PHASE_19_ADAPTIVE_SCHEDULING.md"
 PHASE19_FILES = (SUMMARY, COMPARISONS, METRICS, ANOMALIES, FEEDBACK, SIGNALS, WEIGHTS,
                  HEALTH, PLOT, REPORT)
 SCHEDULED = "scheduled_tasks.jsonl"
-
-
-def _iso(ts: float) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat().replace("+00:00", "Z")
-
-
-def _dumps(obj: Any) -> bytes:
-    return orjson.dumps(obj, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS) + b"\n"
-
-
-def _jsonl(items: Sequence[dict[str, Any]]) -> bytes:
-    return b"".join(orjson.dumps(i, option=orjson.OPT_NON_STR_KEYS) + b"\n" for i in items)
 
 
 class Phase19Writer:
@@ -117,7 +104,7 @@ class Phase19Writer:
                 d.parent.mkdir()
                 (d.parent / self.mark).write_bytes(b"written by buddy run waves\n")
             d.mkdir(exist_ok=True)
-            write_atomic(d / SCHEDULED, _jsonl(items), fsync=False)
+            write_atomic(d / SCHEDULED, jsonl(items), fsync=False)
         self.comparisons.append(c)
         self.streams[COMPARISONS].write(c.to_json())
         metrics = self.monitor.calculate_metrics(c)
@@ -166,16 +153,16 @@ class Phase19Writer:
         def mean(field: str) -> float:
             return round(math.fsum(getattr(c, field) * c.tasks for c in cs) / n, 6) if n else 0.0
 
-        weights = HeuristicWeights(dict(self.feedback.weights), _iso(now))
-        write_atomic(self.out / WEIGHTS, _dumps(weights.to_json()))
+        weights = HeuristicWeights(dict(self.feedback.weights), iso(now))
+        write_atomic(self.out / WEIGHTS, json_doc(weights.to_json()))
         last = self.health[-1] if self.health else None
         health_doc = {**(last.to_json() if last else {}),
                       "waves": [h.to_json() for h in self.health]}
-        write_atomic(self.out / HEALTH, _dumps(health_doc))
+        write_atomic(self.out / HEALTH, json_doc(health_doc))
         plot = _plot(self.out / PLOT, cs)
         first, final = (cs[0], cs[-1]) if cs else (None, None)
         summary: dict[str, Any] = {
-            "phase": 19, "timestamp": _iso(now),
+            "phase": 19, "timestamp": iso(now),
             "total_waves_optimized": len(cs), "total_agents": run_info["agents"],
             "total_tasks": n, "optimization_strategy": self.scheduler.objective,
             "overall_metrics": {
@@ -204,7 +191,7 @@ class Phase19Writer:
         }
         write_atomic(self.out / REPORT, _report(summary, cs, self.health, plot,
                                                 run_info))
-        write_atomic(self.out / SUMMARY, _dumps(summary))  # last: the run is done
+        write_atomic(self.out / SUMMARY, json_doc(summary))  # last: the run is done
         return summary
 
 
@@ -219,46 +206,17 @@ _MEASURE = {
 
 
 def _plot(path: Path, cs: Sequence[ScheduleComparison]) -> Path | None:
-    """The objective's score, success and accuracy per wave as a PNG; None without
-    matplotlib."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
+    """The objective's score, first-attempt success and adherence per wave as a PNG;
+    None without matplotlib (or without a wave)."""
     if not cs:
         return None
-    waves = [c.wave for c in cs]
-    fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=100)
-    try:
-        throughput = cs[0].strategy == "maximize_throughput"
-        ax.plot(waves, [c.objective_score if throughput else 100 * c.objective_score
-                        for c in cs], marker="o",
-                label="objective (tasks/s)" if throughput else "objective (%)")
-        ax.plot(waves, [100 * c.first_attempt_success_rate for c in cs], marker="s",
-                label="first-attempt success (%)")
-        ax.plot(waves, [100 * c.schedule_adherence for c in cs], marker="^",
-                label="schedule adherence (%)")
-        ax.set_xlabel("wave")
-        ax.set_xticks(waves)
-        ax.set_title(f"buddy {cs[0].strategy} (SIMULATED tools): per wave")
-        ax.grid(alpha=0.3)
-        ax.legend(loc="lower right")
-        fig.tight_layout()
-
-        def save(fh: IO[bytes]) -> None:
-            fig.savefig(fh, format="png", metadata={"Software": None})
-
-        write_atomic(path, save)
-    finally:
-        plt.close(fig)
-    return path
-
-
-def _pct(x: float) -> str:
-    return f"{100 * x:.1f}%"
+    throughput = cs[0].strategy == "maximize_throughput"
+    return per_wave_png(path, [c.wave for c in cs], [
+        ("objective (tasks/s)" if throughput else "objective (%)",
+         [c.objective_score if throughput else 100 * c.objective_score for c in cs], "o"),
+        ("first-attempt success (%)", [100 * c.first_attempt_success_rate for c in cs], "s"),
+        ("schedule adherence (%)", [100 * c.schedule_adherence for c in cs], "^")],
+        title=f"buddy {cs[0].strategy} (SIMULATED tools): per wave", legend="lower right")
 
 
 def _report(summary: Mapping[str, Any], cs: Sequence[ScheduleComparison],
@@ -269,7 +227,7 @@ def _report(summary: Mapping[str, Any], cs: Sequence[ScheduleComparison],
     throughput = objective == "maximize_throughput"
 
     def score(x: float) -> str:
-        return f"{x:.2f}/s" if throughput else _pct(x)
+        return f"{x:.2f}/s" if throughput else pct(x)
 
     lines = [
         f"# buddy adaptive scheduling: {objective}", "",
@@ -292,8 +250,8 @@ def _report(summary: Mapping[str, Any], cs: Sequence[ScheduleComparison],
     for c, h in zip(cs, health, strict=True):
         lines.append(
             f"| {c.wave} | {c.tasks} | {score(c.objective_score)} | "
-            f"{_pct(c.first_attempt_success_rate)} | {_pct(c.planned_success_rate)} | "
-            f"{_pct(c.actual_success_rate)} | {c.accuracy_score:.3f} | "
+            f"{pct(c.first_attempt_success_rate)} | {pct(c.planned_success_rate)} | "
+            f"{pct(c.actual_success_rate)} | {c.accuracy_score:.3f} | "
             f"{c.planned_throughput:.2f} / {c.actual_throughput:.2f} | "
             f"{c.schedule_adherence:.3f} | {h.overall_health_score:.1f} "
             f"({md_cell(h.health_status)}) |")
@@ -314,8 +272,8 @@ def _report(summary: Mapping[str, Any], cs: Sequence[ScheduleComparison],
                 cells.append("-")
                 continue
             exp, act = v["expected_success"], v["actual_success"]
-            cells.append(f"{v['planned_tasks']}: {_pct(exp)} → "
-                         f"{_pct(act) if act is not None else '-'}")
+            cells.append(f"{v['planned_tasks']}: {pct(exp)} → "
+                         f"{pct(act) if act is not None else '-'}")
         lines.append(f"| {c.wave} | " + " | ".join(cells) + " |")
     lines += ["", f"Every plan and reassignment is in the audit trail "
               f"(`{summary['audit_log']}`, kind `schedule`); `buddy replay` holds every "

@@ -41,10 +41,9 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import attrs
-import orjson
 
 from buddy.engine.app._harness import (
     MAX_START,
@@ -54,6 +53,7 @@ from buddy.engine.app._harness import (
     _run_lock,
     _tables,
 )
+from buddy.engine.app._outputs import json_doc, jsonl, pct, per_wave_png
 from buddy.engine.app._phase19 import PHASE19_DIR, Phase19Writer
 from buddy.engine.app._phase19 import REPORT as REPORT19
 from buddy.engine.app._phase19 import SUMMARY as SUMMARY19
@@ -424,14 +424,6 @@ def _remove_outputs(out: Path) -> None:
             shutil.rmtree(child)
 
 
-def _jsonl(items: Sequence[dict[str, Any]]) -> bytes:
-    return b"".join(orjson.dumps(i, option=orjson.OPT_NON_STR_KEYS) + b"\n" for i in items)
-
-
-def _dumps(obj: Any) -> bytes:
-    return orjson.dumps(obj, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS) + b"\n"
-
-
 def run_waves(config: WaveRunConfig, *,
               progress: Callable[[int, int, int, int], None] | None = None) -> WaveRunSummary:
     """Run the waves of ``config`` and write the output tree (see the module docstring).
@@ -558,7 +550,7 @@ def _run(config: WaveRunConfig, registry: ToolContractRegistry, tables: dict[str
         "confidence_trajectory": monitor.track_confidence_trajectory(),
         "learning": feedback.waves,
     }
-    write_atomic(out / HEALTH_FILE, _dumps(health_doc))
+    write_atomic(out / HEALTH_FILE, json_doc(health_doc))
     plot = _plot(out / PLOT_FILE, waves_seen)
     summary: dict[str, Any] = {
         "pipeline_id": "phase21_" + dt.datetime.fromtimestamp(start, dt.UTC)
@@ -602,7 +594,7 @@ def _run(config: WaveRunConfig, registry: ToolContractRegistry, tables: dict[str
                                 "audit_log": AUDIT_FILE}, seconds)["objective_trend"]
         p19 = {"report": out / PHASE19_DIR / REPORT19, "objective": config.strategy,
                **trend}
-    write_atomic(out / SUMMARY_FILE, _dumps(summary))  # last: the run is done
+    write_atomic(out / SUMMARY_FILE, json_doc(summary))  # last: the run is done
     return WaveRunSummary(out, done[0], done[1], done[0] - done[1], len(waves), len(agents),
                           skipped, last.health_score, last.health_status,
                           sum(len(h.anomalies) for h in history), done[2], seconds, report,
@@ -661,7 +653,7 @@ def _write_wave(out: Path, o: WaveOutcome, dirs: dict[str, str]) -> None:
                             ("executed_tasks.jsonl", executed.get(agent, [])),
                             ("agent_metrics.jsonl", metrics + per_task.get(agent, [])),
                             ("agent_feedback.jsonl", feedback.get(agent, []))):
-            write_atomic(d / file, _jsonl(items), fsync=False)
+            write_atomic(d / file, jsonl(items), fsync=False)
 
 
 def _wave_row(o: WaveOutcome) -> dict[str, Any]:
@@ -679,38 +671,10 @@ def _wave_row(o: WaveOutcome) -> dict[str, Any]:
 
 def _plot(path: Path, rows: Sequence[dict[str, Any]]) -> Path | None:
     """Health (0-100) and success (%) per wave as a PNG; None without matplotlib."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    waves = [r["wave"] for r in rows]
-    fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=100)
-    try:
-        ax.plot(waves, [r["health_score"] for r in rows], marker="o", label="health score")
-        ax.plot(waves, [100 * r["success_rate"] for r in rows], marker="s",
-                label="success rate (%)")
-        ax.set_xlabel("wave")
-        ax.set_ylim(0, 105)
-        ax.set_xticks(waves)
-        ax.set_title("buddy wave run (SIMULATED tools): health and success per wave")
-        ax.grid(alpha=0.3)
-        ax.legend(loc="lower left")
-        fig.tight_layout()
-
-        def save(fh: IO[bytes]) -> None:
-            fig.savefig(fh, format="png", metadata={"Software": None})
-
-        write_atomic(path, save)
-    finally:
-        plt.close(fig)
-    return path
-
-
-def _pct(x: float) -> str:
-    return f"{100 * x:.1f}%"
+    return per_wave_png(path, [r["wave"] for r in rows], [
+        ("health score", [r["health_score"] for r in rows], "o"),
+        ("success rate (%)", [100 * r["success_rate"] for r in rows], "s")],
+        title="buddy wave run (SIMULATED tools): health and success per wave", ylim=(0, 105))
 
 
 def _report(summary: dict[str, Any], history: Sequence[Any], manager: AgentManager,
@@ -753,8 +717,8 @@ def _report(summary: dict[str, Any], history: Sequence[Any], manager: AgentManag
         "|---|---|---|---|---|---|---|---|---|---|"]
     for h in history:
         m = h.metrics
-        lines.append(f"| {h.wave} | {m['tasks']} | {_pct(m['success_rate'])} | "
-                     f"{_pct(m['availability'])} | {_pct(m['accuracy'])} | "
+        lines.append(f"| {h.wave} | {m['tasks']} | {pct(m['success_rate'])} | "
+                     f"{pct(m['availability'])} | {pct(m['accuracy'])} | "
                      f"{m['load_balance']:.2f} | {m['confidence']:.2f} | {h.health_score:.2f} | "
                      f"{h.health_status} | {len(h.anomalies)} |")
     lines.append("")
@@ -780,7 +744,7 @@ def _report(summary: dict[str, Any], history: Sequence[Any], manager: AgentManag
               "avg latency (s) |", "|---|---|---|---|---|---|---|"]
     for agent, s in manager.agents.items():
         lines.append(f"| {md_cell(agent)} | {s.status.value} | {s.assigned_tasks} | "
-                     f"{s.completed_tasks} | {s.failed_tasks} | {_pct(s.success_rate)} | "
+                     f"{s.completed_tasks} | {s.failed_tasks} | {pct(s.success_rate)} | "
                      f"{s.avg_latency:.3f} |")
     lines += ["", "## The task lifecycle", "",
               "Each edge is labelled with how many times the run's tasks took it.", "",
