@@ -21,6 +21,7 @@ from buddy.engine.waves._executor import WaveRun
 from buddy.engine.waves._monitor import WaveMetrics, _round
 from buddy.engine.waves._records import ExecutionOutcome, ExecutionTask, LearningSignal
 from buddy.rules.base.errors import InputError
+from buddy.rules.tables._checks import fraction
 from buddy.rules.tables._waves import WaveSignalTable
 
 __all__ = ["Sink", "WaveFeedback", "identify_patterns"]
@@ -94,7 +95,7 @@ class WaveFeedback:
         for agent, m in metrics.agents.items():
             if not m["tasks"]:
                 continue
-            values = {**m, "confidence_score": _unit(1.0 - m["prediction_error"])}
+            values = {**m, "confidence_score": fraction(1.0 - m["prediction_error"])}
             for found in self.table.evaluate("agent", values, {"agent_id": agent, "wave": wave}):
                 signals.append(LearningSignal(
                     found.signal_type, found.target, found.target_phase,
@@ -104,7 +105,7 @@ class WaveFeedback:
                     found.confidence, at, wave, found.rule))
         patterns = identify_patterns(run, metrics)
         values = {**metrics.system,
-                  "confidence_score": _unit(1.0 - metrics.system["prediction_error"]),
+                  "confidence_score": fraction(1.0 - metrics.system["prediction_error"]),
                   "patterns": len(patterns), "retry_recoveries": retry_recoveries(run.results)}
         for found in self.table.evaluate("wave", values,
                                          {"pattern_list": "; ".join(patterns) or "none",
@@ -139,8 +140,3 @@ class WaveFeedback:
                 "signals_by_target": dict(sorted(Counter(s.target for s in signals).items())),
                 "patterns": list(patterns), "mean_error_margin": round(margin, 4),
                 "retry_recoveries": retry_recoveries(run.results)}
-
-
-def _unit(x: float) -> float:
-    return min(1.0, max(0.0, x))
-

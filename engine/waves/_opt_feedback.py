@@ -38,6 +38,7 @@ from buddy.engine.waves._opt_records import (
     SchedulingAnomaly,
 )
 from buddy.rules.base.errors import InputError
+from buddy.rules.tables._checks import fraction
 from buddy.rules.tables._optimization import (
     STATUSES,
     HeuristicsTable,
@@ -198,7 +199,7 @@ class OptimizationFeedbackLoop:
                 f"min {m.threshold_min:g})" for m in read)
             self._feedback_count += 1
             out.append(FeedbackEvent(f"FB_{self._feedback_count:03d}", rule.type,
-                                     _unit(comparison.accuracy_score),
+                                     fraction(comparison.accuracy_score),
                                      description.render(rendered),
                                      recommendation.render(rendered), evidence, at,
                                      comparison.wave))
@@ -261,7 +262,3 @@ def _underperformers(anomalies: Sequence[SchedulingAnomaly]) -> list[str]:
         if a.anomaly_type == UNDERPERFORMANCE:
             seen.update(dict.fromkeys(a.affected_agents))
     return list(seen)
-
-
-def _unit(x: float) -> float:
-    return min(1.0, max(0.0, x)) if x == x else 0.0

@@ -25,6 +25,7 @@ __all__ = [
     "above",
     "at_least",
     "between",
+    "fraction",
     "in_unit_interval",
     "invalid",
     "is_row_id",
@@ -148,3 +149,15 @@ def sums_to_one(record: Any, tolerance: float = 1e-9) -> None:
     total = math.fsum(attrs.astuple(record))
     if abs(total - 1.0) > tolerance:
         raise invalid(None, f"must sum to 1 (got {total:.6g})")
+
+
+def fraction(value: float) -> float:
+    """``value`` clamped to [0, 1]; NaN reads 0 (a share that cannot be read counts
+    for nothing).
+
+    >>> fraction(1.5), fraction(-0.1), fraction(float("nan")), fraction(0.25)
+    (1.0, 0.0, 0.0, 0.25)
+    """
+    if not value >= 0.0:
+        return 0.0
+    return 1.0 if value > 1.0 else float(value)

@@ -37,6 +37,7 @@ from buddy.rules.base.errors import InputError
 from buddy.rules.tables._checks import (
     at_least,
     between,
+    fraction,
     in_unit_interval,
     invalid,
     one_of,
@@ -422,13 +423,6 @@ OPT_HEALTH: TableSpec[OptHealthFile, dict[str, Any], None] = TableSpec(
     "optimization_health", dict, compile=_no_health_rows, file=OptHealthFile)
 
 
-def _fraction(value: float) -> float:
-    """``value`` clamped to [0, 1]; NaN reads 0."""
-    if not value >= 0.0:
-        return 0.0
-    return 1.0 if value > 1.0 else float(value)
-
-
 @attrs.frozen
 class OptimizationHealthTable(ShippedTable):
     """The optimization health weights (``rules/optimization_health.toml``); the tier of a
@@ -464,11 +458,11 @@ class OptimizationHealthTable(ShippedTable):
     def components(values: Mapping[str, float]) -> dict[str, float]:
         """The four component scores (0-100, rounded to 6 decimals) of ``values``
         (:data:`COMPARISON_VALUES`); each fraction clamped to [0, 1], NaN reading 0."""
-        stability = (_fraction(values["actual_success_rate"]) * _fraction(values["availability"])
-                     * (1.0 - _fraction(values["retry_rate"])))
-        raw = {"optimization_accuracy": _fraction(values["accuracy_score"]),
-               "schedule_adherence": _fraction(values["schedule_adherence"]),
-               "throughput_efficiency": _fraction(values["throughput_efficiency"]),
+        stability = (fraction(values["actual_success_rate"]) * fraction(values["availability"])
+                     * (1.0 - fraction(values["retry_rate"])))
+        raw = {"optimization_accuracy": fraction(values["accuracy_score"]),
+               "schedule_adherence": fraction(values["schedule_adherence"]),
+               "throughput_efficiency": fraction(values["throughput_efficiency"]),
                "system_stability": stability}
         return {k: round(100.0 * v, 6) for k, v in raw.items()}
 

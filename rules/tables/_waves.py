@@ -39,6 +39,7 @@ from buddy.rules.base.errors import BuddyError, InputError
 from buddy.rules.tables._checks import (
     above,
     at_least,
+    fraction,
     in_unit_interval,
     invalid,
     is_row_id,
@@ -527,13 +528,6 @@ WAVE_HEALTH: TableSpec[WaveHealthFile, dict[str, Any], None] = TableSpec(
     "wave_health", dict, compile=_no_tiers, file=WaveHealthFile)
 
 
-def _fraction(value: float) -> float:
-    """``value`` clamped to [0, 1]; NaN reads 0."""
-    if not value >= 0.0:
-        return 0.0
-    return 1.0 if value > 1.0 else float(value)
-
-
 @attrs.frozen
 class WaveHealthTable(ShippedTable):
     """The wave health weights (``rules/wave_health.toml``); the tier of a score is
@@ -565,7 +559,7 @@ class WaveHealthTable(ShippedTable):
         """``100 * sum(weight * term)`` over :data:`WAVE_WEIGHTS`, each term clamped to
         [0, 1] (NaN reads 0), rounded to 6 decimals."""
         w = self.weights
-        return round(100.0 * math.fsum(w[k] * _fraction(metrics[k]) for k in WAVE_WEIGHTS), 6)
+        return round(100.0 * math.fsum(w[k] * fraction(metrics[k]) for k in WAVE_WEIGHTS), 6)
 
 
 # -- wave anomalies --------------------------------------------------------------------
