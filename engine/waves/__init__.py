@@ -36,7 +36,17 @@ from buddy.engine.waves._inputs import (
 )
 from buddy.engine.waves._loop import WaveLoop, WaveOutcome
 from buddy.engine.waves._monitor import WaveMetrics, WaveMonitor
-from buddy.engine.waves._optimizer import OBJECTIVES, Schedule, as_strategy, optimize, pair_scores
+from buddy.engine.waves._optimizer import (
+    OBJECTIVES,
+    Schedule,
+    SimulatedSchedule,
+    as_strategy,
+    generate_schedule_recommendations,
+    optimize,
+    pair_scores,
+    simulate_schedule,
+    update_confidence_estimates,
+)
 from buddy.engine.waves._records import (
     AgentMetric,
     AgentState,
@@ -85,6 +95,7 @@ __all__ = [
     "ExecutionOutcome",
     "ExecutionTask",
     "ExecutorConfig",
+    "generate_schedule_recommendations",
     "get_strategy",
     "identify_patterns",
     "LearningSignal",
@@ -101,6 +112,8 @@ __all__ = [
     "ScheduleEntry",
     "ScheduleLoad",
     "SimulatedFailure",
+    "SimulatedSchedule",
+    "simulate_schedule",
     "SimulatedTimeout",
     "StrategyFn",
     "SystemAnomaly",
@@ -110,6 +123,7 @@ __all__ = [
     "tasks_to_jsonl",
     "TaskStatus",
     "ThreadBackend",
+    "update_confidence_estimates",
     "VirtualClock",
     "VirtualTimeBackend",
     "WaveExecutor",
