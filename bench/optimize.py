@@ -97,18 +97,18 @@ def child(args: argparse.Namespace, what: str) -> dict[str, Any]:
 
 
 def run_measure(what: str, args: argparse.Namespace) -> dict[str, Any]:
-    rows = []
+    """All the cases of ``what`` timed first (the RSS read then), their tracemalloc peaks after."""
     if what == "growth":
-        for n in GROWTH[:-1] if args.quick else GROWTH:
-            rows.append({"tasks": n, **measure(64, n, "balanced", True, args.repeat, args.seed,
-                                               not args.quick)})
+        cases = [(64, n, "balanced", True) for n in (GROWTH[:-1] if args.quick else GROWTH)]
     else:
         m, n = SIZES[what]
-        for objective in OBJECTIVES:
-            for distinct in (False, True):
-                rows.append(measure(m, n, objective, distinct, args.repeat, args.seed,
-                                    not args.quick))
-    return {"rows": rows, "rss_mb": max(r["rss_mb"] for r in rows)}
+        cases = [(m, n, o, d) for o in OBJECTIVES for d in (False, True)]
+    rows = [{"tasks": c[1], **measure(*c, args.repeat, args.seed, traced=False)} for c in cases]
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if not args.quick:
+        for row, c in zip(rows, cases, strict=True):
+            row["peak_mb"] = measure(*c, 1, args.seed)["peak_mb"]
+    return {"rows": rows, "rss_mb": rss}
 
 
 def main() -> int:
