@@ -27,8 +27,9 @@ with ``K`` classes and ``G`` agent nodes:
   room), an edge ``a -> b`` costing the cheapest move of a task from ``a`` to
   ``b``, stopping at the slack node. ``O(K * P * G)`` for ``P`` nodes settled
   per insertion (at most ``G``), plus ``O(G)`` per task moved; memory ``O((K +
-  G) * G)``. Measured (``bench/optimize.py``): 64 agents x 2,000 all-distinct
-  tasks in about 0.2-0.9 s, growing a little faster than linearly in the tasks;
+  G) * G)``. Measured (``bench/optimize.py``, a loaded 2-core machine): 64 agents x 2,000
+  all-distinct tasks in 0.25-1.2 s (balanced the slowest), growing a little faster
+  than linearly in the tasks (x6.2 time for x8 tasks);
   4 agents x 20 tasks a few ms (networkx). Both give the same optimum
   (tests compare them on random waves).
 
