@@ -62,7 +62,17 @@ from buddy.engine.waves._opt_records import (
     ScheduledTask,
     SchedulingAnomaly,
 )
-from buddy.engine.waves._optimizer import OBJECTIVES, Schedule, as_strategy, optimize, pair_scores
+from buddy.engine.waves._optimizer import (
+    OBJECTIVES,
+    Schedule,
+    SimulatedSchedule,
+    as_strategy,
+    generate_schedule_recommendations,
+    optimize,
+    pair_scores,
+    simulate_schedule,
+    update_confidence_estimates,
+)
 from buddy.engine.waves._records import (
     AgentMetric,
     AgentState,
@@ -124,6 +134,7 @@ __all__ = [
     "ExecutionTask",
     "ExecutorConfig",
     "FeedbackEvent",
+    "generate_schedule_recommendations",
     "get_strategy",
     "heuristic_errors",
     "HeuristicWeights",
@@ -153,7 +164,9 @@ __all__ = [
     "ScheduleEntry",
     "ScheduleLoad",
     "SchedulingAnomaly",
+    "simulate_schedule",
     "SimulatedFailure",
+    "SimulatedSchedule",
     "SimulatedTimeout",
     "StrategyFn",
     "SystemAnomaly",
@@ -163,6 +176,7 @@ __all__ = [
     "tasks_to_jsonl",
     "TaskStatus",
     "ThreadBackend",
+    "update_confidence_estimates",
     "VirtualClock",
     "VirtualTimeBackend",
     "WaveExecutor",
