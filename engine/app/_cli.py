@@ -598,8 +598,13 @@ def run_waves_command(tasks_path: Path | None, schedule: Path | None, strict: bo
               help="Rules directory holding optimizer.toml (default: buddy's shipped table).")
 @click.option("--strict", is_flag=True,
               help="Refuse an input file with any bad line (default: skip and count it).")
+@click.option("--seed", type=click.IntRange(-(2 ** 63), 2 ** 63 - 100_001), default=19,
+              show_default=True, help="Seed of each plan's SIMULATED check (wave N: seed + N).")
+@click.option("--runs", type=click.IntRange(1, 100_000), default=100, show_default=True,
+              help="Simulated runs of each plan.")
 def optimize_command(source: Path, tasks_path: Path | None, objective: str,
-                     out_dir: Path | None, rules: Path | None, strict: bool) -> None:
+                     out_dir: Path | None, rules: Path | None, strict: bool, seed: int,
+                     runs: int) -> None:
     """Plan tasks on the agents of an earlier run's history (Phase 19); nothing runs.
 
     Each wave's tasks go to the agents so the objective is as high as it can be;
@@ -609,7 +614,7 @@ def optimize_command(source: Path, tasks_path: Path | None, objective: str,
     from buddy.engine.app._optimize import OptimizeConfig, plan_from
 
     config = OptimizeConfig(source, tasks=tasks_path, objective=objective, output_dir=out_dir,
-                            rules_dir=rules, strict=strict)
+                            rules_dir=rules, strict=strict, seed=seed, runs=runs)
     try:  # the one-line errors of main(), here too, so the command is whole on its own
         summary = plan_from(config)
     except RuleTableError as exc:
@@ -639,7 +644,13 @@ def optimize_command(source: Path, tasks_path: Path | None, objective: str,
             mean = sum(s.task_success[t] for t in ids) / len(ids)
             table.add_row(plain(agent), str(len(ids)), f"{mean:.1%}", f"{busy:,.2f}",
                           f"{len(ids) / busy:,.2f}" if busy > 0 else "-")
+        if plan.simulated is not None:
+            sim = plan.simulated
+            table.caption = (f"SIMULATED check ({sim.runs} runs, seed {sim.seed}): "
+                             f"{sim.simulated_success_rate:.1%} success")
         out.print(table)
+        for line in plan.recommendations:
+            out.print(Text("  - " + printable(line)))
     table = Table(title=Text.assemble("buddy optimize (from ", plain(source), ", ",
                                       summary.source, ")"), show_header=False)
     table.add_column("")

@@ -42,7 +42,15 @@ from buddy.engine.app._waves import _agent_dirs
 from buddy.engine.waves._inputs import by_wave, load_tasks
 from buddy.engine.waves._opt_inputs import CoordinationHistory, agent_states, load_coordination
 from buddy.engine.waves._opt_records import ScheduledTask
-from buddy.engine.waves._optimizer import DEFAULT_DURATION_S, OBJECTIVES, Schedule, optimize
+from buddy.engine.waves._optimizer import (
+    DEFAULT_DURATION_S,
+    OBJECTIVES,
+    Schedule,
+    SimulatedSchedule,
+    generate_schedule_recommendations,
+    optimize,
+    simulate_schedule,
+)
 from buddy.engine.waves._records import AgentState, PredictedTask
 from buddy.rules.base._files import write_atomic
 from buddy.rules.base._masking import shown
@@ -68,12 +76,24 @@ def _objective(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> No
                          f"(got {shown(value)})")
 
 
+def _seed(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if type(value) is not int or not -(2 ** 63) <= value <= 2 ** 63 - 1 - 100_000:
+        raise InputError(f"seed must be a whole number in [-2**63, 2**63 - 100001] "
+                         f"(got {shown(value)})")
+
+
+def _runs(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if type(value) is not int or not 1 <= value <= 100_000:
+        raise InputError(f"runs must be a whole number in [1, 100000] (got {shown(value)})")
+
+
 @attrs.frozen
 class OptimizeConfig:
     """Settings of ``buddy optimize``: the history directory, the tasks file (None:
     ``source/predicted_tasks.jsonl``), the objective, the output directory (None:
     ``source/phase19_plan``), a rules directory holding ``optimizer.toml`` (None: the
-    shipped table), and whether a bad input line refuses the run (``strict``)."""
+    shipped table), whether a bad input line refuses the run (``strict``), and the
+    seed and number of runs of each plan's SIMULATED check (``simulate_schedule``)."""
 
     source: Path
     tasks: Path | None = None
@@ -81,6 +101,8 @@ class OptimizeConfig:
     output_dir: Path | None = None
     rules_dir: Path | None = None
     strict: bool = False
+    seed: int = attrs.field(default=19, validator=_seed)
+    runs: int = attrs.field(default=100, validator=_runs)
 
     @property
     def out(self) -> Path:
@@ -95,6 +117,8 @@ class WavePlan:
     wave: int
     schedule: Schedule
     tasks: tuple[ScheduledTask, ...]
+    simulated: SimulatedSchedule | None = None
+    recommendations: tuple[str, ...] = ()
 
     def busy_s(self, agent: str) -> float:
         """The seconds ``agent`` is expected to work this wave."""
@@ -110,7 +134,9 @@ class WavePlan:
                 "expected_throughput": round(s.expected_throughput, 6),
                 "objective_value": round(s.objective_value, 6),
                 "expected_makespan_s": round(s.expected_makespan_s, 6),
-                "tasks": len(s.assignments), "capacity": s.capacity}
+                "tasks": len(s.assignments), "capacity": s.capacity,
+                "simulated": self.simulated.to_json() if self.simulated is not None else None,
+                "recommendations": list(self.recommendations)}
 
 
 @attrs.frozen
@@ -216,7 +242,10 @@ def plan_from(config: OptimizeConfig, *, clock: Callable[[], float] = time.time,
     plans: list[WavePlan] = []
     for wave, group in by_wave(loaded.tasks).items():
         schedule = optimize(group, agents, config.objective, table=table)
-        plans.append(WavePlan(wave, schedule, _scheduled(wave, schedule, group, agents)))
+        plans.append(WavePlan(
+            wave, schedule, _scheduled(wave, schedule, group, agents),
+            simulate_schedule(schedule, group, seed=config.seed + wave, runs=config.runs),
+            tuple(generate_schedule_recommendations(schedule, agents))))
     out = config.out
     _check_out(out, [p.wave for p in plans])
     out.mkdir(parents=True, exist_ok=True)
@@ -273,9 +302,6 @@ def _write(config: OptimizeConfig, out: Path, history: CoordinationHistory,
         "rules": {RULES_FILE: table.digest},
         "skipped_lines": list(skipped),
     }
-    # TODO(recommendations): once the optimizer has generate_schedule_recommendations
-    # (and simulate_schedule), add its recommendations for each plan here, as
-    # doc["recommendations"], and print them under the tables in `buddy optimize`.
     summary_path = write_atomic(out / SUMMARY_FILE, json_doc(doc))  # last: the plan is done
     return OptimizeSummary(out, history.source, config.objective,
                            tuple(a.agent_id for a in agents), tuple(plans), total, success,

@@ -40,10 +40,15 @@ avg_confidence_delta          over ``per_wave``, weighted by its ``tasks``: ``su
                               confidence`` (success observed minus success predicted)
 retry_rate                    executed tasks with ``retry_count > 0`` / executed tasks (the
                               share of tasks retried, so a rate in [0, 1])
-agent_performance             ``agent_performance``: ``tasks = completed_tasks +
-                              failed_tasks``, ``success_rate = completed / tasks`` (the
-                              file's ``success_rate`` when none finished),
-                              ``avg_execution_time_ms = avg_latency x 1000``
+agent_performance             per agent, over the tasks whose last attempt it ran
+                              (``executed_tasks.jsonl`` lines with a ``mode``):
+                              ``success_rate`` = tasks that succeeded / attempts
+                              (``retry_count + 1`` each: the success of one attempt,
+                              which is what the optimizer plans with; retries would
+                              hide a weak agent), ``tasks`` = those tasks; an agent
+                              that ran none: ``agent_performance``'s ``completed /
+                              (completed + failed)`` (its ``success_rate`` when none
+                              finished); ``avg_execution_time_ms = avg_latency x 1000``
 timestamp                     ``end_time``
 patterns                      one per wave (``per_wave``): ``wave_N/<agent>/
                               agent_assignments.jsonl``'s first assignments (reassignments
@@ -499,12 +504,17 @@ def _buddy_assignment(item: Any) -> tuple[str, str, str] | None:
     return agent, tid, _text(d.get("strategy", ""), ("strategy",), empty=True)
 
 
-def _buddy_executed(item: Any) -> tuple[float, bool]:
-    """(seconds, retried) of an executed task."""
+def _buddy_executed(item: Any) -> tuple[float, int, bool, bool]:
+    """(seconds, retries, succeeded, ran) of an executed task (``ran``: it has a mode,
+    so a gate did not refuse it before it ran)."""
     d = _object(item, (), ("start_time", "end_time", "retry_count"), closed=False)
     start = _number(d["start_time"], ("start_time",), 0, math.inf)
     end = _number(d["end_time"], ("end_time",), start, math.inf)
-    return end - start, _count(d["retry_count"], ("retry_count",)) > 0
+    ok = d.get("success_indicator", False)
+    if type(ok) is not bool:
+        raise _Bad(("success_indicator",), f"must be true or false (got {_kind(ok)})")
+    return end - start, _count(d["retry_count"], ("retry_count",)), ok, \
+        d.get("mode") is not None
 
 
 def _buddy_health(doc: Any) -> CoordinationHealth:
@@ -615,6 +625,7 @@ class _Reader:
         patterns: list[CoordinationPattern] = []
         latencies: list[float] = []
         retried = 0
+        attempts: dict[str, tuple[int, int, int]] = {}  # agent -> (attempts, ok, tasks)
         for wave in run.waves:
             by_agent: dict[str, list[str]] = {}
             strategy = run.strategy
@@ -628,10 +639,13 @@ class _Reader:
                     if got is not None:
                         by_agent.setdefault(got[0], []).append(got[1])
                         strategy = got[2] or strategy
-                for seconds, again in self.lines(where / "executed_tasks.jsonl",
-                                                 lambda item, n: _buddy_executed(item)):
+                for seconds, retries, ok, ran in self.lines(
+                        where / "executed_tasks.jsonl", lambda item, n: _buddy_executed(item)):
                     latencies.append(seconds)
-                    retried += again
+                    retried += retries > 0
+                    if ran:  # what the agent's attempts came to
+                        n, k, t = attempts.get(agent, (0, 0, 0))
+                        attempts[agent] = (n + retries + 1, k + ok, t + 1)
             row = run.rows[wave]
             patterns.append(CoordinationPattern(
                 strategy.lower(), {a: tuple(ts) for a, ts in by_agent.items()},
@@ -642,9 +656,11 @@ class _Reader:
         perf: dict[str, AgentPerformance] = {}
         for agent, r in d["agent_performance"].items():
             tasks = r["completed_tasks"] + r["failed_tasks"]
+            n, ok, ran = attempts.get(agent, (0, 0, 0))
+            rate = ok / n if n else r["completed_tasks"] / tasks if tasks else \
+                float(r["success_rate"])
             perf[agent] = AgentPerformance(
-                r["completed_tasks"] / tasks if tasks else float(r["success_rate"]), tasks,
-                1000 * float(r["avg_latency"]) if tasks else None)
+                rate, ran if n else tasks, 1000 * float(r["avg_latency"]) if tasks else None)
         total = d["total_tasks"]
         summary = CoordinationSummary(
             len(run.agents), total, d["waves"], d["completed_tasks"] / total if total else 0.0,

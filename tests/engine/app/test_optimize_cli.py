@@ -95,6 +95,25 @@ class TestOnABuddyTree:
             makespan = max(r["scheduled_end_time"] for r in scheduled if r["wave"] == wave)
             assert makespan == pytest.approx(result_["expected_makespan_s"], abs=1e-5)
 
+    def test_each_plan_is_checked_by_a_seeded_simulation_with_recommendations(
+            self, tree: Path) -> None:
+        result = invoke("optimize", "--from", tree, "--runs", "50", "--seed", "3")
+        assert result.exit_code == 0, result.output
+        assert "SIMULATED check (50 runs, seed 4)" in result.stdout  # wave 1: seed + 1
+        doc = json.loads((tree / "phase19_plan" / "optimization_summary.json").read_text())
+        first = doc["optimization_results"][0]
+        sim = first["simulated"]
+        assert (sim["runs"], sim["seed"], len(sim["success_rates"])) == (50, 4, 50)
+        assert sim["expected_success_rate"] == first["expected_success_rate"]
+        assert 0.0 <= sim["simulated_success_rate"] <= 1.0
+        assert all(isinstance(line, str) and line.endswith(".")
+                   for r in doc["optimization_results"] for line in r["recommendations"])
+        assert invoke("optimize", "--from", tree, "--runs", "50", "--seed", "3").exit_code == 0
+        again = json.loads((tree / "phase19_plan" / "optimization_summary.json").read_text())
+        assert again["optimization_results"][0]["simulated"] == sim  # same seed, same draws
+        bad = invoke("optimize", "--from", tree, "--runs", "0")
+        assert bad.exit_code == 2 and "--runs" in bad.output
+
     def test_agent_durations_come_from_the_history(self, tree: Path) -> None:
         assert invoke("optimize", "--from", tree).exit_code == 0
         perf = json.loads((tree / "phase21_execution_summary.json").read_text())[

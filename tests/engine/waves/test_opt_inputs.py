@@ -326,10 +326,22 @@ class TestBuddyTree:
         rows = doc["per_wave"]
         assert s.avg_confidence_delta == pytest.approx(
             sum(r["tasks"] * (r["success_rate"] - r["confidence"]) for r in rows) / 60)
+        dirs = doc["agent_dirs"]
         for agent, perf in doc["agent_performance"].items():
+            # the success of one attempt: tasks that succeeded / attempts, over the tasks
+            # whose last attempt the agent ran (a gate's refusal, never run, left out)
+            ran = [json.loads(line) for p in tree.glob(f"wave_*/{dirs[agent]}/executed_tasks.jsonl")
+                   for line in p.read_text().splitlines()]
+            ran = [e for e in ran if e["mode"] is not None]
+            attempts = sum(e["retry_count"] + 1 for e in ran)
             tasks = perf["completed_tasks"] + perf["failed_tasks"]
             assert s.agent_performance[agent] == AgentPerformance(
-                perf["completed_tasks"] / tasks, tasks, 1000 * perf["avg_latency"])
+                sum(e["success_indicator"] for e in ran) / attempts if attempts else
+                perf["completed_tasks"] / tasks, len(ran) if attempts else tasks,
+                1000 * perf["avg_latency"])
+        # retries hide a weak agent; one attempt's success does not
+        assert s.agent_performance["agent_3"].success_rate < \
+            s.agent_performance["agent_0"].success_rate
 
     def test_patterns_are_the_waves_first_assignments(self, tree: Path) -> None:
         h = load_coordination(tree)
@@ -363,7 +375,8 @@ class TestBuddyTree:
         h = load_coordination(tree)
         for a in agent_states(h):
             perf = h.summary.agent_performance[a.agent_id]
-            assert a.success_rate == perf.success_rate
+            assert a.prior == perf.success_rate  # and, in whole tasks, to within half a one
+            assert abs(a.success_rate - perf.success_rate) <= 0.5 / perf.tasks
             assert a.finished_tasks == perf.tasks
             assert a.avg_latency == pytest.approx(perf.avg_execution_time_ms / 1000)
 
