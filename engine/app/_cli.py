@@ -459,7 +459,7 @@ def run_command(ctx: click.Context, plans: Path | None, out_dir: Path, seed: int
                    "maximize_throughput, maximize_confidence, balanced): the optimizer "
                    "plans each wave from the earlier ones and Phase 19's files go to "
                    "OUT/phase19/.")
-@click.option("--load-threshold", type=click.FloatRange(min=1.0), default=2.0,
+@click.option("--load-threshold", type=_Number(1, 1e6, "a number"), default=2.0,
               show_default=True, help="With an optimizer objective: an agent expected to "
               "be busy more than this times the mean sheds tasks to the least busy.")
 @click.option("--retry", "retry_strategy",

@@ -83,6 +83,8 @@ class Phase19Writer:
         self.health: list[OptimizationHealth] = []
         self.anomalies = 0
         self.signals = 0
+        #: waves the optimizer could not plan (every agent OFFLINE)
+        self.unplanned: list[dict[str, Any]] = []
 
     def close(self) -> None:
         for lines in self.streams.values():
@@ -91,7 +93,12 @@ class Phase19Writer:
     def wave(self, o: WaveOutcome) -> None:
         """Write a wave's scheduled tasks and what the monitor and feedback made of it."""
         c = o.comparison
-        if c is None or o.scheduled is None:
+        if c is None or o.scheduled is None:  # no agent was available: nothing to plan
+            self.unplanned.append({
+                "wave": o.plan.wave, "tasks": len(o.run.results),
+                "completed": sum(r.success for r in o.run.results),
+                "reason": "not planned: every agent was OFFLINE (each task met the resource "
+                          "gate)"})
             return
         wave = c.wave
         by_agent: dict[str, list[dict[str, Any]]] = {}
@@ -177,6 +184,8 @@ class Phase19Writer:
             "system_health_score": last.overall_health_score if last else None,
             "execution_time_ms": round(seconds * 1000, 3),
             "simulated": run_info["simulated"],
+            "dry_run_only": run_info.get("dry_run_only", False),
+            "system_lock": run_info.get("lock_note"),
             "objective_trend": {
                 "measure": _MEASURE[self.scheduler.objective],
                 "first_wave": round(first.objective_score, 6) if first else None,
@@ -186,6 +195,7 @@ class Phase19Writer:
             "strategy_effectiveness": self.feedback.evaluate_strategy_effectiveness(),
             "convergence": self.monitor.monitor_optimization_convergence(
                 self.feedback.weight_history),
+            "waves_not_planned": self.unplanned,
             "anomalies": self.anomalies, "learning_signals": self.signals,
             "audit_log": f"../{run_info['audit_log']}",
         }
@@ -199,9 +209,9 @@ class Phase19Writer:
 _MEASURE = {
     "maximize_success": "share of tasks that succeeded at their first attempt",
     "maximize_confidence": "first-attempt success, weighted by decision confidence",
-    "maximize_throughput": "tasks per second of the wave",
+    "maximize_throughput": "tasks completed per second of the wave",
     "balanced": "the balanced weights' sum of first-attempt success, confidence-weighted "
-                "success and throughput against plan",
+                "success and completed tasks per second against plan",
 }
 
 
@@ -237,6 +247,10 @@ def _report(summary: Mapping[str, Any], cs: Sequence[ScheduleComparison],
         if run_info["simulated"] else
         "Each wave was planned by the optimizer from what the earlier waves showed of "
         "each agent, run through the engine, and compared with its plan.", "",
+        *([f"**System lock:** {run_info['lock_note']}.", ""] if run_info.get("lock_note")
+          else []),
+        *(["**Every call was capped at DRY_RUN** (`--dry-run-only`): nothing ran LIVE.", ""]
+          if run_info.get("dry_run_only") else []),
         f"The objective as it turned out ({trend['measure']}): "
         + (f"{score(trend['first_wave'])} in the first wave, {score(trend['last_wave'])} in "
            f"the last ({'+' if trend['change'] >= 0 else ''}"
@@ -255,6 +269,8 @@ def _report(summary: Mapping[str, Any], cs: Sequence[ScheduleComparison],
             f"{c.planned_throughput:.2f} / {c.actual_throughput:.2f} | "
             f"{c.schedule_adherence:.3f} | {h.overall_health_score:.1f} "
             f"({md_cell(h.health_status)}) |")
+    for u in summary["waves_not_planned"]:
+        lines.append(f"| {u['wave']} | {u['tasks']} | {md_cell(u['reason'])} | | | | | | | |")
     lines.append("")
     if plot is not None:
         lines += [f"![the objective per wave]({plot.name})", ""]

@@ -54,7 +54,7 @@ from buddy.engine.app._harness import (
     _tables,
 )
 from buddy.engine.app._outputs import json_doc, jsonl, pct, per_wave_png
-from buddy.engine.app._phase19 import PHASE19_DIR, Phase19Writer
+from buddy.engine.app._phase19 import PHASE19_DIR, PHASE19_FILES, Phase19Writer
 from buddy.engine.app._phase19 import REPORT as REPORT19
 from buddy.engine.app._phase19 import SUMMARY as SUMMARY19
 from buddy.engine.app._printable import md_cell, printable
@@ -410,14 +410,23 @@ def _check_output_paths(out: Path, waves: Sequence[int], dirs: Sequence[str]) ->
 
 def _remove_outputs(out: Path) -> None:
     """The previous run's derived outputs (never the audit trail), and temp files."""
-    for name in OUTPUT_FILES:
+    p19 = out / PHASE19_DIR
+    if p19.is_dir() and not p19.is_symlink() and (p19 / WAVE_MARK).is_file():
+        _remove_written(p19, PHASE19_FILES)  # what buddy wrote there: a user's files stay
+        (p19 / WAVE_MARK).unlink()
+        with contextlib.suppress(OSError):  # gone only when nothing else is in it
+            p19.rmdir()
+    _remove_written(out, OUTPUT_FILES)
+
+
+def _remove_written(out: Path, names: Sequence[str]) -> None:
+    """The files ``names`` under ``out`` and their temp files, and the ``wave_N``
+    directories buddy wrote there (marked)."""
+    for name in names:
         (out / name).unlink(missing_ok=True)
         for tmp in out.glob(f".{name}.*.tmp"):
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
-    p19 = out / PHASE19_DIR
-    if p19.is_dir() and not p19.is_symlink() and (p19 / WAVE_MARK).is_file():
-        shutil.rmtree(p19)
     for child in out.iterdir():  # only the wave directories buddy wrote (marked)
         if _WAVE_DIR.fullmatch(child.name) and child.is_dir() and not child.is_symlink() \
                 and (child / WAVE_MARK).is_file():
@@ -504,8 +513,8 @@ def _run(config: WaveRunConfig, registry: ToolContractRegistry, tables: dict[str
             out / PHASE19_DIR, dirs, scheduler, OptimizationMonitor(
                 tables["optimization_metrics.toml"], tables["scheduling_anomalies.toml"],
                 tables["optimization_health.toml"], tables["health.toml"], clock=clock),
-            OptimizationFeedbackLoop(tables["optimization_signals.toml"],
-                                     tables["heuristics.toml"], clock=clock),
+            OptimizationFeedbackLoop(tables["optimization_signals.toml"], _learning_from(
+                tables["heuristics.toml"], tables["optimizer.toml"]), clock=clock),
             clock=clock, mark=WAVE_MARK)
         writes.append(phase19)
     for target, lines in sinks.items():
@@ -591,7 +600,10 @@ def _run(config: WaveRunConfig, registry: ToolContractRegistry, tables: dict[str
     if phase19 is not None:
         summary["phase19"] = f"{PHASE19_DIR}/{SUMMARY19}"
         trend = phase19.finish({"agents": len(agents), "simulated": True,
-                                "audit_log": AUDIT_FILE}, seconds)["objective_trend"]
+                                "audit_log": AUDIT_FILE, "dry_run_only": config.dry_run_only,
+                                "lock_note": _lock_note(lock_at_start,
+                                                        summary["system_lock"]["at_end"])},
+                               seconds)["objective_trend"]
         p19 = {"report": out / PHASE19_DIR / REPORT19, "objective": config.strategy,
                **trend}
     write_atomic(out / SUMMARY_FILE, json_doc(summary))  # last: the run is done
@@ -605,6 +617,14 @@ def _run(config: WaveRunConfig, registry: ToolContractRegistry, tables: dict[str
                           tasks_by_mode=summary["tasks_by_mode"],
                           lock_note=_lock_note(lock_at_start, summary["system_lock"]["at_end"]),
                           recovered=recovered, phase19=p19)
+
+
+def _learning_from(heuristics: HeuristicsTable, optimizer: OptimizerTable) -> HeuristicsTable:
+    """``heuristics`` learning from the weights the run plans its first wave with
+    (``optimizer.toml``'s), held in its bounds, so a user's weights are the start."""
+    weights = dict(optimizer.weights)
+    return attrs.evolve(heuristics, weights=heuristics.update(weights, dict.fromkeys(weights,
+                                                                                     0.0)))
 
 
 def _lock_seq(path: Path) -> int | None:

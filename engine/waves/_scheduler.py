@@ -11,7 +11,8 @@ For a wave, :class:`AdaptiveScheduler`
    tasks' order (:meth:`prioritize_tasks`);
 3. **adjusts for load**: while an agent's expected busy time is over
    ``load_threshold`` x the mean busy time of the available agents, its last
-   task moves to the agent that would then finish earliest, if that shortens
+   task (never one pinned to it by its ``agent_id``) moves to the agent (not
+   one benched this wave) that would then finish earliest, if that shortens
    the wave (:meth:`adjust_for_agent_load`; each move is a reassignment the
    audit trail records, reason ``load``);
 4. **times** the plan: each agent runs its queue one task after another, each
@@ -39,9 +40,10 @@ whose trend says whether planning improved): for ``maximize_success`` the
 share of tasks that succeeded at their first attempt (retries hide what the
 plan chose: a weak agent's task that succeeds on its third try still cost two
 failures); for ``maximize_confidence`` the same, each task weighted by its
-decision confidence; for ``maximize_throughput`` tasks per second of the
-wave; for ``balanced`` the table's weighted sum of the first two and of
-``min(1, actual throughput / planned throughput)``.
+decision confidence; for ``maximize_throughput`` the tasks COMPLETED per
+second of the wave (a failed task is no work done); for ``balanced`` the
+table's weighted sum of the first two and of ``min(1, completed tasks per
+second / planned throughput)``.
 
 Nothing here reads a clock or draws a random number except through what it is
 given; the same inputs give the same plan.
@@ -51,7 +53,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 import attrs
 
@@ -294,7 +296,10 @@ class AdaptiveScheduler:
         durations = {a: secs / self.speeds.get(a, 1.0)
                      for a, (_, secs) in self.estimates(states).items()}
         queues = self.prioritize_tasks(plan, by_id, success)
-        queues, moves = self.adjust_for_agent_load(queues, durations)
+        pinned = {t.task_id for t in tasks if t.agent_id is not None
+                  and t.agent_id in durations}  # stays where it was pinned
+        queues, moves = self.adjust_for_agent_load(queues, durations, fixed=pinned,
+                                                   closed=exclude)
         assignments: list[TaskAssignment] = []
         for agent, queue in queues.items():
             for a in queue:
@@ -318,15 +323,18 @@ class AdaptiveScheduler:
                 for agent, q in queues.items()}
 
     def adjust_for_agent_load(self, queues: dict[str, list[TaskAssignment]],
-                              durations: Mapping[str, float],
+                              durations: Mapping[str, float], *,
+                              fixed: Collection[str] = (),
+                              closed: Collection[str] = (),
                               ) -> tuple[dict[str, list[TaskAssignment]],
                                          list[tuple[str, str, str]]]:
         """Move tasks off agents past the load threshold (module docstring, step 3).
 
         Returns the new queues (an agent's moved-in tasks at its end) and the moves
         (task id, from, to), in the order made. An agent past the threshold gives
-        its last task to the available agent (one of ``durations``) that would end
-        earliest with it, only when that ends before the giver does now.
+        its last task that is not ``fixed`` (a task pinned to it) to the available
+        agent (one of ``durations``, not ``closed``: benched this wave) that would
+        end earliest with it, only when that ends before the giver does now.
 
         >>> s = AdaptiveScheduler("maximize_success", OptimizerTable.default(),
         ...                       load_threshold=1.2)
@@ -334,26 +342,32 @@ class AdaptiveScheduler:
         >>> q, moves = s.adjust_for_agent_load(q, {"a": 1.0, "b": 1.0})
         >>> [(a, len(ts)) for a, ts in q.items()], moves
         ([('a', 2), ('b', 2)], [('t3', 'a', 'b'), ('t2', 'a', 'b')])
+        >>> s.adjust_for_agent_load(q, {"a": 1.0, "b": 1.0}, fixed={"t0", "t1", "t2", "t3"})[1]
+        []
         """
         queues = {a: list(q) for a, q in queues.items()}
         moves: list[tuple[str, str, str]] = []
         if not math.isfinite(self.load_threshold):
             return queues, moves
+        fixed = set(fixed)
+        open_to = [a for a in durations if a not in closed]
+        rank = {a: i for i, a in enumerate(durations)}
         busy = {a: len(q) * durations.get(a, DEFAULT_DURATION_S) for a, q in queues.items()}
+        everyone = {*durations, *busy}
         for _ in range(sum(len(q) for q in queues.values())):
-            loaded = [a for a in busy if queues.get(a)]
-            if not loaded:
-                break
-            everyone = {*durations, *busy}
             mean = math.fsum(busy.get(a, 0.0) for a in everyone) / len(everyone)
-            giver = max(loaded, key=lambda a: (busy[a], -list(busy).index(a)))
+            givers = [a for a in busy if any(t.task_id not in fixed for t in queues.get(a, ()))]
+            if not givers or not open_to:
+                break
+            giver = max(givers, key=lambda a: (busy[a], -rank.get(a, len(rank))))
             if busy[giver] <= self.load_threshold * mean:
                 break
-            taker = min(durations, key=lambda a: (busy.get(a, 0.0) + durations[a],
-                                                  list(durations).index(a)))
+            taker = min(open_to, key=lambda a: (busy.get(a, 0.0) + durations[a], rank[a]))
             if taker == giver or busy.get(taker, 0.0) + durations[taker] >= busy[giver]:
                 break
-            task = queues[giver].pop()
+            queue = queues[giver]
+            at = max(i for i, t in enumerate(queue) if t.task_id not in fixed)
+            task = queue.pop(at)
             queues.setdefault(taker, []).append(task)
             busy[giver] -= durations.get(giver, DEFAULT_DURATION_S)
             busy[taker] = busy.get(taker, 0.0) + durations[taker]
@@ -456,16 +470,17 @@ class AdaptiveScheduler:
         mean_load = n / len(planned_counts)
         planned_tp = n / makespan if makespan > 0 else 0.0
         actual_tp = n / duration if duration > 0 else 0.0
+        done_tp = n * actual_sr / duration if duration > 0 else 0.0  # completed tasks/s
         if self.objective == "maximize_success":
             score = first_sr
         elif self.objective == "maximize_confidence":
             score = confident
         elif self.objective == "maximize_throughput":
-            score = actual_tp
+            score = done_tp
         else:
             w = self.table.weights
             score = (w["success"] * first_sr + w["confidence"] * confident
-                     + w["throughput"] * (min(1.0, actual_tp / planned_tp) if planned_tp else 0.0))
+                     + w["throughput"] * (min(1.0, done_tp / planned_tp) if planned_tp else 0.0))
         return ScheduleComparison(
             wave=run.wave, planned_success_rate=planned_sr, actual_success_rate=actual_sr,
             planned_throughput=planned_tp, actual_throughput=actual_tp,

@@ -148,7 +148,7 @@ def sums_to_one(record: Any, tolerance: float = 1e-9) -> None:
     sum to 1 within ``tolerance``."""
     total = math.fsum(attrs.astuple(record))
     if abs(total - 1.0) > tolerance:
-        raise invalid(None, f"must sum to 1 (got {total:.6g})")
+        raise invalid(None, f"must sum to 1 (got {total!r})")
 
 
 def fraction(value: float) -> float:

@@ -178,3 +178,51 @@ def test_the_cli_takes_an_objective_and_prints_its_trend(tmp_path):
     low = CliRunner().invoke(cli, ["run", "waves", "--strategy", "balanced",
                                    "--load-threshold", "0.5", "--out", str(tmp_path / "e")])
     assert low.exit_code == 2 and "--load-threshold" in low.output
+    nan = CliRunner().invoke(cli, ["run", "waves", "--strategy", "balanced",
+                                   "--load-threshold", "nan", "--out", str(tmp_path / "f")])
+    assert nan.exit_code == 2 and "must be a number in [1, 1e+06] (got 'nan')" in nan.output
+
+
+def test_a_rerun_keeps_a_users_files_in_phase19(tmp_path):
+    out = tmp_path / "o"
+    _run(out, waves=1, tasks_per_wave=6)
+    (out / "phase19" / "notes.txt").write_text("mine")
+    (out / "phase19" / "wave_9").mkdir()
+    (out / "phase19" / "wave_9" / "mine").write_text("x")
+    _run(out, waves=2, tasks_per_wave=6)
+    assert (out / "phase19" / "notes.txt").read_text() == "mine"
+    assert (out / "phase19" / "wave_9" / "mine").read_text() == "x"
+    assert (out / "phase19" / "wave_2").is_dir()
+    _run(out, strategy="LOAD_BALANCED", waves=1, tasks_per_wave=6)  # buddy's files go
+    assert sorted(p.name for p in (out / "phase19").iterdir()) == ["notes.txt", "wave_9"]
+
+
+def test_learning_starts_from_the_weights_the_first_wave_was_planned_with(tmp_path):
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    shipped = (Path(__file__).resolve().parents[3] / "rules" / "optimizer.toml").read_text()
+    (rules / "optimizer.toml").write_text(shipped.replace("success = 0.50", "success = 0.20")
+                                          .replace("throughput = 0.25", "throughput = 0.40")
+                                          .replace("confidence = 0.25", "confidence = 0.40"))
+    mine, shipped_run = tmp_path / "mine", tmp_path / "shipped"
+    _run(mine, strategy="balanced", waves=2, tasks_per_wave=12, rules_dir=rules)
+    _run(shipped_run, strategy="balanced", waves=2, tasks_per_wave=12)
+
+    def learned(out):
+        doc = json.loads((out / "phase19" / "optimization_summary.json").read_text())
+        return doc["optimization_results"][0]["heuristic_weights"]
+
+    a, b = learned(mine), learned(shipped_run)
+    assert a != b and a["success"] < b["success"]  # from 0.20, not 0.50
+
+
+def test_waves_no_agent_was_left_to_plan_are_reported_not_dropped(tmp_path):
+    out = tmp_path / "off"
+    _run(out, strategy="balanced", waves=3, tasks_per_wave=10, timeout_s=0.01)
+    doc = json.loads((out / "phase19" / "optimization_summary.json").read_text())
+    assert doc["total_waves_optimized"] == 1  # every agent timed out in wave 1
+    assert [u["wave"] for u in doc["waves_not_planned"]] == [2, 3]
+    assert all(u["tasks"] == 10 and u["completed"] == 0 for u in doc["waves_not_planned"])
+    report = (out / "phase19" / "PHASE_19_ADAPTIVE_SCHEDULING.md").read_text()
+    assert "| 3 | 10 | not planned: every agent was OFFLINE" in report
+    assert replay(AuditLog.open(out / "audit.jsonl", clock=lambda: START)).ok

@@ -244,6 +244,18 @@ def test_each_objective_scores_the_wave_its_own_way(objective):
                   (), {}, (), (), {}, 0, 0.0, 4.0)
     _, c = s.observe(sw, run, tasks, available_at_start=1, available_at_end=1)
     confident = 1.0 / 1.5
-    expected = {"maximize_confidence": confident, "maximize_throughput": 0.5,
-                "balanced": 0.5 * 0.5 + 0.25 * confident + 0.25 * (0.5 / 1.0)}[objective]
+    # one of two tasks completed in 4 s: 0.25 tasks/s done, against 1 planned (2 in 2 s)
+    expected = {"maximize_confidence": confident, "maximize_throughput": 0.25,
+                "balanced": 0.5 * 0.5 + 0.25 * confident + 0.25 * (0.25 / 1.0)}[objective]
     assert c.objective_score == pytest.approx(expected)
+
+
+def test_load_shedding_never_moves_a_pinned_task_nor_onto_a_benched_agent():
+    s = _sched(load_threshold=1.0, table=attrs.evolve(TABLE, max_load_factor=4.0))
+    tasks = [attrs.evolve(_task(i), agent_id="a") for i in range(6)] + [_task(6), _task(7)]
+    sw = s.plan_wave(_manager(s, "abc"), tasks, 1, exclude=["c"])
+    assert all(a.agent_id == "a" for a in sw.plan.assignments if a.task_id in
+               {f"t{i}" for i in range(6)})
+    assert all(src != "a" or task in {"t6", "t7"} for task, src, _ in sw.moves)
+    assert all(dst != "c" for _, _, dst in sw.moves)
+    assert {a.agent_id for a in sw.plan.assignments} <= {"a", "b"}
