@@ -602,9 +602,10 @@ def run_waves_command(tasks_path: Path | None, schedule: Path | None, strict: bo
               show_default=True, help="Seed of each plan's SIMULATED check (wave N: seed + N).")
 @click.option("--runs", type=click.IntRange(1, 100_000), default=100, show_default=True,
               help="Simulated runs of each plan.")
+@_catalogue_option
 def optimize_command(source: Path, tasks_path: Path | None, objective: str,
                      out_dir: Path | None, rules: Path | None, strict: bool, seed: int,
-                     runs: int) -> None:
+                     runs: int, catalogue: Path | None) -> None:
     """Plan tasks on the agents of an earlier run's history (Phase 19); nothing runs.
 
     Each wave's tasks go to the agents so the objective is as high as it can be;
@@ -614,7 +615,8 @@ def optimize_command(source: Path, tasks_path: Path | None, objective: str,
     from buddy.engine.app._optimize import OptimizeConfig, plan_from
 
     config = OptimizeConfig(source, tasks=tasks_path, objective=objective, output_dir=out_dir,
-                            rules_dir=rules, strict=strict, seed=seed, runs=runs)
+                            rules_dir=rules, strict=strict, seed=seed, runs=runs,
+                            catalogue=catalogue)
     try:  # the one-line errors of main(), here too, so the command is whole on its own
         summary = plan_from(config)
     except RuleTableError as exc:

@@ -2,8 +2,10 @@
 
 :func:`plan_from` reads the history in ``DIR`` (:func:`~buddy.engine.waves.load_coordination`:
 Phase 18's four files or a ``buddy run waves`` tree), the tasks to plan
-(``--tasks FILE``, else ``DIR/predicted_tasks.jsonl``), puts each wave's tasks
-on the history's agents (:func:`~buddy.engine.waves.agent_states`) with
+(``--tasks FILE``, else ``DIR/predicted_tasks.jsonl``; each task's tool must be
+one of the catalogue's, ``--catalogue FILE`` or buddy's standard one, as in a
+wave run), puts each wave's tasks on the history's agents
+(:func:`~buddy.engine.waves.agent_states`) with
 :func:`~buddy.engine.waves.optimize` for the objective chosen, and writes under
 the output directory (default ``DIR/phase19_plan``)::
 
@@ -15,6 +17,22 @@ A task's scheduled start and end are seconds since its wave began, each agent
 running its tasks one after another in plan order, each taking the agent's
 mean time per task (1 s for an agent with none). ``confidence`` is the plan's
 p(t, a), the success it expects of the task on that agent.
+
+The agents are planned with their history's success rate **exactly**: each is
+``AgentState(agent_id, prior=rate)`` with no finished task, its seconds per
+task passed as a speed (``optimize(..., speeds={agent: 1 s / seconds})``), as
+the wave run's :class:`~buddy.engine.waves.AdaptiveScheduler` does; the
+whole-task counts of :func:`~buddy.engine.waves.agent_states` would read 0.95
+over 3 tasks as 1.0.
+
+**Pinned tasks** (``agent_id`` set), as ``buddy run waves`` treats them: a task
+pinned to an agent of the history stays on it and counts against its capacity
+(the agent's ``current_load`` when the other tasks are optimized); its
+``confidence`` is p(t, a) by the optimizer's success formula
+(:func:`~buddy.engine.waves.pair_scores` for ``maximize_success``, whatever the
+objective), and its objective score is added to the wave's ``objective_value``.
+A task pinned to an agent the history does not name is a skipped line
+(``--strict``: refused), never planned elsewhere.
 
 The directory is held for the run (``.buddy-run.lock``, as ``buddy run``
 holds its own); files are written whole (temp file, then rename); only the
@@ -49,12 +67,14 @@ from buddy.engine.waves._optimizer import (
     SimulatedSchedule,
     generate_schedule_recommendations,
     optimize,
+    pair_scores,
     simulate_schedule,
 )
 from buddy.engine.waves._records import AgentState, PredictedTask
 from buddy.rules.base._files import write_atomic
 from buddy.rules.base._masking import shown
 from buddy.rules.base.errors import InputError, RuleTableError
+from buddy.rules.tables._catalogue import ToolContractRegistry
 from buddy.rules.tables._optimizer import OptimizerTable
 
 __all__ = ["PLAN_DIR", "PLAN_MARK", "SUMMARY_FILE", "OptimizeConfig", "OptimizeSummary",
@@ -92,8 +112,9 @@ class OptimizeConfig:
     """Settings of ``buddy optimize``: the history directory, the tasks file (None:
     ``source/predicted_tasks.jsonl``), the objective, the output directory (None:
     ``source/phase19_plan``), a rules directory holding ``optimizer.toml`` (None: the
-    shipped table), whether a bad input line refuses the run (``strict``), and the
-    seed and number of runs of each plan's SIMULATED check (``simulate_schedule``)."""
+    shipped table), whether a bad input line refuses the run (``strict``), the
+    seed and number of runs of each plan's SIMULATED check (``simulate_schedule``),
+    and the tool catalogue a task's tool must be in (None: buddy's standard one)."""
 
     source: Path
     tasks: Path | None = None
@@ -103,6 +124,7 @@ class OptimizeConfig:
     strict: bool = False
     seed: int = attrs.field(default=19, validator=_seed)
     runs: int = attrs.field(default=100, validator=_runs)
+    catalogue: Path | None = None
 
     @property
     def out(self) -> Path:
@@ -156,16 +178,82 @@ class OptimizeSummary:
 
 
 def _duration(agent: AgentState) -> float:
-    """The agent's expected seconds per task, as the optimizer reckons them."""
+    """The agent's expected seconds per task: its mean latency (1 s when it has none)."""
     latency = agent.avg_latency
     return latency if math.isfinite(latency) and latency > 0 else DEFAULT_DURATION_S
 
 
+@attrs.frozen
+class _Agents:
+    """The agents as the plan sees them: exact success rates as priors (no finished
+    task), each one's seconds per task, and the speeds that give the optimizer them."""
+
+    views: tuple[AgentState, ...]
+    seconds: dict[str, float]
+    speeds: dict[str, float]
+
+    @classmethod
+    def of(cls, states: Sequence[AgentState]) -> _Agents:
+        seconds = {a.agent_id: _duration(a) for a in states}
+        return cls(tuple(AgentState(a.agent_id, prior=a.prior) for a in states), seconds,
+                   {a: DEFAULT_DURATION_S / secs for a, secs in seconds.items()})
+
+    def loaded(self, pinned: Sequence[PredictedTask]) -> list[AgentState]:
+        """The views with the tasks pinned to each as its ``current_load``."""
+        load: dict[str, int] = {}
+        for t in pinned:
+            assert t.agent_id is not None
+            load[t.agent_id] = load.get(t.agent_id, 0) + 1
+        return [attrs.evolve(a, current_load=load.get(a.agent_id, 0)) for a in self.views]
+
+
+def _plan_wave(tasks: Sequence[PredictedTask], agents: _Agents, objective: str,
+               table: OptimizerTable) -> Schedule:
+    """The wave's schedule: the pinned tasks on their agents, the others optimized
+    around them; order, success, makespan and throughput over all of them."""
+    pinned = [t for t in tasks if t.agent_id is not None]
+    free = [t for t in tasks if t.agent_id is None]
+    views = agents.views
+    planned = optimize(free, agents.loaded(pinned), objective, table=table,
+                       speeds=agents.speeds)
+    index = {a.agent_id: i for i, a in enumerate(views)}
+    success = dict(planned.task_success)
+    value = planned.objective_value
+    for t in pinned:
+        assert t.agent_id is not None
+        i = index[t.agent_id]
+        success[t.task_id] = pair_scores(t, views, "maximize_success", table=table,
+                                         speeds=agents.speeds)[i]
+        value += pair_scores(t, views, objective, table=table, speeds=agents.speeds)[i]
+    assignments = {t.task_id: t.agent_id if t.agent_id is not None
+                   else planned.assignments[t.task_id] for t in tasks}
+    position = {t.task_id: k for k, t in enumerate(tasks)}
+    priority = {t.task_id: t.priority for t in tasks}
+    by_agent: dict[str, list[str]] = {}
+    for tid, agent in assignments.items():
+        by_agent.setdefault(agent, []).append(tid)
+    order = {a.agent_id: tuple(sorted(by_agent[a.agent_id], key=lambda tid: (
+        -priority[tid], -success[tid], position[tid]))) for a in views if a.agent_id in by_agent}
+    n = len(tasks)
+    makespan = 0.0
+    for agent, ids in order.items():
+        busy = 0.0
+        for _ in ids:  # summed task by task, as the scheduled ends are
+            busy += agents.seconds[agent]
+        makespan = max(makespan, busy)
+    return attrs.evolve(
+        planned, assignments=assignments, order=order, objective_value=value,
+        expected_success=math.fsum(success[t.task_id] for t in tasks) / n if n else 0.0,
+        task_success={t.task_id: success[t.task_id] for t in tasks},
+        expected_makespan_s=makespan,
+        expected_throughput=n / makespan if makespan > 0 else 0.0,
+        capacity=table.capacity(n, len(views)) if n else 0)
+
+
 def _scheduled(wave: int, schedule: Schedule, tasks: Sequence[PredictedTask],
-               agents: Sequence[AgentState]) -> tuple[ScheduledTask, ...]:
+               durations: dict[str, float]) -> tuple[ScheduledTask, ...]:
     """Each task of the schedule with its expected start and end, by agent in plan order."""
     by_id = {t.task_id: t for t in tasks}
-    durations = {a.agent_id: _duration(a) for a in agents}
     out: list[ScheduledTask] = []
     for agent, ids in schedule.order.items():
         at = 0.0
@@ -235,35 +323,48 @@ def plan_from(config: OptimizeConfig, *, clock: Callable[[], float] = time.time,
     if config.tasks is None and not tasks_path.exists():
         raise InputError(f"{config.source}: holds no {TASKS_FILE}: give the tasks to plan "
                          "with --tasks FILE")
-    loaded = load_tasks(tasks_path, strict=config.strict)
-    agents = agent_states(history)
-    if not agents:
+    registry = ToolContractRegistry.from_toml(config.catalogue) if config.catalogue else \
+        ToolContractRegistry.default()
+    loaded = load_tasks(tasks_path, registry, strict=config.strict)
+    states = agent_states(history)
+    if not states:
         raise InputError(f"{config.source}: the history names no agent to plan for")
+    agents = _Agents.of(states)
+    known = set(agents.seconds)
+    stray = [f"{tasks_path}: task {shown(t.task_id)}: agent_id {shown(t.agent_id)} is not an "
+             "agent of the history" for t in loaded.tasks
+             if t.agent_id is not None and t.agent_id not in known]
+    if stray and config.strict:
+        raise InputError(stray[0])
+    tasks = [t for t in loaded.tasks if t.agent_id is None or t.agent_id in known]
+    if not tasks:
+        raise InputError(f"{tasks_path}: no task to plan (every task is pinned to an agent "
+                         "the history does not name)")
     plans: list[WavePlan] = []
-    for wave, group in by_wave(loaded.tasks).items():
-        schedule = optimize(group, agents, config.objective, table=table)
+    for wave, group in by_wave(tasks).items():
+        schedule = _plan_wave(group, agents, config.objective, table)
         plans.append(WavePlan(
-            wave, schedule, _scheduled(wave, schedule, group, agents),
+            wave, schedule, _scheduled(wave, schedule, group, agents.seconds),
             simulate_schedule(schedule, group, seed=config.seed + wave, runs=config.runs),
-            tuple(generate_schedule_recommendations(schedule, agents))))
+            tuple(generate_schedule_recommendations(schedule, agents.views))))
     out = config.out
     _check_out(out, [p.wave for p in plans])
     out.mkdir(parents=True, exist_ok=True)
     with _run_lock(out):
         _check_out(out, [p.wave for p in plans])  # held now: again
-        return _write(config, out, history, agents, plans, tuple(loaded.errors), table,
+        return _write(config, out, history, agents, plans, (*loaded.errors, *stray), table,
                       tasks_path, began, clock, timer)
 
 
 def _write(config: OptimizeConfig, out: Path, history: CoordinationHistory,
-           agents: Sequence[AgentState], plans: Sequence[WavePlan], task_errors: tuple[str, ...],
+           agents: _Agents, plans: Sequence[WavePlan], task_errors: tuple[str, ...],
            table: OptimizerTable, tasks_path: Path, began: float, clock: Callable[[], float],
            timer: Callable[[], float]) -> OptimizeSummary:
     for child in out.iterdir():  # only the wave directories a plan wrote (marked)
         if child.name.startswith("wave_") and child.is_dir() and not child.is_symlink() \
                 and (child / PLAN_MARK).is_file():
             shutil.rmtree(child)
-    dirs = _agent_dirs([a.agent_id for a in agents])
+    dirs = _agent_dirs([a.agent_id for a in agents.views])
     for plan in plans:
         wave_dir = out / f"wave_{plan.wave}"
         wave_dir.mkdir()
@@ -281,7 +382,7 @@ def _write(config: OptimizeConfig, out: Path, history: CoordinationHistory,
     skipped = (*history.errors, *task_errors)
     doc = {
         "phase": 19, "timestamp": _iso(clock()), "total_waves_optimized": len(plans),
-        "total_agents": len(agents), "total_tasks": total,
+        "total_agents": len(agents.views), "total_tasks": total,
         "optimization_strategy": config.objective,
         "overall_metrics": {"expected_success_rate": round(success, 6),
                             "actual_success_rate": None, "prediction_accuracy": None,
@@ -296,13 +397,13 @@ def _write(config: OptimizeConfig, out: Path, history: CoordinationHistory,
                     "health_score": None if history.health is None
                     else history.health.overall_health_score},
         "tasks_file": str(tasks_path),
-        "agents": {a.agent_id: {"prior": round(a.success_rate, 6),
-                                "expected_task_s": round(_duration(a), 6),
-                                "dir": dirs[a.agent_id]} for a in agents},
+        "agents": {a.agent_id: {"prior": round(a.prior, 6),
+                                "expected_task_s": round(agents.seconds[a.agent_id], 6),
+                                "dir": dirs[a.agent_id]} for a in agents.views},
         "rules": {RULES_FILE: table.digest},
         "skipped_lines": list(skipped),
     }
     summary_path = write_atomic(out / SUMMARY_FILE, json_doc(doc))  # last: the plan is done
     return OptimizeSummary(out, history.source, config.objective,
-                           tuple(a.agent_id for a in agents), tuple(plans), total, success,
+                           tuple(a.agent_id for a in agents.views), tuple(plans), total, success,
                            throughput, skipped, summary_path)

@@ -68,6 +68,13 @@ The agent directories are the summary's ``agent_dirs`` (plain names only: a
 name that could leave the tree is refused). Keys buddy writes and the history
 does not need are ignored.
 
+**Agent ids**, in either format, are any non-empty string: what ``buddy run
+waves`` takes (an ``--agents-file`` key, or any non-empty ``agent_id`` a task
+pins), so a wave run's own output loads as it is, an id such as ``"a
+b\u2028c"`` or one holding a control character included (such an agent's
+directory is ``agent_<index>``, as the wave run named it). The ids are data:
+whoever prints one escapes it.
+
 **Problems** are one line each, ``file:line: field: message``, the field a path
 (``agent_performance.agent_0.success_rate``) and the line the one of the JSON
 document or JSON Lines file where the bad value sits::
@@ -102,7 +109,6 @@ import orjson
 from buddy.engine.orchestration._plans import _kind, _loads
 from buddy.engine.waves._inputs import (
     _BOM,
-    MAX_AGENT_ID_CHARS,
     MAX_INPUT_BYTES,
     _lines,
     _read_file,
@@ -346,9 +352,10 @@ def _text(value: Any, at: Path_, *, empty: bool = False) -> str:
 
 
 def _agent(key: str, at: Path_) -> str:
-    if key == "" or len(key) > MAX_AGENT_ID_CHARS or not key.isprintable():
-        raise _Bad(at, f"an agent id must be 1 to {MAX_AGENT_ID_CHARS} printable "
-                       f"characters (got {shown(key)})")
+    """An agent id: any non-empty string, as ``buddy run waves`` takes one (a task may
+    pin any), so a wave run's own output always loads."""
+    if key == "":
+        raise _Bad(at, "an agent id must be a non-empty string (got '')")
     return key
 
 
@@ -739,12 +746,18 @@ def agent_states(history: CoordinationHistory, agent_ids: Sequence[str] | None =
     Each agent of ``agent_ids`` (default: the history's agents in file order, or
     ``agent_0``... ``total_agents`` of them when it lists none) with a record
     gets ``prior`` = its success rate, ``completed_tasks`` = ``round(tasks x
-    rate)`` and ``failed_tasks`` the rest (so ``success_rate`` reads the rate
-    back to within a task), and ``total_latency_s`` = its finished tasks x its
-    mean time (its own, buddy's outputs; else the summary's
-    ``avg_execution_time_ms``) in seconds. An agent without a record gets the
-    mean success rate of those with one (the summary's rate when none has one),
-    as its ``prior``, and no finished task. Every agent is IDLE.
+    rate)`` and ``failed_tasks`` the rest, and ``total_latency_s`` = its
+    finished tasks x its mean time (its own, buddy's outputs; else the
+    summary's ``avg_execution_time_ms``) in seconds. An agent without a record
+    gets the mean success rate of those with one (the summary's rate when none
+    has one), as its ``prior``, and no finished task. Every agent is IDLE.
+
+    The counts are whole tasks, so ``success_rate`` reads the rate back only
+    to within a task (0.95 over 3 tasks: 3 completed, 0 failed, 1.0); the
+    exact rate is ``prior``. To plan with the exact rates, plan with
+    ``AgentState(agent_id, prior=a.prior)`` and pass each agent's seconds per
+    task as a speed (``1 / a.avg_latency``, 1 s when it has none), as
+    ``buddy optimize`` does.
 
     Examples
     --------

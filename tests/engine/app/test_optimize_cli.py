@@ -49,7 +49,8 @@ def invoke(*argv: object):
 
 
 def lines(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text("utf-8").splitlines()]
+    # JSON Lines split on "\n" only: a raw U+2028 in a string is text, not a line break
+    return [json.loads(line) for line in path.read_text("utf-8").split("\n") if line]
 
 
 def one_line_failure(result, message: str) -> None:
@@ -258,5 +259,196 @@ class TestApi:
         result = invoke("optimize", "--help")
         assert result.exit_code == 0
         for word in ("--from", "--tasks", "--objective", "--out", "--rules", "--strict",
+                     "--catalogue",
                      "maximize_success|maximize_throughput|maximize_confidence|balanced"):
             assert word in result.output
+
+
+def task(tid: str, rate: float, agent: str | None = None, tool: str = "form_fill") -> str:
+    return json.dumps({"task_id": tid, "tool": tool, "predicted_success_rate": rate,
+                       "agent_id": agent}) + "\n"
+
+
+def rules(factor: str) -> Path:
+    Path("r").mkdir(exist_ok=True)
+    Path("r/optimizer.toml").write_text(SHIPPED_OPTIMIZER.read_text().replace(
+        "max_load_factor = 1.5", f"max_load_factor = {factor}"))
+    return Path("r")
+
+
+def phase18(summary: dict | None = None, name: str = "p18") -> Path:
+    d = Path(name)
+    d.mkdir()
+    (d / "multi_agent_summary.json").write_text(json.dumps(summary or SUMMARY_002, indent=2))
+    return d
+
+
+class TestPinnedTasks:
+    """A task pinned to an agent stays there and counts against its capacity, as in a
+    wave run; one pinned to an agent the history does not name is skipped."""
+
+    def test_pinned_tasks_stay_and_count_against_capacity(self) -> None:
+        phase18()
+        Path("t.jsonl").write_text(task("a", 0.9, "agent_0") + task("b", 0.5, "agent_0")
+                                   + task("c", 0.9) + task("d", 0.9, "ghost"))
+        # capacity ceil(3 tasks / 2 agents x 1.0) = 2: agent_0 (0.95, the better) holds
+        # its two pinned tasks, so c goes to agent_1 though agent_0 would suit it better
+        result = invoke("optimize", "--from", "p18", "--tasks", "t.jsonl", "--rules",
+                        rules("1.0"))
+        assert result.exit_code == 1, result.output
+        assert result.stderr == ("SkippedLine: t.jsonl: task 'd': agent_id 'ghost' is not an "
+                                 "agent of the history\n")
+        doc = json.loads(Path("p18/phase19_plan/optimization_summary.json").read_text())
+        assert doc["skipped_lines"] == ["t.jsonl: task 'd': agent_id 'ghost' is not an agent "
+                                        "of the history"]
+        [wave] = doc["optimization_results"]
+        assert wave["agent_assignments"] == {"agent_0": ["a", "b"], "agent_1": ["c"]}
+        assert (wave["tasks"], wave["capacity"]) == (3, 2)
+        # p(t, a) = rate x agent rate / 0.725: a 0.9 x 0.95 / 0.725 > 1 -> 1.0,
+        # b 0.5 x 0.95 / 0.725 = 0.655172, c 0.9 x 0.5 / 0.725 = 0.620690
+        assert wave["expected_success_rate"] == pytest.approx(
+            (1.0 + 0.655172 + 0.620690) / 3, abs=1e-6)
+        assert wave["objective_value"] == pytest.approx(1.0 + 0.655172 + 0.620690, abs=1e-6)
+        # 0.5 s a task: agent_0 busy 1.0 s, agent_1 0.5 s
+        assert (wave["expected_makespan_s"], wave["expected_throughput"]) == (1.0, 3.0)
+        rows = lines(Path("p18/phase19_plan/wave_1/agent_0/scheduled_tasks.jsonl"))
+        assert [(r["task_id"], r["scheduled_start_time"], r["scheduled_end_time"],
+                 r["confidence"]) for r in rows] == [("a", 0.0, 0.5, 1.0),
+                                                      ("b", 0.5, 1.0, 0.655172)]
+        assert doc["total_tasks"] == 3
+        one_line_failure(invoke("optimize", "--from", "p18", "--tasks", "t.jsonl", "--out",
+                                "plan2", "--strict"),
+                         "InputError: t.jsonl: task 'd': agent_id 'ghost' is not an agent of "
+                         "the history")
+        assert not Path("plan2").exists()
+
+    def test_without_the_pin_the_better_agent_takes_what_it_can(self) -> None:
+        phase18()
+        Path("t.jsonl").write_text(task("a", 0.9) + task("b", 0.5) + task("c", 0.9))
+        assert invoke("optimize", "--from", "p18", "--tasks", "t.jsonl", "--rules",
+                      rules("1.0")).exit_code == 0
+        doc = json.loads(Path("p18/phase19_plan/optimization_summary.json").read_text())
+        # the two 0.9 tasks on agent_0 (each 1.0 there), b on agent_1
+        assert doc["optimization_results"][0]["agent_assignments"] == \
+            {"agent_0": ["a", "c"], "agent_1": ["b"]}
+
+    def test_a_pinned_task_over_capacity_still_stays(self) -> None:
+        phase18()
+        Path("t.jsonl").write_text(task("a", 0.9, "agent_1") + task("b", 0.9, "agent_1")
+                                   + task("c", 0.9, "agent_1") + task("d", 0.9))
+        assert invoke("optimize", "--from", "p18", "--tasks", "t.jsonl", "--rules",
+                      rules("1.0")).exit_code == 0
+        doc = json.loads(Path("p18/phase19_plan/optimization_summary.json").read_text())
+        [wave] = doc["optimization_results"]
+        assert wave["agent_assignments"] == {"agent_0": ["d"], "agent_1": ["a", "b", "c"]}
+        assert wave["capacity"] == 2
+
+    def test_every_task_pinned_to_a_stranger(self) -> None:
+        phase18()
+        Path("t.jsonl").write_text(task("a", 0.9, "ghost"))
+        one_line_failure(invoke("optimize", "--from", "p18", "--tasks", "t.jsonl"),
+                         "InputError: t.jsonl: no task to plan (every task is pinned to an "
+                         "agent the history does not name)")
+
+
+class TestCatalogue:
+    def test_an_unknown_tool_is_a_skipped_line(self) -> None:
+        phase18()
+        Path("t.jsonl").write_text(task("a", 0.9) + task("b", 0.9, tool="teleport"))
+        result = invoke("optimize", "--from", "p18", "--tasks", "t.jsonl")
+        assert result.exit_code == 1
+        assert result.stderr == "SkippedLine: t.jsonl:2: tool: unknown tool 'teleport'\n"
+        doc = json.loads(Path("p18/phase19_plan/optimization_summary.json").read_text())
+        assert doc["total_tasks"] == 1
+        one_line_failure(invoke("optimize", "--from", "p18", "--tasks", "t.jsonl", "--out",
+                                "plan2", "--strict"),
+                         "InputError: t.jsonl:2: tool: unknown tool 'teleport'")
+
+    def test_catalogue_file(self) -> None:
+        phase18()
+        Path("t.jsonl").write_text(task("a", 0.9) + task("b", 0.9, tool="teleport"))
+        shipped = (Path(buddy.rules.__file__).parent / "tools.toml").read_text()
+        Path("tools.toml").write_text(shipped + '''
+[[tool]]
+name = "teleport"
+description = "Move an agent."
+risk = "LOW"
+reversible = true
+permissions = ["forms.write"]
+dependencies = []
+max_concurrency = 1
+rate_limit_per_minute = 60
+timeout_s = 1.0
+requires_approval = false
+tags = []
+''')
+        result = invoke("optimize", "--from", "p18", "--tasks", "t.jsonl", "--catalogue",
+                        "tools.toml")
+        assert (result.exit_code, result.stderr) == (0, ""), result.output
+        doc = json.loads(Path("p18/phase19_plan/optimization_summary.json").read_text())
+        assert doc["total_tasks"] == 2
+        # a catalogue without form_fill: the other task is refused
+        Path("one.toml").write_text(shipped[shipped.index("[[tool]]"):].split(
+            "\n\n[[tool]]")[0] + "\n")
+        one_line_failure(invoke("optimize", "--from", "p18", "--tasks", "t.jsonl",
+                                "--catalogue", "one.toml", "--out", "plan2"),
+                         "InputError: no tasks in t.jsonl: 2 line(s) refused, the first: "
+                         "t.jsonl:1: tool: unknown tool 'form_fill'")
+
+
+class TestExactRates:
+    """The plan reads each agent's success rate exactly, not in whole tasks."""
+
+    SUMMARY = {**SUMMARY_002, "agent_performance": {
+        "agent_0": {"success_rate": 0.95, "tasks": 3},
+        "agent_1": {"success_rate": 0.90, "tasks": 3}}}
+
+    def plan(self, summary: dict, name: str) -> dict:
+        phase18(summary, name)
+        result = invoke("optimize", "--from", name, "--tasks", "t.jsonl")
+        assert (result.exit_code, result.stderr) == (0, ""), result.output
+        return json.loads(Path(name, "phase19_plan", "optimization_summary.json").read_text())
+
+    def test_0_95_and_0_90_over_3_tasks_are_not_both_1(self) -> None:
+        Path("t.jsonl").write_text("".join(task(f"t{i}", 0.5) for i in range(4)))
+        rated = self.plan(self.SUMMARY, "rated")
+        # in whole tasks both read 3 of 3 = 1.0: no different from agents with no record
+        unrated = self.plan({**SUMMARY_002, "agent_performance": {}}, "unrated")
+        assert {a: v["prior"] for a, v in rated["agents"].items()} == \
+            {"agent_0": 0.95, "agent_1": 0.9}
+        assert {a: v["prior"] for a, v in unrated["agents"].items()} == \
+            {"agent_0": 0.9, "agent_1": 0.9}
+        # capacity ceil(4 / 2 x 1.5) = 3: the better agent takes 3
+        assert rated["optimization_results"][0]["agent_assignments"] == \
+            {"agent_0": ["t0", "t1", "t2"], "agent_1": ["t3"]}
+        assert unrated["optimization_results"][0]["agent_assignments"] == \
+            {"agent_0": ["t0", "t1"], "agent_1": ["t2", "t3"]}
+        # p = 0.5 x 0.95 / 0.925 = 0.513514 on agent_0, 0.5 x 0.9 / 0.925 = 0.486486
+        confidences = {r["task_id"]: r["confidence"] for f in
+                       Path("rated/phase19_plan/wave_1").glob("*/scheduled_tasks.jsonl")
+                       for r in lines(f)}
+        assert confidences == {"t0": 0.513514, "t1": 0.513514, "t2": 0.513514,
+                               "t3": 0.486486}
+        assert rated["optimization_results"][0]["expected_success_rate"] == pytest.approx(
+            (3 * 0.5 * 0.95 + 0.5 * 0.9) / 0.925 / 4, abs=1e-6)
+
+
+class TestOddAgentIds:
+    def test_a_wave_runs_own_tree_plans_as_it_is(self) -> None:
+        odd = "a b\u2028c"
+        Path("agents.json").write_text(json.dumps({odd: ["forms.write"],
+                                                   "[red]x": ["forms.write"]}))
+        Path("t.jsonl").write_text(task("t0", 0.9, odd) + task("t1", 0.9) + task("t2", 0.9))
+        run_waves(WaveRunConfig(output_dir=Path("run"), tasks=Path("t.jsonl"), start=START,
+                                agents_file=Path("agents.json")))
+        result = invoke("optimize", "--from", "run")
+        assert result.exit_code == 0, result.output
+        assert "a b\\u2028c" in result.stdout and "\u2028" not in result.stdout
+        assert "[red]x" in result.stdout  # text, not markup
+        doc = json.loads(Path("run/phase19_plan/optimization_summary.json").read_text())
+        assert {a: v["dir"] for a, v in doc["agents"].items()} == \
+            {odd: "agent_0", "[red]x": "agent_1"}
+        [wave] = doc["optimization_results"]
+        assert "t0" in wave["agent_assignments"][odd]  # pinned, it stayed
+        rows = lines(Path("run/phase19_plan/wave_1/agent_0/scheduled_tasks.jsonl"))
+        assert {r["agent_id"] for r in rows} == {odd}

@@ -151,6 +151,49 @@ class TestPhase18Examples:
                             "after document at column 123",)
 
 
+class TestAgentIds:
+    """An agent id is any non-empty string, as a wave run takes one: its own output loads."""
+
+    @pytest.mark.parametrize("agent", ["a b\u2028c", "x\x00y", "z" * 300, "[red]"])
+    def test_phase18_takes_any_non_empty_id(self, agent: str) -> None:
+        summary = SUMMARY.replace('"agent_0": {', f"{json.dumps(agent)}: {{", 1)
+        h = load_coordination(phase18(summary, patterns=PATTERNS.replace(
+            '"agent_0":', f"{json.dumps(agent)}:")))
+        assert h.errors == ()
+        assert list(h.summary.agent_performance) == [agent, "agent_1"]
+        assert h.patterns[0].agent_assignments[agent] == ("task_0", "task_4")
+        assert [a.agent_id for a in agent_states(h)] == [agent, "agent_1"]
+
+    def test_a_wave_runs_odd_agent_ids_load_as_they_are(self, tmp_path: Path) -> None:
+        # an agents file takes "a b\u2028c"; a task may pin any non-empty id (a control
+        # character, 300 characters): the run names their directories agent_<index>
+        odd = ["a b\u2028c", "x\x00y", "z" * 300]
+        Path("agents.json").write_text(json.dumps({odd[0]: ["forms.write"],
+                                                   "ok": ["forms.write"]}))
+        Path("t.jsonl").write_text("".join(json.dumps(
+            {"task_id": f"t{i}", "tool": "form_fill", "predicted_success_rate": 0.9,
+             "agent_id": a}) + "\n" for i, a in enumerate([odd[0], "ok", None])))
+        run_waves(WaveRunConfig(output_dir=Path("a"), tasks=Path("t.jsonl"), start=START,
+                                agents_file=Path("agents.json")))
+        Path("t2.jsonl").write_text("".join(json.dumps(
+            {"task_id": f"t{i}", "tool": "form_fill", "predicted_success_rate": 0.9,
+             "agent_id": a}) + "\n" for i, a in enumerate(odd[1:])))
+        run_waves(WaveRunConfig(output_dir=Path("b"), tasks=Path("t2.jsonl"), start=START))
+        for run, agents in (("a", [odd[0], "ok"]),
+                            ("b", ["agent_0", "agent_1", "agent_2", "agent_3", *odd[1:]])):
+            doc = json.loads(Path(run, "phase21_execution_summary.json").read_text())
+            assert doc["agents"] == agents
+            h = load_coordination(run)
+            assert h.errors == ()
+            assert list(h.summary.agent_performance) == agents
+            pinned = {a: i for i, a in enumerate(agents) if a in odd}
+            for agent, i in pinned.items():
+                assert doc["agent_dirs"][agent] == f"agent_{i}"
+                assert Path(run, "wave_1", f"agent_{i}", "executed_tasks.jsonl").is_file()
+            # its first assignments were read from agent_<index>
+            assert h.patterns[0].agent_assignments.keys() >= pinned.keys()
+
+
 class TestRefusedSummary:
     """A bad summary refuses the load: one line, file:line: field: message."""
 
@@ -183,9 +226,8 @@ class TestRefusedSummary:
          "6: invalid JSON: number is infinity when parsed as double at column 28"),
         ('"avg_confidence_delta": 0.048', '"avg_confidence_delta": 2',
          "7: avg_confidence_delta: must be a finite number in [-1, 1] (got 2)"),
-        ('"agent_0": {', '"agent_0\\u0000": {',
-         "10: agent_performance['agent_0\\x00']: an agent id must be 1 to 256 printable "
-         "characters (got 'agent_0\\x00')"),
+        ('"agent_0": {', '"": {',
+         "10: agent_performance['']: an agent id must be a non-empty string (got '')"),
         ('"agent_0": {"success_rate": 0.95, "tasks": 3}', '"agent_0": [0.95, 3]',
          "10: agent_performance.agent_0: must be an object (got a list)"),
         ('"agent_0": {"success_rate": 0.95, "tasks": 3}',
