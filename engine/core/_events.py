@@ -38,6 +38,10 @@ __all__ = [
     "STEP_RECORDS",
     "AuditEvent",
     "KINDS",
+    "MAX_CAPACITY",
+    "MAX_TEXT_CHARS",
+    "PLAN_OBJECTIVES",
+    "REASSIGN_REASONS",
     "DecisionData",
     "EscalationStep",
     "ExecutionData",
@@ -194,25 +198,78 @@ def _probability(instance: Any, attribute: Any, value: float) -> None:
         raise _FieldError(_key(attribute), f"must be a number in [0, 1] (got {shown(value)})")
 
 
-def _named(instance: Any, attribute: Any, value: str) -> None:
+#: The objectives a plan may name (its ``objective``, or null): those of the optimizer,
+#: ``buddy.engine.waves.OBJECTIVES``. It is a layer above core, so the tuple is declared
+#: here again; a test holds the two equal, so they cannot drift.
+PLAN_OBJECTIVES = ("maximize_success", "maximize_throughput", "maximize_confidence",
+                   "balanced")
+#: Why the scheduler moves a task (a reassign's ``reason``): its agent was over its load
+#: threshold (``load``, the wave loop) or went OFFLINE (``offline``, the executor).
+REASSIGN_REASONS = ("load", "offline")
+#: The most characters a task id, an agent id or a strategy in a schedule event may hold
+#: (the wave inputs' ``MAX_AGENT_ID_CHARS``).
+MAX_TEXT_CHARS = 256
+#: The largest ``capacity`` a plan may record (a count of tasks, far below it).
+MAX_CAPACITY = 2**31
+#: The characters printable text may not hold besides the control characters (C0, DEL,
+#: C1): the Unicode line and paragraph separators, which some readers break lines on.
+_SEPARATORS = frozenset("\u2028\u2029")
+
+
+def _text_problem(value: str) -> str | None:
+    """What keeps ``value`` from being an id a schedule event may record (None: nothing):
+    1 to :data:`MAX_TEXT_CHARS` characters, none a control character or a line or
+    paragraph separator (U+2028, U+2029); it shows on one line, as written.
+
+    >>> _text_problem("agent_1") is None, _text_problem("東京 é") is None
+    (True, True)
+    >>> _text_problem("t\u2028x")
+    'must be printable text: it holds U+2028 at character 2'
+    """
     if not value:
-        raise _FieldError(_key(attribute), "must be a non-empty string (got '')")
+        return "must be a non-empty string (got '')"
+    if len(value) > MAX_TEXT_CHARS:
+        return f"must be at most {MAX_TEXT_CHARS} characters (got {len(value)})"
+    if not value.isprintable():  # only then may it hold one (isprintable refuses more)
+        for i, ch in enumerate(value, 1):
+            if ch < " " or "\x7f" <= ch <= "\x9f" or ch in _SEPARATORS:
+                return f"must be printable text: it holds U+{ord(ch):04X} at character {i}"
+    return None
+
+
+def _named(instance: Any, attribute: Any, value: str) -> None:
+    problem = _text_problem(value)
+    if problem is not None:
+        raise _FieldError(_key(attribute), problem)
 
 
 def _task_ids(instance: Any, attribute: Any, value: tuple[str, ...]) -> None:
     seen: set[str] = set()
     for i, task in enumerate(value):
-        if not task:
-            raise _FieldError(f"tasks.{i}", "must be a non-empty string (got '')")
+        problem = _text_problem(task)
+        if problem is not None:
+            raise _FieldError(f"tasks.{i}", problem)
         if task in seen:
             raise _FieldError(f"tasks.{i}", f"task {shown(task)} is listed twice: a plan "
                               "runs each task once")
         seen.add(task)
 
 
+def _objective(instance: Any, attribute: Any, value: str | None) -> None:
+    if value is not None and value not in PLAN_OBJECTIVES:
+        raise _FieldError("objective", f"must be one of {', '.join(PLAN_OBJECTIVES)} or "
+                          f"null (got {shown(value)})")
+
+
+def _reason(instance: Any, attribute: Any, value: str) -> None:
+    if value not in REASSIGN_REASONS:
+        raise _FieldError("reason", f"must be one of {', '.join(REASSIGN_REASONS)} "
+                          f"(got {shown(value)})")
+
+
 def _capacity(instance: Any, attribute: Any, value: int | None) -> None:
-    if value is not None and value < 0:
-        raise _FieldError("capacity", f"must be a whole number >= 0 or null "
+    if value is not None and not 0 <= value <= MAX_CAPACITY:
+        raise _FieldError("capacity", f"must be a whole number in [0, 2**31] or null "
                           f"(got {shown(value)})")
 
 
@@ -227,13 +284,15 @@ class PlanData:
     """A ``schedule`` ``plan``'s data: one agent's tasks in a wave, as the scheduler put
     them there before the wave ran (one plan per agent with tasks).
 
+    ``strategy``, ``agent`` and each task id: printable text (:func:`_text_problem`);
     ``tasks``: their ids, in the order the agent runs them, each once;
     ``expected_success``: the mean predicted success of those tasks;
-    ``objective``/``objective_value``: what the optimizer maximised and the value its
-    assignment reached (None: a strategy without one); ``capacity``: the most tasks
-    the agent could take (None: unbounded); ``inputs``: a hex digest of the
+    ``objective``/``objective_value``: what the optimizer maximised (one of
+    :data:`PLAN_OBJECTIVES`) and the value its assignment reached (None: a strategy
+    without one); ``capacity``: the most tasks the agent could take, in [0,
+    :data:`MAX_CAPACITY`] (None: unbounded); ``inputs``: a hex digest of the
     optimizer's inputs (None: none recorded). Replay holds the wave's task moves to
-    the agent each task is planned on.
+    the agent each task is planned on, and to the tasks its plans list.
     """
 
     wave: int = attrs.field(validator=_wave)
@@ -241,7 +300,7 @@ class PlanData:
     agent: str = attrs.field(validator=_named)
     tasks: tuple[str, ...] = attrs.field(validator=_task_ids)
     expected_success: float = attrs.field(validator=_probability)
-    objective: str | None = None
+    objective: str | None = attrs.field(default=None, validator=_objective)
     objective_value: float | None = attrs.field(default=None, validator=_finite)
     capacity: int | None = attrs.field(default=None, validator=_capacity)
     inputs: str | None = attrs.field(default=None, validator=_digest)
@@ -256,15 +315,16 @@ def _other_agent(instance: ReassignData, attribute: Any, value: str) -> None:
 @attrs.frozen
 class ReassignData:
     """A ``schedule`` ``reassign``'s data: the scheduler moved ``task`` from agent
-    ``from`` (its agent until then) to ``to`` during ``wave``, for ``reason`` (its
-    agent went OFFLINE, or was over its load threshold). ``from`` is a keyword in
-    Python: the record's field is ``from_``, its key in the log ``from``."""
+    ``from`` (its agent until then) to ``to`` during ``wave``, for ``reason``, one of
+    :data:`REASSIGN_REASONS` (its agent went OFFLINE, or was over its load
+    threshold); ids are printable text. ``from`` is a keyword in Python: the record's
+    field is ``from_``, its key in the log ``from``."""
 
     wave: int = attrs.field(validator=_wave)
     task: str = attrs.field(validator=_named)
     from_: str = attrs.field(validator=_named, metadata={_KEY: "from"})
     to: str = attrs.field(validator=_other_agent)
-    reason: str = ""
+    reason: str = attrs.field(validator=_reason)
 
 
 def _grant_calls(instance: GrantData, attribute: Any, value: int | None) -> None:

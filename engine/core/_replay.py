@@ -14,9 +14,10 @@
   retries its earlier moves made, and a move that ends an attempt agrees with
   the run of the context it cites (:meth:`_Replayer.task_move`);
 - it holds a wave's task moves to the scheduler's decisions (``schedule`` events):
-  a move of a task a plan names is by the agent the plan, or a reassignment
-  since, put it on; a task is planned once a wave, and reassigned only from
-  the agent it is on (:meth:`_Replayer.schedule`);
+  once a plan is replayed, a task move is of a task a plan of the schedule held
+  lists, by the agent the plan, or a reassignment since, put it on; a task is
+  planned once a wave, and reassigned only from the agent it is on
+  (:meth:`_Replayer.schedule`);
 - it re-evaluates every recorded decision from its recorded inputs and reports
   the first divergence;
 - it refuses what no buddy writes, though the chain verifies: a log that does
@@ -249,8 +250,10 @@ class _Replayer:
         self.outcomes: dict[str, tuple[bool | None, Any]] = {}
         self.forgot = 0
         # The schedule of the wave under way: task id -> the agent its plan, or a
-        # reassignment since, put it on; the wave, the agents it planned, and whether its
-        # tasks began to move. One schedule at a time: a plan of another drops it.
+        # reassignment since, put it on; the wave (0: no plan yet, no schedule held), the
+        # agents it planned, and whether its tasks began to move. One schedule at a time:
+        # a plan of another drops it. Held until then: a run killed mid-wave leaves its
+        # tasks to the next run, which closes them (cancel moves) before it plans.
         self.scheduled: dict[str, str] = {}
         self.schedule_wave = 0
         self.schedule_agents: dict[str, int] = {}   # agent -> the seq of its plan
@@ -592,7 +595,8 @@ class _Replayer:
         self.forgot = seq
 
     def task_move(self, seq: int, subject: str, trigger: str, dst: str, data: Any) -> None:
-        """A move of the task machine, held to the task's earlier moves and to its call.
+        """A move of the task machine, held to the task's earlier moves, to its call and to
+        the schedule held, if any: a plan of it lists the task, on the move's agent.
 
         Every move of a task records the ``task`` and the ``max_retries`` of its first
         move, and as ``attempts`` the retries made before it (its ``fail`` moves to
@@ -600,13 +604,18 @@ class _Replayer:
         agree with the call of that context (:meth:`ended`). A task that ends
         (COMPLETED or FAILED) is forgotten: no move leaves there.
         """
-        scheduled = self.scheduled
-        if scheduled and (agent := scheduled.get(data.task)) is not None:
-            self.schedule_ran = True
-            if data.agent != agent:
-                self.diverge(seq, subject, "agent", data.agent, f"{agent!r}, the agent the "
-                             f"schedule of wave {self.schedule_wave} puts task "
-                             f"{data.task!r} on")
+        if self.schedule_wave:  # a schedule is held: the move is of a task it lists
+            agent = self.scheduled.get(data.task)
+            if agent is None:
+                wave = self.schedule_wave
+                self.diverge(seq, subject, "task", data.task, f"task {data.task!r} moved in "
+                             f"wave {wave}, which no plan of the wave lists")
+            else:
+                self.schedule_ran = True
+                if data.agent != agent:
+                    self.diverge(seq, subject, "agent", data.agent, f"{agent!r}, the agent "
+                                 f"the schedule of wave {self.schedule_wave} puts task "
+                                 f"{data.task!r} on")
         known = self.tasks.get(subject)
         if known is None:
             budget, task, retries = data.max_retries, data.task, 0
@@ -632,12 +641,13 @@ class _Replayer:
         ``reassign`` (a task moved to another agent during the wave).
 
         The plans of a wave make one schedule, task id -> agent, that the wave's task
-        moves are held to (:meth:`task_move`); a task two plans of it list is a
-        divergence. A plan starts another schedule (the one held is dropped: waves are
-        barriers, so replay keeps one wave's tasks) when its wave differs, when the
-        held schedule's tasks began to move, or when its agent was planned in it
-        already (a later run continuing the trail plans its waves anew). A reassign
-        is of the wave held, of a task it plans, from the agent the task is on.
+        moves are held to (:meth:`task_move`: a move of a task no plan of it lists is a
+        divergence); a task two plans of it list is a divergence. A plan starts another
+        schedule (the one held is dropped: waves are barriers, so replay keeps one wave's
+        tasks) when its wave differs, when the held schedule's tasks began to move, or
+        when its agent was planned in it already (a later run continuing the trail plans
+        its waves anew). A reassign is of the wave held, of a task it plans, from the
+        agent the task is on.
         """
         subject, wave = e.subject, data.wave
         if e.machine != "scheduler":

@@ -6,18 +6,22 @@ Trails are written by the wave executor, or by hand with real task moves."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from typing import Any
 
 import attrs
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from buddy.engine import AuditLog, Engine, replay
+from buddy.engine.core._chain import GENESIS
 from buddy.engine.core._events import (
     KINDS,
+    PLAN_OBJECTIVES,
     SCHEDULE_RECORDS,
     PlanData,
     ReassignData,
@@ -57,7 +61,7 @@ def plan(audit: AuditLog, wave: int, agent: str, tasks: list[str], **data: Any) 
 
 
 def reassign(audit: AuditLog, wave: int, task: str, frm: str, to: str,
-             reason: str = "OFFLINE") -> int:
+             reason: str = "offline") -> int:
     return audit.append("schedule", "scheduler", f"wave-{wave}", "reassign", None, None,
                         {"wave": wave, "task": task, "from": frm, "to": to, "reason": reason})
 
@@ -76,6 +80,17 @@ def run(audit: AuditLog, task: str, agent: str, subject: str | None = None,
     """A task started and cancelled (a move that cites no call): the seqs of its moves."""
     return (move(audit, task, agent, "start", "PENDING", "IN_PROGRESS", subject),
             move(audit, task, agent, "cancel", "IN_PROGRESS", "FAILED", subject))
+
+
+def rechained(lines: list[bytes]) -> list[bytes]:
+    """``lines`` (edited) chained again without a key, as anyone can chain an unkeyed
+    trail: each line's ``prev`` and ``hash`` made anew."""
+    out, prev = [], GENESIS
+    for line in lines:
+        body = line[:line.rindex(b',"prev":')] + b',"prev":"%s"}' % prev.encode()
+        prev = hashlib.sha256(body).hexdigest()
+        out.append(body[:-1] + b',"hash":"%s"}' % prev.encode())
+    return out
 
 
 def divergence(audit: AuditLog) -> str:
@@ -202,12 +217,49 @@ class TestPlans:
             f"seq {seq} (wave-1): tasks recorded 't2', replay gives \"a task no other plan "
             "of wave 1 lists (the plan at seq 2 puts it on 'a')\"")
 
-    def test_tasks_no_plan_names_are_not_held_to_it(self):
+    def test_task_moves_before_any_plan_are_not_held_to_one(self):
+        audit = log()
+        run(audit, "t9", "z")  # no schedule held yet: an older trail, as before
+        plan(audit, 1, "a", ["t1"])
+        run(audit, "t1", "a")
+        report = replay(audit)
+        assert report.ok and report.plans == 1
+
+    def test_a_task_no_plan_of_the_wave_lists_diverges_at_its_move(self):
+        audit = log()
+        plan(audit, 3, "a", ["t1"])
+        plan(audit, 3, "b", ["t2"])
+        run(audit, "t1", "a")
+        seq = move(audit, "x", "a", "start", "PENDING", "IN_PROGRESS")
+        assert divergence(audit) == (
+            f"seq {seq} (task:x): task recorded 'x', replay gives \"task 'x' moved in wave "
+            "3, which no plan of the wave lists\"")
+
+    def test_a_task_removed_from_its_plan_diverges_even_on_its_agent(self):
+        audit = log()
+        plan(audit, 1, "a", ["t1"])  # t2 was listed here too
+        run(audit, "t1", "a")
+        seq, _ = run(audit, "t2", "a")
+        report = replay(audit)
+        assert report.divergence is not None
+        assert attrs.astuple(report.divergence)[:3] == (seq, "task:t2", "task")
+
+    def test_a_plan_of_no_tasks_holds_every_move_of_its_wave(self):
+        audit = log()
+        plan(audit, 2, "a", [])
+        seq, _ = run(audit, "t1", "a")
+        assert divergence(audit) == (
+            f"seq {seq} (task:t1): task recorded 't1', replay gives \"task 't1' moved in wave "
+            "2, which no plan of the wave lists\"")
+
+    def test_a_move_that_names_no_task_diverges_while_a_schedule_is_held(self):
         audit = log()
         plan(audit, 1, "a", ["t1"])
-        run(audit, "t9", "z")  # not scheduled: plain buddy run, an older trail
-        run(audit, "t1", "a")
-        assert replay(audit).ok
+        seq = audit.append("transition", "task", "task:t1", "start", "PENDING",
+                           "IN_PROGRESS", {"task": None, "agent": "a"})
+        assert divergence(audit) == (
+            f"seq {seq} (task:t1): task recorded None, replay gives 'task None moved in "
+            "wave 1, which no plan of the wave lists'")
 
     def test_a_plan_of_another_wave_drops_the_last_wave_s_schedule(self):
         audit = log()
@@ -258,7 +310,7 @@ class TestReassignments:
         plan(audit, 1, "b", ["t3"])
         move(audit, "t1", "a", "start", "PENDING", "IN_PROGRESS")
         reassign(audit, 1, "t1", "a", "b")  # a went OFFLINE mid-task
-        reassign(audit, 1, "t2", "a", "b", reason="over its load threshold")
+        reassign(audit, 1, "t2", "a", "b", reason="load")
         move(audit, "t1", "b", "cancel", "IN_PROGRESS", "FAILED")
         run(audit, "t2", "b")
         run(audit, "t3", "b")
@@ -325,7 +377,7 @@ class TestReassignments:
 GOOD_PLAN = {"wave": 1, "strategy": "OPTIMIZED", "agent": "a", "tasks": ["t1", "t2"],
              "expected_success": 0.75, "objective": None, "objective_value": None,
              "capacity": None, "inputs": None}
-GOOD_REASSIGN = {"wave": 1, "task": "t1", "from": "a", "to": "b", "reason": "OFFLINE"}
+GOOD_REASSIGN = {"wave": 1, "task": "t1", "from": "a", "to": "b", "reason": "offline"}
 
 
 class TestRecords:
@@ -353,8 +405,8 @@ class TestRecords:
          "'data.expected_success': must be a number (got True)"),
         ("plan", {"objective_value": "high"},
          "'data.objective_value': must be a number (got 'high')"),
-        ("plan", {"capacity": -1}, "'data.capacity': must be a whole number >= 0 or null "
-                                   "(got -1)"),
+        ("plan", {"capacity": -1}, "'data.capacity': must be a whole number in [0, 2**31] "
+                                   "or null (got -1)"),
         ("plan", {"inputs": "not hex"}, "'data.inputs': must be a hex digest (lowercase) or "
                                         "null (got 'not hex')"),
         ("plan", {"colour": "red"}, "'data.colour': unknown key"),
@@ -405,9 +457,93 @@ class TestRecords:
         assert problem is not None and problem.path == ("data", field)
         assert "finite" in problem.message or "[0, 1]" in problem.message
 
+    @pytest.mark.parametrize(("event", "change", "problem"), [
+        ("plan", {"objective": "maximize_chaos"},
+         "'data.objective': must be one of maximize_success, maximize_throughput, "
+         "maximize_confidence, balanced or null (got 'maximize_chaos')"),
+        ("plan", {"capacity": 2**63 - 1},
+         "'data.capacity': must be a whole number in [0, 2**31] or null "
+         "(got 9223372036854775807)"),
+        ("plan", {"capacity": 2**31 + 1},
+         "'data.capacity': must be a whole number in [0, 2**31] or null (got 2147483649)"),
+        ("plan", {"tasks": ["t1", "t\u2028x"]},
+         "'data.tasks[1]': must be printable text: it holds U+2028 at character 2"),
+        ("plan", {"tasks": ["t\u2029"]},
+         "'data.tasks[0]': must be printable text: it holds U+2029 at character 2"),
+        ("plan", {"tasks": ["t" * 257]},
+         "'data.tasks[0]': must be at most 256 characters (got 257)"),
+        ("plan", {"agent": "a\x1b[2J"},
+         "'data.agent': must be printable text: it holds U+001B at character 2"),
+        ("plan", {"agent": "a\x85"},
+         "'data.agent': must be printable text: it holds U+0085 at character 2"),
+        ("plan", {"strategy": "OPT\nIMIZED"},
+         "'data.strategy': must be printable text: it holds U+000A at character 4"),
+        ("plan", {"strategy": ""}, "'data.strategy': must be a non-empty string (got '')"),
+        ("reassign", {"reason": "whim"},
+         "'data.reason': must be one of load, offline (got 'whim')"),
+        ("reassign", {"reason": "OFFLINE"},
+         "'data.reason': must be one of load, offline (got 'OFFLINE')"),
+        ("reassign", {"to": "b\u2028"},
+         "'data.to': must be printable text: it holds U+2028 at character 2"),
+        ("reassign", {"task": "t\x00"},
+         "'data.task': must be printable text: it holds U+0000 at character 2"),
+        ("reassign", {"from": "a" * 300},
+         "'data.from': must be at most 256 characters (got 300)"),
+    ])
+    def test_values_no_writer_records_are_refused_naming_the_field(self, event, change,
+                                                                    problem):
+        data = {**(GOOD_PLAN if event == "plan" else GOOD_REASSIGN), **change}
+        audit = log()
+        plan(audit, 1, "a", ["t1"])
+        audit.append("schedule", "scheduler", "wave-1", event, None, None, data)
+        for lines in (audit.raw_lines(), [line.decode() for line in audit.raw_lines()]):
+            with pytest.raises(AuditFormatError) as err:
+                replay(lines)
+            assert str(err.value) == f"<lines>:3: not a valid audit event: {problem} (seq 3)"
+
+    def test_a_capacity_past_64_bits_in_a_re_chained_trail_is_refused(self):
+        # the writer cannot record it (orjson: 64 bits at most): an edited, re-chained line
+        audit = log()
+        plan(audit, 1, "a", ["t1"], capacity=7777)
+        run(audit, "t1", "a")
+        lines = rechained([line.replace(b'"capacity":7777', b'"capacity":' + b"1" + b"0" * 30)
+                           for line in audit.raw_lines()])
+        assert b'"capacity":1' + b"0" * 30 + b"," in lines[1]
+        with pytest.raises(AuditFormatError) as err:
+            replay(lines)
+        # (the JSON parser that names the problem reads an integer that large as a float)
+        assert str(err.value) == ("<lines>:2: not a valid audit event: 'data.capacity': must be "
+                                  "a whole number (got 1e+30) (seq 2)")
+
+    def test_a_missing_reason_is_refused(self):
+        audit = log()
+        plan(audit, 1, "a", ["t1"])
+        audit.append("schedule", "scheduler", "wave-1", "reassign", None, None,
+                     {k: v for k, v in GOOD_REASSIGN.items() if k != "reason"})
+        with pytest.raises(AuditFormatError, match=r"'data.reason': is required \(seq 3\)$"):
+            replay(audit)
+
+    @pytest.mark.parametrize(("event", "change"), [
+        ("plan", {"objective": objective}) for objective in PLAN_OBJECTIVES] + [
+        ("plan", {"capacity": 0}), ("plan", {"capacity": 2**31}),
+        ("plan", {"tasks": ["t" * 256, "東京 é", "a b"], "agent": "agent 7 ☃"}),
+        ("reassign", {"reason": "load"}), ("reassign", {"reason": "offline"}),
+    ])
+    def test_the_bounds_themselves_are_taken(self, event, change):
+        data = {**(GOOD_PLAN if event == "plan" else GOOD_REASSIGN), **change}
+        audit = log()
+        plan(audit, 1, "a", ["t1"])
+        audit.append("schedule", "scheduler", "wave-1", event, None, None, data)
+        assert replay(audit).ok
+
+    def test_the_objectives_are_the_optimizer_s(self):
+        from buddy.engine.waves import OBJECTIVES
+
+        assert PLAN_OBJECTIVES == OBJECTIVES
+
     def test_the_records_round_trip_as_the_log_holds_them(self):
-        r = ReassignData(wave=2, task="t1", from_="a", to="b")
-        assert (r.from_, r.reason) == ("a", "")
+        r = ReassignData(wave=2, task="t1", from_="a", to="b", reason="load")
+        assert (r.from_, r.reason) == ("a", "load")
         assert PlanData(**{**GOOD_PLAN, "tasks": ("t1",)}).tasks == ("t1",)
 
 
@@ -591,3 +727,88 @@ def test_buddy_replay_counts_the_scheduler_s_decisions(tmp_path):
         "and 1 reassignment held to the task moves")
     result = CliRunner().invoke(cli, ["replay", "--json", str(path)])
     assert json.loads(result.output)["plans"] == 2
+
+
+# -- continued runs of buddy run waves ---------------------------------------------------
+
+def waves_run(out: Any) -> Any:
+    from buddy.engine.app._waves import WaveRunConfig, run_waves
+
+    return run_waves(WaveRunConfig(output_dir=out, start=int(START), tasks_per_wave=5))
+
+
+def records_of(path: Any) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_bytes().splitlines()]
+
+
+class TestContinuedRuns:
+    """A run that continues a trail closes the tasks the last one left unfinished (cancel
+    moves) before it plans: the schedule held then is the last run's last wave's, which
+    lists them."""
+
+    def test_two_runs_into_one_directory_replay_clean(self, tmp_path):
+        from buddy.engine.app._waves import AUDIT_FILE
+
+        waves_run(tmp_path)
+        first = sum(r["event"] == "plan" for r in records_of(tmp_path / AUDIT_FILE))
+        waves_run(tmp_path)
+        report = replay(tmp_path / AUDIT_FILE)
+        assert report.ok, str(report.divergence)
+        assert first > 0 and report.plans == 2 * first
+
+    def test_a_run_killed_mid_wave_then_continued_replays_clean(self, tmp_path):
+        from buddy.engine.app._waves import AUDIT_FILE
+        from buddy.engine.core._chain import anchor_path
+
+        path = tmp_path / AUDIT_FILE
+        waves_run(tmp_path)
+        records = records_of(path)
+        last_wave = max(r["data"]["wave"] for r in records if r["event"] == "plan")
+        planned = {t: r["data"]["agent"] for r in records if r["event"] == "plan" and
+                   r["data"]["wave"] == last_wave for t in r["data"]["tasks"]}
+        after = next(r["seq"] for r in records if r["event"] == "plan" and
+                     r["data"]["wave"] == last_wave)
+        moves = [r for r in records if r["seq"] > after and r["machine"] == "task"]
+        starts = [r for r in moves if r["event"] == "start"]
+        cut = starts[2]["seq"]  # killed after the third task of the last wave started
+        lines = path.read_bytes().splitlines(keepends=True)
+        path.write_bytes(b"".join(lines[:cut]))
+        anchor_path(path).unlink()  # as a crash can leave it: the log opened again anyway
+        AuditLog.open(path, clock=lambda: START, allow_missing_anchor=True).close()
+        open_tasks: dict[str, str] = {}
+        for r in records[:cut]:
+            if r["machine"] == "task":
+                if r["dst"] in ("COMPLETED", "FAILED"):
+                    open_tasks.pop(r["subject"], None)
+                else:
+                    open_tasks[r["subject"]] = r["data"]["task"]
+        assert open_tasks and set(open_tasks.values()) <= set(planned)
+
+        waves_run(tmp_path)
+        again = records_of(path)
+        first_plan = next(r["seq"] for r in again if r["seq"] > cut and r["event"] == "plan")
+        closed = {r["subject"]: r["data"]["task"] for r in again
+                  if cut < r["seq"] < first_plan and r["machine"] == "task"}
+        assert closed == open_tasks  # each closed by a cancel move, before the new plans
+        assert all(r["event"] == "cancel" for r in again
+                   if cut < r["seq"] < first_plan and r["machine"] == "task")
+        report = replay(path)
+        assert report.ok, str(report.divergence)
+
+        # the same trail with one of those tasks taken off its plan: its moves diverge
+        task = next(iter(open_tasks.values()))
+        plan_seq = next(r["seq"] for r in records if r["event"] == "plan" and
+                        task in r["data"]["tasks"] and r["data"]["wave"] == last_wave)
+        edited = []
+        for r in again:
+            if r["seq"] == plan_seq:
+                r = {**r, "data": {**r["data"], "tasks": [t for t in r["data"]["tasks"]
+                                                          if t != task]}}
+            edited.append(orjson.dumps(r))
+        report = replay(rechained(edited))
+        first_move = next(r for r in again if r["seq"] > plan_seq and r["machine"] == "task"
+                          and r["data"]["task"] == task)
+        assert report.divergence is not None
+        assert (report.divergence.seq, report.divergence.field, report.divergence.got) == (
+            first_move["seq"], "task", f"task {task!r} moved in wave {last_wave}, which no "
+            "plan of the wave lists")
