@@ -324,11 +324,13 @@ def _read_trail(audit: AuditLog, ledger: ExecutionLedger, registry: ToolContract
     """Read the trail a run continues, once: its irreversible actions run LIVE (ok or
     not: a failed call may have acted) or cut short mid-call by a crash go to
     ``ledger`` (a duplicate is refused by the constraint gate), and every task an
-    earlier run left unfinished (killed mid-wave) is closed with a ``cancel`` move, so
-    no task stays IN_PROGRESS. Returns the seq of the lock event in force (None:
+    earlier run left unfinished (killed mid-wave) is closed with a ``cancel`` move on
+    the agent it was last put on (a reassignment after its last move counts), so no
+    task stays IN_PROGRESS. Returns the seq of the lock event in force (None:
     unlocked) and how many tasks were closed."""
     lock: int | None = None
     open_tasks: dict[str, tuple[str, str, dict[str, Any]]] = {}
+    moved: dict[Any, Any] = {}  # task id -> the agent a reassign after its last move named
     irreversible_failed: list[tuple[Any, Any, dict[str, Any]]] = []
 
     def executions() -> Iterator[dict[str, Any]]:
@@ -341,10 +343,13 @@ def _read_trail(audit: AuditLog, ledger: ExecutionLedger, registry: ToolContract
                     irreversible_failed.append((d.get("tool"), d.get("args_digest"), r))
                 yield r
             elif kind == "transition" and r["machine"] == "task":
+                moved.pop(r["data"].get("task"), None)
                 if r["dst"] in ("COMPLETED", "FAILED"):
                     open_tasks.pop(r["subject"], None)
                 else:
                     open_tasks[r["subject"]] = (r["dst"], r["event"], r["data"])
+            elif kind == "schedule" and r["event"] == "reassign":
+                moved[r["data"].get("task")] = r["data"].get("to")
             elif kind == "lock":
                 lock = r["seq"]
             elif kind == "unlock":
@@ -363,7 +368,7 @@ def _read_trail(audit: AuditLog, ledger: ExecutionLedger, registry: ToolContract
         audit.append("transition", "task", subject, "cancel", state, "FAILED", {
             "attempts": retries, "max_retries": data.get("max_retries", 0),
             "gate_allows": True, "rules": data.get("rules"), "task": data.get("task"),
-            "agent": data.get("agent")})
+            "agent": moved.get(data.get("task"), data.get("agent"))})  # where it was moved
     return lock, len(open_tasks)
 
 

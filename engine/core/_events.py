@@ -40,6 +40,7 @@ __all__ = [
     "KINDS",
     "MAX_CAPACITY",
     "MAX_TEXT_CHARS",
+    "text_problem",
     "PLAN_OBJECTIVES",
     "REASSIGN_REASONS",
     "DecisionData",
@@ -216,14 +217,14 @@ MAX_CAPACITY = 2**31
 _SEPARATORS = frozenset("\u2028\u2029")
 
 
-def _text_problem(value: str) -> str | None:
+def text_problem(value: str) -> str | None:
     """What keeps ``value`` from being an id a schedule event may record (None: nothing):
     1 to :data:`MAX_TEXT_CHARS` characters, none a control character or a line or
     paragraph separator (U+2028, U+2029); it shows on one line, as written.
 
-    >>> _text_problem("agent_1") is None, _text_problem("東京 é") is None
+    >>> text_problem("agent_1") is None, text_problem("東京 é") is None
     (True, True)
-    >>> _text_problem("t\u2028x")
+    >>> text_problem("t\u2028x")
     'must be printable text: it holds U+2028 at character 2'
     """
     if not value:
@@ -238,7 +239,7 @@ def _text_problem(value: str) -> str | None:
 
 
 def _named(instance: Any, attribute: Any, value: str) -> None:
-    problem = _text_problem(value)
+    problem = text_problem(value)
     if problem is not None:
         raise _FieldError(_key(attribute), problem)
 
@@ -246,7 +247,7 @@ def _named(instance: Any, attribute: Any, value: str) -> None:
 def _task_ids(instance: Any, attribute: Any, value: tuple[str, ...]) -> None:
     seen: set[str] = set()
     for i, task in enumerate(value):
-        problem = _text_problem(task)
+        problem = text_problem(task)
         if problem is not None:
             raise _FieldError(f"tasks.{i}", problem)
         if task in seen:

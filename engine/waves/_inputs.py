@@ -69,6 +69,7 @@ from typing import Any, TypeGuard
 import attrs
 import orjson
 
+from buddy.engine.core._events import MAX_TEXT_CHARS, text_problem
 from buddy.engine.orchestration._plans import MAX_ARGS_DEPTH, _depth, _kind, _loads
 from buddy.engine.waves._records import PredictedTask, ScheduleEntry
 from buddy.rules.base._files import split_lines
@@ -119,8 +120,9 @@ MAX_INPUT_BYTES = 1 << 30
 MAX_LINE_BYTES = 1 << 20
 #: The largest permissions file read (16 MiB).
 MAX_PERMISSIONS_BYTES = 16 << 20
-#: The longest agent id of a permissions file, in characters.
-MAX_AGENT_ID_CHARS = 256
+#: The longest agent id of a permissions file, in characters (the audit trail's plans
+#: hold ids of at most this many: buddy.engine.core._events.MAX_TEXT_CHARS).
+MAX_AGENT_ID_CHARS = MAX_TEXT_CHARS
 
 _PLAIN = re.compile(r"[A-Za-z0-9_]{1,60}")
 _BOM = b"\xef\xbb\xbf"
@@ -359,6 +361,8 @@ def _read_task(item: Any, registry: ToolContractRegistry | None,
                 return None, f"{key}: missing (a task needs {', '.join(_REQUIRED)})"
     if not _string(tid):
         return None, f"task_id: must be a non-empty string (got {shown(tid)})"
+    if (bad := text_problem(tid)) is not None:  # an id the trail's plans can hold
+        return None, f"task_id: {bad}"
     if not _string(tool):
         return None, f"tool: must be a non-empty string (got {shown(tool)})"
     if registry is not None and tool not in registry:
@@ -403,6 +407,8 @@ def _read_task(item: Any, registry: ToolContractRegistry | None,
     agent = get("agent_id")
     if agent is not None and not _string(agent):
         return None, f"agent_id: must be a non-empty string or null (got {shown(agent)})"
+    if agent is not None and (bad := text_problem(agent)) is not None:
+        return None, f"agent_id: {bad}"
     return PredictedTask(tid, tool, plain_confidence(rate), wave, priority, args, deps,
                          confidence, agent), None
 
@@ -550,6 +556,8 @@ def _read_entry(item: Any) -> tuple[ScheduleEntry | None, str | None]:
             return None, f"{key}: missing (an entry needs task_id and agent_id)"
         if not _string(item[key]):
             return None, f"{key}: must be a non-empty string (got {shown(item[key])})"
+        if (bad := text_problem(item[key])) is not None:
+            return None, f"{key}: {bad}"
     wave = item.get("wave")
     if wave is not None and not _whole(wave, 1, MAX_WAVE):
         return None, (f"wave: must be a whole number from 1 to {MAX_WAVE} or null "
@@ -713,11 +721,8 @@ def _agent_error(agent: str, held: Any) -> str | None:
         return ": the agent id is empty"
     if len(agent) > MAX_AGENT_ID_CHARS:
         return f": the agent id is longer than {MAX_AGENT_ID_CHARS} characters ({len(agent)})"
-    if not agent.isprintable():  # only then may it hold a control character
-        for i, ch in enumerate(agent):
-            if ch < " " or "\x7f" <= ch <= "\x9f":
-                return (f": the agent id holds a control character (U+{ord(ch):04X} at "
-                        f"character {i + 1})")
+    if (bad := text_problem(agent)) is not None:  # an id the trail's plans can hold
+        return f": the agent id {bad}"
     if type(held) is not list:
         return f": must be a list of permission strings (got {_kind(held)})"
     for i, permission in enumerate(held):

@@ -435,7 +435,7 @@ class TestExactRates:
 
 class TestOddAgentIds:
     def test_a_wave_runs_own_tree_plans_as_it_is(self) -> None:
-        odd = "a b\u2028c"
+        odd = "a b/é"  # not a plain name (a wave run refuses U+2028: its trail holds ids)
         Path("agents.json").write_text(json.dumps({odd: ["forms.write"],
                                                    "[red]x": ["forms.write"]}))
         Path("t.jsonl").write_text(task("t0", 0.9, odd) + task("t1", 0.9) + task("t2", 0.9))
@@ -443,7 +443,7 @@ class TestOddAgentIds:
                                 agents_file=Path("agents.json")))
         result = invoke("optimize", "--from", "run")
         assert result.exit_code == 0, result.output
-        assert "a b\\u2028c" in result.stdout and "\u2028" not in result.stdout
+        assert odd in result.stdout
         assert "[red]x" in result.stdout  # text, not markup
         doc = json.loads(Path("run/phase19_plan/optimization_summary.json").read_text())
         assert {a: v["dir"] for a, v in doc["agents"].items()} == \

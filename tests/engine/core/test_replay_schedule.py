@@ -812,3 +812,32 @@ class TestContinuedRuns:
         assert (report.divergence.seq, report.divergence.field, report.divergence.got) == (
             first_move["seq"], "task", f"task {task!r} moved in wave {last_wave}, which no "
             "plan of the wave lists")
+
+
+def test_a_run_killed_right_after_a_reassignment_closes_the_task_on_its_new_agent(tmp_path):
+    from buddy.engine.app._waves import AUDIT_FILE, WaveRunConfig, run_waves
+    from buddy.engine.core._chain import anchor_path
+
+    path = tmp_path / AUDIT_FILE
+    config = WaveRunConfig(output_dir=tmp_path, start=int(START), tasks_per_wave=20, waves=1)
+    run_waves(config)
+    records = records_of(path)
+    state: dict[str, str] = {}
+    cut = None
+    for r in records:  # the first reassignment of a task that had begun (RETRYING)
+        if r["machine"] == "task":
+            state[r["data"]["task"]] = r["dst"]
+        elif r["event"] == "reassign" and state.get(r["data"]["task"]) == "RETRYING":
+            cut, task, to = r["seq"], r["data"]["task"], r["data"]["to"]
+            break
+    assert cut is not None, "the seeded scenario reassigns a retrying task"
+    lines = path.read_bytes().splitlines(keepends=True)
+    path.write_bytes(b"".join(lines[:cut]))  # killed before the new agent moved it
+    anchor_path(path).unlink()
+    AuditLog.open(path, clock=lambda: START, allow_missing_anchor=True).close()
+    run_waves(config)
+    closing = next(r for r in records_of(path)
+                   if r["seq"] > cut and r["machine"] == "task" and r["data"]["task"] == task)
+    assert (closing["event"], closing["data"]["agent"]) == ("cancel", to)
+    report = replay(path)
+    assert report.ok, str(report.divergence)

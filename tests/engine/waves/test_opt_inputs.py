@@ -165,9 +165,10 @@ class TestAgentIds:
         assert [a.agent_id for a in agent_states(h)] == [agent, "agent_1"]
 
     def test_a_wave_runs_odd_agent_ids_load_as_they_are(self, tmp_path: Path) -> None:
-        # an agents file takes "a b\u2028c"; a task may pin any non-empty id (a control
-        # character, 300 characters): the run names their directories agent_<index>
-        odd = ["a b\u2028c", "x\x00y", "z" * 300]
+        # ids that are not plain names (a space, a slash, markup, 256 characters): the run
+        # names their directories agent_<index>; a run refuses an id its trail could not
+        # hold (a control character, U+2028: buddy run waves' inputs)
+        odd = ["a b/é", "[red]x", "z" * 256]
         Path("agents.json").write_text(json.dumps({odd[0]: ["forms.write"],
                                                    "ok": ["forms.write"]}))
         Path("t.jsonl").write_text("".join(json.dumps(
