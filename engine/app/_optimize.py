@@ -62,6 +62,8 @@ from buddy.engine.waves._opt_inputs import CoordinationHistory, agent_states, lo
 from buddy.engine.waves._opt_records import ScheduledTask
 from buddy.engine.waves._optimizer import (
     DEFAULT_DURATION_S,
+    MAX_DURATION_S,
+    MIN_DURATION_S,
     OBJECTIVES,
     Schedule,
     SimulatedSchedule,
@@ -180,7 +182,9 @@ class OptimizeSummary:
 def _duration(agent: AgentState) -> float:
     """The agent's expected seconds per task: its mean latency (1 s when it has none)."""
     latency = agent.avg_latency
-    return latency if math.isfinite(latency) and latency > 0 else DEFAULT_DURATION_S
+    if not (math.isfinite(latency) and latency > 0):
+        return DEFAULT_DURATION_S
+    return min(MAX_DURATION_S, max(MIN_DURATION_S, latency))  # as the optimizer reads it
 
 
 @attrs.frozen

@@ -418,9 +418,9 @@ def _remove_outputs(out: Path) -> None:
     p19 = out / PHASE19_DIR
     if p19.is_dir() and not p19.is_symlink() and (p19 / WAVE_MARK).is_file():
         _remove_written(p19, PHASE19_FILES)  # what buddy wrote there: a user's files stay
-        (p19 / WAVE_MARK).unlink()
-        with contextlib.suppress(OSError):  # gone only when nothing else is in it
-            p19.rmdir()
+        if [p.name for p in p19.iterdir()] == [WAVE_MARK]:  # nothing of the user's: gone
+            (p19 / WAVE_MARK).unlink()
+            p19.rmdir()  # else it stays marked, so a later run may write there again
     _remove_written(out, OUTPUT_FILES)
 
 

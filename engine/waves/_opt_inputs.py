@@ -40,12 +40,15 @@ avg_confidence_delta          over ``per_wave``, weighted by its ``tasks``: ``su
                               confidence`` (success observed minus success predicted)
 retry_rate                    executed tasks with ``retry_count > 0`` / executed tasks (the
                               share of tasks retried, so a rate in [0, 1])
-agent_performance             per agent, over the tasks whose last attempt it ran
-                              (``executed_tasks.jsonl`` lines with a ``mode``):
-                              ``success_rate`` = tasks that succeeded / attempts
-                              (``retry_count + 1`` each: the success of one attempt,
-                              which is what the optimizer plans with; retries would
-                              hide a weak agent), ``tasks`` = those tasks; an agent
+agent_performance             per agent, ``success_rate`` = the success of one attempt
+                              (what the optimizer plans with; retries would hide a weak
+                              agent), each attempt on the agent that ran it, from the
+                              run's ``audit.jsonl`` (a task move into IN_PROGRESS an
+                              attempt, a ``succeed`` a success); without a trail, over
+                              the tasks whose last attempt it ran
+                              (``executed_tasks.jsonl`` lines with a ``mode``): tasks
+                              that succeeded / their ``retry_count + 1``; ``tasks`` =
+                              the tasks whose last attempt it ran; an agent
                               that ran none: ``agent_performance``'s ``completed /
                               (completed + failed)`` (its ``success_rate`` when none
                               finished); ``avg_execution_time_ms = avg_latency x 1000``
@@ -99,6 +102,7 @@ import datetime as dt
 import math
 import os
 import re
+import stat
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -117,6 +121,10 @@ from buddy.engine.waves._records import AgentState
 from buddy.rules.base._masking import shown
 from buddy.rules.base._values import plain_confidence, valid_confidence
 from buddy.rules.base.errors import InputError
+
+#: The largest audit trail read for the agents' attempts (8 GiB).
+MAX_TRAIL_BYTES = 8 << 30
+_TASK_MOVE = b'"machine":"task"'
 
 __all__ = [
     "BUDDY_FILES",
@@ -618,6 +626,41 @@ class _Reader:
         for _, message in problems:
             self.keep(message)
 
+    def trail_attempts(self, path: Path) -> dict[str, tuple[int, int]] | None:
+        """Agent -> (attempts it ran, of them succeeded) from the run's audit trail: each
+        task move into IN_PROGRESS is an attempt of the agent it cites, each ``succeed``
+        a success. None when there is no trail (or it is not a regular file, or over
+        :data:`MAX_TRAIL_BYTES`: said in ``errors``); a line that is not a task move
+        JSON object is left out, said in ``errors``."""
+        if not os.path.lexists(path):
+            return None
+        try:
+            st = os.stat(path)
+        except OSError as exc:
+            self.keep(f"{path}: {exc.strerror or exc}")
+            return None
+        if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_TRAIL_BYTES:
+            self.keep(f"{path}: not a regular file of at most {MAX_TRAIL_BYTES:,} bytes: "
+                      "each agent's attempts are read from executed_tasks.jsonl instead")
+            return None
+        out: dict[str, tuple[int, int]] = {}
+        with open(path, "rb") as fh:
+            for n, line in enumerate(fh, 1):
+                if _TASK_MOVE not in line:
+                    continue
+                try:
+                    e = orjson.loads(line)
+                    data = e["data"]
+                    agent, dst, event = data.get("agent"), e["dst"], e["event"]
+                except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+                    self.keep(f"{path}:{n}: not a task move (left out of the agents' attempts)")
+                    continue
+                if type(agent) is not str:
+                    continue
+                tries, ok = out.get(agent, (0, 0))
+                out[agent] = (tries + (dst == "IN_PROGRESS"), ok + (event == "succeed"))
+        return out
+
     def phase18(self) -> CoordinationHistory:
         summary = self.document(PHASE18_FILES[0], _summary18)
         patterns = self.optional(PHASE18_FILES[1], _patterns18) or ()
@@ -661,9 +704,12 @@ class _Reader:
         delta = math.fsum(r["tasks"] * (r["success_rate"] - r["confidence"])
                           for r in run.rows.values()) / weighed if weighed else 0.0
         perf: dict[str, AgentPerformance] = {}
+        trail = self.trail_attempts(self.dir / "audit.jsonl")
         for agent, r in d["agent_performance"].items():
             tasks = r["completed_tasks"] + r["failed_tasks"]
             n, ok, ran = attempts.get(agent, (0, 0, 0))
+            if trail is not None:  # each attempt on the agent that ran it: exact
+                n, ok = trail.get(agent, (0, 0))
             rate = ok / n if n else r["completed_tasks"] / tasks if tasks else \
                 float(r["success_rate"])
             perf[agent] = AgentPerformance(

@@ -82,8 +82,9 @@ class ScheduleComparison:
 
     002's fields: ``planned_success_rate`` (the schedule's mean expected success,
     mean p(t, a)), ``actual_success_rate`` (tasks COMPLETED / tasks),
-    ``planned_throughput`` / ``actual_throughput`` (tasks per second: tasks over
-    the planned makespan / over the wave's actual duration),
+    ``planned_throughput`` / ``actual_throughput`` (work done per second: the
+    tasks the plan expects to complete over its makespan / the tasks COMPLETED
+    over the wave's actual duration; a failed task is no work done),
     ``planned_confidence_delta`` (mean over tasks of p(t, a) - the task's
     ``predicted_success_rate``: how far the plan expects to move success from
     the upstream prediction), ``actual_confidence_delta`` (mean over tasks of

@@ -107,6 +107,9 @@ FLOW_EDGES = 128
 #: the shortest paths stay exact).
 _NEVER = 1 << 62
 
+#: The shortest and longest a task's expected duration may be (seconds): a latency and
+#: speed whose quotient is outside are read at the bound (no zero or infinite duration).
+MIN_DURATION_S, MAX_DURATION_S = 1e-9, 1e9
 #: The duration of a task on an agent that has finished none yet (seconds).
 DEFAULT_DURATION_S = 1.0
 
@@ -170,7 +173,7 @@ def _durations(agents: Sequence[AgentState], speeds: Mapping[str, float] | None,
                              f"(got {shown(speed)})")
         latency = a.avg_latency
         base = latency if math.isfinite(latency) and latency > 0 else DEFAULT_DURATION_S
-        out.append(base / speed)
+        out.append(min(MAX_DURATION_S, max(MIN_DURATION_S, base / speed)))
     return out
 
 

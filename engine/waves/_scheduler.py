@@ -62,6 +62,8 @@ from buddy.engine.waves._executor import WaveRun
 from buddy.engine.waves._opt_records import ScheduleComparison, ScheduledTask
 from buddy.engine.waves._optimizer import (
     DEFAULT_DURATION_S,
+    MAX_DURATION_S,
+    MIN_DURATION_S,
     Schedule,
     _check_objective,
     optimize,
@@ -265,7 +267,8 @@ class AdaptiveScheduler:
         est = self.estimates(agents)
         views = [AgentState(a.agent_id, a.status, a.current_load, prior=est[a.agent_id][0])
                  for a in agents]
-        speeds = {a: self.speeds.get(a, 1.0) / secs for a, (_, secs) in est.items()}
+        speeds = {a: self.speeds.get(a, 1.0) / max(secs, MIN_DURATION_S)
+                  for a, (_, secs) in est.items()}
         schedule = optimize(tasks, views, self.objective, table=self.table, speeds=speeds)
         chosen = _spread(schedule.agent_ids(), agents, est)
         schedule = attrs.evolve(schedule, assignments=dict(
@@ -293,7 +296,7 @@ class AdaptiveScheduler:
         for t in tasks:  # a pinned task: the prediction, as the optimizer did not score it
             success.setdefault(t.task_id, t.predicted_success_rate)
         states = [manager.agents[a] for a in manager.agents if manager.agents[a].available]
-        durations = {a: secs / self.speeds.get(a, 1.0)
+        durations = {a: min(MAX_DURATION_S, max(MIN_DURATION_S, secs / self.speeds.get(a, 1.0)))
                      for a, (_, secs) in self.estimates(states).items()}
         queues = self.prioritize_tasks(plan, by_id, success)
         pinned = {t.task_id for t in tasks if t.agent_id is not None
@@ -468,9 +471,9 @@ class AdaptiveScheduler:
                 if mine else None,
                 "actual_success": round(math.fsum(ran) / len(ran), 6) if ran else None}
         mean_load = n / len(planned_counts)
-        planned_tp = n / makespan if makespan > 0 else 0.0
-        actual_tp = n / duration if duration > 0 else 0.0
-        done_tp = n * actual_sr / duration if duration > 0 else 0.0  # completed tasks/s
+        # throughput is work done: tasks expected to complete / completed, per second
+        planned_tp = n * planned_sr / makespan if makespan > 0 else 0.0
+        actual_tp = done_tp = n * actual_sr / duration if duration > 0 else 0.0
         if self.objective == "maximize_success":
             score = first_sr
         elif self.objective == "maximize_confidence":

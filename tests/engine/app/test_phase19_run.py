@@ -194,7 +194,11 @@ def test_a_rerun_keeps_a_users_files_in_phase19(tmp_path):
     assert (out / "phase19" / "wave_9" / "mine").read_text() == "x"
     assert (out / "phase19" / "wave_2").is_dir()
     _run(out, strategy="LOAD_BALANCED", waves=1, tasks_per_wave=6)  # buddy's files go
-    assert sorted(p.name for p in (out / "phase19").iterdir()) == ["notes.txt", "wave_9"]
+    assert sorted(p.name for p in (out / "phase19").iterdir()) == \
+        [".buddy-wave", "notes.txt", "wave_9"]  # still buddy's directory, with yours in it
+    _run(out, waves=1, tasks_per_wave=6)  # so an objective may write there again
+    assert (out / "phase19" / "notes.txt").read_text() == "mine"
+    assert (out / "phase19" / "optimization_summary.json").is_file()
 
 
 def test_learning_starts_from_the_weights_the_first_wave_was_planned_with(tmp_path):

@@ -369,19 +369,20 @@ class TestBuddyTree:
         rows = doc["per_wave"]
         assert s.avg_confidence_delta == pytest.approx(
             sum(r["tasks"] * (r["success_rate"] - r["confidence"]) for r in rows) / 60)
+        # the success of one attempt, each counted on the agent that ran it (the trail:
+        # a move into IN_PROGRESS is an attempt, a succeed move a success)
+        moves = [json.loads(line) for line in (tree / "audit.jsonl").read_text().splitlines()]
+        moves = [m for m in moves if m["kind"] == "transition" and m["machine"] == "task"]
         dirs = doc["agent_dirs"]
         for agent, perf in doc["agent_performance"].items():
-            # the success of one attempt: tasks that succeeded / attempts, over the tasks
-            # whose last attempt the agent ran (a gate's refusal, never run, left out)
+            attempts = sum(m["dst"] == "IN_PROGRESS" and m["data"]["agent"] == agent
+                           for m in moves)
+            ok = sum(m["event"] == "succeed" and m["data"]["agent"] == agent for m in moves)
             ran = [json.loads(line) for p in tree.glob(f"wave_*/{dirs[agent]}/executed_tasks.jsonl")
                    for line in p.read_text().splitlines()]
             ran = [e for e in ran if e["mode"] is not None]
-            attempts = sum(e["retry_count"] + 1 for e in ran)
-            tasks = perf["completed_tasks"] + perf["failed_tasks"]
             assert s.agent_performance[agent] == AgentPerformance(
-                sum(e["success_indicator"] for e in ran) / attempts if attempts else
-                perf["completed_tasks"] / tasks, len(ran) if attempts else tasks,
-                1000 * perf["avg_latency"])
+                ok / attempts, len(ran), 1000 * perf["avg_latency"])
         # retries hide a weak agent; one attempt's success does not
         assert s.agent_performance["agent_3"].success_rate < \
             s.agent_performance["agent_0"].success_rate
@@ -422,6 +423,26 @@ class TestBuddyTree:
             assert abs(a.success_rate - perf.success_rate) <= 0.5 / perf.tasks
             assert a.finished_tasks == perf.tasks
             assert a.avg_latency == pytest.approx(perf.avg_execution_time_ms / 1000)
+
+    def test_without_its_trail_attempts_come_from_the_executed_tasks(self, tree: Path) -> None:
+        copy = self._copy(tree)
+        lines = (copy / "audit.jsonl").read_bytes().splitlines(keepends=True)
+        at = next(i for i, line in enumerate(lines) if b'"machine":"task"' in line)
+        lines[at] = b'{"machine":"task", "broken\n'
+        (copy / "audit.jsonl").write_bytes(b"".join(lines))
+        h = load_coordination(copy)
+        assert h.errors == (f"{copy / 'audit.jsonl'}:{at + 1}: not a task move (left out of "
+                            "the agents' attempts)",)
+        (copy / "audit.jsonl").unlink()
+        h = load_coordination(copy)
+        assert h.errors == ()
+        dirs = json.loads((copy / "phase21_execution_summary.json").read_text())["agent_dirs"]
+        for agent, perf in h.summary.agent_performance.items():
+            ran = [json.loads(line) for p in copy.glob(f"wave_*/{dirs[agent]}/executed_tasks.jsonl")
+                   for line in p.read_text().splitlines()]
+            ran = [e for e in ran if e["mode"] is not None]
+            assert perf.success_rate == sum(e["success_indicator"] for e in ran) / sum(
+                e["retry_count"] + 1 for e in ran)
 
     def _copy(self, tree: Path) -> Path:
         import shutil

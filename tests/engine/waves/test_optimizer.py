@@ -489,3 +489,13 @@ class TestRecommendations:
         s = optimize([task("t0", 0.9)], [AgentState("a")], "balanced", table=TABLE)
         with pytest.raises(InputError, match="puts tasks on agent 'a', which the agents lack"):
             generate_schedule_recommendations(s, [AgentState("b")])
+
+
+def test_a_duration_that_would_underflow_or_overflow_is_read_at_its_bound():
+    # hypothesis found it: a latency of 5e-324 s at speed 2 was a 0 s duration, and the
+    # throughput score divided by it
+    agents = [AgentState("a0", failed_tasks=1, total_latency_s=5e-324), AgentState("a1")]
+    s = optimize([PredictedTask("t0", "form_fill", 0.0)], agents, "balanced", table=TABLE,
+                 speeds={"a0": 2.0, "a1": 1e-300})
+    assert s.assignments == {"t0": "a0"}  # the fastest, at 1 ns
+    assert math.isfinite(s.expected_makespan_s) and s.expected_makespan_s == 1e-9
