@@ -77,7 +77,7 @@ import random
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from itertools import compress, repeat
-from operator import add, eq, lt, sub
+from operator import add, lt, sub
 from typing import Any
 
 import attrs
@@ -432,14 +432,12 @@ def _paths(cost: Sequence[Sequence[int]], size: Sequence[int], room: Sequence[in
             on[a][j] -= count
             return
         del on[a][j]
-        row = rows[a].pop(j)
+        rows[a].pop(j)
         rest = list(rows[a].values())
         if not rest:
             exchange[a] = [_NEVER] * m
             return
-        moves = exchange[a]
-        for b in compress(agents, map(eq, moves, row)):  # where j's move was the cheapest
-            moves[b] = min([r[b] for r in rest])
+        exchange[a] = list(map(min, *rest)) if len(rest) > 1 else list(rest[0])
 
     for k in sorted(range(len(size)), key=lambda k: (sum(cost[k]), k)):
         left = size[k]
