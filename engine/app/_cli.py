@@ -617,20 +617,7 @@ def optimize_command(source: Path, tasks_path: Path | None, objective: str,
     config = OptimizeConfig(source, tasks=tasks_path, objective=objective, output_dir=out_dir,
                             rules_dir=rules, strict=strict, seed=seed, runs=runs,
                             catalogue=catalogue)
-    try:  # the one-line errors of main(), here too, so the command is whole on its own
-        summary = plan_from(config)
-    except RuleTableError as exc:
-        for problem in exc.problems:
-            _error(f"RuleTableError: {problem}")
-        sys.exit(EXIT_FAILED)
-    except BuddyError as exc:
-        _error(f"{type(exc).__name__}: {exc}")
-        sys.exit(EXIT_FAILED)
-    except OSError as exc:
-        if exc.filename is None:
-            raise
-        _error(f"{type(exc).__name__}: {exc.filename}: {exc.strerror or exc}")
-        sys.exit(EXIT_FAILED)
+    summary = plan_from(config)  # a bad input: main() says it in one line
     for line in summary.skipped:
         click.echo(printable(f"SkippedLine: {line}"), err=True)
     out = _out()

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 
 import buddy.rules
-from buddy.engine.app._cli import cli
+from buddy.engine.app._cli import main
 from buddy.engine.app._optimize import OptimizeConfig, plan_from
 from buddy.engine.app._waves import WaveRunConfig, run_waves
 from buddy.rules.base.errors import InputError
@@ -44,8 +46,16 @@ def tree(tree_master: Path) -> Path:
     return Path(shutil.copytree(tree_master, "run"))
 
 
+@click.command(context_settings={"ignore_unknown_options": True,
+                                 "help_option_names": []})
+@click.argument("argv", nargs=-1, type=click.UNPROCESSED)
+def _buddy(argv: tuple[str, ...]) -> None:
+    """The ``buddy`` entry point (``main``: one line per error), for CliRunner."""
+    sys.exit(main(list(argv)))
+
+
 def invoke(*argv: object):
-    return CliRunner().invoke(cli, [str(a) for a in argv])
+    return CliRunner().invoke(_buddy, [str(a) for a in argv])
 
 
 def lines(path: Path) -> list[dict]:
