@@ -216,10 +216,12 @@ class _Scorer:
         self.durations = _durations(agents, speeds)
         fastest = min(self.durations)
         self.rates = [fastest / d for d in self.durations]
+        w = table.weights
+        self._weighted_rates = [w["throughput"] * r for r in self.rates]
 
     def success(self, task: PredictedTask) -> list[float]:
-        p = task.predicted_success_rate
-        return [_clamp(p * r) for r in self.ratios]
+        p = _clamp(task.predicted_success_rate)
+        return [x if x < 1.0 else 1.0 for x in map(p.__mul__, self.ratios)]  # p, r >= 0
 
     def row(self, task: PredictedTask) -> list[float]:
         objective = self.objective
@@ -229,11 +231,12 @@ class _Scorer:
         if objective == "maximize_success":
             return success
         conf = _clamp(task.decision_confidence)
-        confidence = [p * conf for p in success]
         if objective == "maximize_confidence":
-            return confidence
-        return [self.table.balanced(s, r, c)
-                for s, r, c in zip(success, self.rates, confidence, strict=True)]
+            return [x * conf for x in success]
+        # the table's w.s * s + w.t * r + w.c * s * conf, as s * (w.s + w.c * conf) + w.t * r
+        w = self.table.weights
+        k = w["success"] + w["confidence"] * conf
+        return [x * k + tr for x, tr in zip(success, self._weighted_rates, strict=True)]
 
 
 def optimize(tasks: Sequence[PredictedTask], agents: Sequence[AgentState], objective: str, *,
