@@ -13,6 +13,7 @@ approval, run and undo is an audit event.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -97,10 +98,31 @@ _Decided = tuple["_Context | None", str, str, dict[str, Any], "Decision",
                  "ExecutionResult | None"]
 
 
+class AsyncHandlerError(TypeError):
+    """An ``async def`` handler was given to a synchronous call: it did not run."""
+
+
+def _sync_only(tool: str, mode: ExecutionMode, handler: Handler | None) -> Handler | None:
+    """``handler``, or, when it is a coroutine function, a stand-in that refuses to run
+    it in a synchronous call (calling it would make a coroutine and run nothing)."""
+    call = type(handler).__call__ if handler is not None and not inspect.isroutine(handler) \
+        else None  # an object whose __call__ is async
+    if handler is None or not (inspect.iscoroutinefunction(handler)
+                               or call is not None and inspect.iscoroutinefunction(call)):
+        return handler
+
+    def refuse(args: dict[str, Any]) -> Any:
+        raise AsyncHandlerError(f"the {mode.value} handler of {tool!r} is async: it did not "
+                                "run (a synchronous execute cannot await it)")
+    return refuse
+
+
 def _by_mode(tool: str, handlers: Handlers) -> dict[ExecutionMode, Handler | None]:
-    """The callable that runs ``tool`` in each mode (None: no such handler)."""
-    return {_MOCK: handlers.mock or simulated_mock(tool), _DRY_RUN: handlers.dry_run,
-            _LIVE: handlers.live}
+    """The callable that runs ``tool`` in each mode (None: no such handler); an async one
+    refuses to run (:class:`AsyncHandlerError`)."""
+    return {_MOCK: _sync_only(tool, _MOCK, handlers.mock) or simulated_mock(tool),
+            _DRY_RUN: _sync_only(tool, _DRY_RUN, handlers.dry_run),
+            _LIVE: _sync_only(tool, _LIVE, handlers.live)}
 
 
 @attrs.frozen(slots=False)  # one per call: a frozen dict class builds in half the time
@@ -422,6 +444,13 @@ class Controller:
         masker = gate.audit.masker
         try:
             result = handler(args)  # type: ignore[misc]
+            if inspect.isawaitable(result):  # a sync callable that made a coroutine: unrun
+                close = getattr(result, "close", None)
+                if close is not None:
+                    close()  # so it is never awaited later, nor warned about
+                raise AsyncHandlerError(
+                    f"the {mode.value} handler of {tool!r} returned an awaitable: it did "
+                    "not run (a synchronous execute cannot await it)")
         except BaseException as exc:  # recorded and rolled back; an interrupt then goes on up
             error = described(exc)
             gate.audit.append("execution", "escalation", ctx.subject(), "run", ctx.state, None, {

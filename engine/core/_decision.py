@@ -157,9 +157,17 @@ class Policy:
         self._cuts: dict[RiskLevel, list[float] | None] = {
             risk: _cuts(p) for risk, p in table.policies.items()}
         self._regions: dict[tuple[RiskLevel, bool, int, bool | None, bool], str] = {}
-        self.tools: dict[str, _Tool] = {
-            c.name: _Tool(c, table.policies[c.risk], self.outcomes[(c.risk, c.requires_approval)])
-            for c in registry}
+        self.tools: dict[str, _Tool] = {c.name: self._compiled(c) for c in registry}
+
+    def _compiled(self, c: ToolContract) -> _Tool:
+        return _Tool(c, self.table.policies[c.risk],
+                     self.outcomes[(c.risk, c.requires_approval)])
+
+    def add_tool(self, contract: ToolContract) -> None:
+        """Compile a contract registered after this policy was built (its engine's gate
+        calls it, its rate limit set first; one dict store: a decision in another
+        thread sees the tool whole, or not yet)."""
+        self.tools[contract.name] = self._compiled(contract)
 
     def evaluate(self, tool: str, confidence: float, approval: bool | None = None,
                  locked: bool = False, agent: str = "", resolver: Resolver | None = None,

@@ -18,7 +18,9 @@ from buddy.engine.core._controller import (
 )
 from buddy.engine.core._decision import Decision, Policy
 from buddy.engine.core._gate import Gate
+from buddy.rules.base._masking import shown
 from buddy.rules.base._values import ExecutionMode
+from buddy.rules.base.errors import InputError
 from buddy.rules.tables._catalogue import ToolContractRegistry
 from buddy.rules.tables._escalation import EscalationTable
 
@@ -94,6 +96,22 @@ class Engine:
     @approver.setter
     def approver(self, approver: ApprovalCallback | None) -> None:
         self._gate.approver = approver
+
+    @property
+    def pass_through(self) -> tuple[type[BaseException], ...]:
+        """Exception types an approver may raise that are not an answer: a framework's
+        pause signal (LangGraph's ``GraphInterrupt``, say). They pass through
+        ``decide``/``execute`` untouched and nothing is recorded for the call; any
+        other exception from the approver is a denial. Empty by default."""
+        return self._gate.pass_through
+
+    @pass_through.setter
+    def pass_through(self, types: Iterable[type[BaseException]]) -> None:
+        held = tuple(types)
+        for t in held:
+            if not (isinstance(t, type) and issubclass(t, BaseException)):
+                raise InputError(f"pass_through must hold exception types (got {shown(t)})")
+        self._gate.pass_through = held
 
     @property
     def agents(self) -> Mapping[str, frozenset[str]] | None:

@@ -112,12 +112,23 @@ class Gate:
         self.audit = audit
         self.clock = clock
         self.approver = approver
+        #: exception types an approver raises that are no answer (a framework's pause
+        #: signal): they pass through untouched, and the call is not recorded
+        self.pass_through: tuple[type[BaseException], ...] = ()
         self.agents = None if agents is None else {a: frozenset(p) for a, p in agents.items()}
         self.lock = audit.lock
         self.grants = GrantBook()
         self._names: dict[str, bytes] = {}  # agent -> its JSON, for encoded decisions
         self.buckets = {c.name: TokenBucket(c.rate_limit_per_minute) for c in policy.registry
                         if c.rate_limit_per_minute is not None}
+        policy.registry.subscribe(self.add_tool)  # a tool registered later is decided too
+
+    def add_tool(self, contract: ToolContract) -> None:
+        """Decide a contract registered after this gate was built: its rate limit first,
+        then its compiled policy (so no call is decided without its limit)."""
+        if contract.rate_limit_per_minute is not None:
+            self.buckets[contract.name] = TokenBucket(contract.rate_limit_per_minute)
+        self.policy.add_tool(contract)
 
     @property
     def locked(self) -> bool:
@@ -341,6 +352,8 @@ class Gate:
                                   "approval to run LIVE")
         try:
             return as_approval(self.approver(request))
+        except self.pass_through:  # not an answer: the caller's framework pauses the call
+            raise
         except Exception as exc:  # an approver that fails, or answers nonsense, denies
             return Approval.deny(f"approver failed: {described(exc)}")
 

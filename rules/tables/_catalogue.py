@@ -16,8 +16,9 @@ number > 0 (got 0.0)``.
 from __future__ import annotations
 
 import math
+import weakref
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, TypeGuard
 
@@ -171,6 +172,14 @@ class ToolContractRegistry(ShippedTable):
         self._tools: dict[str, ToolContract] = {c.name: c for c in contracts}
         self.source = source
         self.digest = digest
+        #: told of each contract registered later (an engine's compiled policy), held
+        #: weakly: an engine gone is not kept alive by its catalogue
+        self._listeners: list[weakref.WeakMethod[Callable[[ToolContract], None]]] = []
+
+    def subscribe(self, listener: Callable[[ToolContract], None]) -> None:
+        """Call the bound method ``listener`` with each contract :meth:`register` adds
+        from now on (an engine's policy compiles it, so the new tool is decided)."""
+        self._listeners.append(weakref.WeakMethod(listener))
 
     # -- loading -------------------------------------------------------------
     @classmethod
@@ -196,10 +205,17 @@ class ToolContractRegistry(ShippedTable):
 
     # -- calls ---------------------------------------------------------------
     def register(self, contract: ToolContract) -> None:
-        """Add a contract; its name must be new and its dependencies registered."""
+        """Add a contract; its name must be new and its dependencies registered. An
+        engine built on this catalogue decides the new tool from then on."""
         if contract.name in self._tools:
             raise ContractError(f"tool {shown(contract.name)} is already registered")
         self._check_dependencies(contract)
+        for ref in list(self._listeners):  # every engine compiles it first, or none holds it
+            listener = ref()
+            if listener is None:
+                self._listeners.remove(ref)
+            else:
+                listener(contract)
         self._tools[contract.name] = contract
 
     def get(self, name: str) -> ToolContract:
