@@ -56,7 +56,7 @@ import orjson
 
 from buddy.engine.app._harness import _iso, _run_lock
 from buddy.engine.app._outputs import json_doc
-from buddy.engine.app._waves import _agent_dirs
+from buddy.engine.app._waves import WAVE_MARK, _agent_dirs
 from buddy.engine.waves._inputs import by_wave, load_tasks
 from buddy.engine.waves._opt_inputs import CoordinationHistory, agent_states, load_coordination
 from buddy.engine.waves._opt_records import ScheduledTask
@@ -288,6 +288,10 @@ def _check_out(out: Path, waves: Sequence[int]) -> None:
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(errno.ENOTDIR, "is not a directory, where buddy optimize "
                                  "writes its plan (use another --out)", str(out))
+    for up in (out, *out.absolute().parents):  # a run's wave_N is replaced by its next run
+        if (up / WAVE_MARK).is_file():
+            raise FileExistsError(errno.EEXIST, "is inside a directory buddy run waves "
+                                  "writes and replaces (use another --out)", str(out))
     for n in waves:
         wave = out / f"wave_{n}"
         if wave.is_symlink() or wave.exists() and not (wave.is_dir()

@@ -164,6 +164,13 @@ class TestOnABuddyTree:
             plan_from(OptimizeConfig(tree, output_dir=Path("plan")))
         assert Path("plan").read_text() == "x"
 
+    def test_out_inside_a_directory_a_run_replaces_is_refused(self, tree: Path) -> None:
+        for inside in (tree / "wave_1", tree / "wave_1" / "plan"):
+            one_line_failure(invoke("optimize", "--from", tree, "--out", inside),
+                             f"FileExistsError: {inside}: is inside a directory buddy run "
+                             "waves writes and replaces (use another --out)")
+        assert not (tree / "wave_1" / "plan").exists()
+
     def test_a_skipped_line_is_reported_and_exits_1(self, tree: Path) -> None:
         with (tree / "phase21_learning_signals.jsonl").open("a") as f:
             f.write('{"signal_type": "x", "confidence": 2}\n')
