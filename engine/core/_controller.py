@@ -98,6 +98,11 @@ _Decided = tuple["_Context | None", str, str, dict[str, Any], "Decision",
                  "ExecutionResult | None"]
 
 
+#: Result types that are never awaitable (exact types: a subclass may define __await__);
+#: the check that a handler did not just make a coroutine skips them (it is a hot path).
+_PLAIN = frozenset({dict, list, tuple, str, bytes, int, float, bool, type(None)})
+
+
 class AsyncHandlerError(TypeError):
     """An ``async def`` handler was given to a synchronous call: it did not run."""
 
@@ -444,7 +449,7 @@ class Controller:
         masker = gate.audit.masker
         try:
             result = handler(args)  # type: ignore[misc]
-            if inspect.isawaitable(result):  # a sync callable that made a coroutine: unrun
+            if type(result) not in _PLAIN and inspect.isawaitable(result):  # made, not run
                 close = getattr(result, "close", None)
                 if close is not None:
                     close()  # so it is never awaited later, nor warned about

@@ -444,6 +444,17 @@ class TestBuddyTree:
             assert perf.success_rate == sum(e["success_indicator"] for e in ran) / sum(
                 e["retry_count"] + 1 for e in ran)
 
+    def test_a_trail_that_is_no_regular_file_is_said_and_not_read(self, tree: Path) -> None:
+        import os
+
+        copy = self._copy(tree)
+        (copy / "audit.jsonl").unlink()
+        os.mkfifo(copy / "audit.jsonl")  # read, it would hang
+        h = load_coordination(copy)
+        assert h.errors == (f"{copy / 'audit.jsonl'}: not a regular file of at most "
+                            "8,589,934,592 bytes: each agent's attempts are read from "
+                            "executed_tasks.jsonl instead",)
+
     def _copy(self, tree: Path) -> Path:
         import shutil
         return Path(shutil.copytree(tree, "copy"))
