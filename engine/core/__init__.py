@@ -18,23 +18,27 @@ from buddy.engine.core._decision import Decision
 from buddy.engine.core._engine import Engine
 from buddy.engine.core._events import AuditEvent
 from buddy.engine.core._replay import Change, Divergence, ReplayReport, replay
+from buddy.engine.core._tickets import Ticket, TicketError, TicketPending
 
 __all__ = [
     "Approval",
     "ApprovalRequest",
+    "AsyncHandlerError",
+    "AsyncSession",
     "AuditEvent",
     "AuditLog",
     "Change",
     "Decision",
     "Divergence",
     "Engine",
-    "AsyncHandlerError",
-    "AsyncSession",
     "ExecutionResult",
     "Grant",
     "PendingCall",
     "ReplayReport",
     "Session",
+    "Ticket",
+    "TicketError",
+    "TicketPending",
     "Verdict",
     "load_key",
     "replay",
