@@ -11,6 +11,7 @@ from buddy.engine.core._controller import ExecutionResult, PendingCall, Session
 from buddy.engine.core._decision import Decision
 from buddy.engine.core._engine import Engine
 from buddy.engine.core._events import AuditEvent
+from buddy.engine.core._guard import CallRefused, ToolFailed
 from buddy.engine.core._replay import Change, Divergence, ReplayReport, replay
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "ApprovalRequest",
     "AuditEvent",
     "AuditLog",
+    "CallRefused",
     "Change",
     "Decision",
     "Divergence",
@@ -27,6 +29,7 @@ __all__ = [
     "PendingCall",
     "ReplayReport",
     "Session",
+    "ToolFailed",
     "Verdict",
     "load_key",
     "replay",
