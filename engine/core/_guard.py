@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from buddy.rules.base._masking import shown
-from buddy.rules.base._values import plain_confidence
+from buddy.rules.base._values import plain_confidence, valid_confidence
 from buddy.rules.base.errors import BuddyError, InputError
 
 if TYPE_CHECKING:
@@ -135,15 +135,14 @@ def _resolved(annotation: Any, globalns: dict[str, Any]) -> Any:
 
 # -- one guarded call in flight ------------------------------------------------------
 class _Call:
-    """A guarded call the engine is running: its guard, its receiver (a method's ``self``)
-    and the exception its function (or substitute) raised, to raise it again."""
+    """A guarded call the engine is running: its guard and its receiver (a method's
+    ``self``, which is not one of the arguments the engine records)."""
 
-    __slots__ = ("guard", "receiver", "exception")
+    __slots__ = ("guard", "receiver")
 
     def __init__(self, guard: _Guard, receiver: tuple[Any, ...]) -> None:
         self.guard = guard
         self.receiver = receiver
-        self.exception: BaseException | None = None
 
 
 _CURRENT: contextvars.ContextVar[_Call | None] = contextvars.ContextVar(
@@ -158,16 +157,16 @@ def _is_async(fn: Callable[..., Any]) -> bool:
     return not inspect.isroutine(fn) and inspect.iscoroutinefunction(type(fn).__call__)
 
 
-def _first(signature: inspect.Signature) -> str:
-    return next(iter(signature.parameters))
-
-
-def _receiver(fn: Callable[..., Any], params: list[inspect.Parameter]) -> bool:
-    """Whether ``fn`` is a method: defined in a class body (its qualified name says so)
-    with a first positional parameter named ``self`` or ``cls``."""
-    parts = getattr(fn, "__qualname__", "").split(".")
-    return len(parts) >= 2 and parts[-2] != "<locals>" and bool(params) and \
-        params[0].kind in _POSITIONAL and params[0].name in ("self", "cls")
+def _leads_to(value: Any, target: Callable[..., Any]) -> bool:
+    """Whether ``value`` is ``target``, or a decorator's wrapper of it (``__wrapped__``
+    by ``__wrapped__``); a ``staticmethod`` or ``classmethod`` is neither."""
+    for _ in range(64):  # a chain of decorators, never a loop
+        if value is target:
+            return True
+        if value is None or isinstance(value, staticmethod | classmethod):
+            return False
+        value = getattr(value, "__wrapped__", None)
+    return False
 
 
 class _Guard:
@@ -186,37 +185,56 @@ class _Guard:
             raise InputError(f"guard {tool!r}: {self.name} has no signature to bind its "
                              f"calls to ({exc})") from None
         params = list(self.signature.parameters.values())
-        self.method = _receiver(fn, params)
-        self.params = params[1:] if self.method else params
-        self.bare = self.signature.replace(parameters=self.params)  # without the receiver
-        self.names = frozenset(p.name for p in self.params)
+        # A method's first parameter, when it is called on an object (see bind).
+        self.first = params[0].name if params and params[0].kind in _POSITIONAL else None
+        self.bare = self.signature.replace(parameters=params[1:])  # without it
         self.is_async = _is_async(fn)
         self.substitutes = substitutes
+        self.wrapper: Callable[..., Any] | None = None  # the guarded function, once made
         self._returns: tuple[Any] | None = None  # the return type, resolved at first MOCK
 
     # -- binding -----------------------------------------------------------------
+    def _is_receiver(self, obj: Any) -> bool:
+        """Whether ``obj``, a call's first argument, is the object (or class) the guarded
+        function was called on as a method: a class of its holds the guarded function
+        under the function's name, itself or under decorators that wrap it (a
+        ``classmethod`` of it, for a class; never a ``staticmethod``)."""
+        name, wrapper = getattr(self.fn, "__name__", None), self.wrapper
+        if name is None or wrapper is None:
+            return False
+        if any(_leads_to(vars(k).get(name), wrapper) for k in type(obj).__mro__):
+            return True
+        return isinstance(obj, type) and any(
+            isinstance(v, classmethod) and _leads_to(v.__func__, wrapper)
+            for v in (vars(k).get(name) for k in obj.__mro__))
+
     def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...],
                                                                            dict[str, Any]]:
-        """The receiver of a call (empty unless a method) and its arguments by name,
-        defaults applied; a call that does not fit the signature raises ``TypeError``,
-        as the function would."""
+        """The receiver of a call (a method's ``self`` or ``cls``; else empty) and its
+        other arguments by name, defaults applied. A call that does not fit the
+        signature raises ``TypeError``, as the function would."""
         bound = self.signature.bind(*args, **kwargs)
         bound.apply_defaults()
         named = dict(bound.arguments)
-        if self.method:
-            return (named.pop(_first(self.signature)),), named
+        if self.first is not None and args and self._is_receiver(args[0]):
+            return (named.pop(self.first),), named
         return (), named
 
-    def rebuild(self, args: Mapping[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
-        """The positional and keyword arguments of the call whose arguments by name are
-        ``args`` (as the engine hands them to a handler: possibly edited by an
-        approver), defaults filled in; the receiver is not among them."""
-        unknown = sorted(k for k in args if k not in self.names)
+    def rebuild(self, args: Mapping[str, Any]) -> tuple[tuple[Any, ...], tuple[Any, ...],
+                                                        dict[str, Any]]:
+        """The receiver of the guarded call running now (if any), and the positional
+        and keyword arguments of the call whose arguments by name are ``args`` (as the
+        engine hands them to a handler: possibly edited by an approver), defaults
+        filled in. Arguments that do not fit raise ``TypeError``."""
+        call = _CURRENT.get()
+        receiver = call.receiver if call is not None and call.guard is self else ()
+        signature = self.bare if receiver else self.signature
+        unknown = sorted(k for k in args if k not in signature.parameters)
         if unknown:
             raise TypeError(f"{self.name}() got arguments it has no parameter for: "
                             f"{', '.join(map(repr, unknown))}")
         arguments: dict[str, Any] = {}
-        for p in self.params:
+        for p in signature.parameters.values():
             if p.name in args:
                 value = args[p.name]
             elif p.default is not _P.empty:
@@ -226,24 +244,16 @@ class _Guard:
             elif p.kind is _P.VAR_KEYWORD:
                 value = {}
             else:
-                raise TypeError(f"{self.name}() is missing its argument {p.name!r}")
+                raise TypeError(f"{self.name}() is missing its argument {p.name!r}" + (
+                    " (a method runs when called on its object)"
+                    if p.name in ("self", "cls") else ""))
             if p.kind is _P.VAR_POSITIONAL:
                 value = tuple(value)
             elif p.kind is _P.VAR_KEYWORD:
                 value = dict(value)
             arguments[p.name] = value
-        bound = inspect.BoundArguments(self.bare, arguments)  # type: ignore[arg-type]
-        return bound.args, bound.kwargs
-
-    def receiver(self) -> tuple[Any, ...]:
-        """The receiver of the guarded call running now (a method's ``self``)."""
-        call = _CURRENT.get()
-        if call is not None and call.guard is self:
-            return call.receiver
-        if self.method:
-            raise InputError(f"{self.name} is a guarded method: it runs only when called on "
-                             "its object, not from the engine directly")
-        return ()
+        bound = inspect.BoundArguments(signature, arguments)
+        return receiver, bound.args, bound.kwargs
 
     # -- the MOCK value ----------------------------------------------------------
     def empty(self) -> Any:
@@ -257,43 +267,30 @@ class _Guard:
         return empty_value(self._returns[0])
 
     # -- handlers, each called by the engine with one dict -------------------------
-    def _noted(self, exc: BaseException) -> None:
-        call = _CURRENT.get()
-        if call is not None and call.guard is self:
-            call.exception = exc
-
     def handler(self, fn: Callable[..., Any]) -> Callable[[dict[str, Any]], Any]:
         """``fn`` (the function, or a substitute of the same signature) as a handler."""
         if _is_async(fn):
             async def run_async(args: dict[str, Any]) -> Any:
-                pos, kw = self.rebuild(args)
-                try:
-                    return await fn(*self.receiver(), *pos, **kw)
-                except Exception as exc:
-                    self._noted(exc)
-                    raise
+                receiver, pos, kw = self.rebuild(args)
+                return await fn(*receiver, *pos, **kw)
             return run_async
 
         def run(args: dict[str, Any]) -> Any:
-            pos, kw = self.rebuild(args)
-            try:
-                return fn(*self.receiver(), *pos, **kw)
-            except Exception as exc:
-                self._noted(exc)
-                raise
+            receiver, pos, kw = self.rebuild(args)
+            return fn(*receiver, *pos, **kw)
         return run
 
     def undo_handler(self, fn: Callable[..., Any]) -> Callable[[dict[str, Any], Any], Any]:
         """``undo`` called as ``undo([self,] result, *args, **kwargs)``."""
         if _is_async(fn):
             async def undo_async(args: dict[str, Any], result: Any) -> Any:
-                pos, kw = self.rebuild(args)
-                return await fn(*self.receiver(), result, *pos, **kw)
+                receiver, pos, kw = self.rebuild(args)
+                return await fn(*receiver, result, *pos, **kw)
             return undo_async
 
         def undo(args: dict[str, Any], result: Any) -> Any:
-            pos, kw = self.rebuild(args)
-            return fn(*self.receiver(), result, *pos, **kw)
+            receiver, pos, kw = self.rebuild(args)
+            return fn(*receiver, result, *pos, **kw)
         return undo
 
     def mock_handler(self) -> Callable[[dict[str, Any]], Any]:
@@ -307,15 +304,16 @@ class _Guard:
         return empty
 
     # -- the outcome of a call -----------------------------------------------------
-    def outcome(self, result: ExecutionResult, call: _Call) -> Any:
+    @staticmethod
+    def outcome(result: ExecutionResult) -> Any:
+        """What the call returns: the result of the run; else :class:`CallRefused` when it
+        was not allowed, the exception its handler raised, or :class:`ToolFailed`."""
         if result.ok:
             return result.result
         if not result.decision.allowed:
             raise CallRefused(result)
-        exc = call.exception or getattr(result, "exception", None)
-        call.exception = None
-        if exc is not None:
-            raise exc
+        if result.exception is not None:
+            raise result.exception
         raise ToolFailed(result)
 
     def wrap(self) -> Callable[..., Any]:
@@ -325,47 +323,63 @@ class _Guard:
             @functools.wraps(fn)
             async def guarded_async(*args: Any, **kwargs: Any) -> Any:
                 receiver, named = self.bind(args, kwargs)
-                call = _Call(self, receiver)
-                token = _CURRENT.set(call)
+                token = _CURRENT.set(_Call(self, receiver))
                 try:
-                    result = await engine.aexecute(  # type: ignore[attr-defined]
-                        agent, tool, named, confidence=confidence, approval=approval)
+                    result = await engine.aexecute(agent, tool, named, confidence=confidence,
+                                                   approval=approval)
                 finally:
                     _CURRENT.reset(token)
-                return self.outcome(result, call)
+                return self.outcome(result)
+            self.wrapper = guarded_async
             return guarded_async
 
         @functools.wraps(fn)
         def guarded(*args: Any, **kwargs: Any) -> Any:
             receiver, named = self.bind(args, kwargs)
-            call = _Call(self, receiver)
-            token = _CURRENT.set(call)
+            token = _CURRENT.set(_Call(self, receiver))
             try:
-                result = engine.execute(agent, tool, named,
-                                        confidence=confidence,  # type: ignore[arg-type]
+                result = engine.execute(agent, tool, named, confidence=confidence,
                                         approval=approval)
             finally:
                 _CURRENT.reset(token)
-            return self.outcome(result, call)
+            return self.outcome(result)
+        self.wrapper = guarded
         return guarded
 
 
 def _checked(tool: object, agent: object, confidence: object, approval: object,
-             substitutes: dict[str, object]) -> None:
+             substitutes: Mapping[str, object]) -> None:
     where = f"guard {tool!r}"
     if type(agent) is not str or not agent:
         raise InputError(f"{where}: agent must be a non-empty string (got {shown(agent)})")
-    if confidence is not None:
-        plain = plain_confidence(confidence)
-        if type(plain) is not float or not 0.0 <= plain <= 1.0:
-            raise InputError(f"{where}: confidence must be a number in [0, 1] or None "
-                             f"(got {shown(confidence)})")
+    if confidence is not None and not valid_confidence(confidence):
+        raise InputError(f"{where}: confidence must be a number in [0, 1] or None "
+                         f"(got {shown(confidence)})")
     if approval is not None and approval is not True and approval is not False:
         raise InputError(f"{where}: approval must be True, False or None "
                          f"(got {shown(approval)})")
     for name, value in substitutes.items():
         if value is not None and not callable(value):
             raise InputError(f"{where}: {name} must be callable or None (got {shown(value)})")
+
+
+def _defined_as(g: _Guard) -> tuple[str, str | None]:
+    return g.name, getattr(g.fn, "__module__", None)
+
+
+def _only_guard(engine: Engine, tool: str, g: _Guard) -> None:
+    """Refuse to guard a tool that has handlers on ``engine`` already, unless a guard of
+    a function of the same name gave them (its definition run again: it replaces it)."""
+    had = engine._controller.handlers.get(tool)
+    if had is None:
+        return
+    other = getattr(had.live, "_buddy_guard", None)
+    if isinstance(other, _Guard) and _defined_as(other) == _defined_as(g):
+        return
+    by = f"is guarded by {other.name}" if isinstance(other, _Guard) else \
+        "has handlers (register_handler)"
+    raise InputError(f"guard {tool!r}: the tool {by} on this engine already; one "
+                     "guarded function per tool and engine")
 
 
 def guard(engine: Engine, tool: str, *, agent: str, confidence: float | None = None,
@@ -394,14 +408,7 @@ def guard(engine: Engine, tool: str, *, agent: str, confidence: float | None = N
                 if value is not None and _is_async(value):
                     raise InputError(f"guard {tool!r}: {name} is async but {g.name} is not "
                                      "(a synchronous call cannot await it)")
-        had = engine._controller.handlers.get(tool)
-        other = getattr(had.live, "_buddy_guard", None) if had is not None else None
-        if had is not None and (other is None or (other.name, getattr(other.fn, "__module__",
-                                None)) != (g.name, getattr(fn, "__module__", None))):
-            by = f"guarded by {other.name}" if other is not None else \
-                "has handlers (register_handler)"
-            raise InputError(f"guard {tool!r}: the tool already {by} on this engine; "
-                             "one guarded function per tool and engine")
+        _only_guard(engine, tool, g)
         live = g.handler(fn)
         live._buddy_guard = g  # type: ignore[attr-defined]
         engine.register_handler(
