@@ -17,6 +17,7 @@ from buddy.engine.core._controller import (
 from buddy.engine.core._decision import Decision
 from buddy.engine.core._engine import Engine
 from buddy.engine.core._events import AuditEvent
+from buddy.engine.core._guard import CallRefused, ToolFailed
 from buddy.engine.core._replay import Change, Divergence, ReplayReport, replay
 from buddy.engine.core._tickets import Ticket, TicketError, TicketPending
 
@@ -27,6 +28,7 @@ __all__ = [
     "AsyncSession",
     "AuditEvent",
     "AuditLog",
+    "CallRefused",
     "Change",
     "Decision",
     "Divergence",
@@ -39,6 +41,7 @@ __all__ = [
     "Ticket",
     "TicketError",
     "TicketPending",
+    "ToolFailed",
     "Verdict",
     "load_key",
     "replay",

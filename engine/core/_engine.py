@@ -20,6 +20,7 @@ from buddy.engine.core._controller import (
 )
 from buddy.engine.core._decision import Decision, Policy
 from buddy.engine.core._gate import ConfidenceProvider, Gate
+from buddy.engine.core._guard import F, guard
 from buddy.engine.core._tickets import ArgStore, Calls, Ticket
 from buddy.rules.base._masking import shown
 from buddy.rules.base._values import ExecutionMode, valid_confidence
@@ -403,3 +404,69 @@ class Engine:
         gate = self._gate
         with gate.lock:
             return gate.grants.active(self.clock())
+
+    # -- guarding a callable -------------------------------------------------
+    def guard(self, tool: str, *, agent: str, confidence: float | None = None,
+              mock: Callable[..., Any] | None = None,
+              dry_run: Callable[..., Any] | None = None,
+              undo: Callable[..., Any] | None = None,
+              approval: bool | None = None) -> Callable[[F], F]:
+        """A decorator: calls of the function (sync or ``async def``, or a method) go
+        through this engine as ``tool`` for ``agent``.
+
+        The guarded function keeps its signature, type hints, name and docstring
+        (``functools.wraps``), so frameworks that build a tool's schema from them
+        see the same parameters. A call binds its arguments (defaults applied; a
+        method's ``self`` left out) into one dict, which the engine decides, records
+        and runs: :meth:`execute`, or ``await aexecute`` for an ``async def``, with
+        ``confidence`` and ``approval``. The function is called again from that dict
+        (an approver's edited arguments, when it edited them), positional-only,
+        ``*args`` and ``**kwargs`` as they were given. By the mode the engine allows:
+
+        - LIVE runs the function;
+        - DRY_RUN runs ``dry_run`` (called as the function is); without one the
+          engine downgrades the call to MOCK, and records why;
+        - MOCK runs ``mock`` (called as the function is); without one it returns the
+          empty value of the function's return annotation, never a dict in place of
+          a list: ``list`` -> ``[]``, ``dict`` -> ``{}``, ``str`` -> ``""``,
+          ``int`` -> ``0``, ``float`` -> ``0.0``, ``bool`` -> ``False``, ``tuple`` ->
+          ``()``, ``set`` -> ``set()``, ``Optional[X]`` -> ``None``, ``None`` or no
+          annotation -> ``None``; a dataclass, a pydantic model, a ``TypedDict`` or any
+          other class -> ``None`` (give ``mock=`` to return one). The full table:
+          :func:`buddy.engine.core._guard.empty_value`.
+
+        ``undo`` is the tool's undo handler, called as ``undo([self,] result, *args,
+        **kwargs)`` when a session rolls a LIVE run back (a guarded call is a session
+        of its own). The guard registers the tool's handlers on this engine; the
+        engine running the tool by name (``engine.execute(agent, tool, args)``) runs
+        the function too, unless it is a method (it needs its object). Substitutes
+        of a sync function must be sync; an async function's may be either.
+
+        Returns what the function (or its substitute) returned. Raises
+        :class:`CallRefused` (a ``PermissionError``; ``.result`` holds the
+        :class:`ExecutionResult`) when the call is not allowed -- refused, denied,
+        rate limited -- and the function did not run; an exception the function
+        or a substitute raised is raised again as itself (the engine has recorded
+        it). A call whose arguments do not fit the signature raises ``TypeError``
+        before the engine sees it.
+
+        Raises at decoration: :class:`UnknownToolError` for a tool not in the
+        catalogue; :class:`InputError` for an agent that is not a non-empty string,
+        a confidence outside [0, 1], an approval not True/False/None, a substitute
+        that is not callable (or async for a sync function), a generator function,
+        and a tool that already has handlers on this engine (one guarded function
+        per tool and engine; defining the same function again replaces it).
+
+        Examples
+        --------
+        >>> engine = Engine.default(clock=lambda: 0.0)
+        >>> @engine.guard("memory_search", agent="agent-1", confidence=0.9)
+        ... def search(query: str, limit: int = 3) -> list[str]:
+        ...     return [query] * limit
+        >>> search("buddy", limit=2)
+        ['buddy', 'buddy']
+        >>> engine.lock(); search("buddy")          # MOCK: the empty value of list[str]
+        []
+        """
+        return guard(self, tool, agent=agent, confidence=confidence, mock=mock,
+                     dry_run=dry_run, undo=undo, approval=approval)
