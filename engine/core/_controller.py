@@ -42,7 +42,7 @@ from buddy.machines.escalation import (
 from buddy.rules.base._canonical import args_digest
 from buddy.rules.base._masking import described, mask_text, masked_repr, shown
 from buddy.rules.base._values import ExecutionMode, plain_confidence
-from buddy.rules.base.errors import InputError
+from buddy.rules.base.errors import BuddyError, InputError
 
 if TYPE_CHECKING:
     from buddy.engine.core._audit import AuditLog
@@ -113,7 +113,7 @@ _Begun = tuple["_Context", str, str, dict[str, Any], _Tool, EscalationInputs, "_
 _PLAIN = frozenset({dict, list, tuple, str, bytes, int, float, bool, type(None)})
 
 
-class AsyncHandlerError(TypeError):
+class AsyncHandlerError(BuddyError, TypeError):
     """An ``async def`` handler was given to a synchronous call: it did not run."""
 
 
