@@ -241,7 +241,7 @@ class ArgStore:
             raise TicketError("a ticket's arguments must be JSON (they are kept beside the "
                               "log until the call runs, and must come back exactly)")
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        write_atomic(self.directory / f"{ticket_id}.{which}.json", body)  # mode 0o600
+        write_atomic(self.directory / f"{ticket_id}.{which}.json", body, private=True)
 
     def drop(self, ticket_id: str) -> None:
         """Forget a ticket's arguments once its call is done (they held secrets)."""
