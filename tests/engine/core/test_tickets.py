@@ -90,6 +90,15 @@ class TestTickets:
         assert engine.ticket(pending.ticket.id).status == "resumed"
         assert replay(engine.audit).ok
 
+    def test_where_its_confidence_came_from_is_kept_to_the_decision(self):
+        engine, sent = _engine(default_confidence=0.9)
+        pending = engine.prepare("a", EMAIL, MAIL, wait=True)
+        engine.approve(pending.ticket.id, by="alice")
+        assert pending.run().ok and len(sent.runs) == 1
+        decision = [r for r in engine.audit.records() if r["kind"] == "decision"][-1]
+        assert decision["data"]["confidence_from"] == "default"
+        assert replay(engine.audit).ok
+
     def test_denied_closes_without_running(self):
         engine, sent = _engine()
         pending = engine.prepare("a", EMAIL, MAIL, confidence=0.9, wait=True)
