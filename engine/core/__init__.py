@@ -11,6 +11,7 @@ from buddy.engine.core._controller import ExecutionResult, PendingCall, Session
 from buddy.engine.core._decision import Decision
 from buddy.engine.core._engine import Engine
 from buddy.engine.core._events import AuditEvent
+from buddy.engine.core._explain import ConditionCheck, Explanation
 from buddy.engine.core._replay import Change, Divergence, ReplayReport, replay
 
 __all__ = [
@@ -19,10 +20,12 @@ __all__ = [
     "AuditEvent",
     "AuditLog",
     "Change",
+    "ConditionCheck",
     "Decision",
     "Divergence",
     "Engine",
     "ExecutionResult",
+    "Explanation",
     "Grant",
     "PendingCall",
     "ReplayReport",
