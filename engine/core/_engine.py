@@ -19,6 +19,7 @@ from buddy.engine.core._controller import (
     Session,
 )
 from buddy.engine.core._decision import Decision, Policy
+from buddy.engine.core._explain import Explanation, explain
 from buddy.engine.core._gate import ConfidenceProvider, Gate
 from buddy.engine.core._guard import F, guard
 from buddy.engine.core._tickets import ArgStore, Calls, Ticket
@@ -470,3 +471,47 @@ class Engine:
         """
         return guard(self, tool, agent=agent, confidence=confidence, mock=mock,
                      dry_run=dry_run, undo=undo, approval=approval)
+
+    # -- asking without recording --------------------------------------------
+    def check(self, agent: str, tool: str, confidence: float | None = None, *,
+              approval: bool | None = None, args: Mapping[str, Any] | None = None,
+              ) -> Explanation:
+        """What :meth:`decide` would say for this call now, and why; records nothing.
+
+        The same refusals, machine walk, system lock, grants and rate limits as
+        :meth:`decide`, read and never changed: no audit event, no grant call used
+        up, no rate-limit token taken, no approver asked. When the call would wait
+        for the approver, the decision is the one that holds until it answers
+        (DRY_RUN) and ``if_approved`` the one an approval now would give. Never
+        raises for bad input: a refusal is explained (unknown tool: ``allowed``
+        False, rule ``tool.unknown``). ``args`` is read only to resolve a missing
+        confidence. :meth:`explain` is the same method.
+
+        Examples
+        --------
+        >>> engine = Engine.default(clock=lambda: 0.0)
+        >>> why = engine.check("agent-1", "msgraph_send_email", 0.9)
+        >>> why.mode, why.rule, why.contract_field, why.approval
+        (<ExecutionMode.DRY_RUN: 'DRY_RUN'>, 'high.live', 'requires_approval', 'waiting')
+        >>> print(why)
+        msgraph_send_email for agent-1 at confidence 0.9: DRY_RUN (allowed, state AWAITING_APPROVAL)
+          rule: high.live (when confidence >= 0.85)
+          reason: HIGH risk: confidence >= 0.85 met but LIVE needs approval and none ...
+          contract: risk HIGH, irreversible, requires approval
+          permissions: mail.read, mail.send
+          forced: requires_approval -> LIVE needs an approval
+          conditions:
+            high.dry_run (DRY_RUN): confidence >= 0.8 -- actual 0.9: held
+            high.live (LIVE): confidence >= 0.85 -- actual 0.9: held
+          approval: no approval, grant or approver: the call waits (DRY_RUN)
+          if approved now: LIVE (high.live)
+          lock: unlocked
+          rate limit: 30 calls/min, 30 tokens left
+        >>> engine.check("agent-1", "no_such_tool", 0.9).rule
+        'tool.unknown'
+        >>> engine.audit.last_seq   # the log's header (its "open" event) alone: nothing recorded
+        1
+        """
+        return explain(self._gate, agent, tool, confidence, approval, args)
+
+    explain = check
