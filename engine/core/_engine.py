@@ -242,8 +242,12 @@ class Engine:
         if claimed is not None:
             return claimed if isinstance(claimed, ExecutionResult) else \
                 self._waiting_or_run(claimed)
-        result = controller.execute(Session(controller, agent), tool, args, confidence,
-                                    approval, max_mode, cap_reason)
+        try:
+            result = controller.execute(Session(controller, agent), tool, args, confidence,
+                                        approval, max_mode, cap_reason)
+        except self._gate.pass_through as exc:  # paused before anything ran: the key is free
+            calls.release(idempotency_key, f"paused by the approver: {type(exc).__name__}")
+            raise
         calls.finish(idempotency_key, result)
         return result
 
@@ -266,8 +270,12 @@ class Engine:
                 return calls._not_run(agent, tool, args, claimed.context,
                                       f"waits for a person on ticket {claimed.ticket.id}")
             return await claimed.arun()
-        result = await controller.aexecute(AsyncSession(controller, agent), tool, args,
-                                           confidence, approval, max_mode, cap_reason)
+        try:
+            result = await controller.aexecute(AsyncSession(controller, agent), tool, args,
+                                               confidence, approval, max_mode, cap_reason)
+        except self._gate.pass_through as exc:
+            calls.release(idempotency_key, f"paused by the approver: {type(exc).__name__}")
+            raise
         calls.finish(idempotency_key, result)
         return result
 
@@ -293,46 +301,85 @@ class Engine:
         ``idempotency_key``, preparing the same key again returns the same call
         (its ticket, or its result), deciding nothing anew.
         """
+        self._check_waiting(wait, expires_in)
+        return self._keyed_prepare(agent, tool, args, idempotency_key, lambda: (
+            self._controller.prepare_waiting(
+                Session(self._controller, agent), tool, args, confidence, approval, max_mode,
+                cap_reason, agent, self._calls, None if expires_in is None else
+                float(expires_in), idempotency_key) if wait else
+            self.session(agent).prepare(tool, args, confidence=confidence, approval=approval,
+                                        max_mode=max_mode, cap_reason=cap_reason)))
+
+    async def aprepare(self, agent: str, tool: str, args: Mapping[str, Any] | None = None,
+                       *, confidence: float | None = None, approval: bool | None = None,
+                       max_mode: ExecutionMode | None = None, cap_reason: str = "",
+                       wait: bool = False, expires_in: float | None = DAY,
+                       idempotency_key: str | None = None) -> PendingCall:
+        """:meth:`prepare` for async callers: an async approver is awaited (run the call
+        with ``await pending.arun()``)."""
+        if wait:  # no approver is asked: nothing to await
+            return self.prepare(agent, tool, args, confidence=confidence, approval=approval,
+                                max_mode=max_mode, cap_reason=cap_reason, wait=True,
+                                expires_in=expires_in, idempotency_key=idempotency_key)
+        self._check_waiting(wait, expires_in)
+        calls, key = self._calls, idempotency_key
+        if key is not None:
+            claimed = self._claimed(agent, tool, args, key)
+            if claimed is not None:
+                return claimed
+        try:
+            pending = await self.asession(agent).prepare(
+                tool, args, confidence=confidence, approval=approval, max_mode=max_mode,
+                cap_reason=cap_reason)
+        except self._gate.pass_through as exc:
+            if key is not None:
+                calls.release(key, f"paused by the approver: {type(exc).__name__}")
+            raise
+        return self._finishing(pending, key)
+
+    def _check_waiting(self, wait: object, expires_in: object) -> None:
         if wait is not True and wait is not False:
             raise InputError(f"wait must be True or False (got {shown(wait)})")
         if expires_in is not None and (isinstance(expires_in, bool) or not isinstance(
                 expires_in, int | float) or not 0 < expires_in < math.inf):
             raise InputError(f"expires_in must be a finite number of seconds > 0, or None "
                              f"(got {shown(expires_in)})")
-        calls, controller = self._calls, self._controller
-        key = idempotency_key
+
+    def _claimed(self, agent: str, tool: str, args: Mapping[str, Any] | None,
+                 key: str) -> PendingCall | None:
+        """The pending call a repeat of ``key`` answers with, or None: the key is claimed
+        for this call."""
+        claimed = self._calls.claim(key, agent, tool, args)
+        if isinstance(claimed, ExecutionResult):
+            controller = self._controller
+            return PendingCall(controller, Session(controller, agent), None, claimed.tool,
+                               dict(claimed.args or {}), claimed.decision,
+                               agent=claimed.agent, done=claimed)
+        return claimed
+
+    def _keyed_prepare(self, agent: str, tool: str, args: Mapping[str, Any] | None,
+                       key: str | None, prepare: Callable[[], PendingCall]) -> PendingCall:
         if key is not None:
-            claimed = calls.claim(key, agent, tool, args)
-            if isinstance(claimed, ExecutionResult):
-                return PendingCall(controller, Session(controller, agent), None, claimed.tool,
-                                   dict(claimed.args or {}), claimed.decision,
-                                   agent=claimed.agent, done=claimed)
+            claimed = self._claimed(agent, tool, args, key)
             if claimed is not None:
                 return claimed
-        session = Session(controller, agent)
-        if wait:
-            pending = controller.prepare_waiting(session, tool, args, confidence, approval,
-                                                 max_mode, cap_reason, agent, calls,
-                                                 None if expires_in is None else
-                                                 float(expires_in), key)
-        else:
-            pending = session.prepare(tool, args, confidence=confidence, approval=approval,
-                                      max_mode=max_mode, cap_reason=cap_reason)
+        try:
+            pending = prepare()
+        except self._gate.pass_through as exc:
+            if key is not None:
+                self._calls.release(key, f"paused by the approver: {type(exc).__name__}")
+            raise
+        return self._finishing(pending, key)
+
+    def _finishing(self, pending: PendingCall, key: str | None) -> PendingCall:
+        """``pending``, its outcome recorded for ``key`` once it has one."""
+        calls = self._calls
         if key is not None and pending.ticket is None:
             if pending._done is not None:
                 calls.finish(key, pending._done)
             else:
                 pending._on_done = lambda result: calls.finish(key, result)
         return pending
-
-    async def aprepare(self, agent: str, tool: str, args: Mapping[str, Any] | None = None,
-                       *, confidence: float | None = None, approval: bool | None = None,
-                       max_mode: ExecutionMode | None = None,
-                       cap_reason: str = "") -> PendingCall:
-        """:meth:`prepare` for async callers (run it with ``await pending.arun()``)."""
-        return await self.asession(agent).prepare(tool, args, confidence=confidence,
-                                                  approval=approval, max_mode=max_mode,
-                                                  cap_reason=cap_reason)
 
     # -- tickets -------------------------------------------------------------
     def ticket(self, ticket_id: str) -> Ticket:
