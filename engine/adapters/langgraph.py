@@ -193,10 +193,10 @@ class ToolGuard:
             refused = self._malformed(request)
             if refused is not None:
                 return refused
-            result = self._run(request)
+            result, ticket = self._run(request)
         finally:
             _CURRENT.reset(token)
-        return self._message(request, result, call)
+        return self._message(request, result, call, ticket)
 
     async def awrap_tool_call(self, request: ToolCallRequest,
                               execute: AsyncExecute) -> ToolMessage | Command:
@@ -207,10 +207,10 @@ class ToolGuard:
             refused = self._malformed(request)
             if refused is not None:
                 return refused
-            result = await self._arun(request)
+            result, ticket = await self._arun(request)
         finally:
             _CURRENT.reset(token)
-        return self._message(request, result, call)
+        return self._message(request, result, call, ticket)
 
     # -- one call ---------------------------------------------------------------
     def _malformed(self, request: ToolCallRequest) -> ToolMessage | None:
@@ -228,37 +228,39 @@ class ToolGuard:
         call_id = request.tool_call["id"]
         return f"langgraph:{thread}:{call_id}" if thread is not None else f"langgraph:{call_id}"
 
-    def _run(self, request: ToolCallRequest) -> ExecutionResult:
+    def _run(self, request: ToolCallRequest) -> tuple[ExecutionResult, Any]:
+        """The call's result, and its ticket when it waited for a person."""
         call, engine = request.tool_call, self.engine
         if self.approvals == "approver":
             return engine.execute(self.agent, call["name"], call["args"],
-                                  confidence=self.confidence, idempotency_key=self._key(request))
+                                  confidence=self.confidence,
+                                  idempotency_key=self._key(request)), None
         pending = engine.prepare(self.agent, call["name"], call["args"],
                                  confidence=self.confidence, wait=True,
                                  expires_in=self.expires_in, idempotency_key=self._key(request))
         if not pending.waiting:
-            return pending.run()
-        ticket_id = self._settle(pending.ticket, request)
-        return engine.resume(ticket_id)
+            return pending.run(), None
+        ticket = self._settle(pending.ticket, request)
+        return engine.resume(ticket.id), ticket
 
-    async def _arun(self, request: ToolCallRequest) -> ExecutionResult:
+    async def _arun(self, request: ToolCallRequest) -> tuple[ExecutionResult, Any]:
         call, engine = request.tool_call, self.engine
         if self.approvals == "approver":
             return await engine.aexecute(self.agent, call["name"], call["args"],
                                          confidence=self.confidence,
-                                         idempotency_key=self._key(request))
+                                         idempotency_key=self._key(request)), None
         pending = engine.prepare(self.agent, call["name"], call["args"],
                                  confidence=self.confidence, wait=True,
                                  expires_in=self.expires_in, idempotency_key=self._key(request))
         if not pending.waiting:
-            return await pending.arun()
-        ticket_id = self._settle(pending.ticket, request)
-        return await engine.aresume(ticket_id)
+            return await pending.arun(), None
+        ticket = self._settle(pending.ticket, request)
+        return await engine.aresume(ticket.id), ticket
 
     # -- approvals through interrupt() -----------------------------------------
-    def _settle(self, ticket: Any, request: ToolCallRequest) -> str:
+    def _settle(self, ticket: Any, request: ToolCallRequest) -> Any:
         """Pause the graph until ``ticket`` is answered (approved, denied, expired or
-        already resumed); its id. Each pass asks ``interrupt()``: on the graph's first
+        already resumed); the ticket then. Each pass asks ``interrupt()``: on the graph's first
         run it pauses; when LangGraph re-runs the node after a resume it returns the
         answer, which is applied to the ticket."""
         while ticket.status == "pending":
@@ -271,7 +273,7 @@ class ToolGuard:
                             "edited arguments) or {'approve': False, 'reason': <why>}.",
             })
             ticket = self._answer(ticket.id, answer)
-        return str(ticket.id)
+        return ticket
 
     def _answer(self, ticket_id: str, answer: Any) -> Any:
         """Apply a resume value to the ticket; the ticket as it is then. No answer
@@ -300,8 +302,8 @@ class ToolGuard:
             return ticket
 
     # -- what the model sees ------------------------------------------------------
-    def _message(self, request: ToolCallRequest, result: ExecutionResult,
-                 call: _Call) -> ToolMessage | Command:
+    def _message(self, request: ToolCallRequest, result: ExecutionResult, call: _Call,
+                 ticket: Any) -> ToolMessage | Command:
         name = request.tool_call["name"]
         decision = result.decision
         if result.ok and result.mode is ExecutionMode.LIVE:
@@ -322,10 +324,16 @@ class ToolGuard:
             return exc.message
         if exc is not None and result.mode is ExecutionMode.LIVE:
             raise exc  # the tool's own error, handled as LangGraph handles it
+        why = result.error or decision.reason
+        if ticket is not None and ticket.status != "approved" and ticket.answer_reason and \
+                ticket.answer_reason not in why:
+            said = "answered" if ticket.status == "resumed" else ticket.status
+            who = f" by {ticket.by}" if ticket.by else ""
+            why = f"{why} ({said}{who}: {ticket.answer_reason})"
         if not decision.allowed:
-            return _error(request, f"buddy refused {name!r}: {result.error or decision.reason} "
-                                   f"(rule {decision.rule})", result)
-        return _error(request, f"buddy: {name!r} did not run: {result.error}", result)
+            return _error(request, f"buddy refused {name!r}: {why} (rule {decision.rule})",
+                          result)
+        return _error(request, f"buddy: {name!r} did not run: {why}", result)
 
 
 def _artifact(result: ExecutionResult) -> dict[str, Any]:

@@ -86,6 +86,14 @@ def _graph(node: Any, script: list[AIMessage], checkpointer: Any = None) -> Any:
     return builder.compile(checkpointer=checkpointer or InMemorySaver())
 
 
+def _alone(node: Any) -> Any:
+    """A graph of the tool node alone (LangGraph runs a node only inside a graph)."""
+    builder = StateGraph(MessagesState)
+    builder.add_node("tools", node)
+    builder.add_edge(START, "tools")
+    return builder.compile()
+
+
 def _engine(**kwargs: Any) -> Engine:
     return Engine.default(clock=kwargs.pop("clock", ManualClock()), **kwargs)
 
@@ -164,12 +172,13 @@ class TestEndToEnd:
         # LangGraph re-runs a whole node after a resume; buddy keys each call by its thread
         # and id, so running the node again runs no tool again.
         world, engine = World(), _engine()
-        node = guarded_tool_node(world.tools, engine, agent="agent-1", confidence=0.9)
+        node = _alone(guarded_tool_node(world.tools, engine, agent="agent-1", confidence=0.9))
         calls = AIMessage("", tool_calls=[_call("memory_search", "r1", query="q")])
         first = node.invoke({"messages": [calls]}, CONFIG)
         again = node.invoke({"messages": [calls]}, CONFIG)
         assert world.names() == ["memory_search"]
-        assert first["messages"][0].content == again["messages"][0].content == "3 notes about q"
+        assert first["messages"][-1].content == again["messages"][-1].content == \
+            "3 notes about q"
         # The same call id in another thread is another call.
         node.invoke({"messages": [calls]}, {"configurable": {"thread_id": "t2"}})
         assert world.names() == ["memory_search", "memory_search"]
@@ -208,10 +217,10 @@ class TestEndToEnd:
 
     def test_low_confidence_is_simulated_not_run(self):
         world, engine = World(), _engine()
-        node = guarded_tool_node(world.tools, engine, agent="agent-1", confidence=0.3)
+        node = _alone(guarded_tool_node(world.tools, engine, agent="agent-1", confidence=0.3))
         out = node.invoke({"messages": [AIMessage("", tool_calls=[
             _call("memory_search", "s1", query="q")])]}, CONFIG)
-        (reply,) = out["messages"]
+        reply = out["messages"][-1]
         assert world.ran == []
         assert reply.content.startswith("buddy: 'memory_search' was not run; MOCK simulated it")
         assert reply.artifact["buddy"]["mode"] == "MOCK"
@@ -224,11 +233,11 @@ class TestEndToEnd:
             """Search."""
             raise RuntimeError("index offline")
 
-        node = guarded_tool_node([memory_search], engine, agent="agent-1", confidence=0.9,
-                                 handle_tool_errors=True)
+        node = _alone(guarded_tool_node([memory_search], engine, agent="agent-1",
+                                        confidence=0.9, handle_tool_errors=True))
         out = node.invoke({"messages": [AIMessage("", tool_calls=[
             _call("memory_search", "e1", query="q")])]}, CONFIG)
-        (reply,) = out["messages"]
+        reply = out["messages"][-1]
         assert reply.status == "error"
         assert "index offline" in reply.content
         runs = [e for e in engine.audit.events() if e.kind == "execution"]
