@@ -53,7 +53,7 @@ __all__ = ["ToolFailed", "ToolGuard", "guarded_tool_node"]
 Execute = Callable[[ToolCallRequest], ToolMessage | Command]
 AsyncExecute = Callable[[ToolCallRequest], Awaitable[ToolMessage | Command]]
 
-_ANSWER_KEYS = frozenset({"approve", "by", "args", "reason"})
+_ANSWER_KEYS = frozenset({"ticket", "approve", "by", "args", "reason"})
 
 
 class ToolFailed(Exception):
@@ -260,46 +260,94 @@ class ToolGuard:
     # -- approvals through interrupt() -----------------------------------------
     def _settle(self, ticket: Any, request: ToolCallRequest) -> Any:
         """Pause the graph until ``ticket`` is answered (approved, denied, expired or
-        already resumed); the ticket then. Each pass asks ``interrupt()``: on the graph's first
-        run it pauses; when LangGraph re-runs the node after a resume it returns the
-        answer, which is applied to the ticket."""
+        already resumed); the ticket then. Each pass asks ``interrupt()``: on the graph's
+        first run it pauses; when LangGraph re-runs the node after a resume it returns
+        the answer, which is applied.
+
+        LangGraph hands resume values to the ``interrupt()`` calls of one node by their
+        order, and a node runs its tool calls in parallel: when another call of the same
+        node may wait for a person too, an answer must name its ticket
+        (``{"ticket": "ticket-7", ...}``), or it is not applied and the graph asks again.
+        An answer naming a ticket is applied to that ticket, whichever call got it.
+        """
+        call = request.tool_call
+        shared = self._others_may_wait(request)
         while ticket.status == "pending":
-            call = request.tool_call
+            how = ("Resume with {'ticket': <this id>, 'approve': True, 'by': <who>}"
+                   if shared else "Resume with {'approve': True, 'by': <who>}")
             answer = interrupt({
                 "buddy_ticket": ticket.to_dict(),
                 "tool_call": {"name": call["name"], "args": call["args"], "id": call["id"]},
                 "question": f"buddy: {call['name']!r} waits for approval ({ticket.reason}). "
-                            "Resume with {'approve': True, 'by': <who>} (optionally 'args': "
-                            "edited arguments) or {'approve': False, 'reason': <why>}.",
+                            f"{how} (optionally 'args': edited arguments) or "
+                            "{'approve': False, 'reason': <why>}"
+                            + (": other calls of this node wait too." if shared else "."),
             })
-            ticket = self._answer(ticket.id, answer)
+            ticket = self._answer(ticket.id, answer, shared)
         return ticket
 
-    def _answer(self, ticket_id: str, answer: Any) -> Any:
-        """Apply a resume value to the ticket; the ticket as it is then. No answer
-        (None, ``{}``) leaves it as it is (it may have been answered elsewhere); an
-        answer that is not well formed denies it, naming the problem."""
+    def _others_may_wait(self, request: ToolCallRequest) -> bool:
+        """Whether another tool call of this node may wait for a person (so an answer
+        that names no ticket could be meant for it). Read from the model's message that
+        made the call; when it cannot be found, assumed (fail closed)."""
+        calls = _sibling_calls(request.state, request.tool_call["id"])
+        if calls is None:
+            return True
+        registry, policies = self.engine.registry, self.engine.table.policies
+        for other in calls:
+            name = other.get("name")
+            if other.get("id") == request.tool_call["id"] or name not in registry:
+                continue
+            contract = registry.get(name)
+            if contract.requires_approval or policies[contract.risk].live_row.requires_approval:
+                return True
+        return False
+
+    def _answer(self, own: str, answer: Any, shared: bool) -> Any:
+        """Apply a resume value; this call's ticket as it is then.
+
+        No answer (None, ``{}``) applies nothing (the ticket may have been answered
+        elsewhere). An answer naming a ticket (``"ticket"``) is applied to it; one naming
+        none, to this call's ticket unless another call of the node may wait too (then
+        it is not applied: the graph asks again). An answer that is not well formed
+        denies the ticket it is for, naming the problem (fail closed).
+        """
         engine = self.engine
-        ticket = engine.ticket(ticket_id)
-        if ticket.status != "pending" or answer is None or answer == {}:
-            return ticket
+        if answer is None or answer == {}:
+            return engine.ticket(own)
+        target = answer.get("ticket") if isinstance(answer, Mapping) else None
+        if target is None:
+            if shared:
+                return engine.ticket(own)
+            target = own
+        elif not self._ours(target):
+            return engine.ticket(own)
         problem = _bad_answer(answer)
         try:
-            if problem is not None:
-                return engine.deny(ticket_id, f"resume value {problem}", by="buddy")
-            if answer["approve"] is True:
-                return engine.approve(ticket_id, by=answer["by"], args=answer.get("args"),
-                                      reason=answer.get("reason", ""))
-            return engine.deny(ticket_id, answer.get("reason", "denied on resume"),
-                               by=answer.get("by", ""))
+            if engine.ticket(target).status == "pending":
+                if problem is not None:
+                    engine.deny(target, f"resume value {problem}", by="buddy")
+                elif answer["approve"] is True:
+                    engine.approve(target, by=answer["by"], args=answer.get("args"),
+                                   reason=answer.get("reason", ""))
+                else:
+                    engine.deny(target, answer.get("reason", "denied on resume"),
+                                by=answer.get("by", ""))
         except BuddyError as exc:
-            # Answered meanwhile (another process), or the ticket expired: it is no
-            # longer pending. Still pending would mean the answer was refused: deny it.
-            ticket = engine.ticket(ticket_id)
-            if ticket.status == "pending":
-                return engine.deny(ticket_id, f"resume value refused: {described(exc)}",
-                                   by="buddy")
-            return ticket
+            # Answered meanwhile (another process), or expired: no longer pending. Still
+            # pending would mean the answer itself was refused: deny it (fail closed).
+            if engine.ticket(target).status == "pending":
+                engine.deny(target, f"resume value refused: {described(exc)}", by="buddy")
+        return engine.ticket(own)
+
+    def _ours(self, ticket_id: Any) -> bool:
+        """Whether ``ticket_id`` names a ticket of this guard's agent."""
+        if type(ticket_id) is not str:
+            return False
+        try:
+            return bool(self.engine.ticket(ticket_id).agent == self.agent)
+        except BuddyError:
+            return False
 
     # -- what the model sees ------------------------------------------------------
     def _message(self, request: ToolCallRequest, result: ExecutionResult, call: _Call,
@@ -350,6 +398,19 @@ def _error(request: ToolCallRequest, text: str,
                        artifact=_artifact(result) if result is not None else None)
 
 
+def _sibling_calls(state: Any, call_id: str) -> list[dict[str, Any]] | None:
+    """The tool calls of the model's message that made ``call_id`` (None: not found)."""
+    messages = state.get("messages") if isinstance(state, Mapping) else \
+        getattr(state, "messages", state)
+    if not isinstance(messages, list):
+        return None
+    for message in reversed(messages):
+        calls = getattr(message, "tool_calls", None)
+        if calls and any(c.get("id") == call_id for c in calls):
+            return list(calls)
+    return None
+
+
 def _bad_answer(answer: Any) -> str | None:
     """What is wrong with a resume value (one line), or None."""
     if not isinstance(answer, Mapping):
@@ -358,7 +419,7 @@ def _bad_answer(answer: Any) -> str | None:
     extra = sorted(map(str, set(answer) - _ANSWER_KEYS))
     if extra:
         return (f"has unknown keys {', '.join(map(repr, extra))} "
-                "(allowed: approve, by, args, reason)")
+                "(allowed: ticket, approve, by, args, reason)")
     approve = answer.get("approve")
     if approve is not True and approve is not False:
         return f"'approve' must be True or False (got {shown(approve)})"

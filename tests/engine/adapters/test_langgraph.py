@@ -215,6 +215,39 @@ class TestEndToEnd:
         assert engine.ticket(ticket_id).status in ("denied", "resumed")
         assert replay(engine.audit).ok
 
+    def test_two_calls_waiting_in_one_node_need_answers_naming_their_ticket(self):
+        # LangGraph matches resume values to a node's interrupt() calls by order, and the
+        # node runs its calls in parallel: an answer naming no ticket is not applied.
+        world, engine = World(), _engine()
+        app = _graph(guarded_tool_node(world.tools, engine, agent="agent-1", confidence=0.9),
+                     [AIMessage("", tool_calls=[
+                         _call("msgraph_send_email", "a", to="a@corp.example", subject="A"),
+                         _call("msgraph_send_email", "b", to="b@corp.example", subject="B")]),
+                      AIMessage("done")])
+        state = app.invoke({"messages": [HumanMessage("mail a and b")]}, CONFIG)
+        assert "other calls of this node wait too" in state["__interrupt__"][0].value["question"]
+        state = app.invoke(Command(resume={"approve": True, "by": "alice"}), CONFIG)
+        assert world.ran == []
+        assert engine.tickets(status="approved") == engine.tickets(status="denied") == []
+        assert engine.tickets(status="pending")  # the graph asks again
+        answers = {"a@corp.example": {"approve": True, "by": "alice",
+                                      "args": {"to": "a@corp.example", "subject": "A!"}},
+                   "b@corp.example": {"approve": False, "by": "alice", "reason": "not b"}}
+        for _ in range(6):  # two answers; a surfaced question may come again, answered
+            if "__interrupt__" not in state:
+                break
+            pause = state["__interrupt__"][0].value
+            answer = answers[pause["tool_call"]["args"]["to"]]
+            state = app.invoke(Command(resume={"ticket": pause["buddy_ticket"]["id"],
+                                               **answer}), CONFIG)
+        assert "__interrupt__" not in state
+        assert world.ran == [("msgraph_send_email", {"to": "a@corp.example", "subject": "A!"})]
+        replies = _replies(state)
+        assert replies["a"].content == "sent 'A!' to a@corp.example"
+        assert replies["b"].status == "error"
+        assert "not b" in replies["b"].content
+        assert replay(engine.audit).ok
+
     def test_low_confidence_is_simulated_not_run(self):
         world, engine = World(), _engine()
         node = _alone(guarded_tool_node(world.tools, engine, agent="agent-1", confidence=0.3))
