@@ -31,6 +31,8 @@ found again, not asked twice.
 from __future__ import annotations
 
 import json
+import math
+import threading
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextvars import ContextVar
 from typing import Any
@@ -141,7 +143,7 @@ class ToolGuard:
     def __init__(self, engine: Engine, *, agent: str,
                  tools: Sequence[BaseTool | Callable[..., Any]] = (),
                  confidence: float | None = None, approvals: str = "interrupt",
-                 expires_in: float = 3600.0,
+                 expires_in: float | None = 86400.0,
                  mock: Mapping[str, Callable[..., Any]] | None = None,
                  dry_run: Mapping[str, Callable[..., Any]] | None = None,
                  undo: Mapping[str, Callable[..., Any]] | None = None) -> None:
@@ -154,6 +156,11 @@ class ToolGuard:
                                        not 0.0 <= confidence <= 1.0):
             raise InputError(f"confidence must be a number in [0, 1] or None "
                              f"(got {shown(confidence)})")
+        if expires_in is not None and (isinstance(expires_in, bool) or
+                                       not isinstance(expires_in, int | float) or
+                                       not 0 < expires_in < math.inf):
+            raise InputError(f"expires_in must be a finite number of seconds > 0, or None "
+                             f"(got {shown(expires_in)})")
         if approvals not in ("interrupt", "approver"):
             raise InputError(f"approvals must be 'interrupt' or 'approver' "
                              f"(got {shown(approvals)})")
@@ -161,6 +168,8 @@ class ToolGuard:
         self.agent = agent
         self.confidence = None if confidence is None else float(confidence)
         self.approvals = approvals
+        self._pauses: dict[str, int] = {}  # approver path: key -> times its approver paused
+        self._lock = threading.Lock()
         self.expires_in = expires_in
         subs = {"mock": mock or {}, "dry_run": dry_run or {}, "undo": undo or {}}
         self.tools: list[BaseTool] = [t if isinstance(t, BaseTool) else as_tool(t)
@@ -228,34 +237,58 @@ class ToolGuard:
         call_id = request.tool_call["id"]
         return f"langgraph:{thread}:{call_id}" if thread is not None else f"langgraph:{call_id}"
 
-    def _run(self, request: ToolCallRequest) -> tuple[ExecutionResult, Any]:
-        """The call's result, and its ticket when it waited for a person."""
-        call, engine = request.tool_call, self.engine
-        if self.approvals == "approver":
-            return engine.execute(self.agent, call["name"], call["args"],
-                                  confidence=self.confidence,
-                                  idempotency_key=self._key(request)), None
-        pending = engine.prepare(self.agent, call["name"], call["args"],
-                                 confidence=self.confidence, wait=True,
-                                 expires_in=self.expires_in, idempotency_key=self._key(request))
-        if not pending.waiting:
-            return pending.run(), None
-        ticket = self._settle(pending.ticket, request)
-        return engine.resume(ticket.id), ticket
+    def _attempt(self, request: ToolCallRequest) -> str:
+        """The key of this run of the call (approver path). An approver that paused the
+        graph left its key claimed and unfinished in the engine, so the run after the
+        resume takes the next key (in this process: after a restart the unfinished key
+        answers that it has not finished, and the call does not run)."""
+        key = self._key(request)
+        with self._lock:
+            paused = self._pauses.get(key, 0)
+        return f"{key}~{paused}" if paused else key
 
-    async def _arun(self, request: ToolCallRequest) -> tuple[ExecutionResult, Any]:
+    def _paused(self, request: ToolCallRequest) -> None:
+        key = self._key(request)
+        with self._lock:
+            self._pauses[key] = self._pauses.get(key, 0) + 1
+
+    def _run(self, request: ToolCallRequest) -> tuple[ExecutionResult, str | None]:
+        """The call's result, and the id of its ticket when it waited for a person."""
         call, engine = request.tool_call, self.engine
         if self.approvals == "approver":
-            return await engine.aexecute(self.agent, call["name"], call["args"],
-                                         confidence=self.confidence,
-                                         idempotency_key=self._key(request)), None
+            key = self._attempt(request)
+            try:
+                return engine.execute(self.agent, call["name"], call["args"],
+                                      confidence=self.confidence, idempotency_key=key), None
+            except GraphBubbleUp:
+                self._paused(request)
+                raise
         pending = engine.prepare(self.agent, call["name"], call["args"],
                                  confidence=self.confidence, wait=True,
                                  expires_in=self.expires_in, idempotency_key=self._key(request))
-        if not pending.waiting:
+        if pending.ticket is None:
+            return pending.run(), None
+        ticket = self._settle(engine.ticket(pending.ticket.id), request)
+        return engine.resume(ticket.id), ticket.id
+
+    async def _arun(self, request: ToolCallRequest) -> tuple[ExecutionResult, str | None]:
+        call, engine = request.tool_call, self.engine
+        if self.approvals == "approver":
+            key = self._attempt(request)
+            try:
+                return await engine.aexecute(self.agent, call["name"], call["args"],
+                                             confidence=self.confidence,
+                                             idempotency_key=key), None
+            except GraphBubbleUp:
+                self._paused(request)
+                raise
+        pending = engine.prepare(self.agent, call["name"], call["args"],
+                                 confidence=self.confidence, wait=True,
+                                 expires_in=self.expires_in, idempotency_key=self._key(request))
+        if pending.ticket is None:
             return await pending.arun(), None
-        ticket = self._settle(pending.ticket, request)
-        return await engine.aresume(ticket.id), ticket
+        ticket = self._settle(engine.ticket(pending.ticket.id), request)
+        return await engine.aresume(ticket.id), ticket.id
 
     # -- approvals through interrupt() -----------------------------------------
     def _settle(self, ticket: Any, request: ToolCallRequest) -> Any:
@@ -278,7 +311,7 @@ class ToolGuard:
             answer = interrupt({
                 "buddy_ticket": ticket.to_dict(),
                 "tool_call": {"name": call["name"], "args": call["args"], "id": call["id"]},
-                "question": f"buddy: {call['name']!r} waits for approval ({ticket.reason}). "
+                "question": f"buddy: {call['name']!r} waits for a person (rule {ticket.rule}). "
                             f"{how} (optionally 'args': edited arguments) or "
                             "{'approve': False, 'reason': <why>}"
                             + (": other calls of this node wait too." if shared else "."),
@@ -332,7 +365,7 @@ class ToolGuard:
                                    reason=answer.get("reason", ""))
                 else:
                     engine.deny(target, answer.get("reason", "denied on resume"),
-                                by=answer.get("by", ""))
+                                by=answer.get("by") or "someone")
         except BuddyError as exc:
             # Answered meanwhile (another process), or expired: no longer pending. Still
             # pending would mean the answer itself was refused: deny it (fail closed).
@@ -351,7 +384,7 @@ class ToolGuard:
 
     # -- what the model sees ------------------------------------------------------
     def _message(self, request: ToolCallRequest, result: ExecutionResult, call: _Call,
-                 ticket: Any) -> ToolMessage | Command:
+                 ticket_id: str | None) -> ToolMessage | Command:
         name = request.tool_call["name"]
         decision = result.decision
         if result.ok and result.mode is ExecutionMode.LIVE:
@@ -373,11 +406,9 @@ class ToolGuard:
         if exc is not None and result.mode is ExecutionMode.LIVE:
             raise exc  # the tool's own error, handled as LangGraph handles it
         why = result.error or decision.reason
-        if ticket is not None and ticket.status != "approved" and ticket.answer_reason and \
-                ticket.answer_reason not in why:
-            said = "answered" if ticket.status == "resumed" else ticket.status
-            who = f" by {ticket.by}" if ticket.by else ""
-            why = f"{why} ({said}{who}: {ticket.answer_reason})"
+        ticket = self.engine.ticket(ticket_id) if ticket_id is not None else None
+        if ticket is not None and ticket.answer == "deny" and ticket.answer_reason not in why:
+            why = f"{why} (denied by {ticket.by}: {ticket.answer_reason or 'no reason given'})"
         if not decision.allowed:
             return _error(request, f"buddy refused {name!r}: {why} (rule {decision.rule})",
                           result)
@@ -441,7 +472,7 @@ def _bad_answer(answer: Any) -> str | None:
 
 def guarded_tool_node(tools: Sequence[BaseTool | Callable[..., Any]], engine: Engine, *,
                       agent: str, confidence: float | None = None,
-                      approvals: str = "interrupt", expires_in: float = 3600.0,
+                      approvals: str = "interrupt", expires_in: float | None = 86400.0,
                       mock: Mapping[str, Callable[..., Any]] | None = None,
                       dry_run: Mapping[str, Callable[..., Any]] | None = None,
                       undo: Mapping[str, Callable[..., Any]] | None = None,
@@ -463,7 +494,7 @@ def guarded_tool_node(tools: Sequence[BaseTool | Callable[..., Any]], engine: En
         ``"interrupt"``: a call that waits for a person becomes a ticket and pauses the
         graph (``interrupt()``); ``"approver"``: the engine's approver callback answers.
     expires_in:
-        Seconds a ticket waits before it expires (on the engine's clock).
+        Seconds a ticket waits before it expires, on the engine's clock (None: never).
     mock, dry_run, undo:
         Substitutes by tool name (see ``Engine.register_handler``).
     node_options:
