@@ -76,8 +76,9 @@ def main() -> None:
                          config)
     pause = state["__interrupt__"][0].value
     ticket = pause["buddy_ticket"]
-    print(f"paused: {ticket['tool']} waits for a person ({ticket['id']}, {ticket['reason']})")
+    print(f"paused: {ticket['tool']} waits for a person ({ticket['id']}, rule {ticket['rule']})")
 
+    print("alice approves it, with a reviewed subject")
     state = graph.invoke(Command(resume={"approve": True, "by": "alice",
                                          "args": {**pause["tool_call"]["args"],
                                                   "subject": "Invoices (reviewed)"}}), config)

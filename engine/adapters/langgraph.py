@@ -305,7 +305,7 @@ class ToolGuard:
         """
         call = request.tool_call
         shared = self._others_may_wait(request)
-        while ticket.status == "pending":
+        while self._open(ticket):
             how = ("Resume with {'ticket': <this id>, 'approve': True, 'by': <who>}"
                    if shared else "Resume with {'approve': True, 'by': <who>}")
             answer = interrupt({
@@ -319,17 +319,25 @@ class ToolGuard:
             ticket = self._answer(ticket.id, answer, shared)
         return ticket
 
+    def _open(self, ticket: Any) -> bool:
+        """Whether ``ticket`` still takes an answer: pending and not past its expiry on
+        the engine's clock (the engine says ``expired`` only once it is resumed)."""
+        expires = ticket.expires_at
+        return bool(ticket.status == "pending" and (expires is None or
+                                                    self.engine.clock() < expires))
+
     def _others_may_wait(self, request: ToolCallRequest) -> bool:
         """Whether another tool call of this node may wait for a person (so an answer
         that names no ticket could be meant for it). Read from the model's message that
         made the call; when it cannot be found, assumed (fail closed)."""
-        calls = _sibling_calls(request.state, request.tool_call["id"])
+        own = request.tool_call["id"]
+        calls = None if own is None else _sibling_calls(request.state, own)
         if calls is None:
             return True
         registry, policies = self.engine.registry, self.engine.table.policies
         for other in calls:
             name = other.get("name")
-            if other.get("id") == request.tool_call["id"] or name not in registry:
+            if other.get("id") == own or type(name) is not str or name not in registry:
                 continue
             contract = registry.get(name)
             if contract.requires_approval or policies[contract.risk].live_row.requires_approval:
@@ -357,7 +365,7 @@ class ToolGuard:
             return engine.ticket(own)
         problem = _bad_answer(answer)
         try:
-            if engine.ticket(target).status == "pending":
+            if self._open(engine.ticket(target)):
                 if problem is not None:
                     engine.deny(target, f"resume value {problem}", by="buddy")
                 elif answer["approve"] is True:
@@ -367,9 +375,9 @@ class ToolGuard:
                     engine.deny(target, answer.get("reason", "denied on resume"),
                                 by=answer.get("by") or "someone")
         except BuddyError as exc:
-            # Answered meanwhile (another process), or expired: no longer pending. Still
-            # pending would mean the answer itself was refused: deny it (fail closed).
-            if engine.ticket(target).status == "pending":
+            # Answered meanwhile (another process), or expired: it takes no answer. Still
+            # open means the answer itself was refused: deny the call (fail closed).
+            if self._open(engine.ticket(target)):
                 engine.deny(target, f"resume value refused: {described(exc)}", by="buddy")
         return engine.ticket(own)
 

@@ -11,6 +11,10 @@ trail replays.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
+import re
+import runpy
 from pathlib import Path
 from typing import Any
 
@@ -248,6 +252,25 @@ class TestEndToEnd:
         assert "not b" in replies["b"].content
         assert replay(engine.audit).ok
 
+    def test_an_expired_ticket_does_not_run(self):
+        world, clock = World(), ManualClock()
+        engine = _engine(clock=clock)
+        app = _graph(guarded_tool_node(world.tools, engine, agent="agent-1", confidence=0.9,
+                                       expires_in=60),
+                     [AIMessage("", tool_calls=[_call("msgraph_send_email", "m1",
+                                                      to="a@corp.example", subject="hi")]),
+                      AIMessage("done")])
+        state = app.invoke({"messages": [HumanMessage("mail a")]}, CONFIG)
+        ticket_id = state["__interrupt__"][0].value["buddy_ticket"]["id"]
+        clock.advance(61)
+        state = app.invoke(Command(resume={"approve": True, "by": "alice"}), CONFIG)
+        assert world.ran == []
+        reply = _replies(state)["m1"]
+        assert reply.status == "error"
+        assert "expired" in reply.content
+        assert engine.ticket(ticket_id).answer is None
+        assert replay(engine.audit).ok
+
     def test_low_confidence_is_simulated_not_run(self):
         world, engine = World(), _engine()
         node = _alone(guarded_tool_node(world.tools, engine, agent="agent-1", confidence=0.3))
@@ -368,3 +391,50 @@ class TestBadInput:
         ToolGuard(engine, agent="a")
         ToolGuard(engine, agent="a")
         assert engine.pass_through == (GraphBubbleUp,)
+
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+class TestDocs:
+    def test_the_example_runs_offline(self):
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            runpy.run_path(str(ROOT / "examples" / "langgraph_example.py"), run_name="__main__")
+        assert out.getvalue() == (
+            "paused: msgraph_send_email waits for a person (ticket-12, rule high.live)\n"
+            "alice approves it, with a reviewed subject\n"
+            "memory_search [success]: 3 notes about invoices\n"
+            "msgraph_send_email [success]: sent 'Invoices (reviewed)' to boss@corp.example\n"
+            "launch_rockets [error]: buddy refused 'launch_rockets': unknown tool "
+            "'launch_rockets': fail closed (rule tool.unknown)\n"
+            "Done: notes found, boss mailed.\n"
+            "audit replays: True\n")
+
+    def test_the_readme_block_is_short_and_runs(self):
+        text = (ROOT / "README.md").read_text(encoding="utf-8")
+        section = text[text.index("### LangGraph"):]
+        found = re.search(r"```python\n(.*?)```", section, re.DOTALL)
+        assert found, "README's LangGraph section lost its code block"
+        code = found.group(1)
+        assert len([line for line in code.splitlines() if line.strip()]) <= 10
+        # What the block takes as given: a builder with the agent's node and edges, the
+        # tools, a thread's config and the edited arguments.
+        world = World()
+        builder = StateGraph(MessagesState)
+        model = ScriptedModel(responses=[
+            AIMessage("", tool_calls=[_call("msgraph_send_email", "m1", to="boss@corp.example",
+                                            subject="hi")]),
+            AIMessage("done")])
+        builder.add_node("agent", lambda state: {"messages": [model.invoke(state["messages"])]})
+        builder.add_edge(START, "agent")
+        builder.add_conditional_edges("agent", tools_condition)
+        builder.add_edge("tools", "agent")
+        given = {"builder": builder, "tools": world.tools, "config": CONFIG,
+                 "InMemorySaver": InMemorySaver,
+                 "edited": {"to": "boss@corp.example", "subject": "hello"}}
+        exec(compile(code, "README.md", "exec"), given)
+        assert given["ticket"]["tool"] == "msgraph_send_email"
+        assert world.ran == [("msgraph_send_email", {"to": "boss@corp.example",
+                                                     "subject": "hello"})]
+        assert replay(given["engine"].audit).ok
