@@ -19,8 +19,11 @@ Each tool call the model makes is decided by buddy before anything runs:
   ``Command(resume={"approve": True, "by": "alice"})`` (optionally ``"args"``: the
   edited arguments, ``"reason"``) or ``{"approve": False, "reason": "..."}``, or
   answer the ticket elsewhere (``engine.approve(ticket_id, by=...)`` from another
-  process or an HTTP handler) and resume with any value. An answer that is not
-  one of these is a denial naming the problem (fail closed).
+  process or an HTTP handler) and resume with ``Command(resume={})``. An answer
+  that is not one of these is a denial naming the problem (fail closed). When
+  several calls of one node may wait at once, an answer names its ticket
+  (``"ticket": "ticket-7"``): LangGraph hands resume values to a node's
+  ``interrupt()`` calls by order, and a node runs its calls in parallel.
 
 Every call carries an idempotency key (the thread id and the tool call's id):
 LangGraph re-runs a whole node after a resume, and the calls of that node that

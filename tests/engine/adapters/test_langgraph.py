@@ -203,6 +203,23 @@ class TestEndToEnd:
         assert state["messages"][-1].content == "done"
         assert replay(engine.audit).ok
 
+    def test_run_by_the_host_outside_the_graph_then_resumed(self):
+        # The host approves and runs the ticket itself (engine.resume, the tool invoked
+        # directly); the graph, resumed, finds the call done and runs it no second time.
+        world, engine = World(), _engine()
+        app = _graph(guarded_tool_node(world.tools, engine, agent="agent-1", confidence=0.9),
+                     [AIMessage("", tool_calls=[_call("msgraph_send_email", "m1",
+                                                      to="a@corp.example", subject="hi")]),
+                      AIMessage("done")])
+        state = app.invoke({"messages": [HumanMessage("mail a")]}, CONFIG)
+        ticket_id = state["__interrupt__"][0].value["buddy_ticket"]["id"]
+        engine.approve(ticket_id, by="carol")
+        assert engine.resume(ticket_id).result == "sent 'hi' to a@corp.example"
+        state = app.invoke(Command(resume={}), CONFIG)
+        assert world.names() == ["msgraph_send_email"]
+        assert _replies(state)["m1"].content == "sent 'hi' to a@corp.example"
+        assert replay(engine.audit).ok
+
     def test_a_malformed_answer_denies_the_call(self):
         world, engine = World(), _engine()
         app = _graph(guarded_tool_node(world.tools, engine, agent="agent-1", confidence=0.9),
