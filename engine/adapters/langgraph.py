@@ -521,6 +521,21 @@ def guarded_tool_node(tools: Sequence[BaseTool | Callable[..., Any]], engine: En
     ------
     InputError
         A bad argument (named), or a tool not in the catalogue.
+
+    Examples
+    --------
+    >>> from langchain_core.tools import tool
+    >>> @tool
+    ... def memory_search(query: str) -> str:
+    ...     "Search the agent's notes."
+    ...     return f"3 notes about {query}"
+    >>> engine = Engine.default(clock=lambda: 0.0, default_confidence=0.9)
+    >>> type(guarded_tool_node([memory_search], engine, agent="agent-1")).__name__
+    'ToolNode'
+    >>> guarded_tool_node([memory_search], engine, agent="")
+    Traceback (most recent call last):
+    ...
+    buddy.rules.base.errors.InputError: agent must be a non-empty string (got '')
     """
     for taken in ("wrap_tool_call", "awrap_tool_call"):
         if taken in node_options:
