@@ -337,7 +337,7 @@ class Controller:
             if via is None:
                 decision = entry.outcomes[(_AWAITING, False)][0]
                 ticket = calls.open(ctx, agent, tool, call_args, entry, inputs, decision,
-                                    expires_in, key)
+                                    expires_in, key, source)
                 return PendingCall.of_ticket(calls, ticket)
         return self._pending(session, self._conclude(
             ctx, agent, tool, call_args, entry, inputs, common, source, answer, via,

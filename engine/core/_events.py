@@ -360,6 +360,8 @@ class TicketOpenData:
     args: Json = None
     expires_at: float | None = None
     key: str | None = None
+    confidence_from: ConfidenceSource | None = attrs.field(
+        default=None, converter=attrs.converters.optional(ConfidenceSource))
 
 
 @attrs.frozen

@@ -364,7 +364,8 @@ class _Replayer:
                 agent, tool, confidence, via = d.agent, d.tool, d.confidence, d.approved_by
                 if d.rules != digest or d.rule in refusal or type(agent) is not str or \
                         not agent or type(tool) is not str or locked_now and not d.locked or \
-                        via is not None and via.startswith("grant:"):
+                        via is not None and via != "caller" and via != "callback":  # a grant's,
+                    # a ticket's: checked against their events
                     self.last_ts = e.ts
                     self.decision(n + 1, e.subject, d)  # counts it
                     n += 1

@@ -241,7 +241,7 @@ class ArgStore:
             raise TicketError("a ticket's arguments must be JSON (they are kept beside the "
                               "log until the call runs, and must come back exactly)")
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        write_atomic(self.directory / f"{ticket_id}.{which}.json", body)  # mode 0o600
+        write_atomic(self.directory / f"{ticket_id}.{which}.json", body, private=True)
 
     def drop(self, ticket_id: str) -> None:
         """Forget a ticket's arguments once its call is done (they held secrets)."""
@@ -349,7 +349,7 @@ class Calls:
     # -- tickets -------------------------------------------------------------
     def open(self, ctx: Any, agent: str, tool: str, args: dict[str, Any],
              entry: Any, inputs: EscalationInputs, decision: Decision,
-             expires_in: float | None, key: str | None) -> Ticket:
+             expires_in: float | None, key: str | None, source: str | None = None) -> Ticket:
         """Record a call waiting in ``AWAITING_APPROVAL`` as a ticket (its arguments kept)."""
         gate = self.gate
         audit = gate.audit
@@ -363,7 +363,7 @@ class Calls:
             data = TicketOpenData(
                 ctx.id, agent, tool, RiskLevel(entry.risk), entry.requires_approval,
                 inputs.confidence, self.controller._rules, args_digest(args),
-                decision.mode, decision.rule, audit.masker.mask(args), expires_at, key)
+                decision.mode, decision.rule, audit.masker.mask(args), expires_at, key, source)
             self._write("ticket", "open", ticket_id, data)
             return self.book.tickets[ticket_id].ticket(ticket_id)
 
@@ -516,8 +516,9 @@ class Calls:
                             edited if state.verdict == "approve" and answer.edited else None,
                             answer.reason)
         via = f"ticket:{ticket_id}"
+        source = None if opened.confidence_from is None else opened.confidence_from.value
         decided = controller._conclude(ctx, opened.agent, opened.tool, dict(args), entry,
-                                       inputs, common, None, approval, via, None)
+                                       inputs, common, source, approval, via, None)
         ctx_, agent, tool, call_args, decision, inputs_, common_, via_, done = decided
         if done is not None:
             return done
