@@ -141,6 +141,9 @@ class ToolGuard:
     ``approvals="interrupt"`` (the default) turns a call that waits for a person into
     a ticket and an ``interrupt()``; ``approvals="approver"`` leaves the answer to the
     engine's approver callback (and its grants), as ``engine.execute`` does.
+
+    A tool that calls ``interrupt()`` itself is not supported under the guard: the
+    engine records its pause as a failed LIVE run, and the key keeps that result.
     """
 
     def __init__(self, engine: Engine, *, agent: str,
