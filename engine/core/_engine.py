@@ -99,11 +99,16 @@ class Engine:
 
     @classmethod
     def from_files(cls, catalogue: str | Path | None = None, rules: str | Path | None = None,
-                   **kwargs: Any) -> Engine:
+                   *, extend: bool = False, **kwargs: Any) -> Engine:
         """Load a catalogue TOML and/or a rules directory (``escalation.toml``);
-        what is not given falls back to the shipped defaults."""
-        registry = ToolContractRegistry.from_toml(catalogue) if catalogue else \
-            ToolContractRegistry.default()
+        what is not given falls back to the shipped defaults. With ``extend=True``
+        the catalogue adds its tools to the shipped ones (a name already shipped is
+        refused, never overridden: :meth:`ToolContractRegistry.extended`)."""
+        if catalogue and extend:
+            registry = ToolContractRegistry.default().extended(catalogue)
+        else:
+            registry = ToolContractRegistry.from_toml(catalogue) if catalogue else \
+                ToolContractRegistry.default()
         table = EscalationTable.from_dir(rules) if rules else EscalationTable.default()
         return cls(registry, table, **kwargs)
 
