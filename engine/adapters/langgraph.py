@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import json
 import math
-import threading
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextvars import ContextVar
 from typing import Any
@@ -174,8 +173,6 @@ class ToolGuard:
         self.agent = agent
         self.confidence = None if confidence is None else float(confidence)
         self.approvals = approvals
-        self._pauses: dict[str, int] = {}  # approver path: key -> times its approver paused
-        self._lock = threading.Lock()
         self.expires_in = expires_in
         subs = {"mock": mock or {}, "dry_run": dry_run or {}, "undo": undo or {}}
         self.tools: list[BaseTool] = [t if isinstance(t, BaseTool) else as_tool(t)
@@ -243,32 +240,13 @@ class ToolGuard:
         call_id = request.tool_call["id"]
         return f"langgraph:{thread}:{call_id}" if thread is not None else f"langgraph:{call_id}"
 
-    def _attempt(self, request: ToolCallRequest) -> str:
-        """The key of this run of the call (approver path). An approver that paused the
-        graph left its key claimed and unfinished in the engine, so the run after the
-        resume takes the next key (in this process: after a restart the unfinished key
-        answers that it has not finished, and the call does not run)."""
-        key = self._key(request)
-        with self._lock:
-            paused = self._pauses.get(key, 0)
-        return f"{key}~{paused}" if paused else key
-
-    def _paused(self, request: ToolCallRequest) -> None:
-        key = self._key(request)
-        with self._lock:
-            self._pauses[key] = self._pauses.get(key, 0) + 1
-
     def _run(self, request: ToolCallRequest) -> tuple[ExecutionResult, str | None]:
         """The call's result, and the id of its ticket when it waited for a person."""
         call, engine = request.tool_call, self.engine
-        if self.approvals == "approver":
-            key = self._attempt(request)
-            try:
-                return engine.execute(self.agent, call["name"], call["args"],
-                                      confidence=self.confidence, idempotency_key=key), None
-            except GraphBubbleUp:
-                self._paused(request)
-                raise
+        if self.approvals == "approver":  # a pause by the approver gives the key back
+            return engine.execute(self.agent, call["name"], call["args"],
+                                  confidence=self.confidence,
+                                  idempotency_key=self._key(request)), None
         pending = engine.prepare(self.agent, call["name"], call["args"],
                                  confidence=self.confidence, wait=True,
                                  expires_in=self.expires_in, idempotency_key=self._key(request))
@@ -280,14 +258,9 @@ class ToolGuard:
     async def _arun(self, request: ToolCallRequest) -> tuple[ExecutionResult, str | None]:
         call, engine = request.tool_call, self.engine
         if self.approvals == "approver":
-            key = self._attempt(request)
-            try:
-                return await engine.aexecute(self.agent, call["name"], call["args"],
-                                             confidence=self.confidence,
-                                             idempotency_key=key), None
-            except GraphBubbleUp:
-                self._paused(request)
-                raise
+            return await engine.aexecute(self.agent, call["name"], call["args"],
+                                         confidence=self.confidence,
+                                         idempotency_key=self._key(request)), None
         pending = engine.prepare(self.agent, call["name"], call["args"],
                                  confidence=self.confidence, wait=True,
                                  expires_in=self.expires_in, idempotency_key=self._key(request))
@@ -326,11 +299,9 @@ class ToolGuard:
         return ticket
 
     def _open(self, ticket: Any) -> bool:
-        """Whether ``ticket`` still takes an answer: pending and not past its expiry on
-        the engine's clock (the engine says ``expired`` only once it is resumed)."""
-        expires = ticket.expires_at
-        return bool(ticket.status == "pending" and (expires is None or
-                                                    self.engine.clock() < expires))
+        """Whether ``ticket`` still takes an answer: pending (the engine says
+        ``expired`` once its time is up)."""
+        return bool(ticket.status == "pending")
 
     def _others_may_wait(self, request: ToolCallRequest) -> bool:
         """Whether another tool call of this node may wait for a person (so an answer
