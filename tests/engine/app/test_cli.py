@@ -144,7 +144,7 @@ class TestHelp:
         assert block is not None
         synopses: dict[str, str] = {}
         for line in block.group(1).splitlines():
-            head = re.match(r"buddy ((?:graph |run (?=waves))?\w+) ", line)
+            head = re.match(r"buddy ((?:graph |tickets |run (?=waves))?\w+) ", line)
             if head:
                 name = head.group(1)
             synopses[name] = synopses.get(name, "") + " " + line
