@@ -16,6 +16,8 @@ layers directly, never this package.
 from buddy.engine.core import (
     Approval,
     ApprovalRequest,
+    AsyncHandlerError,
+    AsyncSession,
     AuditEvent,
     AuditLog,
     Change,
@@ -51,6 +53,8 @@ __all__ = [
     "AnomalyTable",
     "Approval",
     "ApprovalRequest",
+    "AsyncHandlerError",
+    "AsyncSession",
     "AuditEvent",
     "AuditLog",
     "BuddyError",

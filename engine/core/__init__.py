@@ -7,7 +7,13 @@ orchestration or the app above it.
 from buddy.engine.core._approvals import Approval, ApprovalRequest, Grant, Verdict
 from buddy.engine.core._audit import AuditLog
 from buddy.engine.core._chain import load_key
-from buddy.engine.core._controller import ExecutionResult, PendingCall, Session
+from buddy.engine.core._controller import (
+    AsyncHandlerError,
+    AsyncSession,
+    ExecutionResult,
+    PendingCall,
+    Session,
+)
 from buddy.engine.core._decision import Decision
 from buddy.engine.core._engine import Engine
 from buddy.engine.core._events import AuditEvent
@@ -22,6 +28,8 @@ __all__ = [
     "Decision",
     "Divergence",
     "Engine",
+    "AsyncHandlerError",
+    "AsyncSession",
     "ExecutionResult",
     "Grant",
     "PendingCall",

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import attrs
 import orjson
 
+from buddy.engine.core._approvals import Approval
 from buddy.engine.core._decision import (
     APPROVAL_PATH,
     RULE_BAD_ARGS,
@@ -27,6 +28,7 @@ from buddy.engine.core._decision import (
     Decision,
     Outcome,
     _refusal,
+    _Tool,
 )
 from buddy.machines._factory import CompiledTable, fire
 from buddy.machines.escalation import (
@@ -45,7 +47,8 @@ if TYPE_CHECKING:
     from buddy.engine.core._audit import AuditLog
     from buddy.engine.core._gate import Gate
 
-__all__ = ["ExecutionResult", "Handlers", "PendingCall", "Session"]
+__all__ = ["AsyncHandlerError", "AsyncSession", "ExecutionResult", "Handlers", "PendingCall",
+           "Session"]
 
 S = ExecutionState
 _STATES = {s.name: s for s in ExecutionState}
@@ -96,6 +99,11 @@ Moves = tuple[tuple[str, str, str], ...]
 _Decided = tuple["_Context | None", str, str, dict[str, Any], "Decision",
                  "EscalationInputs | None", "_Common | None", "str | None",
                  "ExecutionResult | None"]
+#: A call opened (:meth:`Controller._begin`): its context, agent, tool, arguments, tool
+#: entry, machine inputs, common event data, the source of a confidence it did not give,
+#: and whether it waits for an approval.
+_Begun = tuple["_Context", str, str, dict[str, Any], _Tool, EscalationInputs, "_Common",
+               "str | None", bool]
 
 
 #: Result types that are never awaitable (exact types: a subclass may define __await__);
@@ -146,6 +154,9 @@ class ExecutionResult:
     args: Mapping[str, Any] | None = None
     rolled_back: tuple[str, ...] = ()  # contexts of the session undone (undo succeeded)
     timed_out: bool = False        # the handler raised a TimeoutError
+    #: the exception the handler raised (None: it returned, or nothing ran), so a wrapper
+    #: can raise the tool's own error
+    exception: BaseException | None = attrs.field(default=None, eq=False, repr=False)
 
 
 _INITIAL = SPEC.initial.name
@@ -287,12 +298,27 @@ class Controller:
 
     # -- one call ------------------------------------------------------------
     def prepare(self, session: Session, tool: str, args: Mapping[str, Any] | None,
-                confidence: float, approval: bool | None, max_mode: ExecutionMode | None = None,
-                cap_reason: str = "", agent: str | None = None) -> PendingCall:
+                confidence: float | None, approval: bool | None,
+                max_mode: ExecutionMode | None = None, cap_reason: str = "",
+                agent: str | None = None) -> PendingCall:
         """Decide one call on a fresh context; the handler runs at :meth:`PendingCall.run`."""
         agent = session.agent if agent is None else agent
-        ctx, agent, tool, call_args, decision, inputs, common, via, done = self._decide(
-            tool, args, confidence, approval, max_mode, agent)
+        return self._pending(session, self._decide(tool, args, confidence, approval, max_mode,
+                                                   agent), max_mode, cap_reason)
+
+    async def aprepare(self, session: Session, tool: str, args: Mapping[str, Any] | None,
+                       confidence: float | None, approval: bool | None,
+                       max_mode: ExecutionMode | None = None, cap_reason: str = "",
+                       agent: str | None = None) -> PendingCall:
+        """:meth:`prepare`, awaiting an async approver."""
+        agent = session.agent if agent is None else agent
+        return self._pending(session, await self._adecide(tool, args, confidence, approval,
+                                                          max_mode, agent),
+                             max_mode, cap_reason)
+
+    def _pending(self, session: Session, decided: _Decided, max_mode: ExecutionMode | None,
+                 cap_reason: str) -> PendingCall:
+        ctx, agent, tool, call_args, decision, inputs, common, via, done = decided
         if done is not None:
             return PendingCall(self, session, None, tool, call_args, decision, agent=agent,
                                done=done)
@@ -301,8 +327,9 @@ class Controller:
                            approved_by=via)
 
     def execute(self, session: Session, tool: str, args: Mapping[str, Any] | None,
-                confidence: float, approval: bool | None, max_mode: ExecutionMode | None = None,
-                cap_reason: str = "", agent: str | None = None) -> ExecutionResult:
+                confidence: float | None, approval: bool | None,
+                max_mode: ExecutionMode | None = None, cap_reason: str = "",
+                agent: str | None = None) -> ExecutionResult:
         """Decide one call on a fresh context and run it (:meth:`prepare`, then
         :meth:`PendingCall.run`, without the pending call in between)."""
         agent = session.agent if agent is None else agent
@@ -314,16 +341,69 @@ class Controller:
         return self._execute(session, ctx, agent, tool, call_args, decision, inputs, common,
                              max_mode, cap_reason, via)
 
-    def _decide(self, tool: str, args: Mapping[str, Any] | None, confidence: float,
+    async def aexecute(self, session: Session, tool: str, args: Mapping[str, Any] | None,
+                       confidence: float | None, approval: bool | None,
+                       max_mode: ExecutionMode | None = None, cap_reason: str = "",
+                       agent: str | None = None) -> ExecutionResult:
+        """:meth:`execute`, awaiting async approvers, handlers and undos."""
+        agent = session.agent if agent is None else agent
+        ctx, agent, tool, call_args, decision, inputs, common, via, done = \
+            await self._adecide(tool, args, confidence, approval, max_mode, agent)
+        if done is not None:
+            return done
+        assert ctx is not None and inputs is not None and common is not None
+        return await self._aexecute(session, ctx, agent, tool, call_args, decision, inputs,
+                                    common, max_mode, cap_reason, via)
+
+    def _decide(self, tool: str, args: Mapping[str, Any] | None, confidence: float | None,
                 approval: bool | None, max_mode: ExecutionMode | None, agent: str,
                 ) -> _Decided:
         """Decide one call on a fresh context: a :data:`_Decided`, ``done`` the result of a
         call refused, or denied (its context aborted), else None."""
+        begun = self._begin(tool, args, confidence, approval, max_mode, agent)
+        if begun[0] is None:
+            return begun
+        ctx, agent, tool, call_args, entry, inputs, common, source, asks = cast(_Begun, begun)
+        answer = approved_at = None
+        via = None if approval is None else "caller"
+        if asks:
+            answer, via, approved_at = self.gate.approve(agent, entry.contract,
+                                                         inputs.confidence, call_args)
+        return self._conclude(ctx, agent, tool, call_args, entry, inputs, common, source,
+                              answer, via, approved_at)
+
+    async def _adecide(self, tool: str, args: Mapping[str, Any] | None,
+                       confidence: float | None, approval: bool | None,
+                       max_mode: ExecutionMode | None, agent: str) -> _Decided:
+        """:meth:`_decide`, awaiting an async approver."""
+        begun = self._begin(tool, args, confidence, approval, max_mode, agent)
+        if begun[0] is None:
+            return begun
+        ctx, agent, tool, call_args, entry, inputs, common, source, asks = cast(_Begun, begun)
+        answer = approved_at = None
+        via = None if approval is None else "caller"
+        if asks:
+            answer, via, approved_at = await self.gate.aapprove(agent, entry.contract,
+                                                                inputs.confidence, call_args)
+        return self._conclude(ctx, agent, tool, call_args, entry, inputs, common, source,
+                              answer, via, approved_at)
+
+    def _begin(self, tool: str, args: Mapping[str, Any] | None, confidence: float | None,
+               approval: bool | None, max_mode: ExecutionMode | None, agent: str,
+               ) -> _Begun | _Decided:
+        """Open one call: refused (a :data:`_Decided` whose context is None), or its
+        context walked up to where it waits for approval or is decided
+        (:data:`_Begun`; ``asks``: whether it waits for an approval)."""
         gate = self.gate
         if max_mode is not None and not isinstance(max_mode, ExecutionMode):
             raise InputError(f"max_mode must be an ExecutionMode or None (got {shown(max_mode)})")
+        source = resolved = None
         if type(confidence) is not float:
-            confidence = plain_confidence(confidence)
+            if confidence is None:  # the engine's defaults or provider say
+                confidence, source, resolved = gate.resolve(
+                    agent, tool, args if isinstance(args, Mapping) else None)
+            else:
+                confidence = plain_confidence(confidence)
         bad_args = _bad_args(args)
         # The refusal checks, in full (and naming the problem) only for inputs that may
         # fail them: an agent that is no plain ASCII name, an unknown tool, a confidence
@@ -336,15 +416,19 @@ class Controller:
             refused = bad_args
         else:
             refused = gate.refusal(agent, tool, confidence, approval) or bad_args
+            if resolved is not None and refused is not None and \
+                    refused[0].rule == resolved[0].rule:  # why no confidence, said
+                refused = resolved
         if refused is not None:
             call_args = dict(args) if bad_args is None and args is not None else {}
             with gate.lock:
                 seq = gate.record(lambda seq: f"ctx-{seq}", agent, tool, confidence, approval,
-                                  None, gate.locked, refused)
+                                  None, gate.locked, refused, source=source)
             ident, agent, tool = f"ctx-{seq}", _name(agent), _name(tool)
             return None, agent, tool, call_args, refused[0], None, None, None, ExecutionResult(
                 ident, agent, tool, refused[0], None, S.MOCK, False, error=refused[0].reason,
                 args=call_args)
+        assert type(confidence) is float
         call_args = dict(args or {})
         entry = tools[tool]
         ctx = _Context()
@@ -361,25 +445,31 @@ class Controller:
                 self._walked.clear()
             self._walked[key] = moves
         self._record(ctx, moves, inputs, common)
-        via = None if approval is None else "caller"
-        approved_at = None
         # Nobody is asked to approve a LIVE run that a cap rules out anyway.
-        if ctx.state == _AWAITING and approval is None and (max_mode is None or
-                                                              max_mode is _LIVE):
-            answer, via, approved_at = gate.approve(agent, entry.contract, confidence,
-                                                    call_args)
-            if answer is not None:
-                inputs.approval = answer.approved
-                if answer.args is not None:
-                    masker = gate.audit.masker
-                    gate.audit.append("approval", "escalation", ctx.subject(), "edit_args",
-                                      None, None, {"agent": agent, "tool": tool,
-                                                   "original": masker.mask(call_args),
-                                                   "edited": masker.mask(dict(answer.args)),
-                                                   "reason": mask_text(answer.reason)})
-                    call_args = dict(answer.args)
-                self._fire(ctx, APPROVAL_PATH, inputs, common,
-                           why=mask_text(answer.reason) or None)
+        asks = ctx.state == _AWAITING and approval is None and (max_mode is None or
+                                                                 max_mode is _LIVE)
+        return ctx, agent, tool, call_args, entry, inputs, common, source, asks
+
+    def _conclude(self, ctx: _Context, agent: str, tool: str, call_args: dict[str, Any],
+                  entry: _Tool, inputs: EscalationInputs, common: _Common,
+                  source: str | None, answer: Approval | None, via: str | None,
+                  approved_at: float | None) -> _Decided:
+        """Decide a call :meth:`_begin` opened, with the approver's (or a grant's) answer
+        when it waited for one; record the decision; abort the context of a call that
+        may not run."""
+        gate = self.gate
+        if answer is not None:
+            inputs.approval = answer.approved
+            if answer.args is not None:
+                masker = gate.audit.masker
+                gate.audit.append("approval", "escalation", ctx.subject(), "edit_args",
+                                  None, None, {"agent": agent, "tool": tool,
+                                               "original": masker.mask(call_args),
+                                               "edited": masker.mask(dict(answer.args)),
+                                               "reason": mask_text(answer.reason)})
+                call_args = dict(answer.args)
+            self._fire(ctx, APPROVAL_PATH, inputs, common,
+                       why=mask_text(answer.reason) or None)
         with gate.lock:
             audit = gate.audit
             shared = audit.shared
@@ -392,8 +482,9 @@ class Controller:
                 outcome = entry.outcomes[(ctx.state, inputs.locked)]
                 if gate.buckets:
                     outcome = gate.throttle(tool, outcome)
-                gate.record(ctx.subject(audit), agent, tool, confidence, inputs.approval, via,
-                            inputs.locked, outcome, approved_at)
+                gate.record(ctx.subject(audit), agent, tool, inputs.confidence,
+                            inputs.approval, via, inputs.locked, outcome, approved_at,
+                            source=source)
             finally:
                 if shared:
                     audit.release()
@@ -415,6 +506,54 @@ class Controller:
                  decision: Decision, inputs: EscalationInputs, common: _Common,
                  max_mode: ExecutionMode | None = None, cap_reason: str = "",
                  approved_by: str | None = None) -> ExecutionResult:
+        mode, handlers, common, by_mode = self._start(ctx, tool, decision, inputs, common,
+                                                      max_mode, cap_reason, approved_by, args)
+        try:
+            result = by_mode[mode](args)  # type: ignore[misc]
+            if type(result) not in _PLAIN and inspect.isawaitable(result):  # made, not run
+                close = getattr(result, "close", None)
+                if close is not None:
+                    close()  # so it is never awaited later, nor warned about
+                raise AsyncHandlerError(
+                    f"the {mode.value} handler of {tool!r} returned an awaitable: it did "
+                    "not run (a synchronous execute cannot await it)")
+        except BaseException as exc:  # recorded and rolled back; an interrupt then goes on up
+            error = self._run_failed(ctx, inputs, common, mode, args, exc)
+            undone = session._rollback(_id(ctx)) if mode is _LIVE else ()
+            return self._failed(ctx, agent, tool, args, decision, inputs, common, mode, exc,
+                                error, undone)
+        return self._succeeded(session, ctx, agent, tool, args, decision, inputs, common,
+                               mode, handlers, result)
+
+    async def _aexecute(self, session: Session, ctx: _Context, agent: str, tool: str,
+                        args: dict[str, Any], decision: Decision, inputs: EscalationInputs,
+                        common: _Common, max_mode: ExecutionMode | None = None,
+                        cap_reason: str = "", approved_by: str | None = None,
+                        ) -> ExecutionResult:
+        """:meth:`_execute`, awaiting an async handler (a sync one is called inline)."""
+        mode, handlers, common, _ = self._start(ctx, tool, decision, inputs, common,
+                                                max_mode, cap_reason, approved_by, args)
+        handler = handlers.live if mode is _LIVE else handlers.dry_run if mode is _DRY_RUN \
+            else handlers.mock or simulated_mock(tool)
+        try:
+            result = handler(args)  # type: ignore[misc]
+            if type(result) not in _PLAIN and inspect.isawaitable(result):
+                result = await result
+        except BaseException as exc:  # a cancellation too: recorded, rolled back, raised on
+            error = self._run_failed(ctx, inputs, common, mode, args, exc)
+            undone = await session._arollback(_id(ctx)) if mode is _LIVE else ()
+            return self._failed(ctx, agent, tool, args, decision, inputs, common, mode, exc,
+                                error, undone)
+        return self._succeeded(session, ctx, agent, tool, args, decision, inputs, common,
+                               mode, handlers, result)
+
+    def _start(self, ctx: _Context, tool: str, decision: Decision, inputs: EscalationInputs,
+               common: _Common, max_mode: ExecutionMode | None, cap_reason: str,
+               approved_by: str | None, args: dict[str, Any],
+               ) -> tuple[ExecutionMode, Handlers, _Common, dict[ExecutionMode, Handler | None]]:
+        """The mode a decided call runs in now (caps, withdrawn grants, missing handlers
+        and a system lock taken since lower it, each move recorded), its handlers, and its
+        event data with the arguments' digest."""
         gate = self.gate
         run = self._runs.get(tool)
         if run is None:
@@ -444,35 +583,43 @@ class Controller:
             inputs.locked = True
             self._fire(ctx, ("lock",), inputs, common, why="system locked before the LIVE run")
             mode = _MOCK
-        handler = by_mode[mode]
-        common = common.digested(args_digest(args))
+        return mode, handlers, common.digested(args_digest(args)), by_mode
+
+    def _run_failed(self, ctx: _Context, inputs: EscalationInputs, common: _Common,
+                    mode: ExecutionMode, args: dict[str, Any], exc: BaseException) -> str:
+        """Record a run that raised, and the machine's move for it; its error in one line."""
+        error = described(exc)
+        audit = self.gate.audit
+        audit.append("execution", "escalation", ctx.subject(), "run", ctx.state, None, {
+            **common.data, "mode": _VALUE[mode], "ok": False, "error": error,
+            "args": audit.masker.mask(args)})
+        if mode is _LIVE:
+            self._fire(ctx, ("error",), inputs, common, why=error)
+        else:
+            self._fire(ctx, ("abort",), inputs, common, why=error)
+        return error
+
+    def _failed(self, ctx: _Context, agent: str, tool: str, args: dict[str, Any],
+                decision: Decision, inputs: EscalationInputs, common: _Common,
+                mode: ExecutionMode, exc: BaseException, error: str,
+                undone: tuple[str, ...]) -> ExecutionResult:
+        """The result of a run that raised, its session rolled back; an exception that is
+        no error (an interrupt, a cancellation) is raised on."""
+        if mode is _LIVE:
+            self._fire(ctx, ("rollback_complete",), inputs, common)
+        if not isinstance(exc, Exception):
+            raise exc
+        return ExecutionResult(_id(ctx), agent, tool, decision, mode, _STATES[ctx.state],
+                               False, error=error, args=args, rolled_back=undone,
+                               timed_out=isinstance(exc, TimeoutError), exception=exc)
+
+    def _succeeded(self, session: Session, ctx: _Context, agent: str, tool: str,
+                   args: dict[str, Any], decision: Decision, inputs: EscalationInputs,
+                   common: _Common, mode: ExecutionMode, handlers: Handlers,
+                   result: Any) -> ExecutionResult:
+        """Record a run that returned, keep its undo, and close its context."""
+        gate = self.gate
         masker = gate.audit.masker
-        try:
-            result = handler(args)  # type: ignore[misc]
-            if type(result) not in _PLAIN and inspect.isawaitable(result):  # made, not run
-                close = getattr(result, "close", None)
-                if close is not None:
-                    close()  # so it is never awaited later, nor warned about
-                raise AsyncHandlerError(
-                    f"the {mode.value} handler of {tool!r} returned an awaitable: it did "
-                    "not run (a synchronous execute cannot await it)")
-        except BaseException as exc:  # recorded and rolled back; an interrupt then goes on up
-            error = described(exc)
-            gate.audit.append("execution", "escalation", ctx.subject(), "run", ctx.state, None, {
-                **common.data, "mode": _VALUE[mode], "ok": False, "error": error,
-                "args": masker.mask(args)})
-            undone: tuple[str, ...] = ()
-            if mode is _LIVE:
-                self._fire(ctx, ("error",), inputs, common, why=error)
-                undone = session._rollback(_id(ctx))
-                self._fire(ctx, ("rollback_complete",), inputs, common)
-            else:
-                self._fire(ctx, ("abort",), inputs, common, why=error)
-            if not isinstance(exc, Exception):
-                raise
-            return ExecutionResult(_id(ctx), agent, tool, decision, mode, _STATES[ctx.state],
-                                   False, error=error, args=args, rolled_back=undone,
-                                   timed_out=isinstance(exc, TimeoutError))
         tail = {"mode": _VALUE[mode], "ok": True, "result": masker.mask(result),
                 "args": masker.mask(args)}
         audit = gate.audit
@@ -608,6 +755,16 @@ class PendingCall:
                 self._approved_by)
         return self._done
 
+    async def arun(self) -> ExecutionResult:
+        """:meth:`run`, awaiting an async handler."""
+        if self._done is None:
+            assert self._inputs is not None and self._common is not None
+            self._done = await self._controller._aexecute(
+                self._session, self._take(), self.agent, self.tool, self.args, self.decision,
+                self._inputs, self._common, self._max_mode, self._cap_reason,
+                self._approved_by)
+        return self._done
+
     def cancel(self, reason: str = "") -> ExecutionResult:
         """Abort the call without running it."""
         if self._done is None:
@@ -632,9 +789,10 @@ class Session:
         self._stack: list[_Done] = []
         self._closed = False
 
-    def execute(self, tool: str, args: Mapping[str, Any] | None = None, *, confidence: float,
-                approval: bool | None = None, max_mode: ExecutionMode | None = None,
-                cap_reason: str = "", agent: str | None = None) -> ExecutionResult:
+    def execute(self, tool: str, args: Mapping[str, Any] | None = None, *,
+                confidence: float | None = None, approval: bool | None = None,
+                max_mode: ExecutionMode | None = None, cap_reason: str = "",
+                agent: str | None = None) -> ExecutionResult:
         """Decide and run one call (see :meth:`buddy.engine.Engine.execute`)."""
         if self._closed:
             raise InputError(f"the session of {self.agent!r} has ended: its calls could no "
@@ -642,9 +800,10 @@ class Session:
         return self._controller.execute(self, tool, args, confidence, approval, max_mode,
                                         cap_reason, agent)
 
-    def prepare(self, tool: str, args: Mapping[str, Any] | None = None, *, confidence: float,
-                approval: bool | None = None, max_mode: ExecutionMode | None = None,
-                cap_reason: str = "", agent: str | None = None) -> PendingCall:
+    def prepare(self, tool: str, args: Mapping[str, Any] | None = None, *,
+                confidence: float | None = None, approval: bool | None = None,
+                max_mode: ExecutionMode | None = None, cap_reason: str = "",
+                agent: str | None = None) -> PendingCall:
         """Decide one call now; run it later with :meth:`PendingCall.run`.
 
         ``max_mode`` caps the mode it runs in (e.g. DRY_RUN for a dry-run-only
@@ -659,6 +818,11 @@ class Session:
         return self._controller.prepare(self, tool, args, confidence, approval, max_mode,
                                         cap_reason, agent)
 
+    def _check_open(self) -> None:
+        if self._closed:
+            raise InputError(f"the session of {self.agent!r} has ended: its calls could no "
+                             "longer roll back together; start a new one")
+
     @property
     def rollback_stack(self) -> list[str]:
         """Tools whose LIVE actions would be undone, oldest first."""
@@ -670,9 +834,32 @@ class Session:
             done = self._stack.pop()
             try:
                 out = done.undo(done.args, done.result)
+                if type(out) not in _PLAIN and inspect.isawaitable(out):
+                    close = getattr(out, "close", None)
+                    if close is not None:
+                        close()
+                    raise AsyncHandlerError(f"the undo of {done.tool!r} is async: it did not "
+                                            "run (a synchronous execute cannot await it)")
                 data = {"tool": done.tool, "ok": True, "result": audit.masker.mask(out)}
                 undone.append(done.context)
             except Exception as exc:  # recorded; the action stands, so it is not undone
+                data = {"tool": done.tool, "ok": False, "error": described(exc)}
+            audit.append("rollback", "escalation", done.context, "undo", None, None,
+                         {**data, "because_of": failed})
+        return tuple(undone)
+
+    async def _arollback(self, failed: str) -> tuple[str, ...]:
+        """:meth:`_rollback`, awaiting async undos."""
+        audit, undone = self._controller.gate.audit, []
+        while self._stack:
+            done = self._stack.pop()
+            try:
+                out = done.undo(done.args, done.result)
+                if type(out) not in _PLAIN and inspect.isawaitable(out):
+                    out = await out
+                data = {"tool": done.tool, "ok": True, "result": audit.masker.mask(out)}
+                undone.append(done.context)
+            except Exception as exc:
                 data = {"tool": done.tool, "ok": False, "error": described(exc)}
             audit.append("rollback", "escalation", done.context, "undo", None, None,
                          {**data, "because_of": failed})
@@ -686,3 +873,34 @@ class Session:
         self._closed = True
 
 
+
+
+class AsyncSession(Session):
+    """A :class:`Session` for async callers: ``async with engine.asession(agent) as s:
+    await s.execute(...)``. Async approvers, handlers and undos are awaited; sync ones
+    are called inline. Its calls share the engine's one audit chain with sync callers."""
+
+    async def execute(self, tool: str, args: Mapping[str, Any] | None = None, *,  # type: ignore[override]
+                      confidence: float | None = None, approval: bool | None = None,
+                      max_mode: ExecutionMode | None = None, cap_reason: str = "",
+                      agent: str | None = None) -> ExecutionResult:
+        """Decide and run one call (see :meth:`buddy.engine.Engine.aexecute`)."""
+        self._check_open()
+        return await self._controller.aexecute(self, tool, args, confidence, approval,
+                                               max_mode, cap_reason, agent)
+
+    async def prepare(self, tool: str, args: Mapping[str, Any] | None = None, *,  # type: ignore[override]
+                      confidence: float | None = None, approval: bool | None = None,
+                      max_mode: ExecutionMode | None = None, cap_reason: str = "",
+                      agent: str | None = None) -> PendingCall:
+        """Decide one call now (awaiting an async approver); run it with
+        :meth:`PendingCall.arun`."""
+        self._check_open()
+        return await self._controller.aprepare(self, tool, args, confidence, approval,
+                                               max_mode, cap_reason, agent)
+
+    async def __aenter__(self) -> AsyncSession:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.__exit__(*exc)

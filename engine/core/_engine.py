@@ -10,6 +10,7 @@ from typing import Any
 from buddy.engine.core._approvals import ApprovalCallback, Grant
 from buddy.engine.core._audit import AuditLog
 from buddy.engine.core._controller import (
+    AsyncSession,
     Controller,
     ExecutionResult,
     Handlers,
@@ -17,9 +18,9 @@ from buddy.engine.core._controller import (
     Session,
 )
 from buddy.engine.core._decision import Decision, Policy
-from buddy.engine.core._gate import Gate
+from buddy.engine.core._gate import ConfidenceProvider, Gate
 from buddy.rules.base._masking import shown
-from buddy.rules.base._values import ExecutionMode
+from buddy.rules.base._values import ExecutionMode, valid_confidence
 from buddy.rules.base.errors import InputError
 from buddy.rules.tables._catalogue import ToolContractRegistry
 from buddy.rules.tables._escalation import EscalationTable
@@ -43,6 +44,14 @@ class Engine:
     agents:
         Optional map of agent name to the permissions it holds. When given,
         unknown agents and calls lacking a tool's permissions are refused.
+    default_confidence:
+        The confidence of a call that gives none: a number in [0, 1], or a map of
+        tool name to one, ``"*"`` for every other tool. Recorded as
+        ``confidence_from: "tool_default"`` or ``"default"``.
+    confidence_provider:
+        ``provider(agent, tool, args) -> confidence`` for a call that gives none,
+        asked before the defaults (None: no opinion). One that raises refuses the
+        call. Recorded as ``confidence_from: "provider"``.
 
     Examples
     --------
@@ -58,12 +67,16 @@ class Engine:
     def __init__(self, registry: ToolContractRegistry, table: EscalationTable, *,
                  audit: AuditLog | None = None, clock: Callable[[], float] = time.time,
                  approver: ApprovalCallback | None = None,
-                 agents: Mapping[str, Iterable[str]] | None = None) -> None:
+                 agents: Mapping[str, Iterable[str]] | None = None,
+                 default_confidence: float | Mapping[str, float] | None = None,
+                 confidence_provider: ConfidenceProvider | None = None) -> None:
         self.registry = registry
         self.policy = Policy(registry, table)
         self.clock = clock
         self.audit = audit if audit is not None else AuditLog.memory(clock=clock)
         self._gate = Gate(self.policy, self.audit, clock, approver=approver, agents=agents)
+        self.default_confidence = default_confidence
+        self.confidence_provider = confidence_provider
         self._controller = Controller(self._gate)
         # The documented method below, without its frame: decide is the hot path.
         self.decide = self._gate.decide  # type: ignore[method-assign]
@@ -98,6 +111,47 @@ class Engine:
         self._gate.approver = approver
 
     @property
+    def default_confidence(self) -> float | Mapping[str, float] | None:
+        """The confidence of a call that gives none (see the class docstring)."""
+        gate = self._gate
+        if gate.tool_confidence:
+            out: dict[str, float] = dict(gate.tool_confidence)
+            if gate.default_confidence is not None:
+                out["*"] = gate.default_confidence
+            return out
+        return gate.default_confidence
+
+    @default_confidence.setter
+    def default_confidence(self, value: float | Mapping[str, float] | None) -> None:
+        gate = self._gate
+        if value is None:
+            gate.default_confidence, gate.tool_confidence = None, {}
+            return
+        given = dict(value) if isinstance(value, Mapping) else {"*": value}
+        tools: dict[str, float] = {}
+        for tool, confidence in given.items():
+            if not valid_confidence(confidence):
+                raise InputError(f"default_confidence[{shown(tool)}] must be a number in "
+                                 f"[0, 1] (got {shown(confidence)})")
+            if tool != "*":
+                self.registry.get(tool)  # UnknownToolError, naming it
+            tools[tool] = float(confidence)
+        gate.default_confidence = tools.pop("*", None)
+        gate.tool_confidence = tools
+
+    @property
+    def confidence_provider(self) -> ConfidenceProvider | None:
+        """``provider(agent, tool, args) -> confidence`` for calls that give none."""
+        return self._gate.confidence_provider
+
+    @confidence_provider.setter
+    def confidence_provider(self, provider: ConfidenceProvider | None) -> None:
+        if provider is not None and not callable(provider):
+            raise InputError(f"confidence_provider must be callable or None "
+                             f"(got {shown(provider)})")
+        self._gate.confidence_provider = provider
+
+    @property
     def pass_through(self) -> tuple[type[BaseException], ...]:
         """Exception types an approver may raise that are not an answer: a framework's
         pause signal (LangGraph's ``GraphInterrupt``, say). They pass through
@@ -119,7 +173,7 @@ class Engine:
         return self._gate.agents
 
     # -- deciding ------------------------------------------------------------
-    def decide(self, agent: str, tool: str, confidence: float, *,
+    def decide(self, agent: str, tool: str, confidence: float | None = None, *,
                approval: bool | None = None) -> Decision:
         """Decide the mode of one call and record it; never raises for bad input.
 
@@ -130,8 +184,14 @@ class Engine:
         refuses DRY_RUN and LIVE calls over it. Bad inputs (an agent that is
         not a non-empty string, unknown tools, confidences outside [0, 1] or
         NaN) and any failure inside evaluation fail closed (MOCK, not allowed).
+        ``confidence=None`` takes the engine's provider or defaults.
         """
         return self._gate.decide(agent, tool, confidence, approval=approval)
+
+    async def adecide(self, agent: str, tool: str, confidence: float | None = None, *,
+                      approval: bool | None = None) -> Decision:
+        """:meth:`decide` for async callers: an async approver is awaited."""
+        return await self._gate.adecide(agent, tool, confidence, approval=approval)
 
     # -- running -------------------------------------------------------------
     def register_handler(self, tool: str, *, mock: Callable[..., Any] | None = None,
@@ -146,8 +206,12 @@ class Engine:
         """Calls that roll back together (see :class:`Session`)."""
         return Session(self._controller, agent)
 
+    def asession(self, agent: str) -> AsyncSession:
+        """Calls that roll back together, for async callers (see :class:`AsyncSession`)."""
+        return AsyncSession(self._controller, agent)
+
     def execute(self, agent: str, tool: str, args: Mapping[str, Any] | None = None, *,
-                confidence: float, approval: bool | None = None,
+                confidence: float | None = None, approval: bool | None = None,
                 max_mode: ExecutionMode | None = None, cap_reason: str = "",
                 ) -> ExecutionResult:
         """Decide and run one call in a session of its own (``max_mode``: see
@@ -156,12 +220,31 @@ class Engine:
         return controller.execute(Session(controller, agent), tool, args, confidence, approval,
                                   max_mode, cap_reason)
 
+    async def aexecute(self, agent: str, tool: str, args: Mapping[str, Any] | None = None,
+                       *, confidence: float | None = None, approval: bool | None = None,
+                       max_mode: ExecutionMode | None = None, cap_reason: str = "",
+                       ) -> ExecutionResult:
+        """:meth:`execute` for async callers: async approvers, handlers and undos are
+        awaited, sync ones called inline; one audit chain with the sync callers."""
+        controller = self._controller
+        return await controller.aexecute(AsyncSession(controller, agent), tool, args,
+                                         confidence, approval, max_mode, cap_reason)
+
     def prepare(self, agent: str, tool: str, args: Mapping[str, Any] | None = None, *,
-                confidence: float, approval: bool | None = None,
+                confidence: float | None = None, approval: bool | None = None,
                 max_mode: ExecutionMode | None = None, cap_reason: str = "") -> PendingCall:
         """Decide one call now and run it later (``.run()``), in a session of its own."""
         return self.session(agent).prepare(tool, args, confidence=confidence, approval=approval,
                                            max_mode=max_mode, cap_reason=cap_reason)
+
+    async def aprepare(self, agent: str, tool: str, args: Mapping[str, Any] | None = None,
+                       *, confidence: float | None = None, approval: bool | None = None,
+                       max_mode: ExecutionMode | None = None,
+                       cap_reason: str = "") -> PendingCall:
+        """:meth:`prepare` for async callers (run it with ``await pending.arun()``)."""
+        return await self.asession(agent).prepare(tool, args, confidence=confidence,
+                                                  approval=approval, max_mode=max_mode,
+                                                  cap_reason=cap_reason)
 
     # -- the system lock -----------------------------------------------------
     @property

@@ -98,6 +98,14 @@ class OpenData:
     chain: str
 
 
+class ConfidenceSource(enum.Enum):
+    """Where the confidence of a call that gave none came from."""
+
+    PROVIDER = "provider"          # the engine's confidence provider
+    TOOL_DEFAULT = "tool_default"  # the tool's default confidence
+    DEFAULT = "default"            # the engine's default confidence
+
+
 @attrs.frozen
 class DecisionData:
     """A decision's data: every input it used, and its verdict."""
@@ -117,6 +125,8 @@ class DecisionData:
     rules: str                        # the digest of the escalation table that decided
     approved_at: float | None = None  # the clock reading at which a grant was checked
     reason: str | None = None         # a refusal's reason (it names what was given)
+    #: where a confidence the call did not give came from (None: the caller gave it)
+    confidence_from: ConfidenceSource | None = None
 
 
 @attrs.frozen

@@ -15,6 +15,7 @@ token left the call is refused (``rate.limit``), which only ever tightens.
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from time import sleep as _yield
 from typing import Any
@@ -33,6 +34,7 @@ from buddy.engine.core._approvals import (
 from buddy.engine.core._audit import AuditLog
 from buddy.engine.core._decision import (
     RULE_BAD_AGENT,
+    RULE_BAD_CONFIDENCE,
     RULE_PERMISSION,
     RULE_RATE_LIMIT,
     RULE_UNKNOWN_AGENT,
@@ -60,6 +62,9 @@ _YIELDS = 200
 NAMES_MEMO_SIZE = 4_096
 _USES_THE_TOOL = (ExecutionMode.DRY_RUN, ExecutionMode.LIVE)
 _DUMPS = orjson.dumps
+#: ``provider(agent, tool, args) -> confidence`` (None: no opinion, the defaults decide);
+#: ``args`` is None for a call decided without arguments (:meth:`Gate.decide`).
+ConfidenceProvider = Callable[[str, str, "Mapping[str, Any] | None"], Any]
 
 
 def _subject(agent: object, outcome: Outcome) -> str:
@@ -115,6 +120,10 @@ class Gate:
         #: exception types an approver raises that are no answer (a framework's pause
         #: signal): they pass through untouched, and the call is not recorded
         self.pass_through: tuple[type[BaseException], ...] = ()
+        #: where a call that gives no confidence gets one (see :meth:`resolve`)
+        self.confidence_provider: ConfidenceProvider | None = None
+        self.default_confidence: float | None = None
+        self.tool_confidence: dict[str, float] = {}
         self.agents = None if agents is None else {a: frozenset(p) for a, p in agents.items()}
         self.lock = audit.lock
         self.grants = GrantBook()
@@ -136,7 +145,7 @@ class Gate:
         return self.audit.locked
 
     # -- deciding ------------------------------------------------------------
-    def decide(self, agent: str, tool: str, confidence: float, *,
+    def decide(self, agent: str, tool: str, confidence: float | None = None, *,
                approval: bool | None = None) -> Decision:
         """Decide one call and record it (see :meth:`buddy.engine.Engine.decide`).
 
@@ -146,6 +155,15 @@ class Gate:
         """
         policy, audit = self.policy, self.audit
         if type(confidence) is not float:
+            if confidence is None:  # the engine's defaults or provider say
+                confidence, source, refused = self.resolve(agent, tool, None)
+                if refused is None and self.agents is not None:
+                    refused = self.refusal(agent, tool, confidence, approval)
+                opened = self.open_decision(agent, tool, confidence, approval, refused, source)
+                if opened is not None:
+                    return opened
+                return self.close_decision(agent, tool, confidence, self.ask(
+                    agent, policy.tools[tool].contract, confidence, None), source)
             confidence = plain_confidence(confidence)
         refused = self.refusal(agent, tool, confidence, approval) \
             if self.agents is not None else None
@@ -178,11 +196,38 @@ class Gate:
                         return outcome[0]
                 finally:
                     lock.release()
+        opened = self.open_decision(agent, tool, confidence, approval, refused)
+        if opened is not None:
+            return opened
+        return self.close_decision(agent, tool, confidence, self.ask(
+            agent, policy.tools[tool].contract, confidence, None))
+
+    async def adecide(self, agent: str, tool: str, confidence: float | None = None, *,
+                      approval: bool | None = None) -> Decision:
+        """:meth:`decide`, awaiting an async approver (a sync one is called)."""
+        source = refused = None
+        if confidence is None:
+            confidence, source, refused = self.resolve(agent, tool, None)
+        else:
+            confidence = plain_confidence(confidence)
+        if refused is None and self.agents is not None:
+            refused = self.refusal(agent, tool, confidence, approval)
+        opened = self.open_decision(agent, tool, confidence, approval, refused, source)
+        if opened is not None:
+            return opened
+        answer = await self.aask(agent, self.policy.tools[tool].contract, confidence, None)
+        return self.close_decision(agent, tool, confidence, answer, source)
+
+    def open_decision(self, agent: Any, tool: Any, confidence: Any, approval: Any,
+                      refused: Outcome | None, source: str | None = None) -> Decision | None:
+        """Decide a call under the lock: its recorded decision, or None when it waits for
+        the approver (then :meth:`close_decision` with the answer)."""
+        policy, audit = self.policy, self.audit
         with self._turn():
             locked = audit.locked
             if refused is not None:
                 self.record(_subject(agent, refused), agent, tool, confidence, approval,
-                            None, locked, refused)
+                            None, locked, refused, source=source)
                 return refused[0]
             outcome, approved, via, at, _ = policy.evaluate(
                 tool, confidence, approval, locked, agent, self._grant)
@@ -191,17 +236,56 @@ class Gate:
                 if self.buckets:
                     outcome = self.throttle(tool, outcome)
                 self.record(_subject(agent, outcome), agent, tool, confidence, approved,
-                            via, locked, outcome, at)
+                            via, locked, outcome, at, source=source)
                 return outcome[0]
-        answer = self.ask(agent, policy.tools[tool].contract, confidence, None)
+        return None
+
+    def close_decision(self, agent: str, tool: str, confidence: float,
+                       answer: Approval | None, source: str | None = None) -> Decision:
+        """Decide and record a call the approver answered (:meth:`open_decision`)."""
         with self._turn():
-            locked = audit.locked
-            outcome, approved, _, _, _ = policy.evaluate(
+            locked = self.audit.locked
+            outcome, approved, _, _, _ = self.policy.evaluate(
                 tool, confidence, None if answer is None else answer.approved, locked, agent)
             outcome = self.throttle(tool, outcome)
             self.record(_subject(agent, outcome), agent, tool, confidence, approved,
-                        None if answer is None else "callback", locked, outcome)
+                        None if answer is None else "callback", locked, outcome, source=source)
             return outcome[0]
+
+    def resolve(self, agent: object, tool: object, args: Mapping[str, Any] | None,
+                ) -> tuple[Any, str | None, Outcome | None]:
+        """The confidence of a call that gives none: ``(confidence, source, refusal)``.
+
+        Asked in turn: the provider (``provider``; it may answer None), the tool's
+        default (``tool_default``), the engine's (``default``). A provider that
+        raises, or none of them answering, refuses the call (``input.confidence``);
+        an unknown tool is left to be refused as such.
+        """
+        if type(tool) is not str or tool not in self.policy.tools:
+            return None, None, None  # refused as an unknown tool, naming it
+        provider = self.confidence_provider
+        if provider is not None:
+            try:
+                got = provider(agent, tool, args)  # type: ignore[arg-type]
+                if inspect.isawaitable(got):
+                    close = getattr(got, "close", None)
+                    if close is not None:
+                        close()
+                    raise InputError("it is async: a confidence provider must return "
+                                     "a number")
+            except Exception as exc:
+                return None, "provider", _refusal(
+                    RULE_BAD_CONFIDENCE, f"the confidence provider failed: "
+                    f"{described(exc)}: fail closed")
+            if got is not None:
+                return plain_confidence(got), "provider", None
+        default = self.tool_confidence.get(tool)
+        if default is not None:
+            return default, "tool_default", None
+        if self.default_confidence is not None:
+            return self.default_confidence, "default", None
+        return None, None, _refusal(RULE_BAD_CONFIDENCE, "no confidence given, and the "
+                                    "engine has no default confidence or provider: fail closed")
 
     @contextlib.contextmanager
     def _turn(self) -> Iterator[None]:
@@ -303,15 +387,20 @@ class Gate:
 
     def record(self, subject: str | Callable[[int], str], agent: object, tool: object,
                confidence: object, approval: object, via: str | None, locked: bool,
-               outcome: Outcome, approved_at: float | None = None) -> int:
+               outcome: Outcome, approved_at: float | None = None, *,
+               source: str | None = None) -> int:
         """Append one decision event; the caller holds :attr:`lock`.
+
+        ``source``: where a confidence the call did not give came from (recorded as
+        ``confidence_from``; see :meth:`resolve`).
 
         When the policy remembers this very outcome for these inputs (the walk's,
         approved by no one or by the caller, see :attr:`Policy.walked`), the event is
         its encoded one, with ``subject`` and the agent's JSON put in: the bytes of
         the dict below.
         """
-        if approved_at is None and type(subject) is str and type(tool) is str and \
+        if approved_at is None and source is None and type(subject) is str and \
+                type(tool) is str and \
                 type(agent) is str and type(confidence) is float and \
                 (locked is True or locked is False) and (
                     approval is None and via is None or
@@ -329,6 +418,8 @@ class Gate:
                         _DECISION, named, head, name, tail)))
         data = self.policy.record(agent, tool, confidence, approval, via, locked, outcome,
                                   approved_at)
+        if source is not None:
+            data["confidence_from"] = source
         return self.audit.append_locked("decision", "escalation", subject, "decide", "MOCK",
                                         outcome[2], data)
 
@@ -342,20 +433,57 @@ class Gate:
             return None, None, None
         return True, f"grant:{grant.id}", now
 
+    def _request(self, agent: str, contract: ToolContract, confidence: float,
+                 args: Mapping[str, Any] | None) -> ApprovalRequest:
+        return ApprovalRequest(agent, contract.name, contract.risk, confidence, args,
+                               f"{contract.risk.value} risk tool {contract.name} waits for "
+                               "approval to run LIVE")
+
     def ask(self, agent: str, contract: ToolContract, confidence: float,
             args: Mapping[str, Any] | None) -> Approval | None:
-        """The approver's answer (outside the lock); a failing approver has not approved."""
+        """The approver's answer (outside the lock); a failing approver has not approved.
+        An async approver cannot answer a synchronous call: it denies (its coroutine
+        closed, never run)."""
         if self.approver is None:
             return None
-        request = ApprovalRequest(agent, contract.name, contract.risk, confidence, args,
-                                  f"{contract.risk.value} risk tool {contract.name} waits for "
-                                  "approval to run LIVE")
         try:
-            return as_approval(self.approver(request))
+            answer = self.approver(self._request(agent, contract, confidence, args))
+            if type(answer) is not bool and inspect.isawaitable(answer):
+                close = getattr(answer, "close", None)
+                if close is not None:
+                    close()
+                return Approval.deny("the approver is async: a synchronous decide/execute "
+                                     "cannot await it (use adecide/aexecute)")
+            return as_approval(answer)
         except self.pass_through:  # not an answer: the caller's framework pauses the call
             raise
         except Exception as exc:  # an approver that fails, or answers nonsense, denies
             return Approval.deny(f"approver failed: {described(exc)}")
+
+    async def aask(self, agent: str, contract: ToolContract, confidence: float,
+                   args: Mapping[str, Any] | None) -> Approval | None:
+        """:meth:`ask`, awaiting an async approver."""
+        if self.approver is None:
+            return None
+        try:
+            answer = self.approver(self._request(agent, contract, confidence, args))
+            if type(answer) is not bool and inspect.isawaitable(answer):
+                answer = await answer
+            return as_approval(answer)
+        except self.pass_through:
+            raise
+        except Exception as exc:
+            return Approval.deny(f"approver failed: {described(exc)}")
+
+    def granted(self, agent: str, contract: ToolContract,
+                confidence: float) -> tuple[Approval | None, str | None, float | None]:
+        """A live grant's approval of a call waiting for one (using a call of it), or
+        ``(None, None, None)``."""
+        with self.lock:
+            approved, via, at = self._grant(agent, contract, confidence)
+        if via is not None:
+            return Approval.approve(via), via, at
+        return None, None, None
 
     def approve(self, agent: str, contract: ToolContract, confidence: float,
                 args: Mapping[str, Any]) -> tuple[Approval | None, str | None, float | None]:
@@ -364,11 +492,20 @@ class Gate:
         Returns ``(answer, approved_by, approved_at)``; ``approved_at`` is the
         clock reading at which a grant was checked.
         """
-        with self.lock:
-            approved, via, at = self._grant(agent, contract, confidence)
-        if via is not None:
-            return Approval.approve(via), via, at
+        granted = self.granted(agent, contract, confidence)
+        if granted[1] is not None:
+            return granted
         answer = self.ask(agent, contract, confidence, args)
+        return answer, None if answer is None else "callback", None
+
+    async def aapprove(self, agent: str, contract: ToolContract, confidence: float,
+                       args: Mapping[str, Any],
+                       ) -> tuple[Approval | None, str | None, float | None]:
+        """:meth:`approve`, awaiting an async approver."""
+        granted = self.granted(agent, contract, confidence)
+        if granted[1] is not None:
+            return granted
+        answer = await self.aask(agent, contract, confidence, args)
         return answer, None if answer is None else "callback", None
 
     # -- the system lock and grants -----------------------------------------
