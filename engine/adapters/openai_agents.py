@@ -1,0 +1,379 @@
+"""buddy inside the OpenAI Agents SDK: guarded function tools, a ``needs_approval``
+that asks buddy, and the SDK's approvals recorded on buddy's tickets.
+
+Needs the ``openai-agents`` extra (``pip install 'buddy[openai-agents]'``).
+
+- :func:`guard_function_tool` (or the decorator :func:`buddy_function_tool`) returns
+  a copy of a ``FunctionTool`` whose every call goes through
+  ``engine.aexecute(agent, tool, args, idempotency_key=<the SDK's call id>)`` with
+  the tool's own ``on_invoke_tool`` as its LIVE handler. A call buddy refuses,
+  denies or does not know never runs: the model is told so in one line. A call
+  decided MOCK or DRY_RUN is not run for real either, and the model is told it
+  was simulated. A second invocation of one call id (a run resumed twice from
+  one saved state) returns the first result and runs nothing.
+- Its ``needs_approval`` (:func:`buddy_needs_approval`) answers True exactly when
+  buddy's decision for the call waits for a person (``engine.check``, which
+  records nothing), and then opens buddy's ticket for it
+  (``engine.prepare(..., wait=True, idempotency_key=<call id>)``): the run stops
+  with ``result.interruptions`` and the ticket is in ``engine.tickets()``.
+- Answer with :func:`approve` / :func:`reject` (they record the answer, who gave
+  it and any edited arguments on buddy's ticket, then call ``state.approve`` /
+  ``state.reject``). The SDK cannot edit a call's arguments; ``approve(...,
+  args=...)`` (or ``engine.approve(ticket_id, args=...)`` out of band) can, and
+  the tool then runs the edited arguments. A plain ``state.approve(item)`` is
+  recorded too, when the resumed run invokes the tool (``by="openai-agents"``);
+  a plain ``state.reject(item)`` is not seen by buddy (the SDK never calls the
+  tool again), so its ticket stays pending until it expires: use :func:`reject`.
+
+Example (a scripted model stands in for a real one)::
+
+    tools = [guard_function_tool(send_email, engine, agent="mailer")]
+    agent = Agent(name="mailer", model=model, tools=tools)
+    result = await Runner.run(agent, "write to Ann")
+    state = result.to_state()
+    for item in result.interruptions:
+        approve(state, item, by="alice", args={"to": "ann@example.com", "body": "Hi"})
+    result = await Runner.run(agent, state)
+"""
+
+from __future__ import annotations
+
+import contextvars
+import copy
+import inspect
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from agents import FunctionTool, RunContextWrapper, RunState, ToolApprovalItem, function_tool
+from agents.tool import ToolErrorFunction, default_tool_error_function
+from agents.tool_context import ToolContext
+
+from buddy.engine.core import Engine, ExecutionResult
+from buddy.machines.escalation import ExecutionState
+from buddy.rules.base._values import ExecutionMode
+from buddy.rules.base.errors import InputError
+
+__all__ = [
+    "SDK_APPROVER",
+    "approve",
+    "buddy_function_tool",
+    "buddy_needs_approval",
+    "guard_function_tool",
+    "reject",
+]
+
+#: Who a plain ``state.approve(item)`` is recorded as, on buddy's ticket.
+SDK_APPROVER = "openai-agents"
+
+NeedsApproval = Callable[[RunContextWrapper[Any], dict[str, Any], str], Awaitable[bool]]
+_Invoke = Callable[[ToolContext[Any], str], Awaitable[Any]]
+
+#: The SDK call being run: its context and the tool's own invoker. The LIVE handler
+#: buddy runs reads it, so one handler serves every guarded copy of a tool.
+_CURRENT: contextvars.ContextVar[tuple[ToolContext[Any], _Invoke] | None] = \
+    contextvars.ContextVar("buddy_openai_agents_call", default=None)
+
+
+async def _live(args: Mapping[str, Any]) -> Any:
+    """The LIVE handler of every guarded tool: the SDK's own invocation, with the
+    arguments buddy runs (edited ones after an approval that edits)."""
+    current = _CURRENT.get()
+    if current is None:
+        raise RuntimeError("a guarded OpenAI Agents SDK tool runs LIVE only inside its "
+                           "SDK run (the guard's on_invoke_tool)")
+    ctx, invoke = current
+    return await invoke(ctx, json.dumps(dict(args)))
+
+
+def _idempotency_key(agent: str, tool: str, call_id: str) -> str:
+    return f"openai-agents/{agent}/{tool}/{call_id}"
+
+
+def _parse_args(raw: str) -> dict[str, Any] | None:
+    """The call's arguments as a JSON object, or None when they are not one."""
+    try:
+        parsed = json.loads(raw) if raw.strip() else {}
+    except ValueError:
+        return None
+    return parsed if isinstance(parsed, dict) else None
+
+
+class _Guard:
+    """A guarded tool's ``on_invoke_tool`` (and, through :meth:`needs_approval`, its
+    approval policy): every call goes through the engine."""
+
+    def __init__(self, engine: Engine, agent: str, tool: str, invoke: _Invoke, *,
+                 confidence: float | None, on_error: ToolErrorFunction | None) -> None:
+        self.engine = engine
+        self.agent = agent
+        self.tool = tool  # the name buddy's catalogue knows it by
+        self.invoke = invoke
+        self.confidence = confidence
+        self.on_error = on_error
+        self._registered = False
+
+    def key(self, call_id: str) -> str:
+        return _idempotency_key(self.agent, self.tool, call_id)
+
+    def _register(self) -> None:
+        """Give the engine the LIVE handler, once the tool is in its catalogue (an
+        unknown tool is refused by the engine, and never runs)."""
+        if not self._registered and self.tool in self.engine.registry:
+            self.engine.register_handler(self.tool, live=_live)
+            self._registered = True
+
+    # -- asking ---------------------------------------------------------------
+    def waits_for_person(self, args: Mapping[str, Any]) -> bool:
+        """Whether buddy's decision for this call waits for a person (records nothing)."""
+        explanation = self.engine.check(self.agent, self.tool, self.confidence, args=args)
+        return explanation.decision.state is ExecutionState.AWAITING_APPROVAL
+
+    def open_ticket(self, args: Mapping[str, Any], call_id: str) -> Any:
+        """The ticket of this call, opened now or found by its key (the same call id
+        always finds the same ticket, also after a restart on a file audit log)."""
+        return self.engine.prepare(self.agent, self.tool, args, confidence=self.confidence,
+                                   wait=True, idempotency_key=self.key(call_id))
+
+    async def needs_approval(self, ctx: RunContextWrapper[Any], params: dict[str, Any],
+                             call_id: str) -> bool:
+        if not self.waits_for_person(params):
+            return False
+        self.open_ticket(params, call_id)
+        return True
+
+    # -- running ----------------------------------------------------------------
+    async def __call__(self, ctx: ToolContext[Any], raw_args: str) -> Any:
+        args = _parse_args(raw_args)
+        if args is None:
+            return (f"buddy refused {self.tool}: its arguments are not a JSON object; "
+                    "the tool did not run")
+        self._register()
+        call_id = ctx.tool_call_id
+        token = _CURRENT.set((ctx, self.invoke))
+        try:
+            if ctx.is_tool_approved(ctx.tool_name, call_id) is True:
+                result = await self._run_approved(args, call_id)
+            else:
+                result = await self.engine.aexecute(self.agent, self.tool, args,
+                                                    confidence=self.confidence,
+                                                    idempotency_key=self.key(call_id))
+        finally:
+            _CURRENT.reset(token)
+        return await self._answer(ctx, result)
+
+    async def _run_approved(self, args: Mapping[str, Any], call_id: str) -> ExecutionResult:
+        """The SDK approved this call: its ticket carries the approval (recorded here as
+        :data:`SDK_APPROVER`'s when no one answered it through buddy) and is resumed,
+        with the edited arguments if the answer edited them."""
+        engine = self.engine
+        pending = self.open_ticket(args, call_id)
+        ticket = pending.ticket
+        if ticket is None:  # buddy waits for no one: run the call as it decided
+            return await pending.arun()
+        if engine.ticket(ticket.id).status == "pending":
+            engine.approve(ticket.id, by=SDK_APPROVER,
+                           reason="approved in the OpenAI Agents SDK (state.approve)")
+        return await engine.aresume(ticket.id)
+
+    async def _answer(self, ctx: ToolContext[Any], result: ExecutionResult) -> Any:
+        """What the model gets back."""
+        decision = result.decision
+        if result.mode is ExecutionMode.LIVE:
+            if result.ok:
+                return result.result
+            if result.exception is not None and self.on_error is not None:
+                message = self.on_error(ctx, result.exception)  # type: ignore[arg-type]
+                return await message if inspect.isawaitable(message) else message
+            if result.exception is not None:
+                raise result.exception
+            return f"buddy ran {self.tool} and it failed: {result.error}"
+        if not decision.allowed or result.mode is None:
+            why = result.error or decision.reason
+            return f"buddy refused {self.tool}: {why} (rule {decision.rule}); the tool did not run"
+        mode = result.mode.value
+        return (f"buddy ran {self.tool} in {mode} only (simulated, nothing was done): "
+                f"{decision.reason}")
+
+
+def _guard_of(tool: FunctionTool) -> _Guard | None:
+    invoke = tool.on_invoke_tool
+    return invoke if isinstance(invoke, _Guard) else None
+
+
+def guard_function_tool(tool: FunctionTool, engine: Engine, *, agent: str,
+                        confidence: float | None = None, name: str | None = None,
+                        approvals: bool = True) -> FunctionTool:
+    """A copy of ``tool`` whose calls go through ``engine``.
+
+    Parameters
+    ----------
+    tool:
+        A ``FunctionTool`` (from ``@function_tool``); it is not changed.
+    engine:
+        The buddy engine that decides, runs and records each call.
+    agent:
+        The agent name buddy decides for.
+    confidence:
+        The confidence of every call; None: the engine's provider or defaults.
+    name:
+        The tool's name in buddy's catalogue (default: the SDK tool's name).
+    approvals:
+        True (default): the copy's ``needs_approval`` asks buddy too
+        (:func:`buddy_needs_approval`), or-ed with the tool's own setting, so
+        a call buddy wants a person for stops the run. False: the tool's own
+        setting is kept, and a call buddy wants a person for is asked of the
+        engine's approver (none: it runs DRY_RUN at most).
+
+    Returns
+    -------
+    FunctionTool
+        The guarded copy: same name, description and schema.
+
+    Raises
+    ------
+    InputError
+        ``tool`` is not a ``FunctionTool``, or ``agent`` is not a non-empty string.
+    """
+    if not isinstance(tool, FunctionTool):
+        raise InputError(f"guard_function_tool: tool must be an Agents SDK FunctionTool "
+                         f"(got {type(tool).__name__})")
+    if _guard_of(tool) is not None:
+        raise InputError(f"guard_function_tool: {tool.name} is already guarded by buddy")
+    if not isinstance(agent, str) or not agent:
+        raise InputError(f"guard_function_tool: agent must be a non-empty string (got {agent!r})")
+    guarded = copy.copy(tool)
+    # Exceptions the tool's own failure policy lets through reach buddy (recorded as a
+    # failed LIVE run) and are raised on, as the SDK would.
+    guard = _Guard(engine, agent, name or tool.name, guarded.on_invoke_tool,
+                   confidence=confidence, on_error=None)
+    guarded.on_invoke_tool = guard
+    if approvals:
+        guarded.needs_approval = _either(tool.needs_approval, guard.needs_approval)
+    return guarded
+
+
+def _either(own: bool | NeedsApproval, buddys: NeedsApproval) -> bool | NeedsApproval:
+    """The tool's own approval setting or-ed with buddy's: never fewer approvals."""
+    if own is True:
+        return True
+    if own is False:
+        return buddys
+
+    async def needs_approval(ctx: RunContextWrapper[Any], params: dict[str, Any],
+                             call_id: str) -> bool:
+        mine = own(ctx, params, call_id)
+        if await mine if inspect.isawaitable(mine) else mine:
+            return True
+        return await buddys(ctx, params, call_id)
+
+    return needs_approval
+
+
+def buddy_function_tool(engine: Engine, *, agent: str, confidence: float | None = None,
+                        name: str | None = None,
+                        failure_error_function: ToolErrorFunction | None =
+                        default_tool_error_function,
+                        **function_tool_kwargs: Any) -> Callable[[Callable[..., Any]],
+                                                                 FunctionTool]:
+    """``@function_tool`` and :func:`guard_function_tool` in one decorator.
+
+    The tool's exceptions reach buddy (recorded as a failed LIVE run), then the
+    model gets ``failure_error_function(ctx, error)`` (the SDK's default message;
+    None: the exception is raised, failing the run). Other keywords go to
+    ``function_tool`` (``needs_approval`` among them, or-ed with buddy's).
+    """
+    def decorate(func: Callable[..., Any]) -> FunctionTool:
+        tool = function_tool(func, failure_error_function=None, **function_tool_kwargs)
+        guarded = guard_function_tool(tool, engine, agent=agent, confidence=confidence,
+                                      name=name)
+        guard = _guard_of(guarded)
+        assert guard is not None
+        guard.on_error = failure_error_function
+        return guarded
+
+    return decorate
+
+
+def buddy_needs_approval(engine: Engine, *, agent: str, tool: str,
+                         confidence: float | None = None) -> NeedsApproval:
+    """A ``needs_approval`` for ``function_tool(needs_approval=...)``: True exactly when
+    buddy's decision for the call waits for a person, and buddy's ticket is then
+    opened (keyed by the call id). ``tool`` is the tool's name in buddy's catalogue
+    (the SDK does not say which tool it asks about). A tool guarded with
+    :func:`guard_function_tool` already has it.
+
+    >>> from buddy.engine import Engine
+    >>> ask = buddy_needs_approval(Engine.default(clock=lambda: 0.0), agent="a1",
+    ...                            tool="msgraph_send_email", confidence=0.9)
+    >>> import asyncio; asyncio.run(ask(None, {"to": "ann@example.com"}, "call-1"))
+    True
+    """
+    guard = _Guard(engine, agent, tool, _no_invoke, confidence=confidence, on_error=None)
+    return guard.needs_approval
+
+
+async def _no_invoke(ctx: ToolContext[Any], raw_args: str) -> Any:  # pragma: no cover
+    raise RuntimeError("buddy_needs_approval only asks; it never runs a tool")
+
+
+# -- answering an interruption ---------------------------------------------------------
+def _item_guard(item: ToolApprovalItem) -> tuple[_Guard, dict[str, Any], str]:
+    """The guard of the tool an approval item asks about, its arguments and call id."""
+    if not isinstance(item, ToolApprovalItem):
+        raise InputError(f"item must be a ToolApprovalItem from result.interruptions "
+                         f"(got {type(item).__name__})")
+    tools = getattr(item.agent, "tools", None) or []
+    guard = next((g for t in tools if isinstance(t, FunctionTool) and t.name == item.tool_name
+                  and (g := _guard_of(t)) is not None), None)
+    if guard is None:
+        raise InputError(f"{item.tool_name} is not a tool guarded by buddy: answer it with "
+                         "state.approve / state.reject")
+    args = _parse_args(item.arguments or "")
+    call_id = item.call_id
+    if args is None or not call_id:
+        raise InputError(f"the approval item of {item.tool_name} has no call id or no JSON "
+                         "object of arguments")
+    return guard, args, call_id
+
+
+def approve(state: RunState[Any, Any], item: ToolApprovalItem, *, by: str,
+            args: Mapping[str, Any] | None = None, reason: str = "") -> Any:
+    """Approve one interruption on buddy's ticket (who, why, edited ``args``), then
+    in the SDK (``state.approve(item)``). Resume with ``Runner.run(agent, state)``:
+    the tool runs once, with ``args`` if given.
+
+    Returns the ticket. Raises :class:`InputError` when the item's tool is not
+    guarded by buddy or ``by`` is not a non-empty string, and the engine's error
+    when the ticket cannot be approved (denied or expired): then the SDK's state
+    is left as it was.
+    """
+    guard, call_args, call_id = _item_guard(item)
+    if not isinstance(by, str) or not by:
+        raise InputError(f"approve: by must be a non-empty string (got {by!r})")
+    ticket = guard.open_ticket(call_args, call_id).ticket
+    answered = None
+    if ticket is not None:
+        answered = guard.engine.approve(ticket.id, by=by, args=args, reason=reason)
+    elif args is not None:
+        raise InputError(f"approve: buddy holds no ticket for {guard.tool} (call {call_id}), "
+                         "so its arguments cannot be edited")
+    state.approve(item)
+    return answered
+
+
+def reject(state: RunState[Any, Any], item: ToolApprovalItem, *, by: str,
+           reason: str = "") -> Any:
+    """Deny one interruption on buddy's ticket (who, why), then in the SDK
+    (``state.reject(item)``, the model told who rejected it and why). The tool never
+    runs. Returns the ticket (None when buddy held none for the call)."""
+    guard, call_args, call_id = _item_guard(item)
+    if not isinstance(by, str) or not by:
+        raise InputError(f"reject: by must be a non-empty string (got {by!r})")
+    ticket = guard.open_ticket(call_args, call_id).ticket
+    answered = None
+    if ticket is not None:
+        answered = guard.engine.deny(ticket.id, reason, by=by)
+    why = f": {reason}" if reason else ""
+    state.reject(item, rejection_message=f"{by} rejected {guard.tool}{why}; it did not run")
+    return answered
