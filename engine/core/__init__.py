@@ -17,24 +17,31 @@ from buddy.engine.core._controller import (
 from buddy.engine.core._decision import Decision
 from buddy.engine.core._engine import Engine
 from buddy.engine.core._events import AuditEvent
+from buddy.engine.core._guard import CallRefused, ToolFailed
 from buddy.engine.core._replay import Change, Divergence, ReplayReport, replay
+from buddy.engine.core._tickets import Ticket, TicketError, TicketPending
 
 __all__ = [
     "Approval",
     "ApprovalRequest",
+    "AsyncHandlerError",
+    "AsyncSession",
     "AuditEvent",
     "AuditLog",
+    "CallRefused",
     "Change",
     "Decision",
     "Divergence",
     "Engine",
-    "AsyncHandlerError",
-    "AsyncSession",
     "ExecutionResult",
     "Grant",
     "PendingCall",
     "ReplayReport",
     "Session",
+    "Ticket",
+    "TicketError",
+    "TicketPending",
+    "ToolFailed",
     "Verdict",
     "load_key",
     "replay",

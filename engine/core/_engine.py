@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from buddy.engine.core._approvals import ApprovalCallback, Grant
+from buddy.engine.core._approvals import ApprovalCallback, Grant, Verdict
 from buddy.engine.core._audit import AuditLog
 from buddy.engine.core._controller import (
     AsyncSession,
@@ -19,6 +20,8 @@ from buddy.engine.core._controller import (
 )
 from buddy.engine.core._decision import Decision, Policy
 from buddy.engine.core._gate import ConfidenceProvider, Gate
+from buddy.engine.core._guard import F, guard
+from buddy.engine.core._tickets import ArgStore, Calls, Ticket
 from buddy.rules.base._masking import shown
 from buddy.rules.base._values import ExecutionMode, valid_confidence
 from buddy.rules.base.errors import InputError
@@ -26,6 +29,9 @@ from buddy.rules.tables._catalogue import ToolContractRegistry
 from buddy.rules.tables._escalation import EscalationTable
 
 __all__ = ["Engine"]
+
+#: How long a ticket waits for a person by default: a day on the engine's clock.
+DAY = 86_400.0
 
 class Engine:
     """A policy engine for AI agents' tool calls.
@@ -78,6 +84,9 @@ class Engine:
         self.default_confidence = default_confidence
         self.confidence_provider = confidence_provider
         self._controller = Controller(self._gate)
+        path = self.audit.path
+        self._calls = Calls(self._controller, ArgStore(
+            None if path is None else path.with_name(path.name + ".tickets")))
         # The documented method below, without its frame: decide is the hot path.
         self.decide = self._gate.decide  # type: ignore[method-assign]
 
@@ -213,29 +222,107 @@ class Engine:
     def execute(self, agent: str, tool: str, args: Mapping[str, Any] | None = None, *,
                 confidence: float | None = None, approval: bool | None = None,
                 max_mode: ExecutionMode | None = None, cap_reason: str = "",
-                ) -> ExecutionResult:
+                idempotency_key: str | None = None) -> ExecutionResult:
         """Decide and run one call in a session of its own (``max_mode``: see
-        :meth:`Session.prepare`)."""
+        :meth:`Session.prepare`).
+
+        ``idempotency_key``: a call with a key used before (in this process, or any
+        that wrote this log) runs nothing and returns the first call's result (as the
+        log recorded it, secrets masked, when it ran in another process); the repeat
+        is an audit event. A key whose call has not finished, or that another call
+        used with other arguments, answers so (``ok`` False) and runs nothing.
+        """
         controller = self._controller
-        return controller.execute(Session(controller, agent), tool, args, confidence, approval,
-                                  max_mode, cap_reason)
+        if idempotency_key is None:
+            return controller.execute(Session(controller, agent), tool, args, confidence,
+                                      approval, max_mode, cap_reason)
+        calls = self._calls
+        claimed = calls.claim(idempotency_key, agent, tool, args)
+        if claimed is not None:
+            return claimed if isinstance(claimed, ExecutionResult) else \
+                self._waiting_or_run(claimed)
+        result = controller.execute(Session(controller, agent), tool, args, confidence,
+                                    approval, max_mode, cap_reason)
+        calls.finish(idempotency_key, result)
+        return result
 
     async def aexecute(self, agent: str, tool: str, args: Mapping[str, Any] | None = None,
                        *, confidence: float | None = None, approval: bool | None = None,
                        max_mode: ExecutionMode | None = None, cap_reason: str = "",
-                       ) -> ExecutionResult:
+                       idempotency_key: str | None = None) -> ExecutionResult:
         """:meth:`execute` for async callers: async approvers, handlers and undos are
         awaited, sync ones called inline; one audit chain with the sync callers."""
         controller = self._controller
-        return await controller.aexecute(AsyncSession(controller, agent), tool, args,
-                                         confidence, approval, max_mode, cap_reason)
+        if idempotency_key is None:
+            return await controller.aexecute(AsyncSession(controller, agent), tool, args,
+                                             confidence, approval, max_mode, cap_reason)
+        calls = self._calls
+        claimed = calls.claim(idempotency_key, agent, tool, args)
+        if claimed is not None:
+            if isinstance(claimed, ExecutionResult):
+                return claimed
+            if claimed.ticket is not None and claimed.waiting:
+                return calls._not_run(agent, tool, args, claimed.context,
+                                      f"waits for a person on ticket {claimed.ticket.id}")
+            return await claimed.arun()
+        result = await controller.aexecute(AsyncSession(controller, agent), tool, args,
+                                           confidence, approval, max_mode, cap_reason)
+        calls.finish(idempotency_key, result)
+        return result
+
+    def _waiting_or_run(self, pending: PendingCall) -> ExecutionResult:
+        if pending.ticket is not None and pending.waiting:
+            return self._calls._not_run(pending.agent, pending.tool, pending.args,
+                                        pending.context, "waits for a person on ticket "
+                                        f"{pending.ticket.id}")
+        return pending.run()
 
     def prepare(self, agent: str, tool: str, args: Mapping[str, Any] | None = None, *,
                 confidence: float | None = None, approval: bool | None = None,
-                max_mode: ExecutionMode | None = None, cap_reason: str = "") -> PendingCall:
-        """Decide one call now and run it later (``.run()``), in a session of its own."""
-        return self.session(agent).prepare(tool, args, confidence=confidence, approval=approval,
-                                           max_mode=max_mode, cap_reason=cap_reason)
+                max_mode: ExecutionMode | None = None, cap_reason: str = "",
+                wait: bool = False, expires_in: float | None = DAY,
+                idempotency_key: str | None = None) -> PendingCall:
+        """Decide one call now and run it later (``.run()``), in a session of its own.
+
+        ``wait=True``: a call that waits for a person waits as a :class:`Ticket`
+        (``pending.ticket``, ``pending.waiting``) instead of asking the approver;
+        answer it with :meth:`approve` / :meth:`deny` from anywhere, then
+        ``pending.run()`` or :meth:`resume`. It expires ``expires_in`` seconds on
+        the engine's clock after it was made (None: never). With
+        ``idempotency_key``, preparing the same key again returns the same call
+        (its ticket, or its result), deciding nothing anew.
+        """
+        if wait is not True and wait is not False:
+            raise InputError(f"wait must be True or False (got {shown(wait)})")
+        if expires_in is not None and (isinstance(expires_in, bool) or not isinstance(
+                expires_in, int | float) or not 0 < expires_in < math.inf):
+            raise InputError(f"expires_in must be a finite number of seconds > 0, or None "
+                             f"(got {shown(expires_in)})")
+        calls, controller = self._calls, self._controller
+        key = idempotency_key
+        if key is not None:
+            claimed = calls.claim(key, agent, tool, args)
+            if isinstance(claimed, ExecutionResult):
+                return PendingCall(controller, Session(controller, agent), None, claimed.tool,
+                                   dict(claimed.args or {}), claimed.decision,
+                                   agent=claimed.agent, done=claimed)
+            if claimed is not None:
+                return claimed
+        session = Session(controller, agent)
+        if wait:
+            pending = controller.prepare_waiting(session, tool, args, confidence, approval,
+                                                 max_mode, cap_reason, agent, calls,
+                                                 None if expires_in is None else
+                                                 float(expires_in), key)
+        else:
+            pending = session.prepare(tool, args, confidence=confidence, approval=approval,
+                                      max_mode=max_mode, cap_reason=cap_reason)
+        if key is not None and pending.ticket is None:
+            if pending._done is not None:
+                calls.finish(key, pending._done)
+            else:
+                pending._on_done = lambda result: calls.finish(key, result)
+        return pending
 
     async def aprepare(self, agent: str, tool: str, args: Mapping[str, Any] | None = None,
                        *, confidence: float | None = None, approval: bool | None = None,
@@ -245,6 +332,37 @@ class Engine:
         return await self.asession(agent).prepare(tool, args, confidence=confidence,
                                                   approval=approval, max_mode=max_mode,
                                                   cap_reason=cap_reason)
+
+    # -- tickets -------------------------------------------------------------
+    def ticket(self, ticket_id: str) -> Ticket:
+        """The ticket as the log says it is now (:class:`TicketError` when there is none)."""
+        return self._calls.ticket(ticket_id)
+
+    def tickets(self, status: str | None = "pending") -> list[Ticket]:
+        """The log's tickets of ``status`` (None: all), oldest first."""
+        return self._calls.tickets(status)
+
+    def approve(self, ticket_id: str, *, by: str, args: Mapping[str, Any] | None = None,
+                reason: str = "") -> Ticket:
+        """Approve a pending ticket, as ``by``; with ``args``, those run instead (the log
+        keeps both). From any process writing this log. :class:`TicketError` when the
+        ticket is unknown, answered or expired."""
+        return self._calls.answer(ticket_id, Verdict.APPROVE, by, reason, args)
+
+    def deny(self, ticket_id: str, reason: str = "", *, by: str = "someone") -> Ticket:
+        """Deny a pending ticket (its call then closes without running)."""
+        return self._calls.answer(ticket_id, Verdict.DENY, by, reason, None)
+
+    def resume(self, ticket_id: str) -> ExecutionResult:
+        """Run an approved ticket's call (its edited arguments, if any), or close a
+        denied or expired one without running it -- once: a ticket resumed before
+        returns that result (as the log recorded it, when another process ran it).
+        :class:`TicketPending` while it waits for an answer."""
+        return self._calls.resume(ticket_id)
+
+    async def aresume(self, ticket_id: str) -> ExecutionResult:
+        """:meth:`resume`, awaiting an async handler."""
+        return await self._calls.aresume(ticket_id)
 
     # -- the system lock -----------------------------------------------------
     @property
@@ -286,3 +404,69 @@ class Engine:
         gate = self._gate
         with gate.lock:
             return gate.grants.active(self.clock())
+
+    # -- guarding a callable -------------------------------------------------
+    def guard(self, tool: str, *, agent: str, confidence: float | None = None,
+              mock: Callable[..., Any] | None = None,
+              dry_run: Callable[..., Any] | None = None,
+              undo: Callable[..., Any] | None = None,
+              approval: bool | None = None) -> Callable[[F], F]:
+        """A decorator: calls of the function (sync or ``async def``, or a method) go
+        through this engine as ``tool`` for ``agent``.
+
+        The guarded function keeps its signature, type hints, name and docstring
+        (``functools.wraps``), so frameworks that build a tool's schema from them
+        see the same parameters. A call binds its arguments (defaults applied; a
+        method's ``self`` left out) into one dict, which the engine decides, records
+        and runs: :meth:`execute`, or ``await aexecute`` for an ``async def``, with
+        ``confidence`` and ``approval``. The function is called again from that dict
+        (an approver's edited arguments, when it edited them), positional-only,
+        ``*args`` and ``**kwargs`` as they were given. By the mode the engine allows:
+
+        - LIVE runs the function;
+        - DRY_RUN runs ``dry_run`` (called as the function is); without one the
+          engine downgrades the call to MOCK, and records why;
+        - MOCK runs ``mock`` (called as the function is); without one it returns the
+          empty value of the function's return annotation, never a dict in place of
+          a list: ``list`` -> ``[]``, ``dict`` -> ``{}``, ``str`` -> ``""``,
+          ``int`` -> ``0``, ``float`` -> ``0.0``, ``bool`` -> ``False``, ``tuple`` ->
+          ``()``, ``set`` -> ``set()``, ``Optional[X]`` -> ``None``, ``None`` or no
+          annotation -> ``None``; a dataclass, a pydantic model, a ``TypedDict`` or any
+          other class -> ``None`` (give ``mock=`` to return one). The full table:
+          :func:`buddy.engine.core._guard.empty_value`.
+
+        ``undo`` is the tool's undo handler, called as ``undo([self,] result, *args,
+        **kwargs)`` when a session rolls a LIVE run back (a guarded call is a session
+        of its own). The guard registers the tool's handlers on this engine; the
+        engine running the tool by name (``engine.execute(agent, tool, args)``) runs
+        the function too, unless it is a method (it needs its object). Substitutes
+        of a sync function must be sync; an async function's may be either.
+
+        Returns what the function (or its substitute) returned. Raises
+        :class:`CallRefused` (a ``PermissionError``; ``.result`` holds the
+        :class:`ExecutionResult`) when the call is not allowed -- refused, denied,
+        rate limited -- and the function did not run; an exception the function
+        or a substitute raised is raised again as itself (the engine has recorded
+        it). A call whose arguments do not fit the signature raises ``TypeError``
+        before the engine sees it.
+
+        Raises at decoration: :class:`UnknownToolError` for a tool not in the
+        catalogue; :class:`InputError` for an agent that is not a non-empty string,
+        a confidence outside [0, 1], an approval not True/False/None, a substitute
+        that is not callable (or async for a sync function), a generator function,
+        and a tool that already has handlers on this engine (one guarded function
+        per tool and engine; defining the same function again replaces it).
+
+        Examples
+        --------
+        >>> engine = Engine.default(clock=lambda: 0.0)
+        >>> @engine.guard("memory_search", agent="agent-1", confidence=0.9)
+        ... def search(query: str, limit: int = 3) -> list[str]:
+        ...     return [query] * limit
+        >>> search("buddy", limit=2)
+        ['buddy', 'buddy']
+        >>> engine.lock(); search("buddy")          # MOCK: the empty value of list[str]
+        []
+        """
+        return guard(self, tool, agent=agent, confidence=confidence, mock=mock,
+                     dry_run=dry_run, undo=undo, approval=approval)
