@@ -49,7 +49,7 @@ from agents import FunctionTool, RunContextWrapper, RunState, ToolApprovalItem, 
 from agents.tool import ToolErrorFunction, default_tool_error_function
 from agents.tool_context import ToolContext
 
-from buddy.engine.core import Engine, ExecutionResult
+from buddy.engine.core import Engine, ExecutionResult, PendingCall, Ticket
 from buddy.machines.escalation import ExecutionState
 from buddy.rules.base._values import ExecutionMode
 from buddy.rules.base.errors import InputError
@@ -112,6 +112,8 @@ class _Guard:
         self.confidence = confidence
         self.on_error = on_error
         self._registered = False
+        #: calls decided by needs_approval that need no person, run when the SDK calls
+        self._decided: dict[str, PendingCall] = {}
 
     def key(self, call_id: str) -> str:
         return _idempotency_key(self.agent, self.tool, call_id)
@@ -124,23 +126,30 @@ class _Guard:
             self._registered = True
 
     # -- asking ---------------------------------------------------------------
-    def waits_for_person(self, args: Mapping[str, Any]) -> bool:
-        """Whether buddy's decision for this call waits for a person (records nothing)."""
-        explanation = self.engine.check(self.agent, self.tool, self.confidence, args=args)
-        return explanation.decision.state is ExecutionState.AWAITING_APPROVAL
-
-    def open_ticket(self, args: Mapping[str, Any], call_id: str) -> Any:
-        """The ticket of this call, opened now or found by its key (the same call id
-        always finds the same ticket, also after a restart on a file audit log)."""
-        return self.engine.prepare(self.agent, self.tool, args, confidence=self.confidence,
-                                   wait=True, idempotency_key=self.key(call_id))
+    def ticket(self, call_id: str) -> Ticket | None:
+        """buddy's ticket for this call, if one was opened (found by its key in the
+        log, so also after a restart on a file audit log); records nothing."""
+        key = self.key(call_id)
+        return next((t for t in self.engine.tickets(status=None) if t.key == key), None)
 
     async def needs_approval(self, ctx: RunContextWrapper[Any], params: dict[str, Any],
                              call_id: str) -> bool:
-        if not self.waits_for_person(params):
+        """True exactly when buddy's decision for this call waits for a person; its
+        ticket is then opened (once per call id)."""
+        explanation = self.engine.check(self.agent, self.tool, self.confidence, args=params)
+        if explanation.decision.state is not ExecutionState.AWAITING_APPROVAL:
             return False
-        self.open_ticket(params, call_id)
-        return True
+        if self.ticket(call_id) is not None:
+            return True
+        pending = self.engine.prepare(self.agent, self.tool, params,
+                                      confidence=self.confidence, wait=True,
+                                      idempotency_key=self.key(call_id))
+        if pending.waiting:
+            return True
+        # Decided in between (a grant, say): no person is needed, and the SDK now calls
+        # the tool; the call decided here is the one that runs.
+        self._decided[self.key(call_id)] = pending
+        return False
 
     # -- running ----------------------------------------------------------------
     async def __call__(self, ctx: ToolContext[Any], raw_args: str) -> Any:
@@ -150,28 +159,36 @@ class _Guard:
                     "the tool did not run")
         self._register()
         call_id = ctx.tool_call_id
+        key = self.key(call_id)
         token = _CURRENT.set((ctx, self.invoke))
         try:
-            if ctx.is_tool_approved(ctx.tool_name, call_id) is True:
-                result = await self._run_approved(args, call_id)
+            decided = self._decided.pop(key, None)
+            ticket = None if decided is not None else self.ticket(call_id)
+            if decided is not None:
+                result = await decided.arun()
+            elif ticket is not None:
+                approved = ctx.is_tool_approved(ctx.tool_name, call_id) is True
+                answer = await self._resume(ticket, approved)
+                if isinstance(answer, str):
+                    return answer
+                result = answer
             else:
                 result = await self.engine.aexecute(self.agent, self.tool, args,
                                                     confidence=self.confidence,
-                                                    idempotency_key=self.key(call_id))
+                                                    idempotency_key=key)
         finally:
             _CURRENT.reset(token)
         return await self._answer(ctx, result)
 
-    async def _run_approved(self, args: Mapping[str, Any], call_id: str) -> ExecutionResult:
-        """The SDK approved this call: its ticket carries the approval (recorded here as
-        :data:`SDK_APPROVER`'s when no one answered it through buddy) and is resumed,
-        with the edited arguments if the answer edited them."""
+    async def _resume(self, ticket: Ticket, sdk_approved: bool) -> ExecutionResult | str:
+        """Run (or close) the call of this ticket. The SDK calls a tool that asked for
+        approval only once it was approved: an approval no one gave through buddy is
+        recorded here as :data:`SDK_APPROVER`'s."""
         engine = self.engine
-        pending = self.open_ticket(args, call_id)
-        ticket = pending.ticket
-        if ticket is None:  # buddy waits for no one: run the call as it decided
-            return await pending.arun()
-        if engine.ticket(ticket.id).status == "pending":
+        if ticket.status == "pending":
+            if not sdk_approved:
+                return (f"buddy: {self.tool} waits for a person (ticket {ticket.id}); "
+                        "the tool did not run")
             engine.approve(ticket.id, by=SDK_APPROVER,
                            reason="approved in the OpenAI Agents SDK (state.approve)")
         return await engine.aresume(ticket.id)
@@ -318,8 +335,8 @@ async def _no_invoke(ctx: ToolContext[Any], raw_args: str) -> Any:  # pragma: no
 
 
 # -- answering an interruption ---------------------------------------------------------
-def _item_guard(item: ToolApprovalItem) -> tuple[_Guard, dict[str, Any], str]:
-    """The guard of the tool an approval item asks about, its arguments and call id."""
+def _item_guard(item: ToolApprovalItem) -> tuple[_Guard, str]:
+    """The guard of the tool an approval item asks about, and the call's id."""
     if not isinstance(item, ToolApprovalItem):
         raise InputError(f"item must be a ToolApprovalItem from result.interruptions "
                          f"(got {type(item).__name__})")
@@ -329,16 +346,14 @@ def _item_guard(item: ToolApprovalItem) -> tuple[_Guard, dict[str, Any], str]:
     if guard is None:
         raise InputError(f"{item.tool_name} is not a tool guarded by buddy: answer it with "
                          "state.approve / state.reject")
-    args = _parse_args(item.arguments or "")
     call_id = item.call_id
-    if args is None or not call_id:
-        raise InputError(f"the approval item of {item.tool_name} has no call id or no JSON "
-                         "object of arguments")
-    return guard, args, call_id
+    if not call_id:
+        raise InputError(f"the approval item of {item.tool_name} has no call id")
+    return guard, call_id
 
 
 def approve(state: RunState[Any, Any], item: ToolApprovalItem, *, by: str,
-            args: Mapping[str, Any] | None = None, reason: str = "") -> Any:
+            args: Mapping[str, Any] | None = None, reason: str = "") -> Ticket | None:
     """Approve one interruption on buddy's ticket (who, why, edited ``args``), then
     in the SDK (``state.approve(item)``). Resume with ``Runner.run(agent, state)``:
     the tool runs once, with ``args`` if given.
@@ -348,10 +363,10 @@ def approve(state: RunState[Any, Any], item: ToolApprovalItem, *, by: str,
     when the ticket cannot be approved (denied or expired): then the SDK's state
     is left as it was.
     """
-    guard, call_args, call_id = _item_guard(item)
+    guard, call_id = _item_guard(item)
     if not isinstance(by, str) or not by:
         raise InputError(f"approve: by must be a non-empty string (got {by!r})")
-    ticket = guard.open_ticket(call_args, call_id).ticket
+    ticket = guard.ticket(call_id)
     answered = None
     if ticket is not None:
         answered = guard.engine.approve(ticket.id, by=by, args=args, reason=reason)
@@ -363,14 +378,14 @@ def approve(state: RunState[Any, Any], item: ToolApprovalItem, *, by: str,
 
 
 def reject(state: RunState[Any, Any], item: ToolApprovalItem, *, by: str,
-           reason: str = "") -> Any:
+           reason: str = "") -> Ticket | None:
     """Deny one interruption on buddy's ticket (who, why), then in the SDK
     (``state.reject(item)``, the model told who rejected it and why). The tool never
     runs. Returns the ticket (None when buddy held none for the call)."""
-    guard, call_args, call_id = _item_guard(item)
+    guard, call_id = _item_guard(item)
     if not isinstance(by, str) or not by:
         raise InputError(f"reject: by must be a non-empty string (got {by!r})")
-    ticket = guard.open_ticket(call_args, call_id).ticket
+    ticket = guard.ticket(call_id)
     answered = None
     if ticket is not None:
         answered = guard.engine.deny(ticket.id, reason, by=by)
