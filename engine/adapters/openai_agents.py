@@ -49,7 +49,7 @@ from agents import FunctionTool, RunContextWrapper, RunState, ToolApprovalItem, 
 from agents.tool import ToolErrorFunction, default_tool_error_function
 from agents.tool_context import ToolContext
 
-from buddy.engine.core import Engine, ExecutionResult, PendingCall, Ticket
+from buddy.engine.core import Engine, ExecutionResult, PendingCall, Ticket, TicketError
 from buddy.machines.escalation import ExecutionState
 from buddy.rules.base._values import ExecutionMode
 from buddy.rules.base.errors import InputError
@@ -189,9 +189,15 @@ class _Guard:
             if not sdk_approved:
                 return (f"buddy: {self.tool} waits for a person (ticket {ticket.id}); "
                         "the tool did not run")
-            engine.approve(ticket.id, by=SDK_APPROVER,
-                           reason="approved in the OpenAI Agents SDK (state.approve)")
-        return await engine.aresume(ticket.id)
+            try:
+                engine.approve(ticket.id, by=SDK_APPROVER,
+                               reason="approved in the OpenAI Agents SDK (state.approve)")
+            except TicketError:
+                pass  # expired, or answered meanwhile: resuming closes or runs it as it is
+        try:
+            return await engine.aresume(ticket.id)
+        except TicketError as exc:
+            return f"buddy did not run {self.tool}: {exc}"
 
     async def _answer(self, ctx: ToolContext[Any], result: ExecutionResult) -> Any:
         """What the model gets back."""

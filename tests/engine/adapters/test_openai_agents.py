@@ -29,7 +29,15 @@ from agents import (
 )
 from agents.testing import ScriptedModel, assistant_message, function_call
 
-from buddy.engine import Engine, ExecutionMode, RiskLevel, ToolContract, ToolContractRegistry
+from buddy.engine import (
+    AuditLog,
+    Engine,
+    ExecutionMode,
+    RiskLevel,
+    TicketError,
+    ToolContract,
+    ToolContractRegistry,
+)
 from buddy.engine import replay as replay_trail
 from buddy.engine.adapters.openai_agents import (
     SDK_APPROVER,
@@ -68,10 +76,22 @@ def catalogue() -> ToolContractRegistry:
     ])
 
 
-def make_engine() -> Engine:
-    ticks = iter(range(10**9))
-    return Engine(catalogue(), EscalationTable.default(), clock=lambda: float(next(ticks)),
-                  default_confidence=0.9)
+class Clock:
+    """A clock that ticks a second per reading and can jump."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        self.now += 1.0
+        return self.now
+
+
+def make_engine(clock: Clock | None = None, audit: AuditLog | None = None,
+                **kwargs: Any) -> Engine:
+    kwargs.setdefault("default_confidence", 0.9)
+    return Engine(catalogue(), EscalationTable.default(), clock=clock or Clock(), audit=audit,
+                  **kwargs)
 
 
 class Tools:
@@ -232,6 +252,108 @@ class TestEndToEnd:
         resumed = asyncio.run(scenario())
         assert outputs(resumed)["call-2"].startswith("buddy refused send_email:")
         assert tools.counts()["send_email"] == 0
+        assert replay_trail(engine.audit).ok
+
+
+class TestRestartsAndRepeats:
+    def test_a_run_saved_answered_and_resumed_by_other_processes_runs_once(
+            self, tmp_path: Path) -> None:
+        """Three engines on one file log stand for three processes: the first run stops
+        and its state is saved; another process answers and resumes it; a third resumes
+        the same saved state again and runs nothing."""
+        path = tmp_path / "audit.jsonl"
+        tools = Tools()
+        model = ScriptedModel([[FOUR_CALLS[1]], [assistant_message("done")],
+                               [assistant_message("done again")]])
+
+        def process() -> tuple[Engine, Agent[Any]]:
+            engine = make_engine(audit=AuditLog.open(path, clock=Clock()))
+            return engine, Agent(name="assistant", model=model, tools=tools.guarded(engine))
+
+        async def scenario() -> tuple[Any, Any]:
+            engine, agent = process()
+            first = await Runner.run(agent, "go", run_config=OFFLINE)
+            saved = json.dumps(first.to_state().to_json())
+            engine.audit.close()
+
+            engine, agent = process()  # a restart: the ticket is read back from the log
+            state = await RunState.from_json(agent, json.loads(saved))
+            (item,) = state.get_interruptions()
+            approve(state, item, by="alice", args={"to": "ann@example.com", "body": "Edited."})
+            answered = json.dumps(state.to_json())
+            resumed = await Runner.run(agent, state, run_config=OFFLINE)
+            engine.audit.close()
+
+            engine, agent = process()
+            again = await Runner.run(agent, await RunState.from_json(agent, json.loads(answered)),
+                                     run_config=OFFLINE)
+            engine.audit.close()
+            return resumed, again
+
+        resumed, again = asyncio.run(scenario())
+        assert tools.calls["send_email"] == [{"to": "ann@example.com", "body": "Edited."}]
+        assert outputs(resumed)["call-2"] == "sent to ann@example.com"
+        assert outputs(again)["call-2"] == "sent to ann@example.com"  # as the log recorded it
+        assert replay_trail(path).ok
+
+    def test_a_call_id_seen_before_is_not_run_again(self) -> None:
+        engine, tools = make_engine(), Tools()
+        model = ScriptedModel([[FOUR_CALLS[0]], [assistant_message("done")],
+                               [FOUR_CALLS[0]], [assistant_message("done")]])
+        agent = Agent(name="assistant", model=model, tools=tools.guarded(engine))
+        first = asyncio.run(Runner.run(agent, "go", run_config=OFFLINE))
+        second = asyncio.run(Runner.run(agent, "go", run_config=OFFLINE))
+        assert outputs(first)["call-1"] == outputs(second)["call-1"] == "3 pages about refunds"
+        assert tools.counts()["search_docs"] == 1
+        assert replay_trail(engine.audit).ok
+
+    def test_an_expired_ticket_never_runs_even_if_the_sdk_approves(self) -> None:
+        clock = Clock()
+        engine, tools = make_engine(clock), Tools()
+        model = ScriptedModel([[FOUR_CALLS[1]], [assistant_message("done")]])
+        agent = Agent(name="assistant", model=model, tools=tools.guarded(engine))
+
+        async def scenario() -> Any:
+            first = await Runner.run(agent, "go", run_config=OFFLINE)
+            state = first.to_state()
+            clock.now += 2 * 86_400.0  # two days later
+            state.approve(first.interruptions[0])
+            return await Runner.run(agent, state, run_config=OFFLINE)
+
+        resumed = asyncio.run(scenario())
+        said = outputs(resumed)["call-2"]
+        assert said.startswith("buddy refused send_email:") and "expired" in said
+        assert tools.counts()["send_email"] == 0
+        assert replay_trail(engine.audit).ok
+
+    def test_approving_an_expired_ticket_raises_and_leaves_the_sdk_state_alone(self) -> None:
+        clock = Clock()
+        engine, tools = make_engine(clock), Tools()
+        model = ScriptedModel([[FOUR_CALLS[1]]])
+        agent = Agent(name="assistant", model=model, tools=tools.guarded(engine))
+        first = asyncio.run(Runner.run(agent, "go", run_config=OFFLINE))
+        state = first.to_state()
+        clock.now += 2 * 86_400.0
+        with pytest.raises(TicketError, match="expired"):
+            approve(state, first.interruptions[0], by="alice")
+        assert state.get_interruptions()[0].call_id == "call-2"
+        assert state._context is not None
+        assert state._context.is_tool_approved("send_email", "call-2") is None
+
+    def test_a_call_decided_differently_in_between_runs_as_decided(self) -> None:
+        """needs_approval asks buddy twice (check, then the ticket); when the second
+        answer needs no person (here the provider's confidence fell), that call runs."""
+        said = iter([0.9, 0.6])
+        engine = make_engine(default_confidence=None,
+                             confidence_provider=lambda agent, tool, args: next(said))
+        tools = Tools()
+        model = ScriptedModel([[FOUR_CALLS[1]], [assistant_message("done")]])
+        agent = Agent(name="assistant", model=model, tools=tools.guarded(engine))
+        result = asyncio.run(Runner.run(agent, "go", run_config=OFFLINE))
+        assert result.interruptions == []
+        assert outputs(result)["call-2"].startswith("buddy ran send_email in MOCK only")
+        assert tools.counts()["send_email"] == 0
+        assert engine.tickets(status=None) == []
         assert replay_trail(engine.audit).ok
 
 
