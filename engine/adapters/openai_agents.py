@@ -11,11 +11,14 @@ Needs the ``openai-agents`` extra (``pip install 'buddy[openai-agents]'``).
   decided MOCK or DRY_RUN is not run for real either, and the model is told it
   was simulated. A second invocation of one call id (a run resumed twice from
   one saved state) returns the first result and runs nothing.
-- Its ``needs_approval`` (:func:`buddy_needs_approval`) answers True exactly when
-  buddy's decision for the call waits for a person (``engine.check``, which
-  records nothing), and then opens buddy's ticket for it
+- Its ``needs_approval`` answers True exactly when buddy's decision for the call
+  waits for a person (``engine.check``, which records nothing; the tool's own
+  setting is or-ed in), and then opens buddy's ticket for it
   (``engine.prepare(..., wait=True, idempotency_key=<call id>)``): the run stops
   with ``result.interruptions`` and the ticket is in ``engine.tickets()``.
+  :func:`buddy_needs_approval` is the question alone, for an unguarded tool.
+- The guard registers the tool's LIVE handler on the engine (``register_handler``
+  replaces the tool's handlers there); an unknown tool gets none and is refused.
 - Answer with :func:`approve` / :func:`reject` (they record the answer, who gave
   it and any edited arguments on buddy's ticket, then call ``state.approve`` /
   ``state.reject``). The SDK cannot edit a call's arguments; ``approve(...,
@@ -118,9 +121,9 @@ class _Guard:
     def key(self, call_id: str) -> str:
         return _idempotency_key(self.agent, self.tool, call_id)
 
-    def _register(self) -> None:
-        """Give the engine the LIVE handler, once the tool is in its catalogue (an
-        unknown tool is refused by the engine, and never runs)."""
+    def register(self) -> None:
+        """Give the engine the tool's LIVE handler, once the tool is in its catalogue
+        (until then the engine refuses the tool, and it never runs)."""
         if not self._registered and self.tool in self.engine.registry:
             self.engine.register_handler(self.tool, live=_live)
             self._registered = True
@@ -136,8 +139,7 @@ class _Guard:
                              call_id: str) -> bool:
         """True exactly when buddy's decision for this call waits for a person; its
         ticket is then opened (once per call id)."""
-        explanation = self.engine.check(self.agent, self.tool, self.confidence, args=params)
-        if explanation.decision.state is not ExecutionState.AWAITING_APPROVAL:
+        if not _waits_for_person(self.engine, self.agent, self.tool, self.confidence, params):
             return False
         if self.ticket(call_id) is not None:
             return True
@@ -157,7 +159,7 @@ class _Guard:
         if args is None:
             return (f"buddy refused {self.tool}: its arguments are not a JSON object; "
                     "the tool did not run")
-        self._register()
+        self.register()
         call_id = ctx.tool_call_id
         key = self.key(call_id)
         token = _CURRENT.set((ctx, self.invoke))
@@ -271,6 +273,7 @@ def guard_function_tool(tool: FunctionTool, engine: Engine, *, agent: str,
     guard = _Guard(engine, agent, name or tool.name, guarded.on_invoke_tool,
                    confidence=confidence, on_error=None)
     guarded.on_invoke_tool = guard
+    guard.register()
     if approvals:
         guarded.needs_approval = _either(tool.needs_approval, guard.needs_approval)
     return guarded
@@ -318,26 +321,43 @@ def buddy_function_tool(engine: Engine, *, agent: str, confidence: float | None 
     return decorate
 
 
+def _waits_for_person(engine: Engine, agent: str, tool: str, confidence: float | None,
+                      args: Mapping[str, Any]) -> bool:
+    """Whether buddy's decision for this call now waits for a person (records nothing)."""
+    explanation = engine.check(agent, tool, confidence, args=args)
+    return explanation.decision.state is ExecutionState.AWAITING_APPROVAL
+
+
 def buddy_needs_approval(engine: Engine, *, agent: str, tool: str,
                          confidence: float | None = None) -> NeedsApproval:
     """A ``needs_approval`` for ``function_tool(needs_approval=...)``: True exactly when
-    buddy's decision for the call waits for a person, and buddy's ticket is then
-    opened (keyed by the call id). ``tool`` is the tool's name in buddy's catalogue
-    (the SDK does not say which tool it asks about). A tool guarded with
-    :func:`guard_function_tool` already has it.
+    buddy's decision for the call waits for a person (``engine.check``: it records
+    nothing). ``tool`` is the tool's name in buddy's catalogue (the SDK does not
+    say which tool it asks about).
+
+    This only asks. A tool guarded with :func:`guard_function_tool` has it already,
+    and more: the call's ticket is opened, the answer recorded on it, and the call
+    run through buddy.
 
     >>> from buddy.engine import Engine
-    >>> ask = buddy_needs_approval(Engine.default(clock=lambda: 0.0), agent="a1",
-    ...                            tool="msgraph_send_email", confidence=0.9)
+    >>> engine = Engine.default(clock=lambda: 0.0)
+    >>> ask = buddy_needs_approval(engine, agent="a1", tool="msgraph_send_email",
+    ...                            confidence=0.9)
     >>> import asyncio; asyncio.run(ask(None, {"to": "ann@example.com"}, "call-1"))
     True
+    >>> engine.tickets(status=None)
+    []
     """
-    guard = _Guard(engine, agent, tool, _no_invoke, confidence=confidence, on_error=None)
-    return guard.needs_approval
+    for name, value in (("agent", agent), ("tool", tool)):
+        if not isinstance(value, str) or not value:
+            raise InputError(f"buddy_needs_approval: {name} must be a non-empty string "
+                             f"(got {value!r})")
 
+    async def needs_approval(ctx: RunContextWrapper[Any], params: dict[str, Any],
+                             call_id: str) -> bool:
+        return _waits_for_person(engine, agent, tool, confidence, params)
 
-async def _no_invoke(ctx: ToolContext[Any], raw_args: str) -> Any:  # pragma: no cover
-    raise RuntimeError("buddy_needs_approval only asks; it never runs a tool")
+    return needs_approval
 
 
 # -- answering an interruption ---------------------------------------------------------

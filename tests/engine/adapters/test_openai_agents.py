@@ -410,7 +410,10 @@ class TestNeedsApproval:
         assert asyncio.run(search(None, {"query": "a"}, "c-2")) is False  # type: ignore[arg-type]
         # refused outright: no person can make it run, so none is asked
         assert asyncio.run(unknown(None, {}, "c-3")) is False  # type: ignore[arg-type]
-        assert [t.tool for t in engine.tickets(status="pending")] == ["send_email"]
+        assert engine.tickets(status=None) == []  # it only asks
+        assert [e.kind for e in engine.audit.events()] == ["open"]  # and records nothing
+        with pytest.raises(InputError, match="tool must be a non-empty string"):
+            buddy_needs_approval(engine, agent="agent-1", tool="")
 
     def test_the_tools_own_setting_is_kept(self) -> None:
         engine, tools = make_engine(), Tools()
