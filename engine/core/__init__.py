@@ -17,6 +17,7 @@ from buddy.engine.core._controller import (
 from buddy.engine.core._decision import Decision
 from buddy.engine.core._engine import Engine
 from buddy.engine.core._events import AuditEvent
+from buddy.engine.core._explain import ConditionCheck, Explanation
 from buddy.engine.core._guard import CallRefused, ToolFailed
 from buddy.engine.core._replay import Change, Divergence, ReplayReport, replay
 from buddy.engine.core._tickets import Ticket, TicketError, TicketPending
@@ -30,10 +31,12 @@ __all__ = [
     "AuditLog",
     "CallRefused",
     "Change",
+    "ConditionCheck",
     "Decision",
     "Divergence",
     "Engine",
     "ExecutionResult",
+    "Explanation",
     "Grant",
     "PendingCall",
     "ReplayReport",

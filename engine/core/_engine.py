@@ -19,6 +19,7 @@ from buddy.engine.core._controller import (
     Session,
 )
 from buddy.engine.core._decision import Decision, Policy
+from buddy.engine.core._explain import Explanation, explain
 from buddy.engine.core._gate import ConfidenceProvider, Gate
 from buddy.engine.core._guard import F, guard
 from buddy.engine.core._tickets import ArgStore, Calls, Ticket
@@ -98,11 +99,16 @@ class Engine:
 
     @classmethod
     def from_files(cls, catalogue: str | Path | None = None, rules: str | Path | None = None,
-                   **kwargs: Any) -> Engine:
+                   *, extend: bool = False, **kwargs: Any) -> Engine:
         """Load a catalogue TOML and/or a rules directory (``escalation.toml``);
-        what is not given falls back to the shipped defaults."""
-        registry = ToolContractRegistry.from_toml(catalogue) if catalogue else \
-            ToolContractRegistry.default()
+        what is not given falls back to the shipped defaults. With ``extend=True``
+        the catalogue adds its tools to the shipped ones (a name already shipped is
+        refused, never overridden: :meth:`ToolContractRegistry.extended`)."""
+        if catalogue and extend:
+            registry = ToolContractRegistry.default().extended(catalogue)
+        else:
+            registry = ToolContractRegistry.from_toml(catalogue) if catalogue else \
+                ToolContractRegistry.default()
         table = EscalationTable.from_dir(rules) if rules else EscalationTable.default()
         return cls(registry, table, **kwargs)
 
@@ -241,8 +247,12 @@ class Engine:
         if claimed is not None:
             return claimed if isinstance(claimed, ExecutionResult) else \
                 self._waiting_or_run(claimed)
-        result = controller.execute(Session(controller, agent), tool, args, confidence,
-                                    approval, max_mode, cap_reason)
+        try:
+            result = controller.execute(Session(controller, agent), tool, args, confidence,
+                                        approval, max_mode, cap_reason)
+        except self._gate.pass_through as exc:  # paused before anything ran: the key is free
+            calls.release(idempotency_key, f"paused by the approver: {type(exc).__name__}")
+            raise
         calls.finish(idempotency_key, result)
         return result
 
@@ -265,8 +275,12 @@ class Engine:
                 return calls._not_run(agent, tool, args, claimed.context,
                                       f"waits for a person on ticket {claimed.ticket.id}")
             return await claimed.arun()
-        result = await controller.aexecute(AsyncSession(controller, agent), tool, args,
-                                           confidence, approval, max_mode, cap_reason)
+        try:
+            result = await controller.aexecute(AsyncSession(controller, agent), tool, args,
+                                               confidence, approval, max_mode, cap_reason)
+        except self._gate.pass_through as exc:
+            calls.release(idempotency_key, f"paused by the approver: {type(exc).__name__}")
+            raise
         calls.finish(idempotency_key, result)
         return result
 
@@ -292,46 +306,85 @@ class Engine:
         ``idempotency_key``, preparing the same key again returns the same call
         (its ticket, or its result), deciding nothing anew.
         """
+        self._check_waiting(wait, expires_in)
+        return self._keyed_prepare(agent, tool, args, idempotency_key, lambda: (
+            self._controller.prepare_waiting(
+                Session(self._controller, agent), tool, args, confidence, approval, max_mode,
+                cap_reason, agent, self._calls, None if expires_in is None else
+                float(expires_in), idempotency_key) if wait else
+            self.session(agent).prepare(tool, args, confidence=confidence, approval=approval,
+                                        max_mode=max_mode, cap_reason=cap_reason)))
+
+    async def aprepare(self, agent: str, tool: str, args: Mapping[str, Any] | None = None,
+                       *, confidence: float | None = None, approval: bool | None = None,
+                       max_mode: ExecutionMode | None = None, cap_reason: str = "",
+                       wait: bool = False, expires_in: float | None = DAY,
+                       idempotency_key: str | None = None) -> PendingCall:
+        """:meth:`prepare` for async callers: an async approver is awaited (run the call
+        with ``await pending.arun()``)."""
+        if wait:  # no approver is asked: nothing to await
+            return self.prepare(agent, tool, args, confidence=confidence, approval=approval,
+                                max_mode=max_mode, cap_reason=cap_reason, wait=True,
+                                expires_in=expires_in, idempotency_key=idempotency_key)
+        self._check_waiting(wait, expires_in)
+        calls, key = self._calls, idempotency_key
+        if key is not None:
+            claimed = self._claimed(agent, tool, args, key)
+            if claimed is not None:
+                return claimed
+        try:
+            pending = await self.asession(agent).prepare(
+                tool, args, confidence=confidence, approval=approval, max_mode=max_mode,
+                cap_reason=cap_reason)
+        except self._gate.pass_through as exc:
+            if key is not None:
+                calls.release(key, f"paused by the approver: {type(exc).__name__}")
+            raise
+        return self._finishing(pending, key)
+
+    def _check_waiting(self, wait: object, expires_in: object) -> None:
         if wait is not True and wait is not False:
             raise InputError(f"wait must be True or False (got {shown(wait)})")
         if expires_in is not None and (isinstance(expires_in, bool) or not isinstance(
                 expires_in, int | float) or not 0 < expires_in < math.inf):
             raise InputError(f"expires_in must be a finite number of seconds > 0, or None "
                              f"(got {shown(expires_in)})")
-        calls, controller = self._calls, self._controller
-        key = idempotency_key
+
+    def _claimed(self, agent: str, tool: str, args: Mapping[str, Any] | None,
+                 key: str) -> PendingCall | None:
+        """The pending call a repeat of ``key`` answers with, or None: the key is claimed
+        for this call."""
+        claimed = self._calls.claim(key, agent, tool, args)
+        if isinstance(claimed, ExecutionResult):
+            controller = self._controller
+            return PendingCall(controller, Session(controller, agent), None, claimed.tool,
+                               dict(claimed.args or {}), claimed.decision,
+                               agent=claimed.agent, done=claimed)
+        return claimed
+
+    def _keyed_prepare(self, agent: str, tool: str, args: Mapping[str, Any] | None,
+                       key: str | None, prepare: Callable[[], PendingCall]) -> PendingCall:
         if key is not None:
-            claimed = calls.claim(key, agent, tool, args)
-            if isinstance(claimed, ExecutionResult):
-                return PendingCall(controller, Session(controller, agent), None, claimed.tool,
-                                   dict(claimed.args or {}), claimed.decision,
-                                   agent=claimed.agent, done=claimed)
+            claimed = self._claimed(agent, tool, args, key)
             if claimed is not None:
                 return claimed
-        session = Session(controller, agent)
-        if wait:
-            pending = controller.prepare_waiting(session, tool, args, confidence, approval,
-                                                 max_mode, cap_reason, agent, calls,
-                                                 None if expires_in is None else
-                                                 float(expires_in), key)
-        else:
-            pending = session.prepare(tool, args, confidence=confidence, approval=approval,
-                                      max_mode=max_mode, cap_reason=cap_reason)
+        try:
+            pending = prepare()
+        except self._gate.pass_through as exc:
+            if key is not None:
+                self._calls.release(key, f"paused by the approver: {type(exc).__name__}")
+            raise
+        return self._finishing(pending, key)
+
+    def _finishing(self, pending: PendingCall, key: str | None) -> PendingCall:
+        """``pending``, its outcome recorded for ``key`` once it has one."""
+        calls = self._calls
         if key is not None and pending.ticket is None:
             if pending._done is not None:
                 calls.finish(key, pending._done)
             else:
                 pending._on_done = lambda result: calls.finish(key, result)
         return pending
-
-    async def aprepare(self, agent: str, tool: str, args: Mapping[str, Any] | None = None,
-                       *, confidence: float | None = None, approval: bool | None = None,
-                       max_mode: ExecutionMode | None = None,
-                       cap_reason: str = "") -> PendingCall:
-        """:meth:`prepare` for async callers (run it with ``await pending.arun()``)."""
-        return await self.asession(agent).prepare(tool, args, confidence=confidence,
-                                                  approval=approval, max_mode=max_mode,
-                                                  cap_reason=cap_reason)
 
     # -- tickets -------------------------------------------------------------
     def ticket(self, ticket_id: str) -> Ticket:
@@ -470,3 +523,47 @@ class Engine:
         """
         return guard(self, tool, agent=agent, confidence=confidence, mock=mock,
                      dry_run=dry_run, undo=undo, approval=approval)
+
+    # -- asking without recording --------------------------------------------
+    def check(self, agent: str, tool: str, confidence: float | None = None, *,
+              approval: bool | None = None, args: Mapping[str, Any] | None = None,
+              ) -> Explanation:
+        """What :meth:`decide` would say for this call now, and why; records nothing.
+
+        The same refusals, machine walk, system lock, grants and rate limits as
+        :meth:`decide`, read and never changed: no audit event, no grant call used
+        up, no rate-limit token taken, no approver asked. When the call would wait
+        for the approver, the decision is the one that holds until it answers
+        (DRY_RUN) and ``if_approved`` the one an approval now would give. Never
+        raises for bad input: a refusal is explained (unknown tool: ``allowed``
+        False, rule ``tool.unknown``). ``args`` is read only to resolve a missing
+        confidence. :meth:`explain` is the same method.
+
+        Examples
+        --------
+        >>> engine = Engine.default(clock=lambda: 0.0)
+        >>> why = engine.check("agent-1", "msgraph_send_email", 0.9)
+        >>> why.mode, why.rule, why.contract_field, why.approval
+        (<ExecutionMode.DRY_RUN: 'DRY_RUN'>, 'high.live', 'requires_approval', 'waiting')
+        >>> print(why)
+        msgraph_send_email for agent-1 at confidence 0.9: DRY_RUN (allowed, state AWAITING_APPROVAL)
+          rule: high.live (when confidence >= 0.85)
+          reason: HIGH risk: confidence >= 0.85 met but LIVE needs approval and none ...
+          contract: risk HIGH, irreversible, requires approval
+          permissions: mail.read, mail.send
+          forced: requires_approval -> LIVE needs an approval
+          conditions:
+            high.dry_run (DRY_RUN): confidence >= 0.8 -- actual 0.9: held
+            high.live (LIVE): confidence >= 0.85 -- actual 0.9: held
+          approval: no approval, grant or approver: the call waits (DRY_RUN)
+          if approved now: LIVE (high.live)
+          lock: unlocked
+          rate limit: 30 calls/min, 30 tokens left
+        >>> engine.check("agent-1", "no_such_tool", 0.9).rule
+        'tool.unknown'
+        >>> engine.audit.last_seq   # the log's header (its "open" event) alone: nothing recorded
+        1
+        """
+        return explain(self._gate, agent, tool, confidence, approval, args)
+
+    explain = check

@@ -408,6 +408,14 @@ class CallDoneData:
 
 
 @attrs.frozen
+class KeyReleaseData:
+    """An ``idempotency`` ``release``'s data: why the key's call stopped before anything
+    ran (a framework paused it), so the key may be claimed again."""
+
+    reason: str
+
+
+@attrs.frozen
 class KeyClaimData:
     """An ``idempotency`` ``claim``'s data (the key is the event's subject): the first
     call with that key, before it runs; ``duplicate``'s: a later call with the key,
@@ -468,9 +476,10 @@ TICKET_RECORDS: dict[str, type] = {"open": TicketOpenData, "approve": TicketAnsw
                                    "deny": TicketAnswerData, "resume": TicketResumeData,
                                    "expire": TicketResumeData, "done": CallDoneData}
 #: The record of an ``idempotency`` event's ``data``, by event: a key's first call
-#: (``claim``), a repeat answered without running (``duplicate``), the outcome (``done``).
+#: (``claim``), a repeat answered without running (``duplicate``), the outcome (``done``),
+#: or the claim given back when the call stopped before anything ran (``release``).
 KEY_RECORDS: dict[str, type] = {"claim": KeyClaimData, "duplicate": KeyClaimData,
-                                "done": CallDoneData}
+                                "done": CallDoneData, "release": KeyReleaseData}
 #: Kinds whose data's record is chosen by the event (each set closed).
 BY_EVENT: dict[str, dict[str, type]] = {"schedule": SCHEDULE_RECORDS,
                                         "ticket": TICKET_RECORDS, "idempotency": KEY_RECORDS}

@@ -42,6 +42,7 @@ from buddy.engine.core._decision import Decision
 from buddy.engine.core._events import (
     CallDoneData,
     KeyClaimData,
+    KeyReleaseData,
     TicketAnswerData,
     TicketOpenData,
     TicketResumeData,
@@ -140,11 +141,17 @@ class _TicketState:
     done: CallDoneData | None = None
     used: bool = False              # replay: a decision used its answer
 
-    def ticket(self, ticket_id: str) -> Ticket:
+    def ticket(self, ticket_id: str, now: float | None = None) -> Ticket:
+        """The ticket as its events say, and, at ``now``, ``expired`` once its time is up
+        while it is pending or approved but not resumed (before any ``expire`` event)."""
         o, a = self.opened, self.answer
+        status = self.status
+        if now is not None and status in ("pending", "approved") and \
+                o.expires_at is not None and now >= o.expires_at:
+            status = "expired"
         return Ticket(ticket_id, o.context, o.agent, o.tool, o.args_digest, o.confidence,
                       o.risk.value, o.mode.value, o.rule, self.created_at, o.expires_at,
-                      self.status, o.key, self.verdict, None if a is None else a.by,
+                      status, o.key, self.verdict, None if a is None else a.by,
                       "" if a is None else a.reason, False if a is None else a.edited)
 
 
@@ -175,6 +182,10 @@ class CallBook:
             if state.done is not None:
                 return f"key {shown(key)} is done already"
             state.done = data
+        elif event == "release":
+            if state.done is not None or state.ticket is not None:
+                return f"key {shown(key)} ran (or waits on a ticket): it cannot be released"
+            del self.keys[key]
         return None
 
     def _ticket(self, ts: float, event: str, ticket_id: str, data: Any) -> str | None:
@@ -337,6 +348,15 @@ class Calls:
                              f"{shown(key)} has not finished (running, or its process "
                              "stopped): it is never run twice")
 
+    def release(self, key: str, why: str) -> None:
+        """Give ``key`` back: its call stopped before anything ran (an approver raised a
+        framework's pause signal), so a later call with the key may run it."""
+        with self.gate._turn():
+            state = self.book.keys.get(key)
+            if state is None or state.done is not None or state.ticket is not None:
+                return
+            self._write("idempotency", "release", key, KeyReleaseData(mask_text(why)))
+
     def finish(self, key: str, result: ExecutionResult) -> None:
         """Record the outcome of the call that claimed ``key``."""
         with self.gate._turn():
@@ -365,16 +385,19 @@ class Calls:
                 inputs.confidence, self.controller._rules, args_digest(args),
                 decision.mode, decision.rule, audit.masker.mask(args), expires_at, key, source)
             self._write("ticket", "open", ticket_id, data)
-            return self.book.tickets[ticket_id].ticket(ticket_id)
+            return self.book.tickets[ticket_id].ticket(ticket_id, now)
 
     def ticket(self, ticket_id: str) -> Ticket:
-        with self.gate._turn():
-            return self._state(ticket_id).ticket(ticket_id)
+        gate = self.gate
+        with gate._turn():
+            return self._state(ticket_id).ticket(ticket_id, gate.now())
 
     def tickets(self, status: str | None = "pending") -> list[Ticket]:
-        with self.gate._turn():
-            return [s.ticket(t) for t, s in self.book.tickets.items()
-                    if status is None or s.status == status]
+        gate = self.gate
+        with gate._turn():
+            now = gate.now()
+            every = (s.ticket(t, now) for t, s in self.book.tickets.items())
+            return [t for t in every if status is None or t.status == status]
 
     def _state(self, ticket_id: object) -> _TicketState:
         state = self.book.tickets.get(ticket_id) if type(ticket_id) is str else None
@@ -414,7 +437,7 @@ class Calls:
                 self._write("ticket", "approve", ticket_id, data)
             else:
                 self._write("ticket", "deny", ticket_id, TicketAnswerData(by, mask_text(reason)))
-            return state.ticket(ticket_id)
+            return state.ticket(ticket_id, gate.now())
 
     def _take(self, ticket_id: str) -> tuple[_TicketState, ExecutionResult | None]:
         """Claim a ticket's call to be run or closed (``resume`` or ``expire``), or the
@@ -541,7 +564,7 @@ class Calls:
         """The pending call of a ticket (a repeat of its keyed call finds it)."""
         from buddy.engine.core._controller import PendingCall
         state = self.book.tickets[ticket_id]
-        return PendingCall.of_ticket(self, state.ticket(ticket_id))
+        return PendingCall.of_ticket(self, state.ticket(ticket_id, self.gate.now()))
 
     # -- results -------------------------------------------------------------
     def _done_data(self, result: ExecutionResult, ticket: str | None = None) -> CallDoneData:

@@ -120,6 +120,15 @@ class TestTickets:
         assert engine.ticket(pending.ticket.id).status == "expired"
         assert replay(engine.audit).ok
 
+    def test_a_ticket_says_expired_once_its_time_is_up(self):
+        clock = ManualClock(T0)
+        engine, _ = _engine(clock)
+        pending = engine.prepare("a", EMAIL, MAIL, confidence=0.9, wait=True, expires_in=60)
+        clock.advance(60)
+        assert engine.ticket(pending.ticket.id).status == "expired"
+        assert not pending.waiting and engine.tickets() == []
+        assert [t.id for t in engine.tickets("expired")] == [pending.ticket.id]
+
     def test_an_approval_not_resumed_before_the_expiry_does_not_run(self):
         clock = ManualClock(T0)
         engine, sent = _engine(clock)
@@ -324,6 +333,43 @@ class TestIdempotency:
                                idempotency_key="k")
         assert not again.ok and "never run twice" in again.error and sent.runs == []
         assert replay(engine.audit).ok
+
+    def test_a_pause_signal_from_the_approver_gives_the_key_back(self):
+        class Pause(Exception):
+            pass
+
+        answers = iter([Pause("ask a person"), True])
+
+        def approver(request):
+            answer = next(answers)
+            if isinstance(answer, Exception):
+                raise answer
+            return answer
+
+        engine, sent = _engine(approver=approver)
+        engine.pass_through = (Pause,)
+        with pytest.raises(Pause):
+            engine.execute("a", EMAIL, MAIL, confidence=0.9, idempotency_key="k")
+        ran = engine.execute("a", EMAIL, MAIL, confidence=0.9, idempotency_key="k")  # re-run
+        assert ran.ok and len(sent.runs) == 1
+        assert engine.execute("a", EMAIL, MAIL, confidence=0.9, idempotency_key="k") is ran
+        events = [r["event"] for r in engine.audit.records() if r["kind"] == "idempotency"]
+        assert events == ["claim", "release", "claim", "done", "duplicate"]
+        assert replay(engine.audit).ok
+
+    def test_async_prepare_takes_keys_and_tickets(self):
+        engine, sent = _engine()
+
+        async def scenario():
+            waiting = await engine.aprepare("a", EMAIL, MAIL, confidence=0.9, wait=True,
+                                            idempotency_key="k")
+            again = await engine.aprepare("a", EMAIL, MAIL, confidence=0.9, wait=True,
+                                          idempotency_key="k")
+            engine.approve(waiting.ticket.id, by="ops")
+            return waiting, again, await again.arun()
+
+        waiting, again, result = asyncio.run(scenario())
+        assert waiting.ticket == again.ticket and result.ok and len(sent.runs) == 1
 
     def test_a_keyed_ticket_is_found_again(self):
         engine, sent = _engine()
