@@ -27,6 +27,9 @@ Needs the ``openai-agents`` extra (``pip install 'buddy[openai-agents]'``).
   recorded too, when the resumed run invokes the tool (``by="openai-agents"``);
   a plain ``state.reject(item)`` is not seen by buddy (the SDK never calls the
   tool again), so its ticket stays pending until it expires: use :func:`reject`.
+- Tickets answered elsewhere (``engine.approve`` / ``engine.deny`` in another
+  process, ``buddy tickets``): :func:`apply_answers` carries their answers onto
+  the saved run (``RunState.from_json``) before it resumes.
 
 Example (a scripted model stands in for a real one)::
 
@@ -59,6 +62,7 @@ from buddy.rules.base.errors import InputError
 
 __all__ = [
     "SDK_APPROVER",
+    "apply_answers",
     "approve",
     "buddy_function_tool",
     "buddy_needs_approval",
@@ -117,6 +121,7 @@ class _Guard:
         self._registered = False
         #: calls decided by needs_approval that need no person, run when the SDK calls
         self._decided: dict[str, PendingCall] = {}
+        self._tickets: dict[str, str] = {}  # key -> id of the tickets opened here
 
     def key(self, call_id: str) -> str:
         return _idempotency_key(self.agent, self.tool, call_id)
@@ -130,10 +135,17 @@ class _Guard:
 
     # -- asking ---------------------------------------------------------------
     def ticket(self, call_id: str) -> Ticket | None:
-        """buddy's ticket for this call, if one was opened (found by its key in the
-        log, so also after a restart on a file audit log); records nothing."""
+        """buddy's ticket for this call, if one was opened; records nothing. Found by
+        its key in the log when this guard did not open it (after a restart on a
+        file audit log, say)."""
         key = self.key(call_id)
-        return next((t for t in self.engine.tickets(status=None) if t.key == key), None)
+        known = self._tickets.get(key)
+        if known is not None:
+            return self.engine.ticket(known)
+        found = next((t for t in self.engine.tickets(status=None) if t.key == key), None)
+        if found is not None:
+            self._tickets[key] = found.id
+        return found
 
     async def needs_approval(self, ctx: RunContextWrapper[Any], params: dict[str, Any],
                              call_id: str) -> bool:
@@ -146,6 +158,8 @@ class _Guard:
         pending = self.engine.prepare(self.agent, self.tool, params,
                                       confidence=self.confidence, wait=True,
                                       idempotency_key=self.key(call_id))
+        if pending.ticket is not None:
+            self._tickets[self.key(call_id)] = pending.ticket.id
         if pending.waiting:
             return True
         # Decided in between (a grant, say): no person is needed, and the SDK now calls
@@ -165,12 +179,14 @@ class _Guard:
         token = _CURRENT.set((ctx, self.invoke))
         try:
             decided = self._decided.pop(key, None)
-            ticket = None if decided is not None else self.ticket(call_id)
+            # The SDK calls a tool that asked for approval only once it is approved; only
+            # such a call can have a ticket (any other keyed call is told by the engine).
+            approved = decided is None and ctx.is_tool_approved(ctx.tool_name, call_id) is True
+            ticket = self.ticket(call_id) if approved else None
             if decided is not None:
                 result = await decided.arun()
             elif ticket is not None:
-                approved = ctx.is_tool_approved(ctx.tool_name, call_id) is True
-                answer = await self._resume(ticket, approved)
+                answer = await self._resume(ticket)
                 if isinstance(answer, str):
                     return answer
                 result = answer
@@ -182,15 +198,11 @@ class _Guard:
             _CURRENT.reset(token)
         return await self._answer(ctx, result)
 
-    async def _resume(self, ticket: Ticket, sdk_approved: bool) -> ExecutionResult | str:
-        """Run (or close) the call of this ticket. The SDK calls a tool that asked for
-        approval only once it was approved: an approval no one gave through buddy is
-        recorded here as :data:`SDK_APPROVER`'s."""
+    async def _resume(self, ticket: Ticket) -> ExecutionResult | str:
+        """Run (or close) the call of a ticket the SDK approved: an approval no one
+        gave through buddy is recorded here as :data:`SDK_APPROVER`'s."""
         engine = self.engine
         if ticket.status == "pending":
-            if not sdk_approved:
-                return (f"buddy: {self.tool} waits for a person (ticket {ticket.id}); "
-                        "the tool did not run")
             try:
                 engine.approve(ticket.id, by=SDK_APPROVER,
                                reason="approved in the OpenAI Agents SDK (state.approve)")
@@ -418,3 +430,34 @@ def reject(state: RunState[Any, Any], item: ToolApprovalItem, *, by: str,
     why = f": {reason}" if reason else ""
     state.reject(item, rejection_message=f"{by} rejected {guard.tool}{why}; it did not run")
     return answered
+
+
+def apply_answers(state: RunState[Any, Any]) -> list[Ticket]:
+    """Carry the answers given to buddy's tickets elsewhere (``engine.approve`` /
+    ``engine.deny`` from another process, an HTTP handler, ``buddy tickets``) onto
+    the SDK's stopped run: each interruption whose ticket is approved is approved in
+    ``state``, one denied or expired is rejected (the model told why). Interruptions
+    still waiting, or of tools not guarded by buddy, are left as they are. Returns
+    the tickets applied; resume with ``Runner.run(agent, state)``.
+    """
+    applied = []
+    for item in state.get_interruptions():
+        try:
+            guard, call_id = _item_guard(item)
+        except InputError:
+            continue
+        ticket = guard.ticket(call_id)
+        if ticket is None or ticket.status == "pending":
+            continue
+        if ticket.status == "expired":
+            why = "its ticket expired before it ran"
+        elif ticket.answer == "approve":
+            state.approve(item)
+            applied.append(ticket)
+            continue
+        else:
+            reason = f": {ticket.answer_reason}" if ticket.answer_reason else ""
+            why = f"{ticket.by} denied it{reason}"
+        state.reject(item, rejection_message=f"buddy did not run {guard.tool}: {why}")
+        applied.append(ticket)
+    return applied

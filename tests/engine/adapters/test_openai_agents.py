@@ -41,6 +41,7 @@ from buddy.engine import (
 from buddy.engine import replay as replay_trail
 from buddy.engine.adapters.openai_agents import (
     SDK_APPROVER,
+    apply_answers,
     approve,
     buddy_function_tool,
     buddy_needs_approval,
@@ -295,6 +296,56 @@ class TestRestartsAndRepeats:
         assert outputs(resumed)["call-2"] == "sent to ann@example.com"
         assert outputs(again)["call-2"] == "sent to ann@example.com"  # as the log recorded it
         assert replay_trail(path).ok
+
+    def test_answers_given_elsewhere_are_carried_onto_the_saved_run(
+            self, tmp_path: Path) -> None:
+        """The app saves the stopped run; people answer buddy's tickets from another
+        process (here: another engine on the same file log); the app applies the
+        answers to the saved run and resumes it."""
+        path = tmp_path / "audit.jsonl"
+        tools = Tools()
+        model = ScriptedModel([FOUR_CALLS[1:3], [assistant_message("done")]])
+
+        def process() -> tuple[Engine, Agent[Any]]:
+            engine = make_engine(audit=AuditLog.open(path, clock=Clock()))
+            return engine, Agent(name="assistant", model=model, tools=tools.guarded(engine))
+
+        async def scenario() -> tuple[list[Any], Any]:
+            engine, agent = process()
+            first = await Runner.run(agent, "go", run_config=OFFLINE)
+            saved = json.dumps(first.to_state().to_json())
+
+            other, _ = process()  # e.g. a chat button's handler
+            tickets = {t.tool: t.id for t in other.tickets()}
+            other.approve(tickets["send_email"], by="alice",
+                          args={"to": "ann@example.com", "body": "Edited elsewhere."})
+            other.deny(tickets["delete_records"], "not in a chat", by="bob")
+            other.audit.close()
+
+            state = await RunState.from_json(agent, json.loads(saved))
+            applied = apply_answers(state)
+            resumed = await Runner.run(agent, state, run_config=OFFLINE)
+            engine.audit.close()
+            return applied, resumed
+
+        applied, resumed = asyncio.run(scenario())
+        assert sorted((t.tool, t.status, t.by) for t in applied) == [
+            ("delete_records", "denied", "bob"), ("send_email", "approved", "alice")]
+        assert tools.calls["send_email"] == [
+            {"to": "ann@example.com", "body": "Edited elsewhere."}]
+        assert outputs(resumed)["call-3"] == \
+            "buddy did not run delete_records: bob denied it: not in a chat"
+        assert tools.counts()["delete_records"] == 0
+        assert replay_trail(path).ok
+
+    def test_apply_answers_leaves_waiting_calls_waiting(self) -> None:
+        engine, tools = make_engine(), Tools()
+        model = ScriptedModel([[FOUR_CALLS[1]]])
+        agent = Agent(name="assistant", model=model, tools=tools.guarded(engine))
+        first = asyncio.run(Runner.run(agent, "go", run_config=OFFLINE))
+        state = first.to_state()
+        assert apply_answers(state) == []
+        assert [i.call_id for i in state.get_interruptions()] == ["call-2"]
 
     def test_a_call_id_seen_before_is_not_run_again(self) -> None:
         engine, tools = make_engine(), Tools()
