@@ -1,0 +1,463 @@
+"""buddy inside the OpenAI Agents SDK: guarded function tools, a ``needs_approval``
+that asks buddy, and the SDK's approvals recorded on buddy's tickets.
+
+Needs the ``openai-agents`` extra (``pip install 'buddy[openai-agents]'``).
+
+- :func:`guard_function_tool` (or the decorator :func:`buddy_function_tool`) returns
+  a copy of a ``FunctionTool`` whose every call goes through
+  ``engine.aexecute(agent, tool, args, idempotency_key=<the SDK's call id>)`` with
+  the tool's own ``on_invoke_tool`` as its LIVE handler. A call buddy refuses,
+  denies or does not know never runs: the model is told so in one line. A call
+  decided MOCK or DRY_RUN is not run for real either, and the model is told it
+  was simulated. A second invocation of one call id (a run resumed twice from
+  one saved state) returns the first result and runs nothing.
+- Its ``needs_approval`` answers True exactly when buddy's decision for the call
+  waits for a person (``engine.check``, which records nothing; the tool's own
+  setting is or-ed in), and then opens buddy's ticket for it
+  (``engine.prepare(..., wait=True, idempotency_key=<call id>)``): the run stops
+  with ``result.interruptions`` and the ticket is in ``engine.tickets()``.
+  :func:`buddy_needs_approval` is the question alone, for an unguarded tool.
+- The guard registers the tool's LIVE handler on the engine (``register_handler``
+  replaces the tool's handlers there); an unknown tool gets none and is refused.
+- Answer with :func:`approve` / :func:`reject` (they record the answer, who gave
+  it and any edited arguments on buddy's ticket, then call ``state.approve`` /
+  ``state.reject``). The SDK cannot edit a call's arguments; ``approve(...,
+  args=...)`` (or ``engine.approve(ticket_id, args=...)`` out of band) can, and
+  the tool then runs the edited arguments. A plain ``state.approve(item)`` is
+  recorded too, when the resumed run invokes the tool (``by="openai-agents"``);
+  a plain ``state.reject(item)`` is not seen by buddy (the SDK never calls the
+  tool again), so its ticket stays pending until it expires: use :func:`reject`.
+- Tickets answered elsewhere (``engine.approve`` / ``engine.deny`` in another
+  process, ``buddy tickets``): :func:`apply_answers` carries their answers onto
+  the saved run (``RunState.from_json``) before it resumes.
+
+Example (a scripted model stands in for a real one)::
+
+    tools = [guard_function_tool(send_email, engine, agent="mailer")]
+    agent = Agent(name="mailer", model=model, tools=tools)
+    result = await Runner.run(agent, "write to Ann")
+    state = result.to_state()
+    for item in result.interruptions:
+        approve(state, item, by="alice", args={"to": "ann@example.com", "body": "Hi"})
+    result = await Runner.run(agent, state)
+"""
+
+from __future__ import annotations
+
+import contextvars
+import copy
+import inspect
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from agents import FunctionTool, RunContextWrapper, RunState, ToolApprovalItem, function_tool
+from agents.tool import ToolErrorFunction, default_tool_error_function
+from agents.tool_context import ToolContext
+
+from buddy.engine.core import Engine, ExecutionResult, PendingCall, Ticket, TicketError
+from buddy.machines.escalation import ExecutionState
+from buddy.rules.base._values import ExecutionMode
+from buddy.rules.base.errors import InputError
+
+__all__ = [
+    "SDK_APPROVER",
+    "apply_answers",
+    "approve",
+    "buddy_function_tool",
+    "buddy_needs_approval",
+    "guard_function_tool",
+    "reject",
+]
+
+#: Who a plain ``state.approve(item)`` is recorded as, on buddy's ticket.
+SDK_APPROVER = "openai-agents"
+
+NeedsApproval = Callable[[RunContextWrapper[Any], dict[str, Any], str], Awaitable[bool]]
+_Invoke = Callable[[ToolContext[Any], str], Awaitable[Any]]
+
+#: The SDK call being run: its context and the tool's own invoker. The LIVE handler
+#: buddy runs reads it, so one handler serves every guarded copy of a tool.
+_CURRENT: contextvars.ContextVar[tuple[ToolContext[Any], _Invoke] | None] = \
+    contextvars.ContextVar("buddy_openai_agents_call", default=None)
+
+
+async def _live(args: Mapping[str, Any]) -> Any:
+    """The LIVE handler of every guarded tool: the SDK's own invocation, with the
+    arguments buddy runs (edited ones after an approval that edits)."""
+    current = _CURRENT.get()
+    if current is None:
+        raise RuntimeError("a guarded OpenAI Agents SDK tool runs LIVE only inside its "
+                           "SDK run (the guard's on_invoke_tool)")
+    ctx, invoke = current
+    return await invoke(ctx, json.dumps(dict(args)))
+
+
+def _idempotency_key(agent: str, tool: str, call_id: str) -> str:
+    return f"openai-agents/{agent}/{tool}/{call_id}"
+
+
+def _parse_args(raw: str) -> dict[str, Any] | None:
+    """The call's arguments as a JSON object, or None when they are not one."""
+    try:
+        parsed = json.loads(raw) if raw.strip() else {}
+    except ValueError:
+        return None
+    return parsed if isinstance(parsed, dict) else None
+
+
+class _Guard:
+    """A guarded tool's ``on_invoke_tool`` (and, through :meth:`needs_approval`, its
+    approval policy): every call goes through the engine."""
+
+    def __init__(self, engine: Engine, agent: str, tool: str, invoke: _Invoke, *,
+                 confidence: float | None, on_error: ToolErrorFunction | None) -> None:
+        self.engine = engine
+        self.agent = agent
+        self.tool = tool  # the name buddy's catalogue knows it by
+        self.invoke = invoke
+        self.confidence = confidence
+        self.on_error = on_error
+        self._registered = False
+        #: calls decided by needs_approval that need no person, run when the SDK calls
+        self._decided: dict[str, PendingCall] = {}
+        self._tickets: dict[str, str] = {}  # key -> id of the tickets opened here
+
+    def key(self, call_id: str) -> str:
+        return _idempotency_key(self.agent, self.tool, call_id)
+
+    def register(self) -> None:
+        """Give the engine the tool's LIVE handler, once the tool is in its catalogue
+        (until then the engine refuses the tool, and it never runs)."""
+        if not self._registered and self.tool in self.engine.registry:
+            self.engine.register_handler(self.tool, live=_live)
+            self._registered = True
+
+    # -- asking ---------------------------------------------------------------
+    def ticket(self, call_id: str) -> Ticket | None:
+        """buddy's ticket for this call, if one was opened; records nothing. Found by
+        its key in the log when this guard did not open it (after a restart on a
+        file audit log, say)."""
+        key = self.key(call_id)
+        known = self._tickets.get(key)
+        if known is not None:
+            return self.engine.ticket(known)
+        found = next((t for t in self.engine.tickets(status=None) if t.key == key), None)
+        if found is not None:
+            self._tickets[key] = found.id
+        return found
+
+    async def needs_approval(self, ctx: RunContextWrapper[Any], params: dict[str, Any],
+                             call_id: str) -> bool:
+        """True exactly when buddy's decision for this call waits for a person; its
+        ticket is then opened (once per call id)."""
+        if not _waits_for_person(self.engine, self.agent, self.tool, self.confidence, params):
+            return False
+        if self.ticket(call_id) is not None:
+            return True
+        pending = self.engine.prepare(self.agent, self.tool, params,
+                                      confidence=self.confidence, wait=True,
+                                      idempotency_key=self.key(call_id))
+        if pending.ticket is not None:
+            self._tickets[self.key(call_id)] = pending.ticket.id
+        if pending.waiting:
+            return True
+        # Decided in between (a grant, say): no person is needed, and the SDK now calls
+        # the tool; the call decided here is the one that runs.
+        self._decided[self.key(call_id)] = pending
+        return False
+
+    # -- running ----------------------------------------------------------------
+    async def __call__(self, ctx: ToolContext[Any], raw_args: str) -> Any:
+        args = _parse_args(raw_args)
+        if args is None:
+            return (f"buddy refused {self.tool}: its arguments are not a JSON object; "
+                    "the tool did not run")
+        self.register()
+        call_id = ctx.tool_call_id
+        key = self.key(call_id)
+        token = _CURRENT.set((ctx, self.invoke))
+        try:
+            decided = self._decided.pop(key, None)
+            # The SDK calls a tool that asked for approval only once it is approved; only
+            # such a call can have a ticket (any other keyed call is told by the engine).
+            approved = decided is None and ctx.is_tool_approved(ctx.tool_name, call_id) is True
+            ticket = self.ticket(call_id) if approved else None
+            if decided is not None:
+                result = await decided.arun()
+            elif ticket is not None:
+                answer = await self._resume(ticket)
+                if isinstance(answer, str):
+                    return answer
+                result = answer
+            else:
+                result = await self.engine.aexecute(self.agent, self.tool, args,
+                                                    confidence=self.confidence,
+                                                    idempotency_key=key)
+        finally:
+            _CURRENT.reset(token)
+        return await self._answer(ctx, result)
+
+    async def _resume(self, ticket: Ticket) -> ExecutionResult | str:
+        """Run (or close) the call of a ticket the SDK approved: an approval no one
+        gave through buddy is recorded here as :data:`SDK_APPROVER`'s."""
+        engine = self.engine
+        if ticket.status == "pending":
+            try:
+                engine.approve(ticket.id, by=SDK_APPROVER,
+                               reason="approved in the OpenAI Agents SDK (state.approve)")
+            except TicketError:
+                pass  # expired, or answered meanwhile: resuming closes or runs it as it is
+        try:
+            return await engine.aresume(ticket.id)
+        except TicketError as exc:
+            return f"buddy did not run {self.tool}: {exc}"
+
+    async def _answer(self, ctx: ToolContext[Any], result: ExecutionResult) -> Any:
+        """What the model gets back."""
+        decision = result.decision
+        if result.mode is ExecutionMode.LIVE:
+            if result.ok:
+                return result.result
+            if result.exception is not None and self.on_error is not None:
+                message = self.on_error(ctx, result.exception)  # type: ignore[arg-type]
+                return await message if inspect.isawaitable(message) else message
+            if result.exception is not None:
+                raise result.exception
+            return f"buddy ran {self.tool} and it failed: {result.error}"
+        if not decision.allowed or result.mode is None:
+            why = result.error or decision.reason
+            return f"buddy refused {self.tool}: {why} (rule {decision.rule}); the tool did not run"
+        mode = result.mode.value
+        return (f"buddy ran {self.tool} in {mode} only (simulated, nothing was done): "
+                f"{decision.reason}")
+
+
+def _guard_of(tool: FunctionTool) -> _Guard | None:
+    invoke = tool.on_invoke_tool
+    return invoke if isinstance(invoke, _Guard) else None
+
+
+def guard_function_tool(tool: FunctionTool, engine: Engine, *, agent: str,
+                        confidence: float | None = None, name: str | None = None,
+                        approvals: bool = True) -> FunctionTool:
+    """A copy of ``tool`` whose calls go through ``engine``.
+
+    Parameters
+    ----------
+    tool:
+        A ``FunctionTool`` (from ``@function_tool``); it is not changed.
+    engine:
+        The buddy engine that decides, runs and records each call.
+    agent:
+        The agent name buddy decides for.
+    confidence:
+        The confidence of every call; None: the engine's provider or defaults.
+    name:
+        The tool's name in buddy's catalogue (default: the SDK tool's name).
+    approvals:
+        True (default): the copy's ``needs_approval`` asks buddy too
+        (:func:`buddy_needs_approval`), or-ed with the tool's own setting, so
+        a call buddy wants a person for stops the run. False: the tool's own
+        setting is kept, and a call buddy wants a person for is asked of the
+        engine's approver (none: it runs DRY_RUN at most).
+
+    Returns
+    -------
+    FunctionTool
+        The guarded copy: same name, description and schema.
+
+    Raises
+    ------
+    InputError
+        ``tool`` is not a ``FunctionTool``, or ``agent`` is not a non-empty string.
+    """
+    if not isinstance(tool, FunctionTool):
+        raise InputError(f"guard_function_tool: tool must be an Agents SDK FunctionTool "
+                         f"(got {type(tool).__name__})")
+    if _guard_of(tool) is not None:
+        raise InputError(f"guard_function_tool: {tool.name} is already guarded by buddy")
+    if not isinstance(agent, str) or not agent:
+        raise InputError(f"guard_function_tool: agent must be a non-empty string (got {agent!r})")
+    guarded = copy.copy(tool)
+    # Exceptions the tool's own failure policy lets through reach buddy (recorded as a
+    # failed LIVE run) and are raised on, as the SDK would.
+    guard = _Guard(engine, agent, name or tool.name, guarded.on_invoke_tool,
+                   confidence=confidence, on_error=None)
+    guarded.on_invoke_tool = guard
+    guard.register()
+    if approvals:
+        guarded.needs_approval = _either(tool.needs_approval, guard.needs_approval)
+    return guarded
+
+
+def _either(own: bool | NeedsApproval, buddys: NeedsApproval) -> bool | NeedsApproval:
+    """The tool's own approval setting or-ed with buddy's: never fewer approvals."""
+    if own is True:
+        return True
+    if own is False:
+        return buddys
+
+    async def needs_approval(ctx: RunContextWrapper[Any], params: dict[str, Any],
+                             call_id: str) -> bool:
+        mine = own(ctx, params, call_id)
+        if await mine if inspect.isawaitable(mine) else mine:
+            return True
+        return await buddys(ctx, params, call_id)
+
+    return needs_approval
+
+
+def buddy_function_tool(engine: Engine, *, agent: str, confidence: float | None = None,
+                        name: str | None = None,
+                        failure_error_function: ToolErrorFunction | None =
+                        default_tool_error_function,
+                        **function_tool_kwargs: Any) -> Callable[[Callable[..., Any]],
+                                                                 FunctionTool]:
+    """``@function_tool`` and :func:`guard_function_tool` in one decorator.
+
+    The tool's exceptions reach buddy (recorded as a failed LIVE run), then the
+    model gets ``failure_error_function(ctx, error)`` (the SDK's default message;
+    None: the exception is raised, failing the run). Other keywords go to
+    ``function_tool`` (``needs_approval`` among them, or-ed with buddy's).
+    """
+    def decorate(func: Callable[..., Any]) -> FunctionTool:
+        tool = function_tool(func, failure_error_function=None, **function_tool_kwargs)
+        guarded = guard_function_tool(tool, engine, agent=agent, confidence=confidence,
+                                      name=name)
+        guard = _guard_of(guarded)
+        assert guard is not None
+        guard.on_error = failure_error_function
+        return guarded
+
+    return decorate
+
+
+def _waits_for_person(engine: Engine, agent: str, tool: str, confidence: float | None,
+                      args: Mapping[str, Any]) -> bool:
+    """Whether buddy's decision for this call now waits for a person (records nothing)."""
+    explanation = engine.check(agent, tool, confidence, args=args)
+    return explanation.decision.state is ExecutionState.AWAITING_APPROVAL
+
+
+def buddy_needs_approval(engine: Engine, *, agent: str, tool: str,
+                         confidence: float | None = None) -> NeedsApproval:
+    """A ``needs_approval`` for ``function_tool(needs_approval=...)``: True exactly when
+    buddy's decision for the call waits for a person (``engine.check``: it records
+    nothing). ``tool`` is the tool's name in buddy's catalogue (the SDK does not
+    say which tool it asks about).
+
+    This only asks. A tool guarded with :func:`guard_function_tool` has it already,
+    and more: the call's ticket is opened, the answer recorded on it, and the call
+    run through buddy.
+
+    >>> from buddy.engine import Engine
+    >>> engine = Engine.default(clock=lambda: 0.0)
+    >>> ask = buddy_needs_approval(engine, agent="a1", tool="msgraph_send_email",
+    ...                            confidence=0.9)
+    >>> import asyncio; asyncio.run(ask(None, {"to": "ann@example.com"}, "call-1"))
+    True
+    >>> engine.tickets(status=None)
+    []
+    """
+    for name, value in (("agent", agent), ("tool", tool)):
+        if not isinstance(value, str) or not value:
+            raise InputError(f"buddy_needs_approval: {name} must be a non-empty string "
+                             f"(got {value!r})")
+
+    async def needs_approval(ctx: RunContextWrapper[Any], params: dict[str, Any],
+                             call_id: str) -> bool:
+        return _waits_for_person(engine, agent, tool, confidence, params)
+
+    return needs_approval
+
+
+# -- answering an interruption ---------------------------------------------------------
+def _item_guard(item: ToolApprovalItem) -> tuple[_Guard, str]:
+    """The guard of the tool an approval item asks about, and the call's id."""
+    if not isinstance(item, ToolApprovalItem):
+        raise InputError(f"item must be a ToolApprovalItem from result.interruptions "
+                         f"(got {type(item).__name__})")
+    tools = getattr(item.agent, "tools", None) or []
+    guard = next((g for t in tools if isinstance(t, FunctionTool) and t.name == item.tool_name
+                  and (g := _guard_of(t)) is not None), None)
+    if guard is None:
+        raise InputError(f"{item.tool_name} is not a tool guarded by buddy: answer it with "
+                         "state.approve / state.reject")
+    call_id = item.call_id
+    if not call_id:
+        raise InputError(f"the approval item of {item.tool_name} has no call id")
+    return guard, call_id
+
+
+def approve(state: RunState[Any, Any], item: ToolApprovalItem, *, by: str,
+            args: Mapping[str, Any] | None = None, reason: str = "") -> Ticket | None:
+    """Approve one interruption on buddy's ticket (who, why, edited ``args``), then
+    in the SDK (``state.approve(item)``). Resume with ``Runner.run(agent, state)``:
+    the tool runs once, with ``args`` if given.
+
+    Returns the ticket. Raises :class:`InputError` when the item's tool is not
+    guarded by buddy or ``by`` is not a non-empty string, and the engine's error
+    when the ticket cannot be approved (denied or expired): then the SDK's state
+    is left as it was.
+    """
+    guard, call_id = _item_guard(item)
+    if not isinstance(by, str) or not by:
+        raise InputError(f"approve: by must be a non-empty string (got {by!r})")
+    ticket = guard.ticket(call_id)
+    answered = None
+    if ticket is not None:
+        answered = guard.engine.approve(ticket.id, by=by, args=args, reason=reason)
+    elif args is not None:
+        raise InputError(f"approve: buddy holds no ticket for {guard.tool} (call {call_id}), "
+                         "so its arguments cannot be edited")
+    state.approve(item)
+    return answered
+
+
+def reject(state: RunState[Any, Any], item: ToolApprovalItem, *, by: str,
+           reason: str = "") -> Ticket | None:
+    """Deny one interruption on buddy's ticket (who, why), then in the SDK
+    (``state.reject(item)``, the model told who rejected it and why). The tool never
+    runs. Returns the ticket (None when buddy held none for the call)."""
+    guard, call_id = _item_guard(item)
+    if not isinstance(by, str) or not by:
+        raise InputError(f"reject: by must be a non-empty string (got {by!r})")
+    ticket = guard.ticket(call_id)
+    answered = None
+    if ticket is not None:
+        answered = guard.engine.deny(ticket.id, reason, by=by)
+    why = f": {reason}" if reason else ""
+    state.reject(item, rejection_message=f"{by} rejected {guard.tool}{why}; it did not run")
+    return answered
+
+
+def apply_answers(state: RunState[Any, Any]) -> list[Ticket]:
+    """Carry the answers given to buddy's tickets elsewhere (``engine.approve`` /
+    ``engine.deny`` from another process, an HTTP handler, ``buddy tickets``) onto
+    the SDK's stopped run: each interruption whose ticket is approved is approved in
+    ``state``, one denied or expired is rejected (the model told why). Interruptions
+    still waiting, or of tools not guarded by buddy, are left as they are. Returns
+    the tickets applied; resume with ``Runner.run(agent, state)``.
+    """
+    applied = []
+    for item in state.get_interruptions():
+        try:
+            guard, call_id = _item_guard(item)
+        except InputError:
+            continue
+        ticket = guard.ticket(call_id)
+        if ticket is None or ticket.status == "pending":
+            continue
+        if ticket.status == "expired":
+            why = "its ticket expired before it ran"
+        elif ticket.answer == "approve":
+            state.approve(item)
+            applied.append(ticket)
+            continue
+        else:
+            reason = f": {ticket.answer_reason}" if ticket.answer_reason else ""
+            why = f"{ticket.by} denied it{reason}"
+        state.reject(item, rejection_message=f"buddy did not run {guard.tool}: {why}")
+        applied.append(ticket)
+    return applied

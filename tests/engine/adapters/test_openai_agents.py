@@ -1,0 +1,550 @@
+"""buddy inside the OpenAI Agents SDK, end to end through the real SDK, offline.
+
+The SDK's own scripted model (``agents.testing.ScriptedModel``) plays the LLM, so no
+API key and no network are needed; tracing is off in every run and a socket that
+tries to connect fails the test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from agents import (
+    Agent,
+    RunConfig,
+    Runner,
+    RunState,
+    ToolApprovalItem,
+    ToolCallOutputItem,
+    function_tool,
+)
+from agents.testing import ScriptedModel, assistant_message, function_call
+
+from buddy.engine import (
+    AuditLog,
+    Engine,
+    ExecutionMode,
+    RiskLevel,
+    TicketError,
+    ToolContract,
+    ToolContractRegistry,
+)
+from buddy.engine import replay as replay_trail
+from buddy.engine.adapters.openai_agents import (
+    SDK_APPROVER,
+    apply_answers,
+    approve,
+    buddy_function_tool,
+    buddy_needs_approval,
+    guard_function_tool,
+    reject,
+)
+from buddy.rules import EscalationTable
+from buddy.rules.base.errors import InputError
+
+ROOT = Path(__file__).resolve().parents[3]
+OFFLINE = RunConfig(tracing_disabled=True)
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No API key, and any attempt to open a connection fails the test."""
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+
+    def no_network(self: socket.socket, address: Any) -> None:
+        raise AssertionError(f"the test tried to connect to {address!r}")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    yield
+
+
+def catalogue() -> ToolContractRegistry:
+    return ToolContractRegistry([
+        ToolContract(name="search_docs", risk=RiskLevel.LOW, reversible=True),
+        ToolContract(name="send_email", risk=RiskLevel.HIGH, reversible=False,
+                     requires_approval=True),
+        ToolContract(name="delete_records", risk=RiskLevel.HIGH, reversible=False,
+                     requires_approval=True),
+    ])
+
+
+class Clock:
+    """A clock that ticks a second per reading and can jump."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        self.now += 1.0
+        return self.now
+
+
+def make_engine(clock: Clock | None = None, audit: AuditLog | None = None,
+                **kwargs: Any) -> Engine:
+    kwargs.setdefault("default_confidence", 0.9)
+    return Engine(catalogue(), EscalationTable.default(), clock=clock or Clock(), audit=audit,
+                  **kwargs)
+
+
+class Tools:
+    """Four tools that count their real invocations."""
+
+    def __init__(self) -> None:
+        self.calls: dict[str, list[dict[str, Any]]] = {
+            "search_docs": [], "send_email": [], "delete_records": [], "wipe_disk": []}
+
+        @function_tool
+        def search_docs(query: str) -> str:
+            """Search the docs."""
+            self.calls["search_docs"].append({"query": query})
+            return f"3 pages about {query}"
+
+        @function_tool
+        def send_email(to: str, body: str) -> str:
+            """Send an email."""
+            self.calls["send_email"].append({"to": to, "body": body})
+            return f"sent to {to}"
+
+        @function_tool
+        def delete_records(table: str) -> str:
+            """Delete every record of a table."""
+            self.calls["delete_records"].append({"table": table})
+            return f"deleted {table}"
+
+        @function_tool
+        def wipe_disk(device: str) -> str:
+            """A tool buddy's catalogue does not know."""
+            self.calls["wipe_disk"].append({"device": device})
+            return f"wiped {device}"
+
+        self.tools = [search_docs, send_email, delete_records, wipe_disk]
+
+    def guarded(self, engine: Engine, **kwargs: Any) -> list[Any]:
+        return [guard_function_tool(t, engine, agent="agent-1", **kwargs) for t in self.tools]
+
+    def counts(self) -> dict[str, int]:
+        return {name: len(calls) for name, calls in self.calls.items()}
+
+
+def outputs(result: Any) -> dict[str, str]:
+    """The tool outputs the model was given, by call id."""
+    out = {}
+    for item in result.new_items:
+        if isinstance(item, ToolCallOutputItem):
+            raw = item.raw_item
+            call_id = raw["call_id"] if isinstance(raw, dict) else raw.call_id
+            out[call_id] = str(item.output)
+    return out
+
+
+FOUR_CALLS = [
+    function_call("search_docs", {"query": "refunds"}, call_id="call-1"),
+    function_call("send_email", {"to": "ann@example.com", "body": "Refund sent."},
+                  call_id="call-2"),
+    function_call("delete_records", {"table": "customers"}, call_id="call-3"),
+    function_call("wipe_disk", {"device": "/dev/sda"}, call_id="call-4"),
+]
+
+
+class TestEndToEnd:
+    def test_live_approval_with_edit_rejection_unknown_and_two_resumes(self) -> None:
+        engine, tools = make_engine(), Tools()
+        model = ScriptedModel([FOUR_CALLS, [assistant_message("done")],
+                               [assistant_message("done again")]])
+        agent = Agent(name="assistant", model=model, tools=tools.guarded(engine))
+
+        async def scenario() -> tuple[Any, Any, Any, dict[str, Any]]:
+            first = await Runner.run(agent, "handle the refund", run_config=OFFLINE)
+            state = first.to_state()
+            by_tool = {item.tool_name: item for item in first.interruptions}
+            approve(state, by_tool["send_email"], by="alice", reason="checked",
+                    args={"to": "ann@example.com", "body": "Your refund is on its way."})
+            reject(state, by_tool["delete_records"], by="bob", reason="never in a chat")
+            saved = state.to_json()
+            resumed = await Runner.run(agent, state, run_config=OFFLINE)
+            again = await Runner.run(agent, await RunState.from_json(agent, saved),
+                                     run_config=OFFLINE)
+            return first, resumed, again, saved
+
+        first, resumed, again, saved = asyncio.run(scenario())
+
+        # the run stopped for the two calls buddy wants a person for, and only those
+        assert sorted(i.tool_name for i in first.interruptions) == \
+            ["delete_records", "send_email"]
+        seen = outputs(first)
+        assert seen["call-1"] == "3 pages about refunds"           # read-only: LIVE
+        assert seen["call-4"].startswith("buddy refused wipe_disk:")  # unknown: fails closed
+        assert "tool.unknown" in seen["call-4"]
+        json.dumps(saved)  # the SDK's state (and so the interruption) is JSON
+
+        # approved with edited arguments: the tool got the edited ones, once
+        assert tools.calls["send_email"] == [
+            {"to": "ann@example.com", "body": "Your refund is on its way."}]
+        answered = outputs(resumed)
+        assert answered["call-2"] == "sent to ann@example.com"
+        assert answered["call-3"] == "bob rejected delete_records: never in a chat; it did not run"
+        assert resumed.final_output == "done"
+
+        # resumed a second time from the same saved state: nothing runs twice
+        assert again.final_output == "done again"
+        assert outputs(again)["call-2"] == "sent to ann@example.com"
+        assert tools.counts() == {"search_docs": 1, "send_email": 1, "delete_records": 0,
+                                  "wipe_disk": 0}
+
+        # buddy's tickets hold who answered and how
+        tickets = {t.tool: t for t in engine.tickets(status=None)}
+        assert tickets["send_email"].status == "resumed"
+        assert tickets["send_email"].by == "alice"
+        assert tickets["delete_records"].status == "denied"
+        assert tickets["delete_records"].by == "bob"
+        assert replay_trail(engine.audit).ok
+
+    def test_tickets_are_open_while_the_run_waits(self) -> None:
+        engine, tools = make_engine(), Tools()
+        model = ScriptedModel([FOUR_CALLS])
+        agent = Agent(name="assistant", model=model, tools=tools.guarded(engine))
+        first = asyncio.run(Runner.run(agent, "go", run_config=OFFLINE))
+        pending = engine.tickets(status="pending")
+        assert sorted((t.tool, t.agent) for t in pending) == [
+            ("delete_records", "agent-1"), ("send_email", "agent-1")]
+        assert len(first.interruptions) == 2
+        assert tools.counts()["send_email"] == 0
+
+    def test_a_plain_sdk_approval_is_recorded_on_the_ticket(self) -> None:
+        engine, tools = make_engine(), Tools()
+        model = ScriptedModel([[FOUR_CALLS[1]], [assistant_message("done")]])
+        agent = Agent(name="assistant", model=model, tools=tools.guarded(engine))
+
+        async def scenario() -> Any:
+            first = await Runner.run(agent, "go", run_config=OFFLINE)
+            state = first.to_state()
+            state.approve(first.interruptions[0])  # the SDK's own approval, no buddy call
+            return await Runner.run(agent, state, run_config=OFFLINE)
+
+        resumed = asyncio.run(scenario())
+        assert outputs(resumed)["call-2"] == "sent to ann@example.com"
+        assert tools.calls["send_email"] == [{"to": "ann@example.com", "body": "Refund sent."}]
+        (ticket,) = engine.tickets(status=None)
+        assert (ticket.status, ticket.by) == ("resumed", SDK_APPROVER)
+        assert replay_trail(engine.audit).ok
+
+    def test_a_ticket_denied_out_of_band_never_runs_even_if_the_sdk_approves(self) -> None:
+        engine, tools = make_engine(), Tools()
+        model = ScriptedModel([[FOUR_CALLS[1]], [assistant_message("done")]])
+        agent = Agent(name="assistant", model=model, tools=tools.guarded(engine))
+
+        async def scenario() -> Any:
+            first = await Runner.run(agent, "go", run_config=OFFLINE)
+            (ticket,) = engine.tickets(status="pending")
+            engine.deny(ticket.id, "not to customers", by="carol")  # e.g. from a chat button
+            state = first.to_state()
+            state.approve(first.interruptions[0])
+            return await Runner.run(agent, state, run_config=OFFLINE)
+
+        resumed = asyncio.run(scenario())
+        assert outputs(resumed)["call-2"].startswith("buddy refused send_email:")
+        assert tools.counts()["send_email"] == 0
+        assert replay_trail(engine.audit).ok
+
+
+class TestRestartsAndRepeats:
+    def test_a_run_saved_answered_and_resumed_by_other_processes_runs_once(
+            self, tmp_path: Path) -> None:
+        """Three engines on one file log stand for three processes: the first run stops
+        and its state is saved; another process answers and resumes it; a third resumes
+        the same saved state again and runs nothing."""
+        path = tmp_path / "audit.jsonl"
+        tools = Tools()
+        model = ScriptedModel([[FOUR_CALLS[1]], [assistant_message("done")],
+                               [assistant_message("done again")]])
+
+        def process() -> tuple[Engine, Agent[Any]]:
+            engine = make_engine(audit=AuditLog.open(path, clock=Clock()))
+            return engine, Agent(name="assistant", model=model, tools=tools.guarded(engine))
+
+        async def scenario() -> tuple[Any, Any]:
+            engine, agent = process()
+            first = await Runner.run(agent, "go", run_config=OFFLINE)
+            saved = json.dumps(first.to_state().to_json())
+            engine.audit.close()
+
+            engine, agent = process()  # a restart: the ticket is read back from the log
+            state = await RunState.from_json(agent, json.loads(saved))
+            (item,) = state.get_interruptions()
+            approve(state, item, by="alice", args={"to": "ann@example.com", "body": "Edited."})
+            answered = json.dumps(state.to_json())
+            resumed = await Runner.run(agent, state, run_config=OFFLINE)
+            engine.audit.close()
+
+            engine, agent = process()
+            again = await Runner.run(agent, await RunState.from_json(agent, json.loads(answered)),
+                                     run_config=OFFLINE)
+            engine.audit.close()
+            return resumed, again
+
+        resumed, again = asyncio.run(scenario())
+        assert tools.calls["send_email"] == [{"to": "ann@example.com", "body": "Edited."}]
+        assert outputs(resumed)["call-2"] == "sent to ann@example.com"
+        assert outputs(again)["call-2"] == "sent to ann@example.com"  # as the log recorded it
+        assert replay_trail(path).ok
+
+    def test_answers_given_elsewhere_are_carried_onto_the_saved_run(
+            self, tmp_path: Path) -> None:
+        """The app saves the stopped run; people answer buddy's tickets from another
+        process (here: another engine on the same file log); the app applies the
+        answers to the saved run and resumes it."""
+        path = tmp_path / "audit.jsonl"
+        tools = Tools()
+        model = ScriptedModel([FOUR_CALLS[1:3], [assistant_message("done")]])
+
+        def process() -> tuple[Engine, Agent[Any]]:
+            engine = make_engine(audit=AuditLog.open(path, clock=Clock()))
+            return engine, Agent(name="assistant", model=model, tools=tools.guarded(engine))
+
+        async def scenario() -> tuple[list[Any], Any]:
+            engine, agent = process()
+            first = await Runner.run(agent, "go", run_config=OFFLINE)
+            saved = json.dumps(first.to_state().to_json())
+
+            other, _ = process()  # e.g. a chat button's handler
+            tickets = {t.tool: t.id for t in other.tickets()}
+            other.approve(tickets["send_email"], by="alice",
+                          args={"to": "ann@example.com", "body": "Edited elsewhere."})
+            other.deny(tickets["delete_records"], "not in a chat", by="bob")
+            other.audit.close()
+
+            state = await RunState.from_json(agent, json.loads(saved))
+            applied = apply_answers(state)
+            resumed = await Runner.run(agent, state, run_config=OFFLINE)
+            engine.audit.close()
+            return applied, resumed
+
+        applied, resumed = asyncio.run(scenario())
+        assert sorted((t.tool, t.status, t.by) for t in applied) == [
+            ("delete_records", "denied", "bob"), ("send_email", "approved", "alice")]
+        assert tools.calls["send_email"] == [
+            {"to": "ann@example.com", "body": "Edited elsewhere."}]
+        assert outputs(resumed)["call-3"] == \
+            "buddy did not run delete_records: bob denied it: not in a chat"
+        assert tools.counts()["delete_records"] == 0
+        assert replay_trail(path).ok
+
+    def test_apply_answers_leaves_waiting_calls_waiting(self) -> None:
+        engine, tools = make_engine(), Tools()
+        model = ScriptedModel([[FOUR_CALLS[1]]])
+        agent = Agent(name="assistant", model=model, tools=tools.guarded(engine))
+        first = asyncio.run(Runner.run(agent, "go", run_config=OFFLINE))
+        state = first.to_state()
+        assert apply_answers(state) == []
+        assert [i.call_id for i in state.get_interruptions()] == ["call-2"]
+
+    def test_a_call_id_seen_before_is_not_run_again(self) -> None:
+        engine, tools = make_engine(), Tools()
+        model = ScriptedModel([[FOUR_CALLS[0]], [assistant_message("done")],
+                               [FOUR_CALLS[0]], [assistant_message("done")]])
+        agent = Agent(name="assistant", model=model, tools=tools.guarded(engine))
+        first = asyncio.run(Runner.run(agent, "go", run_config=OFFLINE))
+        second = asyncio.run(Runner.run(agent, "go", run_config=OFFLINE))
+        assert outputs(first)["call-1"] == outputs(second)["call-1"] == "3 pages about refunds"
+        assert tools.counts()["search_docs"] == 1
+        assert replay_trail(engine.audit).ok
+
+    def test_an_expired_ticket_never_runs_even_if_the_sdk_approves(self) -> None:
+        clock = Clock()
+        engine, tools = make_engine(clock), Tools()
+        model = ScriptedModel([[FOUR_CALLS[1]], [assistant_message("done")]])
+        agent = Agent(name="assistant", model=model, tools=tools.guarded(engine))
+
+        async def scenario() -> Any:
+            first = await Runner.run(agent, "go", run_config=OFFLINE)
+            state = first.to_state()
+            clock.now += 2 * 86_400.0  # two days later
+            state.approve(first.interruptions[0])
+            return await Runner.run(agent, state, run_config=OFFLINE)
+
+        resumed = asyncio.run(scenario())
+        said = outputs(resumed)["call-2"]
+        assert said.startswith("buddy refused send_email:") and "expired" in said
+        assert tools.counts()["send_email"] == 0
+        assert replay_trail(engine.audit).ok
+
+    def test_approving_an_expired_ticket_raises_and_leaves_the_sdk_state_alone(self) -> None:
+        clock = Clock()
+        engine, tools = make_engine(clock), Tools()
+        model = ScriptedModel([[FOUR_CALLS[1]]])
+        agent = Agent(name="assistant", model=model, tools=tools.guarded(engine))
+        first = asyncio.run(Runner.run(agent, "go", run_config=OFFLINE))
+        state = first.to_state()
+        clock.now += 2 * 86_400.0
+        with pytest.raises(TicketError, match="expired"):
+            approve(state, first.interruptions[0], by="alice")
+        # the SDK was not told either: resumed, the run stops at the same call again
+        again = asyncio.run(Runner.run(agent, state, run_config=OFFLINE))
+        assert [i.call_id for i in again.interruptions] == ["call-2"]
+        assert tools.counts()["send_email"] == 0
+
+    def test_a_call_decided_differently_in_between_runs_as_decided(self) -> None:
+        """needs_approval asks buddy twice (check, then the ticket); when the second
+        answer needs no person (here the provider's confidence fell), that call runs."""
+        said = iter([0.9, 0.6])
+        engine = make_engine(default_confidence=None,
+                             confidence_provider=lambda agent, tool, args: next(said))
+        tools = Tools()
+        model = ScriptedModel([[FOUR_CALLS[1]], [assistant_message("done")]])
+        agent = Agent(name="assistant", model=model, tools=tools.guarded(engine))
+        result = asyncio.run(Runner.run(agent, "go", run_config=OFFLINE))
+        assert result.interruptions == []
+        assert outputs(result)["call-2"].startswith("buddy ran send_email in MOCK only")
+        assert tools.counts()["send_email"] == 0
+        assert engine.tickets(status=None) == []
+        assert replay_trail(engine.audit).ok
+
+
+class TestModes:
+    def test_a_call_below_live_is_simulated_and_the_model_is_told(self) -> None:
+        engine, tools = make_engine(), Tools()
+        model = ScriptedModel([[FOUR_CALLS[0]], [assistant_message("done")]])
+        agent = Agent(name="assistant", model=model,
+                      tools=tools.guarded(engine, confidence=0.6))  # LOW risk: DRY_RUN
+        result = asyncio.run(Runner.run(agent, "go", run_config=OFFLINE))
+        said = outputs(result)["call-1"]
+        assert said.startswith("buddy ran search_docs in MOCK only (simulated, nothing was done)")
+        assert tools.counts()["search_docs"] == 0
+
+    def test_a_tool_error_is_a_failed_live_run_and_the_model_gets_the_sdk_message(
+            self) -> None:
+        engine = make_engine()
+
+        @buddy_function_tool(engine, agent="agent-1")
+        def search_docs(query: str) -> str:
+            """Search the docs."""
+            raise ConnectionError("index offline")
+
+        model = ScriptedModel([[FOUR_CALLS[0]], [assistant_message("done")]])
+        agent = Agent(name="assistant", model=model, tools=[search_docs])
+        result = asyncio.run(Runner.run(agent, "go", run_config=OFFLINE))
+        assert outputs(result)["call-1"] == \
+            "An error occurred while running the tool. Please try again."
+        runs = [e for e in engine.audit.events() if e.kind == "execution" and
+                e.data.get("mode") == ExecutionMode.LIVE.value]
+        assert [(e.data["ok"], "index offline" in e.data["error"]) for e in runs] == \
+            [(False, True)]
+
+    def test_the_decorator_keeps_the_tool_schema(self) -> None:
+        engine = make_engine()
+
+        @buddy_function_tool(engine, agent="agent-1")
+        def send_email(to: str, body: str) -> str:
+            """Send an email."""
+            return "sent"
+
+        assert send_email.name == "send_email"
+        assert send_email.params_json_schema["required"] == ["to", "body"]
+        assert callable(send_email.needs_approval)
+
+
+class TestNeedsApproval:
+    def test_true_exactly_when_buddy_waits_for_a_person(self) -> None:
+        engine = make_engine()
+        email = buddy_needs_approval(engine, agent="agent-1", tool="send_email")
+        search = buddy_needs_approval(engine, agent="agent-1", tool="search_docs")
+        unknown = buddy_needs_approval(engine, agent="agent-1", tool="wipe_disk")
+        assert asyncio.run(email(None, {"to": "a"}, "c-1")) is True  # type: ignore[arg-type]
+        assert asyncio.run(search(None, {"query": "a"}, "c-2")) is False  # type: ignore[arg-type]
+        # refused outright: no person can make it run, so none is asked
+        assert asyncio.run(unknown(None, {}, "c-3")) is False  # type: ignore[arg-type]
+        assert engine.tickets(status=None) == []  # it only asks
+        assert [e.kind for e in engine.audit.events()] == ["open"]  # and records nothing
+        with pytest.raises(InputError, match="tool must be a non-empty string"):
+            buddy_needs_approval(engine, agent="agent-1", tool="")
+
+    def test_the_tools_own_setting_is_kept(self) -> None:
+        engine, tools = make_engine(), Tools()
+        always = function_tool(lambda query: query, name_override="search_docs",
+                               needs_approval=True)
+        assert guard_function_tool(always, engine, agent="a").needs_approval is True
+        plain = guard_function_tool(tools.tools[0], engine, agent="a", approvals=False)
+        assert plain.needs_approval is False
+
+
+class TestBadInput:
+    def test_guard_wants_a_function_tool_and_an_agent(self) -> None:
+        engine, tools = make_engine(), Tools()
+        with pytest.raises(InputError, match="tool must be an Agents SDK FunctionTool"):
+            guard_function_tool(lambda: None, engine, agent="a")  # type: ignore[arg-type]
+        with pytest.raises(InputError, match="agent must be a non-empty string"):
+            guard_function_tool(tools.tools[0], engine, agent="")
+        guarded = guard_function_tool(tools.tools[0], engine, agent="a")
+        with pytest.raises(InputError, match="already guarded by buddy"):
+            guard_function_tool(guarded, engine, agent="a")
+
+    def test_an_approval_item_of_an_unguarded_tool_is_refused(self) -> None:
+        tools = Tools()
+        plain = function_tool(lambda to: to, name_override="send_email", needs_approval=True)
+        model = ScriptedModel([[FOUR_CALLS[1]]])
+        agent = Agent(name="assistant", model=model, tools=[plain])
+        first = asyncio.run(Runner.run(agent, "go", run_config=OFFLINE))
+        (item,) = first.interruptions
+        assert isinstance(item, ToolApprovalItem)
+        with pytest.raises(InputError, match="send_email is not a tool guarded by buddy"):
+            approve(first.to_state(), item, by="alice")
+        assert tools.counts()["send_email"] == 0
+
+    def test_approve_wants_who(self) -> None:
+        engine, tools = make_engine(), Tools()
+        model = ScriptedModel([[FOUR_CALLS[1]]])
+        agent = Agent(name="assistant", model=model, tools=tools.guarded(engine))
+        first = asyncio.run(Runner.run(agent, "go", run_config=OFFLINE))
+        with pytest.raises(InputError, match="by must be a non-empty string"):
+            approve(first.to_state(), first.interruptions[0], by="")
+
+    def test_arguments_that_are_not_an_object_never_run(self) -> None:
+        engine, tools = make_engine(), Tools()
+        model = ScriptedModel([[function_call("search_docs", "[1, 2]", call_id="call-9")],
+                               [assistant_message("done")]])
+        agent = Agent(name="assistant", model=model, tools=tools.guarded(engine))
+
+        async def scenario() -> tuple[Any, Any]:
+            first = await Runner.run(agent, "go", run_config=OFFLINE)
+            state = first.to_state()
+            for item in first.interruptions:  # the SDK asks a person about arguments
+                state.approve(item)           # it cannot read; buddy still refuses them
+            return first, await Runner.run(agent, state, run_config=OFFLINE)
+
+        first, resumed = asyncio.run(scenario())
+        assert [i.tool_name for i in first.interruptions] == ["search_docs"]
+        assert outputs(resumed)["call-9"] == (
+            "buddy refused search_docs: its arguments are not a JSON object; "
+            "the tool did not run")
+        assert tools.counts()["search_docs"] == 0
+
+
+def test_the_example_runs_offline() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
+    done = subprocess.run([sys.executable, str(ROOT / "examples" / "openai_agents_example.py")],
+                          capture_output=True, text=True, timeout=120, env=env, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "interrupted for: send_email",
+        "send_email ran with: {'to': 'ann@example.com', 'body': 'Your refund is on its way.'}",
+        "final: done",
+        "audit replays: True",
+    ]
+
+
+def test_the_readme_section_is_short() -> None:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("### OpenAI Agents SDK"):]
+    code = section[section.index("```python\n") + 10:]
+    code = code[:code.index("```")]
+    assert "guard_function_tool" in code
+    assert len([line for line in code.splitlines() if line.strip()]) <= 10
