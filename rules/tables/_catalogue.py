@@ -207,8 +207,9 @@ class ToolContract:
         risk, reversible, approval = _MCP_STEPS[step]
         held = catalogue.get(name) if catalogue is not None and name in catalogue else None
         if held is None:
-            return cls(name=name, risk=risk, reversible=reversible, requires_approval=approval,
-                       description=description or "", tags=frozenset({"mcp"}))
+            made = cls(name=name, risk=risk, reversible=reversible, requires_approval=approval,
+                       description=description or "")
+            return attrs.evolve(made, tags=_MCP_TAGS)  # (the attrs plugin mistypes tags=)
         return attrs.evolve(
             held, risk=max(risk, held.risk, key=_RISK_RANK.__getitem__),
             reversible=reversible and held.reversible,
@@ -218,6 +219,7 @@ class ToolContract:
 #: From the least cautious to the most: the contracts MCP hints map to (ToolContract.from_mcp).
 _MCP_STEPS = ((RiskLevel.LOW, True, False), (RiskLevel.MEDIUM, True, False),
               (RiskLevel.MEDIUM, False, False), (RiskLevel.HIGH, False, True))
+_MCP_TAGS: frozenset[str] = frozenset({"mcp"})
 _RISK_RANK = {RiskLevel.LOW: 0, RiskLevel.MEDIUM: 1, RiskLevel.HIGH: 2}
 
 
