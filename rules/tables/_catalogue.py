@@ -207,9 +207,9 @@ class ToolContract:
         risk, reversible, approval = _MCP_STEPS[step]
         held = catalogue.get(name) if catalogue is not None and name in catalogue else None
         if held is None:
-            made = cls(name=name, risk=risk, reversible=reversible, requires_approval=approval,
-                       description=description or "")
-            return attrs.evolve(made, tags=_MCP_TAGS)  # (the attrs plugin mistypes tags=)
+            return cls(name=name, risk=risk, reversible=reversible, requires_approval=approval,
+                       description=description or "",
+                       tags=_MCP_TAGS)  # type: ignore[arg-type]  # mypy's attrs plugin: frozenset
         return attrs.evolve(
             held, risk=max(risk, held.risk, key=_RISK_RANK.__getitem__),
             reversible=reversible and held.reversible,

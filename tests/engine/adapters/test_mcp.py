@@ -446,3 +446,135 @@ class TestElicitationApprover:
         assert ctx.schema is ApprovalForm
         assert ctx.message == ('a wants to run t (HIGH risk) with {"api_key": "***"}. '
                                'buddy says: why. Approve?')
+
+
+# -- approvals as tickets (the default) --------------------------------------------
+
+class TestTickets:
+    """The issue's end-to-end: read-only LIVE, an email approved with edited arguments,
+    a destructive tool denied, an unknown tool refused, nothing run twice, a trail that
+    replays."""
+
+    def test_end_to_end(self):
+        e = engine(default_confidence=0.9)
+        edited = {"to": "team@example.com", "body": "Lunch at 1?"}
+        draft = {"to": "all@example.com", "body": "Lunch?"}
+
+        async def body(client, ran):
+            tools = GuardedSession(client, e, agent="mail-agent")
+            await tools.list_tools()
+            out = {"read": await tools.call_tool("read_inbox", {"folder": "inbox"})}
+            out["waiting"] = await tools.call_tool("send_email", draft, idempotency_key="c1")
+            ticket = out["waiting"].meta["buddy"]["ticket"]
+            out["still"] = await tools.call_tool("send_email", draft, idempotency_key="c1")
+            out["ran_before_answer"] = list(ran)
+            e.approve(ticket, by="ada", args=edited, reason="send it to the team")
+            out["sent"] = await tools.call_tool("send_email", draft, idempotency_key="c1")
+            out["again"] = await tools.call_tool("send_email", draft, idempotency_key="c1")
+            out["resumed"] = await tools.resume(ticket)
+            purge = await tools.call_tool("purge_mailbox", {"folder": "inbox"},
+                                          idempotency_key="c2")
+            e.deny(purge.meta["buddy"]["ticket"], "not today", by="ada")
+            out["denied"] = await tools.call_tool("purge_mailbox", {"folder": "inbox"},
+                                                  idempotency_key="c2")
+            out["unknown"] = await tools.call_tool("format_disk", {}, idempotency_key="c3")
+            return out, ticket
+
+        ran: list = []
+        out, ticket = run(body, ran=ran)
+        assert (out["read"].is_error, text(out["read"])) == (False, "3 messages in inbox")
+        waiting = out["waiting"]
+        assert waiting.is_error and text(waiting).startswith(
+            f"buddy is waiting for a person to approve send_email: ticket {ticket} (")
+        assert waiting.meta["buddy"]["ran"] is False
+        assert text(out["still"]) == text(waiting) and out["ran_before_answer"] == [
+            ("read_inbox", {"folder": "inbox"})]
+        assert (out["sent"].is_error, text(out["sent"])) == (False, "sent to team@example.com")
+        assert out["sent"].meta["buddy"]["mode"] == "LIVE"
+        assert text(out["again"]) == text(out["resumed"]) == "sent to team@example.com"
+        assert ran.count(("send_email", edited)) == 1  # asked three times, sent once
+        assert out["denied"].is_error and text(out["denied"]).startswith("buddy refused: ")
+        assert text(out["unknown"]) == "buddy refused: unknown tool 'format_disk': fail closed"
+        assert [name for name, _ in ran] == ["read_inbox", "send_email"]
+        assert e.ticket(ticket).status == "resumed" and e.ticket(ticket).by == "ada"
+        report = replay(e.audit)
+        assert report.ok, report
+
+    def test_resume_of_a_pending_ticket_runs_nothing(self):
+        e = engine(default_confidence=0.9)
+
+        async def body(client, ran):
+            tools = GuardedSession(client, e, agent="a")
+            await tools.list_tools()
+            waiting = await tools.call_tool("send_email", {"to": "x", "body": "y"})
+            return await tools.resume(waiting.meta["buddy"]["ticket"]), waiting
+
+        ran: list = []
+        again, waiting = run(body, ran=ran)
+        assert text(again) == text(waiting) and ran == []
+
+    def test_a_resume_in_a_new_session_runs_through_it(self):
+        """The ticket outlives the client that made it: another connection runs it."""
+        e = engine(default_confidence=0.9)
+        ran: list = []
+        server = mail_server(ran)
+
+        async def main():
+            async with Client(server) as first:
+                tools = GuardedSession(first, e, agent="a")
+                await tools.list_tools()
+                waiting = await tools.call_tool("send_email", {"to": "x", "body": "y"})
+            ticket = waiting.meta["buddy"]["ticket"]
+            e.approve(ticket, by="ada")
+            async with Client(server) as second:
+                return await GuardedSession(second, e, agent="a").resume(ticket)
+
+        result = anyio.run(main)
+        assert text(result) == "sent to x" and ran == [("send_email", {"to": "x", "body": "y"})]
+
+
+class TestReadmeAndExample:
+    def test_the_readme_block_runs_and_waits_for_a_person(self):
+        import re
+        from pathlib import Path
+
+        readme = (Path(__file__).resolve().parents[3] / "README.md").read_text("utf-8")
+        section = readme[readme.index("### MCP"):]
+        code = re.search(r"```python\n(.*?)```", section, re.DOTALL).group(1)
+        assert len([line for line in code.splitlines() if line.strip()]) <= 10
+        body = "async def main(server, Client):\n" + "".join(
+            f"    {line}\n" for line in code.splitlines()) + "    return engine, result\n"
+        scope: dict[str, Any] = {}
+        exec(compile(body, "README.md", "exec"), scope)
+        e, result = anyio.run(scope["main"], mail_server([]), Client)
+        ticket = result.meta["buddy"]["ticket"]
+        assert e.ticket(ticket).status == "pending" and result.is_error
+
+    def test_the_example_runs_offline_and_says_what_happened(self):
+        import subprocess
+        import sys
+        from pathlib import Path
+
+        example = Path(__file__).resolve().parents[3] / "examples" / "mcp_example.py"
+        done = subprocess.run([sys.executable, "-W", "error", str(example)], capture_output=True,
+                              text=True, timeout=120, check=False)
+        assert done.returncode == 0, done.stderr
+        lines = done.stdout.splitlines()
+        assert lines[:4] == [
+            "contract read_inbox          LOW    reversible=True approval=False",
+            "contract send_email          HIGH   reversible=False approval=True",
+            "contract empty_trash         HIGH   reversible=False approval=True",
+            "read_inbox                   ok    3 unread messages in inbox",
+        ]
+        assert lines[4].startswith("send_email                   error buddy is waiting for a "
+                                   "person to approve send_email: ticket ticket-")
+        assert lines[5:] == [
+            "send_email, approved         ok    sent to team@example.com: Lunch at 1?",
+            "send_email, asked again      ok    sent to team@example.com: Lunch at 1?",
+            lines[7],
+            "format_disk                  error buddy refused: unknown tool 'format_disk': "
+            "fail closed",
+            "emails the server sent: ['team@example.com']",
+            "audit trail replays: True",
+        ]
+        assert lines[7].startswith("empty_trash, denied          error buddy refused: ")
