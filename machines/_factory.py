@@ -10,14 +10,18 @@ read one declaration, so they cannot drift apart (the tests prove they agree).
 
 from __future__ import annotations
 
+import contextvars
 import enum
+import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import attrs
 import networkx as nx
 from transitions import Machine
+from transitions.core import Event
 from transitions.extensions import LockedMachine
+from transitions.extensions.locking import LockedEvent
 
 from buddy.rules.base.errors import DefinitionError
 
@@ -139,12 +143,68 @@ def spec_graph(spec: MachineSpec) -> nx.MultiDiGraph:
 
 # -- the transitions machine --------------------------------------------------
 
+# Whether this thread (or task) is stepping one of buddy's machines right now.
+_STEPPING: contextvars.ContextVar[bool] = contextvars.ContextVar("buddy_stepping", default=False)
+
+
+class _Quiet(logging.Filter):
+    """Drops the records ``transitions`` makes while buddy steps one of its own
+    machines (a line per trigger and state at INFO), and no other: a host app's own
+    ``transitions`` machines log as they always did."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not _STEPPING.get()
+
+
+_QUIET = _Quiet()
+# A logger's filters see the records made on it (not those of its children): the
+# loggers of the modules buddy's machines run in.
+logging.getLogger("transitions.core").addFilter(_QUIET)
+logging.getLogger("transitions.extensions.locking").addFilter(_QUIET)
+
+
+class _Quietly:
+    """An event whose trigger marks the thread as stepping a buddy machine."""
+
+    def trigger(self, model: Any, *args: Any, **kwargs: Any) -> bool:
+        token = _STEPPING.set(True)
+        try:
+            done: bool = super().trigger(model, *args, **kwargs)  # type: ignore[misc]
+            return done
+        finally:
+            _STEPPING.reset(token)
+
+
+class _QuietEvent(_Quietly, Event):
+    pass
+
+
+class _QuietLockedEvent(_Quietly, LockedEvent):
+    pass
+
+
+class _QuietMachine(Machine):
+    """A ``Machine`` whose triggers ``transitions`` does not log."""
+
+    event_cls = _QuietEvent
+
+
+class _QuietLockedMachine(LockedMachine):
+    """A ``LockedMachine`` whose triggers ``transitions`` does not log."""
+
+    event_cls = _QuietLockedEvent
+
+
 def build(spec: MachineSpec, *, locked: bool = True) -> Machine:
     """A ``transitions`` machine of ``spec`` with no models yet.
 
     Built with ``auto_transitions=False`` (no ``to_LIVE()`` back door),
     ``ignore_invalid_triggers=False`` and ``send_event=True``; a trigger passes
     its guard inputs as ``inputs=...``. Add models with ``machine.add_model``.
+
+    Quiet: ``transitions`` logs nothing while one of its triggers runs (it would
+    log a line per trigger and state at INFO once a host app turns logging on);
+    the host's own ``transitions`` machines log as before.
     """
     def wrap(guard: Guard) -> Callable[[Any], bool]:
         return lambda event: guard(event.kwargs["inputs"])
@@ -159,7 +219,7 @@ def build(spec: MachineSpec, *, locked: bool = True) -> Machine:
             "conditions": [wrapped[g] for g in t.conditions],
             "unless": [wrapped[g] for g in t.unless],
         })
-    cls = LockedMachine if locked else Machine
+    cls = _QuietLockedMachine if locked else _QuietMachine
     return cls(
         model=None,
         states=[s.name for s in spec.states],

@@ -1,7 +1,6 @@
-"""Adapters: buddy inside agent frameworks, each in a module of its own behind an extra.
+"""Adapters: buddy inside agent frameworks (MCP, LangGraph, OpenAI Agents SDK).
 
-An adapter imports the decision core (:mod:`buddy.engine.core`) and its
-framework, never the orchestration, the waves or the app. Import the module of
-the framework you use, e.g. :mod:`buddy.engine.adapters.mcp` (``pip install
-'buddy[mcp]'``); this package itself imports no framework.
+Each module needs its extra: ``pip install 'buddy[mcp]'``, ``buddy[langgraph]``,
+``buddy[openai-agents]``. An adapter imports the decision core and its framework,
+never the orchestration, the waves or the app; this package imports no framework.
 """

@@ -186,9 +186,8 @@ class GuardedSession:
         token = _CALL.set((self._session, _call_kwargs(args, kwargs)))
         try:
             if not self.tickets:
-                keyed = {} if idempotency_key is None else {"idempotency_key": idempotency_key}
                 done = await engine.aexecute(self.agent, name, arguments, confidence=conf,
-                                             **keyed)  # TODO(core part 2): pass it always
+                                             idempotency_key=idempotency_key)
                 return self._answer(name, done)
             pending = await engine.aprepare(self.agent, name, arguments, confidence=conf,
                                             wait=True, idempotency_key=idempotency_key)

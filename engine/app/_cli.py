@@ -716,6 +716,106 @@ def graph_tools(fmt: str, output: Path | None, catalogue: Path | None) -> None:
     _draw(dependency_graph(registry), fmt, output)
 
 
+@cli.group()
+def tickets() -> None:
+    """Calls waiting for a person (engine.prepare(..., wait=True)): list, approve, deny."""
+
+
+_log_argument = click.option(
+    "--audit", "audit_path", required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The audit log the tickets are in (JSON Lines).")
+
+
+def _ticket_engine(audit_path: Path, key_file: Path | None, key_env: str | None) -> Engine:
+    return Engine.default(audit=AuditLog.open(audit_path, clock=time.time,
+                                              key=_key(key_file, key_env)))
+
+
+def _ticket_row(ticket: Any) -> dict[str, Any]:
+    return ticket.to_dict()
+
+
+@tickets.command("list")
+@_log_argument
+@click.option("--status", type=click.Choice(["pending", "approved", "denied", "expired",
+                                             "resumed", "all"]),
+              default="pending", show_default=True, help="Which tickets to list.")
+@_key_file_option
+@_key_env_option
+@_json_option
+def tickets_list(audit_path: Path, status: str, key_file: Path | None, key_env: str | None,
+                 as_json: bool) -> None:
+    """The log's tickets, oldest first."""
+    engine = _ticket_engine(audit_path, key_file, key_env)
+    try:
+        found = engine.tickets(None if status == "all" else status)
+    finally:
+        engine.audit.close()
+    if as_json:
+        _print_json([_ticket_row(t) for t in found])
+        return
+    table = Table("ticket", "status", "agent", "tool", "mode", "expires at", "by")
+    for t in found:
+        table.add_row(plain(t.id), t.status, plain(t.agent), plain(t.tool), t.mode,
+                      "never" if t.expires_at is None else f"{t.expires_at:.0f}",
+                      plain(t.by or ""))
+    _out().print(table)
+
+
+def _args_option(value: str | None) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    try:
+        loaded = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        raise click.BadParameter(f"not JSON: {exc}", param_hint="--args") from None
+    if type(loaded) is not dict:
+        raise click.BadParameter(f"must be a JSON object (got {shown(loaded)})",
+                                 param_hint="--args")
+    return loaded
+
+
+@tickets.command("approve")
+@click.argument("ticket_id")
+@_log_argument
+@click.option("--by", required=True, help="Who approves (recorded).")
+@click.option("--reason", default="", help="Why (recorded, secrets cut).")
+@click.option("--args", "args_json", default=None,
+              help="Run these arguments instead (a JSON object; the log keeps both).")
+@_key_file_option
+@_key_env_option
+def tickets_approve(ticket_id: str, audit_path: Path, by: str, reason: str,
+                    args_json: str | None, key_file: Path | None, key_env: str | None) -> None:
+    """Approve TICKET_ID; the app that made it runs the call when it resumes it."""
+    edited = _args_option(args_json)
+    engine = _ticket_engine(audit_path, key_file, key_env)
+    try:
+        ticket = engine.approve(ticket_id, by=by, args=edited, reason=reason)
+    finally:
+        engine.audit.close()
+    click.echo(printable(f"{ticket.id}: approved by {ticket.by}"
+                         f"{' with edited arguments' if ticket.edited else ''}"))
+
+
+@tickets.command("deny")
+@click.argument("ticket_id")
+@_log_argument
+@click.option("--by", required=True, help="Who denies (recorded).")
+@click.option("--reason", default="", help="Why (recorded, secrets cut).")
+@_key_file_option
+@_key_env_option
+def tickets_deny(ticket_id: str, audit_path: Path, by: str, reason: str,
+                 key_file: Path | None, key_env: str | None) -> None:
+    """Deny TICKET_ID; its call closes without running when the app resumes it."""
+    engine = _ticket_engine(audit_path, key_file, key_env)
+    try:
+        ticket = engine.deny(ticket_id, reason, by=by)
+    finally:
+        engine.audit.close()
+    click.echo(printable(f"{ticket.id}: denied by {ticket.by}"))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; return the exit status (the ``buddy`` entry point)."""
     try:

@@ -17,24 +17,34 @@ from buddy.engine.core._controller import (
 from buddy.engine.core._decision import Decision
 from buddy.engine.core._engine import Engine
 from buddy.engine.core._events import AuditEvent
+from buddy.engine.core._explain import ConditionCheck, Explanation
+from buddy.engine.core._guard import CallRefused, ToolFailed
 from buddy.engine.core._replay import Change, Divergence, ReplayReport, replay
+from buddy.engine.core._tickets import Ticket, TicketError, TicketPending
 
 __all__ = [
     "Approval",
     "ApprovalRequest",
+    "AsyncHandlerError",
+    "AsyncSession",
     "AuditEvent",
     "AuditLog",
+    "CallRefused",
     "Change",
+    "ConditionCheck",
     "Decision",
     "Divergence",
     "Engine",
-    "AsyncHandlerError",
-    "AsyncSession",
     "ExecutionResult",
+    "Explanation",
     "Grant",
     "PendingCall",
     "ReplayReport",
     "Session",
+    "Ticket",
+    "TicketError",
+    "TicketPending",
+    "ToolFailed",
     "Verdict",
     "load_key",
     "replay",

@@ -57,7 +57,8 @@ from buddy.engine.core._chain import (
     split_log,
     verify_chain,
 )
-from buddy.engine.core._events import KINDS, AuditEvent
+from buddy.engine.core._events import KINDS, AuditEvent, as_record, decode_event
+from buddy.engine.core._tickets import CallBook
 from buddy.rules.base._convert import converter
 from buddy.rules.base._files import write_atomic
 from buddy.rules.base._masking import Masker, mask_text, masked_repr, shown
@@ -143,6 +144,8 @@ class AuditLog:
         #: The log's system lock: whether its last ``lock``/``unlock`` event, written by
         #: any writer of the log, is a lock. Every engine writing to the log honours it.
         self.locked = False
+        #: what the log's ticket and idempotency events say, kept up with other writers'
+        self.book = CallBook()
         self.recovered_torn: str | None = None
         if path is not None:
             self._open_file(path, allow_missing_anchor)
@@ -231,6 +234,7 @@ class AuditLog:
                 self._seq, self._prev, self._end = report.last_seq, \
                     report.last_hash.encode(), scan.good_bytes
                 self.locked = _lock_state(scan.raw, self.locked)
+                _note_calls(scan.raw, self.book)
                 if scan.torn is not None:
                     self._move_torn(scan.torn_bytes)
                 if anchor is None:
@@ -512,6 +516,7 @@ class AuditLog:
         self._seq, self._prev, self._end = report.last_seq, report.last_hash.encode(), \
             self._end + scan.good_bytes
         self.locked = _lock_state(scan.raw, self.locked)
+        _note_calls(scan.raw, self.book)
         if scan.torn is not None:  # a writer died mid-line
             self._move_torn(scan.torn_bytes)
 
@@ -687,6 +692,27 @@ def _lock_state(lines: Sequence[bytes], locked: bool) -> bool:
         elif line.startswith(b'unlock"', at):
             locked = False
     return locked
+
+
+_CALL_KINDS = (b'ticket"', b'idempotency"')
+
+
+def _note_calls(lines: Sequence[bytes], book: CallBook) -> None:
+    """Take the ``ticket`` and ``idempotency`` events of ``lines`` (verified lines of this
+    log) into ``book``; one that does not fit its record is left out (only buddy
+    writes a keyed log; replay says what is wrong with such an event)."""
+    for line in lines:
+        at = line.find(b',"kind":"') + 9
+        if not line.startswith(_CALL_KINDS, at):
+            continue
+        try:
+            event = orjson.loads(line)
+            _, data = decode_event(line, "", event["seq"])
+            record = as_record(event["kind"], event["event"], data)
+        except Exception:  # a line that does not fit is left out
+            continue
+        if record is not None:
+            book.note(event["ts"], event["kind"], event["event"], event["subject"], record)
 
 
 def _clean(text: str) -> str:

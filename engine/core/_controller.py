@@ -30,6 +30,7 @@ from buddy.engine.core._decision import (
     _refusal,
     _Tool,
 )
+from buddy.engine.core._tickets import TicketError
 from buddy.machines._factory import CompiledTable, fire
 from buddy.machines.escalation import (
     DECIDE_PATH,
@@ -41,11 +42,12 @@ from buddy.machines.escalation import (
 from buddy.rules.base._canonical import args_digest
 from buddy.rules.base._masking import described, mask_text, masked_repr, shown
 from buddy.rules.base._values import ExecutionMode, plain_confidence
-from buddy.rules.base.errors import InputError
+from buddy.rules.base.errors import BuddyError, InputError
 
 if TYPE_CHECKING:
     from buddy.engine.core._audit import AuditLog
     from buddy.engine.core._gate import Gate
+    from buddy.engine.core._tickets import Calls, Ticket
 
 __all__ = ["AsyncHandlerError", "AsyncSession", "ExecutionResult", "Handlers", "PendingCall",
            "Session"]
@@ -111,7 +113,7 @@ _Begun = tuple["_Context", str, str, dict[str, Any], _Tool, EscalationInputs, "_
 _PLAIN = frozenset({dict, list, tuple, str, bytes, int, float, bool, type(None)})
 
 
-class AsyncHandlerError(TypeError):
+class AsyncHandlerError(BuddyError, TypeError):
     """An ``async def`` handler was given to a synchronous call: it did not run."""
 
 
@@ -315,6 +317,31 @@ class Controller:
         return self._pending(session, await self._adecide(tool, args, confidence, approval,
                                                           max_mode, agent),
                              max_mode, cap_reason)
+
+    def prepare_waiting(self, session: Session, tool: str, args: Mapping[str, Any] | None,
+                        confidence: float | None, approval: bool | None,
+                        max_mode: ExecutionMode | None, cap_reason: str, agent: str,
+                        calls: Calls, expires_in: float | None,
+                        key: str | None) -> PendingCall:
+        """:meth:`prepare`, but a call that waits for a person waits as a ticket (no
+        approver is asked; a live grant still approves it at once)."""
+        begun = self._begin(tool, args, confidence, approval, max_mode, agent)
+        if begun[0] is None:
+            return self._pending(session, begun, max_mode, cap_reason)
+        ctx, agent, tool, call_args, entry, inputs, common, source, asks = cast(_Begun, begun)
+        answer = approved_at = None
+        via = None if approval is None else "caller"
+        if asks:
+            answer, via, approved_at = self.gate.granted(agent, entry.contract,
+                                                         inputs.confidence)
+            if via is None:
+                decision = entry.outcomes[(_AWAITING, False)][0]
+                ticket = calls.open(ctx, agent, tool, call_args, entry, inputs, decision,
+                                    expires_in, key, source)
+                return PendingCall.of_ticket(calls, ticket)
+        return self._pending(session, self._conclude(
+            ctx, agent, tool, call_args, entry, inputs, common, source, answer, via,
+            approved_at), max_mode, cap_reason)
 
     def _pending(self, session: Session, decided: _Decided, max_mode: ExecutionMode | None,
                  cap_reason: str) -> PendingCall:
@@ -716,7 +743,8 @@ class PendingCall:
     """
 
     __slots__ = ("_controller", "agent", "_max_mode", "_cap_reason", "_approved_by", "_session",
-                 "_ctx", "context", "tool", "args", "decision", "_inputs", "_common", "_done")
+                 "_ctx", "context", "tool", "args", "decision", "_inputs", "_common", "_done",
+                 "ticket", "_calls", "_on_done")
 
     def __init__(self, controller: Controller, session: Session, ctx: _Context | None,
                  tool: str, args: dict[str, Any], decision: Decision,
@@ -738,6 +766,41 @@ class PendingCall:
         self._inputs = inputs
         self._common = common
         self._done = done
+        #: the ticket the call waits on for a person (None: it does not wait)
+        self.ticket: Ticket | None = None
+        self._calls: Calls | None = None
+        #: told the result once the call has run or been cancelled (an idempotency key)
+        self._on_done: Callable[[ExecutionResult], None] | None = None
+
+    @classmethod
+    def of_ticket(cls, calls: Calls, ticket: Ticket) -> PendingCall:
+        """The pending call of a ticket: :meth:`run` resumes it (once the ticket has an
+        answer), whichever process made it."""
+        pending = cls.__new__(cls)
+        pending._controller, pending._session = calls.controller, None  # type: ignore[assignment]
+        pending.agent, pending.tool, pending.context = ticket.agent, ticket.tool, ticket.context
+        pending._max_mode, pending._cap_reason, pending._approved_by = None, "", None
+        pending._ctx = pending._inputs = pending._common = pending._done = None
+        pending.args = calls.store.get(ticket.id, "asked") or {}
+        pending.decision = Decision(ExecutionMode(ticket.mode), True, ticket.rule,
+                                    f"waits for a person: ticket {ticket.id}",
+                                    ExecutionState.AWAITING_APPROVAL)
+        pending.ticket, pending._calls, pending._on_done = ticket, calls, None
+        return pending
+
+    @property
+    def waiting(self) -> bool:
+        """Whether the call waits for a person now (its ticket has no answer yet)."""
+        calls, ticket = self._calls, self.ticket
+        if calls is None or ticket is None or self._done is not None:
+            return False
+        return calls.ticket(ticket.id).status == "pending"
+
+    def _finished(self, result: ExecutionResult) -> ExecutionResult:
+        self._done = result
+        if self._on_done is not None:
+            self._on_done(result)
+        return result
 
     def _take(self) -> _Context:
         ctx, self._ctx = self._ctx, None
@@ -746,32 +809,43 @@ class PendingCall:
         return ctx
 
     def run(self) -> ExecutionResult:
-        """Run the handler of the decided mode (once); later calls return the same result."""
+        """Run the handler of the decided mode (once); later calls return the same result.
+
+        A call waiting on a ticket runs once the ticket has an answer (see
+        :meth:`buddy.engine.Engine.resume`); before, :class:`TicketPending` is raised.
+        """
         if self._done is None:
+            if self._calls is not None and self.ticket is not None:
+                return self._finished(self._calls.resume(self.ticket.id))
             assert self._inputs is not None and self._common is not None
-            self._done = self._controller._execute(
+            return self._finished(self._controller._execute(
                 self._session, self._take(), self.agent, self.tool, self.args, self.decision,
                 self._inputs, self._common, self._max_mode, self._cap_reason,
-                self._approved_by)
+                self._approved_by))
         return self._done
 
     async def arun(self) -> ExecutionResult:
         """:meth:`run`, awaiting an async handler."""
         if self._done is None:
+            if self._calls is not None and self.ticket is not None:
+                return self._finished(await self._calls.aresume(self.ticket.id))
             assert self._inputs is not None and self._common is not None
-            self._done = await self._controller._aexecute(
+            return self._finished(await self._controller._aexecute(
                 self._session, self._take(), self.agent, self.tool, self.args, self.decision,
                 self._inputs, self._common, self._max_mode, self._cap_reason,
-                self._approved_by)
+                self._approved_by))
         return self._done
 
     def cancel(self, reason: str = "") -> ExecutionResult:
-        """Abort the call without running it."""
+        """Abort the call without running it (a ticket's call: deny the ticket instead)."""
         if self._done is None:
+            if self._calls is not None and self.ticket is not None:
+                raise TicketError(f"call {self.context} waits on ticket {self.ticket.id}: "
+                                  "deny the ticket to close it")
             assert self._inputs is not None and self._common is not None
-            self._done = self._controller._cancel(self._take(), self.agent, self.tool,
-                                                  self.args, self.decision, self._inputs,
-                                                  self._common, reason)
+            return self._finished(self._controller._cancel(
+                self._take(), self.agent, self.tool, self.args, self.decision, self._inputs,
+                self._common, reason))
         return self._done
 
 

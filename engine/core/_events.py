@@ -35,6 +35,8 @@ from buddy.rules.base.errors import AuditFormatError
 __all__ = [
     "DATA_RECORDS",
     "SCHEDULE_RECORDS",
+    "TICKET_RECORDS",
+    "KEY_RECORDS",
     "STEP_RECORDS",
     "AuditEvent",
     "KINDS",
@@ -338,6 +340,94 @@ class ReassignData:
     reason: str = attrs.field(validator=_reason)
 
 
+@attrs.frozen
+class TicketOpenData:
+    """A ``ticket`` ``open``'s data: a call waits for a person (its id is the event's
+    subject, ``ticket-<seq>``). The call's inputs as its context recorded them, the
+    digest of its arguments (and the arguments, secrets masked), the decision it waits
+    in, when the ticket expires (None: never) and its idempotency key (None: none)."""
+
+    context: str
+    agent: str
+    tool: str
+    risk: RiskLevel = attrs.field(converter=RiskLevel)
+    requires_approval: bool
+    confidence: float
+    rules: str
+    args_digest: str
+    mode: ExecutionMode = attrs.field(converter=ExecutionMode)
+    rule: str
+    args: Json = None
+    expires_at: float | None = None
+    key: str | None = None
+    confidence_from: ConfidenceSource | None = attrs.field(
+        default=None, converter=attrs.converters.optional(ConfidenceSource))
+
+
+@attrs.frozen
+class TicketAnswerData:
+    """A ``ticket`` ``approve``'s or ``deny``'s data: who answered and why; an approval's
+    ``args_digest`` is the digest of the arguments that will run (``edited``: not the
+    ones asked for; ``args`` the edited ones, secrets masked)."""
+
+    by: str
+    reason: str = ""
+    args_digest: str | None = None
+    edited: bool = False
+    args: Json = None
+
+
+@attrs.frozen
+class TicketResumeData:
+    """A ``ticket`` ``resume``'s data: the ticket's call is taken to be run (or closed)
+    once, by the writer of this event; ``expire``'s: its reason."""
+
+    context: str
+    reason: str = ""
+
+
+@attrs.frozen
+class CallDoneData:
+    """The outcome of a ticket's call (``ticket`` ``done``) or of a keyed call
+    (``idempotency`` ``done``): enough to answer a repeat without running anything."""
+
+    context: str
+    allowed: bool                     # the decision: allowed, its mode, state, rule, reason
+    decided: ExecutionMode = attrs.field(converter=ExecutionMode)
+    decision_state: ExecutionState = attrs.field(converter=ExecutionState)
+    rule: str
+    reason: str
+    state: ExecutionState = attrs.field(converter=ExecutionState)  # the context's, at the end
+    ok: bool
+    mode: ExecutionMode | None = attrs.field(
+        default=None, converter=attrs.converters.optional(ExecutionMode))
+    result: Json = None
+    error: str | None = None
+    args: Json = None
+    ticket: str | None = None
+
+
+@attrs.frozen
+class KeyReleaseData:
+    """An ``idempotency`` ``release``'s data: why the key's call stopped before anything
+    ran (a framework paused it), so the key may be claimed again."""
+
+    reason: str
+
+
+@attrs.frozen
+class KeyClaimData:
+    """An ``idempotency`` ``claim``'s data (the key is the event's subject): the first
+    call with that key, before it runs; ``duplicate``'s: a later call with the key,
+    answered without running (``of``: the first call's context, None while it runs)."""
+
+    agent: Json
+    tool: Json
+    args_digest: str
+    of: str | None = None
+    same_args: bool = True
+
+
 def _grant_calls(instance: GrantData, attribute: Any, value: int | None) -> None:
     if value is not None and value < 1:
         raise _FieldError("calls", f"must be a whole number >= 1 or null (got {shown(value)})")
@@ -369,7 +459,8 @@ class GrantData:
 #: (``schedule``: the scheduler's plans and reassignments). The set is closed:
 #: an event of another kind is refused, as it could hide a decision from replay.
 KINDS = ("open", "decision", "transition", "approval", "execution", "rollback", "grant",
-         "revoke", "lock", "unlock", "recover", "conflict", "resolution", "schedule")
+         "revoke", "lock", "unlock", "recover", "conflict", "resolution", "schedule",
+         "ticket", "idempotency")
 #: The record the ``data`` of each kind replay reads must structure into; the ``data`` of
 #: the other kinds is any object.
 DATA_RECORDS: dict[str, type] = {"open": OpenData, "decision": DecisionData,
@@ -378,6 +469,20 @@ DATA_RECORDS: dict[str, type] = {"open": OpenData, "decision": DecisionData,
 STEP_RECORDS: dict[str, type] = {"escalation": EscalationStep, "task": TaskStep}
 #: The record of a ``schedule`` event's ``data``, by event (the closed set of its events).
 SCHEDULE_RECORDS: dict[str, type] = {"plan": PlanData, "reassign": ReassignData}
+#: The record of a ``ticket`` event's ``data``, by event: a call waiting for a person
+#: (``open``), the answer (``approve``, ``deny``), the ticket taken to be run or closed
+#: (``resume``), running out (``expire``), and its call's outcome (``done``).
+TICKET_RECORDS: dict[str, type] = {"open": TicketOpenData, "approve": TicketAnswerData,
+                                   "deny": TicketAnswerData, "resume": TicketResumeData,
+                                   "expire": TicketResumeData, "done": CallDoneData}
+#: The record of an ``idempotency`` event's ``data``, by event: a key's first call
+#: (``claim``), a repeat answered without running (``duplicate``), the outcome (``done``),
+#: or the claim given back when the call stopped before anything ran (``release``).
+KEY_RECORDS: dict[str, type] = {"claim": KeyClaimData, "duplicate": KeyClaimData,
+                                "done": CallDoneData, "release": KeyReleaseData}
+#: Kinds whose data's record is chosen by the event (each set closed).
+BY_EVENT: dict[str, dict[str, type]] = {"schedule": SCHEDULE_RECORDS,
+                                        "ticket": TICKET_RECORDS, "idempotency": KEY_RECORDS}
 
 
 def _wire(hint: Any, cls: type, name: str) -> Any:
@@ -445,7 +550,8 @@ def _wired(cls: type) -> tuple[msgspec.json.Decoder[Any], type | None]:
 _EVENT = _compile(AuditEvent, data=msgspec.Raw)   # data: decoded by kind, below
 _DATA = {kind: _wired(cls) for kind, cls in DATA_RECORDS.items()}
 _STEPS = {machine: _wired(cls) for machine, cls in STEP_RECORDS.items()}
-_SCHEDULES = {event: _wired(cls) for event, cls in SCHEDULE_RECORDS.items()}
+_BY_EVENT = {kind: {event: _wired(cls) for event, cls in records.items()}
+             for kind, records in BY_EVENT.items()}
 _KINDS = frozenset(KINDS)
 _WIRE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, RecursionError, _FieldError)
 #: An event of each kind, its data decoded with it: its record's struct for the kinds of
@@ -483,9 +589,9 @@ def decode_event(line: bytes, source: str, seq: int) -> tuple[Any, Any]:
         if event.seq == seq:
             kind = event.kind
             wire = _STEPS.get(event.machine) if kind == "transition" else \
-                _SCHEDULES.get(event.event) if kind == "schedule" else _DATA.get(kind)
+                _BY_EVENT[kind].get(event.event) if kind in _BY_EVENT else _DATA.get(kind)
             if wire is None:
-                if kind in _KINDS and kind != "schedule" and \
+                if kind in _KINDS and kind not in _BY_EVENT and \
                         memoryview(event.data)[0] == 0x7B:  # an object ({)
                     return event, None
             else:
@@ -539,6 +645,18 @@ def decode_batch(data: bytes | memoryview, count: int | None) -> list[Any]:
     return events if count is None or len(events) == count else []
 
 
+def as_record(kind: str, event: str, data: Any) -> Any:
+    """The attrs record of a ``ticket`` or ``idempotency`` event's decoded data (its
+    enums as members), or None when it does not fit."""
+    cls = BY_EVENT[kind].get(event)
+    if cls is None:
+        return None
+    try:
+        return cls(**msgspec.structs.asdict(data))
+    except (TypeError, ValueError):
+        return None
+
+
 def event_data(event: Any) -> Any:
     """The data record of an event :func:`decode_batch` decoded (None for a kind replay
     does not read), decoded and validated as :func:`decode_event` does; :data:`UNFIT`
@@ -551,8 +669,8 @@ def event_data(event: Any) -> Any:
         kind = event.kind
         if kind == "transition":
             wire = _STEPS.get(event.machine)
-        elif kind == "schedule":  # by event, a closed set
-            wire = _SCHEDULES.get(event.event)
+        elif kind in _BY_EVENT:  # by event, a closed set
+            wire = _BY_EVENT[kind].get(event.event)
             if wire is None:
                 return UNFIT
         else:
@@ -621,11 +739,12 @@ def event_problem(event: Any, seq: int) -> Problem | None:
     kind = event["kind"]
     if kind not in _KINDS:
         return Problem(("kind",), f"must be one of {', '.join(KINDS)} (got {shown(kind)})")
-    if kind == "schedule":
-        cls = SCHEDULE_RECORDS.get(event["event"])
+    if kind in BY_EVENT:
+        records = BY_EVENT[kind]
+        cls = records.get(event["event"])
         if cls is None:
-            return Problem(("event",), f"must be one of {', '.join(SCHEDULE_RECORDS)} for a "
-                                       f"schedule (got {shown(event['event'])})")
+            return Problem(("event",), f"must be one of {', '.join(records)} for a "
+                                       f"{kind} (got {shown(event['event'])})")
         return _keyed_problem(event["data"], cls)
     cls = STEP_RECORDS.get(event["machine"]) if kind == "transition" else DATA_RECORDS.get(kind)
     problems = [] if cls is None else structure_checked(event["data"], cls)[1]

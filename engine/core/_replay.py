@@ -63,10 +63,12 @@ from buddy.engine.core._decision import REFUSAL_RULES, Policy
 from buddy.engine.core._events import (
     DECISION,
     UNFIT,
+    as_record,
     decode_batch,
     decode_verified,
     event_data,
 )
+from buddy.engine.core._tickets import CallBook
 from buddy.engine.core._verifier import BackgroundVerify, background_pays
 from buddy.machines import MACHINES, EscalationInputs, TaskInputs
 from buddy.machines._factory import CompiledTable, compile_table, fire
@@ -262,6 +264,7 @@ class _Replayer:
         self.reassignments = 0
         self.locked = False
         self.grants = GrantBook()
+        self.book = CallBook()  # tickets and idempotency keys, as the log says them
         self.decisions = 0
         self.digests: dict[str, None] = {}    # the digests decisions recorded, in order
         self.replayed_digest_seen = False
@@ -361,7 +364,8 @@ class _Replayer:
                 agent, tool, confidence, via = d.agent, d.tool, d.confidence, d.approved_by
                 if d.rules != digest or d.rule in refusal or type(agent) is not str or \
                         not agent or type(tool) is not str or locked_now and not d.locked or \
-                        via is not None and via.startswith("grant:"):
+                        via is not None and via != "caller" and via != "callback":  # a grant's,
+                    # a ticket's: checked against their events
                     self.last_ts = e.ts
                     self.decision(n + 1, e.subject, d)  # counts it
                     n += 1
@@ -444,6 +448,8 @@ class _Replayer:
             self.header(seq, subject, data)
         elif kind == "schedule":
             self.schedule(seq, e, data)
+        elif kind == "ticket" or kind == "idempotency":
+            self.call_event(seq, e, data)
 
     def first(self, e: Any) -> None:
         """Check the first event of the log: its header."""
@@ -776,6 +782,8 @@ class _Replayer:
         via = data.approved_by
         if via is not None and via.startswith("grant:"):
             self.granted(seq, subject, data, via)
+        elif via is not None and via.startswith("ticket:"):
+            self.ticketed(seq, subject, data, via)
         # A call's context (ctx-<seq>) runs once, at most in the mode decided, when its
         # decision ends where the context's moves left it; a context without moves is
         # named by the seq of its decision. An agent's decision (Engine.decide) runs nothing.
@@ -842,6 +850,46 @@ class _Replayer:
         else:
             self.diverge(seq, subject, "tool", tool, "a string (only a refusal records "
                          "another tool)")
+
+    def call_event(self, seq: int, e: Any, data: Any) -> None:
+        """A ticket's or an idempotency key's event: it follows the rules of
+        :class:`CallBook` (a key claimed once, so its call runs once; a ticket answered
+        while pending and before it expires, resumed once, by its own call), and a
+        ticket opens on a call waiting for approval, as its moves left it."""
+        kind, subject = e.kind, e.subject
+        record = as_record(kind, e.event, data)
+        if record is None:
+            self.diverge(seq, subject, "data", f"a {kind} {e.event} record", "does not fit")
+            return
+        if kind == "ticket" and e.event == "open":
+            at = self.states.get(record.context)
+            if at != (_MACHINE, "AWAITING_APPROVAL"):
+                self.diverge(seq, subject, "context", f"{record.context} awaiting approval",
+                             "not awaiting approval" if at is None else at[1])
+                return
+            call = self.calls.get(record.context)
+            if call is not None and (record.agent, record.tool) != call[:2]:
+                self.diverge(seq, subject, "tool", f"{call[0]}/{call[1]}",
+                             f"{record.agent}/{record.tool}")
+                return
+        problem = self.book.note(e.ts, kind, e.event, subject, record)
+        if problem is not None:
+            self.diverge(seq, subject, kind, "a consistent " + kind, problem)
+
+    def ticketed(self, seq: int, subject: str, data: Any, via: str) -> None:
+        """A decision a ticket's answer made: the ticket of this call, taken to run
+        (``resume``), answered as the decision says, and used by one decision."""
+        tid = via[len("ticket:"):]
+        state = self.book.tickets.get(tid)
+        if state is None or state.status != "resumed" or state.opened.context != subject:
+            self.diverge(seq, subject, "approved_by", via,
+                         f"ticket {tid} is not this call's, resumed")
+        elif state.used:
+            self.diverge(seq, subject, "approved_by", via, f"ticket {tid} used already")
+        elif data.approval is not (state.verdict == "approve"):
+            self.diverge(seq, subject, "approval", data.approval, state.verdict == "approve")
+        else:
+            state.used = True
 
     def granted(self, seq: int, subject: str, data: Any, via: str) -> None:
         """A decision approved by a grant: usable then, and scoped to its agent and tool."""

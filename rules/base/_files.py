@@ -14,19 +14,21 @@ __all__ = ["NotReadable", "read_regular", "split_lines", "write_atomic"]
 
 
 def write_atomic(path: str | os.PathLike[str], data: str | bytes | Callable[[IO[bytes]], object],
-                 *, fsync: bool = True) -> Path:
+                 *, fsync: bool = True, private: bool = False) -> Path:
     """Write ``data`` to ``path`` via a temp file in the same directory, fsync, rename.
 
     ``data`` is text (UTF-8), bytes, or a function writing to a binary file.
     A reader sees the old file or the new one, never half of one; the temp
     file is removed if anything fails. With ``fsync=False`` the temp file is
     not fsynced before the rename: still atomic for readers, but after a crash
-    of the machine the file may be empty or old.
+    of the machine the file may be empty or old. ``private=True`` keeps it readable by
+    its owner alone (0600), from its first byte.
     """
     target = Path(path)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
-        os.fchmod(fd, 0o666 & ~_umask())  # as open() would make it, not mkstemp's 0600
+        if not private:
+            os.fchmod(fd, 0o666 & ~_umask())  # as open() would make it, not mkstemp's 0600
         with os.fdopen(fd, "wb") as fh:
             if callable(data):
                 data(fh)

@@ -9,9 +9,14 @@ separator (``password: hunter2``, ``api_key=sk-1``, ``Bearer abc``) is cut.
 from __future__ import annotations
 
 import dataclasses
+import datetime
+import decimal
+import enum
 import re
 import reprlib
+import uuid
 from collections.abc import Iterable, Mapping
+from pathlib import PurePath
 from typing import Any
 
 __all__ = ["DEFAULT_SECRET_PATTERN", "Masker", "described", "mask_text", "masked_repr", "shown"]
@@ -55,35 +60,123 @@ def mask_text(text: str) -> str:
         return masked
     return masked.encode("utf-8", "backslashreplace").decode("utf-8")
 
-_CONTAINERS = (Mapping, list, tuple)
-# Types that hold no container, however subclassed types may behave: exact types only.
-_SCALARS = frozenset({str, int, float, bool, type(None), bytes})
+# Values JSON holds as they are: exact types only (a subclass may behave otherwise).
+_LEAVES = frozenset({str, int, float, bool, type(None)})
 #: How many keys a :class:`Masker` remembers the verdict of before it starts over.
 _KEYS_KEPT = 4096
+#: How many times a value may turn into another before it is JSON (an Enum's value, a
+#: pydantic RootModel's dump); one that keeps turning is recorded as text.
+_HOPS = 8
+_TEXT = (uuid.UUID, decimal.Decimal, datetime.timedelta)  # written as str()
+_ISO = (datetime.date, datetime.time)                       # datetime too: isoformat()
 
 
-def _is_record(value: object) -> bool:
-    """Whether ``value`` is a dataclass or attrs instance: a log's JSON writes its fields
-    under their names (orjson writes dataclasses natively), so they are masked too."""
+def _text(value: object) -> str:
+    """``value`` as text a log can hold: its masked repr, or ``<TypeName>`` when even
+    that fails (a ``__repr__`` that raises, a structure too deep to print)."""
+    try:
+        return masked_repr(value)
+    except Exception:
+        return f"<{type(value).__name__}>"
+
+
+def _listed(items: set[Any] | frozenset[Any]) -> list[Any]:
+    """A set's items as a list: sorted when they have an order, else as iterated."""
+    out = list(items)
+    try:
+        out.sort()
+    except Exception:  # items with no order (or an order that raises)
+        pass
+    return out
+
+
+def _step(value: Any) -> Any:
+    """What ``value`` (not a plain dict, list or JSON scalar) is written as, one step on:
+    a model, record or mapping as a dict of its fields, a tuple or set as a list, an
+    Enum as its value, a date, UUID, path or bytes as text; anything else as its masked
+    repr. The result may need another step (an Enum's value)."""
     kind = type(value)
-    return hasattr(kind, "__dataclass_fields__") or hasattr(kind, "__attrs_attrs__")
+    if kind is tuple or kind is set or kind is frozenset:  # the common ones, at once
+        return list(value) if kind is tuple else _listed(value)
+    if isinstance(value, enum.Enum):
+        return value.value
+    dump = getattr(kind, "model_dump", None)  # pydantic v2, duck-typed
+    if dump is not None:
+        return value.model_dump(mode="python")
+    if hasattr(kind, "__fields__") and callable(getattr(kind, "dict", None)):  # pydantic v1
+        return value.dict()
+    attributes = getattr(kind, "__attrs_attrs__", None)
+    if attributes is not None:
+        return {a.name: getattr(value, a.name) for a in attributes}
+    if hasattr(kind, "__dataclass_fields__"):  # by field, no deep copy (not asdict)
+        return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return dict(value.items())
+    if isinstance(value, tuple):
+        names = getattr(kind, "_fields", None)  # a NamedTuple: by field name
+        if type(names) is tuple and len(names) == len(value) and \
+                all(type(n) is str for n in names):
+            return dict(zip(names, value, strict=True))
+        return list(value)
+    if isinstance(value, list):
+        return list(value)
+    if isinstance(value, (set, frozenset)):
+        return _listed(value)
+    # Subclasses of JSON's scalars, as the scalar (no method of theirs called).
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, int):
+        return int.__index__(value)
+    if isinstance(value, float):
+        return float.__float__(value)
+    if isinstance(value, (bytes, bytearray)):  # text, secrets cut as its repr's were
+        return mask_text(bytes(value).decode("utf-8", "backslashreplace"))
+    if isinstance(value, _ISO):
+        return value.isoformat()
+    if isinstance(value, _TEXT):
+        return str(value)
+    if isinstance(value, PurePath):
+        return mask_text(str(value))
+    return _text(value)
 
 
-def _fields(value: Any) -> dict[str, Any]:
-    """A record's fields by name (a dataclass's or an attrs class's)."""
-    if hasattr(type(value), "__attrs_attrs__"):
-        return {a.name: getattr(value, a.name) for a in type(value).__attrs_attrs__}
-    return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+def _plain(value: Any) -> Any:
+    """``value`` (not a plain dict, list or JSON scalar) as a plain dict or list to walk,
+    or as a JSON scalar; its masked repr when turning it fails (a ``model_dump`` or a
+    property that raises, a value that keeps turning)."""
+    try:
+        out = value
+        for _ in range(_HOPS):
+            out = _step(out)
+            kind = type(out)
+            if kind is dict or kind is list or kind in _LEAVES:
+                return out
+    except Exception:
+        pass
+    return _text(value)
 
 
 class Masker:
     """Replaces the values of secret-looking keys with ``"***"``, at any depth.
 
+    What JSON has no form for is written as JSON first, and masked the same way:
+    a pydantic model (``model_dump``, or v1's ``dict()``), a dataclass, an attrs
+    instance or a NamedTuple as a dict of its fields by name; a tuple, set or
+    frozenset as a list (a set sorted when its items have an order); an Enum as
+    its value; a date, time, UUID, Decimal or path as text; bytes as text with
+    secrets cut (:func:`mask_text`). A value that cannot be written so (a
+    ``model_dump`` that raises) is written as its masked repr.
+
     Walks without recursion, so arguments nested thousands deep are masked
     like any others; a container holding itself is written ``"<cycle>"``.
+    Never raises: on any failure the whole value is written as its masked repr.
 
     >>> Masker().mask({"to": "a@b.c", "api_key": "sk-1", "nested": [{"Password": "x"}]})
     {'to': 'a@b.c', 'api_key': '***', 'nested': [{'Password': '***'}]}
+    >>> import dataclasses
+    >>> Login = dataclasses.make_dataclass("Login", ["user", "password", "tags"])
+    >>> Masker().mask(Login("ada", "hunter2", {"b", "a"}))
+    {'user': 'ada', 'password': '***', 'tags': ['a', 'b']}
     """
 
     MASK = "***"
@@ -113,59 +206,72 @@ class Masker:
         return isinstance(key, str) and self._re.search(key) is not None
 
     def mask(self, value: Any) -> Any:
-        """A copy of ``value`` (mappings as dicts, sequences as lists) with secrets masked."""
+        """A JSON copy of ``value`` (mappings and records as dicts, sequences and sets
+        as lists, see the class) with secrets masked."""
         kind = type(value)
-        if kind in _SCALARS:
+        if kind in _LEAVES:
             return value
-        if kind is dict:  # the common case, a flat dict of plain values, without the walk
-            # Its keys all known to name no secret, its values all scalars: a copy, checked
-            # in C.
-            if self._plain.issuperset(value) and _SCALARS.issuperset(map(type, value.values())):
-                return dict(value)
-            known, mask = self._keys, self.MASK
-            flat: dict[Any, Any] = {}
-            for k, v in value.items():
-                if type(v) not in _SCALARS:
-                    break
-                secret = known.get(k) if type(k) is str else None
-                flat[k] = mask if (self.is_secret(k) if secret is None else secret) else v
-            else:
-                return flat
-        if not isinstance(value, _CONTAINERS):
-            if not _is_record(value):
-                return value
-            value = _fields(value)
+        try:
+            if kind is dict:  # the common case, a flat dict of plain values, without the walk
+                # Its keys all known to name no secret, its values all scalars: a copy,
+                # checked in C.
+                if self._plain.issuperset(value) and \
+                        _LEAVES.issuperset(map(type, value.values())):
+                    return dict(value)
+                known, mask = self._keys, self.MASK
+                flat: dict[Any, Any] = {}
+                for k, v in value.items():
+                    if type(v) not in _LEAVES:
+                        break
+                    secret = known.get(k) if type(k) is str else None
+                    flat[k] = mask if (self.is_secret(k) if secret is None else secret) else v
+                else:
+                    return flat
+            return self._walk(value)
+        except Exception:  # a mapping whose items() raise, a key whose __eq__ does, ...
+            return _text(value)
+
+    def _walk(self, value: Any) -> Any:
+        """:meth:`mask` of any value, walked with a stack."""
+        is_secret, mask, leaves = self.is_secret, self.MASK, _LEAVES
         root: list[Any] = [None]
-        open_ids: set[int] = set()        # containers on the current path (cycle check)
-        # Work items: (source, destination, key in destination), or (None, None, id) to
+        # The containers on the current path, by id (cycle check), each kept alive
+        # while there so that its id is not reused by a value made on the way.
+        open_: dict[int, Any] = {}
+        # Work items: (source, destination, key in destination), or (id, None, None) to
         # close a container once its children are done.
         stack: list[tuple[Any, Any, Any]] = [(value, root, 0)]
         while stack:
             src, dest, key = stack.pop()
-            if src is None and dest is None:
-                open_ids.discard(key)
+            if dest is None:
+                del open_[src]
                 continue
-            if id(src) in open_ids:
+            kind = type(src)
+            node = src if kind is dict or kind is list else _plain(src)
+            kind = type(node)
+            if kind is not dict and kind is not list:
+                dest[key] = node
+                continue
+            if id(src) in open_:
                 dest[key] = "<cycle>"
                 continue
-            open_ids.add(id(src))
-            stack.append((None, None, id(src)))
-            if _is_record(src):
-                src = _fields(src)
-            if isinstance(src, Mapping):
-                out: Any = {}
-                for k, v in src.items():
-                    if self.is_secret(k):
-                        out[k] = self.MASK
-                    elif isinstance(v, _CONTAINERS) or _is_record(v):
+            open_[id(src)] = src
+            stack.append((id(src), None, None))
+            out: Any
+            if kind is dict:
+                out = {}
+                for k, v in node.items():
+                    if is_secret(k):
+                        out[k] = mask
+                    elif type(v) in leaves:
+                        out[k] = v
+                    else:
                         out[k] = None
                         stack.append((v, out, k))
-                    else:
-                        out[k] = v
             else:
-                out = list(src)
+                out = list(node)
                 for i, v in enumerate(out):
-                    if isinstance(v, _CONTAINERS) or _is_record(v):
+                    if type(v) not in leaves:
                         stack.append((v, out, i))
             dest[key] = out
         return root[0]

@@ -9,6 +9,11 @@
     │   ├── UnknownToolError (KeyError)   no contract of that name
     │   └── DependencyCycleError          tool dependencies form a cycle
     ├── InputError (ValueError)           a value given by a caller is out of range
+    │   └── TicketError                   a ticket cannot be answered or resumed as asked
+    │       └── TicketPending             its call still waits for a person
+    ├── AsyncHandlerError (TypeError)     an async handler given to a synchronous call
+    ├── CallRefused (PermissionError)     a guarded callable's call was not allowed
+    ├── ToolFailed                        a guarded callable failed without its own error
     ├── PlanError (ValueError)            a plans file cannot be read
     ├── AuditError                        the audit log cannot be written or read
     │   ├── AuditFormatError (ValueError) a line is not a valid event

@@ -15,6 +15,7 @@ number > 0 (got 0.0)``.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import weakref
 from collections import Counter
@@ -315,6 +316,47 @@ class ToolContractRegistry(ShippedTable):
         registry._hold(loaded.rows, loaded.source, loaded.digest)
         return registry
 
+    def extended(self, path: Path | str | None = None, *, text: str | None = None,
+                 source: str | None = None) -> ToolContractRegistry:
+        """A new catalogue: this one's tools, then those of the ``[[tool]]`` file
+        ``path`` (or ``text``); this one is left as it is.
+
+        Strict: a tool of the file whose name this catalogue holds is refused, never
+        an override (to change a tool, load a whole catalogue with :meth:`from_toml`).
+        The file's dependencies may name this catalogue's tools. Its problems, all at
+        once, are lines ``file:line: tool[name]: message`` of a
+        :class:`~buddy.rules.base.errors.RuleTableError`. The digest covers both.
+
+        >>> shipped = ToolContractRegistry.default()
+        >>> mine = shipped.extended(text='[[tool]]\\nname = "crm_lookup"\\nrisk = "LOW"\\n'
+        ...                         'reversible = true\\ndependencies = ["form_fill"]\\n')
+        >>> len(mine) == len(shipped) + 1, mine.get("crm_lookup").dependencies
+        (True, ('form_fill',))
+        >>> shipped.extended(text='[[tool]]\\nname = "form_fill"\\nrisk = "LOW"\\n'
+        ...                  'reversible = true\\n', source="tools.toml")
+        Traceback (most recent call last):
+        ...
+        buddy.rules.base.errors.RuleTableError: tools.toml:1: tool[form_fill]: already in ...
+        """
+        names = frozenset(self._tools)
+        where = "the shipped catalogue" if self.source == f"buddy/rules/{self.FILE}" \
+            else f"the catalogue it extends ({self.source})"
+
+        def check(file: NoKeys, contracts: Sequence[ToolContract]) -> Iterable[Problem]:
+            for i, contract in enumerate(contracts):
+                if contract.name in names:
+                    yield Problem(("tool", i), f"already in {where}; a catalogue that "
+                                  "extends it adds tools and never changes one (to change "
+                                  "it, load a whole catalogue without extend)")
+            yield from _check(file, contracts, names)
+
+        loaded = load(attrs.evolve(SPEC, check=check), path, text=text, source=source)
+        registry = type(self).__new__(type(self))
+        digest = hashlib.sha256(f"{self.digest}+{loaded.digest}".encode()).hexdigest()[:16]
+        registry._hold((*self._tools.values(), *loaded.rows), f"{self.source} + {loaded.source}",
+                       digest)
+        return registry
+
     # -- calls ---------------------------------------------------------------
     def register(self, contract: ToolContract) -> None:
         """Add a contract; its name must be new and its dependencies registered. An
@@ -400,14 +442,16 @@ def _compile(contract: ToolContract) -> tuple[ToolContract, list[Problem]]:
     return contract, []
 
 
-def _check(file: NoKeys, contracts: Sequence[ToolContract]) -> Iterable[Problem]:
-    """At least one tool; dependencies name tools of the catalogue and form no cycle."""
+def _check(file: NoKeys, contracts: Sequence[ToolContract],
+           known: frozenset[str] = frozenset()) -> Iterable[Problem]:
+    """At least one tool; dependencies name tools of the catalogue (or ``known`` ones, of
+    the catalogue it extends, which depend on none of its) and form no cycle."""
     if not contracts:
         yield Problem((), "needs at least one [[tool]] row")
     index = {c.name: i for i, c in enumerate(contracts)}
     holes = False
     for i, contract in enumerate(contracts):
-        missing = [d for d in contract.dependencies if d not in index]
+        missing = [d for d in contract.dependencies if d not in index and d not in known]
         if missing:
             holes = True
             yield Problem(("tool", i, "dependencies"), f"unknown tool(s): {_listed(missing)}")
@@ -415,7 +459,7 @@ def _check(file: NoKeys, contracts: Sequence[ToolContract]) -> Iterable[Problem]
         return
     graph: nx.DiGraph[str] = nx.DiGraph()
     graph.add_nodes_from(index)
-    graph.add_edges_from((d, c.name) for c in contracts for d in c.dependencies)
+    graph.add_edges_from((d, c.name) for c in contracts for d in c.dependencies if d in index)
     if not nx.is_directed_acyclic_graph(graph):  # linear; nx.find_cycle alone is not, here
         cycle = [u for u, _ in nx.find_cycle(graph)]
         yield Problem(("tool", index[cycle[0]], "dependencies"),

@@ -400,7 +400,7 @@ class TestFailedAppend:
         ({"ts": True}, "audit event: ts must be a finite number (got True)"),
         ({"kind": "note"}, "audit event: kind must be one of open, decision, transition, "
                            "approval, execution, rollback, grant, revoke, lock, unlock, recover, "
-                           "conflict, resolution, schedule (got 'note')"),
+                           "conflict, resolution, schedule, ticket, idempotency (got 'note')"),
     ])
     def test_an_envelope_replay_would_refuse(self, tmp_path, args, message):
         path, log = self.opened(tmp_path)

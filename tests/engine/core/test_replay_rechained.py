@@ -210,13 +210,17 @@ class TestKinds:
         assert str(err.value) == (
             "<lines>:4: not a valid audit event: 'kind': must be one of open, decision, "
             "transition, approval, execution, rollback, grant, revoke, lock, unlock, recover, "
-            f"conflict, resolution, schedule (got {kind!r}) (seq 4)")
+            f"conflict, resolution, schedule, ticket, idempotency (got {kind!r}) (seq 4)")
 
     def test_every_kind_the_writers_append_replays(self, tmp_path):
         engine = scenario()  # the engine's kinds, but an approver's edit and an unlock
         engine.unlock()
         engine.approver = lambda request: Approval.edit({"to": "me"})
         engine.execute("b", "msgraph_send_email", {"to": "all"}, confidence=0.9)
+        waiting = engine.prepare("b", "msgraph_send_email", {"to": "x"}, confidence=0.9,
+                                 wait=True, idempotency_key="k-1")  # ticket, idempotency
+        engine.approve(waiting.ticket.id, by="ops")
+        waiting.run()
         run(RunConfig(output_dir=tmp_path, seed=7, start=0.0))  # conflicts, resolutions
         path = tmp_path / "audit.jsonl"
         path.with_name("audit.jsonl.anchor").unlink()
@@ -230,7 +234,7 @@ class TestKinds:
             [r["kind"] for r in AuditLog.read_records(waves / "audit.jsonl")]
         assert KINDS == ("open", "decision", "transition", "approval", "execution", "rollback",
                          "grant", "revoke", "lock", "unlock", "recover", "conflict",
-                         "resolution", "schedule")
+                         "resolution", "schedule", "ticket", "idempotency")
         assert set(written) == set(KINDS)
 
 
