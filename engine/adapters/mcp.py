@@ -62,6 +62,7 @@ from buddy.engine.core import (
     ApprovalRequest,
     Engine,
     ExecutionResult,
+    Ticket,
 )
 from buddy.rules.base import ExecutionMode, Masker, described, shown
 from buddy.rules.base.errors import ContractError
@@ -191,12 +192,12 @@ class GuardedSession:
                 return self._answer(name, done)
             pending = await engine.aprepare(self.agent, name, arguments, confidence=conf,
                                             wait=True, idempotency_key=idempotency_key)
+            if pending.waiting:
+                return self._waiting(pending.tool, pending.ticket, pending.decision.reason)
+            done = await pending.arun()
             ticket = pending.ticket
-            if ticket is not None:
-                if ticket.status == "pending":
-                    return self._waiting(ticket)
-                return self._answer(name, await engine.aresume(ticket.id))
-            return self._answer(name, await pending.arun())
+            return self._answer(name, done, None if ticket is None else
+                                engine.ticket(ticket.id))
         finally:
             _CALL.reset(token)
 
@@ -206,11 +207,12 @@ class GuardedSession:
         the session's ``call_tool``."""
         ticket = self.engine.ticket(ticket_id)
         if ticket.status == "pending":
-            return self._waiting(ticket)
+            return self._waiting(ticket.tool, ticket, f"waits for a person: ticket {ticket.id}")
         self._handle(ticket.tool)
         token = _CALL.set((self._session, _call_kwargs(args, kwargs)))
         try:
-            return self._answer(ticket.tool, await self.engine.aresume(ticket_id))
+            done = await self.engine.aresume(ticket_id)
+            return self._answer(ticket.tool, done, self.engine.ticket(ticket_id))
         finally:
             _CALL.reset(token)
 
@@ -224,15 +226,22 @@ class GuardedSession:
         engine.register_handler(tool, live=_live(tool))
         done.add(tool)
 
-    def _answer(self, tool: str, done: ExecutionResult) -> Any:
+    def _answer(self, tool: str, done: ExecutionResult, ticket: Ticket | None = None) -> Any:
+        """The ``CallToolResult`` of a call buddy decided (and ran, or not)."""
         decision = done.decision
-        buddy = {"mode": done.mode.value if done.mode is not None else None,
-                 "ran": done.mode is ExecutionMode.LIVE, "rule": decision.rule,
-                 "reason": decision.reason, "context": done.context}
+        buddy: dict[str, Any] = {
+            "mode": done.mode.value if done.mode is not None else None,
+            "ran": done.mode is ExecutionMode.LIVE, "rule": decision.rule,
+            "reason": decision.reason, "context": done.context}
+        if ticket is not None:
+            buddy["ticket"] = ticket.id
         if not decision.allowed or done.mode is None:
             why = decision.reason if not decision.allowed else done.error or decision.reason
             if tool in self.refused and decision.rule == "tool.unknown":
                 why = f"{why} ({self.refused[tool]})"
+            if ticket is not None and ticket.answer == "deny":
+                said = f": {ticket.answer_reason}" if ticket.answer_reason else ""
+                why = f"{why} (denied by {ticket.by}{said})"
             return _result(f"buddy refused: {why}", True, buddy)
         if done.mode is not ExecutionMode.LIVE:
             if not done.ok:
@@ -250,12 +259,11 @@ class GuardedSession:
         return _result(f"buddy: {tool} failed: {done.error}", True, buddy)
 
     @staticmethod
-    def _waiting(ticket: Any) -> Any:
-        return _result(f"buddy is waiting for a person to approve {ticket.tool}: ticket "
-                       f"{ticket.id} ({ticket.reason})", True,
-                       {"mode": None, "ran": False, "rule": ticket.rule,
-                        "reason": ticket.reason, "context": ticket.context,
-                        "ticket": ticket.id})
+    def _waiting(tool: str, ticket: Any, reason: str) -> Any:
+        return _result(f"buddy is waiting for a person to approve {tool}: ticket {ticket.id}",
+                       True, {"mode": None, "ran": False, "rule": ticket.rule, "reason": reason,
+                              "context": ticket.context, "ticket": ticket.id,
+                              "expires_at": ticket.expires_at})
 
 
 def guard_session(session: Any, engine: Engine, *, agent: str,

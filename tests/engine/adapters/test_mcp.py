@@ -10,7 +10,7 @@ from mcp import types as mt
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 
-from buddy.engine import Approval, ApprovalRequest, Engine, replay
+from buddy.engine import Approval, ApprovalRequest, AuditLog, Engine, replay
 from buddy.engine.adapters.mcp import (
     ApprovalForm,
     GuardedSession,
@@ -484,8 +484,8 @@ class TestTickets:
         out, ticket = run(body, ran=ran)
         assert (out["read"].is_error, text(out["read"])) == (False, "3 messages in inbox")
         waiting = out["waiting"]
-        assert waiting.is_error and text(waiting).startswith(
-            f"buddy is waiting for a person to approve send_email: ticket {ticket} (")
+        assert (waiting.is_error, text(waiting)) == (
+            True, f"buddy is waiting for a person to approve send_email: ticket {ticket}")
         assert waiting.meta["buddy"]["ran"] is False
         assert text(out["still"]) == text(waiting) and out["ran_before_answer"] == [
             ("read_inbox", {"folder": "inbox"})]
@@ -493,7 +493,11 @@ class TestTickets:
         assert out["sent"].meta["buddy"]["mode"] == "LIVE"
         assert text(out["again"]) == text(out["resumed"]) == "sent to team@example.com"
         assert ran.count(("send_email", edited)) == 1  # asked three times, sent once
-        assert out["denied"].is_error and text(out["denied"]).startswith("buddy refused: ")
+        assert (out["denied"].is_error, text(out["denied"])) == (
+            True, "buddy refused: HIGH risk: approval denied; the call is halted (denied by "
+                  "ada: not today)")
+        assert out["denied"].meta["buddy"]["ran"] is False
+        assert out["sent"].meta["buddy"]["ticket"] == ticket
         assert text(out["unknown"]) == "buddy refused: unknown tool 'format_disk': fail closed"
         assert [name for name, _ in ran] == ["read_inbox", "send_email"]
         assert e.ticket(ticket).status == "resumed" and e.ticket(ticket).by == "ada"
@@ -531,6 +535,76 @@ class TestTickets:
 
         result = anyio.run(main)
         assert text(result) == "sent to x" and ran == [("send_email", {"to": "x", "body": "y"})]
+
+
+class TestAcrossRestarts:
+    """A file audit log: a ticket made by one process is answered and resumed by the next,
+    and a key that ran returns its recorded result, running nothing, after a restart."""
+
+    def test_a_ticket_and_a_key_outlive_the_process(self, tmp_path):
+        path = tmp_path / "audit.jsonl"
+        ran: list = []
+        server = mail_server(ran)
+
+        def process():
+            return engine(audit=AuditLog.open(path, clock=lambda: 0.0), default_confidence=0.9)
+
+        async def first():
+            e = process()
+            async with Client(server) as client:
+                tools = GuardedSession(client, e, agent="a")
+                await tools.list_tools()
+                read = await tools.call_tool("read_inbox", {"folder": "f"}, idempotency_key="r")
+                waiting = await tools.call_tool("send_email", {"to": "x", "body": "y"},
+                                                idempotency_key="s")
+            e.audit.close()
+            return read, waiting.meta["buddy"]["ticket"]
+
+        async def second(ticket):
+            e = process()
+            e.approve(ticket, by="ada", args={"to": "z", "body": "y"})
+            async with Client(server) as client:
+                tools = GuardedSession(client, e, agent="a")
+                await tools.list_tools()
+                out = [await tools.call_tool("read_inbox", {"folder": "f"}, idempotency_key="r"),
+                       await tools.call_tool("send_email", {"to": "x", "body": "y"},
+                                             idempotency_key="s")]
+            e.audit.close()
+            return out
+
+        async def third():
+            e = process()
+            async with Client(server) as client:
+                tools = GuardedSession(client, e, agent="a")
+                await tools.list_tools()
+                out = await tools.call_tool("send_email", {"to": "x", "body": "y"},
+                                            idempotency_key="s")
+            e.audit.close()
+            return out
+
+        read, ticket = anyio.run(first)
+        read_again, sent = anyio.run(second, ticket)
+        sent_again = anyio.run(third)
+        assert text(read) == text(read_again) == "3 messages in f"
+        assert read_again.structured_content == {"result": "3 messages in f"}
+        assert text(sent) == text(sent_again) == "sent to z"
+        assert ran == [("read_inbox", {"folder": "f"}), ("send_email", {"to": "z", "body": "y"})]
+        assert replay(str(path)).ok
+
+    def test_without_tickets_a_key_runs_once(self):
+        e = engine(default_confidence=0.9)
+
+        async def body(client, ran):
+            tools = GuardedSession(client, e, agent="a", tickets=False)
+            await tools.list_tools()
+            return [await tools.call_tool("read_inbox", {"folder": "f"}, idempotency_key="k")
+                    for _ in range(3)]
+
+        ran: list = []
+        results = run(body, ran=ran)
+        assert [text(r) for r in results] == ["3 messages in f"] * 3
+        assert ran == [("read_inbox", {"folder": "f"})]
+        assert replay(e.audit).ok
 
 
 class TestReadmeAndExample:
@@ -571,10 +645,10 @@ class TestReadmeAndExample:
         assert lines[5:] == [
             "send_email, approved         ok    sent to team@example.com: Lunch at 1?",
             "send_email, asked again      ok    sent to team@example.com: Lunch at 1?",
-            lines[7],
+            "empty_trash, denied          error buddy refused: HIGH risk: approval denied; "
+            "the call is halted (denied by ada: not today)",
             "format_disk                  error buddy refused: unknown tool 'format_disk': "
             "fail closed",
             "emails the server sent: ['team@example.com']",
             "audit trail replays: True",
         ]
-        assert lines[7].startswith("empty_trash, denied          error buddy refused: ")
