@@ -30,7 +30,13 @@ What a call returns, always an MCP ``CallToolResult``:
   A call with a key that already ran returns its first result and runs nothing.
 
 ``_meta["buddy"]`` of every result says what buddy did: ``mode`` (the mode
-that ran, or null), ``ran``, ``rule``, ``reason``, ``context`` and ``ticket``.
+that ran, or null), ``ran``, ``rule``, ``reason`` and ``context``; a call with a
+ticket adds ``ticket`` (and, while it waits, ``expires_at``).
+
+The session gives each server tool it calls its LIVE handler on the engine (the
+server, through the session of the call in progress: several sessions can share
+one engine); MOCK and DRY_RUN run buddy's labelled simulator. Handlers registered
+for that tool before are replaced.
 
 Server side, :func:`elicitation_approver` is an approver that asks the person
 at the other end of an MCP request through elicitation (``ctx.elicit``): a
@@ -52,7 +58,7 @@ from typing import Any
 
 try:
     from mcp import types
-    from pydantic import BaseModel, Field
+    from pydantic import BaseModel, Field, ValidationError
 except ImportError as exc:  # pragma: no cover - the extra is installed wherever tests run
     raise ImportError("buddy.engine.adapters.mcp needs the MCP SDK: "
                       "pip install 'buddy[mcp]'") from exc
@@ -118,6 +124,9 @@ class GuardedSession:
         True (the default): a call that needs a person becomes a ticket (see the
         module docstring) and the engine's approver is not asked. False: the
         engine's approver is asked inline, as ``engine.aexecute`` does.
+    expires_in:
+        Seconds on the engine's clock a ticket waits for an answer (a day by
+        default; None: it never expires). Expired, its call is refused, unrun.
 
     Examples
     --------
@@ -128,12 +137,14 @@ class GuardedSession:
     """
 
     def __init__(self, session: Any, engine: Engine, *, agent: str,
-                 confidence: float | None = None, tickets: bool = True) -> None:
+                 confidence: float | None = None, tickets: bool = True,
+                 expires_in: float | None = 86_400.0) -> None:
         self._session = session
         self.engine = engine
         self.agent = agent
         self.confidence = confidence
         self.tickets = tickets
+        self.expires_in = expires_in
         #: server tools that buddy could not register, with why (calls to them are refused)
         self.refused: dict[str, str] = {}
 
@@ -191,7 +202,8 @@ class GuardedSession:
                                              idempotency_key=idempotency_key)
                 return self._answer(name, done)
             pending = await engine.aprepare(self.agent, name, arguments, confidence=conf,
-                                            wait=True, idempotency_key=idempotency_key)
+                                            wait=True, expires_in=self.expires_in,
+                                            idempotency_key=idempotency_key)
             if pending.waiting:
                 return self._waiting(pending.tool, pending.ticket, pending.decision.reason)
             done = await pending.arun()
@@ -250,7 +262,7 @@ class GuardedSession:
             return _result(f"buddy simulated {tool} ({done.mode.value}): nothing was run; "
                            f"{decision.reason}", False, buddy)
         if done.ok:
-            return _with_meta(types.CallToolResult.model_validate(done.result), buddy)
+            return _with_meta(_as_result(done.result), buddy)
         error = done.exception
         if isinstance(error, McpToolError):
             return _with_meta(types.CallToolResult.model_validate(_wire(error.result)), buddy)
@@ -267,10 +279,11 @@ class GuardedSession:
 
 
 def guard_session(session: Any, engine: Engine, *, agent: str,
-                  confidence: float | None = None, tickets: bool = True) -> GuardedSession:
-    """``GuardedSession(session, engine, agent=..., confidence=..., tickets=...)``."""
+                  confidence: float | None = None, tickets: bool = True,
+                  expires_in: float | None = 86_400.0) -> GuardedSession:
+    """``GuardedSession(session, engine, agent=..., ...)``: the same arguments."""
     return GuardedSession(session, engine, agent=agent, confidence=confidence,
-                          tickets=tickets)
+                          tickets=tickets, expires_in=expires_in)
 
 
 def _call_kwargs(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -314,6 +327,17 @@ def _text(result: Any) -> str:
     """The text blocks of a result, joined."""
     parts = [getattr(block, "text", None) for block in getattr(result, "content", None) or ()]
     return " ".join(p for p in parts if isinstance(p, str))
+
+
+def _as_result(value: Any) -> Any:
+    """A LIVE handler's result as a ``CallToolResult``: the server's, from its JSON form;
+    anything else (a handler registered in place of the session's) as its text."""
+    try:
+        return types.CallToolResult.model_validate(value)
+    except ValidationError:
+        text = value if isinstance(value, str) else json.dumps(value, default=str)
+        return types.CallToolResult.model_validate({"content": [{"type": "text",
+                                                                 "text": text}]})
 
 
 def _result(text: str, is_error: bool, buddy: dict[str, Any]) -> Any:

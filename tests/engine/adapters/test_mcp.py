@@ -537,6 +537,61 @@ class TestTickets:
         assert text(result) == "sent to x" and ran == [("send_email", {"to": "x", "body": "y"})]
 
 
+class TestTicketEdges:
+    def test_an_expired_ticket_is_refused_unrun(self):
+        now = [0.0]
+        e = Engine.default(clock=lambda: now[0], default_confidence=0.9)
+
+        async def body(client, ran):
+            tools = GuardedSession(client, e, agent="a", expires_in=60)
+            await tools.list_tools()
+            waiting = await tools.call_tool("send_email", {"to": "x", "body": "y"},
+                                            idempotency_key="k")
+            now[0] = 61.0
+            return waiting, await tools.call_tool("send_email", {"to": "x", "body": "y"},
+                                                  idempotency_key="k")
+
+        ran: list = []
+        waiting, late = run(body, ran=ran)
+        ticket = waiting.meta["buddy"]["ticket"]
+        assert waiting.meta["buddy"]["expires_at"] == 60.0
+        assert (late.is_error, text(late)) == (
+            True, f"buddy refused: ticket {ticket} expired at 60.0 before it ran")
+        assert ran == [] and e.ticket(ticket).status == "expired"
+        assert replay(e.audit).ok
+
+    def test_the_same_key_with_other_arguments_runs_nothing(self):
+        e = engine(default_confidence=0.9)
+
+        async def body(client, ran):
+            tools = GuardedSession(client, e, agent="a")
+            await tools.list_tools()
+            first = await tools.call_tool("read_inbox", {"folder": "a"}, idempotency_key="k")
+            return first, await tools.call_tool("read_inbox", {"folder": "b"},
+                                                 idempotency_key="k")
+
+        ran: list = []
+        first, other = run(body, ran=ran)
+        assert text(first) == "3 messages in a"
+        assert (other.is_error, text(other)) == (
+            True, "buddy refused: idempotency key 'k' was used by another call ('read_inbox' "
+                  "of 'a', other arguments): not run")
+        assert ran == [("read_inbox", {"folder": "a"})]
+
+    def test_a_handler_put_in_the_sessions_place_answers_as_text(self):
+        e = engine(default_confidence=0.9)
+
+        async def body(client, ran):
+            tools = GuardedSession(client, e, agent="a")
+            await tools.list_tools()
+            await tools.call_tool("read_inbox", {})
+            e.register_handler("read_inbox", live=lambda args: {"local": True})
+            return await tools.call_tool("read_inbox", {})
+
+        result = run(body)
+        assert (result.is_error, text(result)) == (False, '{"local": true}')
+
+
 class TestAcrossRestarts:
     """A file audit log: a ticket made by one process is answered and resumed by the next,
     and a key that ran returns its recorded result, running nothing, after a restart."""
