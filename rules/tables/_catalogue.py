@@ -19,7 +19,7 @@ import hashlib
 import math
 import weakref
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, TypeGuard
 
@@ -133,6 +133,118 @@ class ToolContract:
         error = invalid(None, message, owner=self.name, kind=ContractError)
         error.field = field  # type: ignore[attr-defined]
         return error
+
+    @classmethod
+    def from_mcp(cls, tool: Any, *, catalogue: ToolContractRegistry | None = None,
+                 ) -> ToolContract:
+        """The contract of an MCP tool, from its annotations; never less cautious than
+        ``catalogue``'s entry of the same name.
+
+        ``tool`` is an MCP ``Tool`` (any version of the ``mcp`` package: hints read as
+        ``read_only_hint`` or ``readOnlyHint``) or its JSON form, a mapping. A hint not
+        given takes the MCP specification's default: not read-only, destructive, not
+        idempotent, open world. So a tool that says nothing is HIGH risk and waits for a
+        person. The hints map to a contract by this table (first row that fits):
+
+        ========================================  ======  ==========  ========
+        hints                                     risk    reversible  approval
+        ========================================  ======  ==========  ========
+        read-only, closed world                   LOW     yes         no
+        read-only, open world                     MEDIUM  yes         no
+        additive, idempotent, closed world        MEDIUM  yes         no
+        additive, otherwise                       MEDIUM  no          no
+        destructive                               HIGH    no          yes
+        ========================================  ======  ==========  ========
+
+        ("additive": not read-only and ``destructiveHint`` false.) An open world
+        raises caution one step (a reversible contract becomes the next row down)
+        but never to HIGH: only a destructive tool waits for a person.
+
+        Hints are the server's word, and a server is not trusted: they may only
+        raise caution. When ``catalogue`` holds the tool, the result takes the
+        higher risk, is reversible only if both say so, requires approval if
+        either does, and keeps the catalogue's permissions, dependencies, rate
+        limit, timeout, concurrency, tags and description.
+
+        Raises :class:`~buddy.rules.base.errors.ContractError` for a name MCP allows
+        but buddy does not (``/``, spaces, ...) and for a hint that is not a bool.
+
+        >>> from types import SimpleNamespace as Tool
+        >>> read = Tool(name="read_inbox", description="", annotations=Tool(
+        ...     read_only_hint=True, open_world_hint=False))
+        >>> ToolContract.from_mcp(read).risk
+        <RiskLevel.LOW: 'LOW'>
+        >>> plain = {"name": "send_mail", "annotations": {"destructiveHint": None}}
+        >>> c = ToolContract.from_mcp(plain); (c.risk, c.reversible, c.requires_approval)
+        (<RiskLevel.HIGH: 'HIGH'>, False, True)
+        >>> ToolContract.from_mcp({"name": "files/delete"})
+        Traceback (most recent call last):
+        ...
+        buddy.rules.base.errors.ContractError: MCP tool 'files/delete': buddy's tool names ...
+        """
+        name = _field(tool, "name", "name")
+        if not is_tool_name(name):
+            raise ContractError(
+                f"MCP tool {shown(name)}: buddy's tool names are letters, digits, '_', "
+                "'-' and '.', with at least one letter or digit; rename the tool on the "
+                "server or register a contract for it under such a name")
+        description = _field(tool, "description", "description")
+        if description is not None and not isinstance(description, str):
+            raise ContractError(f"MCP tool {name}: description must be a string "
+                                f"(got {shown(description)})")
+        notes = _field(tool, "annotations", "annotations")
+        read_only = _hint(name, notes, "read_only_hint", "readOnlyHint", False)
+        destructive = _hint(name, notes, "destructive_hint", "destructiveHint", True)
+        idempotent = _hint(name, notes, "idempotent_hint", "idempotentHint", False)
+        open_world = _hint(name, notes, "open_world_hint", "openWorldHint", True)
+        if read_only:
+            step = 0
+        elif destructive:
+            step = 3
+        else:
+            step = 1 if idempotent else 2
+        if open_world and step < 2:
+            step += 1
+        risk, reversible, approval = _MCP_STEPS[step]
+        held = catalogue.get(name) if catalogue is not None and name in catalogue else None
+        if held is None:
+            return cls(name=name, risk=risk, reversible=reversible, requires_approval=approval,
+                       description=description or "",
+                       tags=_MCP_TAGS)  # type: ignore[arg-type]  # mypy's attrs plugin: frozenset
+        return attrs.evolve(
+            held, risk=max(risk, held.risk, key=_RISK_RANK.__getitem__),
+            reversible=reversible and held.reversible,
+            requires_approval=approval or held.requires_approval)
+
+
+#: From the least cautious to the most: the contracts MCP hints map to (ToolContract.from_mcp).
+_MCP_STEPS = ((RiskLevel.LOW, True, False), (RiskLevel.MEDIUM, True, False),
+              (RiskLevel.MEDIUM, False, False), (RiskLevel.HIGH, False, True))
+_MCP_TAGS: frozenset[str] = frozenset({"mcp"})
+_RISK_RANK = {RiskLevel.LOW: 0, RiskLevel.MEDIUM: 1, RiskLevel.HIGH: 2}
+
+
+def _field(value: Any, attribute: str, key: str) -> Any:
+    """``value.attribute`` of an object, or ``value[key]`` of a mapping (JSON form)."""
+    if isinstance(value, Mapping):
+        return value.get(key, value.get(attribute))
+    return getattr(value, attribute, None)
+
+
+def _hint(tool: str, notes: Any, attribute: str, key: str, default: bool) -> bool:
+    """One hint of an MCP tool's annotations (``notes``), or its default when not given:
+    read as ``read_only_hint`` (mcp 2), ``readOnlyHint`` (mcp 1, and the JSON form)."""
+    if notes is None:
+        return default
+    value = _field(notes, attribute, key)
+    if value is None and not isinstance(notes, Mapping):
+        value = getattr(notes, key, None)
+    if value is None:
+        return default
+    if type(value) is not bool:
+        raise ContractError(f"MCP tool {tool}: annotations.{key} must be true, false or "
+                            f"absent (got {shown(value)})")
+    return value
 
 
 @attrs.frozen
