@@ -161,7 +161,8 @@ class GuardedSession:
     async def list_tools(self, *args: Any, **kwargs: Any) -> Any:
         """The server's listing, unchanged; each tool buddy does not know yet is
         registered with the contract its annotations give. A tool buddy knows keeps
-        its contract (hints never lower it); one whose name or hints buddy cannot
+        its contract, tightened where the hints are more cautious (they never lower
+        it: :meth:`ToolContractRegistry.tighten`); one whose name or hints buddy cannot
         read is left unregistered, so a call to it is refused, and :attr:`refused`
         says why."""
         listing = await self._session.list_tools(*args, **kwargs)
@@ -172,12 +173,14 @@ class GuardedSession:
             except ContractError as exc:
                 self.refused[str(getattr(tool, "name", tool))] = str(exc)
                 continue
-            if contract.name not in registry:
-                try:
+            try:
+                if contract.name not in registry:
                     registry.register(contract)
-                except ContractError as exc:  # e.g. an engine that refuses it
-                    self.refused[contract.name] = str(exc)
-                    continue
+                elif contract != registry.get(contract.name):  # hints more cautious
+                    registry.tighten(contract)
+            except ContractError as exc:  # e.g. an engine that refuses it
+                self.refused[contract.name] = str(exc)
+                continue
             self.refused.pop(contract.name, None)
         return listing
 
@@ -235,7 +238,9 @@ class GuardedSession:
         done = _HANDLED.setdefault(engine, set())
         if tool in done or tool not in engine.registry:
             return
-        engine.register_handler(tool, live=_live(tool))
+        kept = engine.handlers(tool)  # a mock, dry-run or undo given stays
+        engine.register_handler(tool, mock=kept.mock, dry_run=kept.dry_run, live=_live(tool),
+                                undo=kept.undo)
         done.add(tool)
 
     def _answer(self, tool: str, done: ExecutionResult, ticket: Ticket | None = None) -> Any:

@@ -129,8 +129,11 @@ class _Guard:
     def register(self) -> None:
         """Give the engine the tool's LIVE handler, once the tool is in its catalogue
         (until then the engine refuses the tool, and it never runs)."""
-        if not self._registered and self.tool in self.engine.registry:
-            self.engine.register_handler(self.tool, live=_live)
+        engine = self.engine
+        if not self._registered and self.tool in engine.registry:
+            kept = engine.handlers(self.tool)  # a mock, dry-run or undo given stays
+            engine.register_handler(self.tool, mock=kept.mock, dry_run=kept.dry_run,
+                                    live=_live, undo=kept.undo)
             self._registered = True
 
     # -- asking ---------------------------------------------------------------

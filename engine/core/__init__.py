@@ -11,6 +11,7 @@ from buddy.engine.core._controller import (
     AsyncHandlerError,
     AsyncSession,
     ExecutionResult,
+    Handlers,
     PendingCall,
     Session,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "ExecutionResult",
     "Explanation",
     "Grant",
+    "Handlers",
     "PendingCall",
     "ReplayReport",
     "Session",

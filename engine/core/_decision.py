@@ -164,10 +164,14 @@ class Policy:
                      self.outcomes[(c.risk, c.requires_approval)])
 
     def add_tool(self, contract: ToolContract) -> None:
-        """Compile a contract registered after this policy was built (its engine's gate
-        calls it, its rate limit set first; one dict store: a decision in another
-        thread sees the tool whole, or not yet)."""
+        """Compile a contract registered (or tightened) after this policy was built (its
+        engine's gate calls it, its rate limit set first; one dict store: a decision in
+        another thread sees the tool whole, or not yet). A tightened tool's remembered
+        walks are forgotten."""
+        replaced = contract.name in self.tools
         self.tools[contract.name] = self._compiled(contract)
+        if replaced:
+            self.walked.clear()
 
     def evaluate(self, tool: str, confidence: float, approval: bool | None = None,
                  locked: bool = False, agent: str = "", resolver: Resolver | None = None,

@@ -217,6 +217,11 @@ class Engine:
         self.registry.get(tool)  # unknown tools are an error here
         self._controller.register(tool, Handlers(mock, dry_run, live, undo))
 
+    def handlers(self, tool: str) -> Handlers:
+        """The callables registered for ``tool`` (all None when it has none)."""
+        self.registry.get(tool)  # unknown tools are an error here
+        return self._controller.handlers.get(tool, Handlers())
+
     def session(self, agent: str) -> Session:
         """Calls that roll back together (see :class:`Session`)."""
         return Session(self._controller, agent)

@@ -19,6 +19,7 @@ import typing
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from buddy.engine.core._controller import Handlers
 from buddy.rules.base._masking import shown
 from buddy.rules.base._values import plain_confidence, valid_confidence
 from buddy.rules.base.errors import BuddyError, InputError
@@ -370,8 +371,8 @@ def _defined_as(g: _Guard) -> tuple[str, str | None]:
 def _only_guard(engine: Engine, tool: str, g: _Guard) -> None:
     """Refuse to guard a tool that has handlers on ``engine`` already, unless a guard of
     a function of the same name gave them (its definition run again: it replaces it)."""
-    had = engine._controller.handlers.get(tool)
-    if had is None:
+    had = engine.handlers(tool)
+    if had == Handlers():
         return
     other = getattr(had.live, "_buddy_guard", None)
     if isinstance(other, _Guard) and _defined_as(other) == _defined_as(g):

@@ -247,6 +247,34 @@ def _hint(tool: str, notes: Any, attribute: str, key: str, default: bool) -> boo
     return value
 
 
+_RANK = {RiskLevel.LOW: 0, RiskLevel.MEDIUM: 1, RiskLevel.HIGH: 2}
+
+
+def _looser(old: ToolContract, new: ToolContract) -> list[str]:
+    """Each way ``new`` is less cautious than ``old`` (empty: it is not)."""
+    out = []
+    if _RANK[new.risk] < _RANK[old.risk]:
+        out.append(f"risk {new.risk.value} is lower than {old.risk.value}")
+    if new.reversible and not old.reversible:
+        out.append("reversible, where it was irreversible")
+    if old.requires_approval and not new.requires_approval:
+        out.append("no approval required, where one was")
+    if not old.permissions <= new.permissions:
+        out.append(f"permissions {', '.join(sorted(old.permissions - new.permissions))} "
+                   "dropped")
+    if old.rate_limit_per_minute is not None and (
+            new.rate_limit_per_minute is None or
+            new.rate_limit_per_minute > old.rate_limit_per_minute):
+        out.append(f"rate limit {new.rate_limit_per_minute} is looser than "
+                   f"{old.rate_limit_per_minute}")
+    if new.max_concurrency > old.max_concurrency:
+        out.append(f"max_concurrency {new.max_concurrency} is above {old.max_concurrency}")
+    if not set(old.dependencies) <= set(new.dependencies):
+        out.append(f"dependencies {_listed(sorted(set(old.dependencies) - set(new.dependencies)))} "
+                   "dropped")
+    return out
+
+
 @attrs.frozen
 class ValidationResult:
     """Whether an agent may request a tool, and why not."""
@@ -371,6 +399,37 @@ class ToolContractRegistry(ShippedTable):
             else:
                 listener(contract)
         self._tools[contract.name] = contract
+
+    def tighten(self, contract: ToolContract) -> ToolContract:
+        """Replace the registered contract of ``contract.name`` by ``contract``, which must
+        be at least as cautious: a risk no lower, irreversible if it was, approval
+        required if it was, every permission it needed, no looser rate limit or
+        concurrency, every dependency it had. Returns the contract replaced. An
+        engine built on this catalogue decides by the new one from then on.
+
+        Raises :class:`UnknownToolError` for a tool not registered and
+        :class:`ContractError` naming each way the new one is looser.
+        """
+        old = self.get(contract.name)
+        looser = _looser(old, contract)
+        if looser:
+            raise ContractError(f"{contract.name}: tighten would loosen its contract: "
+                                f"{'; '.join(looser)}")
+        self._check_dependencies(contract)
+        if set(contract.dependencies) != set(old.dependencies):  # no cycle through the new
+            self._tools[contract.name] = contract
+            try:
+                self._check_acyclic()
+            finally:
+                self._tools[contract.name] = old
+        for ref in list(self._listeners):
+            listener = ref()
+            if listener is None:
+                self._listeners.remove(ref)
+            else:
+                listener(contract)
+        self._tools[contract.name] = contract
+        return old
 
     def get(self, name: str) -> ToolContract:
         try:

@@ -119,6 +119,25 @@ class TestListTools:
         run(body, server=server)
         assert e.registry.get("msgraph_send_email") is held
 
+    def test_more_cautious_hints_tighten_a_catalogue_entry(self):
+        e = engine()
+        assert e.decide("a", "form_fill", 0.9).mode.value == "LIVE"  # MEDIUM, reversible
+        server = MCPServer("forms")
+
+        @server.tool()  # no hints: destructive, so it waits for a person
+        def form_fill(field: str) -> str:
+            return "filled"
+
+        async def body(client, ran):
+            await GuardedSession(client, e, agent="a").list_tools()
+
+        run(body, server=server)
+        tightened = e.registry.get("form_fill")
+        assert (tightened.risk, tightened.reversible, tightened.requires_approval) == \
+            (RiskLevel.HIGH, False, True)
+        assert tightened.permissions == {"ui.write"}  # the catalogue's, kept
+        assert e.decide("a", "form_fill", 0.9).state.value == "AWAITING_APPROVAL"
+
     def test_other_methods_pass_through(self):
         async def body(client, ran):
             guarded = guard_session(client, engine(), agent="a")
