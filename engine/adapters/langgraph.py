@@ -20,19 +20,28 @@ Each tool call the model makes is decided by buddy before anything runs:
   edited arguments, ``"reason"``) or ``{"approve": False, "reason": "..."}``, or
   answer the ticket elsewhere (``engine.approve(ticket_id, by=...)`` from another
   process or an HTTP handler) and resume with ``Command(resume={})``. An answer
-  that is not one of these is a denial naming the problem (fail closed). When
-  several calls of one node may wait at once, an answer names its ticket
-  (``"ticket": "ticket-7"``): LangGraph hands resume values to a node's
-  ``interrupt()`` calls by order, and a node runs its calls in parallel.
+  that is not one of these (or one the engine refuses, such as a ``by`` that is not
+  printable text) is a denial naming the problem (fail closed).
 
-Every call carries an idempotency key (the thread id and the tool call's id):
-LangGraph re-runs a whole node after a resume, and the calls of that node that
-already ran return their first result instead of running again; a ticket is
-found again, not asked twice.
+When other calls of the model's message have tickets too, an answer must name its
+ticket (``"ticket": "ticket-7"``); one naming none (well formed or not) is not
+applied, and the graph asks again (the question says so, and ``"waiting"`` lists the
+tickets waiting): LangGraph hands resume values to a node's ``interrupt()`` calls by
+order, hands them again each time it re-runs the node, and a node runs its calls in
+parallel, so an unnamed answer could reach another call's ticket.
+
+Every call carries an idempotency key (a digest of the thread id and the tool call's
+id): LangGraph re-runs a whole node after a resume, and the calls of that node that
+already ran return their first result instead of running again; a ticket is found
+again, not asked twice. Arguments holding a key the tool does not take (a person's
+edit adding ``bcc``, say) are refused and nothing runs: the tool would never see it,
+and the audit would record it as run.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -40,7 +49,7 @@ from contextvars import ContextVar
 from typing import Any
 
 from langchain_core.messages import ToolMessage
-from langchain_core.tools import BaseTool
+from langchain_core.tools import BaseTool, Tool
 from langchain_core.tools import tool as as_tool
 from langgraph.errors import GraphBubbleUp
 from langgraph.prebuilt import ToolNode
@@ -85,6 +94,16 @@ class _Call:
         self.output: ToolMessage | Command | None = None
 
 
+class _Untaken(InputError):
+    """Arguments holding keys the tool does not take: refused, nothing runs."""
+
+    def __init__(self, tool: str, stray: list[str], taken: frozenset[str]) -> None:
+        super().__init__(
+            f"buddy refused {tool!r}: its arguments hold {', '.join(map(repr, stray))}, "
+            f"which it does not take (it takes: {', '.join(sorted(taken)) or 'nothing'}); "
+            "it was not run")
+
+
 _CURRENT: ContextVar[_Call | None] = ContextVar("buddy_langgraph_call", default=None)
 
 
@@ -107,10 +126,17 @@ def _ran(call: _Call, output: ToolMessage | Command) -> Any:
 def _live_handler(tool: BaseTool) -> Callable[[dict[str, Any]], Any]:
     """The LIVE handler buddy runs for ``tool``: LangGraph's own execution of the call
     being guarded (with the arguments buddy runs it with: a person may have edited
-    them), or, outside a graph (``engine.resume`` called by the host), the tool itself."""
+    them), or, outside a graph (``engine.resume`` called by the host), the tool itself.
+
+    Arguments holding a key the tool does not take are refused, and nothing runs (the
+    run is recorded failed): the tool's schema would drop the key silently, and the
+    audit would record a run with arguments the tool never saw."""
     name = tool.name
+    taken = _taken(tool)
 
     def live(args: dict[str, Any]) -> Any:
+        if taken is not None and not taken.issuperset(args):
+            raise _Untaken(name, sorted(set(args) - taken), taken)
         call = _CURRENT.get()
         if call is None or call.name != name:
             return tool.invoke(args)
@@ -125,6 +151,40 @@ def _live_handler(tool: BaseTool) -> Callable[[dict[str, Any]], Any]:
 
 async def _alive(call: _Call, aexecute: AsyncExecute, request: ToolCallRequest) -> Any:
     return _ran(call, await aexecute(request))
+
+
+def _taken(tool: BaseTool) -> frozenset[str] | None:
+    """The argument names ``tool`` takes from a tool call (its call schema's fields, by
+    name or alias; arguments LangGraph injects are not among them), or None when every
+    key reaches it (a JSON-schema ``args_schema``, a model allowing extra fields, a
+    single-input ``Tool``)."""
+    if isinstance(tool, Tool):
+        return None
+    schema, full = tool.tool_call_schema, tool.get_input_schema()
+    if not isinstance(schema, type) or _extra_allowed(full) or _extra_allowed(schema):
+        return None
+    fields, full_fields = _fields(schema), _fields(full)
+    keys = set(fields)
+    for field in fields:
+        alias = getattr(full_fields.get(field), "alias", None)
+        if type(alias) is str:
+            keys.add(alias)
+    return frozenset(keys)
+
+
+def _fields(model: Any) -> dict[str, Any]:
+    """A pydantic model's fields (v2, or v1 as LangChain still takes)."""
+    fields = getattr(model, "model_fields", None)
+    if fields is None:
+        fields = getattr(model, "__fields__", None)
+    return dict(fields) if isinstance(fields, Mapping) else {}
+
+
+def _extra_allowed(model: Any) -> bool:
+    config = getattr(model, "model_config", None)
+    if isinstance(config, Mapping):
+        return bool(config.get("extra") == "allow")
+    return bool(getattr(getattr(model, "__config__", None), "extra", None) == "allow")
 
 
 class ToolGuard:
@@ -234,11 +294,9 @@ class ToolGuard:
         return None
 
     def _key(self, request: ToolCallRequest) -> str:
-        """The call's idempotency key: its thread and its id (ids repeat across threads)."""
-        config = getattr(request.runtime, "config", None) or {}
-        thread = (config.get("configurable") or {}).get("thread_id")
-        call_id = request.tool_call["id"]
-        return f"langgraph:{thread}:{call_id}" if thread is not None else f"langgraph:{call_id}"
+        """The call's idempotency key: a digest of its thread id and its tool call id
+        (see :func:`_call_key`)."""
+        return _call_key(_thread(request), request.tool_call["id"])
 
     def _run(self, request: ToolCallRequest) -> tuple[ExecutionResult, str | None]:
         """The call's result, and the id of its ticket when it waited for a person."""
@@ -277,25 +335,16 @@ class ToolGuard:
         the answer, which is applied.
 
         LangGraph hands resume values to the ``interrupt()`` calls of one node by their
-        order, and a node runs its tool calls in parallel: when another call of the same
-        node may wait for a person too, an answer must name its ticket
-        (``{"ticket": "ticket-7", ...}``), or it is not applied and the graph asks again.
-        An answer naming a ticket is applied to that ticket, whichever call got it.
+        order (and again, in order, each time it re-runs the node), and a node runs its
+        tool calls in parallel: an answer naming no ticket is applied only while this
+        call's ticket is the one ticket of the node's calls (see :meth:`_answer`); else
+        it must name its ticket (``{"ticket": "ticket-7", ...}``), and the question says
+        so. An answer naming a ticket is applied to that ticket, whichever call got it.
         """
-        call = request.tool_call
-        shared = self._others_may_wait(request)
         while self._open(ticket):
-            how = ("Resume with {'ticket': <this id>, 'approve': True, 'by': <who>}"
-                   if shared else "Resume with {'approve': True, 'by': <who>}")
-            answer = interrupt({
-                "buddy_ticket": ticket.to_dict(),
-                "tool_call": {"name": call["name"], "args": call["args"], "id": call["id"]},
-                "question": f"buddy: {call['name']!r} waits for a person (rule {ticket.rule}). "
-                            f"{how} (optionally 'args': edited arguments) or "
-                            "{'approve': False, 'reason': <why>}"
-                            + (": other calls of this node wait too." if shared else "."),
-            })
-            ticket = self._answer(ticket.id, answer, shared)
+            others = self._sibling_tickets(request, ticket.id)
+            answer = interrupt(_question(ticket, request.tool_call, others))
+            ticket = self._answer(ticket.id, answer, request)
         return ticket
 
     def _open(self, ticket: Any) -> bool:
@@ -303,39 +352,38 @@ class ToolGuard:
         ``expired`` once its time is up)."""
         return bool(ticket.status == "pending")
 
-    def _others_may_wait(self, request: ToolCallRequest) -> bool:
-        """Whether another tool call of this node may wait for a person (so an answer
-        that names no ticket could be meant for it). Read from the model's message that
-        made the call; when it cannot be found, assumed (fail closed)."""
-        own = request.tool_call["id"]
-        calls = None if own is None else _sibling_calls(request.state, own)
+    def _sibling_tickets(self, request: ToolCallRequest, own: str) -> list[Any] | None:
+        """The tickets (any status) of the other tool calls of the model's message that
+        made this call, found by their keys; None when that message cannot be found."""
+        call_id = request.tool_call["id"]
+        calls = None if call_id is None else _sibling_calls(request.state, call_id)
         if calls is None:
-            return True
-        registry, policies = self.engine.registry, self.engine.table.policies
-        for other in calls:
-            name = other.get("name")
-            if other.get("id") == own or type(name) is not str or name not in registry:
-                continue
-            contract = registry.get(name)
-            if contract.requires_approval or policies[contract.risk].live_row.requires_approval:
-                return True
-        return False
+            return None
+        thread = _thread(request)
+        keys = {_call_key(thread, c["id"]) for c in calls
+                if c.get("id") and c["id"] != call_id}
+        if not keys:
+            return []
+        return [t for t in self.engine.tickets(None) if t.key in keys and t.id != own]
 
-    def _answer(self, own: str, answer: Any, shared: bool) -> Any:
+    def _answer(self, own: str, answer: Any, request: ToolCallRequest) -> Any:
         """Apply a resume value; this call's ticket as it is then.
 
         No answer (None, ``{}``) applies nothing (the ticket may have been answered
-        elsewhere). An answer naming a ticket (``"ticket"``) is applied to it; one naming
-        none, to this call's ticket unless another call of the node may wait too (then
-        it is not applied: the graph asks again). An answer that is not well formed
-        denies the ticket it is for, naming the problem (fail closed).
+        elsewhere). An answer naming a ticket (``"ticket"``) is applied to it. One naming
+        none is applied to this call's ticket when no other call of the node has a
+        ticket, and else not at all (the graph asks again): LangGraph may hand it to any
+        of the node's waiting calls, and hands it again on each re-run of the node. An
+        answer that is not well formed denies the ticket it is for, naming the problem
+        (fail closed), as does one the engine refuses (a ``by`` that is not printable
+        text...).
         """
         engine = self.engine
         if answer is None or answer == {}:
             return engine.ticket(own)
         target = answer.get("ticket") if isinstance(answer, Mapping) else None
         if target is None:
-            if shared:
+            if self._sibling_tickets(request, own) != []:
                 return engine.ticket(own)
             target = own
         elif not self._ours(target):
@@ -354,8 +402,9 @@ class ToolGuard:
         except BuddyError as exc:
             # Answered meanwhile (another process), or expired: it takes no answer. Still
             # open means the answer itself was refused: deny the call (fail closed).
-            if self._open(engine.ticket(target)):
-                engine.deny(target, f"resume value refused: {described(exc)}", by="buddy")
+            with contextlib.suppress(BuddyError):  # answered or expired since: asked again
+                if self._open(engine.ticket(target)):
+                    engine.deny(target, f"resume value refused: {described(exc)}", by="buddy")
         return engine.ticket(own)
 
     def _ours(self, ticket_id: Any) -> bool:
@@ -388,6 +437,8 @@ class ToolGuard:
         exc = result.exception
         if isinstance(exc, ToolFailed):
             return exc.message
+        if isinstance(exc, _Untaken):
+            return _error(request, str(exc), result)
         if exc is not None and result.mode is ExecutionMode.LIVE:
             raise exc  # the tool's own error, handled as LangGraph handles it
         why = result.error or decision.reason
@@ -414,6 +465,30 @@ def _error(request: ToolCallRequest, text: str,
                        artifact=_artifact(result) if result is not None else None)
 
 
+def _thread(request: ToolCallRequest) -> str | None:
+    """The graph run's thread id, as text (LangGraph's checkpointers read it so)."""
+    config = getattr(request.runtime, "config", None) or {}
+    thread = (config.get("configurable") or {}).get("thread_id")
+    return None if thread is None else str(thread)
+
+
+def _call_key(thread: str | None, call_id: Any) -> str:
+    """The idempotency key of tool call ``call_id`` in ``thread``: ``langgraph:`` and a
+    digest (SHA-256, 40 hex digits) of the thread id and the call id.
+
+    Call ids repeat across threads, and either id may hold any text (``:``, newlines, a
+    thousand characters): the digest keeps distinct pairs apart, always makes a valid
+    key, and is the same for the same pair in every process.
+
+    >>> _call_key("t1", "c1") == _call_key("t1", "c1") != _call_key("t1:c", "1")
+    True
+    >>> len(_call_key("x" * 1000 + "\\n", "c1"))
+    50
+    """
+    pair = json.dumps([thread, str(call_id)], ensure_ascii=True)
+    return "langgraph:" + hashlib.sha256(pair.encode("ascii")).hexdigest()[:40]
+
+
 def _sibling_calls(state: Any, call_id: str) -> list[dict[str, Any]] | None:
     """The tool calls of the model's message that made ``call_id`` (None: not found)."""
     messages = state.get("messages") if isinstance(state, Mapping) else \
@@ -425,6 +500,34 @@ def _sibling_calls(state: Any, call_id: str) -> list[dict[str, Any]] | None:
         if calls and any(c.get("id") == call_id for c in calls):
             return list(calls)
     return None
+
+
+def _question(ticket: Any, call: Mapping[str, Any], others: list[Any] | None) -> dict[str, Any]:
+    """What ``interrupt()`` shows while ``ticket`` waits: the ticket, the tool call, the
+    tickets of the node's calls that wait (``"waiting"``, this one first), and how to
+    answer: naming the ticket when other calls of the node have tickets (``others``) or
+    may have (None: they could not be read)."""
+    waiting = [ticket.id, *(t.id for t in others or () if t.status == "pending")]
+    head = f"buddy: {call['name']!r} waits for a person (rule {ticket.rule}). "
+    if others == []:
+        how = ("Resume with {'approve': True, 'by': <who>} (optionally 'args': edited "
+               "arguments) or {'approve': False, 'reason': <why>}.")
+    else:
+        if others is None:
+            why = "The other calls of this node could not be read"
+        elif len(waiting) > 1:
+            why = f"{len(waiting)} calls of this node wait ({', '.join(waiting)})"
+        else:
+            why = f"Other calls of this node have tickets ({', '.join(t.id for t in others)})"
+        named = f"{{'ticket': {ticket.id!r}, "
+        how = (f"{why}: an answer must name its ticket. Resume with {named}'approve': True, "
+               f"'by': <who>}} (optionally 'args': edited arguments) or {named}'approve': "
+               "False, 'reason': <why>}; an answer naming no ticket is not applied (asked "
+               "again).")
+    return {"buddy_ticket": ticket.to_dict(),
+            "tool_call": {"name": call["name"], "args": call["args"], "id": call["id"]},
+            "waiting": waiting,
+            "question": head + how}
 
 
 def _bad_answer(answer: Any) -> str | None:

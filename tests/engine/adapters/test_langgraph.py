@@ -12,22 +12,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import io
+import json
 import re
 import runpy
+import threading
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import pytest
 from langchain_core.language_models.fake_chat_models import FakeMessagesListChatModel
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
-from langchain_core.tools import tool
+from langchain_core.tools import StructuredTool, tool
 from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.errors import GraphInterrupt
 from langgraph.graph import START, MessagesState, StateGraph
-from langgraph.prebuilt import tools_condition
+from langgraph.prebuilt import InjectedState, ToolNode, tools_condition
+from langgraph.prebuilt.tool_node import ToolCallRequest
 from langgraph.types import Command, interrupt
 
-from buddy.engine import Approval, AuditLog, Engine, replay
+from buddy.engine import Approval, AuditLog, Engine, TicketError, replay
 from buddy.engine.adapters.langgraph import ToolGuard, guarded_tool_node
 from buddy.rules.base.errors import InputError
 from tests.helpers import ManualClock
@@ -96,6 +101,53 @@ def _alone(node: Any) -> Any:
     builder.add_node("tools", node)
     builder.add_edge(START, "tools")
     return builder.compile()
+
+
+class InOrder:
+    """A guard whose node runs its tool calls one at a time, in the model's order.
+
+    LangGraph runs a node's calls in parallel, and once one pauses the others may or may
+    not have started: which calls have tickets at a pause varies from run to run. In
+    order, the tests see one interleaving each time: with ``skip_after_pause`` the calls
+    after one that paused do not start (as when LangGraph's executor cancels them);
+    without, every call starts before the first runs, so each one runs.
+    """
+
+    def __init__(self, guard: ToolGuard, *, skip_after_pause: bool) -> None:
+        self.guard, self.skip = guard, skip_after_pause
+        self.turn, self.entered, self.paused = 0, 0, False
+        self.cond = threading.Condition()
+        self.node = ToolNode(guard.tools, wrap_tool_call=self.wrap)
+
+    def start(self) -> None:
+        """Before each graph run (a call cancelled by LangGraph never takes its turn)."""
+        self.turn, self.entered, self.paused = 0, 0, False
+
+    def wrap(self, request: ToolCallRequest, execute: Any) -> Any:
+        ids = [c["id"] for c in request.state["messages"][-1].tool_calls]
+        mine = ids.index(request.tool_call["id"])
+        with self.cond:
+            self.entered += 1
+            self.cond.notify_all()
+            assert self.cond.wait_for(lambda: self.turn == mine and (
+                self.skip or self.entered == len(ids)), timeout=10)
+        try:
+            if self.paused and self.skip:
+                raise GraphInterrupt(())
+            return self.guard.wrap_tool_call(request, execute)
+        except GraphInterrupt:
+            self.paused = True
+            raise
+        finally:
+            with self.cond:
+                self.turn = mine + 1
+                self.cond.notify_all()
+
+
+def _key(thread: str, call_id: str) -> str:
+    """The key the adapter promises: a digest of the thread id and the call id."""
+    pair = json.dumps([thread, call_id]).encode()
+    return "langgraph:" + hashlib.sha256(pair).hexdigest()[:40]
 
 
 def _engine(**kwargs: Any) -> Engine:
@@ -236,37 +288,154 @@ class TestEndToEnd:
         assert engine.ticket(ticket_id).status in ("denied", "resumed")
         assert replay(engine.audit).ok
 
+    def test_an_unnamed_answer_applies_when_its_ticket_is_the_nodes_only_one(self):
+        # Both tools may wait for a person, but the write is simulated (low confidence):
+        # the email's ticket is the node's only one, so an answer naming none is its.
+        world = World()
+        engine = _engine(default_confidence={"msgraph_send_email": 0.9, "database_write": 0.3})
+        app = _graph(guarded_tool_node(world.tools, engine, agent="agent-1"),
+                     [AIMessage("", tool_calls=[
+                         _call("msgraph_send_email", "m1", to="a@corp.example", subject="A"),
+                         _call("database_write", "d1", table="t", row="r")]),
+                      AIMessage("done")])
+        state = app.invoke({"messages": [HumanMessage("mail a, write r")]}, CONFIG)
+        (pause,) = state["__interrupt__"]
+        ticket_id = pause.value["buddy_ticket"]["id"]
+        assert pause.value["waiting"] == [ticket_id]
+        assert pause.value["question"].startswith(
+            "buddy: 'msgraph_send_email' waits for a person (rule high.live). "
+            "Resume with {'approve': True, 'by': <who>}")
+        state = app.invoke(Command(resume={"approve": True, "by": "alice"}), CONFIG)
+        assert "__interrupt__" not in state
+        assert world.ran == [("msgraph_send_email", {"to": "a@corp.example", "subject": "A"})]
+        assert engine.ticket(ticket_id).by == "alice"
+        assert _replies(state)["d1"].content.startswith(
+            "buddy: 'database_write' was not run; MOCK simulated it")
+        assert replay(engine.audit).ok
+
+    def test_after_another_ticket_of_the_node_an_answer_must_name_its_own(self):
+        # The email pauses before the write starts (LangGraph cancels it); approved by an
+        # unnamed answer, the email runs and the write opens its ticket. LangGraph hands
+        # that first answer again, on each re-run, to the node's first interrupt(): now
+        # the write's. So an unnamed answer is not applied any more (here, bob's denial
+        # would lose to alice's replayed approval); a named one is.
+        world = World()
+        engine = _engine()
+        in_order = InOrder(ToolGuard(engine, agent="agent-1", tools=world.tools,
+                                     confidence=0.9), skip_after_pause=True)
+        app = _graph(in_order.node,
+                     [AIMessage("", tool_calls=[
+                         _call("msgraph_send_email", "m1", to="a@corp.example", subject="A"),
+                         _call("database_write", "d1", table="t", row="DROP")]),
+                      AIMessage("done")])
+
+        def run(value: Any) -> dict[str, Any]:
+            in_order.start()
+            return app.invoke(value, CONFIG)
+
+        state = run({"messages": [HumanMessage("mail a, then drop")]})
+        (pause,) = state["__interrupt__"]
+        email = pause.value["buddy_ticket"]["id"]
+        assert [t.id for t in engine.tickets()] == [email]
+        state = run(Command(resume={"approve": True, "by": "alice"}))
+        assert world.names() == ["msgraph_send_email"]
+        (pause,) = state["__interrupt__"]
+        write = pause.value["buddy_ticket"]["id"]
+        assert pause.value["buddy_ticket"]["tool"] == "database_write"
+        assert pause.value["waiting"] == [write]
+        assert pause.value["question"] == (
+            f"buddy: 'database_write' waits for a person (rule high.live). Other calls of "
+            f"this node have tickets ({email}): an answer must name its ticket. Resume with "
+            f"{{'ticket': '{write}', 'approve': True, 'by': <who>}} (optionally 'args': "
+            f"edited arguments) or {{'ticket': '{write}', 'approve': False, 'reason': "
+            "<why>}; an answer naming no ticket is not applied (asked again).")
+
+        state = run(Command(resume={"approve": False, "by": "bob", "reason": "no drops"}))
+        assert engine.ticket(write).status == "pending"
+        assert world.names() == ["msgraph_send_email"]
+        assert state["__interrupt__"][0].value["buddy_ticket"]["id"] == write
+
+        state = run(Command(resume={"ticket": write, "approve": False, "by": "bob",
+                                    "reason": "no drops"}))
+        assert "__interrupt__" not in state
+        assert world.names() == ["msgraph_send_email"]
+        assert (engine.ticket(write).answer, engine.ticket(write).by) == ("deny", "bob")
+        assert "no drops" in _replies(state)["d1"].content
+        assert replay(engine.audit).ok
+
     def test_two_calls_waiting_in_one_node_need_answers_naming_their_ticket(self):
-        # LangGraph matches resume values to a node's interrupt() calls by order, and the
-        # node runs its calls in parallel: an answer naming no ticket is not applied.
+        # Both calls start: the first pauses on its ticket before the second opens one.
+        # An unnamed answer then reaches a call whose node holds two tickets: it is not
+        # applied, and the question says that two wait, and which.
         world, engine = World(), _engine()
-        app = _graph(guarded_tool_node(world.tools, engine, agent="agent-1", confidence=0.9),
+        in_order = InOrder(ToolGuard(engine, agent="agent-1", tools=world.tools,
+                                     confidence=0.9), skip_after_pause=False)
+        app = _graph(in_order.node,
                      [AIMessage("", tool_calls=[
                          _call("msgraph_send_email", "a", to="a@corp.example", subject="A"),
                          _call("msgraph_send_email", "b", to="b@corp.example", subject="B")]),
                       AIMessage("done")])
-        state = app.invoke({"messages": [HumanMessage("mail a and b")]}, CONFIG)
-        assert "other calls of this node wait too" in state["__interrupt__"][0].value["question"]
-        state = app.invoke(Command(resume={"approve": True, "by": "alice"}), CONFIG)
+
+        def run(value: Any) -> dict[str, Any]:
+            in_order.start()
+            return app.invoke(value, CONFIG)
+
+        state = run({"messages": [HumanMessage("mail a and b")]})
+        first, second = (t.id for t in engine.tickets())
+        state = run(Command(resume={"approve": True, "by": "alice"}))
         assert world.ran == []
         assert engine.tickets(status="approved") == engine.tickets(status="denied") == []
-        assert engine.tickets(status="pending")  # the graph asks again
+        pause = state["__interrupt__"][0].value
+        assert pause["waiting"] == [first, second]
+        assert f"2 calls of this node wait ({first}, {second}): an answer must name its " \
+            "ticket" in pause["question"]
         answers = {"a@corp.example": {"approve": True, "by": "alice",
                                       "args": {"to": "a@corp.example", "subject": "A!"}},
                    "b@corp.example": {"approve": False, "by": "alice", "reason": "not b"}}
-        for _ in range(6):  # two answers; a surfaced question may come again, answered
+        for _ in range(4):  # two answers; a question may come again, already answered
             if "__interrupt__" not in state:
                 break
             pause = state["__interrupt__"][0].value
             answer = answers[pause["tool_call"]["args"]["to"]]
-            state = app.invoke(Command(resume={"ticket": pause["buddy_ticket"]["id"],
-                                               **answer}), CONFIG)
+            state = run(Command(resume={"ticket": pause["buddy_ticket"]["id"], **answer}))
         assert "__interrupt__" not in state
         assert world.ran == [("msgraph_send_email", {"to": "a@corp.example", "subject": "A!"})]
         replies = _replies(state)
         assert replies["a"].content == "sent 'A!' to a@corp.example"
         assert replies["b"].status == "error"
         assert "not b" in replies["b"].content
+        assert replay(engine.audit).ok
+
+    def test_an_answer_the_engine_refuses_denies_the_call(self, monkeypatch: Any):
+        # A "by" holding a lone surrogate (JSON's "\\udc80", decoded): the engine refuses
+        # it with a TicketError; the call is denied, naming why, and nothing escapes the
+        # graph. (The engine's own check stands in here, should it not refuse yet.)
+        world, engine = World(), _engine()
+        answer = engine.approve
+
+        def strict(ticket_id: str, *, by: str, **kwargs: Any) -> Any:
+            if not by.isprintable():
+                raise TicketError(f"who answers a ticket (by) must be printable text "
+                                  f"(got {by!r})")
+            return answer(ticket_id, by=by, **kwargs)
+
+        monkeypatch.setattr(engine, "approve", strict)
+        app = _graph(guarded_tool_node(world.tools, engine, agent="agent-1", confidence=0.9),
+                     [AIMessage("", tool_calls=[_call("database_write", "d1", table="t",
+                                                      row="r")]),
+                      AIMessage("done")])
+        state = app.invoke({"messages": [HumanMessage("write")]}, CONFIG)
+        ticket_id = state["__interrupt__"][0].value["buddy_ticket"]["id"]
+        state = app.invoke(Command(resume=json.loads('{"approve": true, "by": "alice\\udc80"}')),
+                           CONFIG)
+        assert "__interrupt__" not in state
+        assert world.ran == []
+        reply = _replies(state)["d1"]
+        assert reply.status == "error"
+        assert "resume value refused: TicketError: who answers a ticket (by) must be " \
+            "printable text (got 'alice\\udc80')" in reply.content
+        assert (engine.ticket(ticket_id).answer, engine.ticket(ticket_id).by) == \
+            ("deny", "buddy")
         assert replay(engine.audit).ok
 
     def test_an_expired_ticket_does_not_run(self):
@@ -315,6 +484,138 @@ class TestEndToEnd:
         assert "index offline" in reply.content
         runs = [e for e in engine.audit.events() if e.kind == "execution"]
         assert runs[-1].data["ok"] is False
+
+
+class TestArguments:
+    def _approved_with(self, edited: dict[str, Any], *, run: str = "invoke") -> Any:
+        world, engine = World(), _engine()
+        app = _graph(guarded_tool_node(world.tools, engine, agent="agent-1", confidence=0.9),
+                     [AIMessage("", tool_calls=[_call("msgraph_send_email", "m1",
+                                                      to="ann@corp.example", subject="hi")]),
+                      AIMessage("done")])
+        answer = Command(resume={"approve": True, "by": "alice", "args": edited})
+        if run == "ainvoke":
+            async def go() -> dict[str, Any]:
+                await app.ainvoke({"messages": [HumanMessage("mail ann")]}, CONFIG)
+                return await app.ainvoke(answer, CONFIG)
+            state = asyncio.run(go())
+        else:
+            app.invoke({"messages": [HumanMessage("mail ann")]}, CONFIG)
+            state = app.invoke(answer, CONFIG)
+        return world, engine, state
+
+    @pytest.mark.parametrize("run", ["invoke", "ainvoke"])
+    def test_an_edit_adding_a_key_the_tool_does_not_take_runs_nothing(self, run: str):
+        # The tool's schema would drop "bcc" and run; the audit would say it ran with it.
+        world, engine, state = self._approved_with(
+            {"to": "ann@corp.example", "subject": "hi", "bcc": "all@corp.example"}, run=run)
+        assert world.ran == []
+        reply = _replies(state)["m1"]
+        assert reply.status == "error"
+        assert reply.content == (
+            "buddy refused 'msgraph_send_email': its arguments hold 'bcc', which it does not "
+            "take (it takes: subject, to); it was not run")
+        (done,) = [e for e in engine.audit.events() if e.kind == "execution"]
+        assert done.data["ok"] is False
+        assert state["messages"][-1].content == "done"
+        assert replay(engine.audit).ok
+
+    def test_an_edit_missing_a_key_fails_the_tools_own_validation(self):
+        world, engine, state = self._approved_with({"to": "ann@corp.example"})
+        assert world.ran == []
+        reply = _replies(state)["m1"]
+        assert reply.status == "error"
+        assert "subject" in reply.content and "Field required" in reply.content
+        assert replay(engine.audit).ok
+
+    def test_run_by_the_host_with_such_an_edit_runs_nothing(self):
+        world, engine = World(), _engine()
+        app = _graph(guarded_tool_node(world.tools, engine, agent="agent-1", confidence=0.9),
+                     [AIMessage("", tool_calls=[_call("msgraph_send_email", "m1",
+                                                      to="ann@corp.example", subject="hi")]),
+                      AIMessage("done")])
+        state = app.invoke({"messages": [HumanMessage("mail ann")]}, CONFIG)
+        ticket_id = state["__interrupt__"][0].value["buddy_ticket"]["id"]
+        engine.approve(ticket_id, by="carol", args={"to": "ann@corp.example", "subject": "hi",
+                                                    "cc": "x@corp.example"})
+        result = engine.resume(ticket_id)
+        assert (result.ok, world.ran) == (False, [])
+        assert isinstance(result.exception, InputError)
+        assert "its arguments hold 'cc', which it does not take" in str(result.exception)
+        state = app.invoke(Command(resume={}), CONFIG)  # the graph finds the call refused
+        assert world.ran == []
+        assert "its arguments hold 'cc'" in _replies(state)["m1"].content
+        assert replay(engine.audit).ok
+
+    def test_injected_arguments_and_open_schemas(self):
+        # An argument LangGraph injects is not the model's to give, so it is not taken
+        # from a call; a tool whose schema is JSON (no model) is given every key, so
+        # every key is taken.
+        engine, seen = _engine(), []
+
+        @tool
+        def memory_search(query: str, state: Annotated[dict[str, Any], InjectedState]) -> str:
+            """Search the agent's notes."""
+            seen.append((query, len(state["messages"])))
+            return "found"
+
+        node = _alone(guarded_tool_node([memory_search], engine, agent="agent-1",
+                                        confidence=0.9))
+        out = node.invoke({"messages": [AIMessage("", tool_calls=[
+            _call("memory_search", "i1", query="q"),
+            _call("memory_search", "i2", query="q", state={"messages": []})])]}, CONFIG)
+        replies = _replies(out)
+        assert replies["i1"].content == "found"
+        assert replies["i2"].content.startswith(
+            "buddy refused 'memory_search': its arguments hold 'state', which it does not "
+            "take (it takes: query)")
+        assert seen == [("q", 1)]
+
+        def search(**kwargs: Any) -> str:
+            seen.append(kwargs)
+            return "found"
+
+        open_tool = StructuredTool.from_function(
+            search, name="memory_search", description="Search.",
+            args_schema={"type": "object", "properties": {"query": {"type": "string"}}})
+        node = _alone(guarded_tool_node([open_tool], _engine(), agent="agent-1",
+                                        confidence=0.9))
+        out = node.invoke({"messages": [AIMessage("", tool_calls=[
+            _call("memory_search", "o1", query="q", limit=3)])]}, CONFIG)
+        assert _replies(out)["o1"].content == "found"
+        assert seen[-1] == {"query": "q", "limit": 3}
+
+
+class TestKeys:
+    def test_ids_holding_colons_do_not_share_a_key(self):
+        # Thread "acme:42" call "c1", thread "acme" call "42:c1": two calls, both run.
+        world, engine = World(), _engine()
+        node = _alone(guarded_tool_node(world.tools, engine, agent="agent-1", confidence=0.9))
+        for thread, call_id in (("acme:42", "c1"), ("acme", "42:c1")):
+            out = node.invoke({"messages": [AIMessage("", tool_calls=[
+                _call("memory_search", call_id, query="payroll")])]},
+                {"configurable": {"thread_id": thread}})
+            assert _replies(out)[call_id].content == "3 notes about payroll"
+        assert world.names() == ["memory_search", "memory_search"]
+        claims = [e.subject for e in engine.audit.events()
+                  if e.kind == "idempotency" and e.event == "claim"]
+        assert claims == [_key("acme:42", "c1"), _key("acme", "42:c1")]
+        assert replay(engine.audit).ok
+
+    def test_any_thread_id_makes_a_valid_key(self):
+        # A long thread id, or one holding a newline, still keys its calls (the key is a
+        # digest); the same thread and call id give the same key.
+        world, engine = World(), _engine()
+        node = _alone(guarded_tool_node(world.tools, engine, agent="agent-1", confidence=0.9))
+        calls = AIMessage("", tool_calls=[_call("memory_search", "c1", query="q")])
+        for thread in ("t" * 1000, "user-1\nsession-2", "t" * 1000):
+            out = node.invoke({"messages": [calls]}, {"configurable": {"thread_id": thread}})
+            assert _replies(out)["c1"].content == "3 notes about q"
+        assert world.names() == ["memory_search", "memory_search"]
+        claims = [e.subject for e in engine.audit.events()
+                  if e.kind == "idempotency" and e.event == "claim"]
+        assert claims == [_key("t" * 1000, "c1"), _key("user-1\nsession-2", "c1")]
+        assert replay(engine.audit).ok
 
 
 class TestAsync:
@@ -448,7 +749,6 @@ class TestDocs:
         builder.add_conditional_edges("agent", tools_condition)
         builder.add_edge("tools", "agent")
         given = {"builder": builder, "tools": world.tools, "config": CONFIG,
-                 "InMemorySaver": InMemorySaver,
                  "edited": {"to": "boss@corp.example", "subject": "hello"}}
         exec(compile(code, "README.md", "exec"), given)
         assert given["ticket"]["tool"] == "msgraph_send_email"
