@@ -32,7 +32,7 @@ from langgraph.prebuilt import InjectedState, ToolNode, tools_condition
 from langgraph.prebuilt.tool_node import ToolCallRequest
 from langgraph.types import Command, interrupt
 
-from buddy.engine import Approval, AuditLog, Engine, TicketError, replay
+from buddy.engine import Approval, AuditLog, Engine, replay
 from buddy.engine.adapters.langgraph import ToolGuard, guarded_tool_node
 from buddy.rules.base.errors import InputError
 from tests.helpers import ManualClock
@@ -406,34 +406,26 @@ class TestEndToEnd:
         assert "not b" in replies["b"].content
         assert replay(engine.audit).ok
 
-    def test_an_answer_the_engine_refuses_denies_the_call(self, monkeypatch: Any):
-        # A "by" holding a lone surrogate (JSON's "\\udc80", decoded): the engine refuses
-        # it with a TicketError; the call is denied, naming why, and nothing escapes the
-        # graph. (The engine's own check stands in here, should it not refuse yet.)
+    @pytest.mark.parametrize("body", ['{"approve": true, "by": "alice\\udc80"}',
+                                      '{"approve": false, "by": "alice\\udc80"}'])
+    def test_an_answer_the_engine_refuses_denies_the_call(self, body: str):
+        # An answer decoded from JSON whose "by" holds a lone surrogate ("\\udc80"): the
+        # engine refuses it (TicketError); the call is denied, naming why, nothing
+        # escapes graph.invoke, and the trail replays.
         world, engine = World(), _engine()
-        answer = engine.approve
-
-        def strict(ticket_id: str, *, by: str, **kwargs: Any) -> Any:
-            if not by.isprintable():
-                raise TicketError(f"who answers a ticket (by) must be printable text "
-                                  f"(got {by!r})")
-            return answer(ticket_id, by=by, **kwargs)
-
-        monkeypatch.setattr(engine, "approve", strict)
         app = _graph(guarded_tool_node(world.tools, engine, agent="agent-1", confidence=0.9),
                      [AIMessage("", tool_calls=[_call("database_write", "d1", table="t",
                                                       row="r")]),
                       AIMessage("done")])
         state = app.invoke({"messages": [HumanMessage("write")]}, CONFIG)
         ticket_id = state["__interrupt__"][0].value["buddy_ticket"]["id"]
-        state = app.invoke(Command(resume=json.loads('{"approve": true, "by": "alice\\udc80"}')),
-                           CONFIG)
+        state = app.invoke(Command(resume=json.loads(body)), CONFIG)
         assert "__interrupt__" not in state
         assert world.ran == []
         reply = _replies(state)["d1"]
         assert reply.status == "error"
         assert "resume value refused: TicketError: who answers a ticket (by) must be " \
-            "printable text (got 'alice\\udc80')" in reply.content
+            "printable text: it holds a lone surrogate (got 'alice\\udc80')" in reply.content
         assert (engine.ticket(ticket_id).answer, engine.ticket(ticket_id).by) == \
             ("deny", "buddy")
         assert replay(engine.audit).ok
