@@ -362,16 +362,16 @@ class TestDeterminism:
 # changes no byte. A change that means to change an output updates these.
 GOLDEN = {
     "default": {
-        "audit.jsonl": "2a0381a4609c3875",
-        "audit.jsonl.anchor": "b84a48a87f23103c",
-        "execution_state_transitions.jsonl": "df839b15d84054e0",
+        "audit.jsonl": "581608e23baa6686",
+        "audit.jsonl.anchor": "151f92075c2aafbf",
+        "execution_state_transitions.jsonl": "38188f7c79843c26",
         "learning_signals.jsonl": "7cae75c50744a9e0",
         "orchestration_summary.json": "b28ba7a15f573cc2",
-        "report.md": "61fc1cbb9bae8ba4",
+        "report.md": "ff44b668a7946871",
         "rollback_events.jsonl": "75d7f25bc6095579",
         "system_health.json": "77c877742bdb682e",
         "tool_conflicts.json": "a3cc77798b22078e",
-        "tool_execution_log.jsonl": "0c3107f721bce54d",
+        "tool_execution_log.jsonl": "1902efed61e2fde2",
     },
     "file": {
         "audit.jsonl": "fb8040601123d0da",
