@@ -10,6 +10,7 @@ characters as ``\\xNN``/``\\uNNNN``, and never read as rich markup
 
 from __future__ import annotations
 
+import json
 import math
 import shlex
 import sys
@@ -755,10 +756,12 @@ def tickets_list(audit_path: Path, status: str, key_file: Path | None, key_env: 
     if as_json:
         _print_json([_ticket_row(t) for t in found])
         return
-    table = Table("ticket", "status", "agent", "tool", "mode", "expires at", "by")
+    table = Table("ticket", "status", "agent", "tool", "arguments (secrets masked)", "mode",
+                  "expires at", "by")
     for t in found:
-        table.add_row(plain(t.id), t.status, plain(t.agent), plain(t.tool), t.mode,
-                      "never" if t.expires_at is None else f"{t.expires_at:.0f}",
+        table.add_row(plain(t.id), t.status, plain(t.agent), plain(t.tool),
+                      plain(orjson.dumps(t.args, option=orjson.OPT_NON_STR_KEYS).decode()),
+                      t.mode, "never" if t.expires_at is None else f"{t.expires_at:.0f}",
                       plain(t.by or ""))
     _out().print(table)
 
@@ -766,9 +769,12 @@ def tickets_list(audit_path: Path, status: str, key_file: Path | None, key_env: 
 def _args_option(value: str | None) -> dict[str, Any] | None:
     if value is None:
         return None
-    try:
-        loaded = orjson.loads(value)
-    except orjson.JSONDecodeError as exc:
+    def constant(name: str) -> None:
+        raise ValueError(f"{name} is no JSON number")
+
+    try:  # the json module: an integer comes back exactly, however large (then refused)
+        loaded = json.loads(value, parse_constant=constant)
+    except ValueError as exc:
         raise click.BadParameter(f"not JSON: {exc}", param_hint="--args") from None
     if type(loaded) is not dict:
         raise click.BadParameter(f"must be a JSON object (got {shown(loaded)})",

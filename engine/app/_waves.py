@@ -476,7 +476,7 @@ def _run(config: WaveRunConfig, registry: ToolContractRegistry, tables: dict[str
     audit = AuditLog.open(audit_path, clock=clock, key=config.audit_key)
     try:
         first_seq = audit.last_seq + 1 if continued else 1
-        ledger = ExecutionLedger(keep_history=False)
+        ledger = ExecutionLedger(keep_history=False, digest=audit.args_digest)
         lock_at_start, recovered = None, 0
         if continued:  # what earlier runs did: irreversible actions done; tasks cut short
             lock_at_start, recovered = _read_trail(audit, ledger, registry)

@@ -59,6 +59,7 @@ from buddy.engine.core._chain import (
 )
 from buddy.engine.core._events import KINDS, AuditEvent, as_record, decode_event
 from buddy.engine.core._tickets import CallBook
+from buddy.rules.base._canonical import args_digest
 from buddy.rules.base._convert import converter
 from buddy.rules.base._files import write_atomic
 from buddy.rules.base._masking import Masker, mask_text, masked_repr, shown
@@ -249,6 +250,17 @@ class AuditLog:
             self._held = 1  # held until close: appends need no lock and no catching up
         else:
             _flock(fd, _LOCK_UN)
+
+    def args_digest(self, args: Any, masked: Any = None) -> str:
+        """The digest this log records of a call's arguments: keyed, an HMAC with the
+        log's key (it ties the arguments to the log and says nothing about them without
+        the key); unkeyed, a hash of the arguments with secrets masked (``masked``, when
+        the caller has them: an unkeyed hash of a masked password could be guessed
+        offline from the log)."""
+        key = self._chain._key
+        if key is not None:
+            return args_digest(args, key)
+        return args_digest(self.masker.mask(args) if masked is None else masked)
 
     # -- writing -------------------------------------------------------------
     def append(self, kind: str, machine: str, subject: Subject, event: str, src: str | None,

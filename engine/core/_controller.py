@@ -13,6 +13,7 @@ approval, run and undo is an audit event.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, cast
@@ -39,7 +40,6 @@ from buddy.machines.escalation import (
     EscalationInputs,
     ExecutionState,
 )
-from buddy.rules.base._canonical import args_digest
 from buddy.rules.base._masking import described, mask_text, masked_repr, shown
 from buddy.rules.base._values import ExecutionMode, plain_confidence
 from buddy.rules.base.errors import BuddyError, InputError
@@ -113,8 +113,37 @@ _Begun = tuple["_Context", str, str, dict[str, Any], _Tool, EscalationInputs, "_
 _PLAIN = frozenset({dict, list, tuple, str, bytes, int, float, bool, type(None)})
 
 
+def interrupted(exc: BaseException) -> ExecutionResult | None:
+    """The result recorded for a call an interrupt or a cancellation stopped mid-run
+    (None: it stopped elsewhere, before its run was recorded)."""
+    result = getattr(exc, "__buddy_result__", None)
+    return result if isinstance(result, ExecutionResult) else None
+
+
 class AsyncHandlerError(BuddyError, TypeError):
     """An ``async def`` handler was given to a synchronous call: it did not run."""
+
+
+def _made_not_run(tool: str, mode: ExecutionMode, result: Any, *, awaited: bool) -> None:
+    """Refuse a handler's result that is work made and not done: an awaitable (in a
+    synchronous call, or left by an async handler that forgot to await it), a generator
+    or an async generator (their bodies run only when iterated). It is closed first, so
+    it never runs later, nor is warned about. :class:`AsyncHandlerError`."""
+    if inspect.isawaitable(result):
+        what = "an awaitable (a forgotten await?)" if awaited else "an awaitable"
+        why = "" if awaited else " (a synchronous execute cannot await it)"
+    elif inspect.isasyncgen(result) or inspect.isgenerator(result):
+        what, why = "a generator", " (its body runs only when iterated)"
+    else:
+        return
+    close = getattr(result, "close", None)
+    if inspect.isasyncgen(result):
+        close = None  # aclose() is itself a coroutine; never started, it holds nothing
+    if close is not None:
+        with contextlib.suppress(Exception):
+            close()
+    raise AsyncHandlerError(f"the {mode.value} handler of {tool!r} returned {what}: it did "
+                            f"not run{why}")
 
 
 def _sync_only(tool: str, mode: ExecutionMode, handler: Handler | None) -> Handler | None:
@@ -123,6 +152,7 @@ def _sync_only(tool: str, mode: ExecutionMode, handler: Handler | None) -> Handl
     call = type(handler).__call__ if handler is not None and not inspect.isroutine(handler) \
         else None  # an object whose __call__ is async
     if handler is None or not (inspect.iscoroutinefunction(handler)
+                               or inspect.isasyncgenfunction(handler)
                                or call is not None and inspect.iscoroutinefunction(call)):
         return handler
 
@@ -516,8 +546,12 @@ class Controller:
                 if shared:
                     audit.release()
         decision = outcome[0]
-        done = None if decision.allowed else self._cancel(
-            ctx, agent, tool, call_args, decision, inputs, common)
+        done = None
+        if not decision.allowed:  # a denial says the approver's reason too
+            said = mask_text(answer.reason) if answer is not None and not answer.approved \
+                and answer.reason else ""
+            done = self._cancel(ctx, agent, tool, call_args, decision, inputs, common,
+                                f"{decision.reason} ({said})" if said else "")
         return ctx, agent, tool, call_args, decision, inputs, common, via, done
 
     def _cancel(self, ctx: _Context, agent: str, tool: str, args: dict[str, Any],
@@ -533,24 +567,19 @@ class Controller:
                  decision: Decision, inputs: EscalationInputs, common: _Common,
                  max_mode: ExecutionMode | None = None, cap_reason: str = "",
                  approved_by: str | None = None) -> ExecutionResult:
-        mode, handlers, common, by_mode = self._start(ctx, tool, decision, inputs, common,
-                                                      max_mode, cap_reason, approved_by, args)
+        mode, handlers, common, by_mode, masked = self._start(
+            ctx, tool, decision, inputs, common, max_mode, cap_reason, approved_by, args)
         try:
             result = by_mode[mode](args)  # type: ignore[misc]
-            if type(result) not in _PLAIN and inspect.isawaitable(result):  # made, not run
-                close = getattr(result, "close", None)
-                if close is not None:
-                    close()  # so it is never awaited later, nor warned about
-                raise AsyncHandlerError(
-                    f"the {mode.value} handler of {tool!r} returned an awaitable: it did "
-                    "not run (a synchronous execute cannot await it)")
+            if type(result) not in _PLAIN:
+                _made_not_run(tool, mode, result, awaited=False)
         except BaseException as exc:  # recorded and rolled back; an interrupt then goes on up
-            error = self._run_failed(ctx, inputs, common, mode, args, exc)
+            error = self._run_failed(ctx, inputs, common, mode, masked, exc)
             undone = session._rollback(_id(ctx)) if mode is _LIVE else ()
             return self._failed(ctx, agent, tool, args, decision, inputs, common, mode, exc,
                                 error, undone)
         return self._succeeded(session, ctx, agent, tool, args, decision, inputs, common,
-                               mode, handlers, result)
+                               mode, handlers, result, masked)
 
     async def _aexecute(self, session: Session, ctx: _Context, agent: str, tool: str,
                         args: dict[str, Any], decision: Decision, inputs: EscalationInputs,
@@ -558,29 +587,36 @@ class Controller:
                         cap_reason: str = "", approved_by: str | None = None,
                         ) -> ExecutionResult:
         """:meth:`_execute`, awaiting an async handler (a sync one is called inline)."""
-        mode, handlers, common, _ = self._start(ctx, tool, decision, inputs, common,
-                                                max_mode, cap_reason, approved_by, args)
+        mode, handlers, common, _, masked = self._start(
+            ctx, tool, decision, inputs, common, max_mode, cap_reason, approved_by, args)
         handler = handlers.live if mode is _LIVE else handlers.dry_run if mode is _DRY_RUN \
             else handlers.mock or simulated_mock(tool)
         try:
             result = handler(args)  # type: ignore[misc]
-            if type(result) not in _PLAIN and inspect.isawaitable(result):
-                result = await result
+            if type(result) not in _PLAIN:
+                if inspect.isawaitable(result):
+                    result = await result
+                    if type(result) not in _PLAIN:  # an awaitable returned by the awaitable
+                        _made_not_run(tool, mode, result, awaited=True)
+                else:
+                    _made_not_run(tool, mode, result, awaited=True)
         except BaseException as exc:  # a cancellation too: recorded, rolled back, raised on
-            error = self._run_failed(ctx, inputs, common, mode, args, exc)
+            error = self._run_failed(ctx, inputs, common, mode, masked, exc)
             undone = await session._arollback(_id(ctx)) if mode is _LIVE else ()
             return self._failed(ctx, agent, tool, args, decision, inputs, common, mode, exc,
                                 error, undone)
         return self._succeeded(session, ctx, agent, tool, args, decision, inputs, common,
-                               mode, handlers, result)
+                               mode, handlers, result, masked)
 
     def _start(self, ctx: _Context, tool: str, decision: Decision, inputs: EscalationInputs,
                common: _Common, max_mode: ExecutionMode | None, cap_reason: str,
                approved_by: str | None, args: dict[str, Any],
-               ) -> tuple[ExecutionMode, Handlers, _Common, dict[ExecutionMode, Handler | None]]:
+               ) -> tuple[ExecutionMode, Handlers, _Common, dict[ExecutionMode, Handler | None],
+                          Any]:
         """The mode a decided call runs in now (caps, withdrawn grants, missing handlers
-        and a system lock taken since lower it, each move recorded), its handlers, and its
-        event data with the arguments' digest."""
+        and a system lock taken since lower it, each move recorded), its handlers, its
+        event data with the arguments' digest (:meth:`AuditLog.args_digest`), and the
+        arguments masked as the log records them."""
         gate = self.gate
         run = self._runs.get(tool)
         if run is None:
@@ -610,16 +646,18 @@ class Controller:
             inputs.locked = True
             self._fire(ctx, ("lock",), inputs, common, why="system locked before the LIVE run")
             mode = _MOCK
-        return mode, handlers, common.digested(args_digest(args)), by_mode
+        audit = gate.audit
+        masked = audit.masker.mask(args)
+        return mode, handlers, common.digested(audit.args_digest(args, masked)), by_mode, masked
 
     def _run_failed(self, ctx: _Context, inputs: EscalationInputs, common: _Common,
-                    mode: ExecutionMode, args: dict[str, Any], exc: BaseException) -> str:
-        """Record a run that raised, and the machine's move for it; its error in one line."""
+                    mode: ExecutionMode, masked: Any, exc: BaseException) -> str:
+        """Record a run that raised (``masked``: its arguments as the log records them),
+        and the machine's move for it; its error in one line."""
         error = described(exc)
         audit = self.gate.audit
         audit.append("execution", "escalation", ctx.subject(), "run", ctx.state, None, {
-            **common.data, "mode": _VALUE[mode], "ok": False, "error": error,
-            "args": audit.masker.mask(args)})
+            **common.data, "mode": _VALUE[mode], "ok": False, "error": error, "args": masked})
         if mode is _LIVE:
             self._fire(ctx, ("error",), inputs, common, why=error)
         else:
@@ -634,21 +672,26 @@ class Controller:
         no error (an interrupt, a cancellation) is raised on."""
         if mode is _LIVE:
             self._fire(ctx, ("rollback_complete",), inputs, common)
+        result = ExecutionResult(_id(ctx), agent, tool, decision, mode, _STATES[ctx.state],
+                                 False, error=error, args=args, rolled_back=undone,
+                                 timed_out=isinstance(exc, TimeoutError), exception=exc)
         if not isinstance(exc, Exception):
+            # An interrupt or a cancellation goes on up, carrying the result recorded for
+            # the call (a ticket or an idempotency key closes on it: see interrupted()).
+            with contextlib.suppress(AttributeError, TypeError):
+                exc.__buddy_result__ = result  # type: ignore[attr-defined]
             raise exc
-        return ExecutionResult(_id(ctx), agent, tool, decision, mode, _STATES[ctx.state],
-                               False, error=error, args=args, rolled_back=undone,
-                               timed_out=isinstance(exc, TimeoutError), exception=exc)
+        return result
 
     def _succeeded(self, session: Session, ctx: _Context, agent: str, tool: str,
                    args: dict[str, Any], decision: Decision, inputs: EscalationInputs,
                    common: _Common, mode: ExecutionMode, handlers: Handlers,
-                   result: Any) -> ExecutionResult:
+                   result: Any, masked: Any) -> ExecutionResult:
         """Record a run that returned, keep its undo, and close its context."""
         gate = self.gate
         masker = gate.audit.masker
         tail = {"mode": _VALUE[mode], "ok": True, "result": masker.mask(result),
-                "args": masker.mask(args)}
+                "args": masked}
         audit = gate.audit
         try:  # wrapped in a list: the values as deep as in the event's data
             encoded = _DUMPS([tail], default=masked_repr, option=_NON_STR_KEYS)[2:-2]
@@ -796,6 +839,13 @@ class PendingCall:
             return False
         return calls.ticket(ticket.id).status == "pending"
 
+    def _stopped(self, exc: BaseException) -> None:
+        """An interrupt or a cancellation stopped the run: its recorded result is the
+        call's (a repeat returns it, and runs nothing)."""
+        result = interrupted(exc)
+        if result is not None:
+            self._finished(result)
+
     def _finished(self, result: ExecutionResult) -> ExecutionResult:
         self._done = result
         if self._on_done is not None:
@@ -818,10 +868,14 @@ class PendingCall:
             if self._calls is not None and self.ticket is not None:
                 return self._finished(self._calls.resume(self.ticket.id))
             assert self._inputs is not None and self._common is not None
-            return self._finished(self._controller._execute(
-                self._session, self._take(), self.agent, self.tool, self.args, self.decision,
-                self._inputs, self._common, self._max_mode, self._cap_reason,
-                self._approved_by))
+            try:
+                return self._finished(self._controller._execute(
+                    self._session, self._take(), self.agent, self.tool, self.args,
+                    self.decision, self._inputs, self._common, self._max_mode,
+                    self._cap_reason, self._approved_by))
+            except BaseException as exc:
+                self._stopped(exc)
+                raise
         return self._done
 
     async def arun(self) -> ExecutionResult:
@@ -830,10 +884,14 @@ class PendingCall:
             if self._calls is not None and self.ticket is not None:
                 return self._finished(await self._calls.aresume(self.ticket.id))
             assert self._inputs is not None and self._common is not None
-            return self._finished(await self._controller._aexecute(
-                self._session, self._take(), self.agent, self.tool, self.args, self.decision,
-                self._inputs, self._common, self._max_mode, self._cap_reason,
-                self._approved_by))
+            try:
+                return self._finished(await self._controller._aexecute(
+                    self._session, self._take(), self.agent, self.tool, self.args,
+                    self.decision, self._inputs, self._common, self._max_mode,
+                    self._cap_reason, self._approved_by))
+            except BaseException as exc:
+                self._stopped(exc)
+                raise
         return self._done
 
     def cancel(self, reason: str = "") -> ExecutionResult:
@@ -916,11 +974,27 @@ class Session:
                                             "run (a synchronous execute cannot await it)")
                 data = {"tool": done.tool, "ok": True, "result": audit.masker.mask(out)}
                 undone.append(done.context)
-            except Exception as exc:  # recorded; the action stands, so it is not undone
-                data = {"tool": done.tool, "ok": False, "error": described(exc)}
+            except BaseException as exc:  # recorded; the action stands, so it is not undone
+                audit.append("rollback", "escalation", done.context, "undo", None, None,
+                             {"tool": done.tool, "ok": False, "error": described(exc),
+                              "because_of": failed})
+                if not isinstance(exc, Exception):
+                    self._not_undone(failed, exc)
+                    raise
+                continue
             audit.append("rollback", "escalation", done.context, "undo", None, None,
                          {**data, "because_of": failed})
         return tuple(undone)
+
+    def _not_undone(self, failed: str, exc: BaseException) -> None:
+        """Record each action left on the stack as not undone: an interrupt or a
+        cancellation stopped the rollback."""
+        audit = self._controller.gate.audit
+        while self._stack:
+            done = self._stack.pop()
+            audit.append("rollback", "escalation", done.context, "undo", None, None, {
+                "tool": done.tool, "ok": False, "because_of": failed,
+                "error": f"not undone: the rollback was stopped ({type(exc).__name__})"})
 
     async def _arollback(self, failed: str) -> tuple[str, ...]:
         """:meth:`_rollback`, awaiting async undos."""
@@ -933,8 +1007,14 @@ class Session:
                     out = await out
                 data = {"tool": done.tool, "ok": True, "result": audit.masker.mask(out)}
                 undone.append(done.context)
-            except Exception as exc:
-                data = {"tool": done.tool, "ok": False, "error": described(exc)}
+            except BaseException as exc:  # a cancellation too: recorded, then raised on
+                audit.append("rollback", "escalation", done.context, "undo", None, None,
+                             {"tool": done.tool, "ok": False, "error": described(exc),
+                              "because_of": failed})
+                if not isinstance(exc, Exception):
+                    self._not_undone(failed, exc)
+                    raise
+                continue
             audit.append("rollback", "escalation", done.context, "undo", None, None,
                          {**data, "because_of": failed})
         return tuple(undone)

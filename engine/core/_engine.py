@@ -258,6 +258,9 @@ class Engine:
         except self._gate.pass_through as exc:  # paused before anything ran: the key is free
             calls.release(idempotency_key, f"paused by the approver: {type(exc).__name__}")
             raise
+        except BaseException as exc:  # an interrupt mid-run: the key closes on its record
+            calls.finish_interrupted(idempotency_key, exc)
+            raise
         calls.finish(idempotency_key, result)
         return result
 
@@ -285,6 +288,9 @@ class Engine:
                                                confidence, approval, max_mode, cap_reason)
         except self._gate.pass_through as exc:
             calls.release(idempotency_key, f"paused by the approver: {type(exc).__name__}")
+            raise
+        except BaseException as exc:
+            calls.finish_interrupted(idempotency_key, exc)
             raise
         calls.finish(idempotency_key, result)
         return result

@@ -21,6 +21,7 @@ from typing import Any
 
 import attrs
 
+from buddy.engine.core._controller import _bad_args
 from buddy.engine.core._decision import (
     RULE_ERROR,
     RULE_PERMISSION,
@@ -303,6 +304,11 @@ def _explain(gate: Gate, agent: Any, tool: Any, confidence: Any, approval: Any,
         refused = resolved  # as decide: why no confidence first, then declared agents
         if refused is None and gate.agents is not None:
             refused = gate.refusal(agent, tool, confidence, approval)
+        if refused is None and args is not None:  # as execute refuses them
+            bad_args = _bad_args(args)
+            if bad_args is not None and policy.refusal(agent, tool, confidence,
+                                                       approval) is None:
+                refused = bad_args
         if refused is not None:
             outcome, waits = refused, False
         else:  # the policy refuses bad inputs itself, as in decide

@@ -15,7 +15,9 @@ token left the call is refused (``rate.limit``), which only ever tightens.
 from __future__ import annotations
 
 import contextlib
+import copy
 import inspect
+import types
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from time import sleep as _yield
 from typing import Any
@@ -435,6 +437,13 @@ class Gate:
 
     def _request(self, agent: str, contract: ToolContract, confidence: float,
                  args: Mapping[str, Any] | None) -> ApprovalRequest:
+        """What the approver is asked; its arguments a copy (an approver that changes
+        them in place changes nothing: an edit is ``Approval.edit``, and recorded)."""
+        if args is not None:
+            try:
+                args = copy.deepcopy(dict(args))
+            except Exception:  # arguments that cannot be copied whole: read-only at the top
+                args = types.MappingProxyType(dict(args))
         return ApprovalRequest(agent, contract.name, contract.risk, confidence, args,
                                f"{contract.risk.value} risk tool {contract.name} waits for "
                                "approval to run LIVE")

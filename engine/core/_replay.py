@@ -265,6 +265,8 @@ class _Replayer:
         self.locked = False
         self.grants = GrantBook()
         self.book = CallBook()  # tickets and idempotency keys, as the log says them
+        #: the digest of the arguments a ticket's answer approved, by the call it runs
+        self.approved_args: dict[str, str] = {}
         self.decisions = 0
         self.digests: dict[str, None] = {}    # the digests decisions recorded, in order
         self.replayed_digest_seen = False
@@ -580,6 +582,10 @@ class _Replayer:
                          f"at seq {at}")
         elif self.same_call(seq, subject, data, decided[2:]):
             self.calls.setdefault(subject, decided[2:])  # the moves after it are held to it
+        approved = self.approved_args.pop(subject, None) if self.approved_args else None
+        if approved is not None and data.args_digest != approved:
+            self.diverge(seq, subject, "args_digest", data.args_digest,
+                         f"{approved}, the arguments its ticket's answer approved")
 
     def refused(self, seq: int, subject: str, agent: Any) -> None:
         """A context's decision refused its call: nothing of it runs (kept, as a run's
@@ -872,6 +878,11 @@ class _Replayer:
                 self.diverge(seq, subject, "tool", f"{call[0]}/{call[1]}",
                              f"{record.agent}/{record.tool}")
                 return
+        if e.event == "done":  # the outcome a repeat returns is the one its run recorded
+            ran = self.outcomes.get(record.context)
+            if ran is not None and ran[0] is not None and ran[0] is not record.ok:
+                self.diverge(seq, subject, "ok", record.ok, ran[0])
+                return
         problem = self.book.note(e.ts, kind, e.event, subject, record)
         if problem is not None:
             self.diverge(seq, subject, kind, "a consistent " + kind, problem)
@@ -890,6 +901,9 @@ class _Replayer:
             self.diverge(seq, subject, "approval", data.approval, state.verdict == "approve")
         else:
             state.used = True
+            answer = state.answer
+            if answer is not None and answer.args_digest is not None:
+                self.approved_args[subject] = answer.args_digest
 
     def granted(self, seq: int, subject: str, data: Any, via: str) -> None:
         """A decision approved by a grant: usable then, and scoped to its agent and tool."""

@@ -49,10 +49,9 @@ from buddy.engine.core._events import (
     text_problem,
 )
 from buddy.machines.escalation import EscalationInputs, ExecutionState
-from buddy.rules.base._canonical import args_digest
-from buddy.rules.base._files import write_atomic
+from buddy.rules.base._files import NotReadable, read_regular, write_atomic
 from buddy.rules.base._masking import described, mask_text, shown
-from buddy.rules.base._values import RiskLevel
+from buddy.rules.base._values import ExecutionMode, RiskLevel
 from buddy.rules.base.errors import InputError
 
 if TYPE_CHECKING:
@@ -61,6 +60,10 @@ if TYPE_CHECKING:
 __all__ = ["ArgStore", "CallBook", "Calls", "Ticket", "TicketError", "TicketPending"]
 
 S = ExecutionState
+#: The largest kept arguments file a resume reads (a larger one is not run).
+MAX_ARGS_BYTES = 64 * 1024 * 1024
+#: The ticket statuses :meth:`Calls.tickets` filters by.
+STATUSES = ("pending", "approved", "denied", "expired", "resumed")
 #: Results of keyed calls and tickets held in memory (newest); older ones are rebuilt
 #: from their ``done`` events.
 RESULTS_MEMO = 4_096
@@ -101,6 +104,8 @@ class Ticket:
     by: str | None = None
     answer_reason: str = ""
     edited: bool = False
+    #: the arguments asked for, secrets masked (what a person approving should see)
+    args: Any = None
 
     def to_dict(self) -> dict[str, Any]:
         return attrs.asdict(self)
@@ -108,7 +113,8 @@ class Ticket:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Ticket:
         """A ticket from :meth:`to_dict`'s dict (its status as it was then: ask the
-        engine, ``engine.ticket(id)``, for what it is now)."""
+        engine, ``engine.ticket(id)``, for what it is now). Every field is checked:
+        :class:`TicketError` names the first that is wrong."""
         if not isinstance(data, Mapping):
             raise TicketError(f"a ticket must be a mapping (got {shown(data)})")
         names = {f.name for f in attrs.fields(cls)}
@@ -116,9 +122,50 @@ class Ticket:
         if unknown:
             raise TicketError(f"a ticket has no field {', '.join(unknown)}")
         try:
-            return cls(**data)
+            ticket = cls(**data)
         except TypeError as exc:
             raise TicketError(f"not a ticket: {exc}") from None
+        problem = _ticket_problem(ticket)
+        if problem is not None:
+            raise TicketError(f"not a ticket: {problem}")
+        return ticket
+
+
+_TEXT_FIELDS = ("id", "context", "agent", "tool", "args_digest", "risk", "mode", "rule",
+                "status")
+
+
+def _ticket_problem(t: Ticket) -> str | None:
+    """The first field of ``t`` that no ticket of buddy's could hold, or None."""
+    for name in _TEXT_FIELDS:
+        if type(getattr(t, name)) is not str:
+            return f"{name} must be a string (got {shown(getattr(t, name))})"
+    if not t.id.startswith("ticket-") or not t.id[7:].isdigit():
+        return f"id must be ticket-<seq> (got {shown(t.id)})"
+    if not t.context.startswith("ctx-") or not t.context[4:].isdigit():
+        return f"context must be ctx-<seq> (got {shown(t.context)})"
+    if t.status not in STATUSES:
+        return f"status must be one of {', '.join(STATUSES)} (got {shown(t.status)})"
+    if t.mode not in {m.value for m in ExecutionMode}:
+        return f"mode must be an execution mode (got {shown(t.mode)})"
+    if t.risk not in {r.value for r in RiskLevel}:
+        return f"risk must be a risk level (got {shown(t.risk)})"
+    for name in ("confidence", "created_at", "expires_at"):
+        value = getattr(t, name)
+        if value is None and name == "expires_at":
+            continue
+        if type(value) not in (int, float) or value - value != 0:
+            return f"{name} must be a finite number (got {shown(value)})"
+    if not 0.0 <= t.confidence <= 1.0:
+        return f"confidence must be in [0, 1] (got {shown(t.confidence)})"
+    if t.answer not in (None, "approve", "deny"):
+        return f"answer must be approve, deny or None (got {shown(t.answer)})"
+    for name in ("key", "by"):
+        if getattr(t, name) is not None and type(getattr(t, name)) is not str:
+            return f"{name} must be a string or None (got {shown(getattr(t, name))})"
+    if type(t.answer_reason) is not str or type(t.edited) is not bool:
+        return "answer_reason must be a string and edited a bool"
+    return None
 
 
 @attrs.define
@@ -152,7 +199,8 @@ class _TicketState:
         return Ticket(ticket_id, o.context, o.agent, o.tool, o.args_digest, o.confidence,
                       o.risk.value, o.mode.value, o.rule, self.created_at, o.expires_at,
                       status, o.key, self.verdict, None if a is None else a.by,
-                      "" if a is None else a.reason, False if a is None else a.edited)
+                      "" if a is None else a.reason, False if a is None else a.edited,
+                      o.args)
 
 
 class CallBook:
@@ -243,14 +291,12 @@ class ArgStore:
         if self.directory is None:
             self._held[(ticket_id, which)] = args
             return
-        try:
-            body = orjson.dumps(args)
-            exact = args_digest(orjson.loads(body)) == args_digest(args)
-        except (TypeError, ValueError, RecursionError, orjson.JSONEncodeError):
-            exact = False
-        if not exact:
-            raise TicketError("a ticket's arguments must be JSON (they are kept beside the "
-                              "log until the call runs, and must come back exactly)")
+        problem = _json_problem(args)
+        if problem is not None:
+            raise TicketError(f"a ticket's arguments must be JSON that comes back exactly "
+                              f"(they are kept beside the log until the call runs): "
+                              f"{problem}")
+        body = orjson.dumps(args)
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         write_atomic(self.directory / f"{ticket_id}.{which}.json", body, private=True)
 
@@ -266,10 +312,64 @@ class ArgStore:
         if self.directory is None:
             return self._held.get((ticket_id, which))
         try:
-            loaded = orjson.loads((self.directory / f"{ticket_id}.{which}.json").read_bytes())
-        except (OSError, orjson.JSONDecodeError):
-            return None
+            loaded = orjson.loads(read_regular(self.directory / f"{ticket_id}.{which}.json",
+                                               MAX_ARGS_BYTES))
+        except (OSError, NotReadable, orjson.JSONDecodeError):
+            return None  # missing, no regular file, too large, not JSON: not run
         return loaded if type(loaded) is dict else None
+
+
+_INT64 = 2 ** 63
+
+
+def _json_problem(value: Any) -> str | None:
+    """What keeps ``value`` from coming back exactly from JSON, or None: only dicts with
+    string keys, lists, text (no lone surrogate), bools, None, integers of 64 bits and
+    finite floats do (a tuple comes back a list, NaN as null, a date as text)."""
+    stack: list[tuple[str, Any]] = [("args", value)]
+    seen = 0
+    while stack:
+        where, v = stack.pop()
+        seen += 1
+        if seen > 1_000_000:
+            return "too many values"
+        t = type(v)
+        if t is dict:
+            for k, item in v.items():
+                if type(k) is not str:
+                    return f"{where}: key {shown(k)} is not a string"
+                stack.append((f"{where}.{k}", item))
+        elif t is list:
+            stack.extend((f"{where}[{i}]", item) for i, item in enumerate(v))
+        elif t is str:
+            try:
+                v.encode("utf-8")
+            except UnicodeEncodeError:
+                return f"{where}: text holding a lone surrogate"
+        elif t is float:
+            if v - v != 0.0:
+                return f"{where}: {v!r} is not a finite number"
+        elif t is int:
+            if not -_INT64 <= v < _INT64:
+                return f"{where}: an integer beyond 64 bits"
+        elif v is not None and t is not bool:
+            return f"{where}: a {t.__name__} is no JSON value"
+    if len(orjson.dumps(value)) > MAX_ARGS_BYTES:
+        return f"larger than {MAX_ARGS_BYTES} bytes"
+    return None
+
+
+def text_problem_of(value: object) -> str | None:
+    """Why ``value`` cannot be a name a ticket records (who answered), or None."""
+    if type(value) is not str or not value:
+        return f"must be printable text (got {shown(value)})"
+    problem = text_problem(value)
+    if problem is None:
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            problem = "must be printable text: it holds a lone surrogate"
+    return None if problem is None else f"{problem} (got {shown(value)})"
 
 
 def key_problem(key: object) -> str | None:
@@ -324,7 +424,7 @@ class Calls:
         problem = key_problem(key)
         if problem is not None:
             raise InputError(f"idempotency_key {problem}")
-        digest = args_digest(dict(args) if isinstance(args, Mapping) else args)
+        digest = self.gate.audit.args_digest(dict(args) if isinstance(args, Mapping) else args)
         with self.gate._turn():
             state = self.book.keys.get(key)
             if state is None:
@@ -357,6 +457,15 @@ class Calls:
                 return
             self._write("idempotency", "release", key, KeyReleaseData(mask_text(why)))
 
+    def finish_interrupted(self, key: str, exc: BaseException) -> None:
+        """Close ``key`` on the result recorded for a call an interrupt or a cancellation
+        stopped mid-run (a repeat returns it, and runs nothing); a call stopped before
+        its run was recorded keeps the key unfinished (it is never run twice)."""
+        from buddy.engine.core._controller import interrupted
+        result = interrupted(exc)
+        if result is not None:
+            self.finish(key, result)
+
     def finish(self, key: str, result: ExecutionResult) -> None:
         """Record the outcome of the call that claimed ``key``."""
         with self.gate._turn():
@@ -382,7 +491,7 @@ class Calls:
             self.store.put(ticket_id, "asked", args)
             data = TicketOpenData(
                 ctx.id, agent, tool, RiskLevel(entry.risk), entry.requires_approval,
-                inputs.confidence, self.controller._rules, args_digest(args),
+                inputs.confidence, self.controller._rules, audit.args_digest(args),
                 decision.mode, decision.rule, audit.masker.mask(args), expires_at, key, source)
             self._write("ticket", "open", ticket_id, data)
             return self.book.tickets[ticket_id].ticket(ticket_id, now)
@@ -393,6 +502,11 @@ class Calls:
             return self._state(ticket_id).ticket(ticket_id, gate.now())
 
     def tickets(self, status: str | None = "pending") -> list[Ticket]:
+        if status == "all":
+            status = None
+        if status is not None and status not in STATUSES:
+            raise TicketError(f"status must be one of {', '.join(STATUSES)}, all or None "
+                              f"(got {shown(status)})")
         gate = self.gate
         with gate._turn():
             now = gate.now()
@@ -408,9 +522,10 @@ class Calls:
     def answer(self, ticket_id: str, verdict: Verdict, by: object, reason: object,
                args: Mapping[str, Any] | None) -> Ticket:
         """Approve (with edited ``args``) or deny a pending ticket; recorded."""
-        if type(by) is not str or not by or text_problem(by) is not None:
-            raise TicketError(f"who answers a ticket (by) must be printable text "
-                              f"(got {shown(by)})")
+        problem = text_problem_of(by)
+        if problem is not None:
+            raise TicketError(f"who answers a ticket (by) {problem}")
+        assert isinstance(by, str)
         if type(reason) is not str:
             raise TicketError(f"a ticket's answer reason must be a string (got {shown(reason)})")
         if args is not None:
@@ -431,12 +546,13 @@ class Calls:
                     self.store.put(ticket_id, "approved", args)
                 runs = args if args is not None else asked
                 data = TicketAnswerData(
-                    by, mask_text(reason), args_digest(runs) if runs is not None else
-                    state.opened.args_digest, args is not None,
+                    by, mask_text(reason), gate.audit.args_digest(runs) if runs is not None
+                    else state.opened.args_digest, args is not None,
                     None if args is None else gate.audit.masker.mask(args))
                 self._write("ticket", "approve", ticket_id, data)
             else:
                 self._write("ticket", "deny", ticket_id, TicketAnswerData(by, mask_text(reason)))
+                self.store.drop(ticket_id)  # it never runs: its arguments are not kept
             return state.ticket(ticket_id, gate.now())
 
     def _take(self, ticket_id: str) -> tuple[_TicketState, ExecutionResult | None]:
@@ -473,8 +589,12 @@ class Calls:
         run = self._prepared(ticket_id, state)
         if isinstance(run, tuple):
             session, ctx, agent, tool, call_args, decision, inputs, common, via = run
-            result = self.controller._execute(session, ctx, agent, tool, call_args, decision,
-                                              inputs, common, None, "", via)
+            try:
+                result = self.controller._execute(session, ctx, agent, tool, call_args,
+                                                  decision, inputs, common, None, "", via)
+            except BaseException as exc:  # stopped mid-run: closed on what was recorded
+                self._close_interrupted(ticket_id, state, exc)
+                raise
         else:
             result = run
         return self._close(ticket_id, state, result)
@@ -486,11 +606,23 @@ class Calls:
         run = self._prepared(ticket_id, state)
         if isinstance(run, tuple):
             session, ctx, agent, tool, call_args, decision, inputs, common, via = run
-            result = await self.controller._aexecute(session, ctx, agent, tool, call_args,
-                                                     decision, inputs, common, None, "", via)
+            try:
+                result = await self.controller._aexecute(session, ctx, agent, tool, call_args,
+                                                         decision, inputs, common, None, "",
+                                                         via)
+            except BaseException as exc:
+                self._close_interrupted(ticket_id, state, exc)
+                raise
         else:
             result = run
         return self._close(ticket_id, state, result)
+
+    def _close_interrupted(self, ticket_id: str, state: _TicketState,
+                           exc: BaseException) -> None:
+        from buddy.engine.core._controller import interrupted
+        result = interrupted(exc)
+        if result is not None:
+            self._close(ticket_id, state, result)
 
     def _prepared(self, ticket_id: str, state: _TicketState) -> Any:
         """A taken ticket's call decided with its answer: what ``_execute`` takes, or the
@@ -518,13 +650,14 @@ class Calls:
                 controller._rules != opened.rules:
             why = f"the tool's contract or the escalation table changed since ticket " \
                   f"{ticket_id} was made: prepare the call again"
-        args = self.store.get(ticket_id, "asked")
+        args = self.store.get(ticket_id, "asked")  # a denied ticket's are gone
+        edited = None
         if why is None and state.verdict == "approve":
             answer = state.answer
             assert answer is not None
             edited = self.store.get(ticket_id, "approved") if answer.edited else None
             runs = edited if answer.edited else args
-            if runs is None or args_digest(runs) != answer.args_digest:
+            if runs is None or gate.audit.args_digest(runs) != answer.args_digest:
                 why = f"the arguments kept for ticket {ticket_id} are missing or are not " \
                       "the ones approved: not run"
         if why is not None:
@@ -532,7 +665,7 @@ class Calls:
             refusal = Decision.refuse("ticket.closed", why)
             return ExecutionResult(opened.context, opened.agent, opened.tool, refusal, None,
                                    ExecutionState[ctx.state], False, error=why, args=args)
-        assert args is not None and entry is not None
+        assert entry is not None
         answer = state.answer
         assert answer is not None
         approval = Approval(Verdict.APPROVE if state.verdict == "approve" else Verdict.DENY,
@@ -540,7 +673,7 @@ class Calls:
                             answer.reason)
         via = f"ticket:{ticket_id}"
         source = None if opened.confidence_from is None else opened.confidence_from.value
-        decided = controller._conclude(ctx, opened.agent, opened.tool, dict(args), entry,
+        decided = controller._conclude(ctx, opened.agent, opened.tool, dict(args or {}), entry,
                                        inputs, common, source, approval, via, None)
         ctx_, agent, tool, call_args, decision, inputs_, common_, via_, done = decided
         if done is not None:

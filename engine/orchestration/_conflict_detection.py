@@ -58,7 +58,6 @@ from buddy.engine.orchestration._conflict_records import Conflict, ConflictRepor
 from buddy.engine.orchestration._execution_ledger import ExecutionLedger
 from buddy.engine.orchestration._plans import PlannedCall
 from buddy.engine.orchestration._tool_facts import ToolFacts, ToolIndex
-from buddy.rules.base._canonical import args_digest
 from buddy.rules.base.errors import InputError
 from buddy.rules.tables._conflicts import ConflictType
 
@@ -135,7 +134,7 @@ class Detector:
             tool = tool_of[call.tool]
             cid, agent, slot = call.id, call.agent, call.slot
             if not tool.reversible:
-                key = (tool.name, args_digest(call.args))
+                key = (tool.name, ledger.digest(call.args))
                 seen = actions.get(key)
                 if seen is None:
                     ran = done_actions.get(key)

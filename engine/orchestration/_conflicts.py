@@ -112,7 +112,9 @@ class ConflictResolver:
         self.table = table if table is not None else ConflictTable.default()
         self.agents = None if agents is None else {a: frozenset(p) for a, p in agents.items()}
         self.audit = audit
-        self.ledger = ExecutionLedger(duplicate_modes, keep_history=keep_records)
+        self.ledger = ExecutionLedger(duplicate_modes, keep_history=keep_records,
+                                      digest=args_digest if audit is None else
+                                      audit.args_digest)
         self.keep_records = keep_records
         #: every conflict detected and every resolution made, in order (``keep_records``).
         self.conflicts: list[Conflict] = []
@@ -162,7 +164,8 @@ class ConflictResolver:
                          mode: ExecutionMode | None = None, ident: str | None = None) -> None:
         """Add a run of ``call`` to the execution history."""
         self.ledger.record(ExecutedCall(ident or call.id, call.tool, call.agent,
-                                       args_digest(call.args), ok, mode, call.plan_id))
+                                       self.ledger.digest(call.args), ok, mode,
+                                       call.plan_id))
 
     def load_history(self, source: AuditLog | Iterable[Mapping[str, Any]] | str
                      | os.PathLike[str]) -> int:

@@ -14,12 +14,13 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from buddy.engine.core._audit import AuditLog
 from buddy.engine.orchestration._conflict_records import ExecutedCall, Holder
 from buddy.engine.orchestration._plans import PlannedCall
+from buddy.rules.base._canonical import args_digest
 from buddy.rules.base._values import ExecutionMode
 from buddy.rules.base.errors import AuditFormatError, InputError
 
@@ -38,8 +39,13 @@ class ExecutionLedger:
     """
 
     def __init__(self, duplicate_modes: Iterable[ExecutionMode] = (ExecutionMode.LIVE,),
-                 *, keep_history: bool = True) -> None:
+                 *, keep_history: bool = True,
+                 digest: Callable[[Any], str] = args_digest) -> None:
         self.duplicate_modes = frozenset(duplicate_modes)
+        #: the digest of a call's arguments as the audit trail records it (the log's
+        #: :meth:`~buddy.engine.core._audit.AuditLog.args_digest`: keyed, or of masked
+        #: arguments), so an action the trail says ran is known again by its arguments
+        self.digest = digest
         self.keep_history = keep_history
         #: resource -> who holds it now.
         self.active: dict[str, Holder] = {}

@@ -57,7 +57,6 @@ from buddy.engine.waves._simulator import ATTEMPT, Attempt
 from buddy.machines._factory import compile_table, fire
 from buddy.machines.task import SPEC as TASK
 from buddy.machines.task import TaskInputs, TaskState
-from buddy.rules.base._canonical import args_digest
 from buddy.rules.base._values import ExecutionMode, valid_confidence
 from buddy.rules.base.errors import InputError
 from buddy.rules.tables._waves import GateTable, RetryTable
@@ -292,7 +291,8 @@ class WaveExecutor:
         self.lock = threading.Lock()
         #: the irreversible actions done LIVE (those the application loads, e.g. from an
         #: audit trail, and this run's): the constraint gate refuses a duplicate.
-        self.ledger = ledger if ledger is not None else ExecutionLedger(keep_history=False)
+        self.ledger = ledger if ledger is not None else ExecutionLedger(
+            keep_history=False, digest=engine.audit.args_digest)
         #: irreversible actions an agent is running now (a second one is a duplicate)
         self.in_flight: set[tuple[str, str]] = set()
         self._reset(0)
@@ -381,7 +381,7 @@ class WaveExecutor:
         contract = self.engine.registry.get(task.tool) if task.tool in self.engine.registry \
             else None
         irreversible = contract is not None and not contract.reversible
-        action = (task.tool, args_digest(task.args)) if irreversible else None
+        action = (task.tool, self.ledger.digest(task.args)) if irreversible else None
         if action is None:
             metrics = self._gate_metrics(agent, work, None)
             refused = self.gates.check(metrics)
@@ -498,7 +498,8 @@ class WaveExecutor:
         """An irreversible action ran LIVE (whether it succeeded or not, it may have
         happened): the same action is a duplicate now."""
         with self.lock:
-            self.ledger.done_actions.setdefault((task.tool, args_digest(task.args)), context)
+            self.ledger.done_actions.setdefault((task.tool, self.ledger.digest(task.args)),
+                                                context)
 
     def _cap(self, task: PredictedTask, contract: Any) -> tuple[ExecutionMode | None, str]:
         """The mode cap of an attempt: the run's, and no higher than the lowest mode a

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 from collections.abc import Mapping
 from typing import Any
 
@@ -14,8 +15,9 @@ _OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
 _END = object()  # closes a container in the walk of :func:`_walk_digest`
 
 
-def args_digest(args: Any) -> str:
-    """32 hex digits of SHA-256 over the arguments in a canonical form (keys sorted).
+def args_digest(args: Any, key: bytes | None = None) -> str:
+    """32 hex digits of SHA-256 over the arguments in a canonical form (keys sorted);
+    with ``key``, of HMAC-SHA-256 (without the key, it says nothing about them).
 
     JSON-able arguments are hashed as sorted-key JSON; anything JSON cannot
     hold (integers beyond 64 bits, tuple keys, nesting deeper than 254) is
@@ -30,8 +32,13 @@ def args_digest(args: Any) -> str:
     try:
         data = orjson.dumps(args, default=repr, option=_OPTIONS)
     except (orjson.JSONEncodeError, TypeError, ValueError, RecursionError):
-        return _walk_digest(args)
-    return hashlib.sha256(data).hexdigest()[:32]
+        walked = _walk_digest(args)
+        if key is None:
+            return walked
+        return hmac.new(key, walked.encode(), hashlib.sha256).hexdigest()[:32]
+    if key is None:
+        return hashlib.sha256(data).hexdigest()[:32]
+    return hmac.new(key, data, hashlib.sha256).hexdigest()[:32]
 
 
 def _walk_digest(value: Any) -> str:

@@ -72,3 +72,16 @@ def test_a_log_that_is_not_there(tmp_path, capsys):
     code, _, err = run_cli(capsys, "tickets", "list", "--audit", tmp_path / "none.jsonl")
     assert code == 2 and "does not exist" in err
     assert not (tmp_path / "none.jsonl").exists()
+
+
+def test_a_huge_integer_in_edited_arguments_is_refused_not_rounded(waiting, capsys):
+    path, (first, _) = waiting
+    code, _, err = run_cli(capsys, "tickets", "approve", first, "--audit", path, "--by", "a",
+                           "--args", '{"to": 123456789012345678901234567890}')
+    assert code == 1 and "integer beyond 64 bits" in err
+
+
+def test_the_list_shows_the_arguments_masked(waiting, capsys, tmp_path):
+    path, _ = waiting
+    code, out, _ = run_cli(capsys, "tickets", "list", "--audit", path)
+    assert code == 0 and '{"to":"x"}' in out

@@ -264,3 +264,42 @@ class TestConfidenceNotGiven:
         result = run(engine.aexecute("a", "memory_search", {}))
         assert result.ok and result.mode is ExecutionMode.LIVE
         assert run(engine.adecide("a", "memory_search")).mode is ExecutionMode.LIVE
+
+
+class TestWorkMadeNotDone:
+    """A handler's result that is work made and not done is refused (it did not run)."""
+
+    def test_a_sync_call_refuses_an_async_generator_handler(self):
+        engine = _engine()
+
+        async def live(args):
+            yield "row"
+
+        engine.register_handler("memory_search", live=live)
+        result = engine.execute("a", "memory_search", {}, confidence=0.99)
+        assert not result.ok and "did not run" in result.error
+
+    def test_a_generator_result_is_refused(self):
+        engine = _engine()
+
+        def live(args):
+            yield "row"
+
+        engine.register_handler("memory_search", live=live)
+        result = engine.execute("a", "memory_search", {}, confidence=0.99)
+        assert not result.ok and "generator" in result.error
+        assert not run(engine.aexecute("a", "memory_search", {}, confidence=0.99)).ok
+
+    def test_an_async_handler_that_forgot_to_await_is_refused(self):
+        engine = _engine()
+
+        async def inner():
+            return "x"
+
+        async def live(args):
+            return inner()  # a forgotten await
+
+        engine.register_handler("memory_search", live=live)
+        result = run(engine.aexecute("a", "memory_search", {}, confidence=0.99))
+        assert not result.ok and "forgotten await" in result.error
+        assert replay(engine.audit).ok

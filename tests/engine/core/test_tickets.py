@@ -318,7 +318,7 @@ class TestIdempotency:
                                approval=True, idempotency_key="k")
         assert not other.ok and "other arguments" in other.error and len(sent.runs) == 1
 
-    def test_a_key_whose_call_never_finished_runs_nothing(self):
+    def test_a_key_whose_run_was_interrupted_returns_that_and_runs_nothing(self):
         engine, sent = _engine()
 
         def interrupted(args):
@@ -330,9 +330,19 @@ class TestIdempotency:
                            idempotency_key="k")
         engine.register_handler(EMAIL, live=sent)
         again = engine.execute("a", EMAIL, MAIL, confidence=0.9, approval=True,
-                               idempotency_key="k")
-        assert not again.ok and "never run twice" in again.error and sent.runs == []
+                               idempotency_key="k")  # the interrupted run, as recorded
+        assert not again.ok and again.error == "KeyboardInterrupt" and sent.runs == []
         assert replay(engine.audit).ok
+
+    def test_a_key_claimed_by_a_process_that_died_runs_nothing(self, tmp_path):
+        path = tmp_path / "audit.jsonl"
+        engine, _ = _file_engine(path)
+        engine._calls.claim("k", "a", EMAIL, MAIL)  # claimed; the process dies before running
+        engine.audit.close()
+        restarted, sent = _file_engine(path)
+        again = restarted.execute("a", EMAIL, MAIL, confidence=0.9, approval=True,
+                                  idempotency_key="k")
+        assert not again.ok and "never run twice" in again.error and sent.runs == []
 
     def test_a_pause_signal_from_the_approver_gives_the_key_back(self):
         class Pause(Exception):
@@ -459,3 +469,127 @@ class TestReplayHoldsThem:
         lines[at] = json.dumps(event)
         report = replay(rechain(lines))
         assert not report.ok and "approved_by" in str(report.divergence)
+
+
+class TestReviewFindings:
+    """Found by an adversarial review; each failed before its fix."""
+
+    def test_a_name_holding_a_lone_surrogate_is_refused_and_nothing_written(self, tmp_path):
+        engine, sent = _file_engine(tmp_path / "audit.jsonl")
+        ticket = engine.prepare("a", EMAIL, MAIL, confidence=0.9, wait=True).ticket
+        before = engine.audit.last_seq
+        with pytest.raises(TicketError, match="lone surrogate"):
+            engine.approve(ticket.id, by="alice\udc80")
+        assert engine.audit.last_seq == before and engine.ticket(ticket.id).status == "pending"
+
+    def test_the_log_holds_no_digest_a_masked_secret_could_be_guessed_from(self):
+        engine, _ = _engine()
+        engine.execute("a", EMAIL, {"to": "x", "password": "1234"}, confidence=0.9,
+                       approval=True)
+        engine.execute("a", EMAIL, {"to": "x", "password": "9876"}, confidence=0.9,
+                       approval=True)
+        digests = {r["data"]["args_digest"] for r in engine.audit.records()
+                   if r["kind"] == "execution"}
+        assert len(digests) == 1  # of the masked arguments: the PIN changes nothing
+
+    def test_a_keyed_log_digests_with_its_key(self, tmp_path):
+        clock = lambda: T0  # noqa: E731
+        engine = Engine.default(clock=clock, audit=AuditLog.open(
+            tmp_path / "a.jsonl", clock=clock, key=b"k" * 32))
+        engine.execute("a", "memory_search", {"password": "1"}, confidence=0.99)
+        engine.execute("a", "memory_search", {"password": "2"}, confidence=0.99)
+        digests = {r["data"]["args_digest"] for r in engine.audit.records()
+                   if r["kind"] == "execution"}
+        assert len(digests) == 2  # the key ties them to the arguments, and hides them
+
+    @pytest.mark.parametrize("value", [float("nan"), float("inf"), (1, 2), {1, 2}, 2 ** 64,
+                                       "a\udc80"])
+    def test_arguments_that_would_not_come_back_exactly_are_refused(self, tmp_path, value):
+        engine, _ = _file_engine(tmp_path / "audit.jsonl")
+        with pytest.raises(TicketError, match="comes back exactly"):
+            engine.prepare("a", EMAIL, {"to": value}, confidence=0.9, wait=True)
+
+    def test_a_cancelled_resume_closes_its_ticket(self):
+        engine = Engine.default(clock=lambda: T0)
+        started = asyncio.Event()
+
+        async def slow(args):
+            started.set()
+            await asyncio.sleep(60)
+
+        engine.register_handler(EMAIL, live=slow)
+        pending = engine.prepare("a", EMAIL, MAIL, confidence=0.9, wait=True)
+        engine.approve(pending.ticket.id, by="ops")
+
+        async def scenario():
+            task = asyncio.create_task(engine.aresume(pending.ticket.id))
+            await started.wait()
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            return await engine.aresume(pending.ticket.id)
+
+        again = asyncio.run(scenario())
+        assert not again.ok and again.error == "CancelledError"
+        events = [r["event"] for r in engine.audit.records() if r["kind"] == "ticket"]
+        assert events[-1] == "done" and replay(engine.audit).ok
+
+    def test_an_approver_changing_the_request_in_place_changes_nothing(self):
+        def approver(request):
+            request.args["to"] = "attacker@example.com"
+            return True
+
+        engine, sent = _engine(approver=approver)
+        engine.execute("a", EMAIL, {"to": "boss@example.com"}, confidence=0.9)
+        assert sent.runs == [{"to": "boss@example.com"}]
+
+    def test_a_denial_says_the_approvers_reason(self):
+        engine, _ = _engine(approver=lambda request: __import__(
+            "buddy.engine", fromlist=["Approval"]).Approval.deny("not to the board"))
+        result = engine.execute("a", EMAIL, MAIL, confidence=0.9)
+        assert result.error.endswith("(not to the board)")
+
+    def test_tickets_by_status_and_junk_statuses(self):
+        engine, _ = _engine()
+        ticket = engine.prepare("a", EMAIL, MAIL, confidence=0.9, wait=True).ticket
+        assert engine.tickets("all") == engine.tickets(None) == [ticket]
+        assert ticket.args == {**MAIL, "password": ticket.args["password"]}
+        assert ticket.args["password"] != MAIL["password"]  # masked
+        with pytest.raises(TicketError, match="status must be one of"):
+            engine.tickets("pendng")
+
+    @pytest.mark.parametrize(("change", "says"), [
+        ({"status": "bogus"}, "status"), ({"mode": "ULTRA"}, "mode"),
+        ({"confidence": float("nan")}, "confidence"), ({"confidence": 7}, "confidence"),
+        ({"expires_at": "soon"}, "expires_at"), ({"id": None}, "id"),
+        ({"args_digest": None}, "args_digest"), ({"id": "ticket-x"}, "ticket-<seq>"),
+    ])
+    def test_a_ticket_from_a_dict_is_checked_field_by_field(self, change, says):
+        engine, _ = _engine()
+        good = engine.prepare("a", EMAIL, MAIL, confidence=0.9, wait=True).ticket.to_dict()
+        assert Ticket.from_dict(good).id == good["id"]
+        with pytest.raises(TicketError, match=says):
+            Ticket.from_dict({**good, **change})
+
+    def test_replay_holds_a_tickets_run_to_the_approved_arguments(self):
+        engine, _ = _engine()
+        pending = engine.prepare("a", EMAIL, MAIL, confidence=0.9, wait=True)
+        engine.approve(pending.ticket.id, by="alice")
+        pending.run()
+        lines = engine.audit.lines()
+        at = next(i for i, line in enumerate(lines) if '"event":"approve"' in line)
+        event = json.loads(lines[at])
+        event["data"]["args_digest"] = "0" * 32
+        lines[at] = json.dumps(event)
+        report = replay(rechain(lines))
+        assert not report.ok and report.divergence.field == "args_digest"
+
+    def test_a_fifo_in_place_of_kept_arguments_is_not_waited_on(self, tmp_path):
+        engine, sent = _file_engine(tmp_path / "audit.jsonl")
+        ticket = engine.prepare("a", EMAIL, MAIL, confidence=0.9, wait=True).ticket
+        engine.approve(ticket.id, by="alice")
+        kept = tmp_path / "audit.jsonl.tickets" / f"{ticket.id}.asked.json"
+        kept.unlink()
+        os.mkfifo(kept)
+        result = engine.resume(ticket.id)
+        assert not result.ok and "missing" in result.error and sent.runs == []
