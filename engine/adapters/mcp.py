@@ -12,6 +12,16 @@ the server only when buddy decides LIVE::
         await tools.list_tools()
         result = await tools.call_tool("read_inbox", {"folder": "inbox"})
 
+A contract is the engine's, by tool name, and two servers may give one name to
+different tools. So a session calls a tool only when its own server listed it
+through this session's :meth:`~GuardedSession.list_tools` (its hints applied:
+registered, or a catalogue entry tightened) or the tool is one of the catalogue's
+own entries (put there by you, not by a listing). A tool buddy knows only from
+another server's listing is refused, unrun (``rule`` ``mcp.not_listed``): call
+``list_tools()`` first. The contract a call is decided by is then never less
+cautious than the catalogue's entry, nor than the hints of the server it runs on
+once that session has listed them.
+
 What a call returns, always an MCP ``CallToolResult``:
 
 - LIVE: the server's own result. A result with ``isError`` true is a failed run
@@ -20,7 +30,8 @@ What a call returns, always an MCP ``CallToolResult``:
   was not wrong, it was simulated), the text says ``buddy simulated <tool>
   (MOCK): nothing was run; <why>``, and ``_meta["buddy"]["ran"]`` is false, so
   neither a model nor a program mistakes it for the tool's answer.
-- Refused (an unknown tool, a denied approval, bad input, a rate limit):
+- Refused (an unknown tool, one another server listed, a denied approval, bad
+  input such as an idempotency key the engine does not take, a rate limit):
   ``isError`` true, ``buddy refused: <reason>``; the server is never called.
 - Waiting for a person: ``isError`` true, ``buddy is waiting for a person to
   approve <tool>: ticket <id>``. Once someone answers (``engine.approve(id,
@@ -40,9 +51,13 @@ for that tool before are replaced.
 
 Server side, :func:`elicitation_approver` is an approver that asks the person
 at the other end of an MCP request through elicitation (``ctx.elicit``): a
-server whose tools are guarded by buddy can wait for an answer mid-call. A
-client that cannot answer (no elicitation support, or a connection with no
-channel for server requests) is a denial: it fails closed.
+server whose tools are guarded by buddy can wait for an answer mid-call. That
+needs a connection that carries a server's requests mid-call: with the ``mcp``
+SDK 2.x, a client connected with the initialize handshake,
+``Client(server, mode="legacy", elicitation_callback=...)``; the default
+``mode="auto"`` speaks the 2026-07-28 protocol, which has no such channel. A
+client that cannot answer (no elicitation support, or no such channel) is a
+denial: it fails closed, and the trail says why.
 
 Needs the ``mcp`` extra: ``pip install 'buddy[mcp]'``.
 """
@@ -71,8 +86,8 @@ from buddy.engine.core import (
     Ticket,
 )
 from buddy.rules.base import ExecutionMode, Masker, described, shown
-from buddy.rules.base.errors import ContractError
-from buddy.rules.tables import ToolContract
+from buddy.rules.base.errors import ContractError, InputError
+from buddy.rules.tables import ToolContract, ToolContractRegistry
 
 __all__ = [
     "GuardedSession",
@@ -101,6 +116,10 @@ _CALL: contextvars.ContextVar[tuple[Any, dict[str, Any]] | None] = contextvars.C
     "buddy_mcp_call", default=None)
 #: The tools of each engine whose handlers this module registered.
 _HANDLED: weakref.WeakKeyDictionary[Engine, set[str]] = weakref.WeakKeyDictionary()
+#: The tools of each catalogue that a session's listing put there (a server's hints, not
+#: the catalogue's own entries): only a session whose server listed them calls them.
+_FROM_HINTS: weakref.WeakKeyDictionary[ToolContractRegistry, set[str]] = \
+    weakref.WeakKeyDictionary()
 
 
 class GuardedSession:
@@ -113,7 +132,8 @@ class GuardedSession:
         and ``call_tool(name, arguments)``). Methods other than those two pass through.
     engine:
         The engine that decides. A tool it does not know is refused unless
-        :meth:`list_tools` registered it.
+        :meth:`list_tools` registered it; one another session's listing registered
+        is refused until this session's server lists it too.
     agent:
         Who calls, as buddy's audit trail names it.
     confidence:
@@ -132,8 +152,8 @@ class GuardedSession:
     --------
     >>> engine = Engine.default(clock=lambda: 0.0)
     >>> guarded = GuardedSession(object(), engine, agent="agent-1")
-    >>> guarded.agent, guarded.refused
-    ('agent-1', {})
+    >>> guarded.agent, guarded.refused, guarded.listed
+    ('agent-1', {}, set())
     """
 
     def __init__(self, session: Any, engine: Engine, *, agent: str,
@@ -147,6 +167,8 @@ class GuardedSession:
         self.expires_in = expires_in
         #: server tools that buddy could not register, with why (calls to them are refused)
         self.refused: dict[str, str] = {}
+        #: the tools this session's server listed, their hints applied to buddy's contracts
+        self.listed: set[str] = set()
 
     def __getattr__(self, name: str) -> Any:
         if name == "_session":  # not set yet (a copy being built): no recursion
@@ -164,25 +186,51 @@ class GuardedSession:
         its contract, tightened where the hints are more cautious (they never lower
         it: :meth:`ToolContractRegistry.tighten`); one whose name or hints buddy cannot
         read is left unregistered, so a call to it is refused, and :attr:`refused`
-        says why."""
+        says why. The tools listed join :attr:`listed` (pages add up)."""
         listing = await self._session.list_tools(*args, **kwargs)
         registry = self.engine.registry
+        from_hints = _FROM_HINTS.setdefault(registry, set())
         for tool in getattr(listing, "tools", None) or ():
             try:
                 contract = ToolContract.from_mcp(tool, catalogue=registry)
             except ContractError as exc:
-                self.refused[str(getattr(tool, "name", tool))] = str(exc)
+                name = tool.get("name") if isinstance(tool, Mapping) else \
+                    getattr(tool, "name", None)
+                self._refuse(str(name if name is not None else tool), str(exc))
                 continue
             try:
                 if contract.name not in registry:
                     registry.register(contract)
+                    from_hints.add(contract.name)
                 elif contract != registry.get(contract.name):  # hints more cautious
                     registry.tighten(contract)
             except ContractError as exc:  # e.g. an engine that refuses it
-                self.refused[contract.name] = str(exc)
+                self._refuse(contract.name, str(exc))
                 continue
             self.refused.pop(contract.name, None)
+            self.listed.add(contract.name)
         return listing
+
+    def _refuse(self, tool: str, why: str) -> None:
+        """A listed tool whose hints buddy could not apply: calls to it are refused."""
+        self.refused[tool] = why
+        self.listed.discard(tool)
+
+    def _not_callable(self, tool: str) -> Any:
+        """The refusal of a call this session may not make (None: it may). A contract a
+        server's hints gave serves only the sessions whose server listed the tool:
+        another server's tool of the same name may be anything. The catalogue's own
+        entries (not put there by a listing) serve every session, unless this
+        session's server listed hints buddy could not apply to them."""
+        registry = self.engine.registry
+        if tool in self.refused and tool in registry:
+            return _refusal(f"{tool}: its server's hints cannot be applied "
+                            f"({self.refused[tool]})", "mcp.hints")
+        if tool in _FROM_HINTS.get(registry, ()) and tool not in self.listed:
+            return _refusal(f"{tool} is known to buddy from another MCP server's listing, "
+                            "not this session's: call list_tools() on this session first",
+                            "mcp.not_listed")
+        return None
 
     async def call_tool(self, name: str, arguments: Mapping[str, Any] | None = None,
                         *args: Any, idempotency_key: str | None = None,
@@ -193,20 +241,31 @@ class GuardedSession:
 
         ``idempotency_key``: a second call with the same key returns the first
         call's result and runs nothing again; a call that became a ticket runs,
-        once approved, when it is made again with its key.
+        once approved, when it is made again with its key. A key the engine does not
+        take (empty, over 256 characters, a control character) is a refusal.
+
+        A tool buddy knows only from another session's listing is refused until this
+        session's :meth:`list_tools` lists it (see the module docstring).
         """
         engine = self.engine
         conf = self.confidence if confidence is None else confidence
+        refused = self._not_callable(name)
+        if refused is not None:
+            return refused
         self._handle(name)
         token = _CALL.set((self._session, _call_kwargs(args, kwargs)))
         try:
-            if not self.tickets:
-                done = await engine.aexecute(self.agent, name, arguments, confidence=conf,
-                                             idempotency_key=idempotency_key)
-                return self._answer(name, done)
-            pending = await engine.aprepare(self.agent, name, arguments, confidence=conf,
-                                            wait=True, expires_in=self.expires_in,
-                                            idempotency_key=idempotency_key)
+            try:
+                if not self.tickets:
+                    done = await engine.aexecute(self.agent, name, arguments, confidence=conf,
+                                                 idempotency_key=idempotency_key)
+                    return self._answer(name, done)
+                pending = await engine.aprepare(self.agent, name, arguments, confidence=conf,
+                                                wait=True, expires_in=self.expires_in,
+                                                idempotency_key=idempotency_key)
+            except InputError as exc:  # a key the engine does not take: nothing decided
+                return _refusal(str(exc), "input.idempotency_key" if str(exc).startswith(
+                    "idempotency_key") else "input")
             if pending.waiting:
                 return self._waiting(pending.tool, pending.ticket, pending.decision.reason)
             done = await pending.arun()
@@ -219,10 +278,15 @@ class GuardedSession:
     async def resume(self, ticket_id: str, *args: Any, **kwargs: Any) -> Any:
         """The call a ticket holds, once a person answered it: run LIVE (approved) or
         closed (denied, expired); resumed twice, the first result. Extra arguments go to
-        the session's ``call_tool``."""
+        the session's ``call_tool``. A tool buddy knows only from another session's
+        listing is refused, as :meth:`call_tool` refuses it: list this session's tools
+        first."""
         ticket = self.engine.ticket(ticket_id)
         if ticket.status == "pending":
             return self._waiting(ticket.tool, ticket, f"waits for a person: ticket {ticket.id}")
+        refused = self._not_callable(ticket.tool)
+        if refused is not None:
+            return refused
         self._handle(ticket.tool)
         token = _CALL.set((self._session, _call_kwargs(args, kwargs)))
         try:
@@ -345,6 +409,12 @@ def _as_result(value: Any) -> Any:
                                                                  "text": text}]})
 
 
+def _refusal(why: str, rule: str) -> Any:
+    """A call refused before the engine decided it (nothing recorded, nothing run)."""
+    return _result(f"buddy refused: {why}", True, {"mode": None, "ran": False, "rule": rule,
+                                                   "reason": why, "context": None})
+
+
 def _result(text: str, is_error: bool, buddy: dict[str, Any]) -> Any:
     return types.CallToolResult.model_validate({
         "content": [{"type": "text", "text": text}], "isError": is_error,
@@ -363,15 +433,20 @@ def _with_meta(result: Any, buddy: dict[str, Any]) -> Any:
 _ASKING: contextvars.ContextVar[Any] = contextvars.ContextVar("buddy_mcp_asking", default=None)
 _MASKER = Masker()
 _REFUSALS = {"decline": "the person declined", "cancel": "the person cancelled"}
+#: Added to the denial when the connection has no channel for the server's requests.
+_NO_CHANNEL_HINT = (" (this connection cannot carry a server's request mid-call: the client "
+                    "must connect with the initialize handshake, Client(server, mode=\"legacy\"))")
 
 
 class ApprovalForm(BaseModel):
     """What the person is asked: approve or not, why, and (optionally) other arguments."""
 
-    approve: bool = Field(description="Run the call?")
-    reason: str = Field(default="", description="Why (recorded in the audit trail)")
-    arguments: str = Field(default="", description="Run with these arguments instead: a JSON "
-                                                   "object (leave empty to keep them)")
+    approve: bool = Field(strict=True, description="Run the call?")
+    reason: str = Field(default="", strict=True,
+                        description="Why (recorded in the audit trail)")
+    arguments: str = Field(default="", strict=True,
+                           description="Run with these arguments instead: a JSON object "
+                                       "(leave empty to keep them)")
 
 
 @contextmanager
@@ -403,12 +478,20 @@ def elicitation_approver(ctx: Any = None, *, allow_edits: bool = True,
     The person sees the agent, the tool, its risk, the arguments (secrets masked)
     and buddy's reason, and answers :class:`ApprovalForm`: ``approve``, a ``reason``
     and, when ``allow_edits``, ``arguments`` to run instead (a JSON object).
-    Accepted with ``approve`` true: :meth:`Approval.approve` (or :meth:`Approval.edit`
-    with the new arguments). Anything else is a denial, with why: ``approve`` false,
-    declined, cancelled, arguments that are not a JSON object, no request to ask
-    through, and a client that cannot answer (no elicitation support, or a
-    connection with no channel for server requests: MCP 2026-07-28 sessions
-    carry elicitation in a tool call's result, not mid-call).
+    Accepted with ``approve`` the JSON boolean true: :meth:`Approval.approve` (or
+    :meth:`Approval.edit` with the new arguments). Anything else is a denial, with
+    why: ``approve`` false, an answer that does not fit the form (``approve``
+    given as the string ``"true"``, say: the form is strict), declined,
+    cancelled, arguments that are not a JSON object, no request to ask through,
+    and a client that cannot answer (no elicitation support, or a connection with
+    no channel for server requests).
+
+    The client must connect so the server can send it a request mid-call: with
+    the ``mcp`` SDK 2.x, ``Client(server, mode="legacy",
+    elicitation_callback=...)`` (the initialize handshake). The default
+    ``mode="auto"`` speaks MCP 2026-07-28, whose sessions carry elicitation in a
+    tool call's result, not mid-call: every ask is then denied
+    (``NoBackChannelError``).
     """
     async def approve(request: ApprovalRequest) -> Approval:
         target = ctx if ctx is not None else _ASKING.get()
@@ -417,25 +500,66 @@ def elicitation_approver(ctx: Any = None, *, allow_edits: bool = True,
         try:
             answer = await target.elicit(_message(request, allow_edits), ApprovalForm)
         except Exception as exc:  # the client cannot ask, or answered outside the form
-            return Approval.deny(f"the MCP client could not ask a person: {described(exc)}")
+            invalid = exc if isinstance(exc, ValidationError) else exc.__cause__
+            if isinstance(invalid, ValidationError):
+                return Approval.deny(f"the answer does not fit the approval form: "
+                                     f"{_problems(invalid)}")
+            hint = _NO_CHANNEL_HINT if type(exc).__name__ == "NoBackChannelError" else ""
+            return Approval.deny(f"the MCP client could not ask a person: {described(exc)}"
+                                 f"{hint}")
         action = getattr(answer, "action", None)
         if action != "accept":
             return Approval.deny(_REFUSALS.get(str(action)) or
                                  f"unknown elicitation answer {shown(action)}")
-        form = answer.data
-        if not form.approve:
-            return Approval.deny(form.reason or "the person did not approve")
-        if allow_edits and form.arguments.strip():
+        try:
+            yes, reason, arguments = _read_form(getattr(answer, "data", None))
+        except ValueError as exc:
+            return Approval.deny(f"the answer does not fit the approval form: {exc}")
+        if not yes:
+            return Approval.deny(reason or "the person did not approve")
+        if allow_edits and arguments.strip():
             try:
-                edited = json.loads(form.arguments)
+                edited = json.loads(arguments)
             except ValueError:
                 edited = None
             if not isinstance(edited, dict):
                 return Approval.deny(f"edited arguments are not a JSON object "
-                                     f"(got {shown(form.arguments)})")
-            return Approval.edit(edited, form.reason)
-        return Approval.approve(form.reason)
+                                     f"(got {shown(arguments)})")
+            return Approval.edit(edited, reason)
+        return Approval.approve(reason)
     return approve
+
+
+def _problems(error: ValidationError) -> str:
+    """A pydantic error of the approval form as one line: each field, what is wrong,
+    and what was given."""
+    parts = []
+    for problem in error.errors():
+        where = ".".join(str(part) for part in problem.get("loc", ())) or "the answer"
+        got = "" if problem.get("type") == "missing" else f" (got {shown(problem.get('input'))})"
+        parts.append(f"{where}: {problem.get('msg', 'invalid')}{got}")
+    return "; ".join(parts)
+
+
+def _read_form(form: Any) -> tuple[bool, str, str]:
+    """``approve``, ``reason`` and ``arguments`` of an accepted answer; ValueError saying
+    why it is not a well-formed :class:`ApprovalForm`: ``approve`` exactly true or
+    false, ``reason`` and ``arguments`` text buddy can record. (A ``ctx`` of one's own
+    may answer anything.)"""
+    approve = getattr(form, "approve", None)
+    if approve is not True and approve is not False:
+        raise ValueError(f"approve must be true or false (got {shown(approve)})")
+    texts = []
+    for name in ("reason", "arguments"):
+        value = getattr(form, name, None)
+        if not isinstance(value, str):
+            raise ValueError(f"{name} must be text (got {shown(value)})")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError(f"{name} holds a lone surrogate at character {exc.start}") from None
+        texts.append(value)
+    return approve, texts[0], texts[1]
 
 
 def _message(request: ApprovalRequest, allow_edits: bool) -> str:

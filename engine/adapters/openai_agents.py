@@ -5,17 +5,21 @@ Needs the ``openai-agents`` extra (``pip install 'buddy[openai-agents]'``).
 
 - :func:`guard_function_tool` (or the decorator :func:`buddy_function_tool`) returns
   a copy of a ``FunctionTool`` whose every call goes through
-  ``engine.aexecute(agent, tool, args, idempotency_key=<the SDK's call id>)`` with
-  the tool's own ``on_invoke_tool`` as its LIVE handler. A call buddy refuses,
-  denies or does not know never runs: the model is told so in one line. A call
-  decided MOCK or DRY_RUN is not run for real either, and the model is told it
-  was simulated. A second invocation of one call id (a run resumed twice from
-  one saved state) returns the first result and runs nothing.
+  ``engine.aexecute(agent, tool, args, idempotency_key=<a digest of agent, tool
+  and the SDK's call id>)`` with the tool's own ``on_invoke_tool`` as its LIVE
+  handler. A call buddy refuses, denies or does not know never runs: the model is
+  told so in one line. A call decided MOCK or DRY_RUN is not run for real either,
+  and the model is told it was simulated. A second invocation of one call id (a
+  run resumed twice from one saved state) returns the first result and runs
+  nothing. Arguments the tool does not take (keys outside a schema that forbids
+  other properties, as a strict tool's does: the SDK would drop them, and the tool
+  run without what buddy records) are refused by the LIVE handler: a failed run,
+  nothing ran, and the model is told.
 - Its ``needs_approval`` answers True exactly when buddy's decision for the call
   waits for a person (``engine.check``, which records nothing; the tool's own
-  setting is or-ed in), and then opens buddy's ticket for it
-  (``engine.prepare(..., wait=True, idempotency_key=<call id>)``): the run stops
-  with ``result.interruptions`` and the ticket is in ``engine.tickets()``.
+  setting is or-ed in, buddy asked either way), and then opens buddy's ticket for
+  it (``engine.prepare(..., wait=True, idempotency_key=<the call's key>)``): the
+  run stops with ``result.interruptions`` and the ticket is in ``engine.tickets()``.
   :func:`buddy_needs_approval` is the question alone, for an unguarded tool.
 - The guard registers the tool's LIVE handler on the engine (``register_handler``
   replaces the tool's handlers there); an unknown tool gets none and is refused.
@@ -24,9 +28,13 @@ Needs the ``openai-agents`` extra (``pip install 'buddy[openai-agents]'``).
   ``state.reject``). The SDK cannot edit a call's arguments; ``approve(...,
   args=...)`` (or ``engine.approve(ticket_id, args=...)`` out of band) can, and
   the tool then runs the edited arguments. A plain ``state.approve(item)`` is
-  recorded too, when the resumed run invokes the tool (``by="openai-agents"``);
-  a plain ``state.reject(item)`` is not seen by buddy (the SDK never calls the
-  tool again), so its ticket stays pending until it expires: use :func:`reject`.
+  recorded too, when the resumed run invokes the tool (``by="openai-agents"``).
+  ``state.approve(item, always_approve=True)`` approves the tool's later calls
+  too, and the SDK then runs them without asking needs_approval: buddy still
+  decides each, and one that waits for a person gets its ticket, approved as
+  :data:`SDK_ALWAYS_APPROVER` (``by="openai-agents (always)"``). A plain
+  ``state.reject(item)`` is not seen by buddy (the SDK never calls the tool
+  again), so its ticket stays pending until it expires: use :func:`reject`.
 - Tickets answered elsewhere (``engine.approve`` / ``engine.deny`` in another
   process, ``buddy tickets``): :func:`apply_answers` carries their answers onto
   the saved run (``RunState.from_json``) before it resumes.
@@ -46,6 +54,7 @@ from __future__ import annotations
 
 import contextvars
 import copy
+import hashlib
 import inspect
 import json
 from collections.abc import Awaitable, Callable, Mapping
@@ -61,7 +70,9 @@ from buddy.rules.base._values import ExecutionMode
 from buddy.rules.base.errors import InputError
 
 __all__ = [
+    "SDK_ALWAYS_APPROVER",
     "SDK_APPROVER",
+    "UnknownArgumentsError",
     "apply_answers",
     "approve",
     "buddy_function_tool",
@@ -72,29 +83,74 @@ __all__ = [
 
 #: Who a plain ``state.approve(item)`` is recorded as, on buddy's ticket.
 SDK_APPROVER = "openai-agents"
+#: Who a call is recorded as approved by when the SDK approved every call of its tool
+#: (``state.approve(item, always_approve=True)``) and no one was asked about this one.
+SDK_ALWAYS_APPROVER = "openai-agents (always)"
+#: A call id no SDK call has: the SDK approves it only when it approves every call.
+_ANY_CALL = "buddy:any-call"
 
 NeedsApproval = Callable[[RunContextWrapper[Any], dict[str, Any], str], Awaitable[bool]]
 _Invoke = Callable[[ToolContext[Any], str], Awaitable[Any]]
 
-#: The SDK call being run: its context and the tool's own invoker. The LIVE handler
+#: The SDK call being run: its context and the guard of the tool. The LIVE handler
 #: buddy runs reads it, so one handler serves every guarded copy of a tool.
-_CURRENT: contextvars.ContextVar[tuple[ToolContext[Any], _Invoke] | None] = \
+_CURRENT: contextvars.ContextVar[tuple[ToolContext[Any], _Guard] | None] = \
     contextvars.ContextVar("buddy_openai_agents_call", default=None)
+
+
+class UnknownArgumentsError(InputError):
+    """Arguments a function tool does not take: its schema forbids other properties, and
+    the SDK would drop them silently, so the tool would run without what buddy records."""
 
 
 async def _live(args: Mapping[str, Any]) -> Any:
     """The LIVE handler of every guarded tool: the SDK's own invocation, with the
-    arguments buddy runs (edited ones after an approval that edits)."""
+    arguments buddy runs (edited ones after an approval that edits). Arguments the
+    tool does not take are refused here (a failed run: nothing ran)."""
     current = _CURRENT.get()
     if current is None:
         raise RuntimeError("a guarded OpenAI Agents SDK tool runs LIVE only inside its "
                            "SDK run (the guard's on_invoke_tool)")
-    ctx, invoke = current
-    return await invoke(ctx, json.dumps(dict(args)))
+    ctx, guard = current
+    guard.check_arguments(args)
+    return await guard.invoke(ctx, json.dumps(dict(args)))
 
 
 def _idempotency_key(agent: str, tool: str, call_id: str) -> str:
-    return f"openai-agents/{agent}/{tool}/{call_id}"
+    """The engine's key of one SDK call: a digest, so no agent, tool or call id (with a
+    ``/``, a newline, or 300 characters long) makes two calls share a key or makes an
+    invalid one; the same in every process.
+
+    >>> _idempotency_key("a/t/x", "t", "y") != _idempotency_key("a", "t", "x/t/y")
+    True
+    >>> _idempotency_key("mailer", "send_email", "call-1")
+    'openai-agents:c594b7dca7825507df6038ed9d70d25105d94f97'
+    """
+    named = json.dumps([agent, tool, call_id]).encode("utf-8")
+    return "openai-agents:" + hashlib.sha256(named).hexdigest()[:40]
+
+
+def _extra_keys(schema: Mapping[str, Any], strict: bool, args: Mapping[str, Any]) -> list[str]:
+    """The keys of ``args`` a tool of this JSON schema does not take: none unless the schema
+    forbids other properties (``additionalProperties: false``, or a strict tool)."""
+    properties = schema.get("properties")
+    if not isinstance(properties, Mapping):
+        return []
+    if not (strict or schema.get("additionalProperties") is False):
+        return []
+    return sorted(str(key) for key in args if key not in properties)
+
+
+def _check_text(fn: str, name: str, value: object) -> None:
+    """``value`` is text buddy can record (no lone surrogate), or :class:`InputError`."""
+    if not isinstance(value, str):
+        raise InputError(f"{fn}: {name} must be a string (got {type(value).__name__})")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InputError(f"{fn}: {name} must be valid Unicode text: it holds a lone "
+                         f"surrogate U+{ord(value[exc.start]):04X} at character {exc.start}"
+                         ) from None
 
 
 def _parse_args(raw: str) -> dict[str, Any] | None:
@@ -111,13 +167,17 @@ class _Guard:
     approval policy): every call goes through the engine."""
 
     def __init__(self, engine: Engine, agent: str, tool: str, invoke: _Invoke, *,
-                 confidence: float | None, on_error: ToolErrorFunction | None) -> None:
+                 confidence: float | None, on_error: ToolErrorFunction | None,
+                 schema: Mapping[str, Any], strict: bool, approvals: bool) -> None:
         self.engine = engine
         self.agent = agent
         self.tool = tool  # the name buddy's catalogue knows it by
         self.invoke = invoke
         self.confidence = confidence
         self.on_error = on_error
+        self.schema = schema  # the SDK tool's params_json_schema
+        self.strict = strict
+        self.approvals = approvals  # buddy's needs_approval is the tool's (or-ed in)
         self._registered = False
         #: calls decided by needs_approval that need no person, run when the SDK calls
         self._decided: dict[str, PendingCall] = {}
@@ -125,6 +185,16 @@ class _Guard:
 
     def key(self, call_id: str) -> str:
         return _idempotency_key(self.agent, self.tool, call_id)
+
+    def check_arguments(self, args: Mapping[str, Any]) -> None:
+        """:class:`UnknownArgumentsError` naming the keys of ``args`` the tool does not take
+        (when its schema forbids other properties): the SDK would drop them, and the
+        tool run without what was approved and recorded."""
+        extra = _extra_keys(self.schema, self.strict, args)
+        if extra:
+            takes = ", ".join(self.schema["properties"]) or "no arguments"
+            raise UnknownArgumentsError(
+                f"{self.tool} does not take {', '.join(extra)} (it takes: {takes})")
 
     def register(self) -> None:
         """Give the engine the tool's LIVE handler, once the tool is in its catalogue
@@ -179,17 +249,25 @@ class _Guard:
         self.register()
         call_id = ctx.tool_call_id
         key = self.key(call_id)
-        token = _CURRENT.set((ctx, self.invoke))
+        token = _CURRENT.set((ctx, self))
         try:
             decided = self._decided.pop(key, None)
             # The SDK calls a tool that asked for approval only once it is approved; only
             # such a call can have a ticket (any other keyed call is told by the engine).
             approved = decided is None and ctx.is_tool_approved(ctx.tool_name, call_id) is True
             ticket = self.ticket(call_id) if approved else None
+            always = approved and ctx.is_tool_approved(ctx.tool_name, _ANY_CALL) is True
             if decided is not None:
                 result = await decided.arun()
             elif ticket is not None:
-                answer = await self._resume(ticket)
+                answer = await self._resume(ticket, always=always)
+                if isinstance(answer, str):
+                    return answer
+                result = answer
+            elif always and self.approvals:
+                # approved with every call of the tool: needs_approval was not asked, so
+                # no ticket was opened; one is, and the SDK's standing approval recorded
+                answer = await self._approved_always(args, key)
                 if isinstance(answer, str):
                     return answer
                 result = answer
@@ -201,14 +279,17 @@ class _Guard:
             _CURRENT.reset(token)
         return await self._answer(ctx, result)
 
-    async def _resume(self, ticket: Ticket) -> ExecutionResult | str:
+    async def _resume(self, ticket: Ticket, *, always: bool = False) -> ExecutionResult | str:
         """Run (or close) the call of a ticket the SDK approved: an approval no one
-        gave through buddy is recorded here as :data:`SDK_APPROVER`'s."""
+        gave through buddy is recorded here as :data:`SDK_APPROVER`'s (or
+        :data:`SDK_ALWAYS_APPROVER`'s, when the SDK approves every call of the tool)."""
         engine = self.engine
         if ticket.status == "pending":
+            by, how = (SDK_ALWAYS_APPROVER, "state.approve, always_approve=True") if always \
+                else (SDK_APPROVER, "state.approve")
             try:
-                engine.approve(ticket.id, by=SDK_APPROVER,
-                               reason="approved in the OpenAI Agents SDK (state.approve)")
+                engine.approve(ticket.id, by=by,
+                               reason=f"approved in the OpenAI Agents SDK ({how})")
             except TicketError:
                 pass  # expired, or answered meanwhile: resuming closes or runs it as it is
         try:
@@ -216,12 +297,26 @@ class _Guard:
         except TicketError as exc:
             return f"buddy did not run {self.tool}: {exc}"
 
+    async def _approved_always(self, args: Mapping[str, Any], key: str,
+                               ) -> ExecutionResult | str:
+        """A call the SDK ran without asking, its tool approved for every call: buddy
+        decides it as any other; when that waits for a person, its ticket is opened and
+        approved as :data:`SDK_ALWAYS_APPROVER`'s (a person chose to approve them all)."""
+        pending = self.engine.prepare(self.agent, self.tool, args, confidence=self.confidence,
+                                      wait=True, idempotency_key=key)
+        if pending.ticket is None or not pending.waiting:
+            return await pending.arun()
+        self._tickets[key] = pending.ticket.id
+        return await self._resume(pending.ticket, always=True)
+
     async def _answer(self, ctx: ToolContext[Any], result: ExecutionResult) -> Any:
         """What the model gets back."""
         decision = result.decision
         if result.mode is ExecutionMode.LIVE:
             if result.ok:
                 return result.result
+            if isinstance(result.exception, UnknownArgumentsError):
+                return f"buddy refused {self.tool}: {result.exception}; the tool did not run"
             if result.exception is not None and self.on_error is not None:
                 message = self.on_error(ctx, result.exception)  # type: ignore[arg-type]
                 return await message if inspect.isawaitable(message) else message
@@ -286,7 +381,8 @@ def guard_function_tool(tool: FunctionTool, engine: Engine, *, agent: str,
     # Exceptions the tool's own failure policy lets through reach buddy (recorded as a
     # failed LIVE run) and are raised on, as the SDK would.
     guard = _Guard(engine, agent, name or tool.name, guarded.on_invoke_tool,
-                   confidence=confidence, on_error=None)
+                   confidence=confidence, on_error=None, schema=tool.params_json_schema,
+                   strict=tool.strict_json_schema, approvals=approvals)
     guarded.on_invoke_tool = guard
     guard.register()
     if approvals:
@@ -294,19 +390,21 @@ def guard_function_tool(tool: FunctionTool, engine: Engine, *, agent: str,
     return guarded
 
 
-def _either(own: bool | NeedsApproval, buddys: NeedsApproval) -> bool | NeedsApproval:
-    """The tool's own approval setting or-ed with buddy's: never fewer approvals."""
-    if own is True:
-        return True
+def _either(own: bool | NeedsApproval, buddys: NeedsApproval) -> NeedsApproval:
+    """The tool's own approval setting or-ed with buddy's: never fewer approvals. buddy's
+    is asked even when the tool's says yes, so a call buddy wants a person for has its
+    ticket, and the person's answer in the SDK is recorded on it."""
     if own is False:
         return buddys
 
     async def needs_approval(ctx: RunContextWrapper[Any], params: dict[str, Any],
                              call_id: str) -> bool:
-        mine = own(ctx, params, call_id)
-        if await mine if inspect.isawaitable(mine) else mine:
-            return True
-        return await buddys(ctx, params, call_id)
+        if own is True:
+            mine = True
+        else:
+            said = own(ctx, params, call_id)
+            mine = bool(await said if inspect.isawaitable(said) else said)
+        return await buddys(ctx, params, call_id) or mine
 
     return needs_approval
 
@@ -393,6 +491,14 @@ def _item_guard(item: ToolApprovalItem) -> tuple[_Guard, str]:
     return guard, call_id
 
 
+def _check_answer(fn: str, by: object, reason: object) -> None:
+    """Who answers and why: text buddy can record, or :class:`InputError` naming it."""
+    if not isinstance(by, str) or not by:
+        raise InputError(f"{fn}: by must be a non-empty string (got {by!r})")
+    _check_text(fn, "by", by)
+    _check_text(fn, "reason", reason)
+
+
 def approve(state: RunState[Any, Any], item: ToolApprovalItem, *, by: str,
             args: Mapping[str, Any] | None = None, reason: str = "") -> Ticket | None:
     """Approve one interruption on buddy's ticket (who, why, edited ``args``), then
@@ -400,13 +506,21 @@ def approve(state: RunState[Any, Any], item: ToolApprovalItem, *, by: str,
     the tool runs once, with ``args`` if given.
 
     Returns the ticket. Raises :class:`InputError` when the item's tool is not
-    guarded by buddy or ``by`` is not a non-empty string, and the engine's error
-    when the ticket cannot be approved (denied or expired): then the SDK's state
-    is left as it was.
+    guarded by buddy, ``by`` is not a non-empty string, ``by`` or ``reason`` is not
+    valid Unicode text (a lone surrogate, from a JSON body), or ``args`` has keys the
+    tool does not take (its schema forbids other properties); and the engine's error
+    when the ticket cannot be approved (denied or expired). Raised, nothing is
+    recorded and the SDK's state is left as it was.
     """
     guard, call_id = _item_guard(item)
-    if not isinstance(by, str) or not by:
-        raise InputError(f"approve: by must be a non-empty string (got {by!r})")
+    _check_answer("approve", by, reason)
+    if args is not None:
+        if not isinstance(args, Mapping):
+            raise InputError(f"approve: args must be a mapping (got {type(args).__name__})")
+        try:
+            guard.check_arguments(args)
+        except UnknownArgumentsError as exc:
+            raise UnknownArgumentsError(f"approve: {exc}") from None
     ticket = guard.ticket(call_id)
     answered = None
     if ticket is not None:
@@ -422,10 +536,10 @@ def reject(state: RunState[Any, Any], item: ToolApprovalItem, *, by: str,
            reason: str = "") -> Ticket | None:
     """Deny one interruption on buddy's ticket (who, why), then in the SDK
     (``state.reject(item)``, the model told who rejected it and why). The tool never
-    runs. Returns the ticket (None when buddy held none for the call)."""
+    runs. Returns the ticket (None when buddy held none for the call). Raises as
+    :func:`approve` does, leaving the SDK's state as it was."""
     guard, call_id = _item_guard(item)
-    if not isinstance(by, str) or not by:
-        raise InputError(f"reject: by must be a non-empty string (got {by!r})")
+    _check_answer("reject", by, reason)
     ticket = guard.ticket(call_id)
     answered = None
     if ticket is not None:

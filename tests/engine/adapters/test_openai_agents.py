@@ -40,7 +40,9 @@ from buddy.engine import (
 )
 from buddy.engine import replay as replay_trail
 from buddy.engine.adapters.openai_agents import (
+    SDK_ALWAYS_APPROVER,
     SDK_APPROVER,
+    UnknownArgumentsError,
     apply_answers,
     approve,
     buddy_function_tool,
@@ -471,9 +473,42 @@ class TestNeedsApproval:
         engine, tools = make_engine(), Tools()
         always = function_tool(lambda query: query, name_override="search_docs",
                                needs_approval=True)
-        assert guard_function_tool(always, engine, agent="a").needs_approval is True
+        ask = guard_function_tool(always, engine, agent="a").needs_approval
+        assert callable(ask)
+        assert asyncio.run(ask(None, {"query": "x"}, "c-1")) is True  # type: ignore[arg-type]
+        assert engine.tickets(status=None) == []  # buddy wants no person for it: no ticket
         plain = guard_function_tool(tools.tools[0], engine, agent="a", approvals=False)
         assert plain.needs_approval is False
+
+    def test_a_tool_that_always_asks_has_buddys_ticket_and_runs_once_approved(self) -> None:
+        """The tool's own needs_approval=True says yes before buddy is asked; buddy is
+        asked anyway, so the call has its ticket and the SDK's approval is recorded on it
+        (without the ticket the call ran MOCK: approved, yet never run)."""
+        engine, calls = make_engine(), []
+
+        @function_tool(needs_approval=True)
+        def send_email(to: str, body: str) -> str:
+            """Send an email."""
+            calls.append(to)
+            return f"sent to {to}"
+
+        model = ScriptedModel([[FOUR_CALLS[1]], [assistant_message("done")]])
+        agent = Agent(name="assistant", model=model,
+                      tools=[guard_function_tool(send_email, engine, agent="agent-1")])
+
+        async def scenario() -> Any:
+            first = await Runner.run(agent, "go", run_config=OFFLINE)
+            assert [t.tool for t in engine.tickets()] == ["send_email"]
+            state = first.to_state()
+            state.approve(first.interruptions[0])
+            return await Runner.run(agent, state, run_config=OFFLINE)
+
+        resumed = asyncio.run(scenario())
+        assert outputs(resumed)["call-2"] == "sent to ann@example.com"
+        assert calls == ["ann@example.com"]
+        (ticket,) = engine.tickets(status=None)
+        assert (ticket.status, ticket.by) == ("resumed", SDK_APPROVER)
+        assert replay_trail(engine.audit).ok
 
 
 class TestBadInput:
@@ -528,6 +563,199 @@ class TestBadInput:
         assert tools.counts()["search_docs"] == 0
 
 
+class TestEditedArguments:
+    """Arguments a function tool does not take are refused: the SDK would drop them, and
+    the tool run without what buddy recorded as run."""
+
+    EDITED = {"to": "ann@example.com", "body": "Hi", "bcc": "everyone@example.com"}
+
+    def stopped(self) -> tuple[Engine, Tools, Agent[Any], Any]:
+        engine, tools = make_engine(), Tools()
+        model = ScriptedModel([[FOUR_CALLS[1]], [assistant_message("done")]])
+        agent = Agent(name="assistant", model=model, tools=tools.guarded(engine))
+        first = asyncio.run(Runner.run(agent, "go", run_config=OFFLINE))
+        return engine, tools, agent, first
+
+    def test_approve_refuses_them_and_records_nothing(self) -> None:
+        engine, tools, agent, first = self.stopped()
+        state = first.to_state()
+        with pytest.raises(UnknownArgumentsError,
+                           match=r"^approve: send_email does not take bcc \(it takes: to, "
+                                 r"body\)$"):
+            approve(state, first.interruptions[0], by="alice", args=self.EDITED)
+        assert [t.status for t in engine.tickets(status=None)] == ["pending"]
+        again = asyncio.run(Runner.run(agent, state, run_config=OFFLINE))
+        assert [i.call_id for i in again.interruptions] == ["call-2"]  # SDK not told either
+        assert tools.counts()["send_email"] == 0
+
+    def test_edited_elsewhere_they_fail_the_run_and_nothing_runs(self) -> None:
+        engine, tools, agent, first = self.stopped()
+        (ticket,) = engine.tickets()
+        engine.approve(ticket.id, by="alice", args=self.EDITED)  # out of band: not checked
+        state = first.to_state()
+        assert [t.id for t in apply_answers(state)] == [ticket.id]
+        resumed = asyncio.run(Runner.run(agent, state, run_config=OFFLINE))
+        assert outputs(resumed)["call-2"] == (
+            "buddy refused send_email: send_email does not take bcc (it takes: to, body); "
+            "the tool did not run")
+        assert tools.counts()["send_email"] == 0
+        runs = [e.data for e in engine.audit.events() if e.kind == "execution"
+                and e.data.get("mode") == "LIVE"]
+        assert [(r["ok"], r["error"]) for r in runs] == [
+            (False, "UnknownArgumentsError: send_email does not take bcc (it takes: to, body)")]
+        assert replay_trail(engine.audit).ok
+
+    def test_a_models_call_with_them_never_runs(self) -> None:
+        engine, tools = make_engine(), Tools()
+        model = ScriptedModel([
+            [function_call("search_docs", {"query": "q", "limit": 5}, call_id="call-1")],
+            [assistant_message("done")]])
+        agent = Agent(name="assistant", model=model, tools=tools.guarded(engine))
+        result = asyncio.run(Runner.run(agent, "go", run_config=OFFLINE))
+        assert outputs(result)["call-1"] == (
+            "buddy refused search_docs: search_docs does not take limit (it takes: query); "
+            "the tool did not run")
+        assert tools.counts()["search_docs"] == 0
+
+    def test_arguments_it_takes_run(self) -> None:
+        engine, tools, agent, first = self.stopped()
+        state = first.to_state()
+        approve(state, first.interruptions[0], by="alice",
+                args={"to": "bob@example.com", "body": "Hi"})
+        asyncio.run(Runner.run(agent, state, run_config=OFFLINE))
+        assert tools.calls["send_email"] == [{"to": "bob@example.com", "body": "Hi"}]
+
+
+class TestIdempotencyKeys:
+    def test_a_key_is_a_digest_the_same_in_every_process(self) -> None:
+        from buddy.engine.adapters.openai_agents import _idempotency_key
+
+        key = _idempotency_key("mailer", "send_email", "call-1")
+        assert key == "openai-agents:c594b7dca7825507df6038ed9d70d25105d94f97"
+        done = subprocess.run(
+            [sys.executable, "-c", "from buddy.engine.adapters.openai_agents import "
+             "_idempotency_key as k; print(k('mailer', 'send_email', 'call-1'))"],
+            capture_output=True, text=True, timeout=120, check=True)
+        assert done.stdout.strip() == key
+
+    def test_separators_inside_names_make_no_two_calls_one(self) -> None:
+        """Joined with '/', agent 'a/search_docs/x' with call 'y' and agent 'a' with call
+        'x/search_docs/y' had one key: the second call was refused as a repeat."""
+        engine, tools = make_engine(), Tools()
+        results = []
+        for agent_name, call_id, query in (("a/search_docs/x", "y", "refunds"),
+                                           ("a", "x/search_docs/y", "returns")):
+            tool = guard_function_tool(tools.tools[0], engine, agent=agent_name)
+            model = ScriptedModel([
+                [function_call("search_docs", {"query": query}, call_id=call_id)],
+                [assistant_message("done")]])
+            agent = Agent(name="assistant", model=model, tools=[tool])
+            results.append(asyncio.run(Runner.run(agent, "go", run_config=OFFLINE)))
+        assert [list(outputs(r).values()) for r in results] == [
+            ["3 pages about refunds"], ["3 pages about returns"]]
+        assert tools.calls["search_docs"] == [{"query": "refunds"}, {"query": "returns"}]
+
+    def test_a_long_call_id_with_a_newline_still_waits_and_runs_once(self) -> None:
+        engine, tools = make_engine(), Tools()
+        call_id = "call\n" + "x" * 300
+        model = ScriptedModel([
+            [function_call("send_email", {"to": "ann@example.com", "body": "Hi"},
+                           call_id=call_id)],
+            [assistant_message("done")], [assistant_message("done again")]])
+        agent = Agent(name="assistant", model=model, tools=tools.guarded(engine))
+
+        async def scenario() -> tuple[Any, Any]:
+            first = await Runner.run(agent, "go", run_config=OFFLINE)
+            state = first.to_state()
+            approve(state, first.interruptions[0], by="alice")
+            saved = state.to_json()
+            resumed = await Runner.run(agent, state, run_config=OFFLINE)
+            again = await Runner.run(agent, await RunState.from_json(agent, saved),
+                                     run_config=OFFLINE)
+            return resumed, again
+
+        resumed, again = asyncio.run(scenario())
+        assert outputs(resumed)[call_id] == outputs(again)[call_id] == "sent to ann@example.com"
+        assert tools.counts()["send_email"] == 1
+        (ticket,) = engine.tickets(status=None)
+        assert (ticket.status, ticket.by) == ("resumed", "alice")
+        assert ticket.key is not None and ticket.key.startswith("openai-agents:")
+
+
+class TestAlwaysApprove:
+    """state.approve(item, always_approve=True): the SDK runs the tool's later calls
+    without asking anyone; buddy still decides each, and one that waits for a person
+    gets its ticket, approved as SDK_ALWAYS_APPROVER's (it ran MOCK, silently, before)."""
+
+    def scenario(self, engine: Engine, tools: Tools) -> Any:
+        model = ScriptedModel([
+            [FOUR_CALLS[1]],
+            [function_call("send_email", {"to": "bob@example.com", "body": "Hi"},
+                           call_id="call-5")],
+            [assistant_message("done")]])
+        agent = Agent(name="assistant", model=model, tools=tools.guarded(engine))
+
+        async def run() -> Any:
+            first = await Runner.run(agent, "go", run_config=OFFLINE)
+            state = first.to_state()
+            state.approve(first.interruptions[0], always_approve=True)
+            return await Runner.run(agent, state, run_config=OFFLINE)
+
+        return asyncio.run(run())
+
+    def test_each_later_call_is_approved_through_buddy(self) -> None:
+        engine, tools = make_engine(), Tools()
+        resumed = self.scenario(engine, tools)
+        assert resumed.interruptions == []
+        assert outputs(resumed) == {"call-2": "sent to ann@example.com",
+                                    "call-5": "sent to bob@example.com"}
+        assert tools.calls["send_email"] == [{"to": "ann@example.com", "body": "Refund sent."},
+                                             {"to": "bob@example.com", "body": "Hi"}]
+        tickets = engine.tickets(status=None)
+        assert [(t.status, t.by, t.answer_reason) for t in tickets] == [
+            ("resumed", SDK_ALWAYS_APPROVER,
+             "approved in the OpenAI Agents SDK (state.approve, always_approve=True)")] * 2
+        assert replay_trail(engine.audit).ok
+
+    def test_buddy_still_decides_each_later_call(self) -> None:
+        engine = make_engine(default_confidence=None, confidence_provider=lambda agent, tool,
+                             args: 0.9 if args.get("to") == "ann@example.com" else 0.6)
+        tools = Tools()
+        resumed = self.scenario(engine, tools)
+        assert outputs(resumed)["call-5"].startswith("buddy ran send_email in MOCK only")
+        assert tools.calls["send_email"] == [{"to": "ann@example.com", "body": "Refund sent."}]
+        assert len(engine.tickets(status=None)) == 1  # no person is asked about a MOCK
+
+
+class TestWhoAnswers:
+    """``by`` and ``reason`` come from people (an HTTP body): text buddy cannot record is
+    refused before anything is recorded, so the trail stays readable."""
+
+    LONE = json.loads('"alice\\udc80"')  # valid JSON; a lone surrogate once decoded
+
+    def test_a_lone_surrogate_is_refused_and_nothing_is_recorded(self) -> None:
+        engine, tools = make_engine(), Tools()
+        model = ScriptedModel([[FOUR_CALLS[1]], [assistant_message("done")]])
+        agent = Agent(name="assistant", model=model, tools=tools.guarded(engine))
+        first = asyncio.run(Runner.run(agent, "go", run_config=OFFLINE))
+        state, item = first.to_state(), first.interruptions[0]
+        events = len(engine.audit.events())
+        with pytest.raises(InputError, match=r"^approve: by must be valid Unicode text: it "
+                                             r"holds a lone surrogate U\+DC80 at character 5$"):
+            approve(state, item, by=self.LONE)
+        with pytest.raises(InputError, match=r"^reject: reason must be valid Unicode text"):
+            reject(state, item, by="bob", reason=self.LONE)
+        with pytest.raises(InputError, match=r"^reject: by must be valid Unicode text"):
+            reject(state, item, by=self.LONE)
+        assert len(engine.audit.events()) == events
+        assert [t.status for t in engine.tickets(status=None)] == ["pending"]
+        json.dumps(state.to_json())  # the SDK's state was not touched either
+        assert replay_trail(engine.audit).ok
+        approve(state, item, by="alice")  # a good answer still works
+        asyncio.run(Runner.run(agent, state, run_config=OFFLINE))
+        assert tools.counts()["send_email"] == 1
+
+
 def test_the_example_runs_offline() -> None:
     env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
     done = subprocess.run([sys.executable, str(ROOT / "examples" / "openai_agents_example.py")],
@@ -541,10 +769,59 @@ def test_the_example_runs_offline() -> None:
     ]
 
 
-def test_the_readme_section_is_short() -> None:
+def readme_block() -> str:
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     section = text[text.index("### OpenAI Agents SDK"):]
     code = section[section.index("```python\n") + 10:]
-    code = code[:code.index("```")]
+    return code[:code.index("```")]
+
+
+def test_the_readme_section_is_short() -> None:
+    code = readme_block()
     assert "guard_function_tool" in code
     assert len([line for line in code.splitlines() if line.strip()]) <= 10
+
+
+#: Runs the README's block as written, offline: the SDK's default model provider gives a
+#: scripted model, tracing is off, and any connection fails.
+README_HARNESS = """
+import asyncio, socket
+from agents import function_tool
+from agents.models.multi_provider import MultiProvider
+from agents.testing import ScriptedModel, assistant_message, function_call
+
+def no_network(self, address):
+    raise AssertionError(f"the README block tried to connect to {address!r}")
+
+socket.socket.connect = no_network
+MODEL = ScriptedModel([
+    [function_call("send_email", {"to": "ann@example.com", "body": "draft"}, call_id="c-1")],
+    [assistant_message("done")]])
+MultiProvider.get_model = lambda self, name: MODEL
+sent = []
+
+@function_tool
+def send_email(to: str, body: str) -> str:
+    \"\"\"Send an email.\"\"\"
+    sent.append({"to": to, "body": body})
+    return f"sent to {to}"
+
+async def main():
+BLOCK
+    print(sent, result.final_output, [(t.status, t.by) for t in engine.tickets(status=None)])
+
+asyncio.run(main())
+"""
+
+
+def test_the_readme_block_runs_as_written() -> None:
+    """Without the catalogue line the README once lacked, send_email is refused unknown."""
+    block = "".join(f"    {line}\n" for line in readme_block().splitlines())
+    env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
+    env["OPENAI_AGENTS_DISABLE_TRACING"] = "1"
+    done = subprocess.run([sys.executable, "-W", "error", "-c",
+                           README_HARNESS.replace("BLOCK\n", block)],
+                          capture_output=True, text=True, timeout=120, env=env, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "[{'to': 'ann@example.com', 'body': 'Hi'}] done [('resumed', 'alice')]"]
