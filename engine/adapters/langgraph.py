@@ -370,7 +370,8 @@ class ToolGuard:
         """Apply a resume value; this call's ticket as it is then.
 
         No answer (None, ``{}``) applies nothing (the ticket may have been answered
-        elsewhere). An answer naming a ticket (``"ticket"``) is applied to it. One naming
+        elsewhere). An answer naming a ticket of this node's calls (``"ticket"``; in this
+        thread, never another's) is applied to it. One naming
         none is applied to this call's ticket when no other call of the node has a
         ticket, and else not at all (the graph asks again): LangGraph may hand it to any
         of the node's waiting calls, and hands it again on each re-run of the node. An
@@ -386,7 +387,9 @@ class ToolGuard:
             if self._sibling_tickets(request, own) != []:
                 return engine.ticket(own)
             target = own
-        elif not self._ours(target):
+        elif target != own and target not in {
+                t.id for t in self._sibling_tickets(request, own) or ()}:
+            # Not a ticket of this node's calls (another thread's, say): not applied here.
             return engine.ticket(own)
         problem = _bad_answer(answer)
         try:
@@ -406,15 +409,6 @@ class ToolGuard:
                 if self._open(engine.ticket(target)):
                     engine.deny(target, f"resume value refused: {described(exc)}", by="buddy")
         return engine.ticket(own)
-
-    def _ours(self, ticket_id: Any) -> bool:
-        """Whether ``ticket_id`` names a ticket of this guard's agent."""
-        if type(ticket_id) is not str:
-            return False
-        try:
-            return bool(self.engine.ticket(ticket_id).agent == self.agent)
-        except BuddyError:
-            return False
 
     # -- what the model sees ------------------------------------------------------
     def _message(self, request: ToolCallRequest, result: ExecutionResult, call: _Call,

@@ -313,6 +313,26 @@ class TestEndToEnd:
             "buddy: 'database_write' was not run; MOCK simulated it")
         assert replay(engine.audit).ok
 
+    def test_an_answer_naming_another_threads_ticket_is_not_applied(self):
+        world = World()
+        engine = _engine(default_confidence=0.9)
+        node = guarded_tool_node(world.tools, engine, agent="agent-1")
+        script = [AIMessage("", tool_calls=[_call("database_write", "w1", table="t", row="a")]),
+                  AIMessage("", tool_calls=[_call("database_write", "w1", table="t", row="b")]),
+                  AIMessage("done"), AIMessage("done")]  # the threads take turns
+        app = _graph(node, script)
+        a = {"configurable": {"thread_id": "A"}}
+        b = {"configurable": {"thread_id": "B"}}
+        ticket_a = app.invoke({"messages": [HumanMessage("a")]}, a)["__interrupt__"][0] \
+            .value["buddy_ticket"]["id"]
+        ticket_b = app.invoke({"messages": [HumanMessage("b")]}, b)["__interrupt__"][0] \
+            .value["buddy_ticket"]["id"]
+        state = app.invoke(Command(resume={"ticket": ticket_b, "approve": True, "by": "alice"}),
+                           a)  # answered in thread A, naming thread B's ticket
+        assert "__interrupt__" in state
+        assert engine.ticket(ticket_b).status == engine.ticket(ticket_a).status == "pending"
+        assert world.ran == [] and replay(engine.audit).ok
+
     def test_after_another_ticket_of_the_node_an_answer_must_name_its_own(self):
         # The email pauses before the write starts (LangGraph cancels it); approved by an
         # unnamed answer, the email runs and the write opens its ticket. LangGraph hands
