@@ -756,13 +756,13 @@ def tickets_list(audit_path: Path, status: str, key_file: Path | None, key_env: 
     if as_json:
         _print_json([_ticket_row(t) for t in found])
         return
-    table = Table("ticket", "status", "agent", "tool", "arguments (secrets masked)", "mode",
-                  "expires at", "by")
+    table = Table("ticket", "status", "agent", "tool", "mode", "expires at", "by")
+    table.add_column("arguments (secrets masked)", overflow="fold")  # all of them, wrapped
     for t in found:
-        table.add_row(plain(t.id), t.status, plain(t.agent), plain(t.tool),
-                      plain(orjson.dumps(t.args, option=orjson.OPT_NON_STR_KEYS).decode()),
-                      t.mode, "never" if t.expires_at is None else f"{t.expires_at:.0f}",
-                      plain(t.by or ""))
+        table.add_row(plain(t.id), t.status, plain(t.agent), plain(t.tool), t.mode,
+                      "never" if t.expires_at is None else f"{t.expires_at:.0f}",
+                      plain(t.by or ""),
+                      plain(orjson.dumps(t.args, option=orjson.OPT_NON_STR_KEYS).decode()))
     _out().print(table)
 
 

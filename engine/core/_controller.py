@@ -113,6 +113,17 @@ _Begun = tuple["_Context", str, str, dict[str, Any], _Tool, EscalationInputs, "_
 _PLAIN = frozenset({dict, list, tuple, str, bytes, int, float, bool, type(None)})
 
 
+def _started(exc: BaseException) -> None:
+    """Mark ``exc`` as raised once the call's handler had started (see :func:`ran`)."""
+    with contextlib.suppress(AttributeError, TypeError):
+        exc.__buddy_ran__ = True  # type: ignore[attr-defined]
+
+
+def ran(exc: BaseException) -> bool:
+    """Whether the call ``exc`` stopped had started its handler (it may have acted)."""
+    return getattr(exc, "__buddy_ran__", False) is True
+
+
 def interrupted(exc: BaseException) -> ExecutionResult | None:
     """The result recorded for a call an interrupt or a cancellation stopped mid-run
     (None: it stopped elsewhere, before its run was recorded)."""
@@ -574,12 +585,17 @@ class Controller:
             if type(result) not in _PLAIN:
                 _made_not_run(tool, mode, result, awaited=False)
         except BaseException as exc:  # recorded and rolled back; an interrupt then goes on up
+            _started(exc)
             error = self._run_failed(ctx, inputs, common, mode, masked, exc)
             undone = session._rollback(_id(ctx)) if mode is _LIVE else ()
             return self._failed(ctx, agent, tool, args, decision, inputs, common, mode, exc,
                                 error, undone)
-        return self._succeeded(session, ctx, agent, tool, args, decision, inputs, common,
-                               mode, handlers, result, masked)
+        try:
+            return self._succeeded(session, ctx, agent, tool, args, decision, inputs, common,
+                                   mode, handlers, result, masked)
+        except BaseException as exc:  # the tool ran: whatever stops the record says so
+            _started(exc)
+            raise
 
     async def _aexecute(self, session: Session, ctx: _Context, agent: str, tool: str,
                         args: dict[str, Any], decision: Decision, inputs: EscalationInputs,
@@ -601,12 +617,17 @@ class Controller:
                 else:
                     _made_not_run(tool, mode, result, awaited=True)
         except BaseException as exc:  # a cancellation too: recorded, rolled back, raised on
+            _started(exc)
             error = self._run_failed(ctx, inputs, common, mode, masked, exc)
             undone = await session._arollback(_id(ctx)) if mode is _LIVE else ()
             return self._failed(ctx, agent, tool, args, decision, inputs, common, mode, exc,
                                 error, undone)
-        return self._succeeded(session, ctx, agent, tool, args, decision, inputs, common,
-                               mode, handlers, result, masked)
+        try:
+            return self._succeeded(session, ctx, agent, tool, args, decision, inputs, common,
+                                   mode, handlers, result, masked)
+        except BaseException as exc:  # the tool ran: whatever stops the record says so
+            _started(exc)
+            raise
 
     def _start(self, ctx: _Context, tool: str, decision: Decision, inputs: EscalationInputs,
                common: _Common, max_mode: ExecutionMode | None, cap_reason: str,
@@ -754,8 +775,9 @@ class Controller:
         audit = self.gate.audit
         try:
             tail = b',"why":%b}' % _DUMPS(why) if why else b"}"
-        except orjson.JSONEncodeError:  # text JSON cannot hold: the dict records it as such
-            tail = None
+        except orjson.JSONEncodeError:  # a lone surrogate: escaped, as every text buddy cuts
+            why = mask_text(str(why))
+            tail = b',"why":%b}' % _DUMPS(why)
         with audit.lock:
             for move in moves:
                 trigger, src, dst = move
@@ -903,7 +925,7 @@ class PendingCall:
             assert self._inputs is not None and self._common is not None
             return self._finished(self._controller._cancel(
                 self._take(), self.agent, self.tool, self.args, self.decision, self._inputs,
-                self._common, reason))
+                self._common, reason or "cancelled before it ran"))
         return self._done
 
 

@@ -23,7 +23,7 @@ from buddy.engine.core._explain import Explanation, explain
 from buddy.engine.core._gate import ConfidenceProvider, Gate
 from buddy.engine.core._guard import F, guard
 from buddy.engine.core._tickets import ArgStore, Calls, Ticket
-from buddy.rules.base._masking import shown
+from buddy.rules.base._masking import described, shown
 from buddy.rules.base._values import ExecutionMode, valid_confidence
 from buddy.rules.base.errors import InputError
 from buddy.rules.tables._catalogue import ToolContractRegistry
@@ -347,9 +347,9 @@ class Engine:
             pending = await self.asession(agent).prepare(
                 tool, args, confidence=confidence, approval=approval, max_mode=max_mode,
                 cap_reason=cap_reason)
-        except self._gate.pass_through as exc:
+        except BaseException as exc:  # prepare runs nothing: the key is free again
             if key is not None:
-                calls.release(key, f"paused by the approver: {type(exc).__name__}")
+                calls.release(key, f"stopped before it ran: {described(exc)}")
             raise
         return self._finishing(pending, key)
 
@@ -381,9 +381,9 @@ class Engine:
                 return claimed
         try:
             pending = prepare()
-        except self._gate.pass_through as exc:
+        except BaseException as exc:  # prepare runs nothing: the key is free again
             if key is not None:
-                self._calls.release(key, f"paused by the approver: {type(exc).__name__}")
+                self._calls.release(key, f"stopped before it ran: {described(exc)}")
             raise
         return self._finishing(pending, key)
 

@@ -268,7 +268,7 @@ class Gate:
         provider = self.confidence_provider
         if provider is not None:
             try:
-                got = provider(agent, tool, args)  # type: ignore[arg-type]
+                got = provider(agent, tool, None if args is None else dict(args))  # type: ignore[arg-type]
                 if inspect.isawaitable(got):
                     close = getattr(got, "close", None)
                     if close is not None:

@@ -49,6 +49,7 @@ from buddy.engine.core._events import (
     text_problem,
 )
 from buddy.machines.escalation import EscalationInputs, ExecutionState
+from buddy.rules.base._canonical import args_digest
 from buddy.rules.base._files import NotReadable, read_regular, write_atomic
 from buddy.rules.base._masking import described, mask_text, shown
 from buddy.rules.base._values import ExecutionMode, RiskLevel
@@ -175,6 +176,9 @@ class _KeyState:
     args_digest: str
     ticket: str | None = None
     done: CallDoneData | None = None
+    #: the digest of the arguments unmasked, for a claim this process made (never
+    #: recorded): repeats here are told apart by a masked field too
+    raw: str | None = None
 
 
 @attrs.define
@@ -350,11 +354,15 @@ def _json_problem(value: Any) -> str | None:
             if v - v != 0.0:
                 return f"{where}: {v!r} is not a finite number"
         elif t is int:
-            if not -_INT64 <= v < _INT64:
+            if not -_INT64 <= v < 2 * _INT64:
                 return f"{where}: an integer beyond 64 bits"
         elif v is not None and t is not bool:
             return f"{where}: a {t.__name__} is no JSON value"
-    if len(orjson.dumps(value)) > MAX_ARGS_BYTES:
+    try:
+        size = len(orjson.dumps(value))
+    except (TypeError, orjson.JSONEncodeError):  # nested deeper than JSON encoders go
+        return "nested too deep"
+    if size > MAX_ARGS_BYTES:
         return f"larger than {MAX_ARGS_BYTES} bytes"
     return None
 
@@ -424,16 +432,18 @@ class Calls:
         problem = key_problem(key)
         if problem is not None:
             raise InputError(f"idempotency_key {problem}")
-        digest = self.gate.audit.args_digest(dict(args) if isinstance(args, Mapping) else args)
+        given = dict(args) if isinstance(args, Mapping) else args
+        digest, raw = self.gate.audit.args_digest(given), args_digest(given)
         with self.gate._turn():
             state = self.book.keys.get(key)
             if state is None:
                 self._write("idempotency", "claim", key, KeyClaimData(
                     _plain(agent), _plain(tool), digest))
+                self.book.keys[key].raw = raw
                 return None
             of = state.done.context if state.done is not None else None
-            same = state.args_digest == digest and state.agent == agent and \
-                state.tool == tool
+            same = (state.args_digest == digest if state.raw is None else state.raw == raw) \
+                and state.agent == agent and state.tool == tool
             self._write("idempotency", "duplicate", key, KeyClaimData(
                 _plain(agent), _plain(tool), digest, of, same))
         if not same:
@@ -459,12 +469,15 @@ class Calls:
 
     def finish_interrupted(self, key: str, exc: BaseException) -> None:
         """Close ``key`` on the result recorded for a call an interrupt or a cancellation
-        stopped mid-run (a repeat returns it, and runs nothing); a call stopped before
-        its run was recorded keeps the key unfinished (it is never run twice)."""
-        from buddy.engine.core._controller import interrupted
+        stopped mid-run (a repeat returns it, and runs nothing); give it back when the
+        call stopped before its handler started (nothing ran); else (it started, and its
+        record was cut short) keep it unfinished: it is never run twice."""
+        from buddy.engine.core._controller import interrupted, ran
         result = interrupted(exc)
         if result is not None:
             self.finish(key, result)
+        elif not ran(exc):  # stopped before its handler started: nothing ran, the key is free
+            self.release(key, f"stopped before it ran: {type(exc).__name__}")
 
     def finish(self, key: str, result: ExecutionResult) -> None:
         """Record the outcome of the call that claimed ``key``."""
