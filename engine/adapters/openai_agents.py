@@ -15,6 +15,14 @@ Needs the ``openai-agents`` extra (``pip install 'buddy[openai-agents]'``).
   other properties, as a strict tool's does: the SDK would drop them, and the tool
   run without what buddy records) are refused by the LIVE handler: a failed run,
   nothing ran, and the model is told.
+- A tool made by ``@function_tool`` runs LIVE without the SDK's failure handling
+  around it, so an exception of the tool, or arguments its parameters refuse (a
+  wrong type, a missing one: the tool's body never runs), is a failed run in
+  buddy's audit; the model is then told what the tool's failure policy says (its
+  ``failure_error_function``, the SDK's default message by default; None: the
+  exception is raised, failing the SDK run), as the SDK would. Another
+  ``FunctionTool`` (its own ``on_invoke_tool``) runs as it is: a failure it turns
+  into text is recorded as its result.
 - Its ``needs_approval`` answers True exactly when buddy's decision for the call
   waits for a person (``engine.check``, which records nothing; the tool's own
   setting is or-ed in, buddy asked either way), and then opens buddy's ticket for
@@ -61,7 +69,12 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from agents import FunctionTool, RunContextWrapper, RunState, ToolApprovalItem, function_tool
-from agents.tool import ToolErrorFunction, default_tool_error_function
+from agents.tool import (
+    ToolErrorFunction,
+    _FailureHandlingFunctionToolInvoker,
+    default_tool_error_function,
+    maybe_invoke_function_tool_failure_error_function,
+)
 from agents.tool_context import ToolContext
 
 from buddy.engine.core import Engine, ExecutionResult, PendingCall, Ticket, TicketError
@@ -162,17 +175,34 @@ def _parse_args(raw: str) -> dict[str, Any] | None:
     return parsed if isinstance(parsed, dict) else None
 
 
+def _unhandled(invoke: _Invoke) -> _Invoke | None:
+    """The SDK's invocation of a ``@function_tool`` without its failure handling (it parses
+    and validates the arguments, then calls the function: either raises), or None when
+    ``invoke`` is not the SDK's (a ``FunctionTool`` built by hand)."""
+    if not isinstance(invoke, _FailureHandlingFunctionToolInvoker):
+        return None
+    inner = getattr(invoke, "_invoke_tool_impl", None)
+    return inner if callable(inner) else None
+
+
 class _Guard:
     """A guarded tool's ``on_invoke_tool`` (and, through :meth:`needs_approval`, its
     approval policy): every call goes through the engine."""
 
     def __init__(self, engine: Engine, agent: str, tool: str, invoke: _Invoke, *,
                  confidence: float | None, on_error: ToolErrorFunction | None,
-                 schema: Mapping[str, Any], strict: bool, approvals: bool) -> None:
+                 schema: Mapping[str, Any], strict: bool, approvals: bool,
+                 sdk_tool: FunctionTool | None = None) -> None:
         self.engine = engine
         self.agent = agent
         self.tool = tool  # the name buddy's catalogue knows it by
-        self.invoke = invoke
+        #: what LIVE runs: the SDK's invocation without its failure handling when the tool
+        #: is a ``@function_tool`` (so a failure reaches buddy), else its own
+        self.invoke = _unhandled(invoke) or invoke
+        #: the SDK's failure handling, applied after buddy recorded a failure (None: the
+        #: tool's own on_invoke_tool handles its failures itself)
+        self.sdk_invoker = invoke if self.invoke is not invoke else None
+        self.sdk_tool = sdk_tool  # the guarded copy, whose failure policy the SDK reads
         self.confidence = confidence
         self.on_error = on_error
         self.schema = schema  # the SDK tool's params_json_schema
@@ -321,7 +351,7 @@ class _Guard:
                 message = self.on_error(ctx, result.exception)  # type: ignore[arg-type]
                 return await message if inspect.isawaitable(message) else message
             if result.exception is not None:
-                raise result.exception
+                return await self._failed(ctx, result.exception, result.args)
             return f"buddy ran {self.tool} and it failed: {result.error}"
         if not decision.allowed or result.mode is None:
             why = result.error or decision.reason
@@ -329,6 +359,23 @@ class _Guard:
         mode = result.mode.value
         return (f"buddy ran {self.tool} in {mode} only (simulated, nothing was done): "
                 f"{decision.reason}")
+
+    async def _failed(self, ctx: ToolContext[Any], error: BaseException,
+                      args: Mapping[str, Any] | None) -> Any:
+        """What the model gets for a LIVE run that raised (buddy recorded it failed): what
+        the SDK's failure handling would give it, or the error raised on when the tool's
+        policy is to raise (or the tool handles its failures itself)."""
+        invoker, tool = self.sdk_invoker, self.sdk_tool
+        if invoker is None or tool is None:
+            raise error
+        message = await maybe_invoke_function_tool_failure_error_function(
+            function_tool=tool, context=ctx, error=error)
+        if message is None:
+            raise error
+        handled = getattr(invoker, "_on_handled_error", None)  # the SDK's trace and log
+        if callable(handled) and isinstance(error, Exception):
+            handled(tool, error, json.dumps(dict(args or {})), ctx)
+        return message
 
 
 def _guard_of(tool: FunctionTool) -> _Guard | None:
@@ -378,11 +425,11 @@ def guard_function_tool(tool: FunctionTool, engine: Engine, *, agent: str,
     if not isinstance(agent, str) or not agent:
         raise InputError(f"guard_function_tool: agent must be a non-empty string (got {agent!r})")
     guarded = copy.copy(tool)
-    # Exceptions the tool's own failure policy lets through reach buddy (recorded as a
-    # failed LIVE run) and are raised on, as the SDK would.
+    # A @function_tool's failures reach buddy (a failed LIVE run); the model is then told
+    # what the tool's failure policy says, as the SDK would.
     guard = _Guard(engine, agent, name or tool.name, guarded.on_invoke_tool,
                    confidence=confidence, on_error=None, schema=tool.params_json_schema,
-                   strict=tool.strict_json_schema, approvals=approvals)
+                   strict=tool.strict_json_schema, approvals=approvals, sdk_tool=guarded)
     guarded.on_invoke_tool = guard
     guard.register()
     if approvals:

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from agents import (
     Agent,
+    FunctionTool,
     RunConfig,
     Runner,
     RunState,
@@ -725,6 +726,153 @@ class TestAlwaysApprove:
         assert outputs(resumed)["call-5"].startswith("buddy ran send_email in MOCK only")
         assert tools.calls["send_email"] == [{"to": "ann@example.com", "body": "Refund sent."}]
         assert len(engine.tickets(status=None)) == 1  # no person is asked about a MOCK
+
+
+SDK_MESSAGE = "An error occurred while running the tool. Please try again."
+
+
+def live_runs(engine: Engine) -> list[tuple[bool, Any, str | None]]:
+    """The LIVE runs buddy recorded: (ok, result, error)."""
+    return [(e.data["ok"], e.data.get("result"), e.data.get("error"))
+            for e in engine.audit.events()
+            if e.kind == "execution" and e.data.get("mode") == ExecutionMode.LIVE.value]
+
+
+class TestToolFailures:
+    """A guarded ``@function_tool`` that fails (it raises, or its parameters refuse the
+    arguments) is a failed LIVE run in buddy's audit, and the model is told what the
+    tool's failure policy says, as the SDK would; nothing runs twice."""
+
+    def raising(self, **kwargs: Any) -> tuple[Any, list[str]]:
+        ran: list[str] = []
+
+        @function_tool(**kwargs)
+        def search_docs(query: str) -> str:
+            """Search the docs."""
+            ran.append(query)
+            raise ConnectionError("index offline")
+
+        return search_docs, ran
+
+    def test_a_raising_tool_is_a_failed_run_and_the_model_gets_the_sdk_message(self) -> None:
+        engine = make_engine()
+        tool, ran = self.raising()
+        model = ScriptedModel([[FOUR_CALLS[0]], [assistant_message("done")]])
+        agent = Agent(name="assistant", model=model,
+                      tools=[guard_function_tool(tool, engine, agent="agent-1")])
+        result = asyncio.run(Runner.run(agent, "go", run_config=OFFLINE))
+        assert outputs(result)["call-1"] == SDK_MESSAGE
+        assert result.final_output == "done"
+        assert ran == ["refunds"]
+        assert live_runs(engine) == [(False, None, "ConnectionError: index offline")]
+        assert replay_trail(engine.audit).ok
+
+    def test_the_tools_own_failure_message_is_what_the_model_gets(self) -> None:
+        engine = make_engine()
+        tool, ran = self.raising(
+            failure_error_function=lambda ctx, exc: f"search is down ({exc})")
+        model = ScriptedModel([[FOUR_CALLS[0]], [assistant_message("done")]])
+        agent = Agent(name="assistant", model=model,
+                      tools=[guard_function_tool(tool, engine, agent="agent-1")])
+        result = asyncio.run(Runner.run(agent, "go", run_config=OFFLINE))
+        assert outputs(result)["call-1"] == "search is down (index offline)"
+        assert [ok for ok, _, _ in live_runs(engine)] == [False]
+
+    def test_a_tool_whose_policy_is_to_raise_fails_the_sdk_run(self) -> None:
+        engine = make_engine()
+        tool, ran = self.raising(failure_error_function=None)
+        model = ScriptedModel([[FOUR_CALLS[0]], [assistant_message("done")]])
+        agent = Agent(name="assistant", model=model,
+                      tools=[guard_function_tool(tool, engine, agent="agent-1")])
+        with pytest.raises(Exception, match="index offline"):
+            asyncio.run(Runner.run(agent, "go", run_config=OFFLINE))
+        assert ran == ["refunds"]
+        assert live_runs(engine) == [(False, None, "ConnectionError: index offline")]
+        assert replay_trail(engine.audit).ok
+
+    def test_a_failed_call_resumed_twice_runs_once(self) -> None:
+        engine = make_engine()
+        ran: list[str] = []
+
+        @function_tool
+        def send_email(to: str, body: str) -> str:
+            """Send an email."""
+            ran.append(to)
+            raise ConnectionError("smtp down")
+
+        model = ScriptedModel([[FOUR_CALLS[1]], [assistant_message("done")],
+                               [assistant_message("done again")]])
+        agent = Agent(name="assistant", model=model,
+                      tools=[guard_function_tool(send_email, engine, agent="agent-1")])
+
+        async def scenario() -> tuple[Any, Any]:
+            first = await Runner.run(agent, "go", run_config=OFFLINE)
+            state = first.to_state()
+            approve(state, first.interruptions[0], by="alice")
+            saved = state.to_json()
+            resumed = await Runner.run(agent, state, run_config=OFFLINE)
+            again = await Runner.run(agent, await RunState.from_json(agent, saved),
+                                     run_config=OFFLINE)
+            return resumed, again
+
+        resumed, again = asyncio.run(scenario())
+        assert outputs(resumed)["call-2"] == outputs(again)["call-2"] == SDK_MESSAGE
+        assert ran == ["ann@example.com"]
+        assert live_runs(engine) == [(False, None, "ConnectionError: smtp down")]
+        assert replay_trail(engine.audit).ok
+
+    @pytest.mark.parametrize("edited", [
+        {"to": 123, "body": "Hi"},
+        {"to": "ann@example.com"},
+        {"to": None, "body": "Hi"},
+        {"to": ["ann@example.com", "bob@example.com"], "body": "Hi"},
+    ], ids=["int", "missing", "null", "list"])
+    def test_edited_arguments_of_the_wrong_type_are_a_failed_run_and_never_run(
+            self, edited: dict[str, Any]) -> None:
+        engine, tools = make_engine(), Tools()
+        model = ScriptedModel([[FOUR_CALLS[1]], [assistant_message("done")]])
+        agent = Agent(name="assistant", model=model, tools=tools.guarded(engine))
+        first = asyncio.run(Runner.run(agent, "go", run_config=OFFLINE))
+        state = first.to_state()
+        approve(state, first.interruptions[0], by="alice", args=edited)
+        resumed = asyncio.run(Runner.run(agent, state, run_config=OFFLINE))
+        assert outputs(resumed)["call-2"] == SDK_MESSAGE
+        assert tools.counts()["send_email"] == 0
+        assert live_runs(engine) == [
+            (False, None, "ModelBehaviorError: Invalid JSON input for tool send_email")]
+        (ticket,) = engine.tickets(status=None)
+        assert ticket.by == "alice"
+        assert replay_trail(engine.audit).ok
+
+    def test_a_models_call_of_the_wrong_type_is_a_failed_run(self) -> None:
+        engine, tools = make_engine(), Tools()
+        model = ScriptedModel([
+            [function_call("search_docs", {"query": 5}, call_id="call-1")],
+            [assistant_message("done")]])
+        agent = Agent(name="assistant", model=model, tools=tools.guarded(engine))
+        result = asyncio.run(Runner.run(agent, "go", run_config=OFFLINE))
+        assert outputs(result)["call-1"] == SDK_MESSAGE
+        assert tools.counts()["search_docs"] == 0
+        assert [ok for ok, _, _ in live_runs(engine)] == [False]
+
+    def test_a_hand_built_function_tool_handles_its_own_failures(self) -> None:
+        engine = make_engine()
+
+        async def invoke(ctx: Any, raw: str) -> str:
+            return "could not search: index offline"
+
+        tool = FunctionTool(name="search_docs", description="Search the docs.",
+                            params_json_schema={"type": "object", "properties": {
+                                "query": {"type": "string"}}, "required": ["query"],
+                                "additionalProperties": False},
+                            on_invoke_tool=invoke)
+        model = ScriptedModel([[FOUR_CALLS[0]], [assistant_message("done")]])
+        agent = Agent(name="assistant", model=model,
+                      tools=[guard_function_tool(tool, engine, agent="agent-1")])
+        result = asyncio.run(Runner.run(agent, "go", run_config=OFFLINE))
+        # its text is its result: buddy cannot tell it from a success
+        assert outputs(result)["call-1"] == "could not search: index offline"
+        assert live_runs(engine) == [(True, "could not search: index offline", None)]
 
 
 class TestWhoAnswers:
