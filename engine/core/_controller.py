@@ -983,7 +983,7 @@ class Session:
         return [d.tool for d in self._stack]
 
     def _rollback(self, failed: str) -> tuple[str, ...]:
-        audit, undone = self._controller.gate.audit, []
+        undone: list[str] = []
         while self._stack:
             done = self._stack.pop()
             try:
@@ -994,19 +994,29 @@ class Session:
                         close()
                     raise AsyncHandlerError(f"the undo of {done.tool!r} is async: it did not "
                                             "run (a synchronous execute cannot await it)")
-                data = {"tool": done.tool, "ok": True, "result": audit.masker.mask(out)}
-                undone.append(done.context)
             except BaseException as exc:  # recorded; the action stands, so it is not undone
-                audit.append("rollback", "escalation", done.context, "undo", None, None,
-                             {"tool": done.tool, "ok": False, "error": described(exc),
-                              "because_of": failed})
-                if not isinstance(exc, Exception):
-                    self._not_undone(failed, exc)
-                    raise
+                self._undo_failed(done, failed, exc)
                 continue
-            audit.append("rollback", "escalation", done.context, "undo", None, None,
-                         {**data, "because_of": failed})
+            self._undone(done, failed, out, undone)
         return tuple(undone)
+
+    def _undone(self, done: _Done, failed: str, out: Any, undone: list[str]) -> None:
+        """Record an undo that returned ``out``."""
+        audit = self._controller.gate.audit
+        audit.append("rollback", "escalation", done.context, "undo", None, None, {
+            "tool": done.tool, "ok": True, "result": audit.masker.mask(out),
+            "because_of": failed})
+        undone.append(done.context)
+
+    def _undo_failed(self, done: _Done, failed: str, exc: BaseException) -> None:
+        """Record an undo that raised; an interrupt or a cancellation also leaves the rest
+        of the stack not undone (recorded), and goes on up."""
+        self._controller.gate.audit.append(
+            "rollback", "escalation", done.context, "undo", None, None,
+            {"tool": done.tool, "ok": False, "error": described(exc), "because_of": failed})
+        if not isinstance(exc, Exception):
+            self._not_undone(failed, exc)
+            raise exc
 
     def _not_undone(self, failed: str, exc: BaseException) -> None:
         """Record each action left on the stack as not undone: an interrupt or a
@@ -1020,25 +1030,17 @@ class Session:
 
     async def _arollback(self, failed: str) -> tuple[str, ...]:
         """:meth:`_rollback`, awaiting async undos."""
-        audit, undone = self._controller.gate.audit, []
+        undone: list[str] = []
         while self._stack:
             done = self._stack.pop()
             try:
                 out = done.undo(done.args, done.result)
                 if type(out) not in _PLAIN and inspect.isawaitable(out):
                     out = await out
-                data = {"tool": done.tool, "ok": True, "result": audit.masker.mask(out)}
-                undone.append(done.context)
             except BaseException as exc:  # a cancellation too: recorded, then raised on
-                audit.append("rollback", "escalation", done.context, "undo", None, None,
-                             {"tool": done.tool, "ok": False, "error": described(exc),
-                              "because_of": failed})
-                if not isinstance(exc, Exception):
-                    self._not_undone(failed, exc)
-                    raise
+                self._undo_failed(done, failed, exc)
                 continue
-            audit.append("rollback", "escalation", done.context, "undo", None, None,
-                         {**data, "because_of": failed})
+            self._undone(done, failed, out, undone)
         return tuple(undone)
 
     def __enter__(self) -> Session:
