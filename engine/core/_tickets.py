@@ -383,6 +383,8 @@ def text_problem_of(value: object) -> str | None:
 def key_problem(key: object) -> str | None:
     """Why ``key`` cannot be an idempotency key (printable text of 1 to 256
     characters), or None."""
+    if type(key) is not str or not key:
+        return f"must be a non-empty string (got {shown(key)})"
     return text_problem_of(key)
 
 
