@@ -251,14 +251,11 @@ class Engine:
         claimed = calls.claim(idempotency_key, agent, tool, args)
         if claimed is not None:
             return claimed if isinstance(claimed, ExecutionResult) else \
-                self._waiting_or_run(claimed)
+                self._still_waiting(claimed) or claimed.run()
         try:
             result = controller.execute(Session(controller, agent), tool, args, confidence,
                                         approval, max_mode, cap_reason)
-        except self._gate.pass_through as exc:  # paused before anything ran: the key is free
-            calls.release(idempotency_key, f"paused by the approver: {type(exc).__name__}")
-            raise
-        except BaseException as exc:  # an interrupt mid-run: the key closes on its record
+        except BaseException as exc:  # paused (the key is free) or stopped mid-run (closed)
             calls.finish_interrupted(idempotency_key, exc)
             raise
         calls.finish(idempotency_key, result)
@@ -279,28 +276,24 @@ class Engine:
         if claimed is not None:
             if isinstance(claimed, ExecutionResult):
                 return claimed
-            if claimed.ticket is not None and claimed.waiting:
-                return calls._not_run(agent, tool, args, claimed.context,
-                                      f"waits for a person on ticket {claimed.ticket.id}")
-            return await claimed.arun()
+            return self._still_waiting(claimed) or await claimed.arun()
         try:
             result = await controller.aexecute(AsyncSession(controller, agent), tool, args,
                                                confidence, approval, max_mode, cap_reason)
-        except self._gate.pass_through as exc:
-            calls.release(idempotency_key, f"paused by the approver: {type(exc).__name__}")
-            raise
         except BaseException as exc:
             calls.finish_interrupted(idempotency_key, exc)
             raise
         calls.finish(idempotency_key, result)
         return result
 
-    def _waiting_or_run(self, pending: PendingCall) -> ExecutionResult:
+    def _still_waiting(self, pending: PendingCall) -> ExecutionResult | None:
+        """The answer to a keyed call whose ticket still waits for a person (it runs
+        nothing), or None."""
         if pending.ticket is not None and pending.waiting:
             return self._calls._not_run(pending.agent, pending.tool, pending.args,
                                         pending.context, "waits for a person on ticket "
                                         f"{pending.ticket.id}")
-        return pending.run()
+        return None
 
     def prepare(self, agent: str, tool: str, args: Mapping[str, Any] | None = None, *,
                 confidence: float | None = None, approval: bool | None = None,
